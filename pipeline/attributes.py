@@ -1,0 +1,97 @@
+"""The attribute schema (questions + controlled vocabularies) and mapping raw answers onto it."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from importlib import resources
+from pathlib import Path
+
+from pydantic import BaseModel, Field, field_validator
+
+from pipeline.errors import ConfigError
+from pipeline.models import AttributeValue
+
+_ARTICLES = re.compile(r"^(?:a|an|the|it is|it's|this is|made of|made from)\s+")
+
+
+class AttributeSpec(BaseModel):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    question: str  # asked of BLIP-2 / VQA models as "Question: ... Answer:"
+    prefix: str  # for captioning-only models (BLIP): conditional caption start, e.g. "the product is made of"
+    vocabulary: list[str] = Field(min_length=1)
+    synonyms: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("synonyms")
+    @classmethod
+    def _synonyms_map_into_vocabulary(cls, synonyms: dict[str, str], info) -> dict[str, str]:
+        vocabulary = set(info.data.get("vocabulary") or [])
+        unknown = sorted(v for v in synonyms.values() if v not in vocabulary)
+        if unknown:
+            raise ValueError(f"synonyms map to words not in the vocabulary: {unknown}")
+        return synonyms
+
+
+class AttributeSchema(BaseModel):
+    attributes: list[AttributeSpec] = Field(min_length=1)
+
+    def names(self) -> list[str]:
+        return [spec.name for spec in self.attributes]
+
+    def spec(self, name: str) -> AttributeSpec:
+        return next(spec for spec in self.attributes if spec.name == name)
+
+
+def load_attribute_schema(path: Path | None = None) -> AttributeSchema:
+    """The schema file at `path`, or the default shipped with the package."""
+    try:
+        if path is None:
+            text = resources.files("pipeline").joinpath("attribute_schema.json").read_text(encoding="utf-8")
+        else:
+            text = Path(path).read_text(encoding="utf-8")
+        return AttributeSchema.model_validate(json.loads(text))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"Attribute schema file not found: {path}") from exc
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"Attribute schema {path or 'default'} is invalid: {exc}".splitlines()[0]) from exc
+
+
+def clean_answer(raw: str) -> str:
+    text = raw.strip().lower()
+    text = re.sub(r"[^\w\s\-']", " ", text)
+    text = re.sub(r"\s+", " ", text).strip()
+    while True:
+        stripped = _ARTICLES.sub("", text)
+        if stripped == text:
+            return text
+        text = stripped
+
+
+def map_answer(spec: AttributeSpec, raw: str) -> AttributeValue:
+    """Raw model answer -> vocabulary value; unknown answers are kept and flagged (in_vocab=False)."""
+    text = clean_answer(raw)
+    value = _match_vocabulary(spec, text)
+    if value is not None:
+        return AttributeValue(name=spec.name, raw=raw, value=value, in_vocab=True)
+    return AttributeValue(name=spec.name, raw=raw, value=text, in_vocab=False)
+
+
+def map_answers(schema: AttributeSchema, answers: dict[str, str]) -> list[AttributeValue]:
+    return [map_answer(spec, answers.get(spec.name, "")) for spec in schema.attributes]
+
+
+def _match_vocabulary(spec: AttributeSpec, text: str) -> str | None:
+    if not text:
+        return None
+    if text in spec.vocabulary:
+        return text
+    if text in spec.synonyms:
+        return spec.synonyms[text]
+    # A known word inside a longer answer ("a pair of black leather shoes" -> "shoes"); longest terms first.
+    terms = sorted([*spec.vocabulary, *spec.synonyms], key=len, reverse=True)
+    for term in terms:
+        if re.search(rf"\b{re.escape(term)}\b", text):
+            return spec.synonyms.get(term, term)
+    close = difflib.get_close_matches(text, spec.vocabulary, n=1, cutoff=0.85)
+    return close[0] if close else None

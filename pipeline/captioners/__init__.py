@@ -1,0 +1,28 @@
+"""Captioner protocol and the factory that picks a backend from Settings."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from pipeline.attributes import AttributeSpec
+from pipeline.models import CaptionResult, NormalizedImage, Usage
+
+
+class Captioner(Protocol):
+    model_id: str  # part of the caption-cache key: same image + same model_id -> reuse
+
+    def warm_up(self) -> None:
+        """Fail fast (ConfigError) when the backend cannot work at all."""
+
+    def caption(self, image: NormalizedImage, questions: list[AttributeSpec]) -> tuple[CaptionResult, Usage]:
+        """Caption + raw answers for one normalized image, and what the call cost."""
+
+
+def make_captioner(settings) -> Captioner:
+    if settings.captioner == "local":
+        from pipeline.captioners.local import LocalCaptioner
+
+        return LocalCaptioner(settings.caption_model, max_new_tokens=settings.max_new_tokens)
+    from pipeline.captioners.sagemaker_runtime import SageMakerCaptioner
+
+    return SageMakerCaptioner.from_settings(settings)

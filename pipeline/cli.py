@@ -1,0 +1,112 @@
+"""Command line: `python -m pipeline tag ...` and `python -m pipeline make-test-model DIR`.
+
+Thin on purpose: parse arguments, call the library, print one line per outcome. No tracebacks:
+fatal problems print one `error:` line and exit 2; per-item failures are rows in the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from pipeline.errors import UserFacingError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description="Tag product photos: caption, attributes, summary.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    tag = commands.add_parser("tag", help="tag images, zips and CSVs and write a CSV report")
+    tag.add_argument("paths", nargs="*", type=Path, help="images, .zip archives or .csv files")
+    tag.add_argument("--out", type=Path, required=True, help="where to write the CSV report")
+    tag.add_argument("--captioner", choices=["local", "sagemaker"])
+    tag.add_argument("--summarizer", choices=["openai", "offline"])
+    tag.add_argument("--concurrency", type=int)
+    tag.add_argument("--name", help="batch name (default: the first file's name)")
+    tag.add_argument("--resume", type=int, metavar="BATCH_ID", help="finish an earlier batch instead of starting one")
+    tag.add_argument("--retry-failed", action="store_true", help="with --resume: also redo items that failed")
+    tag.add_argument("--excel", action="store_true", help="write a UTF-8 BOM so Excel opens the report correctly")
+
+    model = commands.add_parser("make-test-model", help="write a tiny random BLIP-2 checkpoint for offline demos and tests")
+    model.add_argument("directory", type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "tag":
+            return tag_command(args)
+        if args.command == "make-test-model":
+            from pipeline.testmodel import make_test_model
+
+            print(f"wrote {make_test_model(args.directory)}")
+            return 0
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        print(f"error: setting {'.'.join(str(p) for p in first['loc']).upper()}: {first['msg']}", file=sys.stderr)
+        return 2
+    except UserFacingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished items are saved; run again with --resume to continue", file=sys.stderr)
+        return 130
+    except Exception as exc:  # never a traceback for a person
+        detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+        print(f"error: unexpected problem ({type(exc).__name__}{': ' + detail if detail else ''})", file=sys.stderr)
+        return 2
+    return 0
+
+
+def tag_command(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pipeline.export import export_csv
+    from pipeline.runner import run_batch
+    from pipeline.service import build_stages, create_batch
+    from pipeline.settings import Settings
+
+    overrides = {key: getattr(args, key) for key in ("captioner", "summarizer", "concurrency") if getattr(args, key)}
+    settings = Settings(**overrides)
+    stages = build_stages(settings)
+    stages.captioner.warm_up()  # a model that cannot load is a fatal configuration error, not N failed rows
+    if args.resume is not None:
+        batch = stages.store.get_batch(args.resume)
+        if batch is None:
+            raise UserFacingError(f"There is no batch {args.resume}.")
+    else:
+        if not args.paths:
+            raise UserFacingError("Give at least one image, zip or CSV to tag (or --resume BATCH_ID).")
+        missing = [str(p) for p in args.paths if not p.exists()]
+        if missing:
+            raise UserFacingError(f"Not found: {', '.join(missing)}")
+        batch = create_batch(stages.store, settings, args.paths, name=args.name or args.paths[0].name, created_by=_user())
+    print(f"batch {batch.id}: {batch.name} ({batch.total} items)", file=sys.stderr)
+    for notice in batch.notices:
+        print(f"note: {notice}", file=sys.stderr)
+
+    with tqdm(total=len(stages.store.items_to_process(batch.id, retry_failed=args.retry_failed)), unit="img", file=sys.stderr) as bar:
+        def on_progress(progress) -> None:
+            bar.n = progress.done
+            bar.set_postfix(failed=progress.failed, refresh=False)
+            bar.refresh()
+
+        run_batch(stages, batch.id, concurrency=settings.concurrency, on_progress=on_progress, retry_failed=args.retry_failed)
+
+    items = stages.store.list_items(batch.id)
+    args.out.write_bytes(export_csv(items, stages.schema, excel_bom=args.excel))
+    tagged = sum(item.status == "ok" for item in items)
+    print(f"{tagged} tagged, {len(items) - tagged} failed")
+    return 0
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "cli"

@@ -1,0 +1,32 @@
+"""Errors that carry a message meant for a merchandiser, not a developer.
+
+Anything raised as `UserFacingError` is shown as-is in a failed row, the CLI and the UI;
+everything else is translated by `describe_error` so no traceback ever reaches a person.
+"""
+
+from __future__ import annotations
+
+
+class UserFacingError(Exception):
+    """An error whose message is safe and useful to show to the person who uploaded the file."""
+
+
+class BadInputError(UserFacingError):
+    """The uploaded file, row or URL cannot be used (wrong type, corrupt, too big, unsafe)."""
+
+
+class ServiceError(UserFacingError):
+    """A backend (model endpoint, OpenAI, S3) failed or is unavailable; retrying later may work."""
+
+
+class ConfigError(UserFacingError):
+    """The deployment is misconfigured (missing key, unknown backend, model not loadable)."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line a merchandiser can act on, for any exception."""
+    if isinstance(exc, UserFacingError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "The image is too large to process."
+    return f"Unexpected problem while processing this item ({type(exc).__name__}). It was skipped; try again or ask an admin."

@@ -1,0 +1,79 @@
+"""The CSV report: one row per item, edited values, safe to open in a spreadsheet."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from pipeline.attributes import AttributeSchema
+from pipeline.models import ItemRecord
+
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def escape_formula(value: Any) -> Any:
+    """Stop spreadsheets from running a cell as a formula (CSV injection): prefix with a quote."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def report_columns(schema: AttributeSchema) -> list[str]:
+    return [
+        "source", "sku", "status", "error", "review_status", "title", "caption", "summary", "word_count",
+        *schema.names(), "attributes_to_review", "tags",
+        "photo_width", "photo_height", "photo_warnings", "blur_score", "brightness", "white_background", "dominant_colors",
+        "caption_model", "summary_model", "summary_offline", "content_key", "created_at", "processed_at", "updated_at",
+        *[f"hint_{name}" for name in ("title", "brand", "category", "notes")],
+    ]
+
+
+def report_row(item: ItemRecord, schema: AttributeSchema) -> dict[str, Any]:
+    checks = item.checks
+    row: dict[str, Any] = {
+        "source": item.source,
+        "sku": item.sku or "",
+        "status": "ok" if item.status == "ok" else "error",
+        "error": item.error or ("not processed yet" if item.status in ("pending", "running") else ""),
+        "review_status": item.review_status,
+        "title": item.title or "",
+        "caption": item.caption or "",
+        "summary": item.summary or "",
+        "word_count": item.word_count if item.word_count is not None else "",
+        "attributes_to_review": ", ".join(a.name for a in item.attributes if not a.in_vocab),
+        "tags": ", ".join(item.tags),
+        "photo_width": checks.width if checks else "",
+        "photo_height": checks.height if checks else "",
+        "photo_warnings": "; ".join(checks.warnings()) if checks else "",
+        "blur_score": checks.blur_score if checks else "",
+        "brightness": checks.brightness if checks else "",
+        "white_background": checks.white_background if checks else "",
+        "dominant_colors": ", ".join(checks.dominant_colors) if checks else "",
+        "caption_model": item.caption_model or "",
+        "summary_model": item.summary_model or "",
+        "summary_offline": item.summary_offline,
+        "content_key": item.content_key or "",
+        "created_at": item.created_at or "",
+        "processed_at": item.processed_at or "",
+        "updated_at": item.updated_at or "",
+    }
+    for name in schema.names():
+        attribute = item.attribute(name)
+        row[name] = attribute.value if attribute else ""
+    for name in ("title", "brand", "category", "notes"):
+        row[f"hint_{name}"] = item.hints.get(name, "")
+    return row
+
+
+def export_csv(items: list[ItemRecord], schema: AttributeSchema, *, excel_bom: bool = False) -> bytes:
+    """CSV bytes (UTF-8; with a BOM when `excel_bom` so Excel detects the encoding)."""
+    buffer = io.StringIO(newline="")
+    columns = report_columns(schema)
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\r\n")
+    writer.writeheader()
+    for item in items:
+        row = report_row(item, schema)
+        writer.writerow({column: escape_formula(row[column]) for column in columns})
+    text = buffer.getvalue()
+    return (("\ufeff" + text) if excel_bom else text).encode("utf-8")

@@ -1,0 +1,216 @@
+"""Plain data passed between the pipeline's stages. No behaviour beyond small derived views."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+SourceKind = Literal["file", "zip", "url", "s3"]
+ItemStatus = Literal["pending", "running", "ok", "error"]
+ReviewStatus = Literal["pending", "approved", "rejected"]
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """Where an image's bytes can be read again later (so a batch can resume in another process)."""
+
+    kind: SourceKind
+    location: str  # file path, zip path, http(s) URL or s3:// URI
+    member: str | None = None  # member name when kind == "zip"
+
+    def label(self) -> str:
+        if self.kind == "zip":
+            return f"{self.location.rsplit('/', 1)[-1]}:{self.member}"
+        if self.kind == "file":
+            return self.location.rsplit("/", 1)[-1]
+        return self.location
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SourceRef":
+        return cls(kind=data["kind"], location=data["location"], member=data.get("member"))
+
+
+@dataclass
+class SourceItem:
+    """One product to tag, as found by ingest. `error` set means it fails without processing."""
+
+    source: str
+    ref: SourceRef | None
+    sku: str | None = None
+    hints: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class IngestReport:
+    items: list[SourceItem] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # skipped files, duplicate SKUs: shown, not fatal
+
+
+@dataclass
+class PhotoChecks:
+    width: int
+    height: int
+    too_small: bool
+    blur_score: float  # variance of the Laplacian; low means blurry
+    blurry: bool
+    brightness: float  # mean luma 0..255
+    too_dark: bool
+    too_bright: bool
+    plain_background: bool
+    white_background: bool
+    dominant_colors: list[str]
+
+    def warnings(self) -> list[str]:
+        notes = []
+        if self.too_small:
+            notes.append(f"small photo ({self.width}x{self.height})")
+        if self.blurry:
+            notes.append("looks blurry")
+        if self.too_dark:
+            notes.append("too dark")
+        if self.too_bright:
+            notes.append("overexposed")
+        if not self.plain_background:
+            notes.append("busy background")
+        return notes
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PhotoChecks":
+        return cls(**data)
+
+
+@dataclass
+class NormalizedImage:
+    jpeg: bytes
+    width: int
+    height: int
+    original_width: int
+    original_height: int
+    original_bytes: int
+    content_key: str  # sha256 of `jpeg`
+    checks: PhotoChecks
+
+
+@dataclass
+class AttributeValue:
+    name: str
+    raw: str  # what the model answered
+    value: str  # mapped onto the vocabulary when possible, else the raw answer
+    in_vocab: bool  # False means: kept, but flagged for review
+
+
+@dataclass
+class CaptionResult:
+    caption: str
+    answers: dict[str, str]  # attribute name -> raw answer
+    model_id: str
+    latency_ms: float = 0.0
+    cached: bool = False
+
+
+@dataclass
+class Usage:
+    """One billable call: an LLM request or an endpoint invocation."""
+
+    kind: Literal["llm", "endpoint", "local"]
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    invocations: int = 1
+    latency_ms: float = 0.0
+
+
+@dataclass
+class SummaryRequest:
+    caption: str
+    attributes: list[AttributeValue]
+    checks: PhotoChecks | None
+    hints: dict[str, str]
+    sku: str | None = None
+
+
+@dataclass
+class SummaryResult:
+    summary: str
+    title: str
+    tags: list[str]
+    attributes: dict[str, str | None]  # the summarizer's view of the attributes (vocabulary values)
+    model: str
+    offline: bool
+    usage: list[Usage] = field(default_factory=list)
+
+
+@dataclass
+class ItemRecord:
+    """An item as the store keeps it. Result fields are None until processed."""
+
+    id: int
+    batch_id: int
+    seq: int
+    source: str
+    ref: SourceRef | None
+    sku: str | None
+    hints: dict[str, str]
+    status: ItemStatus = "pending"
+    error: str | None = None
+    content_key: str | None = None
+    image_path: str | None = None
+    caption: str | None = None
+    attributes: list[AttributeValue] = field(default_factory=list)
+    title: str | None = None
+    tags: list[str] = field(default_factory=list)
+    summary: str | None = None
+    word_count: int | None = None
+    checks: PhotoChecks | None = None
+    caption_model: str | None = None
+    summary_model: str | None = None
+    summary_offline: bool = False
+    review_status: ReviewStatus = "pending"
+    created_at: str | None = None
+    processed_at: str | None = None
+    updated_at: str | None = None
+
+    def attribute(self, name: str) -> AttributeValue | None:
+        return next((a for a in self.attributes if a.name == name), None)
+
+
+@dataclass
+class ItemResult:
+    """What processing one item produced; the store writes it in one transaction."""
+
+    content_key: str
+    image_path: str
+    caption: CaptionResult
+    attributes: list[AttributeValue]
+    summary: SummaryResult
+    checks: PhotoChecks
+    word_count: int
+
+
+@dataclass
+class BatchRecord:
+    id: int
+    name: str
+    created_at: str
+    created_by: str
+    notices: list[str]
+    total: int = 0
+    done: int = 0  # ok + error
+    failed: int = 0
+
+
+@dataclass
+class Edit:
+    item_id: int
+    field: str
+    old: str | None
+    new: str | None
+    who: str
+    at: str

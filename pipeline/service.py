@@ -1,0 +1,72 @@
+"""Assembling the pipeline from Settings: the one place that decides which adapters run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.attributes import load_attribute_schema
+from pipeline.captioners import Captioner, make_captioner
+from pipeline.fetch import FetchLimits
+from pipeline.ingest import IngestLimits, collect_sources
+from pipeline.models import BatchRecord
+from pipeline.runner import NormalizeOptions, Stages
+from pipeline.settings import Settings
+from pipeline.store import LocalImageStore, Store
+from pipeline.store.sqlite_store import SqliteStore
+from pipeline.summarizers import Summarizer, make_summarizer
+
+
+def fetch_limits(settings: Settings) -> FetchLimits:
+    return FetchLimits(
+        max_bytes=settings.max_file_bytes,
+        timeout_s=settings.url_timeout_s,
+        allow_private=settings.allow_private_urls,
+        s3_allowed_buckets=tuple(settings.s3_allowed_buckets),
+        zip_max_ratio=settings.zip_max_ratio,
+    )
+
+
+def ingest_limits(settings: Settings) -> IngestLimits:
+    return IngestLimits(
+        max_images=settings.max_images_per_batch,
+        max_file_bytes=settings.max_file_bytes,
+        zip_max_total_bytes=settings.zip_max_total_bytes,
+        zip_max_ratio=settings.zip_max_ratio,
+    )
+
+
+def open_store(settings: Settings) -> Store:
+    return SqliteStore(settings.db_path)
+
+
+def build_stages(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    captioner: Captioner | None = None,
+    summarizer: Summarizer | None = None,
+) -> Stages:
+    schema = load_attribute_schema(settings.attribute_schema)
+    return Stages(
+        store=store or open_store(settings),
+        images=LocalImageStore(settings.image_dir),
+        captioner=captioner or make_captioner(settings),
+        summarizer=summarizer or make_summarizer(settings, schema),
+        schema=schema,
+        fetch_limits=fetch_limits(settings),
+        normalize=NormalizeOptions(max_side=settings.max_side, max_pixels=settings.max_pixels, quality=settings.jpeg_quality),
+        use_cache=settings.caption_cache,
+        s3_client_factory=lambda: _s3_client(settings),
+    )
+
+
+def create_batch(store: Store, settings: Settings, paths: list[Path], *, name: str, created_by: str) -> BatchRecord:
+    """Ingest `paths` and record every item (good or bad) before anything is processed."""
+    report = collect_sources([Path(p) for p in paths], ingest_limits(settings))
+    return store.create_batch(name, created_by, report)
+
+
+def _s3_client(settings: Settings):
+    import boto3
+
+    return boto3.client("s3", region_name=settings.aws_region)

@@ -1,0 +1,74 @@
+"""The one place configuration comes from: environment variables and an optional `.env` file.
+
+Every field here is documented in the README's settings table (a test checks that).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_LOCAL_MODEL = "Salesforce/blip-image-captioning-base"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Where things live
+    data_dir: Path = Field(Path("./data"), description="SQLite database and local image store.")
+
+    # Backends
+    captioner: Literal["local", "sagemaker"] = "local"
+    caption_model: str = Field(DEFAULT_LOCAL_MODEL, description="HF model id or local directory for the local captioner.")
+    summarizer: Literal["openai", "offline"] | None = Field(
+        None, description="Defaults to `openai` when OPENAI_API_KEY is set, else `offline`."
+    )
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4o"
+    openai_fallback_model: str = "gpt-4o-mini"
+    openai_timeout_s: float = 30.0
+    openai_max_retries: int = 2
+    sagemaker_endpoint: str = "blip2-endpoint"
+    sagemaker_timeout_s: float = 60.0
+    sagemaker_runtime_url: str | None = Field(None, description="Override the sagemaker-runtime URL (local serving, tests).")
+    aws_region: str = "us-east-1"
+
+    # Model behaviour
+    attribute_schema: Path | None = Field(None, description="JSON attribute schema; None uses the shipped default.")
+    max_new_tokens: int = 30
+    caption_cache: bool = True
+
+    # Input limits (bad input is rejected per item, never crashes a batch)
+    max_images_per_batch: int = 5000
+    max_file_bytes: int = 25 * 1024 * 1024
+    max_pixels: int = 50_000_000
+    zip_max_total_bytes: int = 2 * 1024 * 1024 * 1024
+    zip_max_ratio: float = 100.0
+    url_timeout_s: float = 10.0
+    allow_private_urls: bool = False
+    s3_allowed_buckets: list[str] = Field(default_factory=list)
+
+    # Normalization
+    max_side: int = 768
+    jpeg_quality: int = 85
+
+    # Runner
+    concurrency: int = 4
+
+    @model_validator(mode="after")
+    def _default_summarizer(self) -> "Settings":
+        if self.summarizer is None:
+            self.summarizer = "openai" if self.openai_api_key else "offline"
+        return self
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "pipeline.sqlite3"
+
+    @property
+    def image_dir(self) -> Path:
+        return self.data_dir / "images"

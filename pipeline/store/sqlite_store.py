@@ -1,0 +1,317 @@
+"""SqliteStore: the embedded default Store (one file, WAL mode, safe across threads and processes)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from pipeline.errors import BadInputError
+from pipeline.models import (
+    AttributeValue,
+    BatchRecord,
+    CaptionResult,
+    Edit,
+    IngestReport,
+    ItemRecord,
+    ItemResult,
+    PhotoChecks,
+    SourceRef,
+    Usage,
+)
+from pipeline.store import EDITABLE_FIELDS
+from pipeline.wordlimit import MAX_SUMMARY_WORDS, count_words
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    notices TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    batch_id INTEGER NOT NULL REFERENCES batches(id),
+    seq INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    ref TEXT,
+    sku TEXT,
+    hints TEXT NOT NULL DEFAULT '{}',
+    status TEXT NOT NULL DEFAULT 'pending',
+    error TEXT,
+    content_key TEXT,
+    image_path TEXT,
+    caption TEXT,
+    attributes TEXT NOT NULL DEFAULT '[]',
+    title TEXT,
+    tags TEXT NOT NULL DEFAULT '[]',
+    summary TEXT,
+    word_count INTEGER,
+    checks TEXT,
+    caption_model TEXT,
+    summary_model TEXT,
+    summary_offline INTEGER NOT NULL DEFAULT 0,
+    review_status TEXT NOT NULL DEFAULT 'pending',
+    created_at TEXT NOT NULL,
+    processed_at TEXT,
+    updated_at TEXT
+);
+CREATE INDEX IF NOT EXISTS items_by_batch ON items(batch_id, seq);
+CREATE TABLE IF NOT EXISTS edits (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    item_id INTEGER NOT NULL REFERENCES items(id),
+    field TEXT NOT NULL,
+    old TEXT,
+    new TEXT,
+    who TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS edits_by_item ON edits(item_id, id);
+CREATE TABLE IF NOT EXISTS usage (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    batch_id INTEGER,
+    item_id INTEGER,
+    kind TEXT NOT NULL,
+    model TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    invocations INTEGER NOT NULL DEFAULT 1,
+    latency_ms REAL NOT NULL DEFAULT 0,
+    at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS caption_cache (
+    content_key TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    caption TEXT NOT NULL,
+    answers TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (content_key, model_id)
+);
+"""
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class SqliteStore:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()  # one connection per thread: sqlite3 connections are not shareable
+        self._connection().executescript(SCHEMA)  # executescript manages its own transaction
+
+    def _connection(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process kills
+            db.execute("PRAGMA foreign_keys=ON")
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    # Batches -------------------------------------------------------------------------------
+    def create_batch(self, name: str, created_by: str, report: IngestReport) -> BatchRecord:
+        now = utc_now()
+        with self._tx() as db:
+            cursor = db.execute(
+                "INSERT INTO batches (name, created_at, created_by, notices) VALUES (?, ?, ?, ?)",
+                (name, now, created_by, json.dumps(report.notices)),
+            )
+            batch_id = int(cursor.lastrowid)
+            db.executemany(
+                "INSERT INTO items (batch_id, seq, source, ref, sku, hints, status, error, created_at, processed_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        batch_id, seq, item.source,
+                        json.dumps(item.ref.to_dict()) if item.ref else None,
+                        item.sku, json.dumps(item.hints),
+                        "error" if item.error else "pending", item.error, now,
+                        now if item.error else None,
+                    )
+                    for seq, item in enumerate(report.items)
+                ],
+            )
+        return self.get_batch(batch_id)  # type: ignore[return-value]
+
+    def get_batch(self, batch_id: int) -> BatchRecord | None:
+        rows = self._batch_rows("WHERE b.id = ?", (batch_id,))
+        return rows[0] if rows else None
+
+    def list_batches(self) -> list[BatchRecord]:
+        return self._batch_rows("", ())
+
+    def _batch_rows(self, where: str, params: tuple) -> list[BatchRecord]:
+        rows = self._connection().execute(
+            f"""SELECT b.*, COUNT(i.id) AS total,
+                       SUM(i.status IN ('ok', 'error')) AS done, SUM(i.status = 'error') AS failed
+                FROM batches b LEFT JOIN items i ON i.batch_id = b.id {where}
+                GROUP BY b.id ORDER BY b.id DESC""",
+            params,
+        ).fetchall()
+        return [
+            BatchRecord(
+                id=row["id"], name=row["name"], created_at=row["created_at"], created_by=row["created_by"],
+                notices=json.loads(row["notices"]), total=row["total"] or 0, done=row["done"] or 0, failed=row["failed"] or 0,
+            )
+            for row in rows
+        ]
+
+    # Items ---------------------------------------------------------------------------------
+    def list_items(self, batch_id: int) -> list[ItemRecord]:
+        rows = self._connection().execute("SELECT * FROM items WHERE batch_id = ? ORDER BY seq", (batch_id,)).fetchall()
+        return [_item(row) for row in rows]
+
+    def get_item(self, item_id: int) -> ItemRecord | None:
+        row = self._connection().execute("SELECT * FROM items WHERE id = ?", (item_id,)).fetchone()
+        return _item(row) if row else None
+
+    def items_to_process(self, batch_id: int, *, retry_failed: bool = False) -> list[ItemRecord]:
+        """Items not yet done. 'running' counts as not done: its process died before finishing it."""
+        statuses = ("pending", "running", "error") if retry_failed else ("pending", "running")
+        marks = ",".join("?" * len(statuses))
+        query = f"SELECT * FROM items WHERE batch_id = ? AND status IN ({marks}) AND ref IS NOT NULL ORDER BY seq"
+        return [_item(row) for row in self._connection().execute(query, (batch_id, *statuses)).fetchall()]
+
+    def mark_running(self, item_id: int) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE items SET status = 'running', error = NULL WHERE id = ?", (item_id,))
+
+    def save_result(self, item_id: int, result: ItemResult) -> None:
+        now = utc_now()
+        with self._tx() as db:
+            db.execute(
+                """UPDATE items SET status = 'ok', error = NULL, content_key = ?, image_path = ?, caption = ?,
+                       attributes = ?, title = ?, tags = ?, summary = ?, word_count = ?, checks = ?,
+                       caption_model = ?, summary_model = ?, summary_offline = ?, processed_at = ?, updated_at = ?
+                   WHERE id = ?""",
+                (
+                    result.content_key, result.image_path, result.caption.caption,
+                    json.dumps([a.__dict__ for a in result.attributes]), result.summary.title,
+                    json.dumps(result.summary.tags), result.summary.summary, result.word_count,
+                    json.dumps(result.checks.to_dict()), result.caption.model_id, result.summary.model,
+                    int(result.summary.offline), now, now, item_id,
+                ),
+            )
+
+    def save_error(self, item_id: int, message: str) -> None:
+        now = utc_now()
+        with self._tx() as db:
+            db.execute("UPDATE items SET status = 'error', error = ?, processed_at = ?, updated_at = ? WHERE id = ?", (message, now, now, item_id))
+
+    # Edits ---------------------------------------------------------------------------------
+    def edit_item(self, item_id: int, field: str, new_value: str | list[str] | None, who: str) -> Edit | None:
+        """Change one field and keep (who, when, old, new). Returns None when nothing changed."""
+        now = utc_now()
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM items WHERE id = ?", (item_id,)).fetchone()
+            if row is None:
+                raise KeyError(item_id)
+            item = _item(row)
+            old, new, updates = _apply_edit(item, field, new_value)
+            if old == new:
+                return None
+            updates["updated_at"] = now
+            assignments = ", ".join(f"{column} = ?" for column in updates)
+            db.execute(f"UPDATE items SET {assignments} WHERE id = ?", (*updates.values(), item_id))
+            db.execute("INSERT INTO edits (item_id, field, old, new, who, at) VALUES (?, ?, ?, ?, ?, ?)", (item_id, field, old, new, who, now))
+        return Edit(item_id=item_id, field=field, old=old, new=new, who=who, at=now)
+
+    def edits(self, item_id: int) -> list[Edit]:
+        rows = self._connection().execute("SELECT * FROM edits WHERE item_id = ? ORDER BY id", (item_id,)).fetchall()
+        return [Edit(item_id=r["item_id"], field=r["field"], old=r["old"], new=r["new"], who=r["who"], at=r["at"]) for r in rows]
+
+    # Usage ledger and caption cache --------------------------------------------------------
+    def record_usage(self, batch_id: int, item_id: int | None, usage: Usage) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO usage (batch_id, item_id, kind, model, input_tokens, output_tokens, invocations, latency_ms, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (batch_id, item_id, usage.kind, usage.model, usage.input_tokens, usage.output_tokens, usage.invocations, usage.latency_ms, utc_now()),
+            )
+
+    def usage(self, batch_id: int | None = None) -> list[Usage]:
+        query, params = ("SELECT * FROM usage ORDER BY id", ()) if batch_id is None else ("SELECT * FROM usage WHERE batch_id = ? ORDER BY id", (batch_id,))
+        return [
+            Usage(kind=r["kind"], model=r["model"], input_tokens=r["input_tokens"], output_tokens=r["output_tokens"], invocations=r["invocations"], latency_ms=r["latency_ms"])
+            for r in self._connection().execute(query, params).fetchall()
+        ]
+
+    def cached_caption(self, content_key: str, model_id: str) -> CaptionResult | None:
+        row = self._connection().execute(
+            "SELECT * FROM caption_cache WHERE content_key = ? AND model_id = ?", (content_key, model_id)
+        ).fetchone()
+        if row is None:
+            return None
+        return CaptionResult(caption=row["caption"], answers=json.loads(row["answers"]), model_id=model_id, cached=True)
+
+    def cache_caption(self, content_key: str, result: CaptionResult) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO caption_cache (content_key, model_id, caption, answers, created_at) VALUES (?, ?, ?, ?, ?)",
+                (content_key, result.model_id, result.caption, json.dumps(result.answers), utc_now()),
+            )
+
+
+def _apply_edit(item: ItemRecord, field: str, new_value: Any) -> tuple[str | None, str | None, dict[str, Any]]:
+    """(old as text, new as text, column updates) for one edit; raises ValueError for unknown fields."""
+    if field == "tags":
+        tags = new_value if isinstance(new_value, list) else [t for t in str(new_value or "").split(",")]
+        tags = [t.strip() for t in tags if t.strip()]
+        return ", ".join(item.tags), ", ".join(tags), {"tags": json.dumps(tags)}
+    if field.startswith("attribute:"):
+        name = field.split(":", 1)[1]
+        attributes = [AttributeValue(**a.__dict__) for a in item.attributes]
+        current = next((a for a in attributes if a.name == name), None)
+        if current is None:
+            current = AttributeValue(name=name, raw="", value="", in_vocab=False)
+            attributes.append(current)
+        old = current.value
+        current.value = str(new_value or "").strip()
+        current.in_vocab = True  # a person chose it: no longer needs review
+        return old, current.value, {"attributes": json.dumps([a.__dict__ for a in attributes])}
+    if field not in EDITABLE_FIELDS:
+        raise ValueError(f"{field} cannot be edited")
+    old = getattr(item, field)
+    new = None if new_value is None else str(new_value).strip()
+    if field == "summary" and count_words(new or "") > MAX_SUMMARY_WORDS:
+        raise BadInputError(f"The summary has {count_words(new or '')} words; the limit is {MAX_SUMMARY_WORDS}. Shorten it and save again.")
+    if field == "review_status" and new not in ("pending", "approved", "rejected"):
+        raise BadInputError("Review status must be pending, approved or rejected.")
+    updates: dict[str, Any] = {field: new}
+    if field == "summary":
+        updates["word_count"] = count_words(new or "")
+    return old, new, updates
+
+
+def _item(row: sqlite3.Row) -> ItemRecord:
+    return ItemRecord(
+        id=row["id"], batch_id=row["batch_id"], seq=row["seq"], source=row["source"],
+        ref=SourceRef.from_dict(json.loads(row["ref"])) if row["ref"] else None,
+        sku=row["sku"], hints=json.loads(row["hints"]), status=row["status"], error=row["error"],
+        content_key=row["content_key"], image_path=row["image_path"], caption=row["caption"],
+        attributes=[AttributeValue(**a) for a in json.loads(row["attributes"])], title=row["title"],
+        tags=json.loads(row["tags"]), summary=row["summary"], word_count=row["word_count"],
+        checks=PhotoChecks.from_dict(json.loads(row["checks"])) if row["checks"] else None,
+        caption_model=row["caption_model"], summary_model=row["summary_model"], summary_offline=bool(row["summary_offline"]),
+        review_status=row["review_status"], created_at=row["created_at"], processed_at=row["processed_at"], updated_at=row["updated_at"],
+    )
