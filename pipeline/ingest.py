@@ -89,10 +89,12 @@ def list_zip(path: Path, limits: IngestLimits) -> ZipListing:
         total = 0
         for info in archive.infolist():
             name = info.filename
-            if info.is_dir() or _is_hidden(name):
+            if info.is_dir():
                 continue
             if not is_safe_member_name(name):
                 listing.errors[name] = "Unsafe file path inside the zip (absolute or '..'); skipped for safety."
+                continue
+            if _is_hidden(name):
                 continue
             if posixpath.basename(name).lower() == MANIFEST_NAME:
                 listing.manifest, listing.manifest_error = _read_manifest(archive, info, name)

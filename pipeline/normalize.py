@@ -59,7 +59,7 @@ def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadInputError("The image has too many pixels to process safely.") from exc
+        raise BadInputError(f"The image is too large to process safely (over {max_pixels / 1e6:.0f} megapixels).") from exc
     except UnidentifiedImageError as exc:
         raise BadInputError("This file is not a readable image (supported: JPEG, PNG, WebP, GIF, TIFF, BMP, HEIC).") from exc
     except (OSError, ValueError, SyntaxError) as exc:

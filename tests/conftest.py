@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Never reach real AWS from a test, whatever the machine has configured.
+for _key, _value in {
+    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
+}.items():
+    os.environ[_key] = _value
+os.environ.pop("OPENAI_API_KEY", None)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    from pipeline.testmodel import make_test_model
+
+    return make_test_model(tmp_path_factory.mktemp("tiny-blip2"))
+
+
+@pytest.fixture(scope="session")
+def local_captioner(tiny_model):
+    from pipeline.captioners.local import LocalCaptioner
+
+    captioner = LocalCaptioner(str(tiny_model), max_new_tokens=8)
+    captioner.warm_up()
+    return captioner
+
+
+@pytest.fixture
+def make_settings(tmp_path, tiny_model):
+    from pipeline.settings import Settings
+
+    def factory(**overrides):
+        values = dict(data_dir=tmp_path / "data", caption_model=str(tiny_model), summarizer="offline", max_new_tokens=8, concurrency=2)
+        values.update(overrides)
+        return Settings(_env_file=None, **values)
+
+    return factory
+
+
+@pytest.fixture
+def stages(make_settings, local_captioner):
+    from pipeline.service import build_stages
+
+    return build_stages(make_settings(), captioner=local_captioner)

@@ -1,0 +1,1 @@
+"""Test helpers: image factories and small local servers speaking real protocols."""

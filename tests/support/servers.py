@@ -1,0 +1,190 @@
+"""Small HTTP servers on 127.0.0.1 that speak real protocols, for tests of real clients.
+
+- `FakeOpenAI`: the Chat Completions endpoint (`POST /v1/chat/completions`) with scripted replies,
+  including 429 / 500 errors and slow answers, driven through the official `openai` SDK.
+- `FakeSageMakerRuntime`: the sagemaker-runtime REST API (`POST /endpoints/{name}/invocations`),
+  answering with a handler function or scripted AWS errors, driven through boto3.
+- `serve_files`: plain static files (and a slow / redirecting path) for URL-fetch tests.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+
+
+class _Server:
+    def __init__(self, handler_class: type[BaseHTTPRequestHandler]) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler_class)
+        self.httpd.daemon_threads = True
+        self.httpd.owner = self  # type: ignore[attr-defined]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        headers = dict(headers or {})
+        omit_length = headers.pop("X-Test-Omit-Length", None)  # a server that does not say how big
+        for key, value in headers.items():
+            self.send_header(key, value)
+        if omit_length:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+
+# OpenAI ---------------------------------------------------------------------------------------
+@dataclass
+class Reply:
+    """One scripted answer: a structured-output object, an HTTP error, or a delay first."""
+
+    content: dict[str, Any] | None = None
+    status: int = 200
+    delay_s: float = 0.0
+    prompt_tokens: int = 120
+    completion_tokens: int = 60
+
+
+@dataclass
+class FakeOpenAIState:
+    script: list[Reply] = field(default_factory=list)
+    default: Reply | None = None
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _OpenAIHandler(_Handler):
+    def do_POST(self) -> None:
+        state: FakeOpenAIState = self.server.owner.state  # type: ignore[attr-defined]
+        request = json.loads(self._body() or b"{}")
+        with state.lock:
+            state.requests.append(request)
+            reply = state.script.pop(0) if state.script else state.default
+        if self.path.rstrip("/") != "/v1/chat/completions" or reply is None:
+            return self._send(404, b'{"error": {"message": "not scripted", "type": "invalid_request_error"}}', {"Content-Type": "application/json"})
+        if reply.delay_s:
+            time.sleep(reply.delay_s)
+        if reply.status != 200:
+            kind = "rate_limit_error" if reply.status == 429 else "server_error"
+            body = json.dumps({"error": {"message": f"scripted {reply.status}", "type": kind, "code": None}}).encode()
+            return self._send(reply.status, body, {"Content-Type": "application/json", "retry-after-ms": "1"})
+        completion = {
+            "id": f"chatcmpl-{len(state.requests)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": request.get("model", "unknown"),
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": json.dumps(reply.content), "refusal": None},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }],
+            "usage": {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens, "total_tokens": reply.prompt_tokens + reply.completion_tokens},
+        }
+        self._send(200, json.dumps(completion).encode(), {"Content-Type": "application/json"})
+
+
+class FakeOpenAI(_Server):
+    def __init__(self) -> None:
+        super().__init__(_OpenAIHandler)
+        self.state = FakeOpenAIState()
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+
+# SageMaker runtime ----------------------------------------------------------------------------
+@dataclass
+class AwsError:
+    status: int
+    code: str
+    message: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _RuntimeHandler(_Handler):
+    def do_POST(self) -> None:
+        owner: FakeSageMakerRuntime = self.server.owner  # type: ignore[attr-defined]
+        parts = self.path.strip("/").split("/")
+        body = self._body()
+        with owner.lock:
+            owner.calls.append({"path": self.path, "content_type": self.headers.get("Content-Type"), "body": body})
+            scripted = owner.errors.pop(0) if owner.errors else None
+        if scripted is not None:
+            payload = {"__type": scripted.code, "message": scripted.message, **scripted.extra}
+            return self._send(scripted.status, json.dumps(payload).encode(), {"Content-Type": "application/x-amz-json-1.1", "x-amzn-ErrorType": scripted.code})
+        if len(parts) != 3 or parts[0] != "endpoints" or parts[2] != "invocations" or parts[1] not in owner.endpoints:
+            name = parts[1] if len(parts) > 1 else "?"
+            payload = {"__type": "ValidationError", "message": f"Endpoint {name} of account 123456789012 not found."}
+            return self._send(400, json.dumps(payload).encode(), {"Content-Type": "application/x-amz-json-1.1", "x-amzn-ErrorType": "ValidationError"})
+        status, answer = owner.handler(body, self.headers.get("Content-Type", ""))
+        if status >= 400:
+            payload = {"__type": "ModelError", "message": f"Received client error ({status}) from primary", "OriginalStatusCode": status, "OriginalMessage": answer.decode()}
+            return self._send(424, json.dumps(payload).encode(), {"Content-Type": "application/x-amz-json-1.1", "x-amzn-ErrorType": "ModelError"})
+        self._send(200, answer, {"Content-Type": "application/json", "x-Amzn-Invoked-Production-Variant": "AllTraffic"})
+
+
+class FakeSageMakerRuntime(_Server):
+    """`handler(body, content_type) -> (status, response bytes)` plays the model container."""
+
+    def __init__(self, handler: Callable[[bytes, str], tuple[int, bytes]], endpoints: tuple[str, ...] = ("blip2-endpoint",)) -> None:
+        super().__init__(_RuntimeHandler)
+        self.handler = handler
+        self.endpoints = set(endpoints)
+        self.errors: list[AwsError] = []
+        self.calls: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+
+
+# Static files ---------------------------------------------------------------------------------
+class _FileHandler(_Handler):
+    def do_GET(self) -> None:
+        owner: FileServer = self.server.owner  # type: ignore[attr-defined]
+        route = owner.routes.get(self.path)
+        if route is None:
+            return self._send(404, b"not found")
+        status, body, headers, delay = route
+        if delay:
+            time.sleep(delay)
+        self._send(status, body, headers)
+
+
+class FileServer(_Server):
+    def __init__(self) -> None:
+        super().__init__(_FileHandler)
+        self.routes: dict[str, tuple[int, bytes, dict[str, str], float]] = {}
+
+    def add(self, path: str, body: bytes, *, status: int = 200, headers: dict[str, str] | None = None, delay: float = 0.0) -> str:
+        self.routes[path] = (status, body, headers or {"Content-Type": "image/jpeg"}, delay)
+        return self.url + path

@@ -1,0 +1,136 @@
+import base64
+import io
+import json
+
+import boto3
+import pytest
+from botocore.config import Config
+from PIL import Image
+
+from pipeline import blip_core
+from pipeline.attributes import load_attribute_schema
+from pipeline.captioners.local import LocalCaptioner
+from pipeline.captioners.sagemaker_runtime import SageMakerCaptioner
+from pipeline.errors import BadInputError, ConfigError, ServiceError
+from pipeline.normalize import normalize_image
+from support.images import jpeg_bytes
+from support.servers import AwsError, FakeSageMakerRuntime
+
+SCHEMA = load_attribute_schema()
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return normalize_image(jpeg_bytes(color=(30, 90, 200)))
+
+
+def test_local_captioner_answers_every_attribute(local_captioner, photo):
+    result, usage = local_captioner.caption(photo, SCHEMA.attributes)
+    assert result.caption and set(result.answers) == set(SCHEMA.names())
+    assert result.model_id == local_captioner.model_id
+    assert usage.kind == "local" and usage.latency_ms > 0
+    again, _ = local_captioner.caption(photo, SCHEMA.attributes)
+    assert (again.caption, again.answers) == (result.caption, result.answers)  # deterministic decoding
+
+
+def test_batched_generate_matches_one_generate_per_prompt(local_captioner, photo):
+    """The shared-vision batched path must give exactly what the model's own generate gives per prompt."""
+    loaded = local_captioner._model()
+    image = Image.open(io.BytesIO(photo.jpeg))
+    questions = [blip_core.Question(s.name, s.question, s.prefix) for s in SCHEMA.attributes]
+    batched = blip_core.caption_and_answer(loaded, image, questions, max_new_tokens=8)
+    singles = []
+    for prompt in blip_core.blip2_prompts("", questions):
+        inputs = loaded.processor(images=image, text=prompt, return_tensors="pt")
+        output = loaded.model.generate(**inputs, max_new_tokens=8, do_sample=False)
+        singles.append(loaded.processor.tokenizer.decode(output[0], skip_special_tokens=True).strip())
+    assert [batched.caption, *batched.answers.values()] == singles
+    assert len(set(singles)) > 1  # the prompts really differ in what they produce
+
+
+def test_unloadable_model_is_a_clear_config_error(tmp_path):
+    captioner = LocalCaptioner(str(tmp_path / "no-such-model"))
+    with pytest.raises(ConfigError, match="Could not load the captioning model.*CAPTION_MODEL"):
+        captioner.warm_up()
+
+
+def container_on(loaded):
+    """Plays the model container behind the runtime API, using the same model-side code."""
+
+    def handle(body: bytes, content_type: str):
+        request = json.loads(body)
+        image = Image.open(io.BytesIO(base64.b64decode(request["image"])))
+        questions = [blip_core.Question(q["name"], q["question"], q.get("prefix", "")) for q in request["questions"]]
+        answers = blip_core.caption_and_answer(loaded, image, questions, max_new_tokens=request["max_new_tokens"])
+        return 200, json.dumps({"caption": answers.caption, "answers": answers.answers, "model_id": "tiny", "latency_ms": 1.0}).encode()
+
+    return handle
+
+
+def runtime_client(url: str):
+    config = Config(region_name="us-east-1", retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=2, read_timeout=10)
+    return boto3.client("sagemaker-runtime", endpoint_url=url, config=config)
+
+
+def test_sagemaker_captioner_gets_the_same_answers_as_local(local_captioner, photo):
+    with FakeSageMakerRuntime(container_on(local_captioner._model())) as runtime:
+        remote = SageMakerCaptioner(runtime_client(runtime.url), "blip2-endpoint", max_new_tokens=8)
+        result, usage = remote.caption(photo, SCHEMA.attributes)
+        assert runtime.calls[0]["content_type"] == "application/json"
+    local, _ = local_captioner.caption(photo, SCHEMA.attributes)
+    assert (result.caption, result.answers) == (local.caption, local.answers)
+    assert result.model_id == "sagemaker:blip2-endpoint"
+    assert usage.kind == "endpoint" and usage.invocations == 1 and usage.model == "tiny"
+
+
+@pytest.mark.parametrize(
+    "errors, expected, message",
+    [
+        ([AwsError(400, "ModelNotReadyException", "Model not ready")] * 6, ServiceError, "still starting up"),
+        ([AwsError(400, "ThrottlingException", "Rate exceeded")] * 6, ServiceError, "busy"),
+        ([AwsError(500, "InternalFailure", "boom")] * 6, ServiceError, "failed"),
+        ([AwsError(400, "AccessDeniedException", "no")], ConfigError, "not allowed"),
+    ],
+)
+def test_sagemaker_errors_become_clear_messages(photo, errors, expected, message):
+    with FakeSageMakerRuntime(lambda body, ct: (200, b"{}")) as runtime:
+        runtime.errors = list(errors)
+        with pytest.raises(expected, match=message):
+            SageMakerCaptioner(runtime_client(runtime.url), "blip2-endpoint").caption(photo, SCHEMA.attributes)
+
+
+def test_throttling_is_retried_then_succeeds(local_captioner, photo):
+    with FakeSageMakerRuntime(container_on(local_captioner._model())) as runtime:
+        runtime.errors = [AwsError(400, "ThrottlingException", "Rate exceeded")]
+        result, _ = SageMakerCaptioner(runtime_client(runtime.url), "blip2-endpoint").caption(photo, SCHEMA.attributes)
+        assert result.caption and len(runtime.calls) == 2
+
+
+def test_stopped_endpoint_says_so(photo):
+    with FakeSageMakerRuntime(lambda body, ct: (200, b"{}"), endpoints=()) as runtime:
+        with pytest.raises(ServiceError, match="not running .*Admin page"):
+            SageMakerCaptioner(runtime_client(runtime.url), "blip2-endpoint").caption(photo, SCHEMA.attributes)
+
+
+def test_handler_refusing_an_image_is_a_bad_input(photo):
+    refuse = lambda body, ct: (400, json.dumps({"error": "The image could not be decoded."}).encode())
+    with FakeSageMakerRuntime(refuse) as runtime:
+        with pytest.raises(BadInputError, match="refused this image: The image could not be decoded."):
+            SageMakerCaptioner(runtime_client(runtime.url), "blip2-endpoint").caption(photo, SCHEMA.attributes)
+
+
+def test_sagemaker_captioner_against_moto_runtime(photo):
+    """moto's sagemaker-runtime returns queued results; the captioner parses the contract from them."""
+    from moto import mock_aws
+
+    with mock_aws():
+        import requests
+
+        body = json.dumps({"caption": "a blue shirt", "answers": {"color": "blue"}, "model_id": "blip2"})
+        # moto's documented way to queue invoke_endpoint results (in-process mode intercepts this URL)
+        requests.post("http://motoapi.amazonaws.com/moto-api/static/sagemaker/endpoint-results",
+                      json={"account_id": "123456789012", "region": "us-east-1", "results": [{"Body": body, "ContentType": "application/json"}]})
+        client = boto3.client("sagemaker-runtime", region_name="us-east-1")
+        result, usage = SageMakerCaptioner(client, "blip2-endpoint").caption(photo, SCHEMA.attributes)
+    assert result.caption == "a blue shirt" and result.answers == {"color": "blue"}
+    assert usage.model == "blip2"

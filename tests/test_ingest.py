@@ -1,0 +1,145 @@
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import BadInputError
+from pipeline.ingest import IngestLimits, collect_sources, is_safe_member_name, parse_csv
+from support.images import jpeg_bytes
+
+LIMITS = IngestLimits()
+
+
+def write_zip(path: Path, members: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -> Path:
+    with zipfile.ZipFile(path, "w", compression=compression) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def test_zip_finds_images_at_any_depth_and_skips_junk(tmp_path):
+    archive = write_zip(tmp_path / "shoot.zip", {
+        "a.jpg": jpeg_bytes(seed=1),
+        "deep/er/b.PNG": jpeg_bytes(seed=2),
+        "__MACOSX/deep/._b.PNG": b"resource fork",
+        ".DS_Store": b"junk",
+        "deep/.hidden.jpg": b"hidden",
+        "readme.txt": b"hello",
+    })
+    report = collect_sources([archive], LIMITS)
+    assert [item.source for item in report.items] == ["shoot.zip:a.jpg", "shoot.zip:deep/er/b.PNG"]
+    assert all(item.error is None and item.ref.kind == "zip" for item in report.items)
+    assert report.notices == ["shoot.zip: skipped readme.txt (not an image)"]
+
+
+def test_manifest_maps_files_to_skus_and_hints(tmp_path):
+    manifest = "sku,image,title,brand\nSKU-1,photos/a.jpg,Red tee,Acme\nSKU-2,photos/gone.jpg,,\n"
+    archive = write_zip(tmp_path / "m.zip", {"photos/a.jpg": jpeg_bytes(), "photos/b.jpg": jpeg_bytes(seed=3), "manifest.csv": manifest.encode()})
+    items = {item.source: item for item in collect_sources([archive], LIMITS).items}
+    assert items["m.zip:photos/a.jpg"].sku == "SKU-1"
+    assert items["m.zip:photos/a.jpg"].hints == {"title": "Red tee", "brand": "Acme"}
+    assert items["m.zip:photos/b.jpg"].sku is None
+    assert "not in the zip" in items["m.zip:photos/gone.jpg"].error
+
+
+def test_zip_slip_names_are_rejected_as_error_rows(tmp_path):
+    archive = write_zip(tmp_path / "evil.zip", {"../../etc/evil.jpg": jpeg_bytes(), "/abs.jpg": jpeg_bytes(), "ok.jpg": jpeg_bytes()})
+    report = collect_sources([archive], LIMITS)
+    errors = [item for item in report.items if item.error]
+    assert len(errors) == 2 and all("Unsafe file path" in item.error for item in errors)
+    assert [item.source for item in report.items if not item.error] == ["evil.zip:ok.jpg"]
+
+
+@pytest.mark.parametrize("name, safe", [("a/b.jpg", True), ("../x.jpg", False), ("a/../../x.jpg", False), ("/x.jpg", False), ("C:x.jpg", False), ("a\\..\\x.jpg", False)])
+def test_member_name_safety(name, safe):
+    assert is_safe_member_name(name) is safe
+
+
+def test_zip_bomb_and_oversize_members_are_refused_from_headers(tmp_path):
+    archive = write_zip(tmp_path / "bomb.zip", {"bomb.jpg": b"\0" * 20_000_000, "ok.jpg": jpeg_bytes()})
+    report = collect_sources([archive], IngestLimits(max_file_bytes=30_000_000, zip_max_ratio=100))
+    bomb = next(item for item in report.items if item.source.endswith("bomb.jpg"))
+    assert "zip bomb" in bomb.error
+    report = collect_sources([archive], IngestLimits(max_file_bytes=1_000_000, zip_max_ratio=10_000))
+    bomb = next(item for item in report.items if item.source.endswith("bomb.jpg"))
+    assert "limit is 1.0 MB" in bomb.error
+
+
+def test_zip_total_size_cap(tmp_path):
+    members = {f"{i}.jpg": jpeg_bytes(seed=i) for i in range(3)}
+    archive = write_zip(tmp_path / "big.zip", members, compression=zipfile.ZIP_STORED)
+    cap = sum(len(v) for v in members.values()) - 1
+    report = collect_sources([archive], IngestLimits(zip_max_total_bytes=cap))
+    failed = [item for item in report.items if item.error]
+    assert [item.source for item in failed] == ["big.zip:2.jpg"]
+    assert "the rest were skipped" in failed[0].error
+
+
+def test_not_a_zip_is_one_error_row(tmp_path):
+    fake = tmp_path / "photos.zip"
+    fake.write_bytes(b"this is not a zip")
+    report = collect_sources([fake], LIMITS)
+    assert len(report.items) == 1 and report.items[0].error == "This file is not a valid zip archive."
+
+
+def test_csv_with_bom_semicolons_quotes_and_blank_lines():
+    data = '\ufeffSKU;Image;Title;Notes\n\n"A-1";"a.jpg";"Shirt; blue";"said ""hi"""\n\nA-2;b.jpg;;\n'.encode("utf-8")
+    rows = parse_csv(data)
+    assert [(r.sku, r.image) for r in rows] == [("A-1", "a.jpg"), ("A-2", "b.jpg")]
+    assert rows[0].hints == {"title": "Shirt; blue", "notes": 'said "hi"'}
+
+
+def test_csv_missing_column_names_the_expected_columns(tmp_path):
+    path = tmp_path / "products.csv"
+    path.write_text("sku,picture\nA,a.jpg\n")
+    report = collect_sources([path], LIMITS)
+    assert len(report.items) == 1
+    assert report.items[0].error.startswith("The CSV is missing the column(s) image. Expected columns: sku, image")
+
+
+def test_csv_rows_resolve_files_urls_s3_and_zip_members(tmp_path):
+    (tmp_path / "local.jpg").write_bytes(jpeg_bytes())
+    archive = write_zip(tmp_path / "pics.zip", {"in/zip.jpg": jpeg_bytes(seed=4), "in/other.jpg": jpeg_bytes(seed=5)})
+    csv_path = tmp_path / "list.csv"
+    csv_path.write_text(
+        "sku,image\nL,local.jpg\nZ,in/zip.jpg\nU,https://example.com/p.jpg\nS,s3://bucket/key.jpg\n"
+        "T,../../etc/passwd\nA,/etc/passwd\nF,file:///etc/passwd\nM,missing.jpg\n,local.jpg\n"
+    )
+    report = collect_sources([csv_path, archive], LIMITS)
+    by_sku = {item.sku: item for item in report.items if item.sku}
+    assert by_sku["L"].ref.kind == "file"
+    assert (by_sku["Z"].ref.kind, by_sku["Z"].ref.member) == ("zip", "in/zip.jpg")
+    assert by_sku["U"].ref.kind == "url" and by_sku["S"].ref.kind == "s3"
+    assert "outside the uploaded files" in by_sku["T"].error
+    assert "outside the uploaded files" in by_sku["A"].error
+    assert "only http(s)" in by_sku["F"].error
+    assert "was not found" in by_sku["M"].error
+    assert any(item.error == "Line 10: the sku is empty." for item in report.items)
+    # the zip member named by the CSV is tagged once (with its SKU); the other member on its own
+    zip_sources = [item.source for item in report.items if item.ref and item.ref.kind == "zip"]
+    assert zip_sources == ["list.csv line 3", "pics.zip:in/other.jpg"]
+
+
+def test_duplicate_skus_warn_but_keep_both(tmp_path):
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / name).write_bytes(jpeg_bytes())
+    csv_path = tmp_path / "dups.csv"
+    csv_path.write_text("sku,image\nX,a.jpg\nX,b.jpg\n")
+    report = collect_sources([csv_path], LIMITS)
+    assert len(report.items) == 2 and all(item.error is None for item in report.items)
+    assert report.notices == ["SKU X appears 2 times (dups.csv line 2, dups.csv line 3); each is tagged separately."]
+
+
+def test_batch_limit_is_reported(tmp_path):
+    archive = write_zip(tmp_path / "many.zip", {f"{i}.jpg": b"x" for i in range(5)})
+    report = collect_sources([archive], IngestLimits(max_images=3))
+    assert len(report.items) == 3
+    assert "at most 3 images; the last 2 were not added" in report.notices[-1]
+
+
+def test_unsupported_upload_type_is_an_error_row(tmp_path):
+    path = tmp_path / "notes.docx"
+    path.write_bytes(b"doc")
+    report = collect_sources([path], LIMITS)
+    assert "Not a supported file" in report.items[0].error
