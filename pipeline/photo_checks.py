@@ -37,12 +37,12 @@ COLOR_NAMES: dict[str, tuple[int, int, int]] = {
 
 
 def compute_photo_checks(image: Image.Image, *, original_size: tuple[int, int]) -> PhotoChecks:
-    rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
-    luma = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    rgb = np.asarray(image.convert("RGB"))
+    luma = np.asarray(image.convert("L"), dtype=np.float32)  # Pillow's C conversion: ITU-R 601 luma
     blur = laplacian_variance(luma)
     brightness = float(luma.mean())
-    border = border_pixels(rgb)
-    border_std = float(border.std(axis=0).mean())
+    border = np.ascontiguousarray(border_pixels(rgb).T)  # (3, N): per-channel reductions run on contiguous rows
+    border_std = float(border.std(axis=1).mean())
     plain = border_std < PLAIN_BORDER_STD
     width, height = original_size
     return PhotoChecks(
@@ -53,9 +53,9 @@ def compute_photo_checks(image: Image.Image, *, original_size: tuple[int, int]) 
         blurry=blur < BLUR_THRESHOLD,
         brightness=round(brightness, 1),
         too_dark=brightness < DARK_THRESHOLD,
-        too_bright=brightness > BRIGHT_THRESHOLD and float(luma.std()) < 20.0,
+        too_bright=brightness > BRIGHT_THRESHOLD and float(luma.std()) < 20.0,  # washed out, not just a white backdrop
         plain_background=plain,
-        white_background=plain and bool((border.mean(axis=0) > WHITE_BORDER_MEAN).all()),
+        white_background=plain and bool((border.mean(axis=1) > WHITE_BORDER_MEAN).all()),
         dominant_colors=dominant_colors(image),
     )
 
@@ -74,7 +74,7 @@ def border_pixels(rgb: np.ndarray) -> np.ndarray:
     height, width = rgb.shape[:2]
     band = max(1, min(height, width) // 20)
     parts = [rgb[:band].reshape(-1, 3), rgb[-band:].reshape(-1, 3), rgb[:, :band].reshape(-1, 3), rgb[:, -band:].reshape(-1, 3)]
-    return np.concatenate(parts)
+    return np.concatenate(parts).astype(np.float32)
 
 
 def dominant_colors(image: Image.Image, count: int = 3) -> list[str]:

@@ -15,7 +15,7 @@ from pipeline.attributes import AttributeSchema, map_answers
 from pipeline.captioners import Captioner
 from pipeline.errors import describe_error
 from pipeline.fetch import FetchLimits, read_source
-from pipeline.models import ItemRecord, ItemResult, SummaryRequest
+from pipeline.models import ItemRecord, ItemResult, SummaryRequest, Usage
 from pipeline.normalize import normalize_image
 from pipeline.store import LocalImageStore, Store
 from pipeline.summarizers import Summarizer
@@ -59,8 +59,9 @@ class BatchProgress:
 ProgressCallback = Callable[[BatchProgress], None]
 
 
-def process_item(stages: Stages, item: ItemRecord) -> ItemResult:
-    """One item through every stage. Raises on failure; the caller records the error."""
+def process_item(stages: Stages, item: ItemRecord, usage: list[Usage]) -> ItemResult:
+    """One item through every stage. Billable calls are appended to `usage` as they happen, so a
+    failure after a paid call still records it. Raises on failure; the caller records the error."""
     assert item.ref is not None
     data = read_source(item.ref, stages.fetch_limits, stages.s3_client_factory)
     image = normalize_image(data, max_side=stages.normalize.max_side, max_pixels=stages.normalize.max_pixels, quality=stages.normalize.quality)
@@ -68,15 +69,13 @@ def process_item(stages: Stages, item: ItemRecord) -> ItemResult:
     image_path = stages.images.save(image.content_key, image.jpeg)
     caption = stages.store.cached_caption(image.content_key, stages.captioner.model_id) if stages.use_cache else None
     if caption is None:
-        caption, usage = stages.captioner.caption(image, stages.schema.attributes)
-        stages.store.record_usage(item.batch_id, item.id, usage)
-        stages.store.cache_caption(image.content_key, caption)
+        caption, call = stages.captioner.caption(image, stages.schema.attributes)
+        usage.append(call)
     attributes = map_answers(stages.schema, caption.answers)
     summary = stages.summarizer.summarize(
         SummaryRequest(caption=caption.caption, attributes=attributes, checks=image.checks, hints=item.hints, sku=item.sku)
     )
-    for usage in summary.usage:
-        stages.store.record_usage(item.batch_id, item.id, usage)
+    usage.extend(summary.usage)
     return ItemResult(
         content_key=image.content_key, image_path=image_path, caption=caption, attributes=attributes,
         summary=summary, checks=image.checks, word_count=count_words(summary.summary),
@@ -101,14 +100,14 @@ def run_batch(
     def work(item: ItemRecord) -> None:
         if cancel.is_set():
             return
-        stages.store.mark_running(item.id)
+        usage: list[Usage] = []
         try:
-            result = process_item(stages, item)
+            result = process_item(stages, item, usage)
         except Exception as exc:  # per-item isolation: one bad photo never stops the batch
-            stages.store.save_error(item.id, describe_error(exc))
+            stages.store.save_error(item.id, describe_error(exc), usage)
             ok = False
         else:
-            stages.store.save_result(item.id, result)
+            stages.store.save_result(item.id, result, usage)  # one transaction: result, usage, cache
             ok = True
         with lock:
             if ok:

@@ -192,13 +192,15 @@ class SqliteStore:
         query = f"SELECT * FROM items WHERE batch_id = ? AND status IN ({marks}) AND ref IS NOT NULL ORDER BY seq"
         return [_item(row) for row in self._connection().execute(query, (batch_id, *statuses)).fetchall()]
 
-    def mark_running(self, item_id: int) -> None:
-        with self._tx() as db:
-            db.execute("UPDATE items SET status = 'running', error = NULL WHERE id = ?", (item_id,))
-
-    def save_result(self, item_id: int, result: ItemResult) -> None:
+    def save_result(self, item_id: int, result: ItemResult, usage: list[Usage]) -> None:
         now = utc_now()
         with self._tx() as db:
+            self._insert_usage(db, item_id, usage, now)
+            if not result.caption.cached:
+                db.execute(
+                    "INSERT OR REPLACE INTO caption_cache (content_key, model_id, caption, answers, created_at) VALUES (?, ?, ?, ?, ?)",
+                    (result.content_key, result.caption.model_id, result.caption.caption, json.dumps(result.caption.answers), now),
+                )
             db.execute(
                 """UPDATE items SET status = 'ok', error = NULL, content_key = ?, image_path = ?, caption = ?,
                        attributes = ?, title = ?, tags = ?, summary = ?, word_count = ?, checks = ?,
@@ -213,9 +215,10 @@ class SqliteStore:
                 ),
             )
 
-    def save_error(self, item_id: int, message: str) -> None:
+    def save_error(self, item_id: int, message: str, usage: list[Usage]) -> None:
         now = utc_now()
         with self._tx() as db:
+            self._insert_usage(db, item_id, usage, now)
             db.execute("UPDATE items SET status = 'error', error = ?, processed_at = ?, updated_at = ? WHERE id = ?", (message, now, now, item_id))
 
     # Edits ---------------------------------------------------------------------------------
@@ -241,13 +244,14 @@ class SqliteStore:
         return [Edit(item_id=r["item_id"], field=r["field"], old=r["old"], new=r["new"], who=r["who"], at=r["at"]) for r in rows]
 
     # Usage ledger and caption cache --------------------------------------------------------
-    def record_usage(self, batch_id: int, item_id: int | None, usage: Usage) -> None:
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO usage (batch_id, item_id, kind, model, input_tokens, output_tokens, invocations, latency_ms, at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (batch_id, item_id, usage.kind, usage.model, usage.input_tokens, usage.output_tokens, usage.invocations, usage.latency_ms, utc_now()),
-            )
+    def _insert_usage(self, db: sqlite3.Connection, item_id: int, usage: list[Usage], now: str) -> None:
+        if not usage:
+            return
+        db.executemany(
+            "INSERT INTO usage (batch_id, item_id, kind, model, input_tokens, output_tokens, invocations, latency_ms, at)"
+            " SELECT batch_id, id, ?, ?, ?, ?, ?, ?, ? FROM items WHERE id = ?",
+            [(u.kind, u.model, u.input_tokens, u.output_tokens, u.invocations, u.latency_ms, now, item_id) for u in usage],
+        )
 
     def usage(self, batch_id: int | None = None) -> list[Usage]:
         query, params = ("SELECT * FROM usage ORDER BY id", ()) if batch_id is None else ("SELECT * FROM usage WHERE batch_id = ? ORDER BY id", (batch_id,))
@@ -264,12 +268,6 @@ class SqliteStore:
             return None
         return CaptionResult(caption=row["caption"], answers=json.loads(row["answers"]), model_id=model_id, cached=True)
 
-    def cache_caption(self, content_key: str, result: CaptionResult) -> None:
-        with self._tx() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO caption_cache (content_key, model_id, caption, answers, created_at) VALUES (?, ?, ?, ?, ?)",
-                (content_key, result.model_id, result.caption, json.dumps(result.answers), utc_now()),
-            )
 
 
 def _apply_edit(item: ItemRecord, field: str, new_value: Any) -> tuple[str | None, str | None, dict[str, Any]]:
