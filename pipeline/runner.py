@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from pipeline.attributes import AttributeSchema, map_answers
 from pipeline.captioners import Captioner
 from pipeline.errors import describe_error
 from pipeline.fetch import FetchLimits, read_source
-from pipeline.models import ItemRecord, ItemResult, SummaryRequest, Usage
+from pipeline.models import CaptionResult, ItemRecord, ItemResult, NormalizedImage, SummaryRequest, Usage
 from pipeline.normalize import normalize_image
 from pipeline.store import LocalImageStore, Store
 from pipeline.summarizers import Summarizer
@@ -59,22 +59,62 @@ class BatchProgress:
 ProgressCallback = Callable[[BatchProgress], None]
 
 
-def process_item(stages: Stages, item: ItemRecord, usage: list[Usage]) -> ItemResult:
+class Cancelled(Exception):
+    """Raised inside a worker when the run was cancelled before its paid call: the item stays pending."""
+
+
+@dataclass
+class RunContext:
+    """What the workers of one run share: call slots, the cancel flag, and captions made in this run."""
+
+    caption_slots: threading.Semaphore
+    summary_slots: threading.Semaphore
+    cancel: threading.Event
+    captions: dict[tuple[str, str], CaptionResult] = field(default_factory=dict)
+    _key_locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def create(cls, concurrency: int = 1, cancel: threading.Event | None = None) -> "RunContext":
+        return cls(threading.BoundedSemaphore(concurrency), threading.BoundedSemaphore(concurrency), cancel or threading.Event())
+
+    def key_lock(self, key: tuple[str, str]) -> threading.Lock:
+        with self._lock:
+            return self._key_locks.setdefault(key, threading.Lock())
+
+
+def caption_once(stages: Stages, image: NormalizedImage, usage: list[Usage], run: RunContext) -> CaptionResult:
+    """Cached caption, or one captioner call. Identical photos in flight together wait for the first
+    one's answer instead of paying twice."""
+    key = (image.content_key, stages.captioner.model_id)
+    with run.key_lock(key):
+        if stages.use_cache:
+            known = run.captions.get(key) or stages.store.cached_caption(*key)
+            if known is not None:
+                return replace(known, cached=True)
+        with run.caption_slots:
+            if run.cancel.is_set():
+                raise Cancelled
+            caption, call = stages.captioner.caption(image, stages.schema.attributes)
+        usage.append(call)
+        run.captions[key] = caption
+        return caption
+
+
+def process_item(stages: Stages, item: ItemRecord, usage: list[Usage], run: RunContext | None = None) -> ItemResult:
     """One item through every stage. Billable calls are appended to `usage` as they happen, so a
     failure after a paid call still records it. Raises on failure; the caller records the error."""
     assert item.ref is not None
+    run = run or RunContext.create()
     data = read_source(item.ref, stages.fetch_limits, stages.s3_client_factory)
     image = normalize_image(data, max_side=stages.normalize.max_side, max_pixels=stages.normalize.max_pixels, quality=stages.normalize.quality)
     del data
     image_path = stages.images.save(image.content_key, image.jpeg)
-    caption = stages.store.cached_caption(image.content_key, stages.captioner.model_id) if stages.use_cache else None
-    if caption is None:
-        caption, call = stages.captioner.caption(image, stages.schema.attributes)
-        usage.append(call)
+    caption = caption_once(stages, image, usage, run)
     attributes = map_answers(stages.schema, caption.answers)
-    summary = stages.summarizer.summarize(
-        SummaryRequest(caption=caption.caption, attributes=attributes, checks=image.checks, hints=item.hints, sku=item.sku)
-    )
+    request = SummaryRequest(caption=caption.caption, attributes=attributes, checks=image.checks, hints=item.hints, sku=item.sku)
+    with run.summary_slots:
+        summary = stages.summarizer.summarize(request)
     usage.extend(summary.usage)
     return ItemResult(
         content_key=image.content_key, image_path=image_path, caption=caption, attributes=attributes,
@@ -91,18 +131,26 @@ def run_batch(
     cancel: threading.Event | None = None,
     retry_failed: bool = False,
 ) -> BatchProgress:
-    """Process every not-yet-done item of a batch. Safe to call again after a crash or cancel."""
+    """Process every not-yet-done item of a batch. Safe to call again after a crash or cancel.
+
+    `concurrency` bounds the calls in flight to the captioner and to the summarizer (the remote,
+    billed resources). A few extra workers read and normalize the next images meanwhile, so the
+    captioner slots never wait on local CPU work.
+    """
     items = stages.store.items_to_process(batch_id, retry_failed=retry_failed)
+    concurrency = max(1, concurrency)
+    run = RunContext.create(concurrency, cancel)
     progress = BatchProgress(total=len(items))
     lock = threading.Lock()
-    cancel = cancel or threading.Event()
 
     def work(item: ItemRecord) -> None:
-        if cancel.is_set():
+        if run.cancel.is_set():
             return
         usage: list[Usage] = []
         try:
-            result = process_item(stages, item, usage)
+            result = process_item(stages, item, usage, run)
+        except Cancelled:
+            return  # stays pending; a later run picks it up
         except Exception as exc:  # per-item isolation: one bad photo never stops the batch
             stages.store.save_error(item.id, describe_error(exc), usage)
             ok = False
@@ -117,7 +165,7 @@ def run_batch(
             if on_progress:
                 on_progress(progress)
 
-    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="tagger") as pool:
+    with ThreadPoolExecutor(max_workers=2 * concurrency + 2, thread_name_prefix="tagger") as pool:
         list(pool.map(work, items))
-    progress.cancelled = cancel.is_set()
+    progress.cancelled = run.cancel.is_set()
     return progress

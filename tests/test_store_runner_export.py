@@ -117,10 +117,12 @@ def test_cancel_leaves_the_rest_pending_and_resume_finishes(stages, make_setting
     batch = create_batch(stages.store, make_settings(), paths, name="cancel", created_by="ann")
     cancel = threading.Event()
     progress = run_batch(stages, batch.id, concurrency=1, cancel=cancel, on_progress=lambda p: cancel.set() if p.done == 2 else None)
-    assert progress.cancelled and progress.done == 2
-    assert len(stages.store.items_to_process(batch.id)) == 4
+    # the item holding the caption slot may finish; nothing makes a new captioner call after cancel
+    assert progress.cancelled and 2 <= progress.done <= 3
+    remaining = 6 - progress.done
+    assert len(stages.store.items_to_process(batch.id)) == remaining
     finish = run_batch(stages, batch.id, concurrency=2)
-    assert finish.total == 4 and finish.ok == 4
+    assert finish.total == remaining and finish.ok == remaining
     assert stages.store.items_to_process(batch.id) == []
 
 
