@@ -1,0 +1,38 @@
+import re
+from pathlib import Path
+
+from pipeline.settings import Settings
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+def test_every_setting_is_documented_in_the_readme_table():
+    documented = set(re.findall(r"^\| `([A-Z0-9_]+)` \|", README, flags=re.MULTILINE))
+    assert {name.upper() for name in Settings.model_fields} == documented
+
+
+def test_summarizer_defaults_follow_the_openai_key(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert Settings(_env_file=None).summarizer == "offline"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    settings = Settings(_env_file=None)
+    assert settings.summarizer == "openai"
+    assert "sk-test" not in repr(settings) and "sk-test" not in str(settings.model_dump())
+    monkeypatch.setenv("SUMMARIZER", "offline")
+    assert Settings(_env_file=None).summarizer == "offline"
+
+
+def test_env_file_and_lists(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text('CAPTIONER=sagemaker\nS3_ALLOWED_BUCKETS=["a","b"]\nMAX_SIDE=512\n')
+    settings = Settings()
+    assert settings.captioner == "sagemaker" and settings.s3_allowed_buckets == ["a", "b"] and settings.max_side == 512
+    assert settings.db_path == Path("data/pipeline.sqlite3")
+
+
+def test_quick_start_has_exactly_the_two_commands_and_ci_calls_make_test():
+    block = README.split("## Quick start", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].strip() for line in block.strip().splitlines()]
+    assert commands == ["make run", "make test"]
+    ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
+    assert [line for line in ci.splitlines() if line and not line.startswith(("#", "set ", "cd "))] == ["make test"]
