@@ -11,7 +11,7 @@ short answer. It runs once per image; all prompts then decode together as one ba
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -42,7 +42,6 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     is_encoder_decoder: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
