@@ -18,13 +18,6 @@ class SourceRef:
     location: str  # file path, zip path, http(s) URL or s3:// URI
     member: str | None = None  # member name when kind == "zip"
 
-    def label(self) -> str:
-        if self.kind == "zip":
-            return f"{self.location.rsplit('/', 1)[-1]}:{self.member}"
-        if self.kind == "file":
-            return self.location.rsplit("/", 1)[-1]
-        return self.location
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

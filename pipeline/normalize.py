@@ -129,8 +129,3 @@ def encode_jpeg(image: Image.Image, quality: int) -> bytes:
     image.save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
 
-
-def make_thumbnail(jpeg: bytes, size: int = 160) -> bytes:
-    with Image.open(io.BytesIO(jpeg)) as image:
-        image.thumbnail((size, size))
-        return encode_jpeg(image.convert("RGB"), 80)

@@ -46,5 +46,3 @@ class LocalImageStore:
             temporary.replace(path)  # atomic: a reader never sees half a file
         return str(path)
 
-    def load(self, content_key: str) -> bytes:
-        return self.path_for(content_key).read_bytes()
