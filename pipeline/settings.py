@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     sagemaker_timeout_s: float = 60.0
     sagemaker_runtime_url: str | None = Field(None, description="Override the sagemaker-runtime URL (local serving, tests).")
     aws_region: str = "us-east-1"
+    sagemaker_mode: Literal["realtime", "async"] = "realtime"
+    sagemaker_instance_type: str = "ml.g4dn.xlarge"
+    sagemaker_image_uri: str | None = Field(None, description="None: the region's Hugging Face PyTorch inference DLC.")
+    sagemaker_role_arn: str | None = None
+    sagemaker_hf_model_id: str = "Salesforce/blip2-flan-t5-xl"
+    sagemaker_hf_model_revision: str | None = None
+    sagemaker_async_s3: str | None = None
 
     # Model behaviour
     attribute_schema: Path | None = Field(None, description="JSON attribute schema; None uses the shipped default.")

@@ -20,21 +20,11 @@ from pipeline.captioners.contract import build_request
 from pipeline.captioners.sagemaker_runtime import SageMakerCaptioner
 from pipeline.normalize import normalize_image
 from support.images import encode, jpeg_bytes, product_photo
+from support.scripts import load_script
 from support.servers import FakeSageMakerRuntime
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = load_attribute_schema()
-
-
-def load_script(name: str):
-    """sagemaker/*.py are scripts, not a package (the folder must not shadow the SageMaker SDK)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"sm_{name}", REPO / "sagemaker" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
 
 
 package = load_script("package")

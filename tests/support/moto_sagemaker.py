@@ -1,0 +1,34 @@
+"""UpdateEndpoint for moto, which (5.2.5) does not implement it.
+
+Behaves like SageMaker as far as deploy.py can observe: the endpoint keeps its name and ARN and
+now runs the new endpoint config (moto's endpoints are InService at once, as on create). The
+call is rejected for an unknown endpoint or config, like the real API.
+"""
+
+from __future__ import annotations
+
+from moto.core.responses import ActionResult
+from moto.sagemaker.exceptions import ValidationError
+from moto.sagemaker.models import sagemaker_backends
+from moto.sagemaker.responses import SageMakerResponse
+from moto.core.utils import utcnow
+
+
+def _update_endpoint(self: SageMakerResponse) -> ActionResult:
+    backend = sagemaker_backends[self.current_account][self.region]
+    name, config_name = self._get_param("EndpointName"), self._get_param("EndpointConfigName")
+    endpoint = backend.endpoints.get(name)
+    if endpoint is None:
+        raise ValidationError(message=f"Could not find endpoint \"{name}\".")
+    config = backend.endpoint_configs.get(config_name)
+    if config is None:
+        raise ValidationError(message=f"Could not find endpoint configuration \"{config_name}\".")
+    endpoint.endpoint_config_name = config_name
+    endpoint.production_variants = endpoint._process_production_variants(config.production_variants)
+    endpoint.last_modified_time = utcnow()
+    return ActionResult({"EndpointArn": endpoint.arn})
+
+
+def install(monkeypatch) -> None:
+    if not hasattr(SageMakerResponse, "update_endpoint"):
+        monkeypatch.setattr(SageMakerResponse, "update_endpoint", _update_endpoint, raising=False)
