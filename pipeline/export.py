@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
-from typing import Any
+import re
+from typing import Any, Literal
 
 from pipeline.attributes import AttributeSchema
 from pipeline.models import ItemRecord
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+ExportFilter = Literal["approved", "all", "failed"]
+SHOPIFY_COLUMNS = ["Handle", "Title", "Body (HTML)", "Tags", "Image Src", "Image Alt Text", "Variant SKU"]
 
 
 def escape_formula(value: Any) -> Any:
@@ -68,12 +72,59 @@ def report_row(item: ItemRecord, schema: AttributeSchema) -> dict[str, Any]:
 
 def export_csv(items: list[ItemRecord], schema: AttributeSchema, *, excel_bom: bool = False) -> bytes:
     """CSV bytes (UTF-8; with a BOM when `excel_bom` so Excel detects the encoding)."""
+    data = _write_rows(report_columns(schema), [report_row(item, schema) for item in items])
+    return ("\ufeff".encode() + data) if excel_bom else data
+
+
+def filter_items(items: list[ItemRecord], which: ExportFilter) -> list[ItemRecord]:
+    """approved: tagged and approved by a person; failed: could not be tagged; all: everything."""
+    if which == "approved":
+        return [item for item in items if item.status == "ok" and item.review_status == "approved"]
+    if which == "failed":
+        return [item for item in items if item.status == "error"]
+    return list(items)
+
+
+def _write_rows(columns: list[str], rows: list[dict[str, Any]]) -> bytes:
     buffer = io.StringIO(newline="")
-    columns = report_columns(schema)
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\r\n")
     writer.writeheader()
-    for item in items:
-        row = report_row(item, schema)
-        writer.writerow({column: escape_formula(row[column]) for column in columns})
-    text = buffer.getvalue()
-    return (("\ufeff" + text) if excel_bom else text).encode("utf-8")
+    for row in rows:
+        writer.writerow({column: escape_formula(row.get(column, "")) for column in columns})
+    return buffer.getvalue().encode("utf-8")
+
+
+def product_handle(item: ItemRecord, taken: set[str]) -> str:
+    """Shopify handle: lowercase words joined by hyphens, unique within the file."""
+    base = re.sub(r"[^a-z0-9]+", "-", (item.sku or item.title or f"item-{item.id}").lower()).strip("-") or f"item-{item.id}"
+    handle, number = base, 2
+    while handle in taken:
+        handle, number = f"{base}-{number}", number + 1
+    taken.add(handle)
+    return handle
+
+
+def shopify_image_src(item: ItemRecord) -> str:
+    """Only a public http(s) address is useful to Shopify; local files and s3:// are left blank."""
+    if item.ref is not None and item.ref.kind == "url" and item.ref.location.startswith(("http://", "https://")):
+        return item.ref.location
+    return ""
+
+
+def export_shopify_csv(items: list[ItemRecord]) -> bytes:
+    """A Shopify-style product import CSV for tagged items (failed items have nothing to import)."""
+    taken: set[str] = set()
+    rows = [
+        {
+            "Handle": product_handle(item, taken),
+            "Title": item.title or item.caption or "",
+            "Body (HTML)": f"<p>{html.escape(item.summary or '')}</p>",
+            "Tags": ", ".join(item.tags),
+            "Image Src": shopify_image_src(item),
+            "Image Alt Text": item.caption or "",
+            "Variant SKU": item.sku or "",
+        }
+        for item in items
+        if item.status == "ok"
+    ]
+    return _write_rows(SHOPIFY_COLUMNS, rows)

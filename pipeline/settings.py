@@ -66,6 +66,17 @@ class Settings(BaseSettings):
     # Runner
     concurrency: int = 4
 
+    # Dashboard sign-in and roles
+    auth_mode: Literal["dev", "alb"] = Field("dev", description="`alb`: verify the load balancer's OIDC token; `dev`: one local user.")
+    alb_arn: str | None = Field(None, description="The load balancer allowed to sign tokens (AUTH_MODE=alb).")
+    alb_key_url: str = "https://public-keys.auth.elb.{region}.amazonaws.com/{kid}"
+    admin_emails: list[str] = Field(default_factory=list)
+    admin_group: str | None = None
+    group_claim: str = "groups"
+    dev_user_email: str = "dev@localhost"
+    dev_user_is_admin: bool = True
+    results_page_size: int = 50
+
     @model_validator(mode="after")
     def _default_summarizer(self) -> "Settings":
         if self.summarizer is None:

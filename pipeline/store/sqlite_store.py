@@ -192,6 +192,18 @@ class SqliteStore:
         query = f"SELECT * FROM items WHERE batch_id = ? AND status IN ({marks}) AND ref IS NOT NULL ORDER BY seq"
         return [_item(row) for row in self._connection().execute(query, (batch_id, *statuses)).fetchall()]
 
+    def unfinished_batch_ids(self) -> list[int]:
+        """Batches with items still to process (oldest first): what a restarted server resumes."""
+        rows = self._connection().execute(
+            "SELECT DISTINCT batch_id FROM items WHERE status IN ('pending', 'running') AND ref IS NOT NULL ORDER BY batch_id"
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def record_usage(self, item_id: int, usage: list[Usage]) -> None:
+        """Billable calls made outside processing (e.g. a regenerated summary)."""
+        with self._tx() as db:
+            self._insert_usage(db, item_id, usage, utc_now())
+
     def save_result(self, item_id: int, result: ItemResult, usage: list[Usage]) -> None:
         now = utc_now()
         with self._tx() as db:

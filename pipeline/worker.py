@@ -1,0 +1,134 @@
+"""A background worker that owns batch processing for a long-lived process (the dashboard server).
+
+Batches run on this worker's thread, not in a browser session's script run, so closing the tab,
+navigating away or reconnecting never stops them; pages read progress back from the store.
+Batches are queued and run one after another (each one already uses CONCURRENCY parallel calls).
+On start, `resume_unfinished` queues batches a previous server left unfinished.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pipeline.errors import describe_error
+from pipeline.models import BatchRecord
+from pipeline.runner import BatchProgress, Stages, run_batch
+
+
+@dataclass(frozen=True)
+class BatchView:
+    """What a page shows about one batch's processing."""
+
+    batch: BatchRecord
+    state: str  # queued | running | finished | stopped
+    eta_s: float | None
+    problem: str | None  # why processing stopped, in words a merchandiser understands
+
+    @property
+    def fraction(self) -> float:
+        return self.batch.done / self.batch.total if self.batch.total else 1.0
+
+
+@dataclass
+class _Run:
+    started: float
+    done_at_start: int
+    progress: BatchProgress | None = None
+
+
+class BatchWorker:
+    def __init__(self, stages: Stages, *, concurrency: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stages, self.concurrency, self.clock = stages, concurrency, clock
+        self._queue: queue.Queue[int] = queue.Queue()
+        self._lock = threading.Lock()
+        self._queued: set[int] = set()
+        self._running: int | None = None
+        self._runs: dict[int, _Run] = {}
+        self._problems: dict[int, str] = {}
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="batch-worker", daemon=True)
+        self._thread.start()
+
+    # --- commands ----------------------------------------------------------------------------
+    def submit(self, batch_id: int) -> None:
+        """Queue a batch (again). Already queued or running: nothing happens."""
+        with self._lock:
+            if batch_id in self._queued or batch_id == self._running:
+                return
+            self._queued.add(batch_id)
+            self._problems.pop(batch_id, None)
+        self._queue.put(batch_id)
+
+    def resume_unfinished(self) -> list[int]:
+        batch_ids = self.stages.store.unfinished_batch_ids()
+        for batch_id in batch_ids:
+            self.submit(batch_id)
+        return batch_ids
+
+    def stop_current(self) -> None:
+        """Stop the running batch after the items in flight; it stays resumable."""
+        self._cancel.set()
+
+    def wait_idle(self, timeout_s: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._queued and self._running is None:
+                    return True
+            time.sleep(0.05)
+        return False
+
+    # --- what pages read ---------------------------------------------------------------------
+    def view(self, batch_id: int) -> BatchView | None:
+        batch = self.stages.store.get_batch(batch_id)
+        if batch is None:
+            return None
+        with self._lock:
+            running, queued = batch_id == self._running, batch_id in self._queued
+            problem = self._problems.get(batch_id)
+            run = self._runs.get(batch_id)
+        if running:
+            state = "running"
+        elif queued:
+            state = "queued"
+        elif batch.done >= batch.total:
+            state = "finished"
+        else:
+            state = "stopped"
+        eta = self._eta(batch, run) if running else None
+        return BatchView(batch=batch, state=state, eta_s=eta, problem=problem)
+
+    def _eta(self, batch: BatchRecord, run: _Run | None) -> float | None:
+        if run is None:
+            return None
+        finished_here = batch.done - run.done_at_start
+        elapsed = self.clock() - run.started
+        if finished_here <= 0 or elapsed <= 0:
+            return None
+        return (batch.total - batch.done) * elapsed / finished_here
+
+    # --- the thread --------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            batch_id = self._queue.get()
+            batch = self.stages.store.get_batch(batch_id)
+            with self._lock:
+                self._queued.discard(batch_id)
+                self._running = batch_id
+                self._cancel.clear()
+                self._runs[batch_id] = _Run(started=self.clock(), done_at_start=batch.done if batch else 0)
+            try:
+                self.stages.captioner.warm_up()  # a model that cannot load stops the batch, not every row
+                run_batch(self.stages, batch_id, concurrency=self.concurrency, cancel=self._cancel)
+                if self._cancel.is_set():
+                    self._problems[batch_id] = "Stopped by a user. Press Resume to finish the remaining photos."
+            except Exception as exc:  # keep the worker alive for the next batch
+                with self._lock:
+                    self._problems[batch_id] = f"Processing stopped: {describe_error(exc)} Finished photos are saved; press Resume to continue."
+            finally:
+                with self._lock:
+                    self._running = None
