@@ -2,17 +2,20 @@
 
 import streamlit as st
 
-from pipeline.settings import Settings
+from dashboard.runtime import current_user, get_runtime
 
 st.set_page_config(page_title="Product tagger", page_icon="🏷️", layout="wide")
 
+user = current_user(get_runtime())
+if user.dev_mode:
+    st.warning(f"Local dev mode: single user **{user.email}**{' (admin)' if user.is_admin else ''}; no sign-in. "
+               "Set AUTH_MODE=alb behind the load balancer.", icon="🛠️")
 
-def home() -> None:
-    settings = Settings()
-    st.title("Product tagger")
-    st.write("Upload product photos to get a caption, attribute tags and a short summary.")
-    st.caption(f"Captioner: {settings.captioner} ({settings.caption_model}) · Summarizer: {settings.summarizer} · Data: {settings.data_dir}")
-    st.info("The upload, review and export pages arrive with the dashboard issue; the CLI (`python -m pipeline tag`) works today.")
-
-
-st.navigation([st.Page(home, title="Home", default=True)]).run()
+pages = [
+    st.Page("pages/tag.py", title="Tag", icon="🏷️", default=True),
+    st.Page("pages/review.py", title="Review", icon="✏️"),
+    st.Page("pages/export.py", title="Export", icon="⬇️"),
+]
+if user.is_admin:
+    pages.append(st.Page("pages/admin.py", title="Admin", icon="⚙️"))
+st.navigation(pages).run()

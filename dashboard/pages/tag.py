@@ -1,0 +1,134 @@
+"""Tag: upload photos / a CSV / a zip, check what will run, run it, watch progress, see results."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard.runtime import current_user, get_runtime
+from pipeline.ingest import collect_sources
+from pipeline.normalize import IMAGE_EXTENSIONS
+from pipeline.review import item_label
+from pipeline.service import ingest_limits
+from pipeline.thumbnails import thumbnail_data_uri
+from pipeline.uploads import save_uploads
+
+runtime = get_runtime()
+user = current_user(runtime)
+store, schema, worker = runtime.stages.store, runtime.stages.schema, runtime.worker
+UPLOAD_TYPES = sorted({ext.lstrip(".") for ext in IMAGE_EXTENSIONS} | {"zip", "csv"})
+
+
+def stage_uploads(files) -> dict:
+    """Save the uploads once per distinct selection and read what they contain (nothing runs yet)."""
+    key = tuple(sorted(f.file_id for f in files))
+    staged = st.session_state.get("staged")
+    if staged is None or staged["key"] != key:
+        paths = save_uploads(((f.name, f.getbuffer()) for f in files), runtime.settings.data_dir / "uploads")
+        report = collect_sources(paths, ingest_limits(runtime.settings))
+        staged = {"key": key, "report": report, "default_name": files[0].name if len(files) == 1 else f"{files[0].name} and {len(files) - 1} more"}
+        st.session_state["staged"] = staged
+    return staged
+
+
+def render_upload() -> None:
+    files = st.file_uploader("Product photos, a CSV of products, or a zip", type=UPLOAD_TYPES, accept_multiple_files=True,
+                             key=f"uploads-{st.session_state.get('upload_round', 0)}")
+    if not files:
+        return
+    staged = stage_uploads(files)
+    report = staged["report"]
+    ready = [item for item in report.items if not item.error]
+    rejected = [item for item in report.items if item.error]
+    left, right = st.columns(2)
+    left.metric("Ready to tag", len(ready))
+    right.metric("Rejected", len(rejected))
+    if rejected:
+        st.dataframe([{"File": item.source, "Why": item.error} for item in rejected], hide_index=True, use_container_width=True)
+    for notice in report.notices:
+        st.info(notice)
+    name = st.text_input("Batch name", value=staged["default_name"])
+    if st.button("Run", type="primary", disabled=not ready):
+        batch = store.create_batch(name.strip() or staged["default_name"], user.email, report)
+        worker.submit(batch.id)
+        st.session_state["batch_id"] = batch.id
+        st.session_state["upload_round"] = st.session_state.get("upload_round", 0) + 1  # clears the uploader
+        st.session_state.pop("staged", None)
+        st.rerun()
+
+
+def choose_batch() -> int | None:
+    batches = store.list_batches()
+    if not batches:
+        st.caption("No batches yet.")
+        return None
+    ids = [b.id for b in batches]
+    current = st.session_state.get("batch_id", ids[0])
+    labels = {b.id: f"{b.name} (#{b.id}, {b.done}/{b.total} done)" for b in batches}
+    chosen = st.selectbox("Batch", ids, index=ids.index(current) if current in ids else 0, format_func=labels.get)
+    st.session_state["batch_id"] = chosen
+    return chosen
+
+
+def format_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "estimating…"
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    return f"about {minutes} min {secs:02d} s" if minutes else f"about {secs} s"
+
+
+@st.fragment(run_every=2.0)
+def render_progress(batch_id: int) -> None:
+    """Re-read from the store every 2 s: progress survives reloads because the worker owns the run."""
+    view = worker.view(batch_id)
+    if view is None:
+        return
+    batch = view.batch
+    st.progress(view.fraction, text=f"{batch.done} of {batch.total} done · {batch.failed} failed · {view.state}"
+                + (f" · {format_eta(view.eta_s)} left" if view.state == "running" else ""))
+    if view.problem:
+        st.warning(view.problem)
+    if view.state == "stopped" and st.button("Resume", key=f"resume-{batch_id}"):
+        worker.submit(batch_id)
+        st.rerun(scope="fragment")
+    if view.state in ("running", "queued") and st.button("Stop", key=f"stop-{batch_id}"):
+        worker.stop_current()
+    if st.session_state.get(f"seen-done-{batch_id}") != batch.done:
+        st.session_state[f"seen-done-{batch_id}"] = batch.done
+        st.rerun()  # refresh the results table below as items finish
+
+
+def render_results(batch_id: int) -> None:
+    items = store.list_items(batch_id)
+    finished = [item for item in items if item.status in ("ok", "error")]
+    if not finished:
+        return
+    size = runtime.settings.results_page_size
+    pages = max(1, -(-len(finished) // size))
+    page = st.number_input("Results page", 1, pages, 1, key=f"page-{batch_id}") if pages > 1 else 1
+    rows = []
+    for item in finished[(page - 1) * size: page * size]:
+        row = {
+            "Photo": thumbnail_data_uri(item.image_path),
+            "Item": item_label(item),
+            "Result": "tagged" if item.status == "ok" else f"failed: {item.error}",
+            "Caption": item.caption or "",
+        }
+        for name in schema.names():
+            attribute = item.attribute(name)
+            row[name] = attribute.value if attribute else ""
+        row.update({
+            "Tags": ", ".join(item.tags), "Summary": item.summary or "", "Words": item.word_count,
+            "Photo checks": "; ".join(item.checks.warnings()) if item.checks else "",
+        })
+        rows.append(row)
+    st.dataframe(rows, hide_index=True, use_container_width=True,
+                 column_config={"Photo": st.column_config.ImageColumn("Photo", width="small")})
+
+
+st.title("Tag photos")
+render_upload()
+st.divider()
+batch_id = choose_batch()
+if batch_id is not None:
+    render_progress(batch_id)
+    render_results(batch_id)

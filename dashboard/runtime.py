@@ -1,0 +1,50 @@
+"""What every page needs: the process-wide runtime (settings, pipeline stages, background worker)
+and the signed-in user. Pages call these and the `pipeline` library; nothing else lives here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+from pipeline.identity import AlbKeyCache, AuthError, User, identify
+from pipeline.runner import Stages
+from pipeline.service import build_stages
+from pipeline.settings import Settings
+from pipeline.worker import BatchWorker
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    stages: Stages
+    worker: BatchWorker
+    keys: AlbKeyCache
+
+
+@st.cache_resource(show_spinner=False)
+def get_runtime() -> Runtime:
+    """One per server process (st.cache_resource), shared by every session: the worker thread and
+    the loaded model outlive any one browser tab. Unfinished batches resume on the first page view."""
+    settings = Settings()
+    stages = build_stages(settings)
+    worker = BatchWorker(stages, concurrency=settings.concurrency)
+    worker.resume_unfinished()
+    return Runtime(settings, stages, worker, AlbKeyCache(settings.alb_key_url, settings.aws_region))
+
+
+def current_user(runtime: Runtime) -> User:
+    """Checked on every script run; an unverifiable sign-in stops the page with a plain message."""
+    try:
+        return identify(dict(st.context.headers), runtime.settings, runtime.keys)
+    except AuthError as error:
+        st.error(str(error))
+        st.stop()
+        raise  # unreachable: st.stop() ends the run
+
+
+def require_admin(user: User) -> None:
+    """Admin pages and admin actions call this themselves, not just the navigation."""
+    if not user.is_admin:
+        st.error("This page is for admins. Ask an admin if you need access.")
+        st.stop()

@@ -1,0 +1,237 @@
+"""The dashboard's pages through Streamlit's AppTest: the real app script, store, worker and tiny model."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from support.images import jpeg_bytes
+
+APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
+LONG_SUMMARY = " ".join(["word"] * 55)
+
+
+@pytest.fixture
+def app_env(monkeypatch, tmp_path, tiny_model):
+    for key, value in {"DATA_DIR": str(tmp_path / "data"), "CAPTION_MODEL": str(tiny_model), "SUMMARIZER": "offline",
+                       "MAX_NEW_TOKENS": "8", "CONCURRENCY": "2", "AUTH_MODE": "dev"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    st.cache_resource.clear()  # one runtime (store, worker) per test
+    yield tmp_path
+    st.cache_resource.clear()
+
+
+def start(page: str | None = None) -> AppTest:
+    app = AppTest.from_file(APP, default_timeout=60).run()
+    assert not app.exception, app.exception
+    if page:
+        app.switch_page(page).run()
+        assert not app.exception, app.exception
+    return app
+
+
+def runtime():
+    from dashboard.runtime import get_runtime
+
+    return get_runtime()
+
+
+def three_photo_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for index, color in enumerate([(200, 30, 30), (30, 160, 60), (40, 40, 210)]):
+            archive.writestr(f"shirt-{index}.jpg", jpeg_bytes(color=color, seed=index))
+        archive.writestr("notes.txt", b"not a photo")
+    return buffer.getvalue()
+
+
+def upload_and_run(app: AppTest, files) -> int:
+    app.file_uploader[0].set_value(files).run()
+    assert not app.exception, app.exception
+    [run] = [b for b in app.button if b.label == "Run"]
+    run.click().run()
+    assert not app.exception, app.exception
+    batch_id = app.session_state["batch_id"]
+    assert runtime().worker.wait_idle(120)
+    return batch_id
+
+
+def test_tag_page_previews_rejects_and_runs_a_batch_in_the_background(app_env):
+    app = start()
+    assert "Local dev mode" in app.warning[0].value
+    app.file_uploader[0].set_value([("photos.zip", three_photo_zip(), "application/zip"),
+                                    ("broken.jpg", b"not really a jpeg", "image/jpeg")]).run()
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics == {"Ready to tag": "4", "Rejected": "0"}  # the broken photo is found out when it is read
+    assert any("notes.txt" in info.value for info in app.info)  # non-images are reported, not silently dropped
+    [run] = [b for b in app.button if b.label == "Run"]
+    run.click().run()
+    assert not app.exception, app.exception
+    batch_id = app.session_state["batch_id"]
+    assert runtime().worker.wait_idle(120)
+    app.run()
+    items = runtime().stages.store.list_items(batch_id)
+    assert sorted(i.status for i in items) == ["error", "ok", "ok", "ok"]
+    failed = next(i for i in items if i.status == "error")
+    assert "broken.jpg" in failed.source and "image" in failed.error.lower() and "Traceback" not in failed.error
+    assert "4 of 4 done · 1 failed · finished" in app.get("progress")[0].proto.text
+    table = app.dataframe[-1].value
+    assert len(table) == 4 and set(table["Result"].str.startswith("failed")) == {True, False}
+    assert table["Photo"].dropna().str.startswith("data:image/jpeg;base64,").all()
+    assert (table.loc[table["Result"] == "tagged", "Summary"].str.len() > 0).all()
+
+
+def test_rejected_uploads_are_listed_with_reasons_before_running(app_env):
+    app = start()
+    app.file_uploader[0].set_value([
+        ("products.csv", b"sku,title\nA1,Shirt\n", "text/csv"),
+        ("list.csv", b"sku,image\nA1,missing.jpg\nB2,https://example.com/b2.jpg\n", "text/csv"),
+    ]).run()
+    assert not app.exception, app.exception
+    assert {m.label: m.value for m in app.metric} == {"Ready to tag": "1", "Rejected": "2"}
+    reasons = app.dataframe[0].value
+    assert list(reasons["File"]) == ["products.csv", "list.csv line 2"]
+    assert "missing the column(s) image" in reasons["Why"][0] and "missing.jpg was not found" in reasons["Why"][1]
+    assert runtime().stages.store.list_batches() == []  # nothing is recorded before Run
+
+
+def test_batch_keeps_running_without_the_browser_and_a_new_server_resumes(app_env, tiny_model):
+    from pipeline.ingest import collect_sources
+    from pipeline.service import ingest_limits
+    from pipeline.settings import Settings
+    from pipeline.store.sqlite_store import SqliteStore
+
+    settings = Settings()
+    photo = app_env / "one.jpg"
+    photo.write_bytes(jpeg_bytes())
+    # A batch left unfinished by a server that died: items pending, nothing processed.
+    store = SqliteStore(settings.db_path)
+    batch = store.create_batch("left over", "someone", collect_sources([photo, photo], ingest_limits(settings)))
+    assert store.unfinished_batch_ids() == [batch.id]
+    start()  # first page view of a "restarted" server creates the worker, which resumes it
+    assert runtime().worker.wait_idle(120)
+    assert store.unfinished_batch_ids() == []
+    assert [i.status for i in store.list_items(batch.id)] == ["ok", "ok"]
+
+
+def test_review_edits_are_saved_with_who_and_over_long_summaries_refused(app_env):
+    app = start()
+    batch_id = upload_and_run(app, [("photos.zip", three_photo_zip(), "application/zip")])
+    app.switch_page("pages/review.py").run()
+    assert not app.exception, app.exception
+    store = runtime().stages.store
+    items = store.list_items(batch_id)
+    key = f"grid-{batch_id}-0"
+    app.session_state[key] = {"edited_rows": {0: {"Summary": "A red cotton shirt for summer days."},
+                                              1: {"Summary": LONG_SUMMARY, "Tags": "new, tags"}},
+                              "added_rows": [], "deleted_rows": []}
+    app.run()
+    assert any("summary has 55 words (limit 50)" in w.value for w in app.warning)  # shown before saving
+    [save] = [b for b in app.button if b.label == "Save changes"]
+    save.click().run()
+    assert not app.exception, app.exception
+    assert any("55 words; the limit is 50" in e.value for e in app.error)
+    first, second = store.get_item(items[0].id), store.get_item(items[1].id)
+    assert first.summary == "A red cotton shirt for summer days." and first.word_count == 7
+    assert second.summary == items[1].summary  # refused, not cut
+    assert second.tags == ["new", "tags"]  # the other cell in that row still saved
+    [edit] = [e for e in store.edits(first.id) if e.field == "summary"]
+    assert (edit.who, edit.old, edit.new) == ("dev@localhost", items[0].summary, "A red cotton shirt for summer days.")
+
+    # Refresh (a new session): the edit is still there, from the store.
+    fresh = start("pages/review.py")
+    assert fresh.data_editor[0].value.set_index("Item").loc[f"#{items[0].seq + 1} {items[0].source}", "Summary"] == "A red cotton shirt for summer days."
+    assert any("dev@localhost" in str(df.value.to_dict()) for df in fresh.dataframe)  # edit history of the shown item
+
+
+def test_approve_reject_and_regenerate_selected_rows(app_env):
+    app = start()
+    batch_id = upload_and_run(app, [("photos.zip", three_photo_zip(), "application/zip")])
+    app.switch_page("pages/review.py").run()
+    store = runtime().stages.store
+    items = store.list_items(batch_id)
+    store.edit_item(items[2].id, "summary", "Temporary text.", "test")
+    key = f"grid-{batch_id}-0"
+    app.session_state[key] = {"edited_rows": {0: {"Select": True}, 1: {"Select": True}}, "added_rows": [], "deleted_rows": []}
+    app.run()
+    [approve] = [b for b in app.button if b.label == "Approve selected (2)"]
+    approve.click().run()
+    assert [store.get_item(i.id).review_status for i in items] == ["approved", "approved", "pending"]
+    assert any("Approved: 2 changes saved." in s.value for s in app.success)
+
+    key = f"grid-{batch_id}-1"
+    app.session_state[key] = {"edited_rows": {2: {"Select": True}}, "added_rows": [], "deleted_rows": []}
+    app.run()
+    [regenerate] = [b for b in app.button if b.label == "Regenerate summary (1)"]
+    regenerate.click().run()
+    assert not app.exception, app.exception
+    again = store.get_item(items[2].id)
+    assert again.summary != "Temporary text." and again.summary
+    assert store.edits(items[2].id)[-1].who == "dev@localhost (regenerated)"
+
+
+@pytest.fixture
+def downloads(monkeypatch) -> dict[str, bytes]:
+    """The bytes each download button serves, by file name (AppTest drops its media store after a run)."""
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    served: dict[str, bytes] = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def recording(self, path_or_data, mimetype, kind, filename=None):
+        if filename:
+            served[filename] = path_or_data
+        return original(self, path_or_data, mimetype, kind, filename)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", recording)
+    return served
+
+
+def csv_rows(data: bytes) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
+
+
+def test_export_contains_edits_and_filters_by_status(app_env, downloads):
+    app = start()
+    batch_id = upload_and_run(app, [("photos.zip", three_photo_zip(), "application/zip"), ("bad.png", b"nope", "image/png")])
+    store = runtime().stages.store
+    good = [i for i in store.list_items(batch_id) if i.status == "ok"]
+    store.edit_item(good[0].id, "summary", '=HYPERLINK("x") edited summary', "dev@localhost")
+    store.edit_item(good[0].id, "review_status", "approved", "dev@localhost")
+    app.switch_page("pages/export.py").run()
+    assert not app.exception, app.exception
+    assert "1 item selected." in app.caption[0].value  # default: approved only
+    rows = csv_rows(downloads[f"tags-batch-{batch_id}-approved.csv"])
+    assert [r["summary"] for r in rows] == ["'=HYPERLINK(\"x\") edited summary"]  # the edit, formula-escaped
+    [product] = csv_rows(downloads[f"shopify-batch-{batch_id}-approved.csv"])
+    assert product["Body (HTML)"] == "<p>=HYPERLINK(&quot;x&quot;) edited summary</p>"
+    assert product["Handle"] == product["Handle"].lower() and product["Tags"] == ", ".join(good[0].tags)
+
+    app.radio[0].set_value("failed").run()
+    rows = csv_rows(downloads[f"tags-batch-{batch_id}-failed.csv"])
+    assert [r["source"].endswith("bad.png") for r in rows] == [True]
+
+
+def test_non_admin_cannot_reach_admin(app_env, monkeypatch):
+    admin = start("pages/admin.py")
+    assert admin.title[0].value == "Admin"
+
+    monkeypatch.setenv("DEV_USER_IS_ADMIN", "false")
+    st.cache_resource.clear()
+    user = start()
+    assert "(admin)" not in user.warning[0].value
+    with pytest.raises(ValueError, match="Could not find a navigation page"):
+        user.switch_page("pages/admin.py")  # not in the navigation
+    # Run the admin page's script directly, as a crafted request would: it checks the role itself.
+    direct = AppTest.from_file(str(Path(APP).parent / "pages" / "admin.py"), default_timeout=60).run()
+    assert not direct.exception
+    assert [e.value for e in direct.error] == ["This page is for admins. Ask an admin if you need access."]
+    assert not direct.title
