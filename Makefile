@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
 .PHONY: run test bench install install-dev clean
 
 $(BIN)/python:
@@ -20,13 +23,17 @@ $(DEV_STAMP): $(RUN_STAMP) requirements-dev.txt
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
 	touch $@
 
+# The browser test drives Debian's Chromium (Playwright cannot download its own browser here).
+$(CHROMIUM):
+	$(SUDO) apt-get install -y chromium || ($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium)
+
 install: $(RUN_STAMP)
 install-dev: $(DEV_STAMP)
 
 run: $(RUN_STAMP)
 	$(BIN)/streamlit run dashboard/app.py
 
-test: $(DEV_STAMP)
+test: $(DEV_STAMP) $(CHROMIUM)
 	$(BIN)/pytest
 
 bench: $(DEV_STAMP)

@@ -179,6 +179,9 @@ def main() -> None:
         normalize = bench_normalize(photos)
         concurrency = bench_concurrency(workdir)
         rss = bench_rss(workdir)
+        from review_grid import bench_review_grid
+
+        review = bench_review_grid(workdir)
     from handler import archive_sizes, bench_batched_vs_per_prompt
 
     handler = bench_batched_vs_per_prompt([realistic_photo((768, 576), seed) for seed in range(4)])
@@ -194,6 +197,7 @@ def main() -> None:
     existing = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     existing["pipeline"] = results
     existing["sagemaker_handler"] = {"cpu": handler, "archive": archives}
+    existing["dashboard_review"] = review
     RESULTS.write_text(json.dumps(existing, indent=2) + "\n")
     print(f"1. normalize 12-MP JPEG: {normalize['ours_images_per_s']} img/s vs naive {normalize['naive_images_per_s']} img/s -> {normalize['speedup']}x (goal >= 5x)")
     print(f"2. bytes to captioner: {normalize['sent_kb_mean']} KB mean / {normalize['sent_kb_max']} KB max vs {normalize['original_kb_mean']} KB original ({normalize['bytes_ratio']:.1%}) (goal <= 80 KB)")
@@ -201,6 +205,9 @@ def main() -> None:
     print(f"4. peak RSS: {rss['images_250']['peak_rss_mb']} MB for 250 images, {rss['images_1000']['peak_rss_mb']} MB for 1,000 ({rss['images_1000']['zip_mb']} MB zip) -> x{rss['growth_ratio']} (goal <= 500 MB, flat)")
     print(f"5. handler, caption + 4 answers ({handler['device']}): one batched generate {handler['batched_ms_per_image']} ms/img vs one per prompt {handler['per_prompt_ms_per_image']} ms/img -> {handler['speedup']}x")
     print(f"6. model archive: {archives['code_only_kb']} KB code-only, {archives['with_tiny_weights_kb']} KB with the tiny weights")
+    big, small = review["items_2000"], review["items_200"]
+    print(f"7. review page (AppTest): 2,000 items render {big['render_s']} s, save one edit {big['save_one_edit_s']} s; "
+          f"200 items {small['render_s']} s / {small['save_one_edit_s']} s -> render x{review['render_ratio_2000_vs_200']} for 10x items (goal < 2 s each)")
     print(f"wrote {RESULTS.relative_to(HERE.parent)}")
 
 

@@ -4,18 +4,18 @@ import streamlit as st
 
 from dashboard.runtime import current_user, get_runtime
 
-st.set_page_config(page_title="Product tagger", page_icon="🏷️", layout="wide")
+st.set_page_config(page_title="Product tagger", page_icon=":material/sell:", layout="wide")
 
 user = current_user(get_runtime())
 if user.dev_mode:
     st.warning(f"Local dev mode: single user **{user.email}**{' (admin)' if user.is_admin else ''}; no sign-in. "
-               "Set AUTH_MODE=alb behind the load balancer.", icon="🛠️")
+               "Set AUTH_MODE=alb behind the load balancer.", icon=":material/construction:")
 
 pages = [
-    st.Page("pages/tag.py", title="Tag", icon="🏷️", default=True),
-    st.Page("pages/review.py", title="Review", icon="✏️"),
-    st.Page("pages/export.py", title="Export", icon="⬇️"),
+    st.Page("pages/tag.py", title="Tag", icon=":material/sell:", default=True),
+    st.Page("pages/review.py", title="Review", icon=":material/edit:"),
+    st.Page("pages/export.py", title="Export", icon=":material/download:"),
 ]
 if user.is_admin:
-    pages.append(st.Page("pages/admin.py", title="Admin", icon="⚙️"))
+    pages.append(st.Page("pages/admin.py", title="Admin", icon=":material/settings:"))
 st.navigation(pages).run()

@@ -36,3 +36,13 @@ def test_quick_start_has_exactly_the_two_commands_and_ci_calls_make_test():
     assert commands == ["make run", "make test"]
     ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
     assert [line for line in ci.splitlines() if line and not line.startswith(("#", "set ", "cd "))] == ["make test"]
+
+
+def test_streamlit_upload_limit_fits_the_pipeline_limits():
+    import tomllib
+
+    config = tomllib.loads((Path(__file__).resolve().parent.parent / ".streamlit" / "config.toml").read_text())
+    upload_bytes = config["server"]["maxUploadSize"] * 1024 * 1024
+    settings = Settings(_env_file=None)
+    assert settings.max_file_bytes <= upload_bytes <= settings.zip_max_total_bytes
+    assert config["server"]["enableXsrfProtection"] is True and config["browser"]["gatherUsageStats"] is False

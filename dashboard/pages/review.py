@@ -58,7 +58,7 @@ def render_grid(batch_id: int, items) -> None:
     frame = pd.DataFrame(grid_rows(items, schema)).set_index("id")
     key = f"grid-{batch_id}-{st.session_state.get('grid_version', 0)}"
     edited = st.data_editor(
-        frame, key=key, hide_index=True, use_container_width=True,
+        frame, key=key, hide_index=True, width="stretch",
         disabled=[column for column in frame.columns if column not in EDITABLE],
         column_config={
             "Select": st.column_config.CheckboxColumn("Select", width="small"),
@@ -105,7 +105,7 @@ def render_item(items) -> None:
     history = store.edits(item.id)
     if history:
         st.dataframe([{"When (UTC)": e.at, "Who": e.who, "Field": e.field, "Before": e.old, "After": e.new} for e in history],
-                     hide_index=True, use_container_width=True)
+                     hide_index=True, width="stretch")
     else:
         st.caption("No edits yet.")
 

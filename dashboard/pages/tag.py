@@ -43,7 +43,7 @@ def render_upload() -> None:
     left.metric("Ready to tag", len(ready))
     right.metric("Rejected", len(rejected))
     if rejected:
-        st.dataframe([{"File": item.source, "Why": item.error} for item in rejected], hide_index=True, use_container_width=True)
+        st.dataframe([{"File": item.source, "Why": item.error} for item in rejected], hide_index=True, width="stretch")
     for notice in report.notices:
         st.info(notice)
     name = st.text_input("Batch name", value=staged["default_name"])
@@ -121,7 +121,7 @@ def render_results(batch_id: int) -> None:
             "Photo checks": "; ".join(item.checks.warnings()) if item.checks else "",
         })
         rows.append(row)
-    st.dataframe(rows, hide_index=True, use_container_width=True,
+    st.dataframe(rows, hide_index=True, width="stretch",
                  column_config={"Photo": st.column_config.ImageColumn("Photo", width="small")})
 
 
