@@ -76,9 +76,8 @@ def format_eta(seconds: float | None) -> str:
     return f"about {minutes} min {secs:02d} s" if minutes else f"about {secs} s"
 
 
-@st.fragment(run_every=2.0)
 def render_progress(batch_id: int) -> None:
-    """Re-read from the store every 2 s: progress survives reloads because the worker owns the run."""
+    """Progress as the store has it: it survives reloads because the worker owns the run."""
     view = worker.view(batch_id)
     if view is None:
         return
@@ -130,5 +129,9 @@ render_upload()
 st.divider()
 batch_id = choose_batch()
 if batch_id is not None:
-    render_progress(batch_id)
+    view = worker.view(batch_id)
+    if view is not None and view.state in ("running", "queued"):
+        st.fragment(render_progress, run_every=2.0)(batch_id)  # re-read every 2 s only while it runs
+    else:
+        render_progress(batch_id)
     render_results(batch_id)
