@@ -207,3 +207,14 @@ class Edit:
     new: str | None
     who: str
     at: str
+
+
+@dataclass
+class AuditEntry:
+    """One admin action (endpoint start / stop / auto-stop) and how it went."""
+
+    at: str
+    who: str
+    action: str
+    result: str
+    detail: str = ""

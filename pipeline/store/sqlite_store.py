@@ -15,6 +15,7 @@ from pipeline.models import (
     AttributeValue,
     BatchRecord,
     CaptionResult,
+    AuditEntry,
     Edit,
     IngestReport,
     ItemRecord,
@@ -83,6 +84,14 @@ CREATE TABLE IF NOT EXISTS usage (
     invocations INTEGER NOT NULL DEFAULT 1,
     latency_ms REAL NOT NULL DEFAULT 0,
     at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    who TEXT NOT NULL,
+    action TEXT NOT NULL,
+    result TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS caption_cache (
     content_key TEXT NOT NULL,
@@ -271,6 +280,32 @@ class SqliteStore:
             Usage(kind=r["kind"], model=r["model"], input_tokens=r["input_tokens"], output_tokens=r["output_tokens"], invocations=r["invocations"], latency_ms=r["latency_ms"])
             for r in self._connection().execute(query, params).fetchall()
         ]
+
+    def last_usage_at(self, kind: str) -> str | None:
+        """When the last billable call of this kind (e.g. "endpoint") was recorded (ISO-8601 UTC)."""
+        row = self._connection().execute("SELECT MAX(at) FROM usage WHERE kind = ?", (kind,)).fetchone()
+        return row[0] if row else None
+
+    def usage_rows(self, since: str | None = None) -> list[tuple[str, Usage]]:
+        """(when, usage) pairs, oldest first, for cost ledgers."""
+        rows = self._connection().execute("SELECT * FROM usage WHERE at >= ? ORDER BY id", (since or "",)).fetchall()
+        return [
+            (r["at"], Usage(kind=r["kind"], model=r["model"], input_tokens=r["input_tokens"], output_tokens=r["output_tokens"],
+                            invocations=r["invocations"], latency_ms=r["latency_ms"]))
+            for r in rows
+        ]
+
+    # Audit log -----------------------------------------------------------------------------
+    def add_audit(self, who: str, action: str, result: str, detail: str = "") -> AuditEntry:
+        now = utc_now()
+        with self._tx() as db:
+            db.execute("INSERT INTO audit_log (at, who, action, result, detail) VALUES (?, ?, ?, ?, ?)", (now, who, action, result, detail))
+        return AuditEntry(at=now, who=who, action=action, result=result, detail=detail)
+
+    def audit_log(self, limit: int = 200) -> list[AuditEntry]:
+        """Newest first."""
+        rows = self._connection().execute("SELECT * FROM audit_log ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [AuditEntry(at=r["at"], who=r["who"], action=r["action"], result=r["result"], detail=r["detail"]) for r in rows]
 
     def cached_caption(self, content_key: str, model_id: str) -> CaptionResult | None:
         row = self._connection().execute(

@@ -1,0 +1,163 @@
+"""Endpoint start / stop / status / auto-stop against moto, with endpoints made by sagemaker/deploy.py."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from moto import mock_aws
+from moto.sagemaker.models import sagemaker_backends
+
+from pipeline.endpoint import Actor, EndpointController, NotAllowed
+from pipeline.models import Usage
+from pipeline.store.sqlite_store import SqliteStore
+from support import moto_sagemaker
+from support.scripts import load_script
+
+deploy = load_script("deploy")
+NAME = "blip2-endpoint"
+ADMIN = Actor("boss@example.com", True)
+MERCH = Actor("ana@example.com", False)
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    moto_sagemaker.install(monkeypatch)
+    with mock_aws():
+        yield deploy.make_clients("us-east-1")
+
+
+@pytest.fixture
+def store(tmp_path):
+    return SqliteStore(tmp_path / "db.sqlite3")
+
+
+def deploy_endpoint(clients, mode="realtime"):
+    options = deploy.DeployOptions(
+        endpoint_name=NAME, model_data="s3://a/blip2-endpoint.tar.gz", role_arn="arn:aws:iam::123456789012:role/r",
+        image_uri="1.dkr.ecr.us-east-1.amazonaws.com/hf:1", region="us-east-1", mode=mode, hf_model_id=None,
+        async_s3="s3://results/async", max_instances=2,
+    )
+    deploy.apply_plan(deploy.plan_deployment(options, clients), clients, wait_delay_s=0, wait_attempts=2, log=lambda _: None)
+
+
+def controller(clients, store, mode="realtime", clock=None):
+    return EndpointController(endpoint_name=NAME, mode=mode, clients=clients, store=store, warmup_minutes=10,
+                              **({"clock": clock} if clock else {}))
+
+
+def moto_endpoint():
+    return sagemaker_backends["123456789012"]["us-east-1"].endpoints[NAME]
+
+
+def test_not_deployed_cannot_be_started(aws, store):
+    control = controller(aws, store)
+    assert control.status().state == "not_deployed"
+    result = control.start(ADMIN)
+    assert (result.result, result.changed) == ("refused", False)
+    assert "deploy it first" in result.message
+    assert [(e.who, e.action, e.result) for e in store.audit_log()] == [("boss@example.com", "start", "refused")]
+
+
+def test_realtime_stop_keeps_model_and_config_and_start_brings_it_back(aws, store):
+    deploy_endpoint(aws)
+    control = controller(aws, store)
+    running = control.status()
+    assert (running.state, running.instance_type, running.instance_count) == ("in_service", "ml.g4dn.xlarge", 1)
+    assert running.billing and running.since is not None
+
+    stopped = control.stop(ADMIN)
+    assert stopped.result == "stopped" and stopped.changed
+    status = control.status()
+    assert (status.state, status.instance_count, status.billing) == ("stopped", 0, False)
+    assert status.config_name == running.config_name
+    sm = aws["sagemaker"]
+    assert sm.list_endpoints()["Endpoints"] == []
+    assert len(sm.list_models()["Models"]) == 1 and len(sm.list_endpoint_configs()["EndpointConfigs"]) == 1
+    assert control.stop(ADMIN).result == "already stopped"  # idempotent
+
+    started = control.start(ADMIN)
+    assert started.result == "started" and "about 10 minutes" in started.message
+    assert control.status().state == "in_service"
+    assert control.start(ADMIN).result == "already running"
+    assert [(e.action, e.result) for e in reversed(store.audit_log())] == [
+        ("stop", "stopped"), ("stop", "already stopped"), ("start", "started"), ("start", "already running")]
+
+
+def test_second_start_while_creating_is_refused(aws, store):
+    deploy_endpoint(aws)
+    control = controller(aws, store)
+    moto_endpoint().endpoint_status = "Creating"
+    result = control.start(ADMIN)
+    assert result.result == "refused" and "creating" in result.message
+    assert control.stop(ADMIN).result == "refused"  # cannot delete mid-creation either
+
+
+def test_only_admins_may_start_or_stop(aws, store):
+    deploy_endpoint(aws)
+    control = controller(aws, store)
+    with pytest.raises(NotAllowed, match="Only admins"):
+        control.stop(MERCH)
+    with pytest.raises(NotAllowed):
+        control.start(MERCH)
+    assert control.status().state == "in_service"  # nothing happened
+    assert [(e.who, e.result, e.detail) for e in store.audit_log()] == [("ana@example.com", "refused", "not an admin")] * 2
+
+
+def put_invocations(clients, when: datetime, count: float = 3) -> None:
+    clients["cloudwatch"].put_metric_data(Namespace="AWS/SageMaker", MetricData=[{
+        "MetricName": "Invocations", "Timestamp": when, "Value": count,
+        "Dimensions": [{"Name": "EndpointName", "Value": NAME}, {"Name": "VariantName", "Value": "AllTraffic"}],
+    }])
+
+
+def test_autostop_stops_only_after_the_idle_time(aws, store):
+    deploy_endpoint(aws)
+    started = controller(aws, store).status().since  # when it came up, as AWS reports it
+    now = [started + timedelta(minutes=20)]
+    control = controller(aws, store, clock=lambda: now[0])
+    kept = control.autostop(idle_minutes=30)
+    assert kept.result == "kept running" and "20 min ago" in kept.message  # never invoked: idle since it came up
+
+    now[0] = started + timedelta(minutes=45)
+    put_invocations(aws, now[0] - timedelta(minutes=5))  # CloudWatch saw traffic 5 minutes ago
+    assert control.autostop(idle_minutes=30).result == "kept running"
+
+    now[0] = started + timedelta(minutes=90)  # 50 idle minutes since that traffic
+    result = control.autostop(idle_minutes=30)
+    assert result.result == "stopped" and "idle" in result.message
+    assert control.status().state == "stopped"
+    assert store.audit_log()[0].who == "autostop" and store.audit_log()[0].action == "autostop"
+    assert control.autostop(idle_minutes=30).result == "already stopped"
+
+
+def test_autostop_counts_calls_recorded_in_the_usage_ledger(aws, store, tmp_path):
+    deploy_endpoint(aws)
+    from pipeline.ingest import collect_sources
+    from pipeline.ingest import IngestLimits
+    from support.images import jpeg_bytes
+
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(jpeg_bytes())
+    batch = store.create_batch("b", "t", collect_sources([photo], IngestLimits()))
+    [item] = store.list_items(batch.id)
+    store.record_usage(item.id, [Usage(kind="endpoint", model=NAME)])
+    recorded = datetime.fromisoformat(store.last_usage_at("endpoint"))
+    control = controller(aws, store, clock=lambda: recorded + timedelta(minutes=10))
+    assert control.status().last_invocation == recorded
+    assert control.autostop(idle_minutes=30).result == "kept running"
+
+
+def test_async_start_and_stop_move_the_minimum_capacity(aws, store):
+    deploy_endpoint(aws, mode="async")
+    control = controller(aws, store, mode="async")
+    targets = lambda: aws["application-autoscaling"].describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]  # noqa: E731
+    assert control.status().state == "in_service"
+    assert control.start(ADMIN).result == "started"
+    assert targets()[0]["MinCapacity"] == 1 and targets()[0]["MaxCapacity"] == 2
+    assert control.start(ADMIN).result == "already running"
+    assert control.stop(ADMIN).result == "stopped"
+    assert targets()[0]["MinCapacity"] == 0
+    status = control.status()
+    assert (status.state, status.instance_count) == ("stopped", 0)
+    assert control.stop(ADMIN).result == "already stopped"
