@@ -31,6 +31,20 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--retry-failed", action="store_true", help="with --resume: also redo items that failed")
     tag.add_argument("--excel", action="store_true", help="write a UTF-8 BOM so Excel opens the report correctly")
 
+    endpoint = commands.add_parser("endpoint", help="status / start / stop / autostop the captioning endpoint")
+    endpoint.add_argument("action", choices=["status", "start", "stop", "autostop"])
+    endpoint.add_argument("--idle-minutes", type=float, default=30.0, help="autostop: stop after this long without invocations")
+    endpoint.add_argument("--endpoint-url", help=argparse.SUPPRESS)  # a local fake AWS, for tests
+
+    estimate = commands.add_parser("estimate", help="monthly cost of each deployment scenario")
+    estimate.add_argument("--images-per-month", type=int, required=True)
+    estimate.add_argument("--working-days", type=int)
+    estimate.add_argument("--hours-per-day", type=float)
+    estimate.add_argument("--batches-per-month", type=int)
+    estimate.add_argument("--summary-model", choices=["gpt-4o", "gpt-4o-mini"])
+    estimate.add_argument("--max-latency-s", type=float, help="also name the cheapest scenario that answers within this")
+    estimate.add_argument("--json", action="store_true", help="print JSON: {assumptions, scenarios: [{name, monthly_usd, breakdown}]}")
+
     model = commands.add_parser("make-test-model", help="write a tiny random BLIP-2 checkpoint for offline demos and tests")
     model.add_argument("directory", type=Path)
     return parser
@@ -41,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "tag":
             return tag_command(args)
+        if args.command == "endpoint":
+            return endpoint_command(args)
+        if args.command == "estimate":
+            return estimate_command(args)
         if args.command == "make-test-model":
             from pipeline.testmodel import make_test_model
 
@@ -102,6 +120,55 @@ def tag_command(args: argparse.Namespace) -> int:
     args.out.write_bytes(export_csv(items, stages.schema, excel_bom=args.excel))
     tagged = sum(item.status == "ok" for item in items)
     print(f"{tagged} tagged, {len(items) - tagged} failed")
+    return 0
+
+
+def endpoint_command(args: argparse.Namespace) -> int:
+    """The CLI acts with the caller's AWS credentials, so IAM is its guard: the caller counts as admin."""
+    from pipeline.endpoint import Actor, EndpointController
+    from pipeline.service import open_store
+    from pipeline.settings import Settings
+
+    settings = Settings()
+    control = EndpointController.from_settings(settings, open_store(settings), endpoint_url=args.endpoint_url)
+    actor = Actor(f"{_user()} (cli)", True)
+    if args.action == "status":
+        status = control.status()
+        print(f"{status.name} ({status.mode}): {status.state}"
+              + (f", {status.instance_count} × {status.instance_type}" if status.instance_type else "")
+              + (f", since {status.since:%Y-%m-%d %H:%M} UTC" if status.since else "")
+              + (f", last invocation {status.last_invocation:%Y-%m-%d %H:%M} UTC" if status.last_invocation else ", no invocations on record"))
+        if status.detail:
+            print(status.detail)
+        return 0
+    if args.action == "autostop":
+        result = control.autostop(args.idle_minutes, Actor("autostop", True))
+    else:
+        result = getattr(control, args.action)(actor)
+    print(f"{result.action}: {result.result}. {result.message}")
+    return 1 if result.result == "refused" else 0
+
+
+def estimate_command(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import replace
+
+    from pipeline.costs import Assumptions, PriceTable, estimate_monthly_cost
+    from pipeline.settings import Settings
+
+    settings = Settings()
+    overrides = {key: getattr(args, key) for key in ("working_days", "hours_per_day", "batches_per_month", "summary_model") if getattr(args, key) is not None}
+    assumptions = replace(Assumptions(instance_type=settings.sagemaker_instance_type), images_per_month=args.images_per_month, **overrides)
+    estimate = estimate_monthly_cost(assumptions, PriceTable.load(settings.prices_file))
+    if args.json:
+        print(json.dumps(estimate.to_json(), indent=2))
+        return 0
+    print(f"{args.images_per_month:,} images/month, summaries by {assumptions.summary_model}:")
+    for scenario in estimate.scenarios:
+        print(f"  {scenario.name:<40} ${scenario.monthly_usd:>9,.2f}/month   first result: {scenario.latency}")
+    if args.max_latency_s is not None:
+        best = estimate.cheapest_meeting(args.max_latency_s)
+        print(f"cheapest within {args.max_latency_s:g} s: " + (f"{best.name} (${best.monthly_usd:,.2f})" if best else "none"))
     return 0
 
 

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     sagemaker_hf_model_id: str = "Salesforce/blip2-flan-t5-xl"
     sagemaker_hf_model_revision: str | None = None
     sagemaker_async_s3: str | None = None
+    prices_file: Path | None = Field(None, description="JSON price overrides (same keys as pipeline/prices.json).")
     endpoint_warmup_minutes: float = Field(10.0, description="Expected start-up time shown when starting the endpoint.")
 
     # Model behaviour

@@ -161,3 +161,40 @@ def test_async_start_and_stop_move_the_minimum_capacity(aws, store):
     status = control.status()
     assert (status.state, status.instance_count) == ("stopped", 0)
     assert control.stop(ADMIN).result == "already stopped"
+
+
+def test_cli_status_stop_start_against_a_moto_server(tmp_path, monkeypatch):
+    import socket
+    import subprocess
+    import sys
+
+    from moto.server import ThreadedMotoServer
+
+    moto_sagemaker.install(monkeypatch)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deploy_endpoint(deploy.make_clients("us-east-1", url))
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_REGION": "us-east-1", "DATA_DIR": str(tmp_path / "data"), "USER": "ops"}
+
+        def cli(*args):
+            return subprocess.run([sys.executable, "-m", "pipeline", "endpoint", *args, "--endpoint-url", url],
+                                  capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+
+        status = cli("status")
+        assert status.returncode == 0, status.stderr
+        assert status.stdout.startswith("blip2-endpoint (realtime): in_service, 1 × ml.g4dn.xlarge")
+        stop = cli("stop")
+        assert (stop.returncode, stop.stdout.split(".")[0]) == (0, "stop: stopped")
+        assert "stopped, 0 × ml.g4dn.xlarge" in cli("status").stdout
+        assert cli("autostop", "--idle-minutes", "5").stdout.startswith("autostop: already stopped")
+        assert cli("start").stdout.startswith("start: started. Starting ml.g4dn.xlarge")
+        audit = SqliteStore(tmp_path / "data" / "pipeline.sqlite3").audit_log()
+        assert [(e.who, e.result) for e in reversed(audit)] == [("ops (cli)", "stopped"), ("ops (cli)", "started")]
+    finally:
+        server.stop()

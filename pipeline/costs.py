@@ -1,0 +1,251 @@
+"""What the system costs: a sourced price table, a what-if estimator and a month-to-date ledger.
+
+Every price comes from `prices.json` (source + date per entry), overridable with PRICES_FILE.
+Every assumption of the estimator is a field of `Assumptions`, printed with the result.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from pipeline.errors import ConfigError
+
+HOURS_PER_MONTH = 730.0  # AWS's own convention (8,760 h / 12)
+DEFAULT_PRICES = Path(__file__).with_name("prices.json")
+
+
+@dataclass(frozen=True)
+class Price:
+    usd: float
+    unit: str
+    source: str
+    as_of: str
+
+
+class PriceTable:
+    def __init__(self, prices: dict[str, Price]) -> None:
+        self.prices = prices
+
+    @classmethod
+    def load(cls, override: Path | None = None) -> "PriceTable":
+        """The shipped table, with any entries from `override` (same keys) replacing it."""
+        entries = {k: v for k, v in json.loads(DEFAULT_PRICES.read_text()).items() if not k.startswith("_")}
+        if override is not None:
+            try:
+                extra = json.loads(Path(override).read_text())
+            except (OSError, ValueError) as error:
+                raise ConfigError(f"PRICES_FILE {override} cannot be read: {error}") from error
+            for key, value in extra.items():
+                if not key.startswith("_"):
+                    entries[key] = {**entries.get(key, {}), **value}
+        try:
+            return cls({key: Price(**value) for key, value in entries.items()})
+        except TypeError as error:
+            raise ConfigError(f"A price entry needs usd, unit, source and as_of: {error}") from error
+
+    def usd(self, key: str) -> float:
+        if key not in self.prices:
+            raise ConfigError(f"No price for {key!r}; add it to PRICES_FILE.")
+        return self.prices[key].usd
+
+
+@dataclass(frozen=True)
+class Assumptions:
+    images_per_month: int = 1000
+    working_days: int = 22
+    hours_per_day: float = 10.0  # business hours the real-time endpoint is scheduled on
+    batches_per_month: int = 20  # uploads arrive in this many bursts
+    instance_type: str = "ml.g4dn.xlarge"
+    gpu_seconds_per_image: float = 1.5  # caption + 4 answers, one batched generate, fp16 T4 (assumed until measured)
+    cold_start_minutes: float = 10.0  # instance + container + weights to GPU
+    idle_tail_minutes: float = 15.0  # async scale-in cooldown / auto-stop wait after the last request
+    batch_job_overhead_minutes: float = 12.0  # batch transform: provisioning + model load per job
+    summary_model: str = "gpt-4o"
+    input_tokens_per_image: int = 700
+    output_tokens_per_image: int = 150
+    dashboard_vcpu: float = 0.5
+    dashboard_gb: float = 1.0
+    fargate_arch: str = "x86"  # x86 | arm
+    fargate_spot: bool = False
+    alb_lcu: float = 0.5  # average LCUs of a small internal dashboard
+    local_cpu_seconds_per_image: float = 40.0  # BLIP-2 flan-t5-xl on 4 Fargate vCPU (assumed)
+    local_cpu_vcpu: float = 4.0
+    local_cpu_gb: float = 16.0
+    stored_mb_per_image: float = 0.15  # normalized JPEG + report rows
+    log_gb_per_month: float = 1.0
+    secrets: int = 1
+
+
+@dataclass
+class Scenario:
+    name: str
+    monthly_usd: float
+    breakdown: dict[str, float]
+    latency: str  # what a merchandiser waits for the first result
+    latency_s: float
+    notes: str = ""
+
+
+@dataclass
+class Estimate:
+    assumptions: dict
+    scenarios: list[Scenario] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"assumptions": self.assumptions, "scenarios": [asdict(s) for s in self.scenarios]}
+
+    def cheapest_meeting(self, max_latency_s: float) -> Scenario | None:
+        fitting = [s for s in self.scenarios if s.latency_s <= max_latency_s and not s.name.endswith("(brief's $1.2/h)")]
+        return min(fitting, key=lambda s: s.monthly_usd, default=None)
+
+
+def _fargate_hour(prices: PriceTable, vcpu: float, gb: float, arch: str, spot: bool) -> float:
+    kind = "fargate_spot" if spot else "fargate"
+    return vcpu * prices.usd(f"{kind}_vcpu_hour:{arch}") + gb * prices.usd(f"{kind}_gb_hour:{arch}")
+
+
+def shared_costs(a: Assumptions, prices: PriceTable) -> dict[str, float]:
+    """What every scenario pays: the dashboard, its load balancer, storage, logs, secrets, summaries."""
+    stored_gb = a.images_per_month * a.stored_mb_per_image / 1024
+    return {
+        "fargate_dashboard": HOURS_PER_MONTH * _fargate_hour(prices, a.dashboard_vcpu, a.dashboard_gb, a.fargate_arch, a.fargate_spot),
+        "alb": HOURS_PER_MONTH * (prices.usd("alb_hour") + a.alb_lcu * prices.usd("alb_lcu_hour")),
+        "s3": stored_gb * prices.usd("s3_gb_month") + a.images_per_month * 3 / 1000 * prices.usd("s3_put_per_1k"),
+        "cloudwatch_logs": a.log_gb_per_month * (prices.usd("cloudwatch_logs_ingest_gb") + prices.usd("cloudwatch_logs_store_gb_month")),
+        "secrets_manager": a.secrets * prices.usd("secrets_manager_secret_month"),
+        "openai": a.images_per_month * (
+            a.input_tokens_per_image * prices.usd(f"openai_input_per_million:{a.summary_model}")
+            + a.output_tokens_per_image * prices.usd(f"openai_output_per_million:{a.summary_model}")
+        ) / 1e6,
+    }
+
+
+def _scenario(name: str, shared: dict[str, float], compute_key: str, compute_usd: float, latency: str, latency_s: float, notes: str) -> Scenario:
+    breakdown = {compute_key: compute_usd, **shared}
+    breakdown = {k: round(v, 2) for k, v in breakdown.items()}
+    return Scenario(name, round(sum(breakdown.values()), 2), breakdown, latency, latency_s, notes)
+
+
+def estimate_monthly_cost(a: Assumptions, prices: PriceTable) -> Estimate:
+    shared = shared_costs(a, prices)
+    gpu_hour = prices.usd(f"sagemaker_hosting_hour:{a.instance_type}")
+    processing_h = a.images_per_month * a.gpu_seconds_per_image / 3600
+    per_burst_h = (a.cold_start_minutes + a.idle_tail_minutes) / 60
+    business_h = a.working_days * a.hours_per_day
+    batch_h = a.batches_per_month * a.batch_job_overhead_minutes / 60 + processing_h
+    local_h = a.images_per_month * a.local_cpu_seconds_per_image / 3600
+    cold = f"{a.cold_start_minutes:g} min cold start per burst"
+    scenarios = [
+        _scenario("real-time 24x7", shared, "sagemaker_endpoint", HOURS_PER_MONTH * gpu_hour, "seconds", 5,
+                  f"{HOURS_PER_MONTH:g} h × ${gpu_hour}/h: the brief's baseline"),
+        _scenario("real-time 24x7 (brief's $1.2/h)", shared, "sagemaker_endpoint", HOURS_PER_MONTH * prices.usd("brief_sagemaker_hour"),
+                  "seconds", 5, f"{HOURS_PER_MONTH:g} h × $1.2/h reproduces the brief's ~$876 line"),
+        _scenario("real-time business hours + auto-stop", shared, "sagemaker_endpoint", business_h * gpu_hour,
+                  "seconds in business hours", 5, f"{a.working_days} days × {a.hours_per_day:g} h; auto-stop ends forgotten days"),
+        _scenario("async scale-to-zero", shared, "sagemaker_endpoint",
+                  (a.batches_per_month * per_burst_h + processing_h) * gpu_hour, cold, a.cold_start_minutes * 60,
+                  f"{a.batches_per_month} bursts × ({a.cold_start_minutes:g} min start + {a.idle_tail_minutes:g} min idle tail) + {processing_h:.2f} h work"),
+        _scenario("batch transform", shared, "sagemaker_batch", batch_h * prices.usd(f"sagemaker_batch_hour:{a.instance_type}"),
+                  f"{a.batch_job_overhead_minutes:g}+ min per job", a.batch_job_overhead_minutes * 60 + 60,
+                  f"{a.batches_per_month} jobs × {a.batch_job_overhead_minutes:g} min overhead + {processing_h:.2f} h work; no idle time"),
+        _scenario("local CPU", shared, "fargate_captioning",
+                  local_h * _fargate_hour(prices, a.local_cpu_vcpu, a.local_cpu_gb, a.fargate_arch, a.fargate_spot),
+                  f"~{a.local_cpu_seconds_per_image:g} s per image", a.local_cpu_seconds_per_image,
+                  f"{local_h:.1f} h of a {a.local_cpu_vcpu:g} vCPU / {a.local_cpu_gb:g} GB task; no GPU"),
+    ]
+    return Estimate(assumptions=asdict(a), scenarios=scenarios)
+
+
+# --- month-to-date ledger from what was recorded ----------------------------------------------------
+
+
+@dataclass
+class Ledger:
+    month_start: datetime
+    now: datetime
+    by_component: dict[str, float]
+    daily: dict[str, dict[str, float]]  # "YYYY-MM-DD" -> component -> usd
+    images: int
+    endpoint_hours: float
+
+    @property
+    def total_usd(self) -> float:
+        return round(sum(self.by_component.values()), 2)
+
+    @property
+    def usd_per_image(self) -> float | None:
+        return round(self.total_usd / self.images, 4) if self.images else None
+
+
+def uptime_intervals(audit, month_start: datetime, now: datetime, running_now: bool) -> list[tuple[datetime, datetime]]:
+    """Endpoint running intervals inside [month_start, now], from the audit log's started / stopped
+    entries. Running with no start on record (e.g. deployed by deploy.py) counts from the last
+    recorded event, or from the month's start."""
+    intervals: list[tuple[datetime, datetime]] = []
+    since: datetime | None = None
+    last_event: datetime | None = None
+    for entry in sorted(audit, key=lambda e: e.at):
+        if entry.result not in ("started", "stopped"):
+            continue
+        at = datetime.fromisoformat(entry.at)
+        if entry.result == "started" and since is None:
+            since = at
+        elif entry.result == "stopped":
+            start = since if since is not None else (last_event or month_start)
+            intervals.append((start, at))
+            since = None
+        last_event = at
+    if running_now:
+        intervals.append((since or last_event or month_start, now))
+    clipped = [(max(start, month_start), min(end, now)) for start, end in intervals]
+    return [(start, end) for start, end in clipped if end > start]
+
+
+def _split_by_day(start: datetime, end: datetime) -> dict[str, float]:
+    hours: dict[str, float] = {}
+    cursor = start
+    while cursor < end:
+        next_day = (cursor + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        stop = min(next_day, end)
+        hours[cursor.date().isoformat()] = hours.get(cursor.date().isoformat(), 0.0) + (stop - cursor).total_seconds() / 3600
+        cursor = stop
+    return hours
+
+
+def month_to_date(store, prices: PriceTable, a: Assumptions, *, running_now: bool, now: datetime | None = None) -> Ledger:
+    now = now or datetime.now(timezone.utc)
+    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    daily: dict[str, dict[str, float]] = {}
+
+    def add(day: str, component: str, usd: float) -> None:
+        daily.setdefault(day, {}).setdefault(component, 0.0)
+        daily[day][component] += usd
+
+    gpu_hour = prices.usd(f"sagemaker_hosting_hour:{a.instance_type}")
+    endpoint_hours = 0.0
+    for start, end in uptime_intervals(store.audit_log(limit=10_000), month_start, now, running_now):
+        for day, hours in _split_by_day(start, end).items():
+            add(day, "sagemaker_endpoint", hours * gpu_hour)
+            endpoint_hours += hours
+    fixed = shared_costs(replace(a, images_per_month=0), prices)  # per-month fixed parts, pro-rated by hour
+    for day, hours in _split_by_day(month_start, now).items():
+        for component in ("fargate_dashboard", "alb", "secrets_manager", "cloudwatch_logs"):
+            add(day, component, fixed[component] * hours / HOURS_PER_MONTH)
+    images = 0
+    for at, usage in store.usage_rows(since=month_start.isoformat(timespec="seconds")):
+        day = at[:10]
+        if usage.kind == "llm":
+            model = usage.model if f"openai_input_per_million:{usage.model}" in prices.prices else a.summary_model
+            add(day, "openai", (usage.input_tokens * prices.usd(f"openai_input_per_million:{model}")
+                                + usage.output_tokens * prices.usd(f"openai_output_per_million:{model}")) / 1e6)
+        else:
+            images += usage.invocations  # one caption call per new image
+    by_component: dict[str, float] = {}
+    for components in daily.values():
+        for component, usd in components.items():
+            by_component[component] = by_component.get(component, 0.0) + usd
+    return Ledger(month_start, now, {k: round(v, 2) for k, v in by_component.items()},
+                  {d: {k: round(v, 4) for k, v in c.items()} for d, c in sorted(daily.items())}, images, round(endpoint_hours, 2))
