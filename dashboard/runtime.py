@@ -48,3 +48,12 @@ def require_admin(user: User) -> None:
     if not user.is_admin:
         st.error("This page is for admins. Ask an admin if you need access.")
         st.stop()
+
+
+@st.cache_resource(show_spinner=False)
+def get_endpoint_controller():
+    """Boto3 clients for the endpoint switch, made once per server (AWS credentials come from the task role)."""
+    from pipeline.endpoint import EndpointController
+
+    runtime = get_runtime()
+    return EndpointController.from_settings(runtime.settings, runtime.stages.store)

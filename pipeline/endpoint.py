@@ -81,9 +81,12 @@ class EndpointController:
     @classmethod
     def from_settings(cls, settings, store: Store, endpoint_url: str | None = None) -> "EndpointController":
         import boto3
+        from botocore.config import Config
 
+        # Short timeouts: a page showing the status must not hang when AWS is unreachable (e.g. local dev).
+        config = Config(connect_timeout=3, read_timeout=15, retries={"mode": "adaptive", "max_attempts": 3})
         session = boto3.Session(region_name=settings.aws_region)
-        clients = {s: session.client(s, endpoint_url=endpoint_url) for s in ("sagemaker", "application-autoscaling", "cloudwatch")}
+        clients = {s: session.client(s, endpoint_url=endpoint_url, config=config) for s in ("sagemaker", "application-autoscaling", "cloudwatch")}
         return cls(endpoint_name=settings.sagemaker_endpoint, mode=settings.sagemaker_mode, clients=clients, store=store,
                    warmup_minutes=settings.endpoint_warmup_minutes)
 

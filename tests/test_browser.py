@@ -52,7 +52,8 @@ def dashboard(tmp_path_factory, tiny_model):
     data = tmp_path_factory.mktemp("browser-data")
     port = free_port()
     env = {**os.environ, "DATA_DIR": str(data), "CAPTION_MODEL": str(tiny_model), "SUMMARIZER": "offline",
-           "MAX_NEW_TOKENS": "8", "CONCURRENCY": "2", "AUTH_MODE": "dev"}
+           "MAX_NEW_TOKENS": "8", "CONCURRENCY": "2", "AUTH_MODE": "dev",
+           "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}  # no AWS here: the Admin page must say so, not hang
     env.pop("OPENAI_API_KEY", None)
     command = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
                "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none"]
@@ -126,4 +127,6 @@ def test_upload_run_edit_and_download_in_chromium(dashboard, page, tmp_path):
 
     page.get_by_role("link", name="Admin").click()
     expect(page.get_by_role("heading", name="Admin")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("Endpoint status unavailable")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("Monthly cost by scenario")).to_be_visible(timeout=30_000)  # plotly chart title
     page.screenshot(path=str(ARTIFACTS / "4-admin.png"), full_page=True)

@@ -221,8 +221,10 @@ def test_export_contains_edits_and_filters_by_status(app_env, downloads):
 
 
 def test_non_admin_cannot_reach_admin(app_env, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # no AWS: the page says so and still works
     admin = start("pages/admin.py")
     assert admin.title[0].value == "Admin"
+    assert any("Endpoint status unavailable" in w.value for w in admin.warning)
 
     monkeypatch.setenv("DEV_USER_IS_ADMIN", "false")
     st.cache_resource.clear()
@@ -234,4 +236,37 @@ def test_non_admin_cannot_reach_admin(app_env, monkeypatch):
     direct = AppTest.from_file(str(Path(APP).parent / "pages" / "admin.py"), default_timeout=60).run()
     assert not direct.exception
     assert [e.value for e in direct.error] == ["This page is for admins. Ask an admin if you need access."]
-    assert not direct.title
+    assert not direct.title and not direct.button
+
+
+def test_admin_sees_the_endpoint_card_charts_and_stops_with_confirmation(app_env, monkeypatch):
+    from moto import mock_aws
+
+    from support import moto_sagemaker
+    from support.scripts import load_script
+
+    moto_sagemaker.install(monkeypatch)
+    deploy = load_script("deploy")
+    with mock_aws():
+        clients = deploy.make_clients("us-east-1")
+        options = deploy.DeployOptions(endpoint_name="blip2-endpoint", model_data="s3://a/m.tar.gz", role_arn="arn:aws:iam::123456789012:role/r",
+                                       image_uri="1.dkr.ecr.us-east-1.amazonaws.com/hf:1", region="us-east-1", hf_model_id=None)
+        deploy.apply_plan(deploy.plan_deployment(options, clients), clients, wait_delay_s=0, wait_attempts=2, log=lambda _: None)
+        app = start("pages/admin.py")
+        assert {m.label: m.value for m in app.metric}["Status"] == "in service"
+        charts = [c.proto.spec for c in app.get("plotly_chart")]
+        assert any("Monthly cost by scenario" in spec for spec in charts) and any("Daily spend" in spec for spec in charts)
+        assert "Cheapest within 60 s: **local CPU**" in app.success[0].value
+
+        [stop] = [b for b in app.button if b.label == "Stop endpoint…"]
+        stop.click().run()
+        assert clients["sagemaker"].list_endpoints()["Endpoints"]  # nothing happens before confirming
+        [confirm] = [b for b in app.button if b.label == "Yes, stop"]
+        confirm.click().run()
+        assert not app.exception, app.exception
+        assert clients["sagemaker"].list_endpoints()["Endpoints"] == []
+        assert any("Stop: stopped." in s.value for s in app.success)
+        [entry] = runtime().stages.store.audit_log()
+        assert (entry.who, entry.action, entry.result) == ("dev@localhost", "stop", "stopped")
+        app.run()
+        assert {m.label: m.value for m in app.metric}["Status"] == "stopped"

@@ -1,22 +1,138 @@
-"""Admin: endpoint control and costs arrive with the admin issue; for now, the current setup."""
+"""Admin: the endpoint switch (with confirmation and audit log), month-to-date cost and the what-if estimator."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pandas as pd
+import plotly.express as px
 import streamlit as st
 
-from dashboard.runtime import current_user, get_runtime, require_admin
+from dashboard.runtime import current_user, get_endpoint_controller, get_runtime, require_admin
+from pipeline.costs import Assumptions, PriceTable, estimate_monthly_cost, month_to_date
+from pipeline.endpoint import Actor, NotAllowed
+from pipeline.errors import describe_error
 
 runtime = get_runtime()
 user = current_user(runtime)
 require_admin(user)  # on every run, not only in the navigation
+settings, store = runtime.settings, runtime.stages.store
+actor = Actor(user.email, user.is_admin)
+prices = PriceTable.load(settings.prices_file)
+assumptions = Assumptions(instance_type=settings.sagemaker_instance_type)
+STATE_LABELS = {"not_deployed": "not deployed", "in_service": "in service"}
 
-settings = runtime.settings
+
+def endpoint_status():
+    try:
+        return get_endpoint_controller().status(), None
+    except Exception as error:  # no AWS credentials locally, throttling, ...: say so, keep the page
+        return None, f"Endpoint status unavailable: {str(error).splitlines()[0] if str(error) else describe_error(error)}"
+
+
+def act(action: str) -> None:
+    control = get_endpoint_controller()
+    try:
+        result = control.start(actor) if action == "start" else control.stop(actor)
+    except NotAllowed as error:
+        st.error(str(error))
+        return
+    except Exception as error:
+        store.add_audit(actor.who, action, "error", str(error).splitlines()[0][:300])
+        st.error(f"Could not {action} the endpoint: {str(error).splitlines()[0]}")
+        return
+    (st.success if result.changed else st.info)(f"{action.capitalize()}: {result.result}. {result.message}")
+
+
+def render_endpoint_card() -> bool:
+    st.subheader("Captioning endpoint")
+    status, problem = endpoint_status()
+    if problem:
+        st.warning(problem)
+        return False
+    label = STATE_LABELS.get(status.state, status.state)
+    columns = st.columns(4)
+    columns[0].metric("Status", label)
+    columns[1].metric("Instances", f"{status.instance_count or 0} × {status.instance_type or '—'}")
+    columns[2].metric("Since (UTC)", f"{status.since:%Y-%m-%d %H:%M}" if status.since else "—")
+    columns[3].metric("Last invocation (UTC)", f"{status.last_invocation:%Y-%m-%d %H:%M}" if status.last_invocation else "none")
+    st.caption(f"{status.name} · {status.mode} · {status.detail}")
+    pending = st.session_state.get("pending_action")
+    if pending is None:
+        start, stop = st.columns(2)
+        if start.button("Start endpoint…", disabled=status.state in ("in_service", "creating", "not_deployed")):
+            st.session_state["pending_action"] = "start"
+            st.rerun()
+        if stop.button("Stop endpoint…", disabled=status.state in ("stopped", "not_deployed")):
+            st.session_state["pending_action"] = "stop"
+            st.rerun()
+    else:
+        hourly = prices.usd(f"sagemaker_hosting_hour:{status.instance_type or settings.sagemaker_instance_type}")
+        st.warning(f"Start billing about ${hourly:.2f}/hour; ready in about {settings.endpoint_warmup_minutes:g} minutes?"
+                   if pending == "start" else "Stop the endpoint? Captioning through it stops until someone starts it again.")
+        confirm, cancel = st.columns(2)
+        if confirm.button(f"Yes, {pending}", type="primary"):
+            st.session_state.pop("pending_action")
+            act(pending)
+        if cancel.button("Cancel"):
+            st.session_state.pop("pending_action")
+            st.rerun()
+    st.caption("Auto-stop runs on a schedule: `python -m pipeline endpoint autostop --idle-minutes N` (see README).")
+    return status.state == "in_service" or status.billing
+
+
+def render_audit_log() -> None:
+    entries = store.audit_log(limit=50)
+    with st.expander(f"Audit log ({len(entries)} latest)"):
+        st.dataframe([{"When (UTC)": e.at, "Who": e.who, "Action": e.action, "Result": e.result, "Detail": e.detail} for e in entries],
+                     hide_index=True, width="stretch")
+
+
+def render_month_to_date(running_now: bool) -> int:
+    st.subheader("This month")
+    ledger = month_to_date(store, prices, assumptions, running_now=running_now)
+    total, per_image, images, hours = st.columns(4)
+    total.metric("Month to date", f"${ledger.total_usd:,.2f}")
+    per_image.metric("Cost per image", f"${ledger.usd_per_image:,.4f}" if ledger.usd_per_image is not None else "—")
+    images.metric("Images captioned", f"{ledger.images:,}")
+    hours.metric("Endpoint hours", f"{ledger.endpoint_hours:,.1f}")
+    rows = [{"day": day, "component": component, "usd": usd} for day, components in ledger.daily.items() for component, usd in components.items()]
+    if rows:
+        frame = pd.DataFrame(rows)
+        by_component = frame.groupby("component", as_index=False)["usd"].sum().assign(month="month to date")
+        st.plotly_chart(px.bar(by_component, x="month", y="usd", color="component", title="Cost by component"), key="by-component")
+        st.plotly_chart(px.bar(frame, x="day", y="usd", color="component", title="Daily spend"), key="daily")
+    return ledger.images
+
+
+def render_estimator(images_this_month: int) -> None:
+    st.subheader("What if…")
+    left, right = st.columns(2)
+    images = left.number_input("Images per month", min_value=1, value=max(images_this_month, 1000), step=100)
+    days = left.number_input("Working days", 1, 31, assumptions.working_days)
+    hours = left.number_input("Hours per working day", 1.0, 24.0, assumptions.hours_per_day)
+    batches = right.number_input("Upload bursts per month", 1, 1000, assumptions.batches_per_month)
+    model = right.selectbox("Summary model", ["gpt-4o", "gpt-4o-mini"])
+    latency = right.number_input("First result needed within (seconds)", 1, 86_400, 60)
+    chosen = replace(assumptions, images_per_month=int(images), working_days=int(days), hours_per_day=float(hours),
+                     batches_per_month=int(batches), summary_model=model)
+    estimate = estimate_monthly_cost(chosen, prices)
+    best = estimate.cheapest_meeting(latency)
+    if best:
+        st.success(f"Cheapest within {latency:,} s: **{best.name}**, ${best.monthly_usd:,.2f}/month.")
+    else:
+        st.warning(f"No scenario answers within {latency:,} s.")
+    rows = [{"scenario": s.name, "component": c, "usd": usd} for s in estimate.scenarios for c, usd in s.breakdown.items()]
+    st.plotly_chart(px.bar(pd.DataFrame(rows), x="scenario", y="usd", color="component", title="Monthly cost by scenario"), key="scenarios")
+    st.dataframe([{"Scenario": s.name, "USD / month": s.monthly_usd, "First result": s.latency, "How": s.notes} for s in estimate.scenarios],
+                 hide_index=True, width="stretch")
+    with st.expander("Prices used (source and date)"):
+        st.dataframe([{"Price": k, "USD": p.usd, "Unit": p.unit, "Source": p.source, "As of": p.as_of} for k, p in prices.prices.items()],
+                     hide_index=True, width="stretch")
+
+
 st.title("Admin")
-st.info("Endpoint start/stop, auto-stop and the cost estimator are not built yet (admin issue).")
-st.write({
-    "captioner": settings.captioner,
-    "caption model": settings.caption_model if settings.captioner == "local" else settings.sagemaker_endpoint,
-    "summarizer": settings.summarizer,
-    "region": settings.aws_region,
-    "instance type": settings.sagemaker_instance_type,
-})
+running = render_endpoint_card()
+render_audit_log()
+st.divider()
+render_estimator(render_month_to_date(running))
