@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     endpoint = commands.add_parser("endpoint", help="status / start / stop / autostop the captioning endpoint")
     endpoint.add_argument("action", choices=["status", "start", "stop", "autostop"])
-    endpoint.add_argument("--idle-minutes", type=float, default=30.0, help="autostop: stop after this long without invocations")
+    endpoint.add_argument("--idle-minutes", type=float, help="autostop: stop after this long without invocations (default AUTOSTOP_IDLE_MINUTES)")
     endpoint.add_argument("--endpoint-url", help=argparse.SUPPRESS)  # a local fake AWS, for tests
 
     estimate = commands.add_parser("estimate", help="monthly cost of each deployment scenario")
@@ -142,7 +142,7 @@ def endpoint_command(args: argparse.Namespace) -> int:
             print(status.detail)
         return 0
     if args.action == "autostop":
-        result = control.autostop(args.idle_minutes, Actor("autostop", True))
+        result = control.autostop(args.idle_minutes or settings.autostop_idle_minutes, Actor("autostop", True))
     else:
         result = getattr(control, args.action)(actor)
     print(f"{result.action}: {result.result}. {result.message}")

@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     sagemaker_hf_model_revision: str | None = None
     sagemaker_async_s3: str | None = None
     prices_file: Path | None = Field(None, description="JSON price overrides (same keys as pipeline/prices.json).")
+    autostop_idle_minutes: float = Field(30.0, description="Idle time after which `endpoint autostop` stops the endpoint.")
     endpoint_warmup_minutes: float = Field(10.0, description="Expected start-up time shown when starting the endpoint.")
 
     # Model behaviour

@@ -258,6 +258,10 @@ def test_admin_sees_the_endpoint_card_charts_and_stops_with_confirmation(app_env
         assert any("Monthly cost by scenario" in spec for spec in charts) and any("Daily spend" in spec for spec in charts)
         assert "Cheapest within 60 s: **local CPU**" in app.success[0].value
 
+        [check] = [b for b in app.button if b.label == "Run the auto-stop check now"]
+        check.click().run()
+        assert any(i.value.startswith("Auto-stop: kept running. Last activity 0 min ago (limit 30)") for i in app.info)
+
         [stop] = [b for b in app.button if b.label == "Stop endpoint…"]
         stop.click().run()
         assert clients["sagemaker"].list_endpoints()["Endpoints"]  # nothing happens before confirming

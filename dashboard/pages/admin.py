@@ -77,7 +77,11 @@ def render_endpoint_card() -> bool:
         if cancel.button("Cancel"):
             st.session_state.pop("pending_action")
             st.rerun()
-    st.caption("Auto-stop runs on a schedule: `python -m pipeline endpoint autostop --idle-minutes N` (see README).")
+    st.caption(f"Auto-stop: after {settings.autostop_idle_minutes:g} idle minutes (AUTOSTOP_IDLE_MINUTES), checked by the scheduled "
+               "`python -m pipeline endpoint autostop` task.")
+    if st.button("Run the auto-stop check now"):
+        result = get_endpoint_controller().autostop(settings.autostop_idle_minutes, Actor(f"{user.email} (auto-stop check)", True))
+        (st.success if result.changed else st.info)(f"Auto-stop: {result.result}. {result.message}")
     return status.state == "in_service" or status.billing
 
 
