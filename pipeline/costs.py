@@ -170,6 +170,7 @@ class Ledger:
     daily: dict[str, dict[str, float]]  # "YYYY-MM-DD" -> component -> usd
     images: int
     endpoint_hours: float
+    tokens: int = 0  # summary model tokens, input + output
 
     @property
     def total_usd(self) -> float:
@@ -234,10 +235,11 @@ def month_to_date(store, prices: PriceTable, a: Assumptions, *, running_now: boo
     for day, hours in _split_by_day(month_start, now).items():
         for component in ("fargate_dashboard", "alb", "secrets_manager", "cloudwatch_logs"):
             add(day, component, fixed[component] * hours / HOURS_PER_MONTH)
-    images = 0
+    images = tokens = 0
     for at, usage in store.usage_rows(since=month_start.isoformat(timespec="seconds")):
         day = at[:10]
         if usage.kind == "llm":
+            tokens += usage.input_tokens + usage.output_tokens
             model = usage.model if f"openai_input_per_million:{usage.model}" in prices.prices else a.summary_model
             add(day, "openai", (usage.input_tokens * prices.usd(f"openai_input_per_million:{model}")
                                 + usage.output_tokens * prices.usd(f"openai_output_per_million:{model}")) / 1e6)
@@ -248,4 +250,4 @@ def month_to_date(store, prices: PriceTable, a: Assumptions, *, running_now: boo
         for component, usd in components.items():
             by_component[component] = by_component.get(component, 0.0) + usd
     return Ledger(month_start, now, {k: round(v, 2) for k, v in by_component.items()},
-                  {d: {k: round(v, 4) for k, v in c.items()} for d, c in sorted(daily.items())}, images, round(endpoint_hours, 2))
+                  {d: {k: round(v, 4) for k, v in c.items()} for d, c in sorted(daily.items())}, images, round(endpoint_hours, 2), tokens)

@@ -135,5 +135,5 @@ def test_month_to_date_ledger(tmp_path, prices):
     assert ledger.endpoint_hours == pytest.approx(2.0, abs=0.01)
     assert ledger.by_component["sagemaker_endpoint"] == pytest.approx(2 * 0.7364, abs=0.01)
     assert ledger.by_component["openai"] == pytest.approx(2.5 + 1.0, abs=0.01)  # 1M in × 2.50 + 0.1M out × 10.00
-    assert ledger.images == 1 and ledger.usd_per_image == ledger.total_usd
+    assert ledger.images == 1 and ledger.usd_per_image == ledger.total_usd and ledger.tokens == 1_100_000
     assert sum(sum(day.values()) for day in ledger.daily.values()) == pytest.approx(ledger.total_usd, abs=0.05)

@@ -95,11 +95,12 @@ def render_audit_log() -> None:
 def render_month_to_date(running_now: bool) -> int:
     st.subheader("This month")
     ledger = month_to_date(store, prices, assumptions, running_now=running_now)
-    total, per_image, images, hours = st.columns(4)
+    total, per_image, images, hours, tokens = st.columns(5)
     total.metric("Month to date", f"${ledger.total_usd:,.2f}")
     per_image.metric("Cost per image", f"${ledger.usd_per_image:,.4f}" if ledger.usd_per_image is not None else "—")
     images.metric("Images captioned", f"{ledger.images:,}")
     hours.metric("Endpoint hours", f"{ledger.endpoint_hours:,.1f}")
+    tokens.metric("Summary tokens", f"{ledger.tokens:,}")
     rows = [{"day": day, "component": component, "usd": usd} for day, components in ledger.daily.items() for component, usd in components.items()]
     if rows:
         frame = pd.DataFrame(rows)
