@@ -25,6 +25,12 @@ STATE_BY_AWS_STATUS = {
 }
 
 
+def scaling_target(endpoint_name: str) -> dict[str, str]:
+    """The Application Auto Scaling target of the endpoint's one variant (shared with sagemaker/deploy.py)."""
+    return {"ServiceNamespace": "sagemaker", "ResourceId": f"endpoint/{endpoint_name}/variant/{VARIANT}",
+            "ScalableDimension": SCALABLE_DIMENSION}
+
+
 class NotAllowed(UserFacingError):
     """The person is not an admin."""
 
@@ -113,8 +119,9 @@ class EndpointController:
         return None
 
     def _min_capacity(self) -> tuple[int, int] | None:
+        target = scaling_target(self.name)
         targets = self.clients["application-autoscaling"].describe_scalable_targets(
-            ServiceNamespace="sagemaker", ResourceIds=[f"endpoint/{self.name}/variant/{VARIANT}"], ScalableDimension=SCALABLE_DIMENSION,
+            ServiceNamespace=target["ServiceNamespace"], ResourceIds=[target["ResourceId"]], ScalableDimension=target["ScalableDimension"],
         )["ScalableTargets"]
         return (targets[0]["MinCapacity"], targets[0]["MaxCapacity"]) if targets else None
 
@@ -210,8 +217,7 @@ class EndpointController:
 
     def _set_capacity(self, minimum: int, maximum: int) -> None:
         self.clients["application-autoscaling"].register_scalable_target(
-            ServiceNamespace="sagemaker", ResourceId=f"endpoint/{self.name}/variant/{VARIANT}", ScalableDimension=SCALABLE_DIMENSION,
-            MinCapacity=minimum, MaxCapacity=max(maximum, minimum, 1),
+            **scaling_target(self.name), MinCapacity=minimum, MaxCapacity=max(maximum, minimum, 1),
         )
 
     def autostop(self, idle_minutes: float, actor: Actor = Actor("autostop", True)) -> ActionResult:

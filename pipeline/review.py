@@ -28,6 +28,10 @@ class SaveReport:
     def ok(self) -> bool:
         return not self.refused
 
+    def refuse(self, store: Store, item_id: int, reason: str) -> None:
+        item = store.get_item(item_id)
+        self.refused.append(f"{item_label(item) if item else item_id}: {reason}")
+
 
 def item_label(item: ItemRecord) -> str:
     return f"#{item.seq + 1} {item.sku or item.source}"
@@ -88,8 +92,7 @@ def save_changes(store: Store, changes: dict[int, dict[str, Any]], schema: Attri
             try:
                 edit = store.edit_item(item_id, field_name, value, who)
             except UserFacingError as error:
-                item = store.get_item(item_id)
-                report.refused.append(f"{item_label(item) if item else item_id}: {error}")
+                report.refuse(store, item_id, str(error))
                 continue
             if edit is not None:
                 report.saved.append(edit)
@@ -129,8 +132,7 @@ def regenerate_summaries(store: Store, summarizer: Summarizer, item_ids: list[in
         try:
             edit = regenerate_summary(store, summarizer, item_id, who)
         except Exception as error:  # one failure never stops the others
-            item = store.get_item(item_id)
-            report.refused.append(f"{item_label(item) if item else item_id}: {describe_error(error)}")
+            report.refuse(store, item_id, describe_error(error))
             continue
         if edit is not None:
             report.saved.append(edit)

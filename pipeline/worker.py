@@ -125,7 +125,8 @@ class BatchWorker:
                 self.stages.captioner.warm_up()  # a model that cannot load stops the batch, not every row
                 run_batch(self.stages, batch_id, concurrency=self.concurrency, cancel=self._cancel)
                 if self._cancel.is_set():
-                    self._problems[batch_id] = "Stopped by a user. Press Resume to finish the remaining photos."
+                    with self._lock:
+                        self._problems[batch_id] = "Stopped by a user. Press Resume to finish the remaining photos."
             except Exception as exc:  # keep the worker alive for the next batch
                 with self._lock:
                     self._problems[batch_id] = f"Processing stopped: {describe_error(exc)} Finished photos are saved; press Resume to continue."

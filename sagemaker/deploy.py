@@ -30,8 +30,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-VARIANT = "AllTraffic"
-SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+from pipeline.endpoint import VARIANT, scaling_target
+
 # Hugging Face PyTorch inference DLC known to the SDK's image catalogue (code/requirements.txt then
 # installs the pinned transformers on top at start-up).
 HF_DLC = {"version": "5.5.3", "base_framework_version": "pytorch2.6.0", "py_version": "py312"}
@@ -100,10 +100,6 @@ def resource_name(endpoint_name: str, *parts: str) -> str:
     """`<endpoint>-<parts>` within SageMaker's 63-character limit (the endpoint part is shortened)."""
     suffix = "-".join(parts)
     return f"{endpoint_name[: 62 - len(suffix)].rstrip('-')}-{suffix}"
-
-
-def scaling_resource_id(endpoint_name: str) -> str:
-    return f"endpoint/{endpoint_name}/variant/{VARIANT}"
 
 
 def backlog_alarm_name(endpoint_name: str) -> str:
@@ -186,8 +182,8 @@ def endpoint_config_request(options: DeployOptions, model_name: str) -> dict[str
 
 def autoscaling_steps(options: DeployOptions) -> list[Step]:
     """Scale-to-zero for async: min 0, backlog target tracking, and a step policy to leave zero."""
-    name, rid = options.endpoint_name, scaling_resource_id(options.endpoint_name)
-    target = {"ServiceNamespace": "sagemaker", "ResourceId": rid, "ScalableDimension": SCALABLE_DIMENSION}
+    name, target = options.endpoint_name, scaling_target(options.endpoint_name)
+    rid = target["ResourceId"]
     endpoint_dimension = [{"Name": "EndpointName", "Value": name}]
     return [
         Step(
@@ -256,23 +252,21 @@ def _exists(call, **params) -> dict[str, Any] | None:
 
 
 def has_scalable_target(autoscaling, endpoint_name: str) -> bool:
+    target = scaling_target(endpoint_name)
     found = autoscaling.describe_scalable_targets(
-        ServiceNamespace="sagemaker", ResourceIds=[scaling_resource_id(endpoint_name)],
-        ScalableDimension=SCALABLE_DIMENSION,
+        ServiceNamespace=target["ServiceNamespace"], ResourceIds=[target["ResourceId"]], ScalableDimension=target["ScalableDimension"],
     )
     return bool(found["ScalableTargets"])
 
 
 def scaling_policy_names(autoscaling, endpoint_name: str) -> list[str]:
-    found = autoscaling.describe_scaling_policies(
-        ServiceNamespace="sagemaker", ResourceId=scaling_resource_id(endpoint_name), ScalableDimension=SCALABLE_DIMENSION,
-    )
+    found = autoscaling.describe_scaling_policies(**scaling_target(endpoint_name))
     return [policy["PolicyName"] for policy in found["ScalingPolicies"]]
 
 
 def remove_autoscaling_steps(autoscaling, endpoint_name: str) -> list[Step]:
     """Policies first, then the target (explicit, rather than relying on deregistration's cascade)."""
-    target = {"ServiceNamespace": "sagemaker", "ResourceId": scaling_resource_id(endpoint_name), "ScalableDimension": SCALABLE_DIMENSION}
+    target = scaling_target(endpoint_name)
     steps = [
         Step(f"delete scaling policy {policy}", "application-autoscaling", "delete_scaling_policy", {**target, "PolicyName": policy})
         for policy in scaling_policy_names(autoscaling, endpoint_name)

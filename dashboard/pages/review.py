@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from dashboard.components import choose_batch
 from dashboard.runtime import current_user, get_runtime
 from pipeline.review import (
     SaveReport, grid_rows, item_label, regenerate_summaries, save_changes, set_review_status, summary_word_problems,
@@ -34,19 +35,6 @@ def report_and_refresh(report: SaveReport, done: str) -> None:
     st.session_state["flash"] = flash or [("info", "Nothing changed.")]
     st.session_state["grid_version"] = st.session_state.get("grid_version", 0) + 1
     st.rerun()
-
-
-def choose_batch() -> int | None:
-    batches = store.list_batches()
-    if not batches:
-        st.info("No batches yet: tag some photos first.")
-        return None
-    ids = [b.id for b in batches]
-    current = st.session_state.get("batch_id", ids[0])
-    labels = {b.id: f"{b.name} (#{b.id}, {b.total} items)" for b in batches}
-    chosen = st.selectbox("Batch", ids, index=ids.index(current) if current in ids else 0, format_func=labels.get)
-    st.session_state["batch_id"] = chosen
-    return chosen
 
 
 def pending_changes(key: str, frame: pd.DataFrame) -> dict[int, dict]:
@@ -112,7 +100,7 @@ def render_item(items) -> None:
 
 st.title("Review")
 show_flash()
-batch_id = choose_batch()
+batch_id = choose_batch(store, lambda b: f"{b.name} (#{b.id}, {b.total} items)", "No batches yet: tag some photos first.")
 if batch_id is not None:
     items = store.list_items(batch_id)
     if items:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from dashboard.components import choose_batch
 from dashboard.runtime import current_user, get_runtime
 from pipeline.ingest import collect_sources
 from pipeline.normalize import IMAGE_EXTENSIONS
@@ -54,19 +55,6 @@ def render_upload() -> None:
         st.session_state["upload_round"] = st.session_state.get("upload_round", 0) + 1  # clears the uploader
         st.session_state.pop("staged", None)
         st.rerun()
-
-
-def choose_batch() -> int | None:
-    batches = store.list_batches()
-    if not batches:
-        st.caption("No batches yet.")
-        return None
-    ids = [b.id for b in batches]
-    current = st.session_state.get("batch_id", ids[0])
-    labels = {b.id: f"{b.name} (#{b.id}, {b.done}/{b.total} done)" for b in batches}
-    chosen = st.selectbox("Batch", ids, index=ids.index(current) if current in ids else 0, format_func=labels.get)
-    st.session_state["batch_id"] = chosen
-    return chosen
 
 
 def format_eta(seconds: float | None) -> str:
@@ -127,7 +115,7 @@ def render_results(batch_id: int) -> None:
 st.title("Tag photos")
 render_upload()
 st.divider()
-batch_id = choose_batch()
+batch_id = choose_batch(store, lambda b: f"{b.name} (#{b.id}, {b.done}/{b.total} done)", "No batches yet.")
 if batch_id is not None:
     view = worker.view(batch_id)
     if view is not None and view.state in ("running", "queued"):

@@ -276,10 +276,7 @@ class SqliteStore:
 
     def usage(self, batch_id: int | None = None) -> list[Usage]:
         query, params = ("SELECT * FROM usage ORDER BY id", ()) if batch_id is None else ("SELECT * FROM usage WHERE batch_id = ? ORDER BY id", (batch_id,))
-        return [
-            Usage(kind=r["kind"], model=r["model"], input_tokens=r["input_tokens"], output_tokens=r["output_tokens"], invocations=r["invocations"], latency_ms=r["latency_ms"])
-            for r in self._connection().execute(query, params).fetchall()
-        ]
+        return [_usage(r) for r in self._connection().execute(query, params).fetchall()]
 
     def last_usage_at(self, kind: str) -> str | None:
         """When the last billable call of this kind (e.g. "endpoint") was recorded (ISO-8601 UTC)."""
@@ -289,11 +286,7 @@ class SqliteStore:
     def usage_rows(self, since: str | None = None) -> list[tuple[str, Usage]]:
         """(when, usage) pairs, oldest first, for cost ledgers."""
         rows = self._connection().execute("SELECT * FROM usage WHERE at >= ? ORDER BY id", (since or "",)).fetchall()
-        return [
-            (r["at"], Usage(kind=r["kind"], model=r["model"], input_tokens=r["input_tokens"], output_tokens=r["output_tokens"],
-                            invocations=r["invocations"], latency_ms=r["latency_ms"]))
-            for r in rows
-        ]
+        return [(r["at"], _usage(r)) for r in rows]
 
     # Audit log -----------------------------------------------------------------------------
     def add_audit(self, who: str, action: str, result: str, detail: str = "") -> AuditEntry:
@@ -346,6 +339,11 @@ def _apply_edit(item: ItemRecord, field: str, new_value: Any) -> tuple[str | Non
     if field == "summary":
         updates["word_count"] = count_words(new or "")
     return old, new, updates
+
+
+def _usage(row: sqlite3.Row) -> Usage:
+    return Usage(kind=row["kind"], model=row["model"], input_tokens=row["input_tokens"], output_tokens=row["output_tokens"],
+                 invocations=row["invocations"], latency_ms=row["latency_ms"])
 
 
 def _item(row: sqlite3.Row) -> ItemRecord:
