@@ -112,7 +112,9 @@ class CaptionResult:
 class Usage:
     """One billable call: an LLM request or an endpoint invocation."""
 
-    kind: Literal["llm", "endpoint", "local"]
+    # transform: one image captioned by a batch transform job; transform_job: the job's billed
+    # instance time, carried in latency_ms (instance-milliseconds) with invocations = 0.
+    kind: Literal["llm", "endpoint", "local", "transform", "transform_job"]
     model: str
     input_tokens: int = 0
     output_tokens: int = 0
@@ -218,3 +220,36 @@ class AuditEntry:
     action: str
     result: str
     detail: str = ""
+
+
+@dataclass
+class AsyncInvocation:
+    """An async endpoint request already paid for: kept until its result is collected, so a
+    restarted process waits for it instead of invoking (and paying) again."""
+
+    content_key: str
+    model_id: str
+    inference_id: str
+    output_location: str
+    failure_location: str
+    invoked_at: str  # ISO-8601 UTC
+
+
+@dataclass
+class TransformJobRecord:
+    """A SageMaker batch transform job run for (part of) a batch. Its manifest (which input object
+    belongs to which item) lives in S3 beside the inputs; the store keeps what pages show."""
+
+    batch_id: int
+    job_name: str
+    status: str  # Preparing | InProgress | Completed | Failed | Stopped | Ingested
+    s3_prefix: str  # s3://bucket/prefix/<job_name>/ holding manifest.json, input/, output/
+    total: int = 0  # inputs sent to the job (distinct photos)
+    done: int = 0  # outputs seen so far
+    failure_reason: str = ""
+    created_at: str = ""
+    updated_at: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.status not in ("Ingested",)

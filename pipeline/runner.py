@@ -7,6 +7,7 @@ nothing already done, and re-running a batch only processes items that are not d
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
@@ -17,7 +18,7 @@ from pipeline.errors import describe_error
 from pipeline.fetch import FetchLimits, read_source
 from pipeline.models import CaptionResult, ItemRecord, ItemResult, NormalizedImage, SummaryRequest, Usage
 from pipeline.normalize import normalize_image
-from pipeline.store import LocalImageStore, Store
+from pipeline.store import ImageStore, Store
 from pipeline.summarizers import Summarizer
 from pipeline.wordlimit import count_words
 
@@ -34,7 +35,7 @@ class Stages:
     """Everything processing one item needs, assembled once (see `pipeline.service.build_stages`)."""
 
     store: Store
-    images: LocalImageStore
+    images: ImageStore
     captioner: Captioner
     summarizer: Summarizer
     schema: AttributeSchema
@@ -75,8 +76,9 @@ class RunContext:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def create(cls, concurrency: int = 1, cancel: threading.Event | None = None) -> "RunContext":
-        return cls(threading.BoundedSemaphore(concurrency), threading.BoundedSemaphore(concurrency), cancel or threading.Event())
+    def create(cls, concurrency: int = 1, cancel: threading.Event | None = None, caption_concurrency: int | None = None) -> "RunContext":
+        return cls(threading.BoundedSemaphore(caption_concurrency or concurrency), threading.BoundedSemaphore(concurrency),
+                   cancel or threading.Event())
 
     def key_lock(self, key: tuple[str, str]) -> threading.Lock:
         with self._lock:
@@ -106,6 +108,8 @@ def process_item(stages: Stages, item: ItemRecord, usage: list[Usage], run: RunC
     failure after a paid call still records it. Raises on failure; the caller records the error."""
     assert item.ref is not None
     run = run or RunContext.create()
+    if item.ref.kind in ("file", "zip"):
+        stages.images.ensure_upload(Path(item.ref.location))  # resumed on another task: fetch the upload
     data = read_source(item.ref, stages.fetch_limits, stages.s3_client_factory)
     image = normalize_image(data, max_side=stages.normalize.max_side, max_pixels=stages.normalize.max_pixels, quality=stages.normalize.quality)
     del data
@@ -139,7 +143,9 @@ def run_batch(
     """
     items = stages.store.items_to_process(batch_id, retry_failed=retry_failed)
     concurrency = max(1, concurrency)
-    run = RunContext.create(concurrency, cancel)
+    # An async endpoint queues requests itself: keep more photos in flight than summary calls.
+    caption_concurrency = max(concurrency, getattr(stages.captioner, "max_in_flight", 0) or 0)
+    run = RunContext.create(concurrency, cancel, caption_concurrency)
     progress = BatchProgress(total=len(items))
     lock = threading.Lock()
 
@@ -165,7 +171,7 @@ def run_batch(
             if on_progress:
                 on_progress(progress)
 
-    with ThreadPoolExecutor(max_workers=2 * concurrency + 2, thread_name_prefix="tagger") as pool:
+    with ThreadPoolExecutor(max_workers=caption_concurrency + concurrency + 2, thread_name_prefix="tagger") as pool:
         list(pool.map(work, items))
     progress.cancelled = run.cancel.is_set()
     return progress

@@ -11,7 +11,7 @@ from pipeline.ingest import IngestLimits, collect_sources
 from pipeline.models import BatchRecord
 from pipeline.runner import NormalizeOptions, Stages
 from pipeline.settings import Settings
-from pipeline.store import LocalImageStore, Store
+from pipeline.store import ImageStore, LocalImageStore, Store
 from pipeline.store.sqlite_store import SqliteStore
 from pipeline.summarizers import Summarizer, make_summarizer
 
@@ -36,7 +36,19 @@ def ingest_limits(settings: Settings) -> IngestLimits:
 
 
 def open_store(settings: Settings) -> Store:
+    if settings.store == "dynamodb":
+        from pipeline.store.dynamo_store import DynamoStore
+
+        return DynamoStore.from_settings(settings)
     return SqliteStore(settings.db_path)
+
+
+def open_image_store(settings: Settings) -> ImageStore:
+    if settings.image_bucket:
+        from pipeline.store.s3_images import S3ImageStore
+
+        return S3ImageStore.from_settings(settings)
+    return LocalImageStore(settings.image_dir)
 
 
 def build_stages(
@@ -47,10 +59,11 @@ def build_stages(
     summarizer: Summarizer | None = None,
 ) -> Stages:
     schema = load_attribute_schema(settings.attribute_schema)
+    store = store or open_store(settings)
     return Stages(
-        store=store or open_store(settings),
-        images=LocalImageStore(settings.image_dir),
-        captioner=captioner or make_captioner(settings),
+        store=store,
+        images=open_image_store(settings),
+        captioner=captioner or make_captioner(settings, store),
         summarizer=summarizer or make_summarizer(settings, schema),
         schema=schema,
         fetch_limits=fetch_limits(settings),

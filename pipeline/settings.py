@@ -21,7 +21,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("./data"), description="SQLite database and local image store.")
 
     # Backends
-    captioner: Literal["local", "sagemaker"] = "local"
+    captioner: Literal["local", "sagemaker", "sagemaker-async"] = Field(
+        "local", description="`sagemaker`: real-time endpoint; `sagemaker-async`: async endpoint (S3 in/out)."
+    )
     caption_model: str = Field(DEFAULT_LOCAL_MODEL, description="HF model id or local directory for the local captioner.")
     summarizer: Literal["openai", "offline"] | None = Field(
         None, description="Defaults to `openai` when OPENAI_API_KEY is set, else `offline`."
@@ -43,6 +45,27 @@ class Settings(BaseSettings):
     sagemaker_hf_model_id: str = "Salesforce/blip2-flan-t5-xl"
     sagemaker_hf_model_revision: str | None = None
     sagemaker_async_s3: str | None = None
+    sagemaker_model_name: str | None = Field(None, description="Model for batch transform; None: the one behind SAGEMAKER_ENDPOINT.")
+
+    # Async inference (CAPTIONER=sagemaker-async); requests go to <SAGEMAKER_ASYNC_S3>/input/
+    async_timeout_s: float = Field(900.0, description="Per photo, once the endpoint is warm; a late photo fails and can be retried.")
+    async_poll_max_s: float = Field(20.0, description="Longest wait between two looks at one photo's result (backoff cap).")
+    async_sqs_queue_url: str | None = Field(None, description="SQS queue subscribed to the endpoint's SNS topics; None polls S3.")
+    async_max_in_flight: int = Field(32, description="Photos submitted to the async endpoint at once.")
+
+    # Batch transform
+    transform_threshold: int = Field(500, description="Batches this large run as a batch transform job (0: only on request).")
+    transform_instance_type: str = "ml.g4dn.xlarge"
+    transform_instance_count: int = 1
+    sagemaker_transform_s3: str | None = Field(None, description="s3://bucket/prefix for transform jobs' inputs and outputs.")
+    transform_poll_s: float = Field(30.0, description="How often a running transform job is checked.")
+
+    # Storage for more than one task
+    store: Literal["sqlite", "dynamodb"] = Field("sqlite", description="`dynamodb` for more than one dashboard task.")
+    dynamodb_table: str = "product-tagging"
+    image_bucket: str | None = Field(None, description="Private S3 bucket for uploads, photos, thumbnails; None: DATA_DIR.")
+    presign_expiry_s: int = Field(3600, description="Lifetime of the presigned photo URLs pages show.")
+
     prices_file: Path | None = Field(None, description="JSON price overrides (same keys as pipeline/prices.json).")
     autostop_idle_minutes: float = Field(30.0, description="Idle time after which `endpoint autostop` stops the endpoint.")
     endpoint_warmup_minutes: float = Field(10.0, description="Expected start-up time shown when starting the endpoint.")
@@ -84,6 +107,12 @@ class Settings(BaseSettings):
     def _default_summarizer(self) -> "Settings":
         if self.summarizer is None:
             self.summarizer = "openai" if self.openai_api_key else "offline"
+        return self
+
+    @model_validator(mode="after")
+    def _shared_images_with_shared_store(self) -> "Settings":
+        if self.store == "dynamodb" and not self.image_bucket:
+            raise ValueError("STORE=dynamodb needs IMAGE_BUCKET: every task must see the same photos.")
         return self
 
     @property

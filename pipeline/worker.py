@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pipeline.captioners import captioner_readiness
 from pipeline.errors import describe_error
 from pipeline.models import BatchRecord
 from pipeline.runner import BatchProgress, Stages, run_batch
@@ -27,6 +28,7 @@ class BatchView:
     state: str  # queued | running | finished | stopped
     eta_s: float | None
     problem: str | None  # why processing stopped, in words a merchandiser understands
+    notice: str | None = None  # while running: e.g. the endpoint is warming up, and how long that takes
 
     @property
     def fraction(self) -> float:
@@ -100,7 +102,11 @@ class BatchWorker:
         else:
             state = "stopped"
         eta = self._eta(batch, run) if running else None
-        return BatchView(batch=batch, state=state, eta_s=eta, problem=problem)
+        return BatchView(batch=batch, state=state, eta_s=eta, problem=problem, notice=self._notice() if running else None)
+
+    def _notice(self) -> str | None:
+        readiness = captioner_readiness(self.stages.captioner)
+        return readiness.message if readiness is not None and not readiness.ready else None
 
     def _eta(self, batch: BatchRecord, run: _Run | None) -> float | None:
         if run is None:

@@ -33,12 +33,7 @@ def store(tmp_path):
 
 
 def deploy_endpoint(clients, mode="realtime"):
-    options = deploy.DeployOptions(
-        endpoint_name=NAME, model_data="s3://a/blip2-endpoint.tar.gz", role_arn="arn:aws:iam::123456789012:role/r",
-        image_uri="1.dkr.ecr.us-east-1.amazonaws.com/hf:1", region="us-east-1", mode=mode, hf_model_id=None,
-        async_s3="s3://results/async", max_instances=2,
-    )
-    deploy.apply_plan(deploy.plan_deployment(options, clients), clients, wait_delay_s=0, wait_attempts=2, log=lambda _: None)
+    moto_sagemaker.deploy_test_endpoint(clients, mode, NAME)
 
 
 def controller(clients, store, mode="realtime", clock=None):

@@ -18,7 +18,18 @@ class Captioner(Protocol):
         """Caption + raw answers for one normalized image, and what the call cost."""
 
 
-def make_captioner(settings) -> Captioner:
+def captioner_readiness(captioner: Captioner):
+    """A `Readiness` for captioners that can be cold (async endpoint at zero instances), else None."""
+    readiness = getattr(captioner, "readiness", None)
+    return readiness() if callable(readiness) else None
+
+
+def make_captioner(settings, store=None) -> Captioner:
+    """`store` keeps the async captioner's journal of paid-for requests (required for sagemaker-async)."""
+    if settings.captioner == "sagemaker-async":
+        from pipeline.captioners.sagemaker_async import SageMakerAsyncCaptioner
+
+        return SageMakerAsyncCaptioner.from_settings(settings, store)
     if settings.captioner == "local":
         from pipeline.captioners.local import LocalCaptioner
 

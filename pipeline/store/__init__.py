@@ -7,7 +7,18 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
-from pipeline.models import AuditEntry, BatchRecord, CaptionResult, Edit, IngestReport, ItemRecord, ItemResult, Usage
+from pipeline.models import (
+    AsyncInvocation,
+    AuditEntry,
+    BatchRecord,
+    CaptionResult,
+    Edit,
+    IngestReport,
+    ItemRecord,
+    ItemResult,
+    TransformJobRecord,
+    Usage,
+)
 
 EDITABLE_FIELDS = ("caption", "summary", "title", "tags", "review_status")  # plus "attribute:<name>"
 
@@ -32,6 +43,32 @@ class Store(Protocol):
     def usage_rows(self, since: str | None = None) -> list[tuple[str, Usage]]: ...
     def add_audit(self, who: str, action: str, result: str, detail: str = "") -> AuditEntry: ...
     def audit_log(self, limit: int = 200) -> list[AuditEntry]: ...
+    # Async invocations paid for but not yet collected (see pipeline.captioners.sagemaker_async)
+    def remember_invocation(self, invocation: AsyncInvocation) -> None: ...
+    def pending_invocation(self, content_key: str, model_id: str) -> AsyncInvocation | None: ...
+    def forget_invocation(self, content_key: str, model_id: str) -> None: ...
+    # Batch transform jobs (see pipeline.batch_transform)
+    def save_transform_job(self, job: TransformJobRecord) -> None:
+        """Insert or replace by job name."""
+    def transform_jobs(self, batch_id: int) -> list[TransformJobRecord]:
+        """Newest first."""
+    def active_transform_jobs(self) -> list[TransformJobRecord]:
+        """Jobs not yet ingested, oldest first: what a restarted server follows again."""
+
+
+class ImageStore(Protocol):
+    """Where normalized photos (and their thumbnails) live, and how a page shows them."""
+
+    def save(self, content_key: str, jpeg: bytes) -> str:
+        """Store once per content key; returns the location kept as the item's image_path."""
+    def photo_url(self, location: str | None) -> str | None:
+        """Something `st.image` shows: a local path or a short-lived https URL."""
+    def thumbnail_url(self, location: str | None) -> str | None:
+        """A small preview for result tables: a data: URI or a short-lived https URL."""
+    def ensure_upload(self, path: Path) -> None:
+        """Make a browser upload readable at `path` on this task (multi-task deployments)."""
+    def keep_upload(self, path: Path) -> None:
+        """Keep a copy of a browser upload where other tasks can read it."""
 
 
 class LocalImageStore:
@@ -52,3 +89,16 @@ class LocalImageStore:
             temporary.replace(path)  # atomic: a reader never sees half a file
         return str(path)
 
+    def photo_url(self, location: str | None) -> str | None:
+        return location if location and Path(location).is_file() else None
+
+    def thumbnail_url(self, location: str | None) -> str | None:
+        from pipeline.thumbnails import thumbnail_data_uri
+
+        return thumbnail_data_uri(location)
+
+    def ensure_upload(self, path: Path) -> None:
+        """One process, one disk: uploads are already where they are read."""
+
+    def keep_upload(self, path: Path) -> None:
+        """One process, one disk: nothing to copy."""

@@ -15,6 +15,7 @@ from pipeline.models import (
     AttributeValue,
     BatchRecord,
     CaptionResult,
+    AsyncInvocation,
     AuditEntry,
     Edit,
     IngestReport,
@@ -22,6 +23,7 @@ from pipeline.models import (
     ItemResult,
     PhotoChecks,
     SourceRef,
+    TransformJobRecord,
     Usage,
 )
 from pipeline.store import EDITABLE_FIELDS
@@ -92,6 +94,26 @@ CREATE TABLE IF NOT EXISTS audit_log (
     action TEXT NOT NULL,
     result TEXT NOT NULL,
     detail TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS async_invocations (
+    content_key TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    inference_id TEXT NOT NULL,
+    output_location TEXT NOT NULL,
+    failure_location TEXT NOT NULL,
+    invoked_at TEXT NOT NULL,
+    PRIMARY KEY (content_key, model_id)
+);
+CREATE TABLE IF NOT EXISTS transform_jobs (
+    job_name TEXT PRIMARY KEY,
+    batch_id INTEGER NOT NULL REFERENCES batches(id),
+    status TEXT NOT NULL,
+    s3_prefix TEXT NOT NULL,
+    total INTEGER NOT NULL DEFAULT 0,
+    done INTEGER NOT NULL DEFAULT 0,
+    failure_reason TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS caption_cache (
     content_key TEXT NOT NULL,
@@ -299,6 +321,50 @@ class SqliteStore:
         """Newest first."""
         rows = self._connection().execute("SELECT * FROM audit_log ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         return [AuditEntry(at=r["at"], who=r["who"], action=r["action"], result=r["result"], detail=r["detail"]) for r in rows]
+
+    # Async invocations ------------------------------------------------------------------------
+    def remember_invocation(self, invocation: AsyncInvocation) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO async_invocations VALUES (?, ?, ?, ?, ?, ?)",
+                (invocation.content_key, invocation.model_id, invocation.inference_id,
+                 invocation.output_location, invocation.failure_location, invocation.invoked_at),
+            )
+
+    def pending_invocation(self, content_key: str, model_id: str) -> AsyncInvocation | None:
+        row = self._connection().execute(
+            "SELECT * FROM async_invocations WHERE content_key = ? AND model_id = ?", (content_key, model_id)
+        ).fetchone()
+        return AsyncInvocation(**dict(row)) if row else None
+
+    def forget_invocation(self, content_key: str, model_id: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM async_invocations WHERE content_key = ? AND model_id = ?", (content_key, model_id))
+
+    # Batch transform jobs -----------------------------------------------------------------------
+    def save_transform_job(self, job: TransformJobRecord) -> None:
+        now = utc_now()
+        with self._tx() as db:
+            db.execute(
+                """INSERT INTO transform_jobs (job_name, batch_id, status, s3_prefix, total, done, failure_reason, created_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(job_name) DO UPDATE SET status = excluded.status, total = excluded.total,
+                       done = excluded.done, failure_reason = excluded.failure_reason, updated_at = excluded.updated_at""",
+                (job.job_name, job.batch_id, job.status, job.s3_prefix, job.total, job.done, job.failure_reason,
+                 job.created_at or now, now),
+            )
+
+    def transform_jobs(self, batch_id: int) -> list[TransformJobRecord]:
+        rows = self._connection().execute(
+            "SELECT * FROM transform_jobs WHERE batch_id = ? ORDER BY created_at DESC, rowid DESC", (batch_id,)
+        ).fetchall()
+        return [TransformJobRecord(**dict(r)) for r in rows]
+
+    def active_transform_jobs(self) -> list[TransformJobRecord]:
+        rows = self._connection().execute(
+            "SELECT * FROM transform_jobs WHERE status != 'Ingested' ORDER BY created_at, rowid"
+        ).fetchall()
+        return [TransformJobRecord(**dict(r)) for r in rows]
 
     def cached_caption(self, content_key: str, model_id: str) -> CaptionResult | None:
         row = self._connection().execute(

@@ -32,3 +32,19 @@ def _update_endpoint(self: SageMakerResponse) -> ActionResult:
 def install(monkeypatch) -> None:
     if not hasattr(SageMakerResponse, "update_endpoint"):
         monkeypatch.setattr(SageMakerResponse, "update_endpoint", _update_endpoint, raising=False)
+
+
+ENDPOINT_NAME = "blip2-endpoint"
+
+
+def deploy_test_endpoint(clients, mode: str = "realtime", name: str = ENDPOINT_NAME) -> None:
+    """An endpoint made the way production makes it: sagemaker/deploy.py's plan, applied to moto."""
+    from support.scripts import load_script
+
+    deploy = load_script("deploy")
+    options = deploy.DeployOptions(
+        endpoint_name=name, model_data="s3://a/blip2-endpoint.tar.gz", role_arn="arn:aws:iam::123456789012:role/r",
+        image_uri="1.dkr.ecr.us-east-1.amazonaws.com/hf:1", region="us-east-1", mode=mode, hf_model_id=None,
+        async_s3="s3://results/async", max_instances=2,
+    )
+    deploy.apply_plan(deploy.plan_deployment(options, clients), clients, wait_delay_s=0, wait_attempts=2, log=lambda _: None)

@@ -1,0 +1,467 @@
+"""DynamoStore: the Store for more than one dashboard task (STORE=dynamodb), one on-demand table.
+
+Single-table design (every key is a string; the README's "DynamoDB table" section is the map):
+
+    PK                    SK                         what                        GSI1PK / GSI1SK
+    COUNTER               batch | item               id allocation (atomic ADD)
+    BATCH#<id>            META                       name, who, notices, total,  BATCHES / <id:010d>
+                                                     done, failed counters
+    BATCH#<id>            ITEM#<seq:06d>             one item (SQLite's columns)
+    BATCH#<id>            USAGE#<at>#<uuid>          one billable call           USAGE#<yyyy-mm> / <at>#<uuid>
+    BATCH#<id>            TRANSFORM#<job name>       a batch transform job       ACTIVEJOBS / <created_at> (while active)
+    ITEMIDS               <first item id:012d>       item-id block of one batch
+    ITEM#<id>             EDIT#<ns:020d>#<rand>      one edit (who, when, old, new)
+    CAPTION#<content key> MODEL#<model id>           caption cache
+    ASYNC#<content key>   MODEL#<model id>           async invocation paid for, not yet collected
+    LASTUSE               <kind>                     time of the last billable call of a kind
+    AUDIT                 <at>#<ns:020d>#<rand>      admin audit log
+
+Why this shape: every page's read is one Query on one partition (a batch's items, an item's edits)
+with strongly consistent reads; counters change in the same transaction as the item they count, so
+a retried write can never count twice; item ids stay small integers (the Store contract) by
+allocating one block per batch and finding a block with one reverse Query on ITEMIDS. DynamoDB
+items are limited to 400 KB: an item whose CSV hints would exceed STORE_ITEM_MAX_BYTES is
+recorded as failed with a message rather than breaking the batch.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from decimal import Decimal
+from typing import Any, Iterator
+
+from pipeline.errors import ServiceError
+from pipeline.models import (
+    AsyncInvocation,
+    AuditEntry,
+    BatchRecord,
+    CaptionResult,
+    Edit,
+    IngestReport,
+    ItemRecord,
+    ItemResult,
+    TransformJobRecord,
+    Usage,
+)
+from pipeline.store.sqlite_store import _apply_edit, _item as _sqlite_item, utc_now
+
+ITEM_MAX_BYTES = 350_000  # DynamoDB's hard limit is 400 KB per item; leave room for results and edits
+_TX_RETRIES = 8
+
+
+def table_definition(name: str) -> dict[str, Any]:
+    """CreateTable arguments; infra/ creates the same table (plus point-in-time recovery)."""
+    return {
+        "TableName": name,
+        "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": [{"AttributeName": a, "AttributeType": "S"} for a in ("PK", "SK", "GSI1PK", "GSI1SK")],
+        "KeySchema": [{"AttributeName": "PK", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}],
+        "GlobalSecondaryIndexes": [{
+            "IndexName": "GSI1",
+            "KeySchema": [{"AttributeName": "GSI1PK", "KeyType": "HASH"}, {"AttributeName": "GSI1SK", "KeyType": "RANGE"}],
+            "Projection": {"ProjectionType": "KEYS_ONLY"},  # readers fetch the real item consistently
+        }],
+        "SSESpecification": {"Enabled": True},
+    }
+
+
+def _dump(value: dict[str, Any]) -> dict[str, Any]:
+    from boto3.dynamodb.types import TypeSerializer
+
+    serializer = TypeSerializer()
+    return {k: serializer.serialize(Decimal(str(v)) if isinstance(v, float) else v) for k, v in value.items()}
+
+
+def _load(value: dict[str, Any]) -> dict[str, Any]:
+    from boto3.dynamodb.types import TypeDeserializer
+
+    deserializer = TypeDeserializer()
+    out = {k: deserializer.deserialize(v) for k, v in value.items()}
+    return {k: (int(v) if v == v.to_integral_value() and k != "latency_ms" else float(v)) if isinstance(v, Decimal) else v
+            for k, v in out.items()}
+
+
+def _key(pk: str, sk: str) -> dict[str, Any]:
+    return {"PK": {"S": pk}, "SK": {"S": sk}}
+
+
+def _unique_suffix() -> str:
+    return f"{time.time_ns():020d}#{uuid.uuid4().hex[:8]}"
+
+
+class DynamoStore:
+    def __init__(self, client: Any, table: str, *, item_max_bytes: int = ITEM_MAX_BYTES) -> None:
+        self.client, self.table, self.item_max_bytes = client, table, item_max_bytes
+
+    @classmethod
+    def from_settings(cls, settings) -> "DynamoStore":
+        import boto3
+        from botocore.config import Config
+
+        config = Config(region_name=settings.aws_region, retries={"max_attempts": 8, "mode": "adaptive"})
+        return cls(boto3.client("dynamodb", config=config), settings.dynamodb_table)
+
+    def create_table(self) -> None:
+        """For development and tests; in AWS the table comes from infra/."""
+        self.client.create_table(**table_definition(self.table))
+        self.client.get_waiter("table_exists").wait(TableName=self.table)
+
+    # Low-level helpers ------------------------------------------------------------------------
+    def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
+        found = self.client.get_item(TableName=self.table, Key=_key(pk, sk), ConsistentRead=True).get("Item")
+        return _load(found) if found else None
+
+    def _put(self, item: dict[str, Any]) -> None:
+        self.client.put_item(TableName=self.table, Item=_dump(item))
+
+    def _query(self, pk: str, *, prefix: str | None = None, forward: bool = True, limit: int | None = None,
+               sk_at_most: str | None = None) -> Iterator[dict[str, Any]]:
+        condition, values = "PK = :pk", {":pk": {"S": pk}}
+        if prefix is not None:
+            condition += " AND begins_with(SK, :prefix)"
+            values[":prefix"] = {"S": prefix}
+        elif sk_at_most is not None:
+            condition += " AND SK <= :top"
+            values[":top"] = {"S": sk_at_most}
+        yield from self._paged_query(dict(KeyConditionExpression=condition, ExpressionAttributeValues=values,
+                                          ScanIndexForward=forward, ConsistentRead=True), limit)
+
+    def _query_index(self, pk: str, *, sk_from: str | None = None) -> Iterator[dict[str, Any]]:
+        condition, values = "GSI1PK = :pk", {":pk": {"S": pk}}
+        if sk_from is not None:
+            condition += " AND GSI1SK >= :from"
+            values[":from"] = {"S": sk_from}
+        yield from self._paged_query(dict(IndexName="GSI1", KeyConditionExpression=condition, ExpressionAttributeValues=values), None)
+
+    def _paged_query(self, args: dict[str, Any], limit: int | None) -> Iterator[dict[str, Any]]:
+        seen = 0
+        while True:
+            page = self.client.query(TableName=self.table, **args, **({"Limit": limit} if limit else {}))
+            for raw in page.get("Items", []):
+                yield _load(raw)
+                seen += 1
+                if limit and seen >= limit:
+                    return
+            if "LastEvaluatedKey" not in page:
+                return
+            args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _batch_get(self, keys: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(keys), 100):
+            request = {self.table: {"Keys": [_key(*k) for k in keys[start:start + 100]], "ConsistentRead": True}}
+            while request:
+                page = self.client.batch_get_item(RequestItems=request)
+                found.extend(_load(i) for i in page["Responses"].get(self.table, []))
+                request = page.get("UnprocessedKeys") or {}
+        return found
+
+    def _batch_put(self, items: list[dict[str, Any]]) -> None:
+        for start in range(0, len(items), 25):
+            pending = [{"PutRequest": {"Item": _dump(i)}} for i in items[start:start + 25]]
+            for attempt in range(10):
+                left = self.client.batch_write_item(RequestItems={self.table: pending}).get("UnprocessedItems", {})
+                pending = left.get(self.table, [])
+                if not pending:
+                    break
+                time.sleep(min(2.0, 0.05 * 2 ** attempt) * random.random())
+            if pending:
+                raise ServiceError("The database is busy (writes throttled); try again shortly.")
+
+    def _transact(self, actions: list[dict[str, Any]]) -> bool:
+        """Run a write transaction; False when a condition failed (the caller re-reads and retries)."""
+        try:
+            self.client.transact_write_items(TransactItems=actions)
+            return True
+        except self.client.exceptions.TransactionCanceledException as exc:
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            if "ConditionalCheckFailed" in reasons:
+                return False
+            raise
+
+    def _allocate(self, counter: str, count: int) -> int:
+        """First of `count` new ids."""
+        answer = self.client.update_item(
+            TableName=self.table, Key=_key("COUNTER", counter), UpdateExpression="ADD n :k",
+            ExpressionAttributeValues={":k": {"N": str(count)}}, ReturnValues="UPDATED_NEW",
+        )
+        return int(answer["Attributes"]["n"]["N"]) - count + 1
+
+    # Batches -------------------------------------------------------------------------------
+    def create_batch(self, name: str, created_by: str, report: IngestReport) -> BatchRecord:
+        now = utc_now()
+        batch_id = self._allocate("batch", 1)
+        first_id = self._allocate("item", max(1, len(report.items)))
+        rows = [self._new_item_row(batch_id, first_id, seq, item, now) for seq, item in enumerate(report.items)]
+        self._batch_put(rows)
+        self._put({"PK": "ITEMIDS", "SK": f"{first_id:012d}", "batch_id": batch_id, "count": len(rows)})
+        failed = sum(1 for r in rows if r["status"] == "error")
+        # META last: a batch becomes visible only once all its items are written.
+        self._put({"PK": f"BATCH#{batch_id}", "SK": "META", "GSI1PK": "BATCHES", "GSI1SK": f"{batch_id:010d}",
+                   "id": batch_id, "name": name, "created_at": now, "created_by": created_by,
+                   "notices": json.dumps(report.notices), "total": len(rows), "done": failed, "failed": failed})
+        return self.get_batch(batch_id)  # type: ignore[return-value]
+
+    def _new_item_row(self, batch_id: int, first_id: int, seq: int, item, now: str) -> dict[str, Any]:
+        row = {
+            "PK": f"BATCH#{batch_id}", "SK": f"ITEM#{seq:06d}", "id": first_id + seq, "batch_id": batch_id, "seq": seq,
+            "source": item.source, "ref": json.dumps(item.ref.to_dict()) if item.ref else None, "sku": item.sku,
+            "hints": json.dumps(item.hints), "status": "error" if item.error else "pending", "error": item.error,
+            "attributes": "[]", "tags": "[]", "summary_offline": 0, "review_status": "pending", "version": 0,
+            "created_at": now, "processed_at": now if item.error else None,
+        }
+        size = len(json.dumps(row, default=str).encode())
+        if size > self.item_max_bytes:  # too big for one DynamoDB item: fail this row, keep the batch
+            row.update(hints="{}", ref=None, status="error", processed_at=now,
+                       error=f"This row's extra CSV columns are too large to store ({size // 1000} KB; the limit is "
+                             f"{self.item_max_bytes // 1000} KB). Shorten them and upload the row again.")
+        return row
+
+    def get_batch(self, batch_id: int) -> BatchRecord | None:
+        row = self._get(f"BATCH#{batch_id}", "META")
+        return _batch(row) if row else None
+
+    def list_batches(self) -> list[BatchRecord]:
+        keys = [(k["PK"], k["SK"]) for k in self._query_index("BATCHES")]
+        return sorted((_batch(r) for r in self._batch_get(keys)), key=lambda b: b.id, reverse=True)
+
+    # Items ---------------------------------------------------------------------------------
+    def list_items(self, batch_id: int) -> list[ItemRecord]:
+        return [_item(r) for r in self._query(f"BATCH#{batch_id}", prefix="ITEM#")]
+
+    def _item_key(self, item_id: int) -> tuple[str, str] | None:
+        block = next(self._query("ITEMIDS", forward=False, limit=1, sk_at_most=f"{item_id:012d}"), None)
+        if block is None:
+            return None
+        seq = item_id - int(block["SK"])
+        if not 0 <= seq < block["count"]:
+            return None
+        return f"BATCH#{block['batch_id']}", f"ITEM#{seq:06d}"
+
+    def _item_row(self, item_id: int) -> dict[str, Any] | None:
+        key = self._item_key(item_id)
+        return self._get(*key) if key else None
+
+    def get_item(self, item_id: int) -> ItemRecord | None:
+        row = self._item_row(item_id)
+        return _item(row) if row else None
+
+    def items_to_process(self, batch_id: int, *, retry_failed: bool = False) -> list[ItemRecord]:
+        statuses = ("pending", "running", "error") if retry_failed else ("pending", "running")
+        return [i for i in self.list_items(batch_id) if i.status in statuses and i.ref is not None]
+
+    def unfinished_batch_ids(self) -> list[int]:
+        return sorted(b.id for b in self.list_batches() if b.done < b.total)
+
+    def _finish_item(self, item_id: int, updates: dict[str, Any], usage: list[Usage], extra: list[dict[str, Any]]) -> None:
+        """Set an item's outcome, move the batch counters and add its usage rows in one transaction;
+        the condition on the item's version makes a concurrent or repeated write re-read first."""
+        for _ in range(_TX_RETRIES):
+            row = self._item_row(item_id)
+            if row is None:
+                raise KeyError(item_id)
+            was, now_status = row["status"], updates["status"]
+            done = int(now_status in ("ok", "error")) - int(was in ("ok", "error"))
+            failed = int(now_status == "error") - int(was == "error")
+            names = {f"#{k}": k for k in updates}
+            values = _dump({f":{k}": v for k, v in updates.items()} | {":v": row["version"], ":one": 1})
+            actions = [{"Update": {
+                "TableName": self.table, "Key": _key(row["PK"], row["SK"]),
+                "UpdateExpression": "SET " + ", ".join(f"#{k} = :{k}" for k in updates) + ", #version = :v + :one",
+                "ConditionExpression": "#version = :v",
+                "ExpressionAttributeNames": names | {"#version": "version"}, "ExpressionAttributeValues": values,
+            }}]
+            if done or failed:
+                actions.append({"Update": {
+                    "TableName": self.table, "Key": _key(row["PK"], "META"), "UpdateExpression": "ADD done :d, failed :f",
+                    "ExpressionAttributeValues": {":d": {"N": str(done)}, ":f": {"N": str(failed)}},
+                }})
+            actions += [{"Put": {"TableName": self.table, "Item": _dump(r)}} for r in self._usage_rows(row, usage)]
+            actions += extra
+            if self._transact(actions):
+                self._touch_last_usage(usage)
+                return
+        raise ServiceError("The database kept changing under this update; try again.")
+
+    def _usage_rows(self, item_row: dict[str, Any], usage: list[Usage]) -> list[dict[str, Any]]:
+        now, rows = utc_now(), []
+        for u in usage:
+            suffix = f"{now}#{uuid.uuid4().hex}"
+            rows.append({"PK": item_row["PK"], "SK": f"USAGE#{suffix}", "GSI1PK": f"USAGE#{now[:7]}", "GSI1SK": suffix,
+                         "at": now, "batch_id": item_row["batch_id"], "item_id": item_row["id"], "kind": u.kind, "model": u.model,
+                         "input_tokens": u.input_tokens, "output_tokens": u.output_tokens, "invocations": u.invocations,
+                         "latency_ms": float(u.latency_ms)})
+        return rows
+
+    def _touch_last_usage(self, usage: list[Usage]) -> None:
+        now = utc_now()
+        for kind in {u.kind for u in usage}:
+            try:
+                self.client.update_item(
+                    TableName=self.table, Key=_key("LASTUSE", kind), UpdateExpression="SET #at = :now",
+                    ConditionExpression="attribute_not_exists(#at) OR #at < :now",
+                    ExpressionAttributeNames={"#at": "at"}, ExpressionAttributeValues={":now": {"S": now}},
+                )
+            except self.client.exceptions.ConditionalCheckFailedException:
+                pass  # someone recorded a later call already
+
+    def record_usage(self, item_id: int, usage: list[Usage]) -> None:
+        row = self._item_row(item_id)
+        if row is None or not usage:
+            return
+        self._batch_put(self._usage_rows(row, usage))
+        self._touch_last_usage(usage)
+
+    def save_result(self, item_id: int, result: ItemResult, usage: list[Usage]) -> None:
+        now = utc_now()
+        updates = {
+            "status": "ok", "error": None, "content_key": result.content_key, "image_path": result.image_path,
+            "caption": result.caption.caption, "attributes": json.dumps([a.__dict__ for a in result.attributes]),
+            "title": result.summary.title, "tags": json.dumps(result.summary.tags), "summary": result.summary.summary,
+            "word_count": result.word_count, "checks": json.dumps(result.checks.to_dict()),
+            "caption_model": result.caption.model_id, "summary_model": result.summary.model,
+            "summary_offline": int(result.summary.offline), "processed_at": now, "updated_at": now,
+        }
+        extra = []
+        if not result.caption.cached:
+            extra.append({"Put": {"TableName": self.table, "Item": _dump({
+                "PK": f"CAPTION#{result.content_key}", "SK": f"MODEL#{result.caption.model_id}",
+                "caption": result.caption.caption, "answers": json.dumps(result.caption.answers), "created_at": now})}})
+        self._finish_item(item_id, updates, usage, extra)
+
+    def save_error(self, item_id: int, message: str, usage: list[Usage]) -> None:
+        now = utc_now()
+        self._finish_item(item_id, {"status": "error", "error": message, "processed_at": now, "updated_at": now}, usage, [])
+
+    # Edits ---------------------------------------------------------------------------------
+    def edit_item(self, item_id: int, field: str, new_value: str | list[str] | None, who: str) -> Edit | None:
+        for _ in range(_TX_RETRIES):
+            row = self._item_row(item_id)
+            if row is None:
+                raise KeyError(item_id)
+            old, new, updates = _apply_edit(_item(row), field, new_value)
+            if old == new:
+                return None
+            now = utc_now()
+            updates["updated_at"] = now
+            names = {f"#{k}": k for k in updates} | {"#version": "version"}
+            values = _dump({f":{k}": v for k, v in updates.items()} | {":v": row["version"], ":one": 1})
+            edit = {"PK": f"ITEM#{item_id}", "SK": f"EDIT#{_unique_suffix()}", "item_id": item_id, "field": field,
+                    "old": old, "new": new, "who": who, "at": now}
+            if self._transact([
+                {"Update": {"TableName": self.table, "Key": _key(row["PK"], row["SK"]),
+                            "UpdateExpression": "SET " + ", ".join(f"#{k} = :{k}" for k in updates) + ", #version = :v + :one",
+                            "ConditionExpression": "#version = :v",
+                            "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}},
+                {"Put": {"TableName": self.table, "Item": _dump(edit)}},
+            ]):
+                return Edit(item_id=item_id, field=field, old=old, new=new, who=who, at=now)
+        raise ServiceError("Someone else kept changing this item; reload and try again.")
+
+    def edits(self, item_id: int) -> list[Edit]:
+        return [Edit(item_id=r["item_id"], field=r["field"], old=r["old"], new=r["new"], who=r["who"], at=r["at"])
+                for r in self._query(f"ITEM#{item_id}", prefix="EDIT#")]
+
+    # Usage ledger ----------------------------------------------------------------------------
+    def usage(self, batch_id: int | None = None) -> list[Usage]:
+        batch_ids = [batch_id] if batch_id is not None else [b.id for b in self.list_batches()]
+        rows = [r for b in batch_ids for r in self._query(f"BATCH#{b}", prefix="USAGE#")]
+        return [_usage(r) for r in sorted(rows, key=lambda r: r["SK"])]
+
+    def last_usage_at(self, kind: str) -> str | None:
+        row = self._get("LASTUSE", kind)
+        return row["at"] if row else None
+
+    def usage_rows(self, since: str | None = None) -> list[tuple[str, Usage]]:
+        rows: list[dict[str, Any]] = []
+        for month in _months(since or "2000-01", utc_now()):
+            keys = [(k["PK"], k["SK"]) for k in self._query_index(f"USAGE#{month}", sk_from=since)]
+            rows.extend(self._batch_get(keys))
+        return [(r["at"], _usage(r)) for r in sorted(rows, key=lambda r: r["SK"])]
+
+    # Audit log -------------------------------------------------------------------------------
+    def add_audit(self, who: str, action: str, result: str, detail: str = "") -> AuditEntry:
+        now = utc_now()
+        self._put({"PK": "AUDIT", "SK": f"{now}#{_unique_suffix()}", "at": now, "who": who, "action": action,
+                   "result": result, "detail": detail})
+        return AuditEntry(at=now, who=who, action=action, result=result, detail=detail)
+
+    def audit_log(self, limit: int = 200) -> list[AuditEntry]:
+        return [AuditEntry(at=r["at"], who=r["who"], action=r["action"], result=r["result"], detail=r["detail"])
+                for r in self._query("AUDIT", forward=False, limit=limit)]
+
+    # Caption cache and async invocations ------------------------------------------------------
+    def cached_caption(self, content_key: str, model_id: str) -> CaptionResult | None:
+        row = self._get(f"CAPTION#{content_key}", f"MODEL#{model_id}")
+        if row is None:
+            return None
+        return CaptionResult(caption=row["caption"], answers=json.loads(row["answers"]), model_id=model_id, cached=True)
+
+    def remember_invocation(self, invocation: AsyncInvocation) -> None:
+        self._put({"PK": f"ASYNC#{invocation.content_key}", "SK": f"MODEL#{invocation.model_id}", **invocation.__dict__})
+
+    def pending_invocation(self, content_key: str, model_id: str) -> AsyncInvocation | None:
+        row = self._get(f"ASYNC#{content_key}", f"MODEL#{model_id}")
+        if row is None:
+            return None
+        return AsyncInvocation(**{k: row[k] for k in AsyncInvocation.__dataclass_fields__})
+
+    def forget_invocation(self, content_key: str, model_id: str) -> None:
+        self.client.delete_item(TableName=self.table, Key=_key(f"ASYNC#{content_key}", f"MODEL#{model_id}"))
+
+    # Batch transform jobs ----------------------------------------------------------------------
+    def save_transform_job(self, job: TransformJobRecord) -> None:
+        existing = self._get(f"BATCH#{job.batch_id}", f"TRANSFORM#{job.job_name}")
+        now = utc_now()
+        created = (existing or {}).get("created_at") or job.created_at or now
+        row = {**job.__dict__, "created_at": created, "updated_at": now,
+               "PK": f"BATCH#{job.batch_id}", "SK": f"TRANSFORM#{job.job_name}"}
+        if job.active:  # sparse index: only active jobs are listed for resume
+            row |= {"GSI1PK": "ACTIVEJOBS", "GSI1SK": f"{created}#{job.job_name}"}
+        self._put(row)
+
+    def transform_jobs(self, batch_id: int) -> list[TransformJobRecord]:
+        rows = list(self._query(f"BATCH#{batch_id}", prefix="TRANSFORM#"))
+        return [_job(r) for r in sorted(rows, key=lambda r: r["created_at"], reverse=True)]
+
+    def active_transform_jobs(self) -> list[TransformJobRecord]:
+        keys = [(k["PK"], k["SK"]) for k in self._query_index("ACTIVEJOBS")]
+        jobs = [_job(r) for r in self._batch_get(keys)]
+        return sorted((j for j in jobs if j.active), key=lambda j: j.created_at)
+
+
+_RESULT_COLUMNS = ("content_key", "image_path", "caption", "title", "summary", "word_count", "checks",
+                   "caption_model", "summary_model", "processed_at", "updated_at", "error", "sku", "ref")
+
+
+def _item(row: dict[str, Any]) -> ItemRecord:
+    """Items keep SQLite's column names and JSON text, so one mapper serves both stores."""
+    return _sqlite_item({**dict.fromkeys(_RESULT_COLUMNS), **row})
+
+
+def _months(since: str, now: str) -> list[str]:
+    year, month = int(since[:4]), int(since[5:7])
+    end = (int(now[:4]), int(now[5:7]))
+    months = []
+    while (year, month) <= end:
+        months.append(f"{year:04d}-{month:02d}")
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return months
+
+
+def _batch(row: dict[str, Any]) -> BatchRecord:
+    return BatchRecord(id=row["id"], name=row["name"], created_at=row["created_at"], created_by=row["created_by"],
+                       notices=json.loads(row["notices"]), total=row["total"], done=row["done"], failed=row["failed"])
+
+
+def _usage(row: dict[str, Any]) -> Usage:
+    return Usage(kind=row["kind"], model=row["model"], input_tokens=row["input_tokens"], output_tokens=row["output_tokens"],
+                 invocations=row["invocations"], latency_ms=float(row["latency_ms"]))
+
+
+def _job(row: dict[str, Any]) -> TransformJobRecord:
+    return TransformJobRecord(**{k: row[k] for k in TransformJobRecord.__dataclass_fields__})
+

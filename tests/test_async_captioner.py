@@ -1,0 +1,214 @@
+"""CAPTIONER=sagemaker-async against moto + the emulated async endpoint running the real handler."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import boto3
+import pytest
+from botocore.config import Config
+from moto import mock_aws
+
+from pipeline.captioners.sagemaker_async import SageMakerAsyncCaptioner, SqsNotifications
+from pipeline.normalize import normalize_image
+from pipeline.runner import run_batch
+from pipeline.service import build_stages, create_batch
+from pipeline.store.dynamo_store import DynamoStore
+from pipeline.worker import BatchWorker
+from support import moto_sagemaker
+from support.faults import FailFirst
+from support.images import jpeg_bytes
+from support.sagemaker_emulator import AsyncEndpointEmulator, handler_responder
+
+NAME = moto_sagemaker.ENDPOINT_NAME
+ASYNC_S3 = "s3://results/async"
+FAST = Config(region_name="us-east-1", retries={"max_attempts": 4, "mode": "standard"})
+
+
+@pytest.fixture(scope="module")
+def responder(tiny_model):
+    return handler_responder(tiny_model)
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    moto_sagemaker.install(monkeypatch)
+    with mock_aws():
+        from support.scripts import load_script
+
+        clients = load_script("deploy").make_clients("us-east-1")
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="results")
+        moto_sagemaker.deploy_test_endpoint(clients, mode="async")
+        yield clients
+
+
+def make_captioner(store, **overrides) -> SageMakerAsyncCaptioner:
+    values = dict(
+        runtime=boto3.client("sagemaker-runtime", config=FAST), s3=boto3.client("s3", config=FAST),
+        control=boto3.client("sagemaker", config=FAST), journal=store, endpoint_name=NAME, s3_uri=ASYNC_S3,
+        timeout_s=20, poll_min_s=0.05, poll_max_s=0.2, warmup_s=30, max_in_flight=4, max_new_tokens=8,
+    )
+    values.update(overrides)
+    return SageMakerAsyncCaptioner(**values)
+
+
+def photos(folder, count, *, same=False):
+    paths = []
+    for i in range(count):
+        path = folder / f"p{i}.jpg"
+        path.write_bytes(jpeg_bytes(size=(320, 240), seed=0 if same else i))
+        paths.append(path)
+    return paths
+
+
+def new_batch(make_settings, tmp_path, count, store=None, captioner=None, *, same=False, **settings):
+    settings = make_settings(**settings)
+    stages = build_stages(settings, store=store, captioner=captioner)
+    if captioner is None:
+        stages.captioner = make_captioner(stages.store)
+    batch = create_batch(stages.store, settings, photos(tmp_path, count, same=same), name="async", created_by="ann")
+    return stages, batch
+
+
+def failing(respond, numbers: set[int], status=400, message="The image could not be decoded."):
+    """Wraps the real handler: the listed requests (0-based, in arrival order) fail like a refused image."""
+    seen = {"n": 0}
+    lock = threading.Lock()
+
+    def respond_or_fail(body):
+        with lock:
+            number = seen["n"]
+            seen["n"] += 1
+        if number in numbers:
+            return status, json.dumps({"error": message}).encode()
+        return respond(body)
+
+    return respond_or_fail
+
+
+def test_async_batch_lands_in_the_store_like_any_other(aws, monkeypatch, responder, make_settings, tmp_path):
+    emulator = AsyncEndpointEmulator(responder, s3_uri=ASYNC_S3).install(monkeypatch)
+    stages, batch = new_batch(make_settings, tmp_path, 3)
+    progress = run_batch(stages, batch.id, concurrency=2)
+    assert (progress.ok, progress.failed) == (3, 0)
+    items = stages.store.list_items(batch.id)
+    assert all(i.status == "ok" and i.caption and len(i.attributes) == 5 and i.caption_model == f"sagemaker:{NAME}" for i in items)
+    assert emulator.invocations == 3
+    assert [u.kind for u in stages.store.usage(batch.id)] == ["endpoint"] * 3
+    requests = boto3.client("s3", region_name="us-east-1").list_objects_v2(Bucket="results", Prefix="async/input/")["Contents"]
+    assert len(requests) == 3 and all(r["Key"].endswith(".json") for r in requests)
+    assert all(stages.store.pending_invocation(i.content_key, f"sagemaker:{NAME}") is None for i in items)
+
+
+def test_identical_photos_are_invoked_once(aws, monkeypatch, responder, make_settings, tmp_path):
+    emulator = AsyncEndpointEmulator(responder, s3_uri=ASYNC_S3).install(monkeypatch)
+    stages, batch = new_batch(make_settings, tmp_path, 4, same=True)
+    assert run_batch(stages, batch.id, concurrency=4).ok == 4
+    assert emulator.invocations == 1 and len(stages.store.usage(batch.id)) == 1
+
+
+def test_failure_file_becomes_that_items_error(aws, monkeypatch, responder, make_settings, tmp_path):
+    AsyncEndpointEmulator(failing(responder, {1}), s3_uri=ASYNC_S3, capacity=1).install(monkeypatch)
+    stages, batch = new_batch(make_settings, tmp_path, 3)
+    stages.captioner.max_in_flight = 1  # one at a time: request number 1 is the second photo
+    progress = run_batch(stages, batch.id, concurrency=1)
+    assert (progress.ok, progress.failed) == (2, 1)
+    failed = [i for i in stages.store.list_items(batch.id) if i.status == "error"]
+    assert failed[0].error == "The captioning model refused this photo: The image could not be decoded."
+
+
+def test_lost_output_times_out_and_retry_redoes_only_that_photo(aws, monkeypatch, responder, make_settings, tmp_path):
+    emulator = AsyncEndpointEmulator(responder, s3_uri=ASYNC_S3, capacity=1, lose={0}).install(monkeypatch)
+    stages, batch = new_batch(make_settings, tmp_path, 3)
+    stages.captioner.timeout_s = 1.5
+    first = run_batch(stages, batch.id, concurrency=1)
+    assert (first.ok, first.failed) == (2, 1)
+    lost = next(i for i in stages.store.list_items(batch.id) if i.status == "error")
+    assert "No caption came back from the endpoint within" in lost.error and "Retry" in lost.error
+    assert emulator.invocations == 3
+    again = run_batch(stages, batch.id, concurrency=1, retry_failed=True)
+    assert (again.total, again.ok) == (1, 1)
+    assert emulator.invocations == 4  # only the lost photo was sent again
+    assert len(stages.store.usage(batch.id)) == 3  # billed once per photo that produced a caption
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite", "dynamodb"])
+def test_restart_collects_paid_requests_instead_of_invoking_again(store_kind, aws, monkeypatch, responder, make_settings, tmp_path):
+    emulator = AsyncEndpointEmulator(responder, s3_uri=ASYNC_S3, instances=0).install(monkeypatch)
+    store = None
+    if store_kind == "dynamodb":
+        store = DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "tagging")
+        store.create_table()
+    stages, batch = new_batch(make_settings, tmp_path, 2, store=store)
+    # The first process sent both photos and was killed before any result came back.
+    for item in stages.store.items_to_process(batch.id):
+        image = normalize_image((tmp_path / item.source).read_bytes(), max_side=768, max_pixels=50_000_000, quality=85)
+        stages.captioner._invoke(image, stages.schema.attributes)
+    assert emulator.invocations == 2
+    emulator.scale_out()
+    restarted = make_captioner(stages.store)  # a new process: fresh captioner, same store
+    stages.captioner = restarted
+    assert run_batch(stages, batch.id, concurrency=2).ok == 2
+    assert emulator.invocations == 2  # nothing paid twice
+    assert len(stages.store.usage(batch.id)) == 2
+
+
+def test_endpoint_at_zero_instances_says_warming_up_then_finishes(aws, monkeypatch, responder, make_settings, tmp_path):
+    emulator = AsyncEndpointEmulator(responder, s3_uri=ASYNC_S3, instances=0).install(monkeypatch)
+    boto3.client("sagemaker", region_name="us-east-1").update_endpoint_weights_and_capacities(
+        EndpointName=NAME, DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": 0}])
+    stages, batch = new_batch(make_settings, tmp_path, 2)
+    readiness = stages.captioner.readiness()
+    assert not readiness.ready and readiness.expected_wait_s == 30
+    assert "warming up" in readiness.message and "finish on their own" in readiness.message
+    worker = BatchWorker(stages, concurrency=2)
+    worker.submit(batch.id)
+    deadline = threading.Event()
+    for _ in range(100):
+        view = worker.view(batch.id)
+        if view.state == "running" and view.notice:
+            break
+        deadline.wait(0.05)
+    assert "warming up" in view.notice and view.problem is None
+    emulator.scale_out()
+    assert worker.wait_idle(60)
+    finished = worker.view(batch.id)
+    assert finished.state == "finished" and finished.batch.failed == 0 and finished.notice is None
+
+
+def test_missing_endpoint_fails_each_photo_with_a_clear_message(aws, monkeypatch, responder, make_settings, tmp_path):
+    AsyncEndpointEmulator(responder, s3_uri=ASYNC_S3).install(monkeypatch)
+    stages, batch = new_batch(make_settings, tmp_path, 2)
+    stages.captioner.endpoint_name = "not-there"
+    assert not stages.captioner.readiness().ready
+    progress = run_batch(stages, batch.id, concurrency=2)
+    assert progress.failed == 2
+    assert all("not deployed" in i.error for i in stages.store.list_items(batch.id))
+
+
+def test_throttling_and_5xx_from_sagemaker_and_s3_are_retried(aws, monkeypatch, responder, make_settings, tmp_path):
+    refusals = [(400, "ThrottlingException"), (400, "ThrottlingException"), (500, "InternalFailure")]
+    emulator = AsyncEndpointEmulator(responder, s3_uri=ASYNC_S3, refuse=refusals).install(monkeypatch)
+    stages, batch = new_batch(make_settings, tmp_path, 3)
+    captioner = stages.captioner
+    faults = [FailFirst(captioner.s3, "PutObject", 2, status=503, code="SlowDown"),
+              FailFirst(captioner.s3, "GetObject", 2, status=500, code="InternalError")]
+    assert run_batch(stages, batch.id, concurrency=3).ok == 3
+    assert emulator.refused == 3 and [f.injected for f in faults] == [2, 2]
+    assert emulator.invocations == 3 and len(stages.store.usage(batch.id)) == 3
+
+
+def test_sns_to_sqs_notifications_wake_the_waiting_photo(aws, monkeypatch, responder, make_settings, tmp_path):
+    sns, sqs = boto3.client("sns", region_name="us-east-1"), boto3.client("sqs", region_name="us-east-1")
+    topic = sns.create_topic(Name="async-results")["TopicArn"]
+    queue = sqs.create_queue(QueueName="async-results")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+    AsyncEndpointEmulator(responder, s3_uri=ASYNC_S3, sns_topic=topic).install(monkeypatch)
+    stages, batch = new_batch(make_settings, tmp_path, 3)
+    notifications = SqsNotifications(boto3.client("sqs", config=FAST), queue)
+    # Long S3 backoff: without the notifications each photo would wait its full first pause.
+    stages.captioner = make_captioner(stages.store, notifications=notifications, poll_min_s=30, poll_max_s=30)
+    assert run_batch(stages, batch.id, concurrency=3).ok == 3
+    assert notifications.received == 3

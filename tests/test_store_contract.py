@@ -1,0 +1,184 @@
+"""One contract, two stores: SqliteStore (file) and DynamoStore (moto) answer the same assertions."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from pipeline.errors import BadInputError
+from pipeline.models import (
+    AsyncInvocation,
+    AttributeValue,
+    CaptionResult,
+    IngestReport,
+    ItemResult,
+    PhotoChecks,
+    SourceItem,
+    SourceRef,
+    SummaryResult,
+    TransformJobRecord,
+    Usage,
+)
+from pipeline.store.dynamo_store import DynamoStore
+from pipeline.store.sqlite_store import SqliteStore
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        yield SqliteStore(tmp_path / "store.sqlite3")
+        return
+    with mock_aws():
+        dynamo = DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "tagging-test")
+        dynamo.create_table()
+        yield dynamo
+
+
+def report(count: int, *, bad: int = 0) -> IngestReport:
+    items = [SourceItem(source=f"p{i}.jpg", ref=SourceRef("file", f"/photos/p{i}.jpg"), sku=f"SKU-{i}", hints={"brand": "Acme"})
+             for i in range(count)]
+    items += [SourceItem(source=f"bad{i}.txt", ref=None, error="Not an image file.") for i in range(bad)]
+    return IngestReport(items=items, notices=["1 file skipped"])
+
+
+def checks() -> PhotoChecks:
+    return PhotoChecks(width=400, height=300, too_small=False, blur_score=120.5, blurry=False, brightness=130.0,
+                       too_dark=False, too_bright=False, plain_background=True, white_background=True, dominant_colors=["red"])
+
+
+def result(key: str, *, cached: bool = False) -> ItemResult:
+    return ItemResult(
+        content_key=key, image_path=f"/images/{key}.jpg",
+        caption=CaptionResult(caption="a red shoe", answers={"color": "red"}, model_id="blip", cached=cached),
+        attributes=[AttributeValue(name="color", raw="red", value="red", in_vocab=True)],
+        summary=SummaryResult(summary="A red shoe.", title="Red shoe", tags=["shoe", "red"], attributes={"color": "red"},
+                              model="offline", offline=True),
+        checks=checks(), word_count=3,
+    )
+
+
+def test_batches_and_items_round_trip(store):
+    first = store.create_batch("first", "ann", report(3, bad=1))
+    second = store.create_batch("second", "bob", report(2))
+    assert (first.name, first.created_by, first.notices) == ("first", "ann", ["1 file skipped"])
+    assert (first.total, first.done, first.failed) == (4, 1, 1)  # the unreadable row is done-and-failed from the start
+    assert [b.id for b in store.list_batches()] == [second.id, first.id]  # newest first
+    items = store.list_items(first.id)
+    assert [i.seq for i in items] == [0, 1, 2, 3]
+    assert items[0].ref == SourceRef("file", "/photos/p0.jpg") and items[0].sku == "SKU-0" and items[0].hints == {"brand": "Acme"}
+    assert items[3].status == "error" and items[3].error == "Not an image file." and items[3].ref is None
+    assert store.get_item(items[1].id) == items[1]
+    assert store.get_item(store.list_items(second.id)[1].id).batch_id == second.id
+    assert store.get_item(10_000) is None and store.get_batch(10_000) is None
+
+
+def test_results_errors_and_counters(store):
+    batch = store.create_batch("b", "ann", report(3))
+    a, b, c = store.list_items(batch.id)
+    store.save_result(a.id, result("k1"), [Usage(kind="endpoint", model="blip", latency_ms=12.5)])
+    store.save_error(b.id, "The photo is blurry beyond use.", [Usage(kind="endpoint", model="blip")])
+    saved = store.get_item(a.id)
+    assert (saved.status, saved.caption, saved.summary, saved.tags, saved.word_count) == ("ok", "a red shoe", "A red shoe.", ["shoe", "red"], 3)
+    assert saved.attributes[0].value == "red" and saved.checks == checks() and saved.summary_offline
+    assert store.get_item(b.id).error == "The photo is blurry beyond use."
+    assert (store.get_batch(batch.id).done, store.get_batch(batch.id).failed) == (2, 1)
+    assert [i.id for i in store.items_to_process(batch.id)] == [c.id]
+    assert [i.id for i in store.items_to_process(batch.id, retry_failed=True)] == [b.id, c.id]
+    # A retried item that now succeeds moves from failed to ok without counting twice.
+    store.save_result(b.id, result("k2"), [])
+    store.save_result(b.id, result("k2"), [])
+    assert (store.get_batch(batch.id).done, store.get_batch(batch.id).failed) == (2, 0)
+    assert store.cached_caption("k1", "blip").caption == "a red shoe"
+    assert store.cached_caption("k1", "other-model") is None
+
+
+def test_edits_keep_history_and_refuse_bad_values(store):
+    batch = store.create_batch("b", "ann", report(1))
+    item = store.list_items(batch.id)[0]
+    store.save_result(item.id, result("k1"), [])
+    assert store.edit_item(item.id, "summary", "A bright red running shoe.", "ann").old == "A red shoe."
+    assert store.edit_item(item.id, "summary", "A bright red running shoe.", "bob") is None  # no change, no history
+    store.edit_item(item.id, "tags", "shoe, running ,", "bob")
+    store.edit_item(item.id, "attribute:color", "crimson", "bob")
+    with pytest.raises(BadInputError):
+        store.edit_item(item.id, "summary", "word " * 51, "ann")
+    with pytest.raises(ValueError):
+        store.edit_item(item.id, "status", "ok", "ann")
+    now = store.get_item(item.id)
+    assert (now.summary, now.word_count, now.tags, now.attribute("color").value) == ("A bright red running shoe.", 5, ["shoe", "running"], "crimson")
+    history = store.edits(item.id)
+    assert [(e.field, e.who) for e in history] == [("summary", "ann"), ("tags", "bob"), ("attribute:color", "bob")]
+    assert history[1].old == "shoe, red" and history[1].new == "shoe, running"
+
+
+def test_usage_ledger(store):
+    batch = store.create_batch("b", "ann", report(2))
+    a, b = store.list_items(batch.id)
+    assert store.last_usage_at("endpoint") is None
+    store.save_result(a.id, result("k1"), [Usage(kind="endpoint", model="blip", latency_ms=40.25),
+                                           Usage(kind="llm", model="gpt-4o", input_tokens=700, output_tokens=150)])
+    store.record_usage(b.id, [Usage(kind="llm", model="gpt-4o", input_tokens=10, output_tokens=5)])
+    used = store.usage(batch.id)
+    assert sorted((u.kind, u.input_tokens, u.latency_ms) for u in used) == [("endpoint", 0, 40.25), ("llm", 10, 0.0), ("llm", 700, 0.0)]
+    assert len(store.usage()) == 3
+    rows = store.usage_rows(since="2000-01-01T00:00:00+00:00")
+    assert len(rows) == 3 and all(at[:4] >= "2026" for at, _ in rows)
+    assert store.usage_rows(since="2999-01-01T00:00:00+00:00") == []
+    assert store.last_usage_at("endpoint") is not None and store.last_usage_at("local") is None
+
+
+def test_audit_log_newest_first(store):
+    store.add_audit("ann", "start", "ok", "ml.g4dn.xlarge")
+    store.add_audit("bob", "stop", "refused", "not an admin")
+    log = store.audit_log()
+    assert [(e.who, e.action, e.result) for e in log] == [("bob", "stop", "refused"), ("ann", "start", "ok")]
+    assert len(store.audit_log(limit=1)) == 1
+
+
+def test_resume_lists_unfinished_batches(store):
+    done = store.create_batch("done", "ann", report(1))
+    open_ = store.create_batch("open", "ann", report(2))
+    store.save_result(store.list_items(done.id)[0].id, result("k"), [])
+    store.save_result(store.list_items(open_.id)[0].id, result("k"), [])
+    assert store.unfinished_batch_ids() == [open_.id]
+    assert [i.seq for i in store.items_to_process(open_.id)] == [1]
+
+
+def test_async_invocation_journal(store):
+    invocation = AsyncInvocation(content_key="k1", model_id="sagemaker-async:ep", inference_id="i-1",
+                                 output_location="s3://b/out/1.out", failure_location="s3://b/fail/1-error.out",
+                                 invoked_at="2026-11-21T10:00:00+00:00")
+    assert store.pending_invocation("k1", "sagemaker-async:ep") is None
+    store.remember_invocation(invocation)
+    assert store.pending_invocation("k1", "sagemaker-async:ep") == invocation
+    assert store.pending_invocation("k1", "other") is None
+    store.forget_invocation("k1", "sagemaker-async:ep")
+    assert store.pending_invocation("k1", "sagemaker-async:ep") is None
+
+
+def test_transform_job_records(store):
+    batch = store.create_batch("b", "ann", report(2))
+    job = TransformJobRecord(batch_id=batch.id, job_name="tag-b1-a", status="InProgress", s3_prefix="s3://b/transform/tag-b1-a/", total=2)
+    store.save_transform_job(job)
+    store.save_transform_job(replace(job, done=1))
+    assert [(j.job_name, j.done, j.status) for j in store.transform_jobs(batch.id)] == [("tag-b1-a", 1, "InProgress")]
+    assert [j.job_name for j in store.active_transform_jobs()] == ["tag-b1-a"]
+    store.save_transform_job(replace(job, status="Ingested", done=2))
+    assert store.active_transform_jobs() == []
+    assert store.transform_jobs(batch.id)[0].status == "Ingested" and store.transform_jobs(batch.id)[0].created_at
+
+
+def test_dynamo_item_size_limit_fails_only_that_row():
+    with mock_aws():
+        store = DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "t", item_max_bytes=5_000)
+        store.create_table()
+        rows = report(2)
+        rows.items[1].hints = {"notes": "x" * 10_000}
+        batch = store.create_batch("b", "ann", rows)
+        first, second = store.list_items(batch.id)
+        assert first.status == "pending"
+        assert second.status == "error" and "too large to store" in second.error and second.hints == {}
+        assert (store.get_batch(batch.id).total, store.get_batch(batch.id).failed) == (2, 1)
