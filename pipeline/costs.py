@@ -159,6 +159,26 @@ def estimate_monthly_cost(a: Assumptions, prices: PriceTable) -> Estimate:
     return Estimate(assumptions=asdict(a), scenarios=scenarios)
 
 
+@dataclass(frozen=True)
+class JobEstimate:
+    """What a batch transform job for `photos` is expected to cost and take, before it starts."""
+
+    photos: int
+    instance_type: str
+    instance_count: int
+    minutes: float
+    usd: float
+
+
+def estimate_transform_job(photos: int, instance_type: str, instance_count: int, prices: PriceTable, a: Assumptions) -> JobEstimate:
+    """Each instance is billed for the job's start-up overhead plus its share of the photos."""
+    count = max(1, instance_count)
+    work_minutes = photos * a.gpu_seconds_per_image / 60 / count
+    minutes = a.batch_job_overhead_minutes + work_minutes
+    usd = count * minutes / 60 * prices.usd(f"sagemaker_batch_hour:{instance_type}")
+    return JobEstimate(photos, instance_type, count, round(minutes, 1), round(usd, 2))
+
+
 # --- month-to-date ledger from what was recorded ----------------------------------------------------
 
 
@@ -238,7 +258,9 @@ def month_to_date(store, prices: PriceTable, a: Assumptions, *, running_now: boo
     images = tokens = 0
     for at, usage in store.usage_rows(since=month_start.isoformat(timespec="seconds")):
         day = at[:10]
-        if usage.kind == "llm":
+        if usage.kind == "transform_job":  # billed instance time, carried in latency_ms
+            add(day, "sagemaker_batch", usage.latency_ms / 3_600_000 * prices.usd(f"sagemaker_batch_hour:{a.instance_type}"))
+        elif usage.kind == "llm":
             tokens += usage.input_tokens + usage.output_tokens
             model = usage.model if f"openai_input_per_million:{usage.model}" in prices.prices else a.summary_model
             add(day, "openai", (usage.input_tokens * prices.usd(f"openai_input_per_million:{model}")

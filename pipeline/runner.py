@@ -7,6 +7,7 @@ nothing already done, and re-running a batch only processes items that are not d
 from __future__ import annotations
 
 import threading
+from contextlib import nullcontext
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -16,7 +17,7 @@ from pipeline.attributes import AttributeSchema, map_answers
 from pipeline.captioners import Captioner
 from pipeline.errors import describe_error
 from pipeline.fetch import FetchLimits, read_source
-from pipeline.models import CaptionResult, ItemRecord, ItemResult, NormalizedImage, SummaryRequest, Usage
+from pipeline.models import CaptionResult, ItemRecord, ItemResult, NormalizedImage, PhotoChecks, SummaryRequest, Usage
 from pipeline.normalize import normalize_image
 from pipeline.store import ImageStore, Store
 from pipeline.summarizers import Summarizer
@@ -103,27 +104,40 @@ def caption_once(stages: Stages, image: NormalizedImage, usage: list[Usage], run
         return caption
 
 
-def process_item(stages: Stages, item: ItemRecord, usage: list[Usage], run: RunContext | None = None) -> ItemResult:
-    """One item through every stage. Billable calls are appended to `usage` as they happen, so a
-    failure after a paid call still records it. Raises on failure; the caller records the error."""
+def prepare_image(stages: Stages, item: ItemRecord) -> tuple[NormalizedImage, str]:
+    """Read, normalize and store one item's photo: (normalized image, stored location)."""
     assert item.ref is not None
-    run = run or RunContext.create()
     if item.ref.kind in ("file", "zip"):
         stages.images.ensure_upload(Path(item.ref.location))  # resumed on another task: fetch the upload
     data = read_source(item.ref, stages.fetch_limits, stages.s3_client_factory)
     image = normalize_image(data, max_side=stages.normalize.max_side, max_pixels=stages.normalize.max_pixels, quality=stages.normalize.quality)
-    del data
-    image_path = stages.images.save(image.content_key, image.jpeg)
-    caption = caption_once(stages, image, usage, run)
+    return image, stages.images.save(image.content_key, image.jpeg)
+
+
+def complete_item(
+    stages: Stages, item: ItemRecord, *, content_key: str, image_path: str, checks: PhotoChecks,
+    caption: CaptionResult, usage: list[Usage], summary_slots: threading.Semaphore | None = None,
+) -> ItemResult:
+    """From a caption to the item's result: attributes, then the summary (a billable call)."""
     attributes = map_answers(stages.schema, caption.answers)
-    request = SummaryRequest(caption=caption.caption, attributes=attributes, checks=image.checks, hints=item.hints, sku=item.sku)
-    with run.summary_slots:
+    request = SummaryRequest(caption=caption.caption, attributes=attributes, checks=checks, hints=item.hints, sku=item.sku)
+    with summary_slots or nullcontext():
         summary = stages.summarizer.summarize(request)
     usage.extend(summary.usage)
     return ItemResult(
-        content_key=image.content_key, image_path=image_path, caption=caption, attributes=attributes,
-        summary=summary, checks=image.checks, word_count=count_words(summary.summary),
+        content_key=content_key, image_path=image_path, caption=caption, attributes=attributes,
+        summary=summary, checks=checks, word_count=count_words(summary.summary),
     )
+
+
+def process_item(stages: Stages, item: ItemRecord, usage: list[Usage], run: RunContext | None = None) -> ItemResult:
+    """One item through every stage. Billable calls are appended to `usage` as they happen, so a
+    failure after a paid call still records it. Raises on failure; the caller records the error."""
+    run = run or RunContext.create()
+    image, image_path = prepare_image(stages, item)
+    caption = caption_once(stages, image, usage, run)
+    return complete_item(stages, item, content_key=image.content_key, image_path=image_path, checks=image.checks,
+                         caption=caption, usage=usage, summary_slots=run.summary_slots)
 
 
 def run_batch(

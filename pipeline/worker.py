@@ -13,11 +13,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pipeline.captioners import captioner_readiness
-from pipeline.errors import describe_error
-from pipeline.models import BatchRecord
+from pipeline.errors import ConfigError, describe_error
+from pipeline.models import BatchRecord, TransformJobRecord
 from pipeline.runner import BatchProgress, Stages, run_batch
+
+if TYPE_CHECKING:
+    from pipeline.batch_transform import BatchTransformRunner
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,7 @@ class BatchView:
     eta_s: float | None
     problem: str | None  # why processing stopped, in words a merchandiser understands
     notice: str | None = None  # while running: e.g. the endpoint is warming up, and how long that takes
+    job: TransformJobRecord | None = None  # the batch's latest batch transform job, if it used one
 
     @property
     def fraction(self) -> float:
@@ -43,9 +48,11 @@ class _Run:
 
 
 class BatchWorker:
-    def __init__(self, stages: Stages, *, concurrency: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, stages: Stages, *, concurrency: int, clock: Callable[[], float] = time.monotonic,
+                 transform: "BatchTransformRunner | None" = None) -> None:
         self.stages, self.concurrency, self.clock = stages, concurrency, clock
-        self._queue: queue.Queue[int] = queue.Queue()
+        self.transform = transform  # None: this deployment has no batch transform (local captioner)
+        self._queue: queue.Queue[tuple[int, bool, bool]] = queue.Queue()
         self._lock = threading.Lock()
         self._queued: set[int] = set()
         self._running: int | None = None
@@ -56,14 +63,17 @@ class BatchWorker:
         self._thread.start()
 
     # --- commands ----------------------------------------------------------------------------
-    def submit(self, batch_id: int) -> None:
-        """Queue a batch (again). Already queued or running: nothing happens."""
+    def submit(self, batch_id: int, *, as_job: bool = False, retry_failed: bool = False) -> None:
+        """Queue a batch (again); `as_job` runs it as a batch transform job. Already queued or
+        running: nothing happens. A batch with an unfinished job always follows that job."""
+        if as_job and self.transform is None:
+            raise ConfigError("Batch jobs are not available: set CAPTIONER=sagemaker or sagemaker-async and SAGEMAKER_TRANSFORM_S3.")
         with self._lock:
             if batch_id in self._queued or batch_id == self._running:
                 return
             self._queued.add(batch_id)
             self._problems.pop(batch_id, None)
-        self._queue.put(batch_id)
+        self._queue.put((batch_id, as_job, retry_failed))
 
     def resume_unfinished(self) -> list[int]:
         batch_ids = self.stages.store.unfinished_batch_ids()
@@ -102,7 +112,9 @@ class BatchWorker:
         else:
             state = "stopped"
         eta = self._eta(batch, run) if running else None
-        return BatchView(batch=batch, state=state, eta_s=eta, problem=problem, notice=self._notice() if running else None)
+        jobs = self.stages.store.transform_jobs(batch_id) if self.transform is not None else []
+        return BatchView(batch=batch, state=state, eta_s=eta, problem=problem, notice=self._notice() if running else None,
+                         job=jobs[0] if jobs else None)
 
     def _notice(self) -> str | None:
         readiness = captioner_readiness(self.stages.captioner)
@@ -120,19 +132,25 @@ class BatchWorker:
     # --- the thread --------------------------------------------------------------------------
     def _loop(self) -> None:
         while True:
-            batch_id = self._queue.get()
+            batch_id, as_job, retry_failed = self._queue.get()
             batch = self.stages.store.get_batch(batch_id)
             with self._lock:
                 self._queued.discard(batch_id)
                 self._running = batch_id
                 self._cancel.clear()
                 self._runs[batch_id] = _Run(started=self.clock(), done_at_start=batch.done if batch else 0)
+            as_job = self.transform is not None and (as_job or self.transform.active_job(batch_id) is not None)
             try:
-                self.stages.captioner.warm_up()  # a model that cannot load stops the batch, not every row
-                run_batch(self.stages, batch_id, concurrency=self.concurrency, cancel=self._cancel)
+                if as_job:
+                    self.transform.run(batch_id, retry_failed=retry_failed, cancel=self._cancel)
+                else:
+                    self.stages.captioner.warm_up()  # a model that cannot load stops the batch, not every row
+                    run_batch(self.stages, batch_id, concurrency=self.concurrency, cancel=self._cancel, retry_failed=retry_failed)
                 if self._cancel.is_set():
                     with self._lock:
-                        self._problems[batch_id] = "Stopped by a user. Press Resume to finish the remaining photos."
+                        self._problems[batch_id] = (
+                            "Stopped following the batch job; it keeps running in AWS. Press Resume to follow it again."
+                            if as_job else "Stopped by a user. Press Resume to finish the remaining photos.")
             except Exception as exc:  # keep the worker alive for the next batch
                 with self._lock:
                     self._problems[batch_id] = f"Processing stopped: {describe_error(exc)} Finished photos are saved; press Resume to continue."

@@ -20,6 +20,7 @@ from typing import Callable
 from urllib.parse import urlparse
 
 from moto.core.exceptions import JsonRESTError
+from moto.core.utils import utcnow
 from moto.s3.models import s3_backends
 from moto.sagemaker.models import SageMakerModelBackend, sagemaker_backends
 from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
@@ -180,6 +181,13 @@ class TransformEmulator:
     def _run(self, job) -> None:
         if self.hold is not None:
             self.hold.wait(60)
+        job.transform_start_time = utcnow()
+        try:
+            self._transform(job)
+        finally:
+            job.transform_end_time = utcnow()
+
+    def _transform(self, job) -> None:
         source = job.transform_input["DataSource"]["S3DataSource"]["S3Uri"]
         bucket, prefix = _split(source)
         out_bucket, out_prefix = _split(job.transform_output["S3OutputPath"])

@@ -1,0 +1,234 @@
+"""Large batches through a SageMaker batch transform job on the same model as the endpoint.
+
+    prepare   read + normalize every photo here (thumbnails, content keys, photo checks), finish
+              photos whose caption is cached, write one request JSON per distinct photo to
+              <SAGEMAKER_TRANSFORM_S3>/<job>/input/<content key>.json and a manifest.json
+              (item -> content key, stored photo, checks) beside them
+    start     CreateTransformJob: one record per file, outputs <job>/output/<content key>.json.out
+    follow    DescribeTransformJob every TRANSFORM_POLL_S, counting outputs for the progress bar
+    ingest    each item's output -> summary -> store; an item without output fails with the job's
+              reason, so "Retry failed" redoes only those
+
+The job record (store) and the manifest (S3) are all a restarted dashboard needs to pick a running
+job back up. Ingest skips items already saved, so running it twice bills nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from pipeline.captioners.contract import build_request, parse_response
+from pipeline.captioners.sagemaker_async import split_s3_uri
+from pipeline.errors import ConfigError, ServiceError, describe_error
+from pipeline.models import CaptionResult, ItemRecord, PhotoChecks, TransformJobRecord, Usage
+from pipeline.runner import Stages, complete_item, prepare_image
+
+TERMINAL = ("Completed", "Failed", "Stopped")
+
+
+@dataclass(frozen=True)
+class TransformOptions:
+    s3_uri: str  # s3://bucket/prefix for all jobs
+    instance_type: str = "ml.g4dn.xlarge"
+    instance_count: int = 1
+    poll_s: float = 30.0
+    max_new_tokens: int = 30
+    concurrency: int = 4  # photos prepared / summaries written at once
+
+
+class BatchTransformRunner:
+    def __init__(self, stages: Stages, *, sagemaker: Any, s3: Any, options: TransformOptions,
+                 model_name: Callable[[], str], sleep: Callable[[float], None] = time.sleep) -> None:
+        self.stages, self.sagemaker, self.s3, self.options = stages, sagemaker, s3, options
+        self.bucket, self.prefix = split_s3_uri(options.s3_uri)
+        self.model_name, self.sleep = model_name, sleep
+
+    @classmethod
+    def from_settings(cls, settings, stages: Stages) -> "BatchTransformRunner":
+        import boto3
+        from botocore.config import Config
+
+        from pipeline.endpoint import EndpointController
+
+        if not settings.sagemaker_transform_s3:
+            raise ConfigError("Batch jobs need SAGEMAKER_TRANSFORM_S3 (s3://bucket/prefix for their inputs and outputs).")
+        config = Config(region_name=settings.aws_region, retries={"max_attempts": 6, "mode": "adaptive"})
+        sagemaker = boto3.client("sagemaker", config=config)
+
+        def model_name() -> str:
+            if settings.sagemaker_model_name:
+                return settings.sagemaker_model_name
+            controller = EndpointController(endpoint_name=settings.sagemaker_endpoint, mode=settings.sagemaker_mode,
+                                            clients={"sagemaker": sagemaker}, store=stages.store, warmup_minutes=0)
+            config = controller.saved_config()
+            if config is None:
+                raise ConfigError("No deployed model found for batch jobs; deploy the endpoint once or set SAGEMAKER_MODEL_NAME.")
+            return config["ProductionVariants"][0]["ModelName"]
+
+        options = TransformOptions(
+            s3_uri=settings.sagemaker_transform_s3, instance_type=settings.transform_instance_type,
+            instance_count=settings.transform_instance_count, poll_s=settings.transform_poll_s,
+            max_new_tokens=settings.max_new_tokens, concurrency=settings.concurrency,
+        )
+        return cls(stages, sagemaker=sagemaker, s3=boto3.client("s3", config=config), options=options, model_name=model_name)
+
+    # --- the whole run ---------------------------------------------------------------------------
+    def run(self, batch_id: int, *, retry_failed: bool = False, cancel: threading.Event | None = None) -> TransformJobRecord | None:
+        """Follow this batch's unfinished job if it has one, else prepare and start a new one."""
+        job = self.active_job(batch_id) or self.start(batch_id, retry_failed=retry_failed)
+        return self.follow(job, cancel=cancel) if job else None
+
+    def active_job(self, batch_id: int) -> TransformJobRecord | None:
+        return next((j for j in self.stages.store.transform_jobs(batch_id) if j.active), None)
+
+    # --- prepare + start -------------------------------------------------------------------------
+    def start(self, batch_id: int, *, retry_failed: bool = False) -> TransformJobRecord | None:
+        items = self.stages.store.items_to_process(batch_id, retry_failed=retry_failed)
+        job_name = f"tag-b{batch_id}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"  # unique, ≤ 63 chars
+        job_prefix = f"{self.prefix}/{job_name}".lstrip("/")
+        with ThreadPoolExecutor(max_workers=max(1, self.options.concurrency)) as pool:
+            prepared = [p for p in pool.map(lambda item: self._prepare(item, job_prefix), items) if p is not None]
+        if not prepared:
+            return None  # every photo was cached or unreadable: nothing to send
+        self._write(f"{job_prefix}/manifest.json", json.dumps({"items": prepared}).encode())
+        job = TransformJobRecord(batch_id=batch_id, job_name=job_name, status="InProgress",
+                                 s3_prefix=f"s3://{self.bucket}/{job_prefix}/", total=len({p["content_key"] for p in prepared}))
+        self._create_job(job_name, job_prefix)
+        self.stages.store.save_transform_job(job)
+        return job
+
+    def _prepare(self, item: ItemRecord, job_prefix: str) -> dict | None:
+        """Photo stored and request written: the manifest entry. Cached or unreadable photos finish here."""
+        usage: list[Usage] = []
+        try:
+            image, image_path = prepare_image(self.stages, item)
+            cached = self.stages.store.cached_caption(image.content_key, self._model_id()) if self.stages.use_cache else None
+            if cached is not None:
+                result = complete_item(self.stages, item, content_key=image.content_key, image_path=image_path,
+                                       checks=image.checks, caption=cached, usage=usage)
+                self.stages.store.save_result(item.id, result, usage)
+                return None
+            body = build_request(image.jpeg, self.stages.schema.attributes, max_new_tokens=self.options.max_new_tokens)
+            self._write(f"{job_prefix}/input/{image.content_key}.json", body)  # duplicates overwrite: one record per photo
+        except Exception as exc:  # one bad photo fails its own row; the job goes on without it
+            self.stages.store.save_error(item.id, describe_error(exc), usage)
+            return None
+        return {"item_id": item.id, "content_key": image.content_key, "image_path": image_path, "checks": image.checks.to_dict()}
+
+    def _create_job(self, job_name: str, job_prefix: str) -> None:
+        from botocore.exceptions import ClientError
+
+        base = f"s3://{self.bucket}/{job_prefix}"
+        try:
+            self.sagemaker.create_transform_job(
+                TransformJobName=job_name, ModelName=self.model_name(),
+                BatchStrategy="SingleRecord", MaxConcurrentTransforms=1, MaxPayloadInMB=6,
+                ModelClientConfig={"InvocationsTimeoutInSeconds": 600, "InvocationsMaxRetries": 1},
+                TransformInput={"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"{base}/input/"}},
+                                "ContentType": "application/json", "SplitType": "None", "CompressionType": "None"},
+                TransformOutput={"S3OutputPath": f"{base}/output/", "Accept": "application/json", "AssembleWith": "None"},
+                TransformResources={"InstanceType": self.options.instance_type, "InstanceCount": self.options.instance_count},
+                Tags=[{"Key": "app", "Value": "product-tagging"}],
+            )
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            raise ServiceError(f"The batch job could not start ({error.get('Code', 'error')}: {error.get('Message', '')[:200]}).") from exc
+
+    # --- follow + ingest -------------------------------------------------------------------------
+    def follow(self, job: TransformJobRecord, *, cancel: threading.Event | None = None) -> TransformJobRecord:
+        """Until the job ends (then ingest) or `cancel` is set (the job keeps running in AWS)."""
+        while True:
+            described = self.sagemaker.describe_transform_job(TransformJobName=job.job_name)
+            status = described["TransformJobStatus"]
+            job = replace(job, status=status, done=self._outputs_written(job),
+                          failure_reason=described.get("FailureReason", "") or "")
+            self.stages.store.save_transform_job(job)
+            if status in TERMINAL:
+                return self.ingest(job, described)
+            if cancel is not None and cancel.is_set():
+                return job
+            self.sleep(self.options.poll_s)
+
+    def ingest(self, job: TransformJobRecord, described: dict | None = None) -> TransformJobRecord:
+        manifest = json.loads(self._read(self._uri(job, "manifest.json")) or b'{"items": []}')["items"]
+        billed_keys: set[str] = set()
+        lock = threading.Lock()
+
+        def ingest_entry(entry: dict) -> None:
+            item = self.stages.store.get_item(entry["item_id"])
+            if item is None or item.status == "ok":
+                return  # saved by an earlier ingest of this job
+            with lock:  # identical photos share one output: bill the first, the others count as cached
+                first = entry["content_key"] not in billed_keys
+                billed_keys.add(entry["content_key"])
+            usage = [Usage(kind="transform", model=job.job_name, invocations=1)] if first else []
+            try:
+                body = self._read(self._uri(job, f"output/{entry['content_key']}.json.out"))
+                if body is None:
+                    raise ServiceError(self._missing_reason(job))
+                data = parse_response(body)
+                caption = CaptionResult(caption=data["caption"], answers=data["answers"], model_id=self._model_id(), cached=not first)
+                result = complete_item(self.stages, item, content_key=entry["content_key"], image_path=entry["image_path"],
+                                       checks=PhotoChecks.from_dict(entry["checks"]), caption=caption, usage=usage)
+            except Exception as exc:
+                self.stages.store.save_error(item.id, describe_error(exc), [u for u in usage if u.kind != "transform"])
+                return
+            self.stages.store.save_result(item.id, result, usage)
+
+        with ThreadPoolExecutor(max_workers=max(1, self.options.concurrency)) as pool:
+            list(pool.map(ingest_entry, manifest))
+        billed = _billed_ms(described, self.options.instance_count)
+        if billed and manifest:
+            self.stages.store.record_usage(manifest[0]["item_id"], [Usage(kind="transform_job", model=job.job_name,
+                                                                           invocations=0, latency_ms=billed)])
+        job = replace(job, status="Ingested", done=self._outputs_written(job))
+        self.stages.store.save_transform_job(job)
+        return job
+
+    def _missing_reason(self, job: TransformJobRecord) -> str:
+        if job.status == "Completed":
+            return "The batch job finished without a result for this photo. Retry it."
+        reason = f" ({job.failure_reason[:200]})" if job.failure_reason else ""
+        return f"The batch job stopped before this photo{reason}. Press Retry failed to run it again."
+
+    # --- S3 helpers --------------------------------------------------------------------------------
+    def _model_id(self) -> str:
+        return getattr(self.stages.captioner, "model_id", "sagemaker")
+
+    def _uri(self, job: TransformJobRecord, relative: str) -> str:
+        return job.s3_prefix.rstrip("/") + "/" + relative
+
+    def _write(self, key: str, body: bytes) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
+
+    def _read(self, uri: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        bucket, key = split_s3_uri(uri)
+        try:
+            return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise
+
+    def _outputs_written(self, job: TransformJobRecord) -> int:
+        bucket, prefix = split_s3_uri(self._uri(job, "output/"))
+        count = 0
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
+            count += sum(1 for o in page.get("Contents", []) if o["Key"].endswith(".out"))
+        return count
+
+
+def _billed_ms(described: dict | None, instance_count: int) -> float:
+    if not described or not described.get("TransformStartTime") or not described.get("TransformEndTime"):
+        return 0.0
+    seconds = (described["TransformEndTime"] - described["TransformStartTime"]).total_seconds()
+    return max(0.0, seconds) * 1000 * max(1, instance_count)

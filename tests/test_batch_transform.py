@@ -1,0 +1,153 @@
+"""Batch transform for large batches, against moto + the emulated job running the real handler."""
+
+from __future__ import annotations
+
+import threading
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from pipeline.batch_transform import BatchTransformRunner
+from pipeline.costs import Assumptions, PriceTable, estimate_transform_job
+from pipeline.service import build_stages, create_batch
+from pipeline.worker import BatchWorker
+from support import moto_sagemaker
+from support.images import jpeg_bytes
+from support.sagemaker_emulator import TransformEmulator, handler_responder
+
+TRANSFORM_S3 = "s3://results/transform"
+
+
+@pytest.fixture(scope="module")
+def responder(tiny_model):
+    return handler_responder(tiny_model)
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    moto_sagemaker.install(monkeypatch)
+    with mock_aws():
+        from support.scripts import load_script
+
+        clients = load_script("deploy").make_clients("us-east-1")
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="results")
+        moto_sagemaker.deploy_test_endpoint(clients)
+        yield clients
+
+
+@pytest.fixture
+def setup(aws, make_settings, tmp_path):
+    settings = make_settings(captioner="sagemaker", sagemaker_transform_s3=TRANSFORM_S3, transform_poll_s=0.05)
+    stages = build_stages(settings)
+    runner = BatchTransformRunner.from_settings(settings, stages)
+    return settings, stages, runner
+
+
+def photos(folder, seeds, name="p"):
+    paths = []
+    for number, seed in enumerate(seeds):
+        path = folder / f"{name}{number}.jpg"
+        path.write_bytes(jpeg_bytes(size=(320, 240), seed=seed))
+        paths.append(path)
+    return paths
+
+
+def kinds(store, batch_id):
+    return sorted(u.kind for u in store.usage(batch_id))
+
+
+def test_job_captions_every_photo_and_maps_outputs_back(setup, monkeypatch, responder, tmp_path):
+    settings, stages, runner = setup
+    emulator = TransformEmulator(responder).install(monkeypatch)
+    batch = create_batch(stages.store, settings, photos(tmp_path, [1, 2, 3, 1]), name="big", created_by="ann")
+    job = runner.run(batch.id)
+    assert (job.status, job.total, job.done) == ("Ingested", 3, 3)  # identical photos are sent once
+    items = stages.store.list_items(batch.id)
+    assert all(i.status == "ok" and i.caption and len(i.attributes) == 5 for i in items)
+    assert items[0].caption == items[3].caption and items[0].content_key == items[3].content_key
+    assert all(i.caption_model == "sagemaker:blip2-endpoint" for i in items)
+    assert kinds(stages.store, batch.id) == ["transform"] * 3 + ["transform_job"]
+    assert emulator.jobs == [job.job_name]
+    described = boto3.client("sagemaker", region_name="us-east-1").describe_transform_job(TransformJobName=job.job_name)
+    assert described["ModelName"].startswith("blip2-endpoint-") and described["TransformResources"]["InstanceType"] == "ml.g4dn.xlarge"
+    # Ingesting again (a crash right after ingest) bills nothing twice.
+    runner.ingest(job)
+    assert kinds(stages.store, batch.id) == ["transform"] * 3 + ["transform_job"]
+
+
+def test_cached_and_unreadable_photos_never_reach_the_job(setup, monkeypatch, responder, tmp_path):
+    settings, stages, runner = setup
+    emulator = TransformEmulator(responder).install(monkeypatch)
+    first = create_batch(stages.store, settings, photos(tmp_path, [1, 2]), name="first", created_by="ann")
+    runner.run(first.id)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg at all")
+    again = create_batch(stages.store, settings, photos(tmp_path, [1, 2], name="q") + [broken], name="again", created_by="ann")
+    assert runner.run(again.id) is None  # everything cached or unreadable: no job started
+    assert len(emulator.jobs) == 1
+    items = stages.store.list_items(again.id)
+    assert [i.status for i in items] == ["ok", "ok", "error"]
+    assert "image" in items[2].error.lower() and "Traceback" not in items[2].error
+
+
+def test_job_failing_part_way_keeps_finished_photos_and_retry_redoes_the_rest(setup, monkeypatch, responder, tmp_path):
+    settings, stages, runner = setup
+    emulator = TransformEmulator(responder, fail_after=2).install(monkeypatch)
+    batch = create_batch(stages.store, settings, photos(tmp_path, [1, 2, 3, 4]), name="big", created_by="ann")
+    job = runner.run(batch.id)
+    assert job.status == "Ingested" and job.done == 2
+    items = stages.store.list_items(batch.id)
+    assert sorted(i.status for i in items) == ["error", "error", "ok", "ok"]
+    failed = [i for i in items if i.status == "error"]
+    assert all(i.error.startswith("The batch job stopped before this photo (ClientError") and "Retry failed" in i.error for i in failed)
+    emulator.fail_after = None
+    retry = runner.run(batch.id, retry_failed=True)
+    assert retry.total == 2 and retry.job_name != job.job_name
+    assert all(i.status == "ok" for i in stages.store.list_items(batch.id))
+    assert kinds(stages.store, batch.id).count("transform") == 4  # each photo billed once over both jobs
+
+
+def test_restarted_dashboard_picks_a_running_job_back_up(setup, monkeypatch, responder, tmp_path):
+    settings, stages, runner = setup
+    hold = threading.Event()
+    TransformEmulator(responder, hold=hold).install(monkeypatch)
+    batch = create_batch(stages.store, settings, photos(tmp_path, [1, 2]), name="big", created_by="ann")
+    first = BatchWorker(stages, concurrency=2, transform=runner)
+    first.submit(batch.id, as_job=True)
+    for _ in range(200):
+        view = first.view(batch.id)
+        if view.job is not None and view.job.status == "InProgress":
+            break
+        threading.Event().wait(0.05)
+    assert view.job.status == "InProgress" and view.job.total == 2 and view.batch.done == 0
+    first.stop_current()  # the server goes away; the job keeps running in AWS
+    assert first.wait_idle(10)
+    assert "keeps running in AWS" in first.view(batch.id).problem
+
+    restarted_stages = build_stages(settings)
+    second = BatchWorker(restarted_stages, concurrency=2, transform=BatchTransformRunner.from_settings(settings, restarted_stages))
+    assert second.resume_unfinished() == [batch.id]
+    hold.set()
+    assert second.wait_idle(60)
+    view = second.view(batch.id)
+    assert view.state == "finished" and view.batch.failed == 0 and view.job.status == "Ingested"
+    assert len(restarted_stages.store.transform_jobs(batch.id)) == 1  # followed, not started again
+
+
+def test_estimate_before_starting_matches_hand_computation():
+    prices = PriceTable.load()
+    estimate = estimate_transform_job(1000, "ml.g4dn.xlarge", 1, prices, Assumptions())
+    # 12 min overhead + 1000 × 1.5 s = 37 min on one instance at $0.7364/h
+    assert (estimate.minutes, estimate.usd) == (37.0, round(37 / 60 * 0.7364, 2))
+    two = estimate_transform_job(1000, "ml.g4dn.xlarge", 2, prices, Assumptions())
+    # 12 + 12.5 = 24.5 min, but two instances are billed
+    assert (two.minutes, two.usd) == (24.5, round(2 * 24.5 / 60 * 0.7364, 2))
+
+
+def test_no_job_without_a_transform_location(make_settings):
+    from pipeline.errors import ConfigError
+
+    settings = make_settings(captioner="sagemaker")
+    with pytest.raises(ConfigError, match="SAGEMAKER_TRANSFORM_S3"):
+        BatchTransformRunner.from_settings(settings, build_stages(settings))
