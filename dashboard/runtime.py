@@ -9,7 +9,7 @@ import streamlit as st
 
 from pipeline.identity import AlbKeyCache, AuthError, User, identify
 from pipeline.runner import Stages
-from pipeline.service import build_stages
+from pipeline.service import build_stages, build_transform_runner
 from pipeline.settings import Settings
 from pipeline.worker import BatchWorker
 
@@ -28,7 +28,7 @@ def get_runtime() -> Runtime:
     the loaded model outlive any one browser tab. Unfinished batches resume on the first page view."""
     settings = Settings()
     stages = build_stages(settings)
-    worker = BatchWorker(stages, concurrency=settings.concurrency)
+    worker = BatchWorker(stages, concurrency=settings.concurrency, transform=build_transform_runner(settings, stages))
     worker.resume_unfinished()
     return Runtime(settings, stages, worker, AlbKeyCache(settings.alb_key_url, settings.aws_region))
 

@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from pipeline.captioners.contract import build_request, parse_response
 from pipeline.captioners.sagemaker_async import split_s3_uri
+from pipeline.costs import Assumptions, JobEstimate, PriceTable, estimate_transform_job
 from pipeline.errors import ConfigError, ServiceError, describe_error
 from pipeline.models import CaptionResult, ItemRecord, PhotoChecks, TransformJobRecord, Usage
 from pipeline.runner import Stages, complete_item, prepare_image
@@ -225,6 +226,17 @@ class BatchTransformRunner:
         for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
             count += sum(1 for o in page.get("Contents", []) if o["Key"].endswith(".out"))
         return count
+
+
+def job_estimate(settings, photos: int) -> JobEstimate:
+    """Cost and time of a job for `photos`, from the same estimator and price table as the Admin page."""
+    prices = PriceTable.load(settings.prices_file)
+    assumptions = Assumptions(instance_type=settings.transform_instance_type)
+    return estimate_transform_job(photos, settings.transform_instance_type, settings.transform_instance_count, prices, assumptions)
+
+
+def use_job_by_default(settings, photos: int) -> bool:
+    return settings.transform_threshold > 0 and photos >= settings.transform_threshold
 
 
 def _billed_ms(described: dict | None, instance_count: int) -> float:

@@ -23,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     tag = commands.add_parser("tag", help="tag images, zips and CSVs and write a CSV report")
     tag.add_argument("paths", nargs="*", type=Path, help="images, .zip archives or .csv files")
     tag.add_argument("--out", type=Path, required=True, help="where to write the CSV report")
-    tag.add_argument("--captioner", choices=["local", "sagemaker"])
+    tag.add_argument("--captioner", choices=["local", "sagemaker", "sagemaker-async"])
+    tag.add_argument("--job", choices=["auto", "always", "never"], default="auto",
+                     help="run as a SageMaker batch transform job: auto = when the batch has TRANSFORM_THRESHOLD photos or more")
     tag.add_argument("--summarizer", choices=["openai", "offline"])
     tag.add_argument("--concurrency", type=int)
     tag.add_argument("--name", help="batch name (default: the first file's name)")
@@ -81,12 +83,32 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run_as_job(transform, settings, batch_id: int, photos: int, *, retry_failed: bool) -> None:
+    from pipeline.batch_transform import job_estimate
+
+    job = transform.active_job(batch_id)
+    if job is None:
+        estimate = job_estimate(settings, photos)
+        print(f"batch job for {photos} photos: about {estimate.minutes:g} min, estimated ${estimate.usd:,.2f} "
+              f"({estimate.instance_count} x {estimate.instance_type})", file=sys.stderr)
+        job = transform.start(batch_id, retry_failed=retry_failed)
+        if job is None:
+            print("nothing to send: every photo was cached or unreadable", file=sys.stderr)
+            return
+    print(f"following job {job.job_name} (Ctrl-C stops following; the job keeps running and --resume picks it up)",
+          file=sys.stderr)
+    job = transform.follow(job)
+    print(f"job {job.job_name}: {job.done} of {job.total} photos captioned", file=sys.stderr)
+
+
 def tag_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pipeline.export import export_csv
     from pipeline.runner import run_batch
-    from pipeline.service import build_stages, create_batch
+    from pipeline.batch_transform import use_job_by_default
+    from pipeline.captioners import captioner_readiness
+    from pipeline.service import build_stages, build_transform_runner, create_batch
     from pipeline.settings import Settings
 
     overrides = {key: getattr(args, key) for key in ("captioner", "summarizer", "concurrency") if getattr(args, key)}
@@ -108,13 +130,23 @@ def tag_command(args: argparse.Namespace) -> int:
     for notice in batch.notices:
         print(f"note: {notice}", file=sys.stderr)
 
-    with tqdm(total=len(stages.store.items_to_process(batch.id, retry_failed=args.retry_failed)), unit="img", file=sys.stderr) as bar:
-        def on_progress(progress) -> None:
-            bar.n = progress.done
-            bar.set_postfix(failed=progress.failed, refresh=False)
-            bar.refresh()
+    to_process = len(stages.store.items_to_process(batch.id, retry_failed=args.retry_failed))
+    transform = build_transform_runner(settings, stages) if args.job != "never" else None
+    if transform is None and args.job == "always":
+        raise UserFacingError("Batch jobs need CAPTIONER=sagemaker or sagemaker-async and SAGEMAKER_TRANSFORM_S3.")
+    if transform is not None and (args.job == "always" or transform.active_job(batch.id) or use_job_by_default(settings, to_process)):
+        run_as_job(transform, settings, batch.id, to_process, retry_failed=args.retry_failed)
+    else:
+        readiness = captioner_readiness(stages.captioner)
+        if readiness is not None and not readiness.ready:
+            print(f"note: {readiness.message}", file=sys.stderr)
+        with tqdm(total=to_process, unit="img", file=sys.stderr) as bar:
+            def on_progress(progress) -> None:
+                bar.n = progress.done
+                bar.set_postfix(failed=progress.failed, refresh=False)
+                bar.refresh()
 
-        run_batch(stages, batch.id, concurrency=settings.concurrency, on_progress=on_progress, retry_failed=args.retry_failed)
+            run_batch(stages, batch.id, concurrency=settings.concurrency, on_progress=on_progress, retry_failed=args.retry_failed)
 
     items = stages.store.list_items(batch.id)
     args.out.write_bytes(export_csv(items, stages.schema, excel_bom=args.excel))

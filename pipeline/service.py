@@ -73,6 +73,15 @@ def build_stages(
     )
 
 
+def build_transform_runner(settings: Settings, stages: Stages):
+    """Batch jobs need a SageMaker model and a transform location; the local captioner has neither."""
+    if settings.captioner == "local" or not settings.sagemaker_transform_s3:
+        return None
+    from pipeline.batch_transform import BatchTransformRunner
+
+    return BatchTransformRunner.from_settings(settings, stages)
+
+
 def create_batch(store: Store, settings: Settings, paths: list[Path], *, name: str, created_by: str) -> BatchRecord:
     """Ingest `paths` and record every item (good or bad) before anything is processed."""
     report = collect_sources([Path(p) for p in paths], ingest_limits(settings))

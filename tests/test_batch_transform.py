@@ -151,3 +151,59 @@ def test_no_job_without_a_transform_location(make_settings):
     settings = make_settings(captioner="sagemaker")
     with pytest.raises(ConfigError, match="SAGEMAKER_TRANSFORM_S3"):
         BatchTransformRunner.from_settings(settings, build_stages(settings))
+
+
+def test_cli_runs_a_large_batch_as_a_job_and_writes_the_report(aws, monkeypatch, responder, make_settings, tmp_path, capsys):
+    from pipeline.cli import main
+
+    TransformEmulator(responder).install(monkeypatch)
+    for key, value in {"DATA_DIR": str(tmp_path / "data"), "CAPTIONER": "sagemaker", "SUMMARIZER": "offline",
+                       "SAGEMAKER_TRANSFORM_S3": TRANSFORM_S3, "TRANSFORM_POLL_S": "0.05", "TRANSFORM_THRESHOLD": "3"}.items():
+        monkeypatch.setenv(key, value)
+    out = tmp_path / "report.csv"
+    assert main(["tag", *map(str, photos(tmp_path, [1, 2, 3])), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "batch job for 3 photos: about 12.1 min, estimated $0.15 (1 x ml.g4dn.xlarge)" in captured.err
+    assert "3 tagged, 0 failed" in captured.out and "Traceback" not in captured.err
+    assert out.read_text().count("sagemaker:blip2-endpoint") == 3
+
+
+def test_tag_page_offers_the_job_with_its_estimate_and_shows_its_progress(aws, monkeypatch, responder, tiny_model, tmp_path):
+    import io
+    import zipfile
+    from pathlib import Path
+
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    TransformEmulator(responder).install(monkeypatch)
+    for key, value in {"DATA_DIR": str(tmp_path / "data"), "CAPTIONER": "sagemaker", "SUMMARIZER": "offline", "AUTH_MODE": "dev",
+                       "SAGEMAKER_TRANSFORM_S3": TRANSFORM_S3, "TRANSFORM_POLL_S": "0.05", "TRANSFORM_THRESHOLD": "3"}.items():
+        monkeypatch.setenv(key, value)
+    st.cache_resource.clear()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for seed in range(3):
+            archive.writestr(f"shirt-{seed}.jpg", jpeg_bytes(size=(320, 240), seed=seed))
+        archive.writestr("broken.jpg", b"not really a jpeg")
+    try:
+        app = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py"), default_timeout=60).run()
+        app.file_uploader[0].set_value([("photos.zip", buffer.getvalue(), "application/zip")]).run()
+        assert not app.exception, app.exception
+        assert app.radio(key="run-mode").value == "Batch job"  # 4 photos >= TRANSFORM_THRESHOLD
+        assert any("Batch job estimate: about 12.1 min and $0.15 on 1 × ml.g4dn.xlarge" in c.value for c in app.caption)
+        [run] = [b for b in app.button if b.label == "Run"]
+        run.click().run()
+        from dashboard.runtime import get_runtime
+
+        worker = get_runtime().worker
+        assert worker.wait_idle(60)
+        app.run()
+        assert not app.exception, app.exception
+        batch_id = app.session_state["batch_id"]
+        job = worker.stages.store.transform_jobs(batch_id)[0]
+        assert any(f"Batch job {job.job_name}: done, 3 of 3 photos captioned" in c.value for c in app.caption)
+        assert "4 of 4 done · 1 failed · finished" in app.get("progress")[0].proto.text
+        assert [b.label for b in app.button if b.label.startswith("Retry failed")] == ["Retry failed (1)"]
+    finally:
+        st.cache_resource.clear()

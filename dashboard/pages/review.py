@@ -81,8 +81,9 @@ def render_item(items) -> None:
     item_id = st.selectbox("Item", list(by_id), format_func=lambda i: item_label(by_id[i]), key="detail-item")
     item = by_id[item_id]
     photo, fields = st.columns([1, 2])
-    if item.image_path:
-        photo.image(item.image_path, width=240)
+    photo_url = runtime.stages.images.photo_url(item.image_path)
+    if photo_url:
+        photo.image(photo_url, width=240)
     if item.status == "error":
         fields.error(f"Could not be tagged: {item.error}")
     text = fields.text_area("Summary", value=item.summary or "", key=f"summary-{item.id}-{item.updated_at}")

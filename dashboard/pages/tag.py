@@ -6,16 +6,18 @@ import streamlit as st
 
 from dashboard.components import choose_batch
 from dashboard.runtime import current_user, get_runtime
+from pipeline.batch_transform import job_estimate, use_job_by_default
 from pipeline.ingest import collect_sources
 from pipeline.normalize import IMAGE_EXTENSIONS
 from pipeline.review import item_label
 from pipeline.service import ingest_limits
-from pipeline.thumbnails import thumbnail_data_uri
 from pipeline.uploads import save_uploads
 
 runtime = get_runtime()
 user = current_user(runtime)
-store, schema, worker = runtime.stages.store, runtime.stages.schema, runtime.worker
+store, schema, worker, images = runtime.stages.store, runtime.stages.schema, runtime.worker, runtime.stages.images
+JOB_STATES = {"InProgress": "running in AWS", "Completed": "finished, saving results", "Failed": "failed part way",
+              "Stopped": "stopped", "Ingested": "done"}
 UPLOAD_TYPES = sorted({ext.lstrip(".") for ext in IMAGE_EXTENSIONS} | {"zip", "csv"})
 
 
@@ -25,6 +27,8 @@ def stage_uploads(files) -> dict:
     staged = st.session_state.get("staged")
     if staged is None or staged["key"] != key:
         paths = save_uploads(((f.name, f.getbuffer()) for f in files), runtime.settings.data_dir / "uploads")
+        for path in paths:
+            images.keep_upload(path)  # more than one task: any task can resume this batch
         report = collect_sources(paths, ingest_limits(runtime.settings))
         staged = {"key": key, "report": report, "default_name": files[0].name if len(files) == 1 else f"{files[0].name} and {len(files) - 1} more"}
         st.session_state["staged"] = staged
@@ -48,13 +52,29 @@ def render_upload() -> None:
     for notice in report.notices:
         st.info(notice)
     name = st.text_input("Batch name", value=staged["default_name"])
+    as_job = choose_run_mode(len(ready))
     if st.button("Run", type="primary", disabled=not ready):
         batch = store.create_batch(name.strip() or staged["default_name"], user.email, report)
-        worker.submit(batch.id)
+        worker.submit(batch.id, as_job=as_job)
         st.session_state["batch_id"] = batch.id
         st.session_state["upload_round"] = st.session_state.get("upload_round", 0) + 1  # clears the uploader
         st.session_state.pop("staged", None)
         st.rerun()
+
+
+def choose_run_mode(photos: int) -> bool:
+    """Photo by photo, or one batch transform job (offered when this deployment has them)."""
+    if worker.transform is None or not photos:
+        return False
+    estimate = job_estimate(runtime.settings, photos)
+    modes = ["Photo by photo", "Batch job"]
+    default = 1 if use_job_by_default(runtime.settings, photos) else 0
+    mode = st.radio("How to run", modes, index=default, horizontal=True, key="run-mode",
+                    help="A batch job starts its own GPU machine for this batch and stops it when done: "
+                         "cheapest for large batches, but results appear only at the end.")
+    st.caption(f"Batch job estimate: about {estimate.minutes:g} min and ${estimate.usd:,.2f} on "
+               f"{estimate.instance_count} × {estimate.instance_type} (list prices; see the Admin page for sources).")
+    return mode == "Batch job"
 
 
 def format_eta(seconds: float | None) -> str:
@@ -72,11 +92,20 @@ def render_progress(batch_id: int) -> None:
     batch = view.batch
     st.progress(view.fraction, text=f"{batch.done} of {batch.total} done · {batch.failed} failed · {view.state}"
                 + (f" · {format_eta(view.eta_s)} left" if view.state == "running" else ""))
+    if view.notice:
+        st.info(view.notice)
+    if view.job is not None:
+        job = view.job
+        st.caption(f"Batch job {job.job_name}: {JOB_STATES.get(job.status, job.status)}, "
+                   f"{job.done} of {job.total} photos captioned so far.")
     if view.problem:
         st.warning(view.problem)
     if view.state == "stopped" and st.button("Resume", key=f"resume-{batch_id}"):
         worker.submit(batch_id)
         st.rerun(scope="fragment")
+    if view.state in ("finished", "stopped") and batch.failed and st.button(f"Retry failed ({batch.failed})", key=f"retry-{batch_id}"):
+        worker.submit(batch_id, retry_failed=True, as_job=worker.transform is not None and use_job_by_default(runtime.settings, batch.failed))
+        st.rerun()
     if view.state in ("running", "queued") and st.button("Stop", key=f"stop-{batch_id}"):
         worker.stop_current()
     if st.session_state.get(f"seen-done-{batch_id}") != batch.done:
@@ -95,7 +124,7 @@ def render_results(batch_id: int) -> None:
     rows = []
     for item in finished[(page - 1) * size: page * size]:
         row = {
-            "Photo": thumbnail_data_uri(item.image_path),
+            "Photo": images.thumbnail_url(item.image_path),
             "Item": item_label(item),
             "Result": "tagged" if item.status == "ok" else f"failed: {item.error}",
             "Caption": item.caption or "",
