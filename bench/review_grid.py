@@ -19,23 +19,27 @@ from pipeline.store.sqlite_store import SqliteStore
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 
 
+def processed_result(item_id: int) -> ItemResult:
+    """A typical finished item: caption, five attributes, a ~30-word summary, photo checks."""
+    checks = PhotoChecks(800, 600, False, 400.0, False, 180.0, False, False, True, True, ["red", "white", "black"])
+    return ItemResult(
+        content_key=f"{item_id:064x}", image_path="", checks=checks, word_count=24,
+        caption=CaptionResult(caption="a red cotton shirt with black stripes on a white background", answers={}, model_id="bench"),
+        attributes=[AttributeValue(name, "red", "red", True) for name in ("category", "color", "material", "pattern", "style")],
+        summary=SummaryResult(
+            summary="A red cotton shirt with black stripes, cut for a relaxed fit. Breathable and soft, it pairs with denim "
+                    "for weekends or chinos for the office.",
+            title="Red striped cotton shirt", tags=["shirt", "red", "cotton", "striped"], attributes={}, model="offline", offline=True,
+        ),
+    )
+
+
 def fill_store(data_dir: Path, count: int) -> int:
     store = SqliteStore(data_dir / "pipeline.sqlite3")
     items = [SourceItem(source=f"photos.zip:item-{i:05d}.jpg", ref=SourceRef("file", f"/nowhere/{i}.jpg"), sku=f"SKU-{i:05d}") for i in range(count)]
     batch = store.create_batch("bench", "bench", IngestReport(items=items))
-    checks = PhotoChecks(800, 600, False, 400.0, False, 180.0, False, False, True, True, ["red", "white", "black"])
     for record in store.list_items(batch.id):
-        result = ItemResult(
-            content_key=f"{record.id:064x}", image_path="", checks=checks, word_count=24,
-            caption=CaptionResult(caption="a red cotton shirt with black stripes on a white background", answers={}, model_id="bench"),
-            attributes=[AttributeValue(name, "red", "red", True) for name in ("category", "color", "material", "pattern", "style")],
-            summary=SummaryResult(
-                summary="A red cotton shirt with black stripes, cut for a relaxed fit. Breathable and soft, it pairs with denim "
-                        "for weekends or chinos for the office.",
-                title="Red striped cotton shirt", tags=["shirt", "red", "cotton", "striped"], attributes={}, model="offline", offline=True,
-            ),
-        )
-        store.save_result(record.id, result, [])
+        store.save_result(record.id, processed_result(record.id), [])
     return batch.id
 
 

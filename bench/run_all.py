@@ -6,6 +6,9 @@
 4. peak RSS of a process ingesting and running a 1,000-image zip, vs the same for 250 images
 5. SageMaker handler: one batched generate (vision once) vs one generate per prompt (bench/handler.py)
 6. size of the packaged model archive
+7. Review page render / save with 2,000 items (bench/review_grid.py)
+8. 2,000-photo async batch against moto + a simulated endpoint: wall vs ideal, AWS calls per photo (bench/scale.py)
+9. listing a 5,000-item batch: DynamoStore (moto) vs SqliteStore (bench/scale.py)
 
 Writes bench/results.json; the README's benchmark table quotes the latest figures.
 """
@@ -182,6 +185,10 @@ def main() -> None:
         from review_grid import bench_review_grid
 
         review = bench_review_grid(workdir)
+        from scale import bench_async, bench_store_listing
+
+        listing = bench_store_listing(workdir)
+        async_batch = bench_async(workdir)
     from handler import archive_sizes, bench_batched_vs_per_prompt
 
     handler = bench_batched_vs_per_prompt([realistic_photo((768, 576), seed) for seed in range(4)])
@@ -198,6 +205,7 @@ def main() -> None:
     existing["pipeline"] = results
     existing["sagemaker_handler"] = {"cpu": handler, "archive": archives}
     existing["dashboard_review"] = review
+    existing["scale"] = {"async_2000": async_batch, "list_5000": listing}
     RESULTS.write_text(json.dumps(existing, indent=2) + "\n")
     print(f"1. normalize 12-MP JPEG: {normalize['ours_images_per_s']} img/s vs naive {normalize['naive_images_per_s']} img/s -> {normalize['speedup']}x (goal >= 5x)")
     print(f"2. bytes to captioner: {normalize['sent_kb_mean']} KB mean / {normalize['sent_kb_max']} KB max vs {normalize['original_kb_mean']} KB original ({normalize['bytes_ratio']:.1%}) (goal <= 80 KB)")
@@ -208,6 +216,10 @@ def main() -> None:
     big, small = review["items_2000"], review["items_200"]
     print(f"7. review page (AppTest): 2,000 items render {big['render_s']} s, save one edit {big['save_one_edit_s']} s; "
           f"200 items {small['render_s']} s / {small['save_one_edit_s']} s -> render x{review['render_ratio_2000_vs_200']} for 10x items (goal < 2 s each)")
+    for name, run in async_batch.items():
+        print(f"8. async {run['photos']:,} photos ({name}), L={run['latency_s']}s, C={run['capacity']}, {run['in_flight']} in flight: "
+              f"{run['wall_s']}s vs ideal {run['ideal_s']}s -> {run['ratio_to_ideal']}x; {run['aws_calls_per_photo']} AWS calls per photo")
+    print(f"9. list {listing['items']:,} items: SQLite {listing['sqlite_s']}s, DynamoDB (moto) {listing['dynamodb_moto_s']}s -> x{listing['ratio']}")
     print(f"wrote {RESULTS.relative_to(HERE.parent)}")
 
 

@@ -105,20 +105,24 @@ class SageMakerAsyncCaptioner:
 
     def readiness(self) -> Readiness:
         """Asked before and during a batch; cached for 30 s so it costs one DescribeEndpoint per half minute."""
-        with self._lock:
-            if self._readiness and self.clock() - self._readiness[0] < 30:
-                return self._readiness[1]
-        answer = self._describe_readiness()
-        with self._lock:
-            self._readiness = (self.clock(), answer)
-        return answer
+        with self._lock:  # one DescribeEndpoint at a time; the other photos use its answer
+            if self._readiness is None or self.clock() - self._readiness[0] >= 30:
+                self._readiness = (self.clock(), self._describe_readiness())
+            return self._readiness[1]
 
     def caption(self, image: NormalizedImage, questions: list[AttributeSpec]) -> tuple[CaptionResult, Usage]:
         started = self.clock()
         invocation = self.journal.pending_invocation(image.content_key, self.model_id)
+        resumed = invocation is not None  # sent by an earlier process: its result may be there already
         if invocation is None:
             invocation = self._invoke(image, questions)
-        outcome = self._wait(invocation, self._deadline(invocation))
+        if self.notifications is not None:
+            self.notifications.expect(invocation.inference_id)
+        try:
+            outcome = self._wait(invocation, self._deadline(invocation), look_first=resumed)
+        finally:
+            if self.notifications is not None:
+                self.notifications.done(invocation.inference_id)
         self.journal.forget_invocation(image.content_key, self.model_id)
         if outcome is None:
             minutes = round(self.timeout_s / 60)
@@ -140,6 +144,8 @@ class SageMakerAsyncCaptioner:
         # Named by content: the same photo and questions always reuse one input object.
         key = f"{self.prefix}/input/{image.content_key}-{hashlib.sha256(body).hexdigest()[:12]}.json".lstrip("/")
         inference_id = uuid.uuid4().hex
+        if self.notifications is not None:
+            self.notifications.expect(inference_id)
         try:
             self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
             answer = self.runtime.invoke_endpoint_async(
@@ -147,9 +153,11 @@ class SageMakerAsyncCaptioner:
                 Accept="application/json", InferenceId=inference_id,
                 InvocationTimeoutSeconds=int(min(3600, max(1, self.timeout_s))),
             )
-        except ClientError as exc:
-            raise _explain(exc, self.endpoint_name) from exc
-        except BotoCoreError as exc:
+        except (ClientError, BotoCoreError) as exc:
+            if self.notifications is not None:
+                self.notifications.done(inference_id)
+            if isinstance(exc, ClientError):
+                raise _explain(exc, self.endpoint_name) from exc
             raise ServiceError(f"The captioning endpoint {self.endpoint_name} could not be reached ({type(exc).__name__}).") from exc
         invocation = AsyncInvocation(
             content_key=image.content_key, model_id=self.model_id, inference_id=answer.get("InferenceId") or inference_id,
@@ -165,12 +173,15 @@ class SageMakerAsyncCaptioner:
         readiness = self.readiness()
         return invoked + offset + self.timeout_s + (0.0 if readiness.ready else readiness.expected_wait_s)
 
-    def _wait(self, invocation: AsyncInvocation, deadline: float) -> tuple[str, bytes] | None:
+    def _wait(self, invocation: AsyncInvocation, deadline: float, *, look_first: bool) -> tuple[str, bytes] | None:
+        """Look at S3 after each pause; pauses grow 1.5x up to ASYNC_POLL_MAX_S (a notification ends one early)."""
         delay = self.poll_min_s
         while True:
-            found = self._look(invocation)
-            if found is not None:
-                return found
+            if look_first:
+                found = self._look(invocation)
+                if found is not None:
+                    return found
+            look_first = True
             left = deadline - self.clock()
             if left <= 0:
                 return None
@@ -179,7 +190,7 @@ class SageMakerAsyncCaptioner:
                 self.notifications.wait_for(invocation.inference_id, pause, self.sleep)
             else:
                 self.sleep(pause)
-            delay = min(delay * 2, self.poll_max_s)
+            delay = min(delay * 1.5, self.poll_max_s)
 
     def _look(self, invocation: AsyncInvocation) -> tuple[str, bytes] | None:
         body = self._read(invocation.output_location)
@@ -250,25 +261,36 @@ def _explain(exc, endpoint_name: str) -> Exception:
 class SqsNotifications:
     """Results announced by SageMaker's SNS topics, delivered to one SQS queue.
 
-    A single receiver thread long-polls the queue and wakes the photo waiting for that inference id.
-    Notifications for requests this process did not make are made visible again at once for
-    other tasks. Waiters still look at S3 at their backoff interval, so a lost message only delays.
+    A single receiver thread long-polls the queue and wakes the photo waiting for that inference id
+    (interest is registered when the request is sent, so an early notification is never missed).
+    Notifications for requests this process is not waiting for go back to the queue for a while,
+    for another task. Waiters still look at S3 at their backoff interval, so a lost message only
+    delays a photo.
     """
 
-    def __init__(self, sqs: Any, queue_url: str) -> None:
-        self.sqs, self.queue_url = sqs, queue_url
+    def __init__(self, sqs: Any, queue_url: str, *, foreign_visibility_s: int = 60) -> None:
+        self.sqs, self.queue_url, self.foreign_visibility_s = sqs, queue_url, foreign_visibility_s
         self._events: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._finished: dict[str, None] = {}  # recently collected ids (insertion-ordered, bounded)
         self.received = 0
 
-    def wait_for(self, inference_id: str, timeout_s: float, sleep: Callable[[float], None]) -> None:
+    def expect(self, inference_id: str) -> threading.Event:
         self._start()
         with self._lock:
-            event = self._events.setdefault(inference_id, threading.Event())
-        if event.wait(timeout_s):
-            with self._lock:
-                self._events.pop(inference_id, None)
+            return self._events.setdefault(inference_id, threading.Event())
+
+    def wait_for(self, inference_id: str, timeout_s: float, sleep: Callable[[float], None]) -> None:
+        self.expect(inference_id).wait(timeout_s)
+
+    def done(self, inference_id: str) -> None:
+        """Collected (maybe by an S3 look first): its notification, when it comes, is just deleted."""
+        with self._lock:
+            self._events.pop(inference_id, None)
+            self._finished[inference_id] = None
+            while len(self._finished) > 10_000:
+                self._finished.pop(next(iter(self._finished)))
 
     def _start(self) -> None:
         with self._lock:
@@ -285,17 +307,22 @@ class SqsNotifications:
 
     def receive_once(self, wait_s: int = 20) -> None:
         answer = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_s)
+        delete = []
         for message in answer.get("Messages", []):
             self.received += 1
             inference_id = _inference_id(message.get("Body", ""))
             with self._lock:
                 event = self._events.get(inference_id or "")
+                ours = event is not None or inference_id is None or inference_id in self._finished
             if event is not None:
                 event.set()
-                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+            if ours:  # ours, or not a result notification at all
+                delete.append({"Id": str(len(delete)), "ReceiptHandle": message["ReceiptHandle"]})
             else:
                 self.sqs.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"],
-                                                   VisibilityTimeout=0)
+                                                   VisibilityTimeout=self.foreign_visibility_s)
+        if delete:
+            self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=delete)
 
 
 def _inference_id(body: str) -> str | None:

@@ -1,0 +1,158 @@
+"""Scale benchmarks (sections 8 and 9 of `make bench`), all against moto in this process.
+
+8. A 2,000-photo batch through CAPTIONER=sagemaker-async with a simulated endpoint (latency L per
+   photo, C photos at once): wall time vs the ideal ceil(N/C)*L, and AWS calls per photo, for
+   S3 polling with backoff and for SNS -> SQS notifications side by side.
+9. Listing a 5,000-item processed batch: DynamoStore (moto) vs SqliteStore.
+
+moto runs in this process and costs CPU per call, so wall times include its overhead (they are an
+upper bound on the orchestration's own cost); calls per photo are exact.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.append(str(HERE.parent / "tests"))  # the emulators live with the tests; appended, never first
+
+import boto3  # noqa: E402
+from moto import mock_aws  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+def small_photo(seed: int) -> bytes:
+    image = Image.new("RGB", (96, 72), ((seed * 37) % 256, (seed * 91) % 256, (seed * 53) % 256))
+    image.putpixel((seed % 96, (seed // 96) % 72), (255, 255, 255))  # every photo distinct: no cache hits
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+class CallCounter:
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.lock = threading.Lock()
+
+    def __call__(self, model, **_kwargs) -> None:
+        with self.lock:
+            self.calls[f"{model.service_model.service_name}.{model.name}"] += 1
+
+
+def _async_run(workdir: Path, count: int, latency_s: float, capacity: int, in_flight: int, notify: bool) -> dict:
+    from _pytest.monkeypatch import MonkeyPatch
+
+    from pipeline.captioners.sagemaker_async import SageMakerAsyncCaptioner, SqsNotifications
+    from pipeline.runner import run_batch
+    from pipeline.service import build_stages, create_batch
+    from pipeline.settings import Settings
+    from support import moto_sagemaker
+    from support.sagemaker_emulator import AsyncEndpointEmulator, simulated_responder
+
+    patch = MonkeyPatch()
+    try:
+        with mock_aws():
+            moto_sagemaker.install(patch)
+            from support.scripts import load_script
+
+            clients = load_script("deploy").make_clients("us-east-1")
+            boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="results")
+            moto_sagemaker.deploy_test_endpoint(clients, mode="async")
+            topic = queue = None
+            if notify:
+                sns, sqs = boto3.client("sns", region_name="us-east-1"), boto3.client("sqs", region_name="us-east-1")
+                topic = sns.create_topic(Name="results")["TopicArn"]
+                queue = sqs.create_queue(QueueName="results")["QueueUrl"]
+                arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+                sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+            AsyncEndpointEmulator(simulated_responder(latency_s), s3_uri="s3://results/async", capacity=capacity,
+                                  sns_topic=topic).install(patch)
+            data = workdir / ("notify" if notify else "poll")
+            (data / "photos").mkdir(parents=True)
+            paths = []
+            for seed in range(count):
+                path = data / "photos" / f"p{seed:05d}.jpg"
+                path.write_bytes(small_photo(seed))
+                paths.append(path)
+            settings = Settings(_env_file=None, data_dir=data, summarizer="offline", concurrency=4)
+            counter = CallCounter()
+            session = boto3.Session(region_name="us-east-1")
+            session.events.register("before-call", counter)
+            from botocore.config import Config
+
+            config = Config(retries={"max_attempts": 4, "mode": "adaptive"}, max_pool_connections=in_flight + 8)
+            stages = build_stages(settings, captioner=_NoCaptioner())
+            notifications = SqsNotifications(session.client("sqs", config=config), queue) if notify else None
+            stages.captioner = SageMakerAsyncCaptioner(
+                runtime=session.client("sagemaker-runtime", config=config), s3=session.client("s3", config=config),
+                control=session.client("sagemaker", config=config), journal=stages.store,
+                endpoint_name=moto_sagemaker.ENDPOINT_NAME, s3_uri="s3://results/async", max_in_flight=in_flight,
+                timeout_s=600, notifications=notifications, poll_min_s=1.0, poll_max_s=20.0,
+            )
+            batch = create_batch(stages.store, settings, paths, name="bench", created_by="bench")
+            started = time.perf_counter()
+            progress = run_batch(stages, batch.id, concurrency=4)
+            wall = time.perf_counter() - started
+    finally:
+        patch.undo()
+    ideal = math.ceil(count / capacity) * latency_s
+    total_calls = sum(counter.calls.values())
+    return {
+        "photos": count, "ok": progress.ok, "latency_s": latency_s, "capacity": capacity, "in_flight": in_flight,
+        "wall_s": round(wall, 1), "ideal_s": round(ideal, 1), "ratio_to_ideal": round(wall / ideal, 2),
+        "aws_calls_per_photo": round(total_calls / count, 2),
+        "calls": dict(sorted(counter.calls.items())),
+    }
+
+
+class _NoCaptioner:
+    model_id = "unused"
+
+    def warm_up(self) -> None: ...
+
+
+def bench_async(workdir: Path, count: int = 2000, latency_s: float = 1.0, capacity: int = 32, in_flight: int = 128) -> dict:
+    return {
+        "s3_polling": _async_run(workdir, count, latency_s, capacity, in_flight, notify=False),
+        "sns_sqs": _async_run(workdir, count, latency_s, capacity, in_flight, notify=True),
+    }
+
+
+def bench_store_listing(workdir: Path, count: int = 5000) -> dict:
+    from pipeline.models import IngestReport, SourceItem, SourceRef
+    from pipeline.store.dynamo_store import DynamoStore
+    from pipeline.store.sqlite_store import SqliteStore
+    from review_grid import processed_result
+
+    report = IngestReport(items=[SourceItem(source=f"photos.zip:item-{i:05d}.jpg", ref=SourceRef("file", f"/x/{i}.jpg"),
+                                            sku=f"SKU-{i:05d}") for i in range(count)])
+    timings = {}
+    with mock_aws():
+        dynamo = DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "bench")
+        dynamo.create_table()
+        for name, store in (("sqlite", SqliteStore(workdir / "list.sqlite3")), ("dynamodb", dynamo)):
+            batch = store.create_batch("bench", "bench", report)
+            for record in store.list_items(batch.id):
+                store.save_result(record.id, processed_result(record.id), [])
+            best = math.inf
+            for _ in range(3):
+                started = time.perf_counter()
+                items = store.list_items(batch.id)
+                best = min(best, time.perf_counter() - started)
+            assert len(items) == count and all(i.status == "ok" for i in items)
+            timings[name] = round(best, 3)
+    return {"items": count, "sqlite_s": timings["sqlite"], "dynamodb_moto_s": timings["dynamodb"],
+            "ratio": round(timings["dynamodb"] / timings["sqlite"], 1)}
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory() as tmp:
+        print(bench_store_listing(Path(tmp), 500))
+        print(bench_async(Path(tmp), count=200, latency_s=0.25, capacity=16, in_flight=64))
