@@ -212,3 +212,20 @@ def test_sns_to_sqs_notifications_wake_the_waiting_photo(aws, monkeypatch, respo
     stages.captioner = make_captioner(stages.store, notifications=notifications, poll_min_s=30, poll_max_s=30)
     assert run_batch(stages, batch.id, concurrency=3).ok == 3
     assert notifications.received == 3
+
+
+def test_cli_says_the_endpoint_is_warming_up_and_then_finishes(aws, monkeypatch, responder, tmp_path, capsys):
+    from pipeline.cli import main
+
+    emulator = AsyncEndpointEmulator(responder, s3_uri=ASYNC_S3, instances=0).install(monkeypatch)
+    boto3.client("sagemaker", region_name="us-east-1").update_endpoint_weights_and_capacities(
+        EndpointName=NAME, DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": 0}])
+    for key, value in {"DATA_DIR": str(tmp_path / "data"), "SUMMARIZER": "offline", "SAGEMAKER_ASYNC_S3": ASYNC_S3,
+                       "ENDPOINT_WARMUP_MINUTES": "7", "MAX_NEW_TOKENS": "8"}.items():
+        monkeypatch.setenv(key, value)
+    threading.Timer(1.0, emulator.scale_out).start()  # the scale-from-zero alarm brings an instance up
+    out = tmp_path / "report.csv"
+    assert main(["tag", *map(str, photos(tmp_path, 2)), "--captioner", "sagemaker-async", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "note: The captioning endpoint is warming up (starting from zero instances). Expected wait about 7 minutes" in captured.err
+    assert "2 tagged, 0 failed" in captured.out and "Traceback" not in captured.err
