@@ -216,10 +216,9 @@ def main() -> None:
     big, small = review["items_2000"], review["items_200"]
     print(f"7. review page (AppTest): 2,000 items render {big['render_s']} s, save one edit {big['save_one_edit_s']} s; "
           f"200 items {small['render_s']} s / {small['save_one_edit_s']} s -> render x{review['render_ratio_2000_vs_200']} for 10x items (goal < 2 s each)")
-    for name, run in async_batch.items():
-        print(f"8. async {run['photos']:,} photos ({name}), L={run['latency_s']}s, C={run['capacity']}, {run['in_flight']} in flight: "
-              f"{run['wall_s']}s vs ideal {run['ideal_s']}s -> {run['ratio_to_ideal']}x; {run['aws_calls_per_photo']} AWS calls per photo")
-    print(f"9. list {listing['items']:,} items: SQLite {listing['sqlite_s']}s, DynamoDB (moto) {listing['dynamodb_moto_s']}s -> x{listing['ratio']}")
+    from scale import report
+
+    report(listing, async_batch)
     print(f"wrote {RESULTS.relative_to(HERE.parent)}")
 
 
