@@ -58,13 +58,7 @@ def _async_run(workdir: Path, count: int, latency_s: float, capacity: int, in_fl
 
     patch = MonkeyPatch()
     try:
-        with mock_aws():
-            moto_sagemaker.install(patch)
-            from support.scripts import load_script
-
-            clients = load_script("deploy").make_clients("us-east-1")
-            boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="results")
-            moto_sagemaker.deploy_test_endpoint(clients, mode="async")
+        with moto_sagemaker.endpoint_in_moto(patch, "async"):
             topic = queue = None
             if notify:
                 sns, sqs = boto3.client("sns", region_name="us-east-1"), boto3.client("sqs", region_name="us-east-1")
@@ -115,16 +109,17 @@ def _async_run(workdir: Path, count: int, latency_s: float, capacity: int, in_fl
 def _fill_processed(store, batch_id: int) -> None:
     """The same processed rows save_result writes, put in batches: moto's TransactWriteItems copies
     the whole table on every call (quadratic), and the listing measure only needs the rows."""
-    from pipeline.store import dynamo_store
+    import json
+
     from review_grid import processed_result
 
     rows = []
     for item in store._query(f"BATCH#{batch_id}", prefix="ITEM#"):
         result = processed_result(item["id"])
         item.update(status="ok", content_key=result.content_key, image_path=result.image_path, caption=result.caption.caption,
-                    attributes=dynamo_store.json.dumps([a.__dict__ for a in result.attributes]), title=result.summary.title,
-                    tags=dynamo_store.json.dumps(result.summary.tags), summary=result.summary.summary,
-                    word_count=result.word_count, checks=dynamo_store.json.dumps(result.checks.to_dict()),
+                    attributes=json.dumps([a.__dict__ for a in result.attributes]), title=result.summary.title,
+                    tags=json.dumps(result.summary.tags), summary=result.summary.summary,
+                    word_count=result.word_count, checks=json.dumps(result.checks.to_dict()),
                     caption_model="bench", summary_model="offline", summary_offline=1)
         rows.append(item)
     store._batch_put(rows)

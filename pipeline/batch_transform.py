@@ -25,9 +25,9 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from pipeline.captioners.contract import build_request, parse_response
-from pipeline.captioners.sagemaker_async import split_s3_uri
 from pipeline.costs import Assumptions, JobEstimate, PriceTable, estimate_transform_job
 from pipeline.errors import ConfigError, ServiceError, describe_error
+from pipeline.fetch import parse_s3_prefix, read_s3_object_if_exists
 from pipeline.models import CaptionResult, ItemRecord, PhotoChecks, TransformJobRecord, Usage
 from pipeline.runner import Stages, complete_item, prepare_image
 
@@ -48,7 +48,7 @@ class BatchTransformRunner:
     def __init__(self, stages: Stages, *, sagemaker: Any, s3: Any, options: TransformOptions,
                  model_name: Callable[[], str], sleep: Callable[[float], None] = time.sleep) -> None:
         self.stages, self.sagemaker, self.s3, self.options = stages, sagemaker, s3, options
-        self.bucket, self.prefix = split_s3_uri(options.s3_uri)
+        self.bucket, self.prefix = parse_s3_prefix(options.s3_uri)
         self.model_name, self.sleep = model_name, sleep
 
     @classmethod
@@ -158,7 +158,7 @@ class BatchTransformRunner:
             self.sleep(self.options.poll_s)
 
     def ingest(self, job: TransformJobRecord, described: dict | None = None) -> TransformJobRecord:
-        manifest = json.loads(self._read(self._uri(job, "manifest.json")) or b'{"items": []}')["items"]
+        manifest = json.loads(read_s3_object_if_exists(self.s3, self._uri(job, "manifest.json")) or b'{"items": []}')["items"]
         billed_keys: set[str] = set()
         lock = threading.Lock()
 
@@ -171,7 +171,7 @@ class BatchTransformRunner:
                 billed_keys.add(entry["content_key"])
             usage = [Usage(kind="transform", model=job.job_name, invocations=1)] if first else []
             try:
-                body = self._read(self._uri(job, f"output/{entry['content_key']}.json.out"))
+                body = read_s3_object_if_exists(self.s3, self._uri(job, f"output/{entry['content_key']}.json.out"))
                 if body is None:
                     raise ServiceError(self._missing_reason(job))
                 data = parse_response(body)
@@ -209,19 +209,8 @@ class BatchTransformRunner:
     def _write(self, key: str, body: bytes) -> None:
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
 
-    def _read(self, uri: str) -> bytes | None:
-        from botocore.exceptions import ClientError
-
-        bucket, key = split_s3_uri(uri)
-        try:
-            return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
-                return None
-            raise
-
     def _outputs_written(self, job: TransformJobRecord) -> int:
-        bucket, prefix = split_s3_uri(self._uri(job, "output/"))
+        bucket, prefix = parse_s3_prefix(self._uri(job, "output/"))
         count = 0
         for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
             count += sum(1 for o in page.get("Contents", []) if o["Key"].endswith(".out"))

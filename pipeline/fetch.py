@@ -167,6 +167,27 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return parts.netloc, parts.path.lstrip("/")
 
 
+def parse_s3_prefix(uri: str) -> tuple[str, str]:
+    """A configured s3://bucket[/prefix] location (settings), as (bucket, prefix without slashes)."""
+    parts = urlsplit(uri)
+    if parts.scheme != "s3" or not parts.netloc:
+        raise ConfigError(f"{uri!r} is not an s3://bucket/prefix location.")
+    return parts.netloc, parts.path.strip("/")
+
+
+def read_s3_object_if_exists(client: Any, uri: str) -> bytes | None:
+    """An object this deployment wrote (async results, job outputs), or None while it is not there yet."""
+    from botocore.exceptions import ClientError
+
+    bucket, key = parse_s3_uri(uri)
+    try:
+        return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            return None
+        raise ServiceError("A result could not be read from S3; try again.") from exc
+
+
 def fetch_s3(uri: str, limits: FetchLimits, client: Any) -> bytes:
     bucket, key = parse_s3_uri(uri)
     if bucket not in limits.s3_allowed_buckets:

@@ -30,6 +30,14 @@ def local_captioner(tiny_model):
     return captioner
 
 
+@pytest.fixture(scope="session")
+def responder(tiny_model):
+    """The real SageMaker handler on the tiny model, for the emulated async endpoint and batch jobs."""
+    from support.sagemaker_emulator import handler_responder
+
+    return handler_responder(tiny_model)
+
+
 @pytest.fixture
 def make_settings(tmp_path, tiny_model):
     from pipeline.settings import Settings

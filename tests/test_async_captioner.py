@@ -8,7 +8,6 @@ import threading
 import boto3
 import pytest
 from botocore.config import Config
-from moto import mock_aws
 
 from pipeline.captioners.sagemaker_async import SageMakerAsyncCaptioner, SqsNotifications
 from pipeline.normalize import normalize_image
@@ -19,27 +18,16 @@ from pipeline.worker import BatchWorker
 from support import moto_sagemaker
 from support.faults import FailFirst
 from support.images import jpeg_bytes
-from support.sagemaker_emulator import AsyncEndpointEmulator, handler_responder
+from support.sagemaker_emulator import AsyncEndpointEmulator
 
 NAME = moto_sagemaker.ENDPOINT_NAME
 ASYNC_S3 = "s3://results/async"
 FAST = Config(region_name="us-east-1", retries={"max_attempts": 4, "mode": "standard"})
 
 
-@pytest.fixture(scope="module")
-def responder(tiny_model):
-    return handler_responder(tiny_model)
-
-
 @pytest.fixture
 def aws(monkeypatch):
-    moto_sagemaker.install(monkeypatch)
-    with mock_aws():
-        from support.scripts import load_script
-
-        clients = load_script("deploy").make_clients("us-east-1")
-        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="results")
-        moto_sagemaker.deploy_test_endpoint(clients, mode="async")
+    with moto_sagemaker.endpoint_in_moto(monkeypatch, "async") as clients:
         yield clients
 
 
@@ -164,12 +152,11 @@ def test_endpoint_at_zero_instances_says_warming_up_then_finishes(aws, monkeypat
     assert "warming up" in readiness.message and "finish on their own" in readiness.message
     worker = BatchWorker(stages, concurrency=2)
     worker.submit(batch.id)
-    deadline = threading.Event()
     for _ in range(100):
         view = worker.view(batch.id)
         if view.state == "running" and view.notice:
             break
-        deadline.wait(0.05)
+        threading.Event().wait(0.05)
     assert "warming up" in view.notice and view.problem is None
     emulator.scale_out()
     assert worker.wait_idle(60)

@@ -6,7 +6,6 @@ import threading
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from pipeline.batch_transform import BatchTransformRunner
 from pipeline.costs import Assumptions, PriceTable, estimate_transform_job
@@ -14,25 +13,14 @@ from pipeline.service import build_stages, create_batch
 from pipeline.worker import BatchWorker
 from support import moto_sagemaker
 from support.images import jpeg_bytes
-from support.sagemaker_emulator import TransformEmulator, handler_responder
+from support.sagemaker_emulator import TransformEmulator
 
 TRANSFORM_S3 = "s3://results/transform"
 
 
-@pytest.fixture(scope="module")
-def responder(tiny_model):
-    return handler_responder(tiny_model)
-
-
 @pytest.fixture
 def aws(monkeypatch):
-    moto_sagemaker.install(monkeypatch)
-    with mock_aws():
-        from support.scripts import load_script
-
-        clients = load_script("deploy").make_clients("us-east-1")
-        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="results")
-        moto_sagemaker.deploy_test_endpoint(clients)
+    with moto_sagemaker.endpoint_in_moto(monkeypatch) as clients:
         yield clients
 
 

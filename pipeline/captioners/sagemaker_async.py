@@ -21,11 +21,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
-from urllib.parse import urlparse
 
 from pipeline.attributes import AttributeSpec
 from pipeline.captioners.contract import build_request, parse_response
 from pipeline.errors import BadInputError, ConfigError, ServiceError
+from pipeline.fetch import parse_s3_prefix, read_s3_object_if_exists
 from pipeline.models import AsyncInvocation, CaptionResult, NormalizedImage, Usage
 
 
@@ -36,13 +36,6 @@ class Readiness:
     ready: bool
     message: str = ""
     expected_wait_s: float = 0.0
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    parsed = urlparse(uri)
-    if parsed.scheme != "s3" or not parsed.netloc:
-        raise ConfigError(f"{uri!r} is not an s3://bucket/prefix location.")
-    return parsed.netloc, parsed.path.strip("/")
 
 
 class SageMakerAsyncCaptioner:
@@ -68,7 +61,7 @@ class SageMakerAsyncCaptioner:
     ) -> None:
         self.runtime, self.s3, self.control, self.journal = runtime, s3, control, journal
         self.endpoint_name = endpoint_name
-        self.bucket, self.prefix = split_s3_uri(s3_uri)
+        self.bucket, self.prefix = parse_s3_prefix(s3_uri)
         self.timeout_s, self.poll_max_s, self.poll_min_s, self.warmup_s = timeout_s, poll_max_s, poll_min_s, warmup_s
         self.max_in_flight = max_in_flight
         self.max_new_tokens, self.caption_prompt = max_new_tokens, caption_prompt
@@ -187,31 +180,20 @@ class SageMakerAsyncCaptioner:
                 return None
             pause = min(delay, left)
             if self.notifications is not None:
-                self.notifications.wait_for(invocation.inference_id, pause, self.sleep)
+                self.notifications.wait_for(invocation.inference_id, pause)
             else:
                 self.sleep(pause)
             delay = min(delay * 1.5, self.poll_max_s)
 
     def _look(self, invocation: AsyncInvocation) -> tuple[str, bytes] | None:
-        body = self._read(invocation.output_location)
+        body = read_s3_object_if_exists(self.s3, invocation.output_location)
         if body is not None:
             return "ok", body
         if invocation.failure_location:
-            body = self._read(invocation.failure_location)
+            body = read_s3_object_if_exists(self.s3, invocation.failure_location)
             if body is not None:
                 return "failed", body
         return None
-
-    def _read(self, location: str) -> bytes | None:
-        from botocore.exceptions import ClientError
-
-        bucket, key = split_s3_uri(location)
-        try:
-            return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
-                return None
-            raise ServiceError("The photo's result could not be read from S3; try again.") from exc
 
     def _describe_readiness(self) -> Readiness:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -281,7 +263,7 @@ class SqsNotifications:
         with self._lock:
             return self._events.setdefault(inference_id, threading.Event())
 
-    def wait_for(self, inference_id: str, timeout_s: float, sleep: Callable[[float], None]) -> None:
+    def wait_for(self, inference_id: str, timeout_s: float) -> None:
         self.expect(inference_id).wait(timeout_s)
 
     def done(self, inference_id: str) -> None:

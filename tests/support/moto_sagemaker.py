@@ -7,6 +7,8 @@ call is rejected for an unknown endpoint or config, like the real API.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from moto.core.responses import ActionResult
 from moto.sagemaker.exceptions import ValidationError
 from moto.sagemaker.models import sagemaker_backends
@@ -48,3 +50,19 @@ def deploy_test_endpoint(clients, mode: str = "realtime", name: str = ENDPOINT_N
         async_s3="s3://results/async", max_instances=2,
     )
     deploy.apply_plan(deploy.plan_deployment(options, clients), clients, wait_delay_s=0, wait_attempts=2, log=lambda _: None)
+
+
+@contextmanager
+def endpoint_in_moto(monkeypatch, mode: str = "realtime"):
+    """moto with a deployed endpoint and the `results` bucket async outputs and batch jobs use."""
+    import boto3
+    from moto import mock_aws
+
+    from support.scripts import load_script
+
+    install(monkeypatch)
+    with mock_aws():
+        clients = load_script("deploy").make_clients("us-east-1")
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="results")
+        deploy_test_endpoint(clients, mode)
+        yield clients
