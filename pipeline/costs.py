@@ -66,11 +66,17 @@ class Assumptions:
     summary_model: str = "gpt-4o"
     input_tokens_per_image: int = 700
     output_tokens_per_image: int = 150
+    # The always-on infrastructure: defaults are infra/cdk.json's (InfraConfig.cost_assumptions maps a deployment).
     dashboard_vcpu: float = 0.5
     dashboard_gb: float = 1.0
-    fargate_arch: str = "x86"  # x86 | arm
+    dashboard_tasks: int = 1
+    fargate_arch: str = "arm"  # x86 | arm (the stack runs ARM64: ~20% cheaper)
     fargate_spot: bool = False
     alb_lcu: float = 0.5  # average LCUs of a small internal dashboard
+    public_ipv4_addresses: int = 3  # ALB: one per AZ (2) + one per task in public subnets
+    nat_gateways: int = 0
+    interface_endpoints: int = 0  # VPC interface endpoints × AZs
+    alarms: int = 5
     local_cpu_seconds_per_image: float = 40.0  # BLIP-2 flan-t5-xl on 4 Fargate vCPU (assumed)
     local_cpu_vcpu: float = 4.0
     local_cpu_gb: float = 16.0
@@ -107,15 +113,29 @@ def _fargate_hour(prices: PriceTable, vcpu: float, gb: float, arch: str, spot: b
     return vcpu * prices.usd(f"{kind}_vcpu_hour:{arch}") + gb * prices.usd(f"{kind}_gb_hour:{arch}")
 
 
-def shared_costs(a: Assumptions, prices: PriceTable) -> dict[str, float]:
-    """What every scenario pays: the dashboard, its load balancer, storage, logs, secrets, summaries."""
-    stored_gb = a.images_per_month * a.stored_mb_per_image / 1024
+def fixed_infra_costs(a: Assumptions, prices: PriceTable) -> dict[str, float]:
+    """The deployment's always-on monthly bill, whatever the volume: dashboard tasks, ALB, addresses, network,
+    logs, secrets, alarms (README "Deploy" shows it for infra/cdk.json)."""
+    fargate = _fargate_hour(prices, a.dashboard_vcpu, a.dashboard_gb, a.fargate_arch, a.fargate_spot)
     return {
-        "fargate_dashboard": HOURS_PER_MONTH * _fargate_hour(prices, a.dashboard_vcpu, a.dashboard_gb, a.fargate_arch, a.fargate_spot),
+        "fargate_dashboard": HOURS_PER_MONTH * a.dashboard_tasks * fargate,
         "alb": HOURS_PER_MONTH * (prices.usd("alb_hour") + a.alb_lcu * prices.usd("alb_lcu_hour")),
-        "s3": stored_gb * prices.usd("s3_gb_month") + a.images_per_month * 3 / 1000 * prices.usd("s3_put_per_1k"),
+        "public_ipv4": HOURS_PER_MONTH * a.public_ipv4_addresses * prices.usd("public_ipv4_hour"),
+        "nat_gateway": HOURS_PER_MONTH * a.nat_gateways * prices.usd("nat_gateway_hour"),
+        "vpc_endpoints": HOURS_PER_MONTH * a.interface_endpoints * prices.usd("vpc_interface_endpoint_hour"),
         "cloudwatch_logs": a.log_gb_per_month * (prices.usd("cloudwatch_logs_ingest_gb") + prices.usd("cloudwatch_logs_store_gb_month")),
+        "cloudwatch_alarms": a.alarms * prices.usd("cloudwatch_alarm_month"),
         "secrets_manager": a.secrets * prices.usd("secrets_manager_secret_month"),
+    }
+
+
+def shared_costs(a: Assumptions, prices: PriceTable) -> dict[str, float]:
+    """What every scenario pays: the fixed infrastructure, plus storage and summaries for the volume."""
+    stored_gb = a.images_per_month * a.stored_mb_per_image / 1024
+    fixed = {k: v for k, v in fixed_infra_costs(a, prices).items() if v}  # a scenario lists only what it pays
+    return {
+        **fixed,
+        "s3": stored_gb * prices.usd("s3_gb_month") + a.images_per_month * 3 / 1000 * prices.usd("s3_put_per_1k"),
         "openai": a.images_per_month * (
             a.input_tokens_per_image * prices.usd(f"openai_input_per_million:{a.summary_model}")
             + a.output_tokens_per_image * prices.usd(f"openai_output_per_million:{a.summary_model}")
@@ -251,10 +271,10 @@ def month_to_date(store, prices: PriceTable, a: Assumptions, *, running_now: boo
         for day, hours in _split_by_day(start, end).items():
             add(day, "sagemaker_endpoint", hours * gpu_hour)
             endpoint_hours += hours
-    fixed = shared_costs(replace(a, images_per_month=0), prices)  # per-month fixed parts, pro-rated by hour
+    fixed = {k: v for k, v in fixed_infra_costs(a, prices).items() if v}  # per-month fixed parts, pro-rated by hour
     for day, hours in _split_by_day(month_start, now).items():
-        for component in ("fargate_dashboard", "alb", "secrets_manager", "cloudwatch_logs"):
-            add(day, component, fixed[component] * hours / HOURS_PER_MONTH)
+        for component, usd in fixed.items():
+            add(day, component, usd * hours / HOURS_PER_MONTH)
     images = tokens = 0
     for at, usage in store.usage_rows(since=month_start.isoformat(timespec="seconds")):
         day = at[:10]

@@ -9,31 +9,35 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from pipeline.costs import Assumptions, PriceTable, estimate_monthly_cost, month_to_date, uptime_intervals
+from pipeline.costs import Assumptions, PriceTable, estimate_monthly_cost, fixed_infra_costs, month_to_date, uptime_intervals
 from pipeline.errors import ConfigError
 from pipeline.models import AuditEntry, Usage
 from pipeline.store.sqlite_store import SqliteStore
 
-# Hand-computed with the shipped prices and default assumptions (1,000 images/month):
-#   dashboard  730 h × (0.5 × 0.04048 + 1 × 0.004445)          = 18.020
+# Hand-computed with the shipped prices and default assumptions (1,000 images/month; the defaults are
+# infra/cdk.json's deployment: 1 ARM64 task, 2 AZs, public subnets, no NAT, 5 alarms):
+#   dashboard  730 h × (0.5 × 0.03238 + 1 × 0.00356)           = 14.4175
 #   ALB        730 h × (0.0225 + 0.5 LCU × 0.008)               = 19.345
+#   public IPv4 3 addresses × 730 h × 0.005                     = 10.95
+#   alarms 5 × 0.10 = 0.50, logs 0.53, secret 0.40
+#   fixed infrastructure                                         = 46.1425
 #   S3         0.1465 GB × 0.023 + 3,000 PUT × 0.005/1k          =  0.018
-#   logs 0.53, secret 0.40
 #   OpenAI     1,000 × (700 × 2.50 + 150 × 10.00) / 1e6          =  3.250
-#   shared                                                       = 41.563
+#   shared                                                       = 49.41
 #   24x7        730 × 0.7364 = 537.572        brief: 730 × 1.2 = 876.000
 #   business    22 × 10 = 220 h × 0.7364      = 162.008
 #   async       (20 × 25/60 + 1,000 × 1.5/3,600) h = 8.75 h × 0.7364 = 6.4435
 #   batch       (20 × 12/60 + 0.41667) h = 4.41667 h × 0.7364       = 3.2524
-#   local CPU   11.111 h × (4 × 0.04048 + 16 × 0.004445)            = 2.5893
-SHARED = 18.020 + 19.345 + 0.018 + 0.53 + 0.40 + 3.25
+#   local CPU   11.111 h × (4 × 0.03238 + 16 × 0.00356)             = 2.0720
+FIXED = 14.4175 + 19.345 + 10.95 + 0.50 + 0.53 + 0.40
+SHARED = FIXED + 0.018 + 3.25
 EXPECTED = {
     "real-time 24x7": 537.572 + SHARED,
     "real-time 24x7 (brief's $1.2/h)": 876.0 + SHARED,
     "real-time business hours + auto-stop": 162.008 + SHARED,
     "async scale-to-zero": 6.4435 + SHARED,
     "batch transform": 3.2524 + SHARED,
-    "local CPU": 2.5893 + SHARED,
+    "local CPU": 2.0720 + SHARED,
 }
 
 
@@ -58,6 +62,17 @@ def test_estimator_matches_the_hand_computed_figures(prices):
     assert brief.breakdown["sagemaker_endpoint"] == 876.0  # the brief's own ~$876 line
     for scenario in estimate.scenarios:
         assert sum(scenario.breakdown.values()) == pytest.approx(scenario.monthly_usd, abs=0.01)
+
+
+def test_fixed_infrastructure_follows_the_deployment_shape(prices):
+    assert sum(fixed_infra_costs(Assumptions(), prices).values()) == pytest.approx(FIXED, abs=0.01)
+    # Private subnets behind one NAT gateway: no task address, + 730 h × 0.045 = 32.85 for the NAT (and its address).
+    nat = fixed_infra_costs(Assumptions(nat_gateways=1, public_ipv4_addresses=3), prices)
+    assert nat["nat_gateway"] == pytest.approx(32.85, abs=0.01)
+    # Interface endpoints instead: 9 services × 2 AZs × 730 h × 0.01 = 131.40.
+    assert fixed_infra_costs(Assumptions(interface_endpoints=18), prices)["vpc_endpoints"] == pytest.approx(131.40, abs=0.01)
+    two_spot = fixed_infra_costs(Assumptions(dashboard_tasks=2, fargate_spot=True), prices)
+    assert two_spot["fargate_dashboard"] == pytest.approx(2 * 730 * (0.5 * 0.009714 + 1 * 0.001068), abs=0.01)
 
 
 def test_cheapest_scenario_for_a_latency_need(prices):
@@ -137,3 +152,6 @@ def test_month_to_date_ledger(tmp_path, prices):
     assert ledger.by_component["openai"] == pytest.approx(2.5 + 1.0, abs=0.01)  # 1M in × 2.50 + 0.1M out × 10.00
     assert ledger.images == 1 and ledger.usd_per_image == ledger.total_usd and ledger.tokens == 1_100_000
     assert sum(sum(day.values()) for day in ledger.daily.values()) == pytest.approx(ledger.total_usd, abs=0.05)
+    hours_so_far = (later - later.replace(day=1, hour=0, minute=0, second=0, microsecond=0)).total_seconds() / 3600
+    assert ledger.by_component["public_ipv4"] == pytest.approx(3 * 0.005 * hours_so_far, abs=0.01)  # fixed parts pro-rated
+    assert "nat_gateway" not in ledger.by_component

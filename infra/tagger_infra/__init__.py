@@ -1,0 +1,1 @@
+"""The product-tagging dashboard's AWS deployment as a CDK app (see infra/README section in the top README)."""

@@ -1,0 +1,87 @@
+"""SageMaker's side: its execution role, async completion notices (SNS → SQS), and — when a model
+package is named in cdk.json — the model and an endpoint config the admin page can start.
+
+The endpoint itself is not a CloudFormation resource: admins start and stop it (pipeline/endpoint.py),
+and sagemaker/deploy.py (deploy-model.yml) rolls out new model code. An endpoint owned by a stack would
+be recreated or fight those changes on every deploy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_sagemaker as sagemaker
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from pipeline.endpoint import VARIANT
+from tagger_infra.checks import accept_findings
+from tagger_infra.config import InfraConfig
+from tagger_infra.permissions import Scope, sagemaker_execution_statements
+
+
+class Captioning(Construct):
+    def __init__(self, scope: Construct, construct_id: str, config: InfraConfig, *, bucket_arn: str, bucket_name: str,
+                 table_arn: str) -> None:
+        super().__init__(scope, construct_id)
+        self.queue: sqs.Queue | None = None
+        topics: list[sns.Topic] = []
+        if config.async_inference:
+            topics = [sns.Topic(self, name, master_key=None) for name in ("AsyncSuccess", "AsyncError")]
+            self.queue = sqs.Queue(self, "AsyncNotices", encryption=sqs.QueueEncryption.SQS_MANAGED, enforce_ssl=True,
+                                   retention_period=Duration.days(1), visibility_timeout=Duration.seconds(60))
+            for topic in topics:
+                topic.add_subscription(subscriptions.SqsSubscription(self.queue, raw_message_delivery=True))
+                accept_findings(topic, {"CKV_AWS_26": "SageMaker publishes here and cannot use the AWS-managed SNS key; "
+                                                      "messages carry the S3 location of a result, not the result."})
+            accept_findings(self.queue, {"CKV_AWS_27": "Encrypted with SQS-managed SSE (checkov counts KMS only); SNS cannot "
+                                                       "deliver to a queue under the AWS-managed SQS KMS key."})
+        self.topics = topics
+
+        self.scope = Scope(stack=Stack.of(self), endpoint_name=config.endpoint_name, bucket_arn=bucket_arn, table_arn=table_arn,
+                           queue_arn=self.queue.queue_arn if self.queue else None, source_buckets=tuple(config.s3_source_buckets))
+        model_bucket = config.model_data_url.removeprefix("s3://").split("/", 1)[0] if config.model_data_url else None
+        self.execution_role = iam.Role(
+            self, "ExecutionRole", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            description="SageMaker endpoint and transform jobs of the product-tagging dashboard",
+            inline_policies={"endpoint": iam.PolicyDocument(statements=sagemaker_execution_statements(
+                self.scope, f"arn:aws:s3:::{model_bucket}" if model_bucket and model_bucket != bucket_name else None,
+                [t.topic_arn for t in topics]))},
+        )
+        self.endpoint_config_name: str | None = None
+        if config.model_data_url:
+            self._model_and_config(config, bucket_name)
+
+    def _model_and_config(self, config: InfraConfig, bucket_name: str) -> None:
+        """Names follow deploy.py's convention (<endpoint>-<mode>-<hash>) so `endpoint start` finds the config."""
+        environment = {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "LOAD_IN_8BIT": "false"}
+        body = {"image": config.image_uri, "data": config.model_data_url, "env": environment, "mode": config.sagemaker_mode,
+                "instance": config.instance_type}
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:10]
+        model_name = f"{config.endpoint_name}-cdk-{digest}"
+        model = sagemaker.CfnModel(
+            self, "Model", model_name=model_name, execution_role_arn=self.execution_role.role_arn,
+            primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
+                image=config.image_uri, model_data_url=config.model_data_url, environment=environment))
+        async_config = None
+        if config.async_inference:
+            async_config = sagemaker.CfnEndpointConfig.AsyncInferenceConfigProperty(
+                output_config=sagemaker.CfnEndpointConfig.AsyncInferenceOutputConfigProperty(
+                    s3_output_path=f"s3://{bucket_name}/async/output/", s3_failure_path=f"s3://{bucket_name}/async/failure/",
+                    notification_config=sagemaker.CfnEndpointConfig.AsyncInferenceNotificationConfigProperty(
+                        success_topic=self.topics[0].topic_arn, error_topic=self.topics[1].topic_arn)),
+                client_config=sagemaker.CfnEndpointConfig.AsyncInferenceClientConfigProperty(max_concurrent_invocations_per_instance=4))
+        self.endpoint_config_name = f"{config.endpoint_name}-{config.sagemaker_mode}-cdk-{digest}"
+        endpoint_config = sagemaker.CfnEndpointConfig(
+            self, "EndpointConfig", endpoint_config_name=self.endpoint_config_name,
+            production_variants=[sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+                variant_name=VARIANT, model_name=model_name, instance_type=config.instance_type, initial_instance_count=1)],
+            async_inference_config=async_config)
+        endpoint_config.node.add_dependency(model)
+        accept_findings(model, {"CKV_AWS_370": "No network isolation: the container pip-installs sagemaker/code/requirements.txt "
+                                               "(the pinned transformers) at start-up."})

@@ -1,0 +1,190 @@
+"""What one deployment is: every knob of the stack, read from cdk.json's context (or `-c key=value`).
+
+One pydantic model, validated before any construct is made, so a wrong value fails `cdk synth` with
+one clear line instead of a half-built template. README "Deploy" documents each field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline.costs import Assumptions
+
+CONTEXT_KEY = "product-tagging"  # cdk.json: {"context": {"product-tagging": {...}}}
+NAME = re.compile(r"^[a-z][a-z0-9-]{1,40}$")
+
+
+class InfraConfigError(Exception):
+    """A context value the person deploying must fix."""
+
+
+class OidcProvider(BaseModel):
+    """An external OpenID Connect identity provider (Okta, Entra ID, Google Workspace...) instead of Cognito."""
+
+    model_config = ConfigDict(extra="forbid")
+    issuer: str
+    authorization_endpoint: str
+    token_endpoint: str
+    user_info_endpoint: str
+    client_id: str
+    client_secret_name: str = Field(description="Secrets Manager secret holding the client secret (resolved by CloudFormation, never in the template).")
+
+
+class BusinessHours(BaseModel):
+    """Real-time endpoint schedule: started at `start`, stopped at `stop`, on `days`, in `timezone`."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    start: str = "08:00"
+    stop: str = "18:00"
+    days: str = "MON-FRI"
+    timezone: str = "UTC"
+
+    @model_validator(mode="after")
+    def _times(self) -> "BusinessHours":
+        for value in (self.start, self.stop):
+            if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+                raise ValueError(f"business hours time {value!r} must be HH:MM (24 h)")
+        return self
+
+    def cron(self, at: str) -> str:
+        hour, minute = at.split(":")
+        return f"cron({int(minute)} {int(hour)} ? * {self.days} *)"
+
+
+class InfraConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Where
+    app_name: str = "product-tagging"
+    account: str | None = Field(None, description="None: the CLI's current account (CDK_DEFAULT_ACCOUNT).")
+    region: str = "us-east-1"
+
+    # Name and certificate: the ALB authenticates users only on HTTPS, so one of these is required.
+    domain_name: str | None = Field(None, description="e.g. tagging.example.com; gets an ACM certificate and an alias record.")
+    hosted_zone_id: str | None = None
+    hosted_zone_name: str | None = None
+    certificate_arn: str | None = Field(None, description="An existing ACM certificate (DNS managed outside Route 53).")
+
+    # Sign-in
+    auth: Literal["cognito", "oidc"] = "cognito"
+    cognito_domain_prefix: str | None = Field(None, description="Hosted sign-in page prefix; default <app_name>-<account>.")
+    oidc: OidcProvider | None = None
+    admin_emails: list[str] = Field(default_factory=list)
+
+    # Network: public subnets (tasks get a public IP, no NAT), or private subnets with NAT or interface endpoints.
+    network: Literal["public", "private-nat", "private-endpoints"] = "public"
+    max_azs: int = 2
+    allowed_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"], description="Who may reach the ALB (HTTPS).")
+
+    # Dashboard service
+    cpu: int = 512
+    memory_mib: int = 1024
+    cpu_architecture: Literal["ARM64", "X86_64"] = "ARM64"
+    fargate_spot: bool = False
+    desired_count: int = 1
+    max_count: int = 3
+    image_tag: str = "latest"
+    log_retention_days: int = 30
+    alb_idle_timeout_s: int = 600
+
+    # Captioning endpoint
+    endpoint_name: str = "blip2-endpoint"
+    instance_type: str = "ml.g4dn.xlarge"
+    async_inference: bool = False
+    async_max_instances: int = 1
+    model_data_url: str | None = Field(None, description="s3://…/blip2-endpoint.tar.gz: CDK defines model + endpoint config; None: sagemaker/deploy.py does.")
+    image_uri: str | None = Field(None, description="Inference image for model_data_url (`sagemaker/deploy.py --dry-run` prints the region's).")
+    hf_model_revision: str | None = None
+    business_hours: BusinessHours = Field(default_factory=BusinessHours)
+    autostop_every_minutes: int = 15
+    autostop_idle_minutes: int = 30
+
+    # Storage
+    upload_expiry_days: int = 7
+    transfer_expiry_days: int = 14  # async/ and transform/ requests and results
+    dynamodb_table: str = "product-tagging"
+    s3_source_buckets: list[str] = Field(default_factory=list, description="Buckets merchandisers may tag photos from (s3:// rows).")
+
+    # Watching
+    alarm_email: str | None = None
+    monthly_budget_usd: float = 300.0
+
+    # CI/CD
+    github_repo: str | None = Field(None, description="owner/name: creates the GitHub OIDC deploy roles for the workflows.")
+    github_oidc_provider_arn: str | None = Field(None, description="Reuse an account's existing GitHub OIDC provider.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "InfraConfig":
+        if not NAME.match(self.app_name):
+            raise ValueError(f"app_name {self.app_name!r}: lowercase letters, digits and hyphens, 2-41 characters")
+        if not self.domain_name or not (self.certificate_arn or (self.hosted_zone_id and self.hosted_zone_name)):
+            raise ValueError("set domain_name, and hosted_zone_id + hosted_zone_name (a Route 53 zone) or certificate_arn: "
+                             "the load balancer signs users in only over HTTPS, on a name of yours")
+        if self.auth == "oidc" and self.oidc is None:
+            raise ValueError("auth is 'oidc' but the oidc provider block is missing")
+        if (self.cpu, self.memory_mib) not in FARGATE_SIZES:
+            raise ValueError(f"cpu {self.cpu} / memory_mib {self.memory_mib} is not a Fargate size")
+        if not 1 <= self.desired_count <= self.max_count:
+            raise ValueError("need 1 <= desired_count <= max_count")
+        if self.upload_expiry_days < 1:
+            raise ValueError("upload_expiry_days must be at least 1")
+        if self.model_data_url and not (self.model_data_url.startswith("s3://") and self.image_uri):
+            raise ValueError("model_data_url must be an s3:// URL, and needs image_uri")
+        return self
+
+    @classmethod
+    def from_context(cls, values: dict[str, Any] | str | None) -> "InfraConfig":
+        """cdk.json's block, or a JSON string (what `-c product-tagging='{...}'` passes)."""
+        if isinstance(values, str):
+            values = json.loads(values)
+        try:
+            return cls(**(values or {}))
+        except ValidationError as error:
+            lines = [f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in error.errors()]
+            raise InfraConfigError("cdk.json context 'product-tagging': " + "; ".join(lines)) from None
+
+    @property
+    def nat_gateways(self) -> int:
+        return 1 if self.network == "private-nat" else 0  # one shared NAT: an AZ outage only stops egress
+
+    @property
+    def interface_endpoints(self) -> list[str]:
+        """AWS services reached through interface endpoints when tasks have no route to the internet."""
+        if self.network != "private-endpoints":
+            return []
+        services = ["ecr.api", "ecr.dkr", "logs", "secretsmanager", "sagemaker.api", "sagemaker.runtime", "monitoring",
+                    "application-autoscaling", "sts"]
+        return services + (["sqs"] if self.async_inference else [])
+
+    @property
+    def sagemaker_mode(self) -> str:
+        return "async" if self.async_inference else "realtime"
+
+    def cost_assumptions(self, base: Assumptions | None = None) -> Assumptions:
+        """The estimator's inputs for this deployment's always-on parts (the same numbers the stack uses)."""
+        from dataclasses import replace
+
+        public_tasks = self.desired_count if self.network == "public" else 0
+        return replace(
+            base or Assumptions(),
+            instance_type=self.instance_type,
+            dashboard_vcpu=self.cpu / 1024, dashboard_gb=self.memory_mib / 1024, dashboard_tasks=self.desired_count,
+            fargate_arch="arm" if self.cpu_architecture == "ARM64" else "x86", fargate_spot=self.fargate_spot,
+            secrets=1 + (1 if self.auth == "oidc" else 0),
+            public_ipv4_addresses=self.max_azs + public_tasks + self.nat_gateways,  # ALB: one per AZ
+            nat_gateways=self.nat_gateways, interface_endpoints=len(self.interface_endpoints) * self.max_azs,
+            alarms=len(ALARMS) + (1 if self.async_inference else 0),
+        )
+
+
+# Valid Fargate task sizes (CPU units → memory MiB) for the sizes a dashboard could use.
+FARGATE_SIZES = {(256, m) for m in (512, 1024, 2048)} | {(512, m) for m in range(1024, 4097, 1024)} \
+    | {(1024, m) for m in range(2048, 8193, 1024)} | {(2048, m) for m in range(4096, 16385, 1024)}
+
+# CloudWatch alarms the stack defines (names are suffixes; the async one is added with async inference).
+ALARMS = ("alb-5xx", "unhealthy-tasks", "dashboard-cpu-high", "endpoint-model-errors", "endpoint-running-long")

@@ -1,0 +1,39 @@
+"""The VPC: cost first. Default: public subnets only, tasks get a public IP, no NAT gateway.
+
+S3 and DynamoDB are reached through gateway endpoints (free, traffic stays in AWS) in every layout.
+`private-nat` adds private subnets and one NAT gateway; `private-endpoints` adds isolated subnets and
+interface endpoints for each AWS API the tasks call. Their prices: pipeline.costs.fixed_infra_costs.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import aws_ec2 as ec2
+from constructs import Construct
+
+from tagger_infra.config import InfraConfig
+
+
+class Network(Construct):
+    def __init__(self, scope: Construct, construct_id: str, config: InfraConfig) -> None:
+        super().__init__(scope, construct_id)
+        subnets = [ec2.SubnetConfiguration(name="public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=24, map_public_ip_on_launch=False)]
+        if config.network == "private-nat":
+            subnets.append(ec2.SubnetConfiguration(name="app", subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS, cidr_mask=22))
+        elif config.network == "private-endpoints":
+            subnets.append(ec2.SubnetConfiguration(name="app", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=22))
+        self.vpc = ec2.Vpc(
+            self, "Vpc", max_azs=config.max_azs, nat_gateways=config.nat_gateways, subnet_configuration=subnets,
+            gateway_endpoints={
+                "S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3),
+                "DynamoDB": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.DYNAMODB),
+            },
+            restrict_default_security_group=False,  # nothing uses the default SG; see checkov skip CKV2_AWS_12
+        )
+        self.task_subnets = ec2.SubnetSelection(
+            subnet_type=ec2.SubnetType.PUBLIC if config.network == "public"
+            else ec2.SubnetType.PRIVATE_WITH_EGRESS if config.network == "private-nat" else ec2.SubnetType.PRIVATE_ISOLATED)
+        self.tasks_get_public_ip = config.network == "public"
+        for service in config.interface_endpoints:
+            self.vpc.add_interface_endpoint(
+                f"Endpoint-{service.replace('.', '-')}", service=ec2.InterfaceVpcEndpointAwsService(service),
+                subnets=self.task_subnets, private_dns_enabled=True)

@@ -1,0 +1,127 @@
+"""Least-privilege IAM statements, as plain functions of the names they are scoped to.
+
+Each statement names the pipeline call that needs it, so a new AWS call in `pipeline/` shows up here
+as a missing permission in review rather than as AccessDenied in production. "*" appears only where the
+API has no resource-level permissions (listed in README "Deploy" with the reason).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import Stack
+from aws_cdk import aws_iam as iam
+
+# What the dashboard writes under the shared bucket (pipeline/store/s3_images.py, async and transform jobs).
+APP_PREFIXES = ("uploads/", "normalized/", "thumbnails/", "async/", "transform/")
+TRANSFORM_JOB_PREFIX = "tag-b"  # pipeline/batch_transform.py names jobs tag-b<batch>-…
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The resources one deployment's roles may touch."""
+
+    stack: Stack
+    endpoint_name: str
+    bucket_arn: str
+    table_arn: str
+    queue_arn: str | None = None
+    source_buckets: tuple[str, ...] = ()
+
+    def sagemaker_arn(self, resource: str, name: str) -> str:
+        # SageMaker ARNs carry resource names in lower case.
+        return self.stack.format_arn(service="sagemaker", resource=resource, resource_name=name.lower())
+
+    @property
+    def endpoint_arn(self) -> str:
+        return self.sagemaker_arn("endpoint", self.endpoint_name)
+
+    @property
+    def endpoint_configs_arn(self) -> str:
+        return self.sagemaker_arn("endpoint-config", f"{self.endpoint_name}-*")
+
+    @property
+    def models_arn(self) -> str:
+        return self.sagemaker_arn("model", f"{self.endpoint_name}-*")
+
+
+def dashboard_task_statements(scope: Scope) -> list[iam.PolicyStatement]:
+    """What the dashboard task (and the scheduled `python -m pipeline endpoint …` tasks) may do."""
+    s = scope
+    statements = [
+        iam.PolicyStatement(  # captioners/sagemaker.py, sagemaker_async.py
+            sid="InvokeThisEndpoint", actions=["sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointAsync"],
+            resources=[s.endpoint_arn]),
+        iam.PolicyStatement(  # endpoint.py: status, start (CreateEndpoint from a saved config), stop, async scale-to-zero
+            sid="StartStopThisEndpoint",
+            actions=["sagemaker:DescribeEndpoint", "sagemaker:CreateEndpoint", "sagemaker:DeleteEndpoint",
+                     "sagemaker:UpdateEndpointWeightsAndCapacities"],
+            resources=[s.endpoint_arn, s.endpoint_configs_arn]),
+        iam.PolicyStatement(  # endpoint.py: saved_config() reads the newest config deploy.py made
+            sid="ReadThisEndpointsConfigs", actions=["sagemaker:DescribeEndpointConfig"], resources=[s.endpoint_configs_arn]),
+        iam.PolicyStatement(  # ListEndpointConfigs has no resource-level permissions
+            sid="ListEndpointConfigs", actions=["sagemaker:ListEndpointConfigs"], resources=["*"]),
+        iam.PolicyStatement(  # batch_transform.py: jobs run on this endpoint's model only; tags need AddTags
+            sid="TransformJobsOnThisModel",
+            actions=["sagemaker:CreateTransformJob", "sagemaker:DescribeTransformJob", "sagemaker:AddTags"],
+            resources=[s.sagemaker_arn("transform-job", f"{TRANSFORM_JOB_PREFIX}*"), s.models_arn]),
+        iam.PolicyStatement(  # endpoint.py: async min capacity 0 ↔ 1. Scalable-target ARNs carry a generated id.
+            sid="EndpointCapacity",
+            actions=["application-autoscaling:RegisterScalableTarget", "application-autoscaling:DescribeScalableTargets"],
+            resources=["*"]),
+        iam.PolicyStatement(  # endpoint.py: last invocation (GetMetricStatistics has no resource-level permissions)
+            sid="ReadEndpointMetrics", actions=["cloudwatch:GetMetricStatistics"], resources=["*"]),
+        iam.PolicyStatement(  # s3_images.py, async requests/results, transform inputs/outputs
+            sid="AppObjects", actions=["s3:GetObject", "s3:PutObject"],
+            resources=[f"{s.bucket_arn}/{prefix}*" for prefix in APP_PREFIXES]),
+        iam.PolicyStatement(  # listing transform outputs; also turns a missing object into 404 instead of 403
+            sid="ListAppPrefixes", actions=["s3:ListBucket"], resources=[s.bucket_arn],
+            conditions={"StringLike": {"s3:prefix": [f"{prefix}*" for prefix in APP_PREFIXES]}}),
+        iam.PolicyStatement(  # store/dynamo_store.py (transactions need the per-item actions)
+            sid="ThisTable",
+            actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+                     "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:ConditionCheckItem",
+                     "dynamodb:DescribeTable"],
+            resources=[s.table_arn, f"{s.table_arn}/index/*"]),
+    ]
+    if s.queue_arn:
+        statements.append(iam.PolicyStatement(  # sagemaker_async.py: SNS → SQS completion notices
+            sid="AsyncNotices", actions=["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"],
+            resources=[s.queue_arn]))
+    if s.source_buckets:
+        statements.append(iam.PolicyStatement(  # fetch.py: s3:// rows of a CSV, from the allowed buckets only
+            sid="ReadSourcePhotos", actions=["s3:GetObject"], resources=[f"arn:aws:s3:::{b}/*" for b in s.source_buckets]))
+    return statements
+
+
+def sagemaker_execution_statements(scope: Scope, model_data_bucket_arn: str | None, topic_arns: list[str]) -> list[iam.PolicyStatement]:
+    """What the endpoint and transform jobs (SageMaker itself) may do with this deployment's data."""
+    s = scope
+    stack = s.stack
+    dlc_repository = f"arn:aws:ecr:{stack.region}:763104351884:repository/huggingface-pytorch-inference"
+    statements = [
+        iam.PolicyStatement(sid="ReadModelAndRequests", actions=["s3:GetObject"],
+                            resources=[f"{s.bucket_arn}/models/*", f"{s.bucket_arn}/async/input/*", f"{s.bucket_arn}/transform/*"]),
+        iam.PolicyStatement(sid="WriteResults", actions=["s3:PutObject"],
+                            resources=[f"{s.bucket_arn}/async/output/*", f"{s.bucket_arn}/async/failure/*", f"{s.bucket_arn}/transform/*"]),
+        iam.PolicyStatement(sid="PullInferenceImage", actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+                            resources=[dlc_repository]),
+        iam.PolicyStatement(sid="EcrLogin", actions=["ecr:GetAuthorizationToken"], resources=["*"]),  # account-wide by design
+        iam.PolicyStatement(sid="ContainerLogs", actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
+                                                          "logs:DescribeLogStreams"],
+                            resources=[stack.format_arn(service="logs", resource="log-group", arn_format=_colon(),
+                                                        resource_name="/aws/sagemaker/*")]),
+        iam.PolicyStatement(sid="ContainerMetrics", actions=["cloudwatch:PutMetricData"], resources=["*"],
+                            conditions={"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*", "AWS/SageMaker"]}}),
+    ]
+    if model_data_bucket_arn:
+        statements.append(iam.PolicyStatement(sid="ReadModelPackage", actions=["s3:GetObject"], resources=[f"{model_data_bucket_arn}/*"]))
+    if topic_arns:
+        statements.append(iam.PolicyStatement(sid="AsyncNotices", actions=["sns:Publish"], resources=topic_arns))
+    return statements
+
+
+def _colon():
+    from aws_cdk import ArnFormat
+
+    return ArnFormat.COLON_RESOURCE_NAME

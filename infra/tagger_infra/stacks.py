@@ -1,0 +1,126 @@
+"""Two stacks: the registry (ECR + the app-deploy role) exists before the first image is pushed; the app
+stack runs that image. `python -m pipeline estimate` and README "Deploy" price what they keep running."""
+
+from __future__ import annotations
+
+import json
+
+from aws_cdk import RemovalPolicy, Stack, Tags
+from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from tagger_infra.captioning import Captioning
+from tagger_infra.checks import accept_findings
+from tagger_infra.config import InfraConfig
+from tagger_infra.dashboard import Dashboard, admin_emails_env
+from tagger_infra.github import cdk_bootstrap_roles, github_provider_arn, github_role
+from tagger_infra.monitoring import Monitoring
+from tagger_infra.network import Network
+from tagger_infra.schedules import EndpointSchedules
+from tagger_infra.storage import Storage
+
+
+class RegistryStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str, config: InfraConfig, **kwargs) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        Tags.of(self).add("app", config.app_name)
+        self.repository = ecr.Repository(
+            self, "Images", repository_name=f"{config.app_name}/dashboard", image_scan_on_push=True,
+            image_tag_mutability=ecr.TagMutability.IMMUTABLE,  # tags are commit SHAs: one tag, one image, forever
+            encryption=ecr.RepositoryEncryption.AES_256, removal_policy=RemovalPolicy.RETAIN,
+            lifecycle_rules=[ecr.LifecycleRule(description="keep the 20 newest images", max_image_count=20)])
+        accept_findings(self.repository, {
+            "CKV_AWS_136": "Encrypted at rest with AES-256 (ECR's default); the image holds code, no secrets or data.",
+        })
+        self.provider_arn = None
+        if config.github_repo:
+            self.provider_arn = github_provider_arn(self, config.github_oidc_provider_arn)
+            role = github_role(self, "AppDeployRole", provider_arn=self.provider_arn, repo=config.github_repo,
+                               subject="ref:refs/heads/main", description="deploy-app.yml: push the image, cdk deploy the app stack")
+            self.repository.grant_push(role)
+            role.add_to_policy(iam.PolicyStatement(sid="CdkDeploy", actions=["sts:AssumeRole"], resources=cdk_bootstrap_roles(self)))
+            role.add_to_policy(iam.PolicyStatement(sid="WaitForService", actions=["ecs:DescribeServices"], resources=[
+                self.format_arn(service="ecs", resource="service", resource_name=f"{config.app_name}-*/*")]))
+            self.app_deploy_role = role
+
+
+class AppStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str, config: InfraConfig, *, repository: ecr.IRepository,
+                 provider_arn: str | None, **kwargs) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        Tags.of(self).add("app", config.app_name)
+        self.config = config
+        self.network = Network(self, "Network", config)
+        self.storage = Storage(self, "Storage", config)
+        bucket = self.storage.bucket
+        self.captioning = Captioning(self, "Captioning", config, bucket_arn=bucket.bucket_arn, bucket_name=bucket.bucket_name,
+                                     table_arn=self.storage.table.table_arn)
+        self.dashboard = Dashboard(self, "Dashboard", config, network=self.network, repository=repository,
+                                   permissions=self.captioning.scope, environment=self._app_environment())
+        self.schedules = EndpointSchedules(self, "EndpointSchedules", config, dashboard=self.dashboard, network=self.network)
+        self.monitoring = Monitoring(self, "Monitoring", config, dashboard=self.dashboard)
+        if config.github_repo and provider_arn:
+            self._model_deploy_role(provider_arn)
+
+    def _app_environment(self) -> dict[str, str]:
+        """The dashboard's Settings (README "Settings"), pointing at this stack's resources."""
+        c, bucket = self.config, self.storage.bucket.bucket_name
+        env = {
+            "AUTH_MODE": "alb", "ADMIN_EMAILS": admin_emails_env(c.admin_emails),
+            "STORE": "dynamodb", "DYNAMODB_TABLE": c.dynamodb_table, "IMAGE_BUCKET": bucket, "DATA_DIR": "/app/data",
+            "CAPTIONER": "sagemaker-async" if c.async_inference else "sagemaker",
+            "SAGEMAKER_ENDPOINT": c.endpoint_name, "SAGEMAKER_MODE": c.sagemaker_mode, "SAGEMAKER_INSTANCE_TYPE": c.instance_type,
+            "SAGEMAKER_ASYNC_S3": f"s3://{bucket}/async", "SAGEMAKER_TRANSFORM_S3": f"s3://{bucket}/transform",
+            "TRANSFORM_INSTANCE_TYPE": c.instance_type, "AUTOSTOP_IDLE_MINUTES": str(c.autostop_idle_minutes),
+            "AWS_REGION": self.region, "S3_ALLOWED_BUCKETS": json.dumps(c.s3_source_buckets),
+        }
+        if self.captioning.queue is not None:
+            env["ASYNC_SQS_QUEUE_URL"] = self.captioning.queue.queue_url
+        return env
+
+    def _model_deploy_role(self, provider_arn: str) -> None:
+        """deploy-model.yml: upload the package under models/ and run sagemaker/deploy.py, behind an approval."""
+        c, scope = self.config, self.captioning.scope
+        role = github_role(self, "ModelDeployRole", provider_arn=provider_arn, repo=c.github_repo, subject="environment:model-production",
+                           description="deploy-model.yml: package + sagemaker/deploy.py for this endpoint only")
+        role.add_to_policy(iam.PolicyStatement(sid="UploadPackage", actions=["s3:PutObject", "s3:GetObject"],
+                                               resources=[self.storage.bucket.arn_for_objects("models/*")]))
+        role.add_to_policy(iam.PolicyStatement(
+            sid="DeployThisEndpoint",
+            actions=["sagemaker:CreateModel", "sagemaker:DescribeModel", "sagemaker:CreateEndpointConfig", "sagemaker:DescribeEndpointConfig",
+                     "sagemaker:CreateEndpoint", "sagemaker:UpdateEndpoint", "sagemaker:DescribeEndpoint", "sagemaker:AddTags"],
+            resources=[scope.endpoint_arn, scope.endpoint_configs_arn, scope.models_arn]))
+        role.add_to_policy(iam.PolicyStatement(sid="ListConfigs", actions=["sagemaker:ListEndpointConfigs"], resources=["*"]))
+        role.add_to_policy(iam.PolicyStatement(sid="PassExecutionRole", actions=["iam:PassRole"], resources=[self.captioning.execution_role.role_arn],
+                                               conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}))
+        role.add_to_policy(iam.PolicyStatement(
+            sid="AsyncScaling", actions=["application-autoscaling:RegisterScalableTarget", "application-autoscaling:PutScalingPolicy",
+                                         "application-autoscaling:DescribeScalableTargets", "application-autoscaling:DescribeScalingPolicies"],
+            resources=["*"]))
+        role.add_to_policy(iam.PolicyStatement(sid="BacklogAlarm", actions=["cloudwatch:PutMetricAlarm", "cloudwatch:DescribeAlarms"],
+                                               resources=[self.format_arn(service="cloudwatch", resource="alarm", arn_format=_colon(),
+                                                                          resource_name=f"{c.endpoint_name}-*")]))
+        accept_findings(role.node.find_child("DefaultPolicy"), {
+            "CKV_AWS_111": "Only application-autoscaling actions are unscoped (scalable targets and policies have ARNs with "
+                           "AWS-generated ids); deploy.py uses them for this endpoint's async scale-to-zero."})
+        self.model_deploy_role = role
+
+
+def _colon():
+    from aws_cdk import ArnFormat
+
+    return ArnFormat.COLON_RESOURCE_NAME
+
+
+def build(app, config: InfraConfig) -> tuple[RegistryStack, AppStack]:
+    from aws_cdk import Environment
+
+    env = Environment(account=config.account, region=config.region) if config.account else Environment(region=config.region)
+    registry = RegistryStack(app, f"{_title(config.app_name)}Registry", config, env=env)
+    stack = AppStack(app, _title(config.app_name), config, repository=registry.repository, provider_arn=registry.provider_arn, env=env)
+    return registry, stack
+
+
+def _title(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("-"))
