@@ -6,6 +6,9 @@ RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
 CHROMIUM := /usr/bin/chromium
+# checkov cannot share .venv: it pins an older boto3 (cfn-lint and actionlint live in .venv).
+CHECKOV := .venv-checkov/bin/checkov
+NODE := $(shell command -v node || echo /usr/bin/node)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test bench install install-dev clean
@@ -27,17 +30,26 @@ $(DEV_STAMP): $(RUN_STAMP) requirements-dev.txt
 $(CHROMIUM):
 	$(SUDO) apt-get install -y chromium || ($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium)
 
+$(CHECKOV): requirements-checkov.txt
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install -q -r requirements-checkov.txt
+	touch $@
+
+# The CDK app is synthesised by jsii, which runs on Node.js.
+$(NODE):
+	$(SUDO) apt-get install -y nodejs || ($(SUDO) apt-get update && $(SUDO) apt-get install -y nodejs)
+
 install: $(RUN_STAMP)
-install-dev: $(DEV_STAMP)
+install-dev: $(DEV_STAMP) $(CHECKOV) $(NODE)
 
 run: $(RUN_STAMP)
 	$(BIN)/streamlit run dashboard/app.py
 
-test: $(DEV_STAMP) $(CHROMIUM)
+test: $(DEV_STAMP) $(CHROMIUM) $(CHECKOV) $(NODE)
 	$(BIN)/pytest
 
 bench: $(DEV_STAMP)
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache test-artifacts
+	rm -rf $(VENV) .venv-checkov infra/node_modules infra/cdk.out .pytest_cache test-artifacts

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import RemovalPolicy, Stack, Tags
+from aws_cdk import CfnOutput, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_iam as iam
 from constructs import Construct
@@ -43,6 +43,8 @@ class RegistryStack(Stack):
             role.add_to_policy(iam.PolicyStatement(sid="WaitForService", actions=["ecs:DescribeServices"], resources=[
                 self.format_arn(service="ecs", resource="service", resource_name=f"{config.app_name}-*/*")]))
             self.app_deploy_role = role
+            CfnOutput(self, "AppDeployRoleArn", value=role.role_arn)
+        CfnOutput(self, "RepositoryUri", value=self.repository.repository_uri)
 
 
 class AppStack(Stack):
@@ -62,6 +64,23 @@ class AppStack(Stack):
         self.monitoring = Monitoring(self, "Monitoring", config, dashboard=self.dashboard)
         if config.github_repo and provider_arn:
             self._model_deploy_role(provider_arn)
+        self._outputs()
+
+    def _outputs(self) -> None:
+        """What people and workflows need after a deploy (README "Deploy" says where each goes)."""
+        d = self.dashboard
+        outputs = {
+            "DashboardUrl": f"https://{self.config.domain_name}",
+            "ClusterName": d.cluster.cluster_name, "ServiceName": d.service.service_name,
+            "BucketName": self.storage.bucket.bucket_name, "OpenAiSecretArn": d.openai_key.secret_arn,
+            "SageMakerRoleArn": self.captioning.execution_role.role_arn,
+        }
+        if self.captioning.queue is not None:
+            outputs["AsyncSuccessTopic"], outputs["AsyncErrorTopic"] = (t.topic_arn for t in self.captioning.topics)
+        if getattr(self, "model_deploy_role", None) is not None:
+            outputs["ModelDeployRoleArn"] = self.model_deploy_role.role_arn
+        for name, value in outputs.items():
+            CfnOutput(self, name, value=value)
 
     def _app_environment(self) -> dict[str, str]:
         """The dashboard's Settings (README "Settings"), pointing at this stack's resources."""

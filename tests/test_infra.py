@@ -1,0 +1,391 @@
+"""The CDK app (infra/): synthesized here, its security-relevant properties asserted with
+aws_cdk.assertions, and its templates put through cfn-lint and checkov; the workflows through actionlint.
+
+Two deployments are synthesized once each: cdk.json as shipped, and VARIANT (async, private subnets
+with interface endpoints, OIDC, Fargate Spot, GitHub roles, model defined by CDK).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from support.infra import INFRA, VARIANT, synth
+
+aws_cdk = pytest.importorskip("aws_cdk", reason="requirements-infra.txt is part of `make test`")  # noqa: F841
+from aws_cdk.assertions import Match, Template  # noqa: E402
+
+from pipeline.costs import PriceTable, fixed_infra_costs  # noqa: E402
+from pipeline.store.dynamo_store import table_definition  # noqa: E402
+
+ROOT = INFRA.parent
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+    return synth(tmp_path_factory.mktemp("cdk-default"))
+
+
+@pytest.fixture(scope="module")
+def variant(tmp_path_factory):
+    return synth(tmp_path_factory.mktemp("cdk-variant"), VARIANT)
+
+
+@pytest.fixture(scope="module")
+def app(shipped):
+    return Template.from_stack(shipped.app)
+
+
+@pytest.fixture(scope="module")
+def app_variant(variant):
+    return Template.from_stack(variant.app)
+
+
+def resources(template: Template, kind: str) -> dict[str, dict]:
+    return template.find_resources(kind)
+
+
+def only(template: Template, kind: str) -> dict:
+    found = list(resources(template, kind).values())
+    assert len(found) == 1, f"{kind}: {len(found)}"
+    return found[0]["Properties"]
+
+
+def statements_of(template: Template, role_logical_prefix: str) -> list[dict]:
+    """All statements of a role's inline policies and of the AWS::IAM::Policy resources attached to it."""
+    out = []
+    for logical_id, role in resources(template, "AWS::IAM::Role").items():
+        if logical_id.startswith(role_logical_prefix):
+            for policy in role["Properties"].get("Policies", []):
+                out += policy["PolicyDocument"]["Statement"]
+            for policy in resources(template, "AWS::IAM::Policy").values():
+                if {"Ref": logical_id} in policy["Properties"]["Roles"]:
+                    out += policy["Properties"]["PolicyDocument"]["Statement"]
+    assert out, f"no role {role_logical_prefix}"
+    return out
+
+
+def as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+# --- storage -------------------------------------------------------------------------------------
+
+def test_bucket_is_private_encrypted_tls_only_and_expires_uploads(app, shipped):
+    bucket = only(app, "AWS::S3::Bucket")
+    assert bucket["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True}
+    assert bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    rules = {r["Prefix"]: r for r in bucket["LifecycleConfiguration"]["Rules"] if "Prefix" in r}
+    assert rules["uploads/"]["ExpirationInDays"] == shipped.config.upload_expiry_days == 7
+    assert rules["async/"]["ExpirationInDays"] == rules["transform/"]["ExpirationInDays"] == 14
+    assert "normalized/" not in rules  # the photos people review stay
+    [policy] = resources(app, "AWS::S3::BucketPolicy").values()
+    deny = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"]
+    assert deny and deny[0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} and deny[0]["Principal"] == {"AWS": "*"}
+    assert not [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Allow" and s.get("Principal") == "*"]
+
+
+def test_upload_expiry_comes_from_the_context(tmp_path):
+    deployed = synth(tmp_path, {"upload_expiry_days": 2})
+    bucket = only(Template.from_stack(deployed.app), "AWS::S3::Bucket")
+    assert {r.get("Prefix"): r.get("ExpirationInDays") for r in bucket["LifecycleConfiguration"]["Rules"]}["uploads/"] == 2
+
+
+def test_table_matches_the_store_on_demand_with_point_in_time_recovery(app):
+    table = only(app, "AWS::DynamoDB::Table")
+    spec = table_definition("product-tagging")
+    assert table["TableName"] == "product-tagging"
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert table["KeySchema"] == spec["KeySchema"]
+    assert sorted(table["AttributeDefinitions"], key=str) == sorted(spec["AttributeDefinitions"], key=str)
+    [index] = table["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "GSI1" and index["KeySchema"] == spec["GlobalSecondaryIndexes"][0]["KeySchema"]
+    assert index["Projection"] == {"ProjectionType": "KEYS_ONLY"}
+    assert table["SSESpecification"]["SSEEnabled"] is True and table["DeletionProtectionEnabled"] is True
+
+
+# --- network -------------------------------------------------------------------------------------
+
+def test_default_network_has_no_nat_and_tasks_in_public_subnets(app):
+    app.resource_count_is("AWS::EC2::NatGateway", 0)
+    app.resource_count_is("AWS::EC2::VPCEndpoint", 2)  # S3 + DynamoDB gateway endpoints (free)
+    gateway = [e["Properties"] for e in resources(app, "AWS::EC2::VPCEndpoint").values()]
+    assert all(e.get("VpcEndpointType", "Gateway") == "Gateway" for e in gateway)
+    service = only(app, "AWS::ECS::Service")
+    assert service["NetworkConfiguration"]["AwsvpcConfiguration"]["AssignPublicIp"] == "ENABLED"
+
+
+def test_private_layouts_cost_what_they_say(app_variant, tmp_path):
+    interface = [e for e in resources(app_variant, "AWS::EC2::VPCEndpoint").values() if e["Properties"].get("VpcEndpointType") == "Interface"]
+    assert len(interface) == 10  # 9 APIs + SQS for async notices
+    assert only(app_variant, "AWS::ECS::Service")["NetworkConfiguration"]["AwsvpcConfiguration"]["AssignPublicIp"] == "DISABLED"
+    app_variant.resource_count_is("AWS::EC2::NatGateway", 0)
+    nat = Template.from_stack(synth(tmp_path, {"network": "private-nat"}).app)
+    nat.resource_count_is("AWS::EC2::NatGateway", 1)
+
+
+# --- the dashboard service -----------------------------------------------------------------------
+
+def test_task_is_arm64_half_vcpu_read_only_and_gets_the_key_as_a_secret(app):
+    task = only(app, "AWS::ECS::TaskDefinition")
+    assert task["RuntimePlatform"] == {"CpuArchitecture": "ARM64", "OperatingSystemFamily": "LINUX"}
+    assert (task["Cpu"], task["Memory"]) == ("512", "1024")
+    assert task["RequiresCompatibilities"] == ["FARGATE"]
+    [container] = task["ContainerDefinitions"]
+    assert container["ReadonlyRootFilesystem"] is True
+    assert [s["Name"] for s in container["Secrets"]] == ["OPENAI_API_KEY"]
+    assert "OPENAI_API_KEY" not in {e["Name"] for e in container["Environment"]}
+    env = {e["Name"]: e["Value"] for e in container["Environment"]}
+    assert env["AUTH_MODE"] == "alb" and env["STORE"] == "dynamodb" and env["CAPTIONER"] == "sagemaker"
+    assert json.loads(env["ADMIN_EMAILS"]) == ["admin@example.com"]
+    assert container["PortMappings"][0]["ContainerPort"] == 8501
+    assert container["LogConfiguration"]["LogDriver"] == "awslogs"
+    assert only(app, "AWS::Logs::LogGroup")["RetentionInDays"] == 30
+
+
+def test_settings_the_stack_sets_are_real_settings(app_variant):
+    from pipeline.settings import Settings
+
+    [container] = only(app_variant, "AWS::ECS::TaskDefinition")["ContainerDefinitions"]
+    known = {name.upper() for name in Settings.model_fields} | {"HOME", "AWS_REGION"}
+    names = {e["Name"] for e in container["Environment"]} | {s["Name"] for s in container["Secrets"]}
+    assert names <= known, names - known
+    env = {e["Name"]: e["Value"] for e in container["Environment"]}
+    assert env["CAPTIONER"] == "sagemaker-async" and "ASYNC_SQS_QUEUE_URL" in env
+
+
+def test_service_capacity_spot_option_and_autoscaling(app, app_variant):
+    assert only(app, "AWS::ECS::Service")["CapacityProviderStrategy"] == [{"CapacityProvider": "FARGATE", "Weight": 1}]
+    assert only(app_variant, "AWS::ECS::Service")["CapacityProviderStrategy"] == [{"CapacityProvider": "FARGATE_SPOT", "Weight": 1}]
+    target = only(app, "AWS::ApplicationAutoScaling::ScalableTarget")
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (1, 3)
+    assert only(app, "AWS::ECS::Service")["DeploymentConfiguration"]["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
+
+
+def test_alb_keeps_websockets_open_redirects_http_and_signs_users_in(app, app_variant):
+    lb = only(app, "AWS::ElasticLoadBalancingV2::LoadBalancer")
+    attributes = {a["Key"]: a["Value"] for a in lb["LoadBalancerAttributes"]}
+    assert int(attributes["idle_timeout.timeout_seconds"]) >= 300
+    assert attributes["routing.http.drop_invalid_header_fields.enabled"] == "true"
+    listeners = {l["Properties"]["Port"]: l["Properties"] for l in resources(app, "AWS::ElasticLoadBalancingV2::Listener").values()}
+    assert listeners.keys() == {80, 443}
+    assert listeners[80]["DefaultActions"] == [{"Type": "redirect", "RedirectConfig": {"Port": "443", "Protocol": "HTTPS", "StatusCode": "HTTP_301"}}]
+    assert listeners[443]["Protocol"] == "HTTPS"
+    assert [a["Type"] for a in listeners[443]["DefaultActions"]] == ["authenticate-cognito", "forward"]
+    oidc = {l["Properties"]["Port"]: l["Properties"] for l in resources(app_variant, "AWS::ElasticLoadBalancingV2::Listener").values()}[443]
+    assert [a["Type"] for a in oidc["DefaultActions"]] == ["authenticate-oidc", "forward"]
+    assert "resolve:secretsmanager:tagging/oidc" in json.dumps(oidc)  # client secret resolved by CloudFormation, not in the template
+    group = only(app, "AWS::ElasticLoadBalancingV2::TargetGroup")
+    assert group["HealthCheckPath"] == "/_stcore/health" and group["TargetType"] == "ip"
+    sticky = {a["Key"]: a["Value"] for a in group["TargetGroupAttributes"]}
+    assert sticky["stickiness.enabled"] == "true" and sticky["stickiness.type"] == "lb_cookie"
+    app.has_resource_properties("AWS::CertificateManager::Certificate", {"DomainName": "tagging.example.com", "ValidationMethod": "DNS"})
+    app.has_resource_properties("AWS::Cognito::UserPoolClient", {"CallbackURLs": ["https://tagging.example.com/oauth2/idpresponse"],
+                                                                 "GenerateSecret": True})
+    assert only(app, "AWS::Cognito::UserPool")["AdminCreateUserConfig"]["AllowAdminCreateUserOnly"] is True
+
+
+def test_only_the_alb_reaches_the_tasks(app):
+    groups = resources(app, "AWS::EC2::SecurityGroupIngress")
+    task_rules = [g["Properties"] for g in groups.values() if g["Properties"].get("FromPort") == 8501]
+    assert task_rules and all("SourceSecurityGroupId" in r for r in task_rules)
+    for group in resources(app, "AWS::EC2::SecurityGroup").values():
+        for rule in group["Properties"].get("SecurityGroupIngress", []):
+            assert rule.get("FromPort") in (80, 443), rule  # nothing else is open to an address range
+
+
+# --- least privilege ------------------------------------------------------------------------------
+
+UNSCOPED_OK = {"sagemaker:ListEndpointConfigs", "application-autoscaling:RegisterScalableTarget",
+               "application-autoscaling:DescribeScalableTargets", "cloudwatch:GetMetricStatistics"}
+
+
+def test_task_role_is_scoped_to_this_endpoint_bucket_prefixes_and_table(app):
+    statements = statements_of(app, "DashboardTaskRole")
+    for statement in statements:
+        actions = set(as_list(statement["Action"]))
+        assert not any(a.endswith(":*") or a == "*" for a in actions), actions
+        if as_list(statement["Resource"]) == ["*"]:
+            assert actions <= UNSCOPED_OK, actions
+    by_sid = {s["Sid"]: s for s in statements}
+    invoke = json.dumps(by_sid["InvokeThisEndpoint"]["Resource"])
+    assert ":endpoint/blip2-endpoint" in invoke and "*" not in invoke
+    assert set(as_list(by_sid["InvokeThisEndpoint"]["Action"])) == {"sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointAsync"}
+    lifecycle = json.dumps(by_sid["StartStopThisEndpoint"]["Resource"])
+    assert ":endpoint/blip2-endpoint" in lifecycle and ":endpoint-config/blip2-endpoint-*" in lifecycle
+    objects = [json.dumps(r) for r in as_list(by_sid["AppObjects"]["Resource"])]
+    assert len(objects) == 5 and all(re.search(r'"/(uploads|normalized|thumbnails|async|transform)/\*"', r) for r in objects)
+    assert by_sid["ListAppPrefixes"]["Condition"]["StringLike"]["s3:prefix"] == [
+        "uploads/*", "normalized/*", "thumbnails/*", "async/*", "transform/*"]
+    table = json.dumps(by_sid["ThisTable"]["Resource"])
+    assert "StorageTable" in table and "/index/*" in table
+    transform = json.dumps(by_sid["TransformJobsOnThisModel"]["Resource"])
+    assert ":transform-job/tag-b*" in transform and ":model/blip2-endpoint-*" in transform
+
+
+def test_variant_roles_add_only_their_own_scoped_grants(app_variant):
+    statements = {s["Sid"]: s for s in statements_of(app_variant, "DashboardTaskRole")}
+    assert "AsyncNotices" in statements and "Fn::GetAtt" in json.dumps(statements["AsyncNotices"]["Resource"])
+    assert statements["ReadSourcePhotos"]["Resource"] == "arn:aws:s3:::acme-product-photos/*"
+    execution = {s["Sid"]: s for s in statements_of(app_variant, "CaptioningExecutionRole")}
+    assert execution["ReadModelPackage"]["Resource"] == "arn:aws:s3:::acme-models/*"
+    assert "huggingface-pytorch-inference" in json.dumps(execution["PullInferenceImage"]["Resource"])
+    model_deploy = {s.get("Sid"): s for s in statements_of(app_variant, "ModelDeployRole")}
+    assert model_deploy["PassExecutionRole"]["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+    role = next(r for k, r in resources(app_variant, "AWS::IAM::Role").items() if k.startswith("ModelDeployRole"))
+    trust = role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Condition"]["StringEquals"]
+    assert trust["token.actions.githubusercontent.com:sub"] == "repo:acme/tagging:environment:model-production"
+
+
+def test_app_deploy_role_trusts_only_main_of_this_repo(variant):
+    registry = Template.from_stack(variant.registry)
+    role = next(r for k, r in resources(registry, "AWS::IAM::Role").items() if k.startswith("AppDeployRole"))
+    condition = role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Condition"]["StringEquals"]
+    assert condition == {"token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
+                         "token.actions.githubusercontent.com:sub": "repo:acme/tagging:ref:refs/heads/main"}
+    repo = only(registry, "AWS::ECR::Repository")
+    assert repo["ImageScanningConfiguration"] == {"ScanOnPush": True} and repo["ImageTagMutability"] == "IMMUTABLE"
+    assert json.loads(repo["LifecyclePolicy"]["LifecyclePolicyText"])["rules"][0]["selection"]["countNumber"] == 20
+
+
+# --- SageMaker, schedules, alarms, budget -------------------------------------------------------------
+
+def test_model_and_config_follow_the_names_the_admin_page_starts(app, app_variant):
+    app.resource_count_is("AWS::SageMaker::Model", 0)  # default: sagemaker/deploy.py owns the model
+    config = only(app_variant, "AWS::SageMaker::EndpointConfig")
+    assert config["EndpointConfigName"].startswith("blip2-endpoint-async-")  # EndpointController.saved_config's prefix
+    output = config["AsyncInferenceConfig"]["OutputConfig"]
+    assert output["S3OutputPath"]["Fn::Join"][1][-1] == "/async/output/" and "NotificationConfig" in output
+    assert config["ProductionVariants"][0]["InstanceType"] == "ml.g4dn.xlarge"
+
+
+def test_schedules_run_the_cli_in_the_dashboard_image(app, app_variant):
+    schedules = {json.loads(s["Properties"]["Target"]["Input"])["containerOverrides"][0]["command"][4]: s["Properties"]
+                 for s in resources(app, "AWS::Scheduler::Schedule").values()}
+    assert schedules.keys() == {"autostop", "start", "stop"}
+    assert schedules["autostop"]["ScheduleExpression"] == "rate(15 minutes)"
+    assert json.loads(schedules["autostop"]["Target"]["Input"])["containerOverrides"][0]["command"] == [
+        "python", "-m", "pipeline", "endpoint", "autostop", "--idle-minutes", "30"]
+    assert schedules["start"]["ScheduleExpression"] == "cron(0 8 ? * MON-FRI *)"
+    assert schedules["stop"]["ScheduleExpression"] == "cron(0 18 ? * MON-FRI *)"
+    assert schedules["start"]["ScheduleExpressionTimezone"] == "UTC"
+    assert len(resources(app_variant, "AWS::Scheduler::Schedule")) == 1  # async scales to zero itself: autostop only
+
+
+def test_alarms_and_budget_are_what_the_estimator_counts(app, app_variant, shipped, variant):
+    assert len(resources(app, "AWS::CloudWatch::Alarm")) == shipped.config.cost_assumptions().alarms == 5
+    assert len(resources(app_variant, "AWS::CloudWatch::Alarm")) == variant.config.cost_assumptions().alarms == 6
+    app.has_resource_properties("AWS::CloudWatch::Alarm", {"AlarmName": "product-tagging-endpoint-running-long",
+                                                           "AlarmActions": Match.any_value()})
+    budget = only(app, "AWS::Budgets::Budget")
+    assert budget["Budget"]["BudgetLimit"] == {"Amount": 300, "Unit": "USD"}
+    assert {n["Notification"]["NotificationType"] for n in budget["NotificationsWithSubscribers"]} == {"ACTUAL", "FORECASTED"}
+
+
+# --- config ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"domain_name": None}, "set domain_name"),
+    ({"cpu": 512, "memory_mib": 512}, "not a Fargate size"),
+    ({"auth": "oidc"}, "oidc provider block is missing"),
+    ({"model_data_url": "s3://b/m.tar.gz"}, "needs image_uri"),
+    ({"nonsense": 1}, "nonsense"),
+])
+def test_bad_context_is_one_clear_line(overrides, message):
+    from support.infra import default_context
+    from tagger_infra.config import CONTEXT_KEY, InfraConfig, InfraConfigError
+
+    with pytest.raises(InfraConfigError, match=message):
+        InfraConfig.from_context({**default_context()[CONTEXT_KEY], **overrides})
+
+
+def test_cdk_app_entry_point_refuses_bad_context_without_a_traceback():
+    bad = json.dumps({"domain_name": None})
+    result = subprocess.run([sys.executable, "app.py"], cwd=INFRA, capture_output=True, text=True, timeout=120,
+                            env={**__import__("os").environ, "CDK_CONTEXT_JSON": json.dumps({"product-tagging": json.loads(bad)}),
+                                 "CDK_OUTDIR": "/nonexistent"})
+    assert result.returncode != 0
+    assert "set domain_name" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- the fixed monthly cost in the README -------------------------------------------------------------
+
+def test_readme_shows_the_fixed_cost_of_the_shipped_deployment(shipped):
+    costs = fixed_infra_costs(shipped.config.cost_assumptions(), PriceTable.load())
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Fixed monthly cost"):]
+    section = section[:section.index("\n## ")]
+    for component, usd in costs.items():
+        if usd:
+            assert re.search(rf"\| `{component}` \| {usd:,.2f} \|", section), (component, round(usd, 2))
+    assert f"**{sum(costs.values()):,.2f}**" in section
+
+
+# --- linters on the synthesized templates and the workflows ------------------------------------------
+
+def _tool(name: str) -> Path:
+    path = Path(sys.executable).parent / name if name == "cfn-lint" else ROOT / ".venv-checkov" / "bin" / name
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run `make install-dev` (the README's test command installs it)")
+    return path
+
+
+def _checkov(*templates: Path) -> subprocess.CompletedProcess:
+    args = [str(_tool("checkov")), "--framework", "cloudformation", "--compact", "--quiet", "--skip-download", "--output", "json"]
+    for template in templates:
+        args += ["-f", str(template)]
+    return subprocess.run(args, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("deployment", ["shipped", "variant"])
+def test_cfn_lint_passes_on_the_templates(deployment, request):
+    files = request.getfixturevalue(deployment).template_files()
+    assert len(files) == 2
+    result = subprocess.run([str(_tool("cfn-lint")), *map(str, files)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("deployment", ["shipped", "variant"])
+def test_checkov_passes_and_every_skip_has_a_reason(deployment, request):
+    files = request.getfixturevalue(deployment).template_files()
+    result = _checkov(*files)
+    reports = json.loads(result.stdout)
+    reports = reports if isinstance(reports, list) else [reports]
+    failed = [(c["check_id"], c["resource"]) for r in reports for c in r["results"]["failed_checks"]]
+    assert not failed, failed
+    assert sum(r["summary"]["skipped"] for r in reports) >= 11, "the documented skips should be seen by checkov"
+    for template in files:
+        for logical_id, resource in json.loads(template.read_text())["Resources"].items():
+            for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
+                assert len(skip.get("comment", "")) >= 40, (logical_id, skip)
+
+
+def test_checkov_would_catch_a_public_unencrypted_bucket(tmp_path):
+    template = tmp_path / "bad.template.json"
+    template.write_text(json.dumps({"Resources": {"Open": {"Type": "AWS::S3::Bucket", "Properties": {
+        "PublicAccessBlockConfiguration": {"BlockPublicAcls": False, "BlockPublicPolicy": False}}}}}))
+    reports = json.loads(_checkov(template).stdout)
+    failed = {c["check_id"] for c in reports["results"]["failed_checks"]}
+    assert "CKV_AWS_53" in failed  # block public ACLs
+
+
+def test_actionlint_passes_on_the_workflows_and_catches_mistakes(tmp_path):
+    workflows = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+    assert {w.name for w in workflows} >= {"ci.yml", "deploy-app.yml", "deploy-model.yml", "model-watch.yml"}
+    actionlint = Path(sys.executable).parent / "actionlint"
+    if not actionlint.exists():
+        pytest.fail(f"{actionlint} is missing: run `make install-dev`")
+    good = subprocess.run([str(actionlint), "-no-color"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert good.returncode == 0, good.stdout + good.stderr
+    broken = tmp_path / "broken.yml"
+    broken.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n"
+                      "      - run: echo ${{ github.no_such }}\n      - uses: actions/checkout@v6\n        with:\n          bogus: 1\n")
+    bad = subprocess.run([str(actionlint), "-no-color", str(broken)], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "no_such" in bad.stdout and '"bogus" is not defined' in bad.stdout
