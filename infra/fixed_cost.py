@@ -11,11 +11,10 @@ import json
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(1, str(HERE))  # tagger_infra, after the script's own folder and before nothing else
+from pipeline.costs import PriceTable, fixed_infra_costs
+from tagger_infra.config import CONTEXT_KEY, InfraConfig, InfraConfigError  # infra/ is the script's folder, on sys.path
 
-from pipeline.costs import PriceTable, fixed_infra_costs  # noqa: E402
-from tagger_infra.config import CONTEXT_KEY, InfraConfig, InfraConfigError  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 
 def main() -> int:
@@ -31,8 +30,7 @@ def main() -> int:
     costs = fixed_infra_costs(config.cost_assumptions(), PriceTable.load())
     print("| Component | USD / month |\n|---|---|")
     for component, usd in costs.items():
-        if usd:
-            print(f"| `{component}` | {usd:,.2f} |")
+        print(f"| `{component}` | {usd:,.2f} |")
     print(f"| **total** | **{sum(costs.values()):,.2f}** |")
     return 0
 

@@ -7,7 +7,7 @@ Every assumption of the estimator is a field of `Assumptions`, printed with the 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -115,9 +115,9 @@ def _fargate_hour(prices: PriceTable, vcpu: float, gb: float, arch: str, spot: b
 
 def fixed_infra_costs(a: Assumptions, prices: PriceTable) -> dict[str, float]:
     """The deployment's always-on monthly bill, whatever the volume: dashboard tasks, ALB, addresses, network,
-    logs, secrets, alarms (README "Deploy" shows it for infra/cdk.json)."""
+    logs, secrets, alarms (README "Deploy" shows it for infra/cdk.json). Only what it pays: no zero lines."""
     fargate = _fargate_hour(prices, a.dashboard_vcpu, a.dashboard_gb, a.fargate_arch, a.fargate_spot)
-    return {
+    costs = {
         "fargate_dashboard": HOURS_PER_MONTH * a.dashboard_tasks * fargate,
         "alb": HOURS_PER_MONTH * (prices.usd("alb_hour") + a.alb_lcu * prices.usd("alb_lcu_hour")),
         "public_ipv4": HOURS_PER_MONTH * a.public_ipv4_addresses * prices.usd("public_ipv4_hour"),
@@ -127,14 +127,14 @@ def fixed_infra_costs(a: Assumptions, prices: PriceTable) -> dict[str, float]:
         "cloudwatch_alarms": a.alarms * prices.usd("cloudwatch_alarm_month"),
         "secrets_manager": a.secrets * prices.usd("secrets_manager_secret_month"),
     }
+    return {k: v for k, v in costs.items() if v}
 
 
 def shared_costs(a: Assumptions, prices: PriceTable) -> dict[str, float]:
     """What every scenario pays: the fixed infrastructure, plus storage and summaries for the volume."""
     stored_gb = a.images_per_month * a.stored_mb_per_image / 1024
-    fixed = {k: v for k, v in fixed_infra_costs(a, prices).items() if v}  # a scenario lists only what it pays
     return {
-        **fixed,
+        **fixed_infra_costs(a, prices),
         "s3": stored_gb * prices.usd("s3_gb_month") + a.images_per_month * 3 / 1000 * prices.usd("s3_put_per_1k"),
         "openai": a.images_per_month * (
             a.input_tokens_per_image * prices.usd(f"openai_input_per_million:{a.summary_model}")
@@ -271,7 +271,7 @@ def month_to_date(store, prices: PriceTable, a: Assumptions, *, running_now: boo
         for day, hours in _split_by_day(start, end).items():
             add(day, "sagemaker_endpoint", hours * gpu_hour)
             endpoint_hours += hours
-    fixed = {k: v for k, v in fixed_infra_costs(a, prices).items() if v}  # per-month fixed parts, pro-rated by hour
+    fixed = fixed_infra_costs(a, prices)  # per-month fixed parts, pro-rated by hour
     for day, hours in _split_by_day(month_start, now).items():
         for component, usd in fixed.items():
             add(day, component, usd * hours / HOURS_PER_MONTH)

@@ -8,6 +8,7 @@ with interface endpoints, OIDC, Fargate Spot, GitHub roles, model defined by CDK
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -17,11 +18,10 @@ import pytest
 
 from support.infra import INFRA, VARIANT, synth
 
-aws_cdk = pytest.importorskip("aws_cdk", reason="requirements-infra.txt is part of `make test`")  # noqa: F841
-from aws_cdk.assertions import Match, Template  # noqa: E402
+from aws_cdk.assertions import Match, Template
 
-from pipeline.costs import PriceTable, fixed_infra_costs  # noqa: E402
-from pipeline.store.dynamo_store import table_definition  # noqa: E402
+from pipeline.costs import PriceTable, fixed_infra_costs
+from pipeline.store.dynamo_store import table_definition
 
 ROOT = INFRA.parent
 
@@ -309,7 +309,7 @@ def test_bad_context_is_one_clear_line(overrides, message):
 def test_cdk_app_entry_point_refuses_bad_context_without_a_traceback():
     bad = json.dumps({"domain_name": None})
     result = subprocess.run([sys.executable, "app.py"], cwd=INFRA, capture_output=True, text=True, timeout=120,
-                            env={**__import__("os").environ, "CDK_CONTEXT_JSON": json.dumps({"product-tagging": json.loads(bad)}),
+                            env={**os.environ, "CDK_CONTEXT_JSON": json.dumps({"product-tagging": json.loads(bad)}),
                                  "CDK_OUTDIR": "/nonexistent"})
     assert result.returncode != 0
     assert "set domain_name" in result.stderr and "Traceback" not in result.stderr
@@ -323,8 +323,7 @@ def test_readme_shows_the_fixed_cost_of_the_shipped_deployment(shipped):
     section = readme[readme.index("### Fixed monthly cost"):]
     section = section[:section.index("\n## ")]
     for component, usd in costs.items():
-        if usd:
-            assert re.search(rf"\| `{component}` \| {usd:,.2f} \|", section), (component, round(usd, 2))
+        assert re.search(rf"\| `{component}` \| {usd:,.2f} \|", section), (component, round(usd, 2))
     assert f"**{sum(costs.values()):,.2f}**" in section
 
 

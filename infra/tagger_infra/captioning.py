@@ -32,7 +32,7 @@ class Captioning(Construct):
         self.queue: sqs.Queue | None = None
         topics: list[sns.Topic] = []
         if config.async_inference:
-            topics = [sns.Topic(self, name, master_key=None) for name in ("AsyncSuccess", "AsyncError")]
+            topics = [sns.Topic(self, name) for name in ("AsyncSuccess", "AsyncError")]
             self.queue = sqs.Queue(self, "AsyncNotices", encryption=sqs.QueueEncryption.SQS_MANAGED, enforce_ssl=True,
                                    retention_period=Duration.days(1), visibility_timeout=Duration.seconds(60))
             for topic in topics:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -167,8 +168,6 @@ class InfraConfig(BaseModel):
 
     def cost_assumptions(self, base: Assumptions | None = None) -> Assumptions:
         """The estimator's inputs for this deployment's always-on parts (the same numbers the stack uses)."""
-        from dataclasses import replace
-
         public_tasks = self.desired_count if self.network == "public" else 0
         return replace(
             base or Assumptions(),

@@ -6,8 +6,6 @@ idle timeout well above Streamlit's pings, sticky sessions once there is more th
 
 from __future__ import annotations
 
-import json
-
 from aws_cdk import Duration, RemovalPolicy, SecretValue, Stack
 from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_cognito as cognito
@@ -143,12 +141,11 @@ class Dashboard(Construct):
             deregistration_delay=Duration.seconds(30),
             # A Streamlit session lives in one task's memory: keep a browser on its task.
             stickiness_cookie_duration=Duration.hours(12) if c.max_count > 1 else None)
-        https = self.load_balancer.add_listener(
+        self.load_balancer.add_listener(
             "Https", port=443, protocol=elbv2.ApplicationProtocol.HTTPS, open=False,
             certificates=[elbv2.ListenerCertificate.from_certificate_manager(self._certificate_and_record())],
             ssl_policy=elbv2.SslPolicy.RECOMMENDED_TLS,
             default_action=self._sign_in(elbv2.ListenerAction.forward([target_group])))
-        self.https_listener = https
         self.target_group = target_group
         self.load_balancer.add_listener("Http", port=80, open=False, default_action=elbv2.ListenerAction.redirect(
             protocol="HTTPS", port="443", permanent=True))
@@ -176,7 +173,6 @@ class Dashboard(Construct):
                                          scopes=[cognito.OAuthScope.OPENID, cognito.OAuthScope.EMAIL, cognito.OAuthScope.PROFILE],
                                          callback_urls=[f"https://{c.domain_name}/oauth2/idpresponse"]),
             supported_identity_providers=[cognito.UserPoolClientIdentityProvider.COGNITO])
-        self.user_pool = pool
         return elbv2_actions.AuthenticateCognitoAction(user_pool=pool, user_pool_client=client, user_pool_domain=domain,
                                                        session_timeout=Duration.hours(12), next=then)
 
@@ -190,7 +186,3 @@ def _retention(days: int) -> logs.RetentionDays:
     if days not in RETENTION:
         raise ValueError(f"log_retention_days {days} is not a CloudWatch retention: one of {sorted(RETENTION)}")
     return logs.RetentionDays[RETENTION[days]]
-
-
-def admin_emails_env(emails: list[str]) -> str:
-    return json.dumps(emails)  # pydantic-settings reads list settings as JSON

@@ -6,6 +6,7 @@ from aws_cdk import Duration
 from aws_cdk import aws_budgets as budgets
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
@@ -34,7 +35,7 @@ class Monitoring(Construct):
         endpoint = {"EndpointName": config.endpoint_name, "VariantName": VARIANT}
         lb = dashboard.load_balancer
         alarms = {
-            "alb-5xx": (lb.metrics.http_code_target(_target_5xx(), period=Duration.minutes(5), statistic="Sum"), 5, 1,
+            "alb-5xx": (lb.metrics.http_code_target(elbv2.HttpCodeTarget.TARGET_5XX_COUNT, period=Duration.minutes(5), statistic="Sum"), 5, 1,
                         "The dashboard answered 5 or more server errors in 5 minutes."),
             "unhealthy-tasks": (dashboard.target_group.metrics.unhealthy_host_count(period=Duration.minutes(1), statistic="Maximum"), 1, 5,
                                 "A dashboard task failed its health check for 5 minutes."),
@@ -69,12 +70,6 @@ class Monitoring(Construct):
                 _budget_notice("ACTUAL", 80, self.topic.topic_arn, config.alarm_email),
                 _budget_notice("FORECASTED", 100, self.topic.topic_arn, config.alarm_email),
             ])
-
-
-def _target_5xx():
-    from aws_cdk import aws_elasticloadbalancingv2 as elbv2
-
-    return elbv2.HttpCodeTarget.TARGET_5XX_COUNT
 
 
 def _budget_notice(kind: str, percent: float, topic_arn: str, email: str | None) -> budgets.CfnBudget.NotificationWithSubscribersProperty:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aws_cdk import Stack
+from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_iam as iam
 
 # What the dashboard writes under the shared bucket (pipeline/store/s3_images.py, async and transform jobs).
@@ -109,7 +109,7 @@ def sagemaker_execution_statements(scope: Scope, model_data_bucket_arn: str | No
         iam.PolicyStatement(sid="EcrLogin", actions=["ecr:GetAuthorizationToken"], resources=["*"]),  # account-wide by design
         iam.PolicyStatement(sid="ContainerLogs", actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
                                                           "logs:DescribeLogStreams"],
-                            resources=[stack.format_arn(service="logs", resource="log-group", arn_format=_colon(),
+                            resources=[stack.format_arn(service="logs", resource="log-group", arn_format=ArnFormat.COLON_RESOURCE_NAME,
                                                         resource_name="/aws/sagemaker/*")]),
         iam.PolicyStatement(sid="ContainerMetrics", actions=["cloudwatch:PutMetricData"], resources=["*"],
                             conditions={"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*", "AWS/SageMaker"]}}),
@@ -119,9 +119,3 @@ def sagemaker_execution_statements(scope: Scope, model_data_bucket_arn: str | No
     if topic_arns:
         statements.append(iam.PolicyStatement(sid="AsyncNotices", actions=["sns:Publish"], resources=topic_arns))
     return statements
-
-
-def _colon():
-    from aws_cdk import ArnFormat
-
-    return ArnFormat.COLON_RESOURCE_NAME

@@ -31,7 +31,7 @@ class EndpointSchedules(Construct):
         self.role.add_to_policy(iam.PolicyStatement(actions=["iam:PassRole"], resources=[task.task_role.role_arn, task.execution_role.role_arn],
                                                     conditions={"StringLike": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}))
         self._network = scheduler.CfnSchedule.NetworkConfigurationProperty(awsvpc_configuration=scheduler.CfnSchedule.AwsVpcConfigurationProperty(
-            subnets=network.vpc.select_subnets(**_selection(network)).subnet_ids,
+            subnets=network.vpc.select_subnets(subnet_type=network.task_subnets.subnet_type).subnet_ids,
             security_groups=[dashboard.task_security_group.security_group_id],
             assign_public_ip="ENABLED" if network.tasks_get_public_ip else "DISABLED"))
         self._dashboard, self._tz = dashboard, config.business_hours.timezone
@@ -52,7 +52,3 @@ class EndpointSchedules(Construct):
                 ecs_parameters=scheduler.CfnSchedule.EcsParametersProperty(
                     task_definition_arn=self._dashboard.task_definition.task_definition_arn, task_count=1, launch_type="FARGATE",
                     network_configuration=self._network)))
-
-
-def _selection(network: Network) -> dict:
-    return {"subnet_type": network.task_subnets.subnet_type}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import CfnOutput, RemovalPolicy, Stack, Tags
+from aws_cdk import ArnFormat, CfnOutput, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_iam as iam
 from constructs import Construct
@@ -13,7 +13,7 @@ from constructs import Construct
 from tagger_infra.captioning import Captioning
 from tagger_infra.checks import accept_findings
 from tagger_infra.config import InfraConfig
-from tagger_infra.dashboard import Dashboard, admin_emails_env
+from tagger_infra.dashboard import Dashboard
 from tagger_infra.github import cdk_bootstrap_roles, github_provider_arn, github_role
 from tagger_infra.monitoring import Monitoring
 from tagger_infra.network import Network
@@ -86,7 +86,7 @@ class AppStack(Stack):
         """The dashboard's Settings (README "Settings"), pointing at this stack's resources."""
         c, bucket = self.config, self.storage.bucket.bucket_name
         env = {
-            "AUTH_MODE": "alb", "ADMIN_EMAILS": admin_emails_env(c.admin_emails),
+            "AUTH_MODE": "alb", "ADMIN_EMAILS": json.dumps(c.admin_emails),  # list settings are JSON
             "STORE": "dynamodb", "DYNAMODB_TABLE": c.dynamodb_table, "IMAGE_BUCKET": bucket, "DATA_DIR": "/app/data",
             "CAPTIONER": "sagemaker-async" if c.async_inference else "sagemaker",
             "SAGEMAKER_ENDPOINT": c.endpoint_name, "SAGEMAKER_MODE": c.sagemaker_mode, "SAGEMAKER_INSTANCE_TYPE": c.instance_type,
@@ -118,18 +118,12 @@ class AppStack(Stack):
                                          "application-autoscaling:DescribeScalableTargets", "application-autoscaling:DescribeScalingPolicies"],
             resources=["*"]))
         role.add_to_policy(iam.PolicyStatement(sid="BacklogAlarm", actions=["cloudwatch:PutMetricAlarm", "cloudwatch:DescribeAlarms"],
-                                               resources=[self.format_arn(service="cloudwatch", resource="alarm", arn_format=_colon(),
+                                               resources=[self.format_arn(service="cloudwatch", resource="alarm", arn_format=ArnFormat.COLON_RESOURCE_NAME,
                                                                           resource_name=f"{c.endpoint_name}-*")]))
         accept_findings(role.node.find_child("DefaultPolicy"), {
             "CKV_AWS_111": "Only application-autoscaling actions are unscoped (scalable targets and policies have ARNs with "
                            "AWS-generated ids); deploy.py uses them for this endpoint's async scale-to-zero."})
         self.model_deploy_role = role
-
-
-def _colon():
-    from aws_cdk import ArnFormat
-
-    return ArnFormat.COLON_RESOURCE_NAME
 
 
 def build(app, config: InfraConfig) -> tuple[RegistryStack, AppStack]:
