@@ -264,6 +264,8 @@ def test_model_and_config_follow_the_names_the_admin_page_starts(app, app_varian
     output = config["AsyncInferenceConfig"]["OutputConfig"]
     assert output["S3OutputPath"]["Fn::Join"][1][-1] == "/async/output/" and "NotificationConfig" in output
     assert config["ProductionVariants"][0]["InstanceType"] == "ml.g4dn.xlarge"
+    environment = only(app_variant, "AWS::SageMaker::Model")["PrimaryContainer"]["Environment"]
+    assert environment["HF_MODEL_ID"] == "Salesforce/blip2-flan-t5-xl" and environment["HF_MODEL_REVISION"] == "c" * 40
 
 
 def test_schedules_run_the_cli_in_the_dashboard_image(app, app_variant):
@@ -296,6 +298,7 @@ def test_alarms_and_budget_are_what_the_estimator_counts(app, app_variant, shipp
     ({"cpu": 512, "memory_mib": 512}, "not a Fargate size"),
     ({"auth": "oidc"}, "oidc provider block is missing"),
     ({"model_data_url": "s3://b/m.tar.gz"}, "needs image_uri"),
+    ({"model_data_url": "s3://b/m.tar.gz", "image_uri": "i"}, "needs hf_model_revision"),
     ({"nonsense": 1}, "nonsense"),
 ])
 def test_bad_context_is_one_clear_line(overrides, message):

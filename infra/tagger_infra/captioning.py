@@ -59,7 +59,9 @@ class Captioning(Construct):
 
     def _model_and_config(self, config: InfraConfig, bucket_name: str) -> None:
         """Names follow deploy.py's convention (<endpoint>-<mode>-<hash>) so `endpoint start` finds the config."""
-        environment = {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "LOAD_IN_8BIT": "false"}
+        environment = {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "LOAD_IN_8BIT": "false"}  # as deploy.py's container_definition
+        if config.hf_model_id:  # code-only package: inference.py loads the Hub model at the pinned commit
+            environment |= {"HF_MODEL_ID": config.hf_model_id, "HF_MODEL_REVISION": config.hf_model_revision}
         body = {"image": config.image_uri, "data": config.model_data_url, "env": environment, "mode": config.sagemaker_mode,
                 "instance": config.instance_type}
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:10]

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.costs import Assumptions
+from pipeline.settings import Settings
 
 CONTEXT_KEY = "product-tagging"  # cdk.json: {"context": {"product-tagging": {...}}}
 NAME = re.compile(r"^[a-z][a-z0-9-]{1,40}$")
@@ -100,6 +101,8 @@ class InfraConfig(BaseModel):
     async_max_instances: int = 1
     model_data_url: str | None = Field(None, description="s3://…/blip2-endpoint.tar.gz: CDK defines model + endpoint config; None: sagemaker/deploy.py does.")
     image_uri: str | None = Field(None, description="Inference image for model_data_url (`sagemaker/deploy.py --dry-run` prints the region's).")
+    hf_model_id: str | None = Field(Settings.model_fields["sagemaker_hf_model_id"].default,
+                                    description="Hub model the container loads at start; None when weights are in the package.")
     hf_model_revision: str | None = None
     business_hours: BusinessHours = Field(default_factory=BusinessHours)
     autostop_every_minutes: int = 15
@@ -136,6 +139,9 @@ class InfraConfig(BaseModel):
             raise ValueError("upload_expiry_days must be at least 1")
         if self.model_data_url and not (self.model_data_url.startswith("s3://") and self.image_uri):
             raise ValueError("model_data_url must be an s3:// URL, and needs image_uri")
+        if self.model_data_url and self.hf_model_id and not self.hf_model_revision:
+            raise ValueError("model_data_url with hf_model_id needs hf_model_revision (a commit of the model repo, "
+                             "as sagemaker/model-revision.json pins it), or hf_model_id null when weights are packaged")
         return self
 
     @classmethod

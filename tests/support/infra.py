@@ -19,7 +19,7 @@ VARIANT = {  # everything the default leaves off, in one deployment
                              "client_id": "tagging", "client_secret_name": "tagging/oidc"},
     "certificate_arn": "arn:aws:acm:us-east-1:111111111111:certificate/0000", "hosted_zone_id": None, "hosted_zone_name": None,
     "github_repo": "acme/tagging", "model_data_url": "s3://acme-models/blip2/blip2-endpoint.tar.gz",
-    "image_uri": "763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-inference:test",
+    "image_uri": "763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-inference:test", "hf_model_revision": "c" * 40,
     "s3_source_buckets": ["acme-product-photos"],
 }
 
