@@ -14,6 +14,15 @@ calls only), `apply_plan` makes the calls in order, `--dry-run` prints the plan 
   topics, MaxConcurrentInvocationsPerInstance; autoscaling with min capacity 0, target tracking on
   ApproximateBacklogSizePerInstance, and a step policy driven by a CloudWatch alarm on
   HasBacklogWithoutCapacity, because target tracking alone cannot scale out from zero instances.
+- A redeploy keeps the capacity it finds: the scalable target's minimum (an admin's Start raised it to
+  1, pipeline/endpoint.py) and the variant's desired instance count (restored with
+  UpdateEndpointWeightsAndCapacities after a switch, which starts the new config's instance count).
+- The variant waits up to STARTUP_HEALTH_CHECK_TIMEOUT_S for the container's first /ping and
+  MODEL_DATA_DOWNLOAD_TIMEOUT_S for the model data (a ~16 GB model does not fit SageMaker's defaults);
+  infra/tagger_infra/captioning.py sets the same values on the endpoint config it defines.
+- IAM: the GitHub model-deploy role (infra/tagger_infra/stacks.py, permissions.py) allows exactly
+  the calls this module makes; tests/test_iam_coverage.py records them against moto and checks them
+  against the synthesized policy.
 - Control-plane calls are boto3: sagemaker-core's resource classes wrap the same calls, but they
   re-describe every resource after creating it and the fake AWS our tests use (moto) answers those
   describes in a shape they reject. The SDK (sagemaker-core) is used for what it adds here: the
@@ -37,6 +46,11 @@ from pipeline.endpoint import VARIANT, scaling_target
 HF_DLC = {"version": "5.5.3", "base_framework_version": "pytorch2.6.0", "py_version": "py312"}
 BUSY_STATES = {"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"}
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+# Per variant; SageMaker allows 60-3600 s. Cold start pulls the ~16 GB model (Hub or S3) and loads it on
+# the GPU before /ping answers: the defaults are too short. Keep equal to infra/tagger_infra/captioning.py.
+STARTUP_HEALTH_CHECK_TIMEOUT_S = 1800
+MODEL_DATA_DOWNLOAD_TIMEOUT_S = 1800
+TIMEOUT_RANGE_S = (60, 3600)
 
 
 class DeployError(Exception):
@@ -64,6 +78,16 @@ class DeployOptions:
     backlog_per_instance: float = 5.0
     scale_in_cooldown_s: int = 600
     scale_out_cooldown_s: int = 300
+    startup_timeout_s: int = STARTUP_HEALTH_CHECK_TIMEOUT_S
+    download_timeout_s: int = MODEL_DATA_DOWNLOAD_TIMEOUT_S
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What an async endpoint's autoscaling is set to: kept across redeploys."""
+
+    min_capacity: int
+    max_capacity: int
 
 
 @dataclass(frozen=True)
@@ -123,6 +147,10 @@ def validate_options(options: DeployOptions) -> None:
             "set SAGEMAKER_HF_MODEL_REVISION (or --hf-revision) to a commit of the model repo, so the endpoint "
             "loads exactly the weights you tested; or pass --hf-model-id '' when the weights are packaged"
         )
+    low, high = TIMEOUT_RANGE_S
+    for label, value in (("--startup-timeout", options.startup_timeout_s), ("--download-timeout", options.download_timeout_s)):
+        if not low <= value <= high:
+            raise DeployError(f"{label} must be between {low} and {high} seconds (SageMaker's limits), not {value}")
     if options.mode == "async":
         if not (options.async_s3 or "").startswith("s3://"):
             raise DeployError("async mode needs SAGEMAKER_ASYNC_S3 (or --async-s3), e.g. s3://bucket/blip2-async")
@@ -172,6 +200,8 @@ def endpoint_config_request(options: DeployOptions, model_name: str) -> dict[str
             "ModelName": model_name,
             "InstanceType": options.instance_type,
             "InitialInstanceCount": options.instance_count,
+            "ContainerStartupHealthCheckTimeoutInSeconds": options.startup_timeout_s,
+            "ModelDataDownloadTimeoutInSeconds": options.download_timeout_s,
         }],
     }
     if options.mode == "async":
@@ -180,16 +210,25 @@ def endpoint_config_request(options: DeployOptions, model_name: str) -> dict[str
     return {"EndpointConfigName": name, **body}
 
 
-def autoscaling_steps(options: DeployOptions) -> list[Step]:
-    """Scale-to-zero for async: min 0, backlog target tracking, and a step policy to leave zero."""
+def wanted_capacity(options: DeployOptions, current: Capacity | None) -> Capacity:
+    """Min 0 on a first deploy; on a redeploy the minimum found (an admin's Start sets 1) is kept.
+    The maximum is this deploy's --max-instances (deploy.py is what sets it), never below that minimum."""
+    minimum = current.min_capacity if current else 0
+    return Capacity(minimum, max(options.max_instances, minimum))
+
+
+def autoscaling_steps(options: DeployOptions, current: Capacity | None = None) -> list[Step]:
+    """Scale-to-zero for async: min 0 (or the minimum kept), backlog target tracking, and a step policy to leave zero."""
     name, target = options.endpoint_name, scaling_target(options.endpoint_name)
     rid = target["ResourceId"]
     endpoint_dimension = [{"Name": "EndpointName", "Value": name}]
+    capacity = wanted_capacity(options, current)
+    kept = " kept" if current and capacity.min_capacity else ""
     return [
         Step(
-            f"register scalable target {rid} (min 0, max {options.max_instances})",
+            f"register scalable target {rid} (min {capacity.min_capacity}{kept}, max {capacity.max_capacity})",
             "application-autoscaling", "register_scalable_target",
-            {**target, "MinCapacity": 0, "MaxCapacity": options.max_instances},
+            {**target, "MinCapacity": capacity.min_capacity, "MaxCapacity": capacity.max_capacity},
         ),
         Step(
             f"target tracking: {options.backlog_per_instance:g} queued requests per instance",
@@ -251,12 +290,20 @@ def _exists(call, **params) -> dict[str, Any] | None:
         raise
 
 
-def has_scalable_target(autoscaling, endpoint_name: str) -> bool:
+def current_capacity(autoscaling, endpoint_name: str) -> Capacity | None:
+    """The endpoint's scalable target (min, max), or None when it is not autoscaled."""
     target = scaling_target(endpoint_name)
     found = autoscaling.describe_scalable_targets(
         ServiceNamespace=target["ServiceNamespace"], ResourceIds=[target["ResourceId"]], ScalableDimension=target["ScalableDimension"],
-    )
-    return bool(found["ScalableTargets"])
+    )["ScalableTargets"]
+    return Capacity(found[0]["MinCapacity"], found[0]["MaxCapacity"]) if found else None
+
+
+def desired_instance_count(endpoint: dict[str, Any]) -> int | None:
+    variant = next((v for v in endpoint.get("ProductionVariants") or [] if v.get("VariantName") == VARIANT), None)
+    if variant is None:
+        return None
+    return variant.get("DesiredInstanceCount", variant.get("CurrentInstanceCount"))
 
 
 def scaling_policy_names(autoscaling, endpoint_name: str) -> list[str]:
@@ -300,7 +347,8 @@ def plan_deployment(options: DeployOptions, clients: dict[str, Any]) -> Plan:
         plan.notes.append(f"endpoint config {config_name} exists")
 
     endpoint = _exists(sm.describe_endpoint, EndpointName=name)
-    target_exists = has_scalable_target(clients["application-autoscaling"], name)
+    capacity = current_capacity(clients["application-autoscaling"], name)
+    target_exists = capacity is not None
     switching = endpoint is not None and endpoint["EndpointConfigName"] != config_name
     if endpoint is not None and endpoint["EndpointStatus"] in BUSY_STATES:
         raise DeployError(f"endpoint {name} is {endpoint['EndpointStatus']}; run again when it is InService")
@@ -333,12 +381,35 @@ def plan_deployment(options: DeployOptions, clients: dict[str, Any]) -> Plan:
         plan.notes.append(f"endpoint {name} already runs {config_name}")
 
     if endpoint is None or switching:
-        plan.steps.append(Step(
-            f"wait until {name} is InService", "sagemaker", "wait:endpoint_in_service", {"EndpointName": name},
-        ))
+        plan.steps.append(wait_in_service(name))
     if options.mode == "async":
-        plan.steps.extend(autoscaling_steps(options))
+        if switching and target_exists:
+            plan.steps.extend(restore_instance_count_steps(options, endpoint, capacity))
+        plan.steps.extend(autoscaling_steps(options, capacity))
     return plan
+
+
+def wait_in_service(name: str) -> Step:
+    return Step(f"wait until {name} is InService", "sagemaker", "wait:endpoint_in_service", {"EndpointName": name})
+
+
+def restore_instance_count_steps(options: DeployOptions, endpoint: dict[str, Any], capacity: Capacity) -> list[Step]:
+    """After a switch the variant runs the new config's InitialInstanceCount; put back the count the
+    autoscaled endpoint had (0 when it was scaled to zero or stopped, more when scaled out)."""
+    before = desired_instance_count(endpoint)
+    if before is None:
+        return []
+    wanted = wanted_capacity(options, capacity)
+    count = min(max(before, wanted.min_capacity), wanted.max_capacity)
+    if count == options.instance_count:
+        return []
+    return [
+        Step(
+            f"keep {count} instance(s) running, as before the switch", "sagemaker", "update_endpoint_weights_and_capacities",
+            {"EndpointName": options.endpoint_name, "DesiredWeightsAndCapacities": [{"VariantName": VARIANT, "DesiredInstanceCount": count}]},
+        ),
+        wait_in_service(options.endpoint_name),
+    ]
 
 
 # --- doing it --------------------------------------------------------------------------------------
@@ -429,6 +500,10 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--max-concurrency", type=int, default=4, help="MaxConcurrentInvocationsPerInstance (async)")
     parser.add_argument("--max-instances", type=int, default=1, help="autoscaling maximum (async)")
     parser.add_argument("--backlog-per-instance", type=float, default=5.0, help="target queued requests per instance (async)")
+    parser.add_argument("--startup-timeout", type=int, default=STARTUP_HEALTH_CHECK_TIMEOUT_S,
+                        help="seconds the container may take to answer its first /ping (60-3600)")
+    parser.add_argument("--download-timeout", type=int, default=MODEL_DATA_DOWNLOAD_TIMEOUT_S,
+                        help="seconds SageMaker may take to download the model data (60-3600)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     parser.add_argument("--show-calls", action="store_true", help="with the plan, print each API call's parameters")
     parser.add_argument("--endpoint-url", help=argparse.SUPPRESS)  # a local fake AWS, for tests
@@ -443,7 +518,8 @@ def options_from_args(args) -> DeployOptions:
         hf_model_id=args.hf_model_id or None, hf_model_revision=args.hf_revision, load_in_8bit=args.load_in_8bit,
         async_s3=args.async_s3, success_topic=args.success_topic, error_topic=args.error_topic,
         max_concurrency_per_instance=args.max_concurrency, max_instances=args.max_instances,
-        backlog_per_instance=args.backlog_per_instance,
+        backlog_per_instance=args.backlog_per_instance, startup_timeout_s=args.startup_timeout,
+        download_timeout_s=args.download_timeout,
     )
 
 

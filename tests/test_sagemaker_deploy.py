@@ -151,6 +151,74 @@ def test_updating_an_async_endpoint_deregisters_autoscaling_first_then_restores_
     assert len(policies) == 2 and len(alarms) == 1
 
 
+@pytest.mark.parametrize("make", [options, async_options], ids=["realtime", "async"])
+def test_variant_waits_long_enough_for_a_16_gb_model(aws, make):
+    run(make(), aws)
+    sm = aws["sagemaker"]
+    config = sm.describe_endpoint_config(EndpointConfigName=sm.describe_endpoint(EndpointName=NAME)["EndpointConfigName"])
+    variant = config["ProductionVariants"][0]
+    assert variant["ContainerStartupHealthCheckTimeoutInSeconds"] == deploy.STARTUP_HEALTH_CHECK_TIMEOUT_S == 1800
+    assert variant["ModelDataDownloadTimeoutInSeconds"] == deploy.MODEL_DATA_DOWNLOAD_TIMEOUT_S == 1800
+    # a different timeout is a different config (its name carries the content hash), so a redeploy switches to it
+    plan = run(make(startup_timeout_s=2400), aws)
+    assert "update_endpoint" in operations(plan)
+    config = sm.describe_endpoint_config(EndpointConfigName=sm.describe_endpoint(EndpointName=NAME)["EndpointConfigName"])
+    assert config["ProductionVariants"][0]["ContainerStartupHealthCheckTimeoutInSeconds"] == 2400
+
+
+def admin_control(clients, tmp_path):
+    from pipeline.endpoint import EndpointController
+    from pipeline.store.sqlite_store import SqliteStore
+
+    return EndpointController(endpoint_name=NAME, mode="async", clients=clients, store=SqliteStore(tmp_path / "db.sqlite3"),
+                              warmup_minutes=10)
+
+
+def variant_count(clients) -> int:
+    return clients["sagemaker"].describe_endpoint(EndpointName=NAME)["ProductionVariants"][0]["DesiredInstanceCount"]
+
+
+@pytest.mark.parametrize("change", [{}, {"max_concurrency_per_instance": 2}], ids=["same inputs", "new config"])
+def test_redeploy_keeps_an_admins_start(aws, tmp_path, change):
+    from pipeline.endpoint import Actor
+
+    run(async_options(), aws)
+    assert admin_control(aws, tmp_path).start(Actor("boss@example.com", True)).result == "started"  # min capacity 0 -> 1
+    plan = run(async_options(**change), aws)
+    [register] = [s for s in plan.steps if s.operation == "register_scalable_target"]
+    assert "min 1 kept" in register.summary
+    targets, policies, alarms = scaling(aws)
+    assert [(t["MinCapacity"], t["MaxCapacity"]) for t in targets] == [(1, 2)]  # still started; the old code set 0
+    assert len(policies) == 2 and len(alarms) == 1
+    assert variant_count(aws) == 1
+
+
+def test_switching_a_stopped_async_endpoint_keeps_it_at_zero_instances(aws, tmp_path):
+    from pipeline.endpoint import Actor
+
+    run(async_options(), aws)
+    assert admin_control(aws, tmp_path).stop(Actor("boss@example.com", True)).result == "stopped"
+    assert variant_count(aws) == 0
+    plan = run(async_options(max_concurrency_per_instance=2), aws)
+    ops = operations(plan)
+    # the new config starts its InitialInstanceCount (1): that proves the new model loads, then the count goes back
+    assert ops.index("update_endpoint") < ops.index("update_endpoint_weights_and_capacities") < ops.index("register_scalable_target")
+    assert ops[ops.index("update_endpoint_weights_and_capacities") + 1] == "wait:endpoint_in_service"
+    assert variant_count(aws) == 0
+    targets, _, _ = scaling(aws)
+    assert [(t["MinCapacity"], t["MaxCapacity"]) for t in targets] == [(0, 2)]
+
+
+def test_switching_a_scaled_out_async_endpoint_keeps_its_instances_within_the_new_maximum(aws):
+    run(async_options(max_instances=3), aws)
+    aws["sagemaker"].update_endpoint_weights_and_capacities(  # autoscaling ran it up to 3
+        EndpointName=NAME, DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": 3}])
+    run(async_options(max_instances=3, max_concurrency_per_instance=2), aws)
+    assert variant_count(aws) == 3
+    run(async_options(max_instances=2, max_concurrency_per_instance=3), aws)  # a lower maximum caps what is kept
+    assert variant_count(aws) == 2
+
+
 def test_switching_async_to_realtime_removes_autoscaling(aws):
     run(async_options(), aws)
     run(options(), aws)
@@ -178,6 +246,8 @@ def test_busy_or_failed_endpoint_is_refused_with_a_reason(aws):
     (dict(mode="async", async_s3=None), "SAGEMAKER_ASYNC_S3"),
     (dict(model_data="/tmp/model.tar.gz"), "s3://"),
     (dict(endpoint_name="bad_name!"), "letters, digits or hyphens"),
+    (dict(startup_timeout_s=30), "--startup-timeout must be between 60 and 3600"),
+    (dict(download_timeout_s=3601), "--download-timeout must be between 60 and 3600"),
 ])
 def test_invalid_options_are_explained(aws, overrides, message):
     with pytest.raises(deploy.DeployError, match=message):
