@@ -30,3 +30,15 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, MemoryError):
         return "The image is too large to process."
     return f"Unexpected problem while processing this item ({type(exc).__name__}). It was skipped; try again or ask an admin."
+
+
+def attach_usage(error: BaseException, usage) -> BaseException:
+    """Let `error` carry the billable calls made before it was raised (a summary call that was paid
+    for but unusable), so the caller can record them with the failed item. Returns `error`."""
+    error.usage = list(usage)  # type: ignore[attr-defined]
+    return error
+
+
+def usage_of(error: BaseException) -> list:
+    """The billable calls `error` carries (see `attach_usage`); [] for any other exception."""
+    return list(getattr(error, "usage", None) or [])

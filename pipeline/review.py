@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.attributes import AttributeSchema
-from pipeline.errors import UserFacingError, describe_error
+from pipeline.errors import UserFacingError, describe_error, usage_of
 from pipeline.models import Edit, ItemRecord, SummaryRequest
 from pipeline.store import Store
 from pipeline.summarizers import Summarizer
@@ -121,7 +121,11 @@ def regenerate_summary(store: Store, summarizer: Summarizer, item_id: int, who: 
     if item is None or item.status != "ok":
         raise UserFacingError("Only tagged items can get a new summary.")
     request = SummaryRequest(caption=item.caption or "", attributes=item.attributes, checks=item.checks, hints=item.hints, sku=item.sku)
-    result = summarizer.summarize(request)
+    try:
+        result = summarizer.summarize(request)
+    except Exception as exc:
+        store.record_usage(item_id, usage_of(exc))  # a failed regeneration may still have been paid for
+        raise
     store.record_usage(item_id, result.usage)  # paid for even if the text happens to be unchanged
     return store.edit_item(item_id, "summary", result.summary, f"{who} (regenerated)")
 

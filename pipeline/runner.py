@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from pipeline.attributes import AttributeSchema, map_answers
 from pipeline.captioners import Captioner
-from pipeline.errors import describe_error
+from pipeline.errors import describe_error, usage_of
 from pipeline.fetch import FetchLimits, read_source
 from pipeline.models import CaptionResult, ItemRecord, ItemResult, NormalizedImage, PhotoChecks, SummaryRequest, Usage
 from pipeline.normalize import normalize_image
@@ -122,7 +122,11 @@ def complete_item(
     attributes = map_answers(stages.schema, caption.answers)
     request = SummaryRequest(caption=caption.caption, attributes=attributes, checks=checks, hints=item.hints, sku=item.sku)
     with summary_slots or nullcontext():
-        summary = stages.summarizer.summarize(request)
+        try:
+            summary = stages.summarizer.summarize(request)
+        except Exception as exc:
+            usage.extend(usage_of(exc))  # calls paid for before the summary failed: saved with the error
+            raise
     usage.extend(summary.usage)
     return ItemResult(
         content_key=content_key, image_path=image_path, caption=caption, attributes=attributes,

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     openai_fallback_model: str = "gpt-4o-mini"
     openai_timeout_s: float = 30.0
     openai_max_retries: int = 2
+    openai_deadline_s: float = Field(
+        60.0, description="Most time one product's summary may take, all retries, the fallback model and the corrective retry included."
+    )
     sagemaker_endpoint: str = "blip2-endpoint"
     sagemaker_timeout_s: float = 60.0
     sagemaker_runtime_url: str | None = Field(None, description="Override the sagemaker-runtime URL (local serving, tests).")

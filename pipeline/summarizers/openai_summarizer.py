@@ -2,20 +2,36 @@
 
 The response schema constrains attribute values to the attribute schema's vocabularies. The 50-word
 rule is enforced here, not trusted: validate, one corrective retry, then trim at a sentence boundary.
-On rate limits, 5xx and timeouts (after the SDK's own retries) the fallback model is tried.
+
+Failures (each ends as one plain message in the item's failed row, never "Unexpected problem"):
+- rate limits (429), 5xx, 408/409 and connection errors are retried on the same model with backoff
+  (`max_retries` per model), then the fallback model is tried; a timeout goes straight to the fallback;
+- quota/billing, bad key, permission, unknown model and other 4xx are ConfigError/BadInputError and are
+  never retried: not by the SDK (its own retries are off, it would retry `insufficient_quota` as a
+  rate limit), not here, not on the fallback model (same account);
+- content filter and refusals are that item's own problem (BadInputError), not retried;
+- a truncated or invalid JSON answer gets one corrective retry, then fails the item (ServiceError);
+- an attribute value outside its vocabulary is dropped (null); the item's stored attributes come from
+  the captioner's answers, which `pipeline.attributes` keeps and flags.
+Everything, retries, fallback and corrective retry included, fits in one deadline per summarize call
+(`deadline_s`); each request's timeout is cut to the time left. Paid calls (answers that carried
+usage) are in the result's `usage`, or, when the call fails, on the exception (`pipeline.errors.usage_of`).
 """
 
 from __future__ import annotations
 
 import json
+import random
 import time
-from typing import Any, Literal, Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Optional
 
 import openai
-from pydantic import BaseModel, Field, create_model
+from openai.lib._parsing import type_to_response_format_param  # what `chat.completions.parse` itself sends
+from pydantic import BaseModel, Field, ValidationError, create_model
 
 from pipeline.attributes import AttributeSchema
-from pipeline.errors import ConfigError, ServiceError
+from pipeline.errors import BadInputError, ConfigError, ServiceError, UserFacingError, attach_usage
 from pipeline.models import SummaryRequest, SummaryResult, Usage
 from pipeline.wordlimit import MAX_SUMMARY_WORDS, count_words, trim_to_word_limit
 
@@ -26,7 +42,18 @@ Write the summary in plain English, at most {MAX_SUMMARY_WORDS} words, no market
 Title: at most 10 words. Tags: 3 to 8 short lowercase tags.
 Attributes: pick a value from the allowed list only when the facts support it, else null."""
 
+# Kept for callers that classify OpenAI errors themselves.
 TRANSIENT_ERRORS = (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError, openai.APIConnectionError)
+
+QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached", "billing_not_active"})
+MAX_BACKOFF_S = 8.0
+MAX_RETRY_AFTER_S = 20.0  # a server asking for a longer wait: try the fallback model instead
+
+QUOTA_MESSAGE = ("OpenAI account is out of credit/quota (insufficient_quota) — an admin must add credit or raise the "
+                 "usage limit in the OpenAI billing settings (or set another OPENAI_API_KEY), then retry the failed items.")
+CONTENT_FILTER_MESSAGE = ("OpenAI's content filter blocked the summary for this product; check the photo and the hints, "
+                          "or write the summary by hand.")
+TOO_LONG_MESSAGE = "This product's caption and hints are too long for OpenAI; shorten the hints, then retry the item."
 
 
 def build_response_model(schema: AttributeSchema) -> type[BaseModel]:
@@ -45,15 +72,69 @@ def build_response_model(schema: AttributeSchema) -> type[BaseModel]:
     )
 
 
+class _Unusable(Exception):
+    """An answer that arrived (and was paid for) but cannot be used: cut off or not the requested JSON."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+@dataclass
+class _Call:
+    """One summarize call: its deadline, the paid calls so far, the models tried."""
+
+    started: float
+    deadline: float
+    clock: Callable[[], float]
+    usage: list[Usage] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    corrections_left: int = 1
+    requests: int = 0
+
+    def remaining(self) -> float:
+        return self.deadline - self.clock()
+
+    def tried(self, model: str) -> None:
+        if model not in self.models:
+            self.models.append(model)
+
+    def models_text(self) -> str:
+        return " and ".join(self.models) or "no model"
+
+
 class OpenAISummarizer:
     name = "openai"
 
-    def __init__(self, client: openai.OpenAI, schema: AttributeSchema, *, model: str = "gpt-4o", fallback_model: str | None = "gpt-4o-mini") -> None:
-        self.client = client
+    def __init__(
+        self,
+        client: openai.OpenAI,
+        schema: AttributeSchema,
+        *,
+        model: str = "gpt-4o",
+        fallback_model: str | None = "gpt-4o-mini",
+        max_retries: int | None = None,
+        request_timeout_s: float | None = None,
+        deadline_s: float = 60.0,
+        min_request_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        """`max_retries` / `request_timeout_s` default to the client's own settings; the client's SDK
+        retries are switched off and done here instead (see the module docstring). `min_request_s`:
+        no request is started with less time than this left before the deadline."""
+        self.max_retries = client.max_retries if max_retries is None else max(0, max_retries)
+        self.request_timeout_s = request_timeout_s or _read_timeout(client.timeout)
+        self.client = client.with_options(max_retries=0)
         self.schema = schema
         self.model = model
         self.fallback_model = fallback_model
+        self.deadline_s = deadline_s
+        self.min_request_s = min(min_request_s, deadline_s)
+        self.clock = clock
+        self.sleep = sleep
         self.response_model = build_response_model(schema)
+        self.response_format = type_to_response_format_param(self.response_model)
 
     @classmethod
     def from_settings(cls, settings, schema: AttributeSchema) -> "OpenAISummarizer":
@@ -63,26 +144,40 @@ class OpenAISummarizer:
             api_key=settings.openai_api_key.get_secret_value(),
             base_url=settings.openai_base_url or None,
             timeout=settings.openai_timeout_s,
-            max_retries=settings.openai_max_retries,
+            max_retries=0,  # retried here, where quota is told apart from rate limits and the deadline is kept
         )
-        return cls(client, schema, model=settings.openai_model, fallback_model=settings.openai_fallback_model)
+        return cls(client, schema, model=settings.openai_model, fallback_model=settings.openai_fallback_model,
+                   max_retries=settings.openai_max_retries, request_timeout_s=settings.openai_timeout_s,
+                   deadline_s=settings.openai_deadline_s)
 
     def summarize(self, request: SummaryRequest) -> SummaryResult:
+        now = self.clock()
+        call = _Call(started=now, deadline=now + self.deadline_s, clock=self.clock)
+        try:
+            return self._summarize(request, call)
+        except Exception as exc:  # whatever failed, the calls already paid for travel with the error
+            raise attach_usage(exc, call.usage)
+
+    def _summarize(self, request: SummaryRequest, call: _Call) -> SummaryResult:
         messages: list[dict[str, str]] = [
             {"role": "system", "content": SYSTEM_PROMPT},
             {"role": "user", "content": json.dumps(facts_for(request), ensure_ascii=False)},
         ]
-        usage: list[Usage] = []
-        draft, model = self._parse(messages, usage)
+        draft, model = self._answer(messages, call)
         words = count_words(draft.summary)
-        if words > MAX_SUMMARY_WORDS:
-            messages += [
+        if words > MAX_SUMMARY_WORDS and call.corrections_left:
+            call.corrections_left -= 1
+            messages = messages + [
                 {"role": "assistant", "content": draft.model_dump_json()},
                 {"role": "user", "content": f"The summary has {words} words. Rewrite it in at most {MAX_SUMMARY_WORDS} words; keep the other fields."},
             ]
-            retry, model = self._parse(messages, usage)
-            if count_words(retry.summary) < words:
-                draft = retry
+            try:
+                completion, retry_model = self._complete(messages, call, first_model=model)
+                retry = self._read(completion)
+            except (UserFacingError, _Unusable):
+                retry = None  # the draft is usable: trim it rather than fail the item
+            if retry is not None and count_words(retry.summary) < words:
+                draft, model = retry, retry_model
         attributes = draft.attributes.model_dump()
         return SummaryResult(
             summary=trim_to_word_limit(draft.summary, MAX_SUMMARY_WORDS),
@@ -91,36 +186,219 @@ class OpenAISummarizer:
             attributes={name: attributes.get(name) for name in self.schema.names()},
             model=model,
             offline=False,
-            usage=usage,
+            usage=list(call.usage),
         )
 
-    def _parse(self, messages: list[dict[str, str]], usage: list[Usage]) -> tuple[Any, str]:
-        """One structured call on the main model, then on the fallback for transient failures."""
+    def _answer(self, messages: list[dict[str, str]], call: _Call) -> tuple[Any, str]:
+        """A usable structured answer; a cut-off or malformed one gets one corrective retry."""
+        completion, model = self._complete(messages, call)
+        try:
+            return self._read(completion), model
+        except _Unusable as first:
+            problem = first.problem
+        if not call.corrections_left:
+            raise ServiceError(_unusable_message(problem, call))
+        call.corrections_left -= 1
+        retry_messages = messages + [{"role": "user", "content": (
+            f"Your previous answer {problem}. Answer again with one complete JSON object that follows the schema; "
+            f"keep the summary under {MAX_SUMMARY_WORDS} words.")}]
+        try:
+            completion, model = self._complete(retry_messages, call, first_model=model)
+        except ServiceError as exc:
+            raise ServiceError(_unusable_message(problem, call) + f" Asking again failed too: {exc}") from exc
+        try:
+            return self._read(completion), model
+        except _Unusable as second:
+            raise ServiceError(_unusable_message(second.problem, call, retried=True)) from second
+
+    def _complete(self, messages: list[dict[str, str]], call: _Call, first_model: str | None = None) -> tuple[Any, str]:
+        """One answered request: retries transient errors on each model, then the fallback, within the deadline."""
         models = [self.model] + ([self.fallback_model] if self.fallback_model and self.fallback_model != self.model else [])
+        if first_model in models:
+            models = models[models.index(first_model):]
         last: Exception | None = None
+        out_of_time = False
         for model in models:
-            started = time.perf_counter()
-            try:
-                completion = self.client.chat.completions.parse(
-                    model=model, messages=messages, response_format=self.response_model, temperature=0
-                )
-            except TRANSIENT_ERRORS as exc:
-                last = exc
-                continue
-            except openai.AuthenticationError as exc:
-                raise ConfigError("OpenAI rejected the API key (OPENAI_API_KEY).") from exc
-            except openai.APIStatusError as exc:
-                raise ServiceError(f"OpenAI refused the request (HTTP {exc.status_code}).") from exc
-            except openai.LengthFinishReasonError as exc:
-                raise ServiceError("OpenAI's answer was cut off before it finished.") from exc
-            latency = (time.perf_counter() - started) * 1000
-            if completion.usage is not None:
-                usage.append(Usage("llm", completion.model or model, completion.usage.prompt_tokens, completion.usage.completion_tokens, 1, latency))
-            message = completion.choices[0].message
-            if message.parsed is None:
-                raise ServiceError("OpenAI declined to write a summary for this product." + (f" ({message.refusal})" if message.refusal else ""))
-            return message.parsed, model
-        raise ServiceError(f"OpenAI is unavailable right now ({type(last).__name__}) for {' and '.join(models)}; try again later.")
+            for attempt in range(1 + self.max_retries):
+                if attempt:
+                    wait = _retry_wait(last, attempt)
+                    if call.remaining() - wait < self.min_request_s:
+                        break  # no time (or told to wait too long) for this model again: next model
+                    self.sleep(wait)
+                remaining = call.remaining()
+                if remaining <= 0 or (call.requests and remaining < self.min_request_s):
+                    out_of_time = True
+                    break
+                call.tried(model)
+                call.requests += 1
+                started = self.clock()
+                try:
+                    completion = self.client.chat.completions.create(
+                        model=model, messages=messages, response_format=self.response_format, temperature=0,
+                        timeout=min(self.request_timeout_s, remaining),
+                    )
+                except openai.APITimeoutError as exc:
+                    last = exc
+                    if model != models[-1]:
+                        break  # a model that just used its whole timeout: the fallback gets the time left
+                    continue
+                except openai.APIConnectionError as exc:
+                    last = exc
+                    continue
+                except openai.APIStatusError as exc:
+                    if not _is_transient(exc):
+                        raise _refusal_error(exc, model) from exc
+                    last = exc
+                    continue
+                except openai.OpenAIError as exc:
+                    raise ServiceError(f"OpenAI's answer could not be read ({type(exc).__name__}); retry the item later.") from exc
+                usage = getattr(completion, "usage", None)
+                if usage is not None:
+                    latency = (self.clock() - started) * 1000
+                    call.usage.append(Usage("llm", getattr(completion, "model", None) or model,
+                                            usage.prompt_tokens or 0, usage.completion_tokens or 0, 1, latency))
+                return completion, model
+            if out_of_time:
+                break
+        raise _gave_up_error(last, call, out_of_time or call.remaining() < self.min_request_s, self.deadline_s)
+
+    def _read(self, completion: Any) -> Any:
+        """The parsed answer, or BadInputError (content filter, refusal), or _Unusable (cut off, not the JSON asked for)."""
+        choices = getattr(completion, "choices", None)
+        if not choices:
+            raise _Unusable("was empty")
+        choice = choices[0]
+        message = choice.message
+        if choice.finish_reason == "content_filter":
+            raise BadInputError(CONTENT_FILTER_MESSAGE)
+        if message.refusal:
+            raise BadInputError(f"OpenAI declined to describe this product (\"{_short(message.refusal)}\"); "
+                                "check the photo and the hints, or write the summary by hand.")
+        if choice.finish_reason == "length":
+            raise _Unusable("was cut off before it finished")
+        if not message.content:
+            raise _Unusable("was empty")
+        try:
+            data = json.loads(message.content)
+        except ValueError:
+            raise _Unusable("was not valid JSON (it looks cut off)") from None
+        try:
+            return self.response_model.model_validate(data)
+        except ValidationError as exc:
+            cleaned = _drop_out_of_vocabulary(data, exc)
+            if cleaned is None:
+                raise _Unusable("did not follow the requested JSON format") from None
+        try:
+            return self.response_model.model_validate(cleaned)
+        except ValidationError:
+            raise _Unusable("did not follow the requested JSON format") from None
+
+
+def _drop_out_of_vocabulary(data: Any, error: ValidationError) -> dict[str, Any] | None:
+    """`data` with attribute values outside their vocabulary set to null, when that is all that is wrong."""
+    problems = error.errors()
+    if not isinstance(data, dict) or not isinstance(data.get("attributes"), dict):
+        return None
+    if not all(p["type"] == "literal_error" and len(p["loc"]) >= 2 and p["loc"][0] == "attributes" for p in problems):
+        return None
+    attributes = dict(data["attributes"])
+    for p in problems:
+        attributes[p["loc"][1]] = None
+    return {**data, "attributes": attributes}
+
+
+def _is_transient(exc: openai.APIStatusError) -> bool:
+    if _is_quota(exc):
+        return False
+    return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+
+
+def _is_quota(exc: openai.APIStatusError) -> bool:
+    return exc.code in QUOTA_CODES or getattr(exc, "type", None) in QUOTA_CODES
+
+
+def _refusal_error(exc: openai.APIStatusError, model: str) -> UserFacingError:
+    """A request OpenAI answered with an error that retrying will not fix."""
+    status, code = exc.status_code, exc.code
+    if _is_quota(exc):
+        return ConfigError(QUOTA_MESSAGE)
+    if status == 401:  # the server's message may echo part of the key: not shown
+        return ConfigError("OpenAI rejected the API key (OPENAI_API_KEY) — an admin must set a valid key, "
+                           "then retry the failed items.")
+    if status == 403:
+        return ConfigError(f"OpenAI denied this API key access to {model} (HTTP 403{_code(code)}) — an admin must "
+                           "give the key's project access to the model or change OPENAI_MODEL / OPENAI_FALLBACK_MODEL.")
+    if status == 404:
+        return ConfigError(f"OpenAI does not know the model {model} or this API key cannot use it (HTTP 404{_code(code)}) — "
+                           "an admin must fix OPENAI_MODEL / OPENAI_FALLBACK_MODEL (or OPENAI_BASE_URL).")
+    if code == "content_filter":  # Azure OpenAI filters the prompt itself with a 400
+        return BadInputError(CONTENT_FILTER_MESSAGE)
+    if code in ("context_length_exceeded", "string_above_max_length") or status == 413:
+        return BadInputError(TOO_LONG_MESSAGE)
+    if status == 400:
+        return ConfigError(f"OpenAI refused the request as invalid (HTTP 400{_code(code)}: {_short(exc.message)}) — "
+                           f"an admin should check that {model} supports structured outputs (OPENAI_MODEL).")
+    return ServiceError(f"OpenAI refused the request (HTTP {status}{_code(code)}); retry the item later or ask an admin.")
+
+
+def _gave_up_error(last: Exception | None, call: _Call, out_of_time: bool, deadline_s: float) -> ServiceError:
+    """Every try failed with a transient error (or the time ran out): try again later."""
+    models = call.models_text()
+    if isinstance(last, openai.APITimeoutError) or (last is None and out_of_time):
+        message = f"OpenAI did not answer in time ({models}); the item was not summarized — retry the failed items later."
+    elif isinstance(last, openai.APIConnectionError):
+        message = f"Could not reach OpenAI ({models}); check the network or OPENAI_BASE_URL, then retry the failed items."
+    elif isinstance(last, openai.RateLimitError):
+        message = (f"OpenAI is rate-limiting this account right now ({models}); retry the failed items in a few minutes "
+                   "or lower CONCURRENCY.")
+    elif isinstance(last, openai.APIStatusError):
+        message = (f"OpenAI is unavailable right now (HTTP {last.status_code} from {models}); "
+                   "retry the failed items later.")
+    else:
+        message = f"OpenAI is unavailable right now ({models}); retry the failed items later."
+    if out_of_time:
+        message += f" Gave up after {deadline_s:g} s (OPENAI_DEADLINE_S)."
+    return ServiceError(message)
+
+
+def _unusable_message(problem: str, call: _Call, retried: bool = False) -> str:
+    again = " even after it was asked again" if retried else ""
+    return (f"OpenAI's answer {problem}{again} ({call.models_text()}); the item was not summarized — "
+            "retry it, or write the summary by hand.")
+
+
+def _retry_wait(last: Exception | None, attempt: int) -> float:
+    """Seconds before the next try: the server's Retry-After when it gives one, else jittered backoff."""
+    response = getattr(last, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    for header, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(header)
+        if value is None:
+            continue
+        try:
+            delay = float(value) / divisor
+        except ValueError:
+            continue
+        if delay > MAX_RETRY_AFTER_S:
+            return float("inf")
+        return max(0.0, delay)
+    return min(0.5 * 2 ** (attempt - 1), MAX_BACKOFF_S) * (1 - 0.25 * random.random())
+
+
+def _read_timeout(timeout: Any) -> float:
+    if isinstance(timeout, (int, float)):
+        return float(timeout)
+    read = getattr(timeout, "read", None)
+    return float(read) if isinstance(read, (int, float)) else 600.0
+
+
+def _code(code: str | None) -> str:
+    return f", {code}" if code else ""
+
+
+def _short(text: Any, limit: int = 200) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def facts_for(request: SummaryRequest) -> dict[str, Any]:

@@ -66,13 +66,26 @@ class _Handler(BaseHTTPRequestHandler):
 # OpenAI ---------------------------------------------------------------------------------------
 @dataclass
 class Reply:
-    """One scripted answer: a structured-output object, an HTTP error, or a delay first."""
+    """One scripted answer: a structured-output object, an HTTP error, or a delay first.
+
+    Errors carry OpenAI's error body (`error_code` e.g. "insufficient_quota", `error_type`, `error_message`);
+    answers can end with another `finish_reason`, carry a `refusal`, send `raw_content` verbatim (truncated
+    JSON), omit `usage`, or `hang` (never answer until the server closes)."""
 
     content: dict[str, Any] | None = None
     status: int = 200
     delay_s: float = 0.0
     prompt_tokens: int = 120
     completion_tokens: int = 60
+    error_code: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    retry_after_ms: str | None = "1"
+    finish_reason: str = "stop"
+    refusal: str | None = None
+    raw_content: str | None = None
+    usage: bool = True
+    hang: bool = False
 
 
 @dataclass
@@ -81,6 +94,10 @@ class FakeOpenAIState:
     default: Reply | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    headers: list[dict[str, str]] = field(default_factory=list)  # each request's headers (lower-case names)
+    on_request: Callable[[dict[str, Any]], None] | None = None  # e.g. to move a test's clock
+    responder: Callable[[dict[str, Any]], Reply] | None = None  # picks the reply from the request (before script)
+    released: threading.Event = field(default_factory=threading.Event)  # set on close: hanging replies end
 
 
 class _OpenAIHandler(_Handler):
@@ -89,15 +106,28 @@ class _OpenAIHandler(_Handler):
         request = json.loads(self._body() or b"{}")
         with state.lock:
             state.requests.append(request)
-            reply = state.script.pop(0) if state.script else state.default
+            state.headers.append({k.lower(): v for k, v in self.headers.items()})
+            if state.responder is not None:
+                reply = state.responder(request)
+            else:
+                reply = state.script.pop(0) if state.script else state.default
+        if state.on_request is not None:
+            state.on_request(request)
         if self.path.rstrip("/") != "/v1/chat/completions" or reply is None:
             return self._send(404, b'{"error": {"message": "not scripted", "type": "invalid_request_error"}}', {"Content-Type": "application/json"})
+        if reply.hang:
+            state.released.wait(120)
+            return None
         if reply.delay_s:
             time.sleep(reply.delay_s)
         if reply.status != 200:
-            kind = "rate_limit_error" if reply.status == 429 else "server_error"
-            body = json.dumps({"error": {"message": f"scripted {reply.status}", "type": kind, "code": None}}).encode()
-            return self._send(reply.status, body, {"Content-Type": "application/json", "retry-after-ms": "1"})
+            kind = reply.error_type or ("rate_limit_error" if reply.status == 429 else "server_error")
+            error = {"message": reply.error_message or f"scripted {reply.status}", "type": kind, "param": None, "code": reply.error_code}
+            headers = {"Content-Type": "application/json"}
+            if reply.retry_after_ms is not None:
+                headers["retry-after-ms"] = reply.retry_after_ms
+            return self._send(reply.status, json.dumps({"error": error}).encode(), headers)
+        content = reply.raw_content if reply.raw_content is not None else (None if reply.refusal else json.dumps(reply.content))
         completion = {
             "id": f"chatcmpl-{len(state.requests)}",
             "object": "chat.completion",
@@ -105,12 +135,14 @@ class _OpenAIHandler(_Handler):
             "model": request.get("model", "unknown"),
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": json.dumps(reply.content), "refusal": None},
-                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": content, "refusal": reply.refusal},
+                "finish_reason": reply.finish_reason,
                 "logprobs": None,
             }],
-            "usage": {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens, "total_tokens": reply.prompt_tokens + reply.completion_tokens},
         }
+        if reply.usage:
+            completion["usage"] = {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
+                                   "total_tokens": reply.prompt_tokens + reply.completion_tokens}
         self._send(200, json.dumps(completion).encode(), {"Content-Type": "application/json"})
 
 
@@ -122,6 +154,10 @@ class FakeOpenAI(_Server):
     @property
     def base_url(self) -> str:
         return self.url + "/v1"
+
+    def __exit__(self, *exc) -> None:
+        self.state.released.set()
+        super().__exit__(*exc)
 
 
 # SageMaker runtime ----------------------------------------------------------------------------
