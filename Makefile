@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
+# The handler tests run a second time under the serving container's transformers (sagemaker/container.json).
+CONTAINER_VENV := .venv-container
+CONTAINER_STAMP := $(CONTAINER_VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
 # checkov cannot share .venv: it pins an older boto3 (cfn-lint and actionlint live in .venv).
@@ -22,8 +25,16 @@ $(RUN_STAMP): requirements.txt requirements-local.txt pyproject.toml | $(BIN)/py
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 
-$(DEV_STAMP): $(RUN_STAMP) requirements-dev.txt
+$(DEV_STAMP): $(RUN_STAMP) requirements-dev.txt requirements-infra.txt requirements-deploy.txt requirements-toolkit.txt
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	$(BIN)/python -m pip install -q --no-deps -r requirements-toolkit.txt
+	touch $@
+
+$(CONTAINER_STAMP): requirements-container.txt requirements-toolkit.txt requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(CONTAINER_VENV)
+	$(CONTAINER_VENV)/bin/python -m pip install -q -r requirements-container.txt
+	$(CONTAINER_VENV)/bin/python -m pip install -q --no-deps -r requirements-toolkit.txt
+	$(CONTAINER_VENV)/bin/python -m pip install -q --no-deps -e .
 	touch $@
 
 # The browser test drives Debian's Chromium (Playwright cannot download its own browser here).
@@ -40,16 +51,17 @@ $(NODE):
 	$(SUDO) apt-get install -y nodejs || ($(SUDO) apt-get update && $(SUDO) apt-get install -y nodejs)
 
 install: $(RUN_STAMP)
-install-dev: $(DEV_STAMP) $(CHECKOV) $(NODE)
+install-dev: $(DEV_STAMP) $(CONTAINER_STAMP) $(CHECKOV) $(NODE)
 
 run: $(RUN_STAMP)
 	$(BIN)/streamlit run dashboard/app.py
 
-test: $(DEV_STAMP) $(CHROMIUM) $(CHECKOV) $(NODE)
+test: $(DEV_STAMP) $(CONTAINER_STAMP) $(CHROMIUM) $(CHECKOV) $(NODE)
 	$(BIN)/pytest
+	SERVING_CONTAINER_VENV=1 $(CONTAINER_VENV)/bin/pytest tests/test_sagemaker_handler.py
 
 bench: $(DEV_STAMP)
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) .venv-checkov infra/node_modules infra/cdk.out .pytest_cache test-artifacts
+	rm -rf $(VENV) .venv-checkov $(CONTAINER_VENV) infra/node_modules infra/cdk.out .pytest_cache test-artifacts

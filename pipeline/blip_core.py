@@ -91,6 +91,8 @@ def load_captioning_model(
             "(`hf download <model-id>`) or point CAPTION_MODEL at a local model directory "
             "(`python -m pipeline make-test-model DIR` writes a tiny one for demos)."
         ) from exc
+    if config.model_type == "blip-2":
+        _check_image_tokens(source, config, processor)
     if not load_in_8bit:
         model = model.to(target)
     model.eval()
@@ -99,6 +101,18 @@ def load_captioning_model(
     if kind == "blip-2" and not is_encoder_decoder:
         processor.tokenizer.padding_side = "left"  # decoder-only LMs (OPT) continue from the right edge
     return LoadedModel(model, processor, kind, source, revision, target, dtype, is_encoder_decoder)
+
+
+def _check_image_tokens(source: str, config, processor) -> None:
+    """BLIP-2 reads the photo through `num_query_tokens` image tokens the processor puts in front of each
+    prompt. A processor without that number inserts none, and every caption silently ignores the photo."""
+    expected = getattr(config, "num_query_tokens", None)
+    found = getattr(processor, "num_query_tokens", None)
+    if not expected or found != expected:
+        raise ModelLoadError(
+            f"The processor of '{source}' inserts {found or 0} image tokens but the model reads {expected}: "
+            "captions would ignore the photo. Use a model revision whose processor_config.json sets num_query_tokens."
+        )
 
 
 def _model_class(model_type: str):
@@ -148,7 +162,10 @@ def _blip2_batched(loaded: LoadedModel, image: Image.Image, prompts: list[str], 
     features = model.get_image_features(pixel_values=pixel_values).pooler_output  # (1, queries, lm_hidden)
     embeds = model.get_input_embeddings()(input_ids)
     features = features.to(embeds.device, embeds.dtype).expand(len(prompts), -1, -1)
-    image_mask = (input_ids == model.config.image_token_id).unsqueeze(-1).expand_as(embeds)
+    is_image_token = input_ids == model.config.image_token_id
+    if not bool((is_image_token.sum(dim=1) == features.shape[1]).all()):
+        raise RuntimeError("The prompts do not carry one image token per query; the photo would be ignored.")
+    image_mask = is_image_token.unsqueeze(-1).expand_as(embeds)
     embeds = embeds.masked_scatter(image_mask, features)
     generate_kwargs: dict[str, Any] = dict(
         inputs_embeds=embeds, attention_mask=attention_mask, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1

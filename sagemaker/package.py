@@ -5,11 +5,13 @@
 Layout SageMaker expects (model data unpacked into /opt/ml/model):
     code/inference.py        the handler (model_fn / input_fn / predict_fn / output_fn)
     code/blip_core.py        model-side captioning, copied from pipeline/blip_core.py
-    code/requirements.txt    installed by the container at start-up
     config.json, *.safetensors, tokenizer/processor files   only with --weights
 
-Default: a small code-only `blip2-endpoint.tar.gz`; the container downloads `HF_MODEL_ID` at the
-pinned `HF_MODEL_REVISION` on start. `--uncompressed` uploads the same files under an S3 prefix
+No code/requirements.txt: the container's own torch / transformers are the ones the handler is tested
+on (sagemaker/container.json), and the toolkit would pip-install such a file over them at start-up.
+
+Default: a small code-only `blip2-endpoint.tar.gz`; the handler downloads `BLIP2_MODEL_ID` at the
+pinned `BLIP2_MODEL_REVISION` on start. `--uncompressed` uploads the same files under an S3 prefix
 instead (ModelDataSource S3Prefix, CompressionType None): with multi-GB weights SageMaker copies
 files directly instead of downloading and un-tarring one archive, which shortens cold starts.
 """
@@ -38,7 +40,6 @@ def artifact_files(weights_dir: Path | None = None) -> list[ArtifactFile]:
     """Every file of the model artifact with its path inside the archive / S3 prefix."""
     files = [
         ArtifactFile("code/inference.py", HERE / "code" / "inference.py"),
-        ArtifactFile("code/requirements.txt", HERE / "code" / "requirements.txt"),
         ArtifactFile("code/blip_core.py", REPO / "pipeline" / "blip_core.py"),
     ]
     if weights_dir is not None:
@@ -85,7 +86,7 @@ def upload_uncompressed(bucket: str, prefix: str, s3_client, weights_dir: Path |
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Package the BLIP-2 handler (and optionally weights) for SageMaker.")
     parser.add_argument("--out", type=Path, default=REPO / "dist")
-    parser.add_argument("--weights", type=Path, help="saved model directory to include (default: none, use HF_MODEL_ID)")
+    parser.add_argument("--weights", type=Path, help="saved model directory to include (default: none, the handler downloads BLIP2_MODEL_ID)")
     parser.add_argument("--bucket", help="upload to this S3 bucket")
     parser.add_argument("--prefix", default="blip2/")
     parser.add_argument("--uncompressed", action="store_true", help="upload files under an S3 prefix instead of one archive")

@@ -31,11 +31,27 @@ def local_captioner(tiny_model):
 
 
 @pytest.fixture(scope="session")
-def responder(tiny_model):
+def model_dir(tiny_model, tmp_path_factory) -> Path:
+    """/opt/ml/model as SageMaker unpacks package.py's archive: code/ + the tiny weights."""
+    from support.model_server import unpacked_artifact
+
+    return unpacked_artifact(tmp_path_factory.mktemp("artifact"), tiny_model)
+
+
+@pytest.fixture(scope="session")
+def model_server(model_dir):
+    """The handler inside the published SageMaker Hugging Face serving stack, on the tiny model."""
+    from support.model_server import ModelServer
+
+    return ModelServer(model_dir, env={"BLIP2_MODEL_ID": "tiny/blip2", "BLIP2_MODEL_REVISION": "0" * 40})
+
+
+@pytest.fixture(scope="session")
+def responder(model_server):
     """The real SageMaker handler on the tiny model, for the emulated async endpoint and batch jobs."""
     from support.sagemaker_emulator import handler_responder
 
-    return handler_responder(tiny_model)
+    return handler_responder(model_server)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 
@@ -59,8 +60,9 @@ def new_batch(make_settings, tmp_path, count, store=None, captioner=None, *, sam
     return stages, batch
 
 
-def failing(respond, numbers: set[int], status=400, message="The image could not be decoded."):
-    """Wraps the real handler: the listed requests (0-based, in arrival order) fail like a refused image."""
+def failing(respond, numbers: set[int]):
+    """Wraps the real handler: the listed requests (0-based, in arrival order) carry a corrupt photo, so
+    the handler inside the serving stack refuses them."""
     seen = {"n": 0}
     lock = threading.Lock()
 
@@ -69,7 +71,9 @@ def failing(respond, numbers: set[int], status=400, message="The image could not
             number = seen["n"]
             seen["n"] += 1
         if number in numbers:
-            return status, json.dumps({"error": message}).encode()
+            request = json.loads(body)
+            request["image"] = base64.b64encode(b"not a photo").decode()
+            body = json.dumps(request).encode()
         return respond(body)
 
     return respond_or_fail

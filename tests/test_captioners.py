@@ -1,6 +1,6 @@
-import base64
 import io
 import json
+from dataclasses import astuple
 
 import boto3
 import pytest
@@ -54,17 +54,9 @@ def test_unloadable_model_is_a_clear_config_error(tmp_path):
         captioner.warm_up()
 
 
-def container_on(loaded):
-    """Plays the model container behind the runtime API, using the same model-side code."""
-
-    def handle(body: bytes, content_type: str):
-        request = json.loads(body)
-        image = Image.open(io.BytesIO(base64.b64decode(request["image"])))
-        questions = [blip_core.Question(q["name"], q["question"], q.get("prefix", "")) for q in request["questions"]]
-        answers = blip_core.caption_and_answer(loaded, image, questions, max_new_tokens=request["max_new_tokens"])
-        return 200, json.dumps({"caption": answers.caption, "answers": answers.answers, "model_id": "tiny", "latency_ms": 1.0}).encode()
-
-    return handle
+def container(model_server):
+    """The model container behind the runtime API: the handler inside the published serving stack."""
+    return lambda body, content_type: astuple(model_server.invoke(body, content_type, "application/json"))[:2]
 
 
 def runtime_client(url: str):
@@ -72,15 +64,15 @@ def runtime_client(url: str):
     return boto3.client("sagemaker-runtime", endpoint_url=url, config=config)
 
 
-def test_sagemaker_captioner_gets_the_same_answers_as_local(local_captioner, photo):
-    with FakeSageMakerRuntime(container_on(local_captioner._model())) as runtime:
+def test_sagemaker_captioner_gets_the_same_answers_as_local(local_captioner, model_server, photo):
+    with FakeSageMakerRuntime(container(model_server)) as runtime:
         remote = SageMakerCaptioner(runtime_client(runtime.url), "blip2-endpoint", max_new_tokens=8)
         result, usage = remote.caption(photo, SCHEMA.attributes)
         assert runtime.calls[0]["content_type"] == "application/json"
     local, _ = local_captioner.caption(photo, SCHEMA.attributes)
     assert (result.caption, result.answers) == (local.caption, local.answers)
     assert result.model_id == "sagemaker:blip2-endpoint"
-    assert usage.kind == "endpoint" and usage.invocations == 1 and usage.model == "tiny"
+    assert usage.kind == "endpoint" and usage.invocations == 1 and usage.model == "tiny/blip2"
 
 
 @pytest.mark.parametrize(
@@ -99,8 +91,8 @@ def test_sagemaker_errors_become_clear_messages(photo, errors, expected, message
             SageMakerCaptioner(runtime_client(runtime.url), "blip2-endpoint").caption(photo, SCHEMA.attributes)
 
 
-def test_throttling_is_retried_then_succeeds(local_captioner, photo):
-    with FakeSageMakerRuntime(container_on(local_captioner._model())) as runtime:
+def test_throttling_is_retried_then_succeeds(model_server, photo):
+    with FakeSageMakerRuntime(container(model_server)) as runtime:
         runtime.errors = [AwsError(400, "ThrottlingException", "Rate exceeded")]
         result, _ = SageMakerCaptioner(runtime_client(runtime.url), "blip2-endpoint").caption(photo, SCHEMA.attributes)
         assert result.caption and len(runtime.calls) == 2
@@ -112,11 +104,12 @@ def test_stopped_endpoint_says_so(photo):
             SageMakerCaptioner(runtime_client(runtime.url), "blip2-endpoint").caption(photo, SCHEMA.attributes)
 
 
-def test_handler_refusing_an_image_is_a_bad_input(photo):
-    refuse = lambda body, ct: (400, json.dumps({"error": "The image could not be decoded."}).encode())
-    with FakeSageMakerRuntime(refuse) as runtime:
-        with pytest.raises(BadInputError, match="refused this image: The image could not be decoded."):
-            SageMakerCaptioner(runtime_client(runtime.url), "blip2-endpoint").caption(photo, SCHEMA.attributes)
+def test_handler_refusing_an_image_is_a_bad_input(model_server):
+    broken = normalize_image(jpeg_bytes())
+    broken.jpeg = b"\xff\xd8 truncated"
+    with FakeSageMakerRuntime(container(model_server)) as runtime:
+        with pytest.raises(BadInputError, match="refused this photo: The image could not be decoded."):
+            SageMakerCaptioner(runtime_client(runtime.url), "blip2-endpoint").caption(broken, SCHEMA.attributes)
 
 
 def test_sagemaker_captioner_against_moto_runtime(photo):

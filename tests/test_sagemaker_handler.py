@@ -1,167 +1,196 @@
-"""The SageMaker handler, packaged and loaded the way the container loads it, on the tiny BLIP-2."""
+"""The SageMaker handler inside the published serving stack (toolkit + model server), on the tiny BLIP-2.
+
+`make test` runs this file twice: in .venv (the local captioner's transformers) and in
+.venv-container (the serving container's transformers, sagemaker/container.json).
+"""
 
 import base64
-import io
 import json
-import subprocess
-import sys
+import os
+import shutil
 import tarfile
-import threading
-import urllib.request
+from dataclasses import astuple
 from pathlib import Path
 
 import boto3
 import pytest
 from botocore.config import Config
-from PIL import Image
 
 from pipeline.attributes import load_attribute_schema
-from pipeline.captioners.contract import build_request
+from pipeline.captioners.contract import build_request, endpoint_error, parse_response
+from pipeline.captioners.sagemaker_async import _failure as read_async_failure_file
 from pipeline.captioners.sagemaker_runtime import SageMakerCaptioner
+from pipeline.errors import BadInputError, ServiceError
 from pipeline.normalize import normalize_image
 from support.images import encode, jpeg_bytes, product_photo
+from support.model_server import ModelServer
 from support.scripts import load_script
 from support.servers import FakeSageMakerRuntime
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = load_attribute_schema()
-
-
+CONTAINER = json.loads((REPO / "sagemaker" / "container.json").read_text())
 package = load_script("package")
-serve_local = load_script("serve_local")
 
 
-@pytest.fixture(scope="module")
-def model_dir(tiny_model, tmp_path_factory):
-    """model.tar.gz built by package.py with the tiny weights, unpacked like /opt/ml/model."""
-    out = tmp_path_factory.mktemp("dist")
-    archive = package.build_archive(out, tiny_model)
-    target = tmp_path_factory.mktemp("opt-ml-model")
-    with tarfile.open(archive) as tar:
-        tar.extractall(target, filter="data")
-    return target
+def json_request(**fields) -> bytes:
+    return json.dumps({"image": base64.b64encode(jpeg_bytes()).decode(), **fields}).encode()
 
 
-@pytest.fixture(scope="module")
-def handler(model_dir):
-    return serve_local.load_handler(model_dir / "code")
+def test_tests_run_on_the_pinned_transformers():
+    import transformers
 
-
-@pytest.fixture(scope="module")
-def service(handler, model_dir):
-    return serve_local.HandlerService(handler, str(model_dir))
+    if os.environ.get("SERVING_CONTAINER_VENV"):
+        assert transformers.__version__ == CONTAINER["transformers"]
+    else:
+        pins = (REPO / "requirements-local.txt").read_text()
+        assert f"transformers=={transformers.__version__}" in pins
 
 
 def test_archive_layout_and_reproducibility(tiny_model, tmp_path):
     code_only = package.build_archive(tmp_path / "a")
     with tarfile.open(code_only) as tar:
-        assert sorted(tar.getnames()) == ["code/blip_core.py", "code/inference.py", "code/requirements.txt"]
+        # no code/requirements.txt: the toolkit would pip-install it over the container's transformers
+        assert sorted(tar.getnames()) == ["code/blip_core.py", "code/inference.py"]
     with_weights = package.build_archive(tmp_path / "b", tiny_model)
     with tarfile.open(with_weights) as tar:
         names = set(tar.getnames())
-    assert {"code/inference.py", "code/blip_core.py", "code/requirements.txt", "config.json", "model.safetensors", "tokenizer.json", "processor_config.json"} <= names
+    assert {"code/inference.py", "code/blip_core.py", "config.json", "model.safetensors", "tokenizer.json", "processor_config.json"} <= names
     again = package.build_archive(tmp_path / "c", tiny_model)
     assert again.read_bytes() == with_weights.read_bytes()
     assert (REPO / "pipeline" / "blip_core.py").read_bytes() == tarfile.open(with_weights).extractfile("code/blip_core.py").read()
 
 
-def test_handler_uses_its_packaged_model_code(handler, model_dir):
+def test_the_toolkit_runs_our_four_functions_with_the_packaged_model_code(model_server, model_dir):
+    handler = model_server.handler
+    assert Path(handler.__file__).resolve() == (model_dir / "code" / "inference.py").resolve()
     assert Path(handler.blip_core.__file__).resolve() == (model_dir / "code" / "blip_core.py").resolve()
+    service = model_server.service._entry_point.__self__  # HuggingFaceHandlerService
+    assert (service.preprocess, service.predict, service.postprocess) == (handler.input_fn, handler.predict_fn, handler.output_fn)
 
 
-def test_raw_image_end_to_end(handler, service):
-    request = handler.input_fn(jpeg_bytes(), "image/jpeg")
-    body, content_type = handler.output_fn(handler.predict_fn(request, service.model), "application/json")
-    result = json.loads(body)
-    assert content_type == "application/json"
+@pytest.mark.parametrize("accept", [None, "*/*", "application/json"])
+def test_raw_image_answers_one_json_object(model_server, accept):
+    reply = model_server.invoke(jpeg_bytes(), "image/jpeg", accept)
+    assert reply.status == 200 and reply.content_type == "application/json"
+    result = reply.json()
+    assert isinstance(result, dict), result  # not [body, content_type]
     assert set(result) == {"caption", "answers", "model_id", "revision", "latency_ms"}
     assert set(result["answers"]) == {"category", "color", "material", "pattern", "style"}
-    assert isinstance(result["caption"], str) and result["latency_ms"] > 0
+    assert (result["model_id"], result["revision"]) == ("tiny/blip2", "0" * 40)
 
 
-def test_json_contract_matches_the_local_captioner(handler, service, local_captioner):
+def test_png_and_json_requests_answer_like_the_local_captioner(model_server, local_captioner):
+    assert model_server.invoke(encode(product_photo((300, 300)), "PNG"), "image/png").status == 200
     image = normalize_image(jpeg_bytes(color=(20, 160, 60)))
-    body = build_request(image.jpeg, SCHEMA.attributes, max_new_tokens=8)
-    result = json.loads(handler.output_fn(handler.predict_fn(handler.input_fn(body, "application/json"), service.model))[0])
+    reply = model_server.invoke(build_request(image.jpeg, SCHEMA.attributes, max_new_tokens=8), "application/json", "application/json")
+    remote = parse_response(reply.body)  # what the real-time, async and batch-transform readers use
     local, _ = local_captioner.caption(image, SCHEMA.attributes)
-    assert (result["caption"], result["answers"]) == (local.caption, local.answers)
+    assert (remote["caption"], remote["answers"]) == (local.caption, local.answers)
+    assert remote["model_id"] == "tiny/blip2"
+
+
+TOO_DEEP = json.dumps({"image": base64.b64encode(jpeg_bytes()).decode(), "questions": [[[[[{"name": "x"}]]]]]}).encode()
 
 
 @pytest.mark.parametrize(
-    "body, content_type, message",
+    "body, content_type, accept, reason",
     [
-        (b"hello", "text/plain", "Unsupported content type"),
-        (b"not an image", "image/jpeg", "could not be decoded"),
-        (b"", "image/png", "empty"),
-        (b"{not json", "application/json", "not valid JSON"),
-        (json.dumps({"image": "%%%"}).encode(), "application/json", "not valid base64"),
-        (json.dumps({"picture": "x"}).encode(), "application/json", 'needs "image"'),
-        (json.dumps({"image": base64.b64encode(jpeg_bytes()).decode(), "questions": [{"q": 1}]}).encode(), "application/json", '"questions" must be'),
+        (b"hello", "text/plain", None, "Unsupported content type"),
+        (b"not an image", "image/jpeg", None, "could not be decoded"),
+        (b"", "image/png", None, "empty"),
+        (b"{not json", "application/json", None, "not valid JSON"),
+        (json.dumps({"image": "%%%"}).encode(), "application/json", None, "not valid base64"),
+        (json.dumps({"picture": "x"}).encode(), "application/json", None, 'needs "image"'),
+        (json_request(questions=[{"q": 1}]), "application/json", None, '"questions" must be'),
+        (json_request(questions=[{"name": f"q{i}", "question": "Colour?"} for i in range(17)]), "application/json", None, "At most 16 questions"),
+        (json_request(caption_prompt="a " * 200_000), "application/json", None, '"caption_prompt" is longer than 300'),
+        (json_request(questions=[{"name": "c", "question": "x" * 301}]), "application/json", None, '"question" is longer than 300'),
+        (json_request(max_new_tokens=65), "application/json", None, "from 1 to 64"),
+        (json_request(max_new_tokens=0), "application/json", None, "from 1 to 64"),
+        (json_request(max_new_tokens="30"), "application/json", None, "from 1 to 64"),
+        (TOO_DEEP, "application/json", None, "nested more than 4 levels"),
+        (b"[" * 100_000 + b"]" * 100_000, "application/json", None, "nested more than 4 levels"),
+        (jpeg_bytes(), "image/jpeg", "text/csv", "Unsupported Accept"),
     ],
 )
-def test_bad_requests_are_plain_4xx(service, body, content_type, message):
-    status, payload, _ = service.invoke(body, content_type, "application/json")
-    error = json.loads(payload)["error"]
-    assert status == 400 and message in error and "Traceback" not in error
+def test_refused_requests_are_plain_sentences_through_the_toolkit(model_server, body, content_type, accept, reason):
+    reply = model_server.invoke(body, content_type, accept)
+    assert reply.status == 400
+    answer = reply.json()  # the model server's error document
+    assert answer["code"] == 400 and answer["message"].startswith("[refused] ")
+    error = endpoint_error(reply.body, reply.status)
+    assert isinstance(error, BadInputError) and reason in str(error) and "Traceback" not in str(error)
+    assert str(error).startswith("The captioning model refused this photo: ")
 
 
-def test_oversize_request_is_refused(handler, monkeypatch):
-    monkeypatch.setattr(handler, "MAX_REQUEST_BYTES", 1000)
-    with pytest.raises(handler.RequestError, match="larger than"):
-        handler.input_fn(b"x" * 2000, "image/jpeg")
+def test_oversize_request_is_refused(model_server, monkeypatch):
+    monkeypatch.setattr(model_server.handler, "MAX_REQUEST_BYTES", 1000)
+    reply = model_server.invoke(b"x" * 2000, "image/jpeg")
+    assert isinstance(endpoint_error(reply.body), BadInputError) and "larger than" in reply.json()["message"]
 
 
-def test_local_server_round_trip(service):
-    server = serve_local.make_server(service, port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        assert urllib.request.urlopen(base + "/ping", timeout=10).status == 200
-        request = urllib.request.Request(base + "/invocations", data=encode(product_photo((300, 300)), "PNG"), headers={"Content-Type": "image/png"})
-        result = json.loads(urllib.request.urlopen(request, timeout=30).read())
-        assert set(result["answers"]) == {"category", "color", "material", "pattern", "style"}
-        bad = urllib.request.Request(base + "/invocations", data=b"x", headers={"Content-Type": "text/csv"})
-        with pytest.raises(urllib.error.HTTPError) as caught:
-            urllib.request.urlopen(bad, timeout=10)
-        assert caught.value.code == 400 and "Unsupported content type" in json.loads(caught.value.read())["error"]
-    finally:
-        server.shutdown()
-        server.server_close()
+def test_a_model_fault_is_a_retryable_service_error_on_every_path(model_server, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(model_server.handler.blip_core, "caption_and_answer", out_of_memory)
+    reply = model_server.invoke(json_request(), "application/json", "application/json")
+    assert reply.status == 400  # the toolkit answers 400 for every exception; the marker tells them apart
+    for error in (endpoint_error(reply.body, reply.status), read_async_failure_file(reply.body)):
+        assert isinstance(error, ServiceError) and "can be retried" in str(error) and "CUDA" not in str(error)
+    with FakeSageMakerRuntime(lambda body, ct: astuple(model_server.invoke(body, ct, "application/json"))[:2]) as runtime:
+        client = boto3.client("sagemaker-runtime", endpoint_url=runtime.url, config=Config(region_name="us-east-1", retries={"max_attempts": 1}))
+        with pytest.raises(ServiceError, match="can be retried"):
+            SageMakerCaptioner(client, "blip2-endpoint").caption(normalize_image(jpeg_bytes()), SCHEMA.attributes)
 
 
-def test_pipeline_sagemaker_captioner_through_the_runtime_api_matches_local(service, local_captioner):
-    """boto3 -> runtime REST API -> the real handler: same answers as the in-process captioner."""
+def test_the_runtime_api_client_reads_answers_and_refusals(model_server, local_captioner):
+    """boto3 -> runtime REST API -> toolkit -> handler: same answers as in-process; a refusal is the photo's error."""
     image = normalize_image(jpeg_bytes(color=(200, 200, 30), seed=5))
-
-    def container(body: bytes, content_type: str):
-        status, payload, _ = service.invoke(body, content_type, "application/json")
-        return status, payload
-
-    with FakeSageMakerRuntime(container) as runtime:
+    with FakeSageMakerRuntime(lambda body, ct: astuple(model_server.invoke(body, ct, "application/json"))[:2]) as runtime:
         client = boto3.client("sagemaker-runtime", endpoint_url=runtime.url, config=Config(region_name="us-east-1"))
-        remote, _ = SageMakerCaptioner(client, "blip2-endpoint", max_new_tokens=8).caption(image, SCHEMA.attributes)
-        # an image the handler refuses comes back as a clear per-item error
+        remote, usage = SageMakerCaptioner(client, "blip2-endpoint", max_new_tokens=8).caption(image, SCHEMA.attributes)
         broken = normalize_image(jpeg_bytes())
         broken.jpeg = b"garbage"
-        with pytest.raises(Exception, match="refused this image: The image could not be decoded"):
+        with pytest.raises(BadInputError, match=r"^The captioning model refused this photo: The image could not be decoded\.$"):
             SageMakerCaptioner(client, "blip2-endpoint").caption(broken, SCHEMA.attributes)
     local, _ = local_captioner.caption(image, SCHEMA.attributes)
     assert (remote.caption, remote.answers) == (local.caption, local.answers)
+    assert usage.model == "tiny/blip2"
 
 
-def test_serve_local_cli_starts_and_answers(model_dir):
-    process = subprocess.Popen([sys.executable, str(REPO / "sagemaker" / "serve_local.py"), "--model-dir", str(model_dir), "--port", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+def test_code_only_artifact_loads_the_pinned_model_and_reports_it(tiny_model, tmp_path):
+    from support.model_server import unpacked_artifact
+
+    code_only = unpacked_artifact(tmp_path)
+    server = ModelServer(code_only, env={"BLIP2_MODEL_ID": str(tiny_model), "BLIP2_MODEL_REVISION": "main"})
+    answer = server.invoke(jpeg_bytes(), "image/jpeg").json()
+    assert (answer["model_id"], answer["revision"]) == (str(tiny_model), "main")
+
+
+def test_code_only_artifact_without_a_model_fails_every_request_as_a_service_error(tmp_path):
+    from support.model_server import unpacked_artifact
+
+    code_only = unpacked_artifact(tmp_path)
     try:
-        line = process.stdout.readline()
-        assert line.startswith("serving "), line
-        url = line.split(" on ", 1)[1].split(" ", 1)[0]
-        assert urllib.request.urlopen(url + "/ping", timeout=10).status == 200
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+        server = ModelServer(code_only, env={"BLIP2_MODEL_ID": "", "BLIP2_MODEL_REVISION": ""})
+    except Exception as exc:  # the worker may refuse to start: also what SageMaker reports as unhealthy
+        assert "BLIP2_MODEL_ID" in str(exc)
+        return
+    reply = server.invoke(jpeg_bytes(), "image/jpeg")
+    assert reply.status >= 400 and "BLIP2_MODEL_ID" in reply.json()["message"]
+    assert isinstance(endpoint_error(reply.body, reply.status), ServiceError)
 
 
-def test_serve_local_cli_reports_a_missing_model(tmp_path):
-    result = subprocess.run([sys.executable, str(REPO / "sagemaker" / "serve_local.py"), "--model-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and result.stderr.startswith("error: could not load the model") and "Traceback" not in result.stderr
+def test_a_processor_without_image_tokens_fails_at_load(tiny_model, tmp_path):
+    from pipeline.blip_core import ModelLoadError, load_captioning_model
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    processor_config = broken / "processor_config.json"
+    config = json.loads(processor_config.read_text())
+    config.pop("num_query_tokens", None)
+    processor_config.write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="inserts 0 image tokens but the model reads"):
+        load_captioning_model(str(broken))

@@ -23,8 +23,8 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from pipeline.attributes import AttributeSpec
-from pipeline.captioners.contract import build_request, parse_response
-from pipeline.errors import BadInputError, ConfigError, ServiceError
+from pipeline.captioners.contract import build_request, endpoint_error, parse_response
+from pipeline.errors import ConfigError, ServiceError
 from pipeline.fetch import parse_s3_prefix, read_s3_object_if_exists
 from pipeline.models import AsyncInvocation, CaptionResult, NormalizedImage, Usage
 
@@ -216,16 +216,8 @@ class SageMakerAsyncCaptioner:
 
 
 def _failure(body: bytes) -> Exception:
-    """A failure file holds the handler's error answer; show its message, never a stack trace."""
-    text = body.decode("utf-8", "replace").strip()
-    try:
-        text = str(json.loads(text).get("error") or text)
-    except (ValueError, AttributeError):
-        pass
-    text = text.splitlines()[0][:300] if text else "no detail"
-    if "model failed" in text.lower() or "internal" in text.lower():
-        return ServiceError("The captioning model failed on this photo; retry it, or ask an admin to check the endpoint logs.")
-    return BadInputError(f"The captioning model refused this photo: {text}")
+    """A failure file holds the model server's error answer."""
+    return endpoint_error(body)
 
 
 def _explain(exc, endpoint_name: str) -> Exception:

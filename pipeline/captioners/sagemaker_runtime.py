@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 from pipeline.attributes import AttributeSpec
-from pipeline.captioners.contract import build_request, parse_response
-from pipeline.errors import BadInputError, ConfigError, ServiceError
+from pipeline.captioners.contract import build_request, endpoint_error, parse_response
+from pipeline.errors import ConfigError, ServiceError
 from pipeline.models import CaptionResult, NormalizedImage, Usage
 
 
@@ -74,20 +73,8 @@ class SageMakerCaptioner:
         if code in ("ThrottlingException", "TooManyRequestsException"):
             return ServiceError(f"The captioning endpoint {name} is busy (throttled); try again shortly.")
         if code == "ModelError":
-            return _model_error(exc.response, message)
+            return endpoint_error(exc.response.get("OriginalMessage") or message, int(exc.response.get("OriginalStatusCode") or 0) or None)
         if code in ("AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException"):
             return ConfigError(f"This dashboard is not allowed to call the endpoint {name} ({code}).")
         return ServiceError(f"The captioning endpoint {name} failed ({code or 'unknown error'}); try again later.")
 
-
-def _model_error(response: dict, message: str) -> Exception:
-    """The handler answered with an error: 4xx means the image was refused, 5xx a model failure."""
-    status = int(response.get("OriginalStatusCode") or 0)
-    original = response.get("OriginalMessage") or message
-    try:
-        original = json.loads(original).get("error", original)
-    except (ValueError, AttributeError, TypeError):
-        pass
-    if 400 <= status < 500:
-        return BadInputError(f"The captioning model refused this image: {original}")
-    return ServiceError("The captioning model failed on this image; try again or ask an admin to check the endpoint logs.")

@@ -49,13 +49,14 @@ def write_object(uri: str, data: bytes) -> None:
     _s3().put_object(bucket, key, value=data)
 
 
-def handler_responder(model_dir) -> Responder:
-    """The real inference.py (model_fn / input_fn / predict_fn / output_fn) on the tiny model."""
-    from support.scripts import load_script
+def handler_responder(server) -> Responder:
+    """The real handler inside the published serving stack (support.model_server.ModelServer)."""
 
-    serve_local = load_script("serve_local")
-    service = serve_local.HandlerService(serve_local.load_handler(serve_local.DEFAULT_CODE_DIR), str(model_dir))
-    return lambda body: service.invoke(body, "application/json", "application/json")[:2]
+    def respond(body: bytes) -> tuple[int, bytes]:
+        reply = server.invoke(body, "application/json", "application/json")
+        return reply.status, reply.body
+
+    return respond
 
 
 def simulated_responder(latency_s: float = 0.0) -> Responder:
