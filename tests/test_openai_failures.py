@@ -231,7 +231,8 @@ def test_refusal_is_the_items_problem_and_quotes_the_model():
     (Reply(raw_content='{"title": "Red leather sn', prompt_tokens=21, completion_tokens=5), "was not valid JSON (it looks cut off)"),
     (Reply(raw_content='{"title": "Red leather sn', finish_reason="length", prompt_tokens=21, completion_tokens=5), "was cut off before it finished"),
     (Reply({"summary": "no title", "tags": [], "attributes": {}}, prompt_tokens=21, completion_tokens=5), "did not follow the requested JSON format"),
-], ids=["truncated-stop", "length", "wrong-shape"])
+    (Reply(raw_content="Here are the product details you asked for.", prompt_tokens=21, completion_tokens=5), "was not JSON"),
+], ids=["truncated-stop", "length", "wrong-shape", "prose"])
 def test_unusable_answer_gets_one_corrective_retry_then_a_clear_message(reply, problem):
     with FakeOpenAI() as server:
         server.state.default = reply

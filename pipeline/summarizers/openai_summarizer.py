@@ -281,7 +281,8 @@ class OpenAISummarizer:
         try:
             data = json.loads(message.content)
         except ValueError:
-            raise _Unusable("was not valid JSON (it looks cut off)") from None
+            looks_cut = message.content.lstrip().startswith(("{", "["))
+            raise _Unusable("was not valid JSON (it looks cut off)" if looks_cut else "was not JSON") from None
         try:
             return self.response_model.model_validate(data)
         except ValidationError as exc:
