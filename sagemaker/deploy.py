@@ -37,13 +37,15 @@ import json
 import re
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pipeline.endpoint import VARIANT, scaling_target
 
-# Hugging Face PyTorch inference DLC known to the SDK's image catalogue (code/requirements.txt then
+# The Hugging Face PyTorch inference DLC the handler is tested against (sagemaker/container.json, the
+# one pin), looked up in the SDK's image catalogue.
 # installs the pinned transformers on top at start-up).
-HF_DLC = {"version": "5.5.3", "base_framework_version": "pytorch2.6.0", "py_version": "py312"}
+CONTAINER = json.loads((Path(__file__).resolve().parent / "container.json").read_text())
 BUSY_STATES = {"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"}
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 # Per variant; SageMaker allows 60-3600 s. Cold start pulls the ~16 GB model (Hub or S3) and loads it on
@@ -164,8 +166,9 @@ def container_definition(options: DeployOptions) -> dict[str, Any]:
         "LOAD_IN_8BIT": "true" if options.load_in_8bit else "false",
     }
     if options.hf_model_id:
-        environment["HF_MODEL_ID"] = options.hf_model_id
-        environment["HF_MODEL_REVISION"] = options.hf_model_revision or ""
+        # Not HF_MODEL_ID: with it the toolkit downloads the model itself and never imports code/inference.py.
+        environment["BLIP2_MODEL_ID"] = options.hf_model_id
+        environment["BLIP2_MODEL_REVISION"] = options.hf_model_revision or ""
     container: dict[str, Any] = {"Image": options.image_uri, "Environment": environment}
     if options.model_data.endswith("/"):
         container["ModelDataSource"] = {
@@ -464,7 +467,7 @@ def default_image_uri(region: str, instance_type: str) -> str:
     except ImportError as error:
         raise DeployError("install requirements-deploy.txt (sagemaker-core) or set SAGEMAKER_IMAGE_URI") from error
     return image_uris.retrieve(
-        framework="huggingface", region=region, instance_type=instance_type, image_scope="inference", **HF_DLC
+        region=region, instance_type=instance_type, **CONTAINER["image"]
     )
 
 

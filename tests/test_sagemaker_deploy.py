@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -78,8 +79,9 @@ def test_realtime_creates_model_config_and_endpoint(aws):
     container = model["PrimaryContainer"]
     assert container["Image"] == IMAGE
     assert container["ModelDataUrl"] == "s3://artifacts/blip2/blip2-endpoint.tar.gz"
-    assert container["Environment"]["HF_MODEL_ID"] == "Salesforce/blip2-flan-t5-xl"
-    assert container["Environment"]["HF_MODEL_REVISION"] == REVISION
+    assert container["Environment"]["BLIP2_MODEL_ID"] == "Salesforce/blip2-flan-t5-xl"
+    assert container["Environment"]["BLIP2_MODEL_REVISION"] == REVISION
+    assert not {"HF_MODEL_ID", "HF_TASK"} & set(container["Environment"])  # the toolkit would bypass code/inference.py
     assert container["Environment"]["SAGEMAKER_MODEL_SERVER_WORKERS"] == "1"
     assert model["ExecutionRoleArn"] == ROLE
     assert scaling(aws) == ([], {}, [])  # real-time endpoints are started and stopped by admins, not autoscaled
@@ -258,7 +260,7 @@ def test_packaged_weights_need_no_model_id(aws):
     run(options(hf_model_id=None, hf_model_revision=None), aws)
     [model] = aws["sagemaker"].list_models()["Models"]
     environment = aws["sagemaker"].describe_model(ModelName=model["ModelName"])["PrimaryContainer"]["Environment"]
-    assert "HF_MODEL_ID" not in environment
+    assert "BLIP2_MODEL_ID" not in environment and "HF_MODEL_ID" not in environment
 
 
 def test_long_endpoint_names_give_valid_resource_names():
@@ -331,3 +333,12 @@ def test_script_deploys_against_a_moto_server(tmp_path, monkeypatch):
         assert sm.describe_endpoint(EndpointName=NAME)["EndpointStatus"] == "InService"
     finally:
         server.stop()
+
+
+def test_default_image_is_the_pinned_serving_container():
+    """sagemaker/container.json is the one pin: the image deploy.py picks carries its transformers version."""
+    pin = json.loads((REPO / "sagemaker" / "container.json").read_text())
+    uri = deploy.default_image_uri("us-east-1", "ml.g4dn.xlarge")
+    assert uri == ("763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-inference:"
+                   f"2.6.0-transformers{pin['transformers']}-gpu-py312-cu124-ubuntu22.04")
+    assert pin["image"]["base_framework_version"] == f"pytorch{pin['torch']}"
