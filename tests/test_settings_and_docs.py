@@ -1,3 +1,4 @@
+import json
 import re
 from pathlib import Path
 
@@ -46,4 +47,8 @@ def test_streamlit_upload_limit_fits_the_pipeline_limits():
     upload_bytes = config["server"]["maxUploadSize"] * 1024 * 1024
     settings = Settings(_env_file=None)
     assert settings.max_file_bytes <= upload_bytes <= settings.zip_max_total_bytes
+    # Streamlit keeps uploads in memory: one may take at most a fifth of the dashboard task's memory.
+    cdk = json.loads((Path(__file__).resolve().parent.parent / "infra" / "cdk.json").read_text())
+    task_memory_mib = cdk["context"]["product-tagging"]["memory_mib"]
+    assert config["server"]["maxUploadSize"] * 5 <= task_memory_mib
     assert config["server"]["enableXsrfProtection"] is True and config["browser"]["gatherUsageStats"] is False
