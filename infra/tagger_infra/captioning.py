@@ -30,17 +30,25 @@ class Captioning(Construct):
                  table_arn: str) -> None:
         super().__init__(scope, construct_id)
         self.queue: sqs.Queue | None = None
+        self.dead_letters: sqs.Queue | None = None
         topics: list[sns.Topic] = []
         if config.async_inference:
-            topics = [sns.Topic(self, name) for name in ("AsyncSuccess", "AsyncError")]
+            topics = [sns.Topic(self, name, enforce_ssl=True) for name in ("AsyncSuccess", "AsyncError")]
+            # Notices nobody collects (their task was replaced) end here instead of circling for a day. A task
+            # hands other tasks' notices back (sagemaker_async.py), so the owner gets a notice within a few
+            # receives; 14 per possible task keeps the chance of a misrouted notice below 1e-6.
+            self.dead_letters = sqs.Queue(self, "AsyncNoticesDlq", encryption=sqs.QueueEncryption.SQS_MANAGED, enforce_ssl=True,
+                                          retention_period=Duration.days(14))
             self.queue = sqs.Queue(self, "AsyncNotices", encryption=sqs.QueueEncryption.SQS_MANAGED, enforce_ssl=True,
-                                   retention_period=Duration.days(1), visibility_timeout=Duration.seconds(60))
+                                   retention_period=Duration.days(1), visibility_timeout=Duration.seconds(60),
+                                   dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=min(1000, 14 * config.max_count), queue=self.dead_letters))
             for topic in topics:
                 topic.add_subscription(subscriptions.SqsSubscription(self.queue, raw_message_delivery=True))
                 accept_findings(topic, {"CKV_AWS_26": "SageMaker publishes here and cannot use the AWS-managed SNS key; "
                                                       "messages carry the S3 location of a result, not the result."})
-            accept_findings(self.queue, {"CKV_AWS_27": "Encrypted with SQS-managed SSE (checkov counts KMS only); SNS cannot "
-                                                       "deliver to a queue under the AWS-managed SQS KMS key."})
+            for queue in (self.queue, self.dead_letters):
+                accept_findings(queue, {"CKV_AWS_27": "Encrypted with SQS-managed SSE (checkov counts KMS only); SNS cannot "
+                                                      "deliver to a queue under the AWS-managed SQS KMS key."})
         self.topics = topics
 
         self.scope = Scope(stack=Stack.of(self), endpoint_name=config.endpoint_name, bucket_arn=bucket_arn, table_arn=table_arn,

@@ -82,6 +82,8 @@ class InfraConfig(BaseModel):
     network: Literal["public", "private-nat", "private-endpoints"] = "public"
     max_azs: int = 2
     allowed_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"], description="Who may reach the ALB (HTTPS).")
+    vpc_flow_logs: Literal["off", "reject", "all"] = Field(
+        "off", description="VPC flow logs to CloudWatch Logs: rejected traffic only, or all; billed per GB ingested, no fixed cost.")
 
     # Dashboard service
     cpu: int = 512

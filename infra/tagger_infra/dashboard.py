@@ -35,6 +35,7 @@ class Dashboard(Construct):
                  permissions: Scope, environment: dict[str, str]) -> None:
         super().__init__(scope, construct_id)
         self.config = config
+        self.user_pool: cognito.UserPool | None = None  # with auth "cognito"
         self.openai_key = secretsmanager.Secret(
             self, "OpenAiKey", description="OpenAI API key for summaries: put the real key here after the first deploy",
             removal_policy=RemovalPolicy.RETAIN)
@@ -163,8 +164,11 @@ class Dashboard(Construct):
             self, "Users", self_sign_up_enabled=False, sign_in_aliases=cognito.SignInAliases(email=True),
             auto_verify=cognito.AutoVerifiedAttrs(email=True), mfa=cognito.Mfa.OPTIONAL,
             mfa_second_factor=cognito.MfaSecondFactor(otp=True, sms=False),
-            password_policy=cognito.PasswordPolicy(min_length=12), account_recovery=cognito.AccountRecovery.EMAIL_ONLY,
+            password_policy=cognito.PasswordPolicy(min_length=12, require_lowercase=True, require_uppercase=True,
+                                                   require_digits=True, require_symbols=True),
+            account_recovery=cognito.AccountRecovery.EMAIL_ONLY,
             removal_policy=RemovalPolicy.RETAIN)
+        self.user_pool = pool
         prefix = c.cognito_domain_prefix or f"{c.app_name}-{Stack.of(self).account}"
         domain = pool.add_domain("SignIn", cognito_domain=cognito.CognitoDomainOptions(domain_prefix=prefix))
         client = pool.add_client(

@@ -23,7 +23,7 @@ GREATER = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
 class Monitoring(Construct):
     def __init__(self, scope: Construct, construct_id: str, config: InfraConfig, *, dashboard: Dashboard) -> None:
         super().__init__(scope, construct_id)
-        self.topic = sns.Topic(self, "Alerts", display_name=f"{config.app_name} alerts")
+        self.topic = sns.Topic(self, "Alerts", display_name=f"{config.app_name} alerts", enforce_ssl=True)
         accept_findings(self.topic, {
             "CKV_AWS_26": "CloudWatch alarms and AWS Budgets cannot publish to a topic under the AWS-managed SNS key; the "
                           "messages are alarm names and dollar figures.",

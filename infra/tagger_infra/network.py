@@ -3,12 +3,20 @@
 S3 and DynamoDB are reached through gateway endpoints (free, traffic stays in AWS) in every layout.
 `private-nat` adds private subnets and one NAT gateway; `private-endpoints` adds isolated subnets and
 interface endpoints for each AWS API the tasks call. Their prices: pipeline.costs.fixed_infra_costs.
+
+VPC flow logs are off by default (cdk.json `vpc_flow_logs`: "off" | "reject" | "all"). When on, they go
+to a CloudWatch log group with the dashboard's retention: no fixed monthly charge (so the estimator's
+fixed cost is unchanged) but $0.50/GB ingested plus storage, which a busy "all" adds up to.
 """
 
 from __future__ import annotations
 
+from aws_cdk import RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_logs as logs
 from constructs import Construct
+
+from tagger_infra.checks import accept_findings
 
 from tagger_infra.config import InfraConfig
 
@@ -33,7 +41,20 @@ class Network(Construct):
             subnet_type=ec2.SubnetType.PUBLIC if config.network == "public"
             else ec2.SubnetType.PRIVATE_WITH_EGRESS if config.network == "private-nat" else ec2.SubnetType.PRIVATE_ISOLATED)
         self.tasks_get_public_ip = config.network == "public"
-        for service in config.interface_endpoints:
+        self.interface_endpoints = [
             self.vpc.add_interface_endpoint(
                 f"Endpoint-{service.replace('.', '-')}", service=ec2.InterfaceVpcEndpointAwsService(service),
                 subnets=self.task_subnets, private_dns_enabled=True)
+            for service in config.interface_endpoints]
+        self.flow_log = self._flow_log(config) if config.vpc_flow_logs != "off" else None
+
+    def _flow_log(self, config: InfraConfig) -> ec2.FlowLog:
+        from tagger_infra.dashboard import _retention  # the same retention rule as the dashboard's logs
+
+        group = logs.LogGroup(self, "FlowLogs", retention=_retention(config.log_retention_days), removal_policy=RemovalPolicy.DESTROY)
+        accept_findings(group, {
+            "CKV_AWS_158": "CloudWatch encrypts log data at rest by default; flow records hold addresses and ports, and a "
+                           "customer key would cost more than the logs.",
+        })
+        traffic = ec2.FlowLogTrafficType.REJECT if config.vpc_flow_logs == "reject" else ec2.FlowLogTrafficType.ALL
+        return self.vpc.add_flow_log("FlowLog", destination=ec2.FlowLogDestination.to_cloud_watch_logs(group), traffic_type=traffic)

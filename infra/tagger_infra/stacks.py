@@ -16,6 +16,7 @@ from tagger_infra.config import InfraConfig
 from tagger_infra.dashboard import Dashboard
 from tagger_infra.github import cdk_bootstrap_roles, github_provider_arn, github_role
 from tagger_infra.monitoring import Monitoring
+from tagger_infra.nag import acknowledge
 from tagger_infra.network import Network
 from tagger_infra.schedules import EndpointSchedules
 from tagger_infra.storage import Storage
@@ -132,6 +133,7 @@ def build(app, config: InfraConfig) -> tuple[RegistryStack, AppStack]:
     env = Environment(account=config.account, region=config.region) if config.account else Environment(region=config.region)
     registry = RegistryStack(app, f"{_title(config.app_name)}Registry", config, env=env)
     stack = AppStack(app, _title(config.app_name), config, repository=registry.repository, provider_arn=registry.provider_arn, env=env)
+    acknowledge(registry, stack)  # cdk-nag findings kept on purpose, with reasons (tagger_infra/nag.py)
     return registry, stack
 
 

@@ -20,7 +20,7 @@ VARIANT = {  # everything the default leaves off, in one deployment
     "certificate_arn": "arn:aws:acm:us-east-1:111111111111:certificate/0000", "hosted_zone_id": None, "hosted_zone_name": None,
     "github_repo": "acme/tagging", "model_data_url": "s3://acme-models/blip2/blip2-endpoint.tar.gz",
     "image_uri": "763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-inference:test", "hf_model_revision": "c" * 40,
-    "s3_source_buckets": ["acme-product-photos"],
+    "s3_source_buckets": ["acme-product-photos"], "vpc_flow_logs": "all",
 }
 
 
@@ -39,10 +39,12 @@ class Synthesized:
         return sorted(self.outdir.glob("*.template.json"))
 
 
-def synth(outdir: Path, overrides: dict | None = None) -> Synthesized:
+def synth(outdir: Path, overrides: dict | None = None, *, nag: bool = False) -> Synthesized:
+    """nag: run cdk-nag's AwsSolutions pack as app.py does (findings land in the stacks' annotations)."""
     import aws_cdk as cdk
 
     from tagger_infra.config import CONTEXT_KEY, InfraConfig
+    from tagger_infra.nag import add_checks
     from tagger_infra.stacks import build
 
     context = default_context()
@@ -50,5 +52,7 @@ def synth(outdir: Path, overrides: dict | None = None) -> Synthesized:
     app = cdk.App(context=context, outdir=str(outdir))
     config = InfraConfig.from_context(context[CONTEXT_KEY])
     registry, stack = build(app, config)
+    if nag:
+        add_checks(app)
     app.synth()
     return Synthesized(config, registry, stack, outdir)
