@@ -154,7 +154,7 @@ def test_flow_logs_are_an_option_with_the_dashboards_retention(shipped, variant)
 def test_cdk_synth_works_from_a_shell_without_the_venv(tmp_path):
     """cdk.json's "app", run the way the CDK CLI runs it (`npx cdk synth` when infra/node_modules has the CLI), with
     the venv's bin/ off PATH: the command finds the repository's .venv itself."""
-    app_command = json.loads((INFRA / "cdk.json").read_text())["app"]
+    cdk_json = json.loads((INFRA / "cdk.json").read_text())
     venv_bin = str(Path(sys.executable).parent)
     path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p and Path(p).resolve() != Path(venv_bin).resolve())
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
@@ -164,8 +164,8 @@ def test_cdk_synth_works_from_a_shell_without_the_venv(tmp_path):
     if cli.exists() and shutil.which("node", path=path):
         command = [str(cli), "synth", "--no-notices", "--quiet", "--output", str(out)]
     else:
-        command = ["sh", "-c", app_command]
-        env["CDK_OUTDIR"] = str(out)
+        command = ["sh", "-c", cdk_json["app"]]  # what the CLI hands the app: the output folder and cdk.json's context
+        env |= {"CDK_OUTDIR": str(out), "CDK_CONTEXT_JSON": json.dumps(cdk_json["context"])}
     result = subprocess.run(command, cwd=INFRA, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert {p.name for p in out.glob("*.template.json")} == {"ProductTaggingRegistry.template.json", "ProductTagging.template.json"}
