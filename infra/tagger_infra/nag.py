@@ -32,7 +32,10 @@ UNSCOPED_ACTIONS = {
                                 "cloudwatch:namespace condition",
     "application-autoscaling:RegisterScalableTarget": "scalable-target ARNs carry an id AWS generates at registration, "
                                                       "unknown to the stack",
+    "application-autoscaling:DeregisterScalableTarget": "scalable-target ARNs carry an id AWS generates at registration, "
+                                                        "unknown to the stack",
     "application-autoscaling:PutScalingPolicy": "scaling-policy ARNs carry an id AWS generates, unknown to the stack",
+    "application-autoscaling:DeleteScalingPolicy": "scaling-policy ARNs carry an id AWS generates, unknown to the stack",
     "application-autoscaling:DescribeScalableTargets": "Describe calls have no resource-level permission",
     "application-autoscaling:DescribeScalingPolicies": "Describe calls have no resource-level permission",
 }
