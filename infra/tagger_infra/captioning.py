@@ -24,6 +24,11 @@ from tagger_infra.checks import accept_findings
 from tagger_infra.config import InfraConfig
 from tagger_infra.permissions import Scope, sagemaker_execution_statements
 
+# As sagemaker/deploy.py (tests/test_iam_coverage.py checks they agree): the ~16 GB model needs longer than
+# SageMaker's defaults to download and to answer the first /ping (allowed: 60-3600 s).
+STARTUP_HEALTH_CHECK_TIMEOUT_S = 1800
+MODEL_DATA_DOWNLOAD_TIMEOUT_S = 1800
+
 
 class Captioning(Construct):
     def __init__(self, scope: Construct, construct_id: str, config: InfraConfig, *, bucket_arn: str, bucket_name: str,
@@ -71,7 +76,8 @@ class Captioning(Construct):
         if config.hf_model_id:  # code-only package: inference.py loads the Hub model at the pinned commit
             environment |= {"HF_MODEL_ID": config.hf_model_id, "HF_MODEL_REVISION": config.hf_model_revision}
         body = {"image": config.image_uri, "data": config.model_data_url, "env": environment, "mode": config.sagemaker_mode,
-                "instance": config.instance_type}
+                "instance": config.instance_type,  # the timeouts are in the hash: a changed config needs a new name
+                "timeouts": [STARTUP_HEALTH_CHECK_TIMEOUT_S, MODEL_DATA_DOWNLOAD_TIMEOUT_S]}
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:10]
         model_name = f"{config.endpoint_name}-cdk-{digest}"
         model = sagemaker.CfnModel(
@@ -90,7 +96,9 @@ class Captioning(Construct):
         endpoint_config = sagemaker.CfnEndpointConfig(
             self, "EndpointConfig", endpoint_config_name=self.endpoint_config_name,
             production_variants=[sagemaker.CfnEndpointConfig.ProductionVariantProperty(
-                variant_name=VARIANT, model_name=model_name, instance_type=config.instance_type, initial_instance_count=1)],
+                variant_name=VARIANT, model_name=model_name, instance_type=config.instance_type, initial_instance_count=1,
+                container_startup_health_check_timeout_in_seconds=STARTUP_HEALTH_CHECK_TIMEOUT_S,
+                model_data_download_timeout_in_seconds=MODEL_DATA_DOWNLOAD_TIMEOUT_S)],
             async_inference_config=async_config)
         endpoint_config.node.add_dependency(model)
         accept_findings(model, {"CKV_AWS_370": "No network isolation: the container pip-installs sagemaker/code/requirements.txt "
