@@ -87,6 +87,8 @@ def _wildcards(app: AppStack) -> list[tuple[str, str]]:
         (rf"^Resource::{arn.format(service='logs')}log-group:/aws/sagemaker/\*$",
          "SageMaker's own log groups (/aws/sagemaker/Endpoints/<name>, /aws/sagemaker/TransformJobs) for the containers "
          "it runs for this endpoint."),
+        # stacks.py's inline model-deploy role; permissions.model_deploy_statements names the one alarm exactly, so
+        # this entry goes (test_every_acknowledgement_is_used says so) once stacks.py uses those statements.
         (rf"^Resource::{arn.format(service='cloudwatch')}alarm:{endpoint}-\*$",
          "Alarms named after this endpoint: deploy.py creates <endpoint>-HasBacklogWithoutCapacity for async "
          "scale-from-zero."),
