@@ -19,6 +19,7 @@ files directly instead of downloading and un-tarring one archive, which shortens
 from __future__ import annotations
 
 import argparse
+import gzip
 import io
 import sys
 import tarfile
@@ -58,7 +59,9 @@ def build_archive(out_dir: Path, weights_dir: Path | None = None) -> Path:
     """Write a reproducible tar.gz (fixed mtimes/owners) so unchanged inputs give identical bytes."""
     out_dir.mkdir(parents=True, exist_ok=True)
     archive = out_dir / ARCHIVE_NAME
-    with tarfile.open(archive, "w:gz", compresslevel=6) as tar:
+    # gzip's own header carries a timestamp too: fixed at 0, or two builds a second apart differ.
+    with open(archive, "wb") as raw, gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=raw, mtime=0) as zipped, \
+            tarfile.open(fileobj=zipped, mode="w") as tar:
         for item in artifact_files(weights_dir):
             data = item.source.read_bytes()
             info = tarfile.TarInfo(item.arcname)

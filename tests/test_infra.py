@@ -265,7 +265,8 @@ def test_model_and_config_follow_the_names_the_admin_page_starts(app, app_varian
     assert output["S3OutputPath"]["Fn::Join"][1][-1] == "/async/output/" and "NotificationConfig" in output
     assert config["ProductionVariants"][0]["InstanceType"] == "ml.g4dn.xlarge"
     environment = only(app_variant, "AWS::SageMaker::Model")["PrimaryContainer"]["Environment"]
-    assert environment["HF_MODEL_ID"] == "Salesforce/blip2-flan-t5-xl" and environment["HF_MODEL_REVISION"] == "c" * 40
+    assert environment["BLIP2_MODEL_ID"] == "Salesforce/blip2-flan-t5-xl" and environment["BLIP2_MODEL_REVISION"] == "c" * 40
+    assert not {"HF_MODEL_ID", "HF_TASK"} & set(environment)  # the toolkit would bypass code/inference.py
 
 
 def test_schedules_run_the_cli_in_the_dashboard_image(app, app_variant):

@@ -74,7 +74,8 @@ class Captioning(Construct):
         """Names follow deploy.py's convention (<endpoint>-<mode>-<hash>) so `endpoint start` finds the config."""
         environment = {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "LOAD_IN_8BIT": "false"}  # as deploy.py's container_definition
         if config.hf_model_id:  # code-only package: inference.py loads the Hub model at the pinned commit
-            environment |= {"HF_MODEL_ID": config.hf_model_id, "HF_MODEL_REVISION": config.hf_model_revision}
+            # Not HF_MODEL_ID: with it the toolkit downloads the model itself and never imports code/inference.py.
+            environment |= {"BLIP2_MODEL_ID": config.hf_model_id, "BLIP2_MODEL_REVISION": config.hf_model_revision}
         body = {"image": config.image_uri, "data": config.model_data_url, "env": environment, "mode": config.sagemaker_mode,
                 "instance": config.instance_type,  # the timeouts are in the hash: a changed config needs a new name
                 "timeouts": [STARTUP_HEALTH_CHECK_TIMEOUT_S, MODEL_DATA_DOWNLOAD_TIMEOUT_S]}
@@ -101,5 +102,5 @@ class Captioning(Construct):
                 model_data_download_timeout_in_seconds=MODEL_DATA_DOWNLOAD_TIMEOUT_S)],
             async_inference_config=async_config)
         endpoint_config.node.add_dependency(model)
-        accept_findings(model, {"CKV_AWS_370": "No network isolation: the container pip-installs sagemaker/code/requirements.txt "
-                                               "(the pinned transformers) at start-up."})
+        accept_findings(model, {"CKV_AWS_370": "No network isolation: with a code-only artifact the handler downloads the "
+                                               "pinned BLIP-2 revision from the Hugging Face Hub at start-up."})

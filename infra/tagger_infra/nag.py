@@ -69,7 +69,7 @@ def _wildcards(app: AppStack) -> list[tuple[str, str]]:
     prefixes = "|".join(_literal(p) for p in sorted(set(APP_PREFIXES + SAGEMAKER_PREFIXES)))
     unscoped = "; ".join(f"{action}: {why}" for action, why in UNSCOPED_ACTIONS.items())
     patterns = [
-        (rf"^Resource::\*$",
+        (r"^Resource::\*$",
          f"Resource '*' is granted only for actions that cannot be scoped ({unscoped}). tests/test_cdk_nag.py fails on any "
          "other action granted on '*'."),
         (rf"^Resource::{_literal(bucket)}/({prefixes})\*$",
@@ -87,16 +87,14 @@ def _wildcards(app: AppStack) -> list[tuple[str, str]]:
         (rf"^Resource::{arn.format(service='logs')}log-group:/aws/sagemaker/\*$",
          "SageMaker's own log groups (/aws/sagemaker/Endpoints/<name>, /aws/sagemaker/TransformJobs) for the containers "
          "it runs for this endpoint."),
-        # stacks.py's inline model-deploy role; permissions.model_deploy_statements names the one alarm exactly, so
-        # this entry goes (test_every_acknowledgement_is_used says so) once stacks.py uses those statements.
-        (rf"^Resource::{arn.format(service='cloudwatch')}alarm:{endpoint}-\*$",
-         "Alarms named after this endpoint: deploy.py creates <endpoint>-HasBacklogWithoutCapacity for async "
-         "scale-from-zero."),
         (rf"^Resource::{arn.format(service='ecs')}task-definition/{_literal(app.dashboard.task_definition.family)}:\*$",
          "Any revision of the dashboard's task definition family (every deploy registers a new revision); RunTask is "
          "also limited to this cluster by an ecs:cluster condition."),
-        (rf"^Resource::{arn.format(service='ecs')}service/{_literal(config.app_name)}-\*/\*$",
-         "Read-only ecs:DescribeServices on this app's services, for deploy-app.yml's wait until the rollout is stable."),
+        (rf"^Resource::{arn.format(service='ecs')}service/{_literal(app.stack_name)}-\*/\*$",
+         "Read-only ecs:DescribeServices on the services of this app stack's cluster (CloudFormation names it "
+         "<stack>-DashboardCluster…), for deploy-app.yml's wait until the rollout is stable."),
+        (rf"^Resource::{arn.format(service='cloudformation')}stack/{_literal(app.stack_name)}/\*$",
+         "Read-only cloudformation:DescribeStacks on this app stack (any stack id), for deploy-app.yml to read its outputs."),
     ]
     external = {b: "a bucket merchandisers tag photos from (cdk.json s3_source_buckets): read-only, any key"
                 for b in config.s3_source_buckets}
@@ -122,7 +120,7 @@ def _literal(text: str) -> str:
 # --- everything else, on the resource it is about ------------------------------------------------------
 
 def _accept_app_findings(app: AppStack) -> None:
-    config, network, dashboard = app.config, app.network, app.dashboard
+    network, dashboard = app.network, app.dashboard
     if network.flow_log is None:
         _accept(network.vpc, "AwsSolutions-VPC7",
                 "Flow logs are off by default (cdk.json vpc_flow_logs: \"reject\" or \"all\" turns them on): CloudWatch "

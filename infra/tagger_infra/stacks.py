@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import ArnFormat, CfnOutput, RemovalPolicy, Stack, Tags
+from aws_cdk import CfnOutput, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_iam as iam
 from constructs import Construct
@@ -18,6 +18,7 @@ from tagger_infra.github import cdk_bootstrap_roles, github_provider_arn, github
 from tagger_infra.monitoring import Monitoring
 from tagger_infra.nag import acknowledge
 from tagger_infra.network import Network
+from tagger_infra.permissions import model_deploy_statements
 from tagger_infra.schedules import EndpointSchedules
 from tagger_infra.storage import Storage
 
@@ -41,8 +42,13 @@ class RegistryStack(Stack):
                                subject="ref:refs/heads/main", description="deploy-app.yml: push the image, cdk deploy the app stack")
             self.repository.grant_push(role)
             role.add_to_policy(iam.PolicyStatement(sid="CdkDeploy", actions=["sts:AssumeRole"], resources=cdk_bootstrap_roles(self)))
+            # deploy-app.yml reads the app stack's outputs, then waits for its service. The cluster has no name of its
+            # own: CloudFormation names it <app stack>-DashboardCluster…, hence the stack-name prefix.
+            app_stack = _title(config.app_name)
+            role.add_to_policy(iam.PolicyStatement(sid="ReadAppStack", actions=["cloudformation:DescribeStacks"], resources=[
+                self.format_arn(service="cloudformation", resource="stack", resource_name=f"{app_stack}/*")]))
             role.add_to_policy(iam.PolicyStatement(sid="WaitForService", actions=["ecs:DescribeServices"], resources=[
-                self.format_arn(service="ecs", resource="service", resource_name=f"{config.app_name}-*/*")]))
+                self.format_arn(service="ecs", resource="service", resource_name=f"{app_stack}-*/*")]))
             self.app_deploy_role = role
             CfnOutput(self, "AppDeployRoleArn", value=role.role_arn)
         CfnOutput(self, "RepositoryUri", value=self.repository.repository_uri)
@@ -104,23 +110,8 @@ class AppStack(Stack):
         c, scope = self.config, self.captioning.scope
         role = github_role(self, "ModelDeployRole", provider_arn=provider_arn, repo=c.github_repo, subject="environment:model-production",
                            description="deploy-model.yml: package + sagemaker/deploy.py for this endpoint only")
-        role.add_to_policy(iam.PolicyStatement(sid="UploadPackage", actions=["s3:PutObject", "s3:GetObject"],
-                                               resources=[self.storage.bucket.arn_for_objects("models/*")]))
-        role.add_to_policy(iam.PolicyStatement(
-            sid="DeployThisEndpoint",
-            actions=["sagemaker:CreateModel", "sagemaker:DescribeModel", "sagemaker:CreateEndpointConfig", "sagemaker:DescribeEndpointConfig",
-                     "sagemaker:CreateEndpoint", "sagemaker:UpdateEndpoint", "sagemaker:DescribeEndpoint", "sagemaker:AddTags"],
-            resources=[scope.endpoint_arn, scope.endpoint_configs_arn, scope.models_arn]))
-        role.add_to_policy(iam.PolicyStatement(sid="ListConfigs", actions=["sagemaker:ListEndpointConfigs"], resources=["*"]))
-        role.add_to_policy(iam.PolicyStatement(sid="PassExecutionRole", actions=["iam:PassRole"], resources=[self.captioning.execution_role.role_arn],
-                                               conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}))
-        role.add_to_policy(iam.PolicyStatement(
-            sid="AsyncScaling", actions=["application-autoscaling:RegisterScalableTarget", "application-autoscaling:PutScalingPolicy",
-                                         "application-autoscaling:DescribeScalableTargets", "application-autoscaling:DescribeScalingPolicies"],
-            resources=["*"]))
-        role.add_to_policy(iam.PolicyStatement(sid="BacklogAlarm", actions=["cloudwatch:PutMetricAlarm", "cloudwatch:DescribeAlarms"],
-                                               resources=[self.format_arn(service="cloudwatch", resource="alarm", arn_format=ArnFormat.COLON_RESOURCE_NAME,
-                                                                          resource_name=f"{c.endpoint_name}-*")]))
+        for statement in model_deploy_statements(scope, execution_role_arn=self.captioning.execution_role.role_arn):
+            role.add_to_policy(statement)
         accept_findings(role.node.find_child("DefaultPolicy"), {
             "CKV_AWS_111": "Only application-autoscaling actions are unscoped (scalable targets and policies have ARNs with "
                            "AWS-generated ids); deploy.py uses them for this endpoint's async scale-to-zero."})
