@@ -23,6 +23,7 @@ from constructs import Construct
 
 from tagger_infra.checks import accept_findings
 from tagger_infra.config import InfraConfig
+from tagger_infra.log_retention import log_retention
 from tagger_infra.network import Network
 from tagger_infra.permissions import Scope, dashboard_task_statements
 
@@ -39,7 +40,7 @@ class Dashboard(Construct):
         self.openai_key = secretsmanager.Secret(
             self, "OpenAiKey", description="OpenAI API key for summaries: put the real key here after the first deploy",
             removal_policy=RemovalPolicy.RETAIN)
-        self.log_group = logs.LogGroup(self, "Logs", retention=_retention(config.log_retention_days),
+        self.log_group = logs.LogGroup(self, "Logs", retention=log_retention(config.log_retention_days),
                                        removal_policy=RemovalPolicy.DESTROY)
         self.cluster = ecs.Cluster(self, "Cluster", vpc=network.vpc, enable_fargate_capacity_providers=True)
         accept_findings(self.openai_key, {
@@ -180,13 +181,3 @@ class Dashboard(Construct):
         return elbv2_actions.AuthenticateCognitoAction(user_pool=pool, user_pool_client=client, user_pool_domain=domain,
                                                        session_timeout=Duration.hours(12), next=then)
 
-
-RETENTION = {1: "ONE_DAY", 3: "THREE_DAYS", 5: "FIVE_DAYS", 7: "ONE_WEEK", 14: "TWO_WEEKS", 30: "ONE_MONTH", 60: "TWO_MONTHS",
-             90: "THREE_MONTHS", 120: "FOUR_MONTHS", 150: "FIVE_MONTHS", 180: "SIX_MONTHS", 365: "ONE_YEAR", 400: "THIRTEEN_MONTHS",
-             545: "EIGHTEEN_MONTHS", 731: "TWO_YEARS", 1827: "FIVE_YEARS", 3653: "TEN_YEARS"}
-
-
-def _retention(days: int) -> logs.RetentionDays:
-    if days not in RETENTION:
-        raise ValueError(f"log_retention_days {days} is not a CloudWatch retention: one of {sorted(RETENTION)}")
-    return logs.RetentionDays[RETENTION[days]]

@@ -12,16 +12,12 @@ fails on any other action granted on "*").
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aws_cdk import Aspects, Stack
 from cdk_nag import AwsSolutionsChecks, NagPackSuppression, NagSuppressions
 from constructs import IConstruct
 
 from tagger_infra.permissions import APP_PREFIXES, TRANSFORM_JOB_PREFIX
 
-if TYPE_CHECKING:
-    from tagger_infra.stacks import AppStack, RegistryStack
 
 # Actions granted on Resource "*", and why they cannot be scoped.
 UNSCOPED_ACTIONS = {
@@ -49,7 +45,7 @@ def add_checks(app: IConstruct) -> None:
     Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
 
 
-def acknowledge(registry: RegistryStack, app: AppStack) -> None:
+def acknowledge(registry: Stack, app: Stack) -> None:
     """Accept, with their reasons, the findings the stacks keep on purpose (called by stacks.build)."""
     wildcards = _wildcards(app)
     for stack in (registry, app):
@@ -59,7 +55,7 @@ def acknowledge(registry: RegistryStack, app: AppStack) -> None:
 
 # --- IAM5: wildcards, one reason per pattern ----------------------------------------------------------
 
-def _wildcards(app: AppStack) -> list[tuple[str, str]]:
+def _wildcards(app: Stack) -> list[tuple[str, str]]:
     """(regular expression over cdk-nag's finding id, reason). Ids look like `Resource::<Logical.Arn>/uploads/*`."""
     config = app.config
     bucket = f"<{app.get_logical_id(app.storage.bucket.node.default_child)}.Arn>"
@@ -119,7 +115,7 @@ def _literal(text: str) -> str:
 
 # --- everything else, on the resource it is about ------------------------------------------------------
 
-def _accept_app_findings(app: AppStack) -> None:
+def _accept_app_findings(app: Stack) -> None:
     network, dashboard = app.network, app.dashboard
     if network.flow_log is None:
         _accept(network.vpc, "AwsSolutions-VPC7",

@@ -19,6 +19,7 @@ from constructs import Construct
 from tagger_infra.checks import accept_findings
 
 from tagger_infra.config import InfraConfig
+from tagger_infra.log_retention import log_retention
 
 
 class Network(Construct):
@@ -49,9 +50,8 @@ class Network(Construct):
         self.flow_log = self._flow_log(config) if config.vpc_flow_logs != "off" else None
 
     def _flow_log(self, config: InfraConfig) -> ec2.FlowLog:
-        from tagger_infra.dashboard import _retention  # the same retention rule as the dashboard's logs
 
-        group = logs.LogGroup(self, "FlowLogs", retention=_retention(config.log_retention_days), removal_policy=RemovalPolicy.DESTROY)
+        group = logs.LogGroup(self, "FlowLogs", retention=log_retention(config.log_retention_days), removal_policy=RemovalPolicy.DESTROY)
         accept_findings(group, {
             "CKV_AWS_158": "CloudWatch encrypts log data at rest by default; flow records hold addresses and ports, and a "
                            "customer key would cost more than the logs.",
