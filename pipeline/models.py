@@ -171,6 +171,10 @@ class ItemRecord:
     created_at: str | None = None
     processed_at: str | None = None
     updated_at: str | None = None
+    version: int = 0  # +1 on every result, error or edit: a Review save sends the version it showed
+    updated_by: str | None = None  # who made the newest change (a person, or "processing")
+    lease_owner: str | None = None  # the runner (host/pid/uuid) processing it right now, while lease_until lasts
+    lease_until: float | None = None  # epoch seconds
 
     def attribute(self, name: str) -> AttributeValue | None:
         return next((a for a in self.attributes if a.name == name), None)
@@ -199,6 +203,37 @@ class BatchRecord:
     total: int = 0
     done: int = 0  # ok + error
     failed: int = 0
+    run: "BatchRun | None" = None  # who runs it, as the store has it (its lease may have ended: see BatchRun.live)
+
+
+@dataclass
+class BatchRun:
+    """Which runner holds a batch (an expiring lease renewed by heartbeat) and any stop request on it."""
+
+    owner: str | None = None  # host/pid/uuid of the runner; None: nobody has claimed it
+    host: str | None = None
+    started_at: float | None = None  # epoch seconds
+    heartbeat_at: float | None = None
+    lease_until: float | None = None
+    stop_requested_by: str | None = None
+    stop_requested_at: float | None = None
+
+    def live(self, now: float) -> bool:
+        return bool(self.owner) and self.lease_until is not None and self.lease_until >= now
+
+    @property
+    def since_text(self) -> str:
+        return _utc_text(self.started_at)
+
+    @property
+    def heartbeat_text(self) -> str:
+        return _utc_text(self.heartbeat_at)
+
+
+def _utc_text(epoch: float | None) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if epoch else "?"
 
 
 @dataclass
@@ -209,6 +244,7 @@ class Edit:
     new: str | None
     who: str
     at: str
+    version: int | None = None  # the item's version after this edit
 
 
 @dataclass

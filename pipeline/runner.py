@@ -2,16 +2,25 @@
 
 Every item's outcome is written to the store as soon as it is known, so a killed process loses
 nothing already done, and re-running a batch only processes items that are not done.
+
+Leases (see README "Scale"): a run first claims the batch (one runner per batch; a second one is
+refused with who runs it and since when), then claims each item before any paid call, and renews
+both by heartbeat. An item another runner holds is skipped; a runner that crashed loses its leases
+when they expire (at once when it was a process on this host that no longer exists). Only the
+lease holder can save an item's outcome. The heartbeat also reads the batch's stop request, so Stop
+pressed on any task stops the runner that holds that batch. Each item has a deadline over all its
+stages; past it the item fails with a retryable message and the runner stops waiting for it.
 """
 
 from __future__ import annotations
 
 import threading
-from contextlib import nullcontext
+import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from pipeline.attributes import AttributeSchema, map_answers
 from pipeline.captioners import Captioner
@@ -19,7 +28,7 @@ from pipeline.errors import describe_error, usage_of
 from pipeline.fetch import FetchLimits, read_source
 from pipeline.models import CaptionResult, ItemRecord, ItemResult, NormalizedImage, PhotoChecks, SummaryRequest, Usage
 from pipeline.normalize import normalize_image
-from pipeline.store import ImageStore, Store
+from pipeline.store import BatchBusyError, ImageStore, Store, new_runner_id, runner_is_dead_here
 from pipeline.summarizers import Summarizer
 from pipeline.wordlimit import count_words
 
@@ -29,6 +38,17 @@ class NormalizeOptions:
     max_side: int = 768
     max_pixels: int = 50_000_000
     quality: int = 85
+
+
+@dataclass(frozen=True)
+class LeaseOptions:
+    """How runners share work (settings LEASE_S, ITEM_DEADLINE_S, STOP_GRACE_S)."""
+
+    lease_s: float = 120.0  # a claim lasts this long unless renewed (renewed every lease_s / 3)
+    item_deadline_s: float = 600.0  # one item, all stages; then it fails (retryable) and is not waited for
+    stop_grace_s: float = 5.0  # after Stop, how long items already in a paid call are waited for
+    poll_s: float = 1.0  # how often stop requests and deadlines are looked at
+    enabled: bool = True  # False: no claims at all (the behaviour before leases; bench comparison only)
 
 
 @dataclass
@@ -44,6 +64,7 @@ class Stages:
     normalize: NormalizeOptions
     use_cache: bool = True
     s3_client_factory: Callable[[], Any] | None = None
+    leases: LeaseOptions = field(default_factory=LeaseOptions)
 
 
 @dataclass
@@ -52,6 +73,9 @@ class BatchProgress:
     ok: int = 0
     failed: int = 0
     cancelled: bool = False
+    skipped: int = 0  # items another runner held (or finished) when this run reached them
+    timed_out: int = 0  # items failed for passing ITEM_DEADLINE_S
+    stopped_by: str | None = None  # who asked this batch to stop (a stop request stored on the batch)
 
     @property
     def done(self) -> int:
@@ -86,16 +110,28 @@ class RunContext:
             return self._key_locks.setdefault(key, threading.Lock())
 
 
+@contextmanager
+def _slot(lock: Any, cancel: threading.Event, poll_s: float = 0.05) -> Iterator[None]:
+    """Hold `lock`, but stop waiting for it (Cancelled) as soon as the run is stopped."""
+    while not lock.acquire(timeout=poll_s):
+        if cancel.is_set():
+            raise Cancelled
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def caption_once(stages: Stages, image: NormalizedImage, usage: list[Usage], run: RunContext) -> CaptionResult:
     """Cached caption, or one captioner call. Identical photos in flight together wait for the first
     one's answer instead of paying twice."""
     key = (image.content_key, stages.captioner.model_id)
-    with run.key_lock(key):
+    with _slot(run.key_lock(key), run.cancel):
         if stages.use_cache:
             known = run.captions.get(key) or stages.store.cached_caption(*key)
             if known is not None:
                 return replace(known, cached=True)
-        with run.caption_slots:
+        with _slot(run.caption_slots, run.cancel):
             if run.cancel.is_set():
                 raise Cancelled
             caption, call = stages.captioner.caption(image, stages.schema.attributes)
@@ -152,44 +188,195 @@ def run_batch(
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     retry_failed: bool = False,
+    owner: str | None = None,
+    clock: Callable[[], float] = time.time,
+    join: bool = False,
 ) -> BatchProgress:
     """Process every not-yet-done item of a batch. Safe to call again after a crash or cancel.
 
     `concurrency` bounds the calls in flight to the captioner and to the summarizer (the remote,
     billed resources). A few extra workers read and normalize the next images meanwhile, so the
     captioner slots never wait on local CPU work.
+
+    Raises BatchBusyError when another live runner holds the batch. `owner` names this runner
+    (default: host/pid/uuid); `join=True` helps a batch another runner holds (item leases only);
+    `clock` (epoch seconds) is injectable for tests.
     """
-    items = stages.store.items_to_process(batch_id, retry_failed=retry_failed)
+    store, options = stages.store, stages.leases
+    owner = owner or new_runner_id()
+    claiming, holds_batch = options.enabled, options.enabled and not join
+    if holds_batch:
+        _take_batch(store, batch_id, owner, options, clock)
+    try:
+        return _run_items(stages, batch_id, concurrency=concurrency, on_progress=on_progress, cancel=cancel,
+                          retry_failed=retry_failed, owner=owner, clock=clock, claiming=claiming, holds_batch=holds_batch)
+    finally:
+        if holds_batch:
+            store.release_batch(batch_id, owner)
+
+
+def _take_batch(store: Store, batch_id: int, owner: str, options: LeaseOptions, clock: Callable[[], float]) -> None:
+    holder = store.claim_batch(batch_id, owner, options.lease_s, now=clock())
+    if holder.owner == owner:
+        return
+    if runner_is_dead_here(holder.owner):  # a killed process on this host: no need to wait for its lease to end
+        holder = store.claim_batch(batch_id, owner, options.lease_s, now=clock(), stale_owners=(holder.owner,))
+        if holder.owner == owner:
+            return
+    raise BatchBusyError(batch_id, holder)
+
+
+@dataclass
+class _Attempt:
+    """One item being processed: the worker waits for it, up to its deadline (or Stop + grace)."""
+
+    state: str = "running"  # running | saving | timed_out | abandoned
+    ok: bool | None = None  # True saved ok, False saved failed, None nothing saved (cancelled / lease lost)
+    finished: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _run_items(stages: Stages, batch_id: int, *, concurrency: int, on_progress: ProgressCallback | None,
+               cancel: threading.Event | None, retry_failed: bool, owner: str, clock: Callable[[], float],
+               claiming: bool, holds_batch: bool) -> BatchProgress:
+    store, options = stages.store, stages.leases
+    items = store.items_to_process(batch_id, retry_failed=retry_failed)
     concurrency = max(1, concurrency)
     # An async endpoint queues requests itself: keep more photos in flight than summary calls.
     caption_concurrency = max(concurrency, getattr(stages.captioner, "max_in_flight", 0) or 0)
     run = RunContext.create(concurrency, cancel, caption_concurrency)
     progress = BatchProgress(total=len(items))
     lock = threading.Lock()
+    held: set[int] = set()  # item leases this run holds (renewed by the heartbeat)
+    save_owner = owner if claiming else None
+
+    def count(ok: bool | None, *, skipped: bool = False, timed_out: bool = False) -> None:
+        with lock:
+            if skipped:
+                progress.skipped += 1
+                return
+            if ok is None:
+                return
+            progress.ok += int(ok)
+            progress.failed += int(not ok)
+            progress.timed_out += int(timed_out)
+            if on_progress:
+                on_progress(progress)
+
+    def claim(item: ItemRecord) -> bool:
+        if not claiming:
+            return True
+        stale = (item.lease_owner,) if runner_is_dead_here(item.lease_owner) else ()
+        if not store.claim_item(item.id, owner, options.lease_s, version=item.version, now=clock(), stale_owners=stale):
+            return False
+        with lock:
+            held.add(item.id)
+        return True
+
+    def stage(item: ItemRecord, attempt: _Attempt) -> None:
+        """Every stage of one item, then its save; runs on its own thread so the worker can stop waiting."""
+        usage: list[Usage] = []
+        result, error, cancelled = None, None, False
+        try:
+            result = process_item(stages, item, usage, run)
+        except Cancelled:
+            cancelled = True
+        except Exception as exc:  # per-item isolation: one bad photo never stops the batch
+            error = exc
+        with attempt.lock:
+            late = attempt.state == "timed_out"
+            if not late:
+                attempt.state = "saving"
+        try:
+            if late:  # the item already failed for its deadline: only keep the ledger true
+                if usage:
+                    store.record_usage(item.id, usage)
+            elif cancelled:  # stays pending; a later run picks it up
+                if claiming:
+                    store.release_item(item.id, owner)
+            else:
+                if error is not None:
+                    saved = store.save_error(item.id, describe_error(error), usage, owner=save_owner)
+                else:
+                    saved = store.save_result(item.id, result, usage, owner=save_owner)  # one transaction: result, usage, cache
+                if saved:
+                    attempt.ok = error is None
+                elif usage:
+                    store.record_usage(item.id, usage)  # paid for, but the lease was lost: the ledger still counts it
+        finally:
+            with lock:
+                held.discard(item.id)
+            attempt.finished.set()
 
     def work(item: ItemRecord) -> None:
         if run.cancel.is_set():
             return
-        usage: list[Usage] = []
-        try:
-            result = process_item(stages, item, usage, run)
-        except Cancelled:
-            return  # stays pending; a later run picks it up
-        except Exception as exc:  # per-item isolation: one bad photo never stops the batch
-            stages.store.save_error(item.id, describe_error(exc), usage)
-            ok = False
-        else:
-            stages.store.save_result(item.id, result, usage)  # one transaction: result, usage, cache
-            ok = True
-        with lock:
-            if ok:
-                progress.ok += 1
-            else:
-                progress.failed += 1
-            if on_progress:
-                on_progress(progress)
+        if not claim(item):
+            count(None, skipped=True)
+            return
+        attempt = _Attempt()
+        threading.Thread(target=stage, args=(item, attempt), name=f"tagger-item-{item.id}", daemon=True).start()
+        deadline, grace_end = clock() + options.item_deadline_s, None
+        while not attempt.finished.wait(options.poll_s):
+            now = clock()
+            if run.cancel.is_set():
+                grace_end = grace_end if grace_end is not None else now + options.stop_grace_s
+                if now >= grace_end:
+                    with attempt.lock:
+                        if attempt.state == "running":  # keeps its lease: a late answer still saves if nobody took over
+                            attempt.state = "abandoned"
+                            return
+            if now >= deadline:
+                with attempt.lock:
+                    if attempt.state != "running":
+                        continue
+                    attempt.state = "timed_out"
+                with lock:
+                    held.discard(item.id)
+                message = (f"Processing this photo took longer than {options.item_deadline_s:g} s, so it was stopped. "
+                           "Retry failed items to try again.")
+                if store.save_error(item.id, message, [], owner=save_owner):
+                    count(False, timed_out=True)
+                return
+        count(attempt.ok)
 
-    with ThreadPoolExecutor(max_workers=caption_concurrency + concurrency + 2, thread_name_prefix="tagger") as pool:
-        list(pool.map(work, items))
+    beat_stop = threading.Event()
+
+    def heartbeat() -> None:
+        """Renew leases; stop when this batch's stop request appears or the batch was taken over."""
+        next_renew = clock() + options.lease_s / 3
+        while not beat_stop.wait(options.poll_s):
+            now = clock()
+            try:
+                if now >= next_renew and holds_batch:
+                    current = store.heartbeat_batch(batch_id, owner, options.lease_s, now=now)
+                else:
+                    batch = store.get_batch(batch_id)
+                    current = batch.run if batch is not None else None
+                    if holds_batch and (current is None or current.owner != owner):
+                        current = None
+                if holds_batch and current is None:
+                    run.cancel.set()  # another runner holds the batch now (our lease ran out): leave it to them
+                elif current is not None and current.stop_requested_by:
+                    progress.stopped_by = current.stop_requested_by
+                    run.cancel.set()
+                if now >= next_renew:
+                    with lock:
+                        ids = list(held)
+                    store.renew_items(ids, owner, options.lease_s, now=now)
+                    next_renew = now + options.lease_s / 3
+            except Exception:  # a failed beat is retried at the next one; the lease has slack for that
+                continue
+
+    beater = threading.Thread(target=heartbeat, name=f"tagger-heartbeat-{batch_id}", daemon=True) if claiming else None
+    if beater is not None:
+        beater.start()
+    try:
+        with ThreadPoolExecutor(max_workers=caption_concurrency + concurrency + 2, thread_name_prefix="tagger") as pool:
+            list(pool.map(work, items))
+    finally:
+        beat_stop.set()
+        if beater is not None:
+            beater.join()
     progress.cancelled = run.cancel.is_set()
     return progress

@@ -9,7 +9,7 @@ from pipeline.captioners import Captioner, make_captioner
 from pipeline.fetch import FetchLimits
 from pipeline.ingest import IngestLimits, collect_sources
 from pipeline.models import BatchRecord
-from pipeline.runner import NormalizeOptions, Stages
+from pipeline.runner import LeaseOptions, NormalizeOptions, Stages
 from pipeline.settings import Settings
 from pipeline.store import ImageStore, LocalImageStore, Store
 from pipeline.store.sqlite_store import SqliteStore
@@ -70,7 +70,17 @@ def build_stages(
         normalize=NormalizeOptions(max_side=settings.max_side, max_pixels=settings.max_pixels, quality=settings.jpeg_quality),
         use_cache=settings.caption_cache,
         s3_client_factory=lambda: _s3_client(settings),
+        leases=lease_options(settings),
     )
+
+
+def lease_options(settings: Settings) -> LeaseOptions:
+    """Per-item deadline over all stages; an async photo may legitimately wait for the endpoint's warm-up."""
+    deadline = settings.item_deadline_s
+    if settings.captioner == "sagemaker-async":
+        deadline = max(deadline, settings.async_timeout_s + 60 * settings.endpoint_warmup_minutes + settings.openai_deadline_s)
+    return LeaseOptions(lease_s=settings.lease_s, item_deadline_s=deadline, stop_grace_s=settings.stop_grace_s,
+                        poll_s=min(1.0, settings.lease_s / 4))
 
 
 def build_transform_runner(settings: Settings, stages: Stages):

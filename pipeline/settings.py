@@ -94,6 +94,14 @@ class Settings(BaseSettings):
 
     # Runner
     concurrency: int = 4
+    lease_s: float = Field(
+        120.0, gt=0, description="How long a runner's claim on a batch and on each item lasts without a heartbeat "
+        "(renewed every third of it); a crashed runner's items are taken over after this.")
+    item_deadline_s: float = Field(
+        600.0, gt=0, description="Most time one item may take over all its stages; then it fails with a retryable "
+        "message and the runner stops waiting for it (raised to cover ASYNC_TIMEOUT_S plus warm-up for the async captioner).")
+    stop_grace_s: float = Field(
+        5.0, ge=0, description="After Stop, how long items already in a paid call are waited for before the runner lets go.")
 
     # Dashboard sign-in and roles
     auth_mode: Literal["dev", "alb"] = Field("dev", description="`alb`: verify the load balancer's OIDC token; `dev`: one local user.")

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import socket
 import threading
+import uuid
 from pathlib import Path
 from typing import Protocol
 
+from pipeline.errors import UserFacingError
 from pipeline.models import (
     AsyncInvocation,
     AuditEntry,
     BatchRecord,
+    BatchRun,
     CaptionResult,
     Edit,
     IngestReport,
@@ -23,6 +27,50 @@ from pipeline.models import (
 EDITABLE_FIELDS = ("caption", "summary", "title", "tags", "review_status")  # plus "attribute:<name>"
 
 
+class StaleEditError(UserFacingError):
+    """A Review save sent an item version that is no longer current: someone else changed the item."""
+
+    def __init__(self, item_id: int, who: str | None, at: str | None, value: object = None) -> None:
+        self.item_id, self.who, self.at, self.value = item_id, who or "someone", at or "an unknown time", value
+        kept = f" Your value was not saved and is kept here: {value!r}; re-apply it if it is still right." if value is not None else ""
+        super().__init__(f"Not saved: changed by {self.who} at {self.at} since you opened it.{kept}")
+
+
+class BatchBusyError(UserFacingError):
+    """Another live runner holds the batch: nothing is started a second time."""
+
+    def __init__(self, batch_id: int, run: BatchRun) -> None:
+        self.batch_id, self.run = batch_id, run
+        super().__init__(f"Batch {batch_id} is already running on {run.host or 'another machine'} since {run.since_text}; "
+                         "not starting a second run. Stop it there, or wait for it to finish.")
+
+
+def new_runner_id() -> str:
+    """Owner id of one runner: host/pid/uuid (unique across tasks, processes and runs)."""
+    return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:12]}"
+
+
+def runner_host(owner: str | None) -> str | None:
+    return owner.split("/", 1)[0] if owner else None
+
+
+def runner_is_dead_here(owner: str | None) -> bool:
+    """True only when `owner` ran on this host in a process that no longer exists (a killed CLI or
+    server): its leases can be taken over at once instead of after they expire."""
+    if not owner or owner.count("/") < 2:
+        return False
+    host, pid, _ = owner.split("/", 2)
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 class Store(Protocol):
     def create_batch(self, name: str, created_by: str, report: IngestReport) -> BatchRecord: ...
     def get_batch(self, batch_id: int) -> BatchRecord | None: ...
@@ -32,12 +80,32 @@ class Store(Protocol):
     def items_to_process(self, batch_id: int, *, retry_failed: bool = False) -> list[ItemRecord]: ...
     def unfinished_batch_ids(self) -> list[int]: ...
     def record_usage(self, item_id: int, usage: list[Usage]) -> None: ...
-    def save_result(self, item_id: int, result: ItemResult, usage: list[Usage]) -> None:
-        """Result + its billable calls + the caption-cache entry, atomically."""
-    def save_error(self, item_id: int, message: str, usage: list[Usage]) -> None: ...
+    def save_result(self, item_id: int, result: ItemResult, usage: list[Usage], *, owner: str | None = None) -> bool:
+        """Result + its billable calls + the caption-cache entry, atomically. With `owner`: only while
+        that runner holds the item's lease (then the lease ends); False (nothing written) otherwise."""
+    def save_error(self, item_id: int, message: str, usage: list[Usage], *, owner: str | None = None) -> bool: ...
+    # Leases: no two runners anywhere process one item (see README "Scale")
+    def claim_item(self, item_id: int, owner: str, lease_s: float, *, version: int, now: float,
+                   stale_owners: tuple[str, ...] = ()) -> bool:
+        """Take the item's lease if its version is still `version` (not finished since it was read)
+        and nobody else holds a live lease (`stale_owners`: dead runners whose leases count as ended)."""
+    def renew_items(self, item_ids: list[int], owner: str, lease_s: float, *, now: float) -> list[int]:
+        """Extend this owner's item leases; returns the ids still held."""
+    def release_item(self, item_id: int, owner: str) -> None: ...
+    def claim_batch(self, batch_id: int, owner: str, lease_s: float, *, now: float,
+                    stale_owners: tuple[str, ...] = ()) -> BatchRun:
+        """Become the batch's runner unless another live runner is; returns the holder afterwards
+        (compare its owner). A new run clears an earlier stop request."""
+    def heartbeat_batch(self, batch_id: int, owner: str, lease_s: float, *, now: float) -> BatchRun | None:
+        """Renew the batch lease; the run as stored (with any stop request), or None when not the holder."""
+    def release_batch(self, batch_id: int, owner: str) -> None: ...
+    def request_stop(self, batch_id: int, who: str, *, now: float) -> None:
+        """Store a stop request on this batch; the runner holding it stops at its next heartbeat."""
     def usage(self, batch_id: int | None = None) -> list[Usage]: ...
     def cached_caption(self, content_key: str, model_id: str) -> CaptionResult | None: ...
-    def edit_item(self, item_id: int, field: str, new_value: str | list[str] | None, who: str) -> Edit | None: ...
+    def edit_item(self, item_id: int, field: str, new_value: str | list[str] | None, who: str,
+                  *, expected_version: int | None = None) -> Edit | None:
+        """With `expected_version`: raises StaleEditError (who/when of the newer change) if the item changed since."""
     def edits(self, item_id: int) -> list[Edit]: ...
     def last_usage_at(self, kind: str) -> str | None: ...
     def usage_rows(self, since: str | None = None) -> list[tuple[str, Usage]]: ...

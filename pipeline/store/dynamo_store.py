@@ -5,8 +5,10 @@ Single-table design (every key is a string; the README's "DynamoDB table" sectio
     PK                    SK                         what                        GSI1PK / GSI1SK
     COUNTER               batch | item               id allocation (atomic ADD)
     BATCH#<id>            META                       name, who, notices, total,  BATCHES / <id:010d>
-                                                     done, failed counters
-    BATCH#<id>            ITEM#<seq:06d>             one item (SQLite's columns)
+                                                     done, failed counters, run_*
+                                                     (runner lease), stop_requested_*
+    BATCH#<id>            ITEM#<seq:06d>             one item (SQLite's columns), version,
+                                                     lease_owner / lease_until while a runner holds it
     BATCH#<id>            USAGE#<at>#<uuid>          one billable call           USAGE#<yyyy-mm> / <at>#<uuid>
     BATCH#<id>            TRANSFORM#<job name>       a batch transform job       ACTIVEJOBS / <created_at> (while active)
     ITEMIDS               <first item id:012d>       item-id block of one batch
@@ -38,6 +40,7 @@ from pipeline.models import (
     AsyncInvocation,
     AuditEntry,
     BatchRecord,
+    BatchRun,
     CaptionResult,
     Edit,
     IngestReport,
@@ -46,7 +49,8 @@ from pipeline.models import (
     TransformJobRecord,
     Usage,
 )
-from pipeline.store.sqlite_store import _apply_edit, _item as _sqlite_item, utc_now
+from pipeline.store import StaleEditError
+from pipeline.store.sqlite_store import PROCESSING, _apply_edit, _item as _sqlite_item, utc_now
 
 ITEM_MAX_BYTES = 350_000  # DynamoDB's hard limit is 400 KB per item; leave room for results and edits
 _TX_RETRIES = 8
@@ -95,6 +99,7 @@ def _unique_suffix() -> str:
 class DynamoStore:
     def __init__(self, client: Any, table: str, *, item_max_bytes: int = ITEM_MAX_BYTES) -> None:
         self.client, self.table, self.item_max_bytes = client, table, item_max_bytes
+        self._keys: dict[int, tuple[str, str]] = {}  # item id -> key never changes once written
 
     @classmethod
     def from_settings(cls, settings) -> "DynamoStore":
@@ -233,6 +238,14 @@ class DynamoStore:
         return [_item(r) for r in self._query(f"BATCH#{batch_id}", prefix="ITEM#")]
 
     def _item_key(self, item_id: int) -> tuple[str, str] | None:
+        if item_id in self._keys:
+            return self._keys[item_id]
+        key = self._find_item_key(item_id)
+        if key is not None:
+            self._keys[item_id] = key
+        return key
+
+    def _find_item_key(self, item_id: int) -> tuple[str, str] | None:
         block = next(self._query("ITEMIDS", forward=False, limit=1, sk_at_most=f"{item_id:012d}"), None)
         if block is None:
             return None
@@ -256,23 +269,33 @@ class DynamoStore:
     def unfinished_batch_ids(self) -> list[int]:
         return sorted(b.id for b in self.list_batches() if b.done < b.total)
 
-    def _finish_item(self, item_id: int, updates: dict[str, Any], usage: list[Usage], extra: list[dict[str, Any]]) -> None:
+    def _finish_item(self, item_id: int, updates: dict[str, Any], usage: list[Usage], extra: list[dict[str, Any]],
+                     owner: str | None = None) -> bool:
         """Set an item's outcome, move the batch counters and add its usage rows in one transaction;
-        the condition on the item's version makes a concurrent or repeated write re-read first."""
+        the condition on the item's version makes a concurrent or repeated write re-read first.
+        With `owner`, only the runner holding the item's lease may write (and its lease ends)."""
+        updates = {**updates, "updated_by": PROCESSING}
         for _ in range(_TX_RETRIES):
             row = self._item_row(item_id)
             if row is None:
                 raise KeyError(item_id)
+            if owner is not None and row.get("lease_owner") != owner:
+                return False  # lease lost (taken over, or this item already finished): write nothing
             was, now_status = row["status"], updates["status"]
             done = int(now_status in ("ok", "error")) - int(was in ("ok", "error"))
             failed = int(now_status == "error") - int(was == "error")
-            names = {f"#{k}": k for k in updates}
-            values = _dump({f":{k}": v for k, v in updates.items()} | {":v": row["version"], ":one": 1})
+            names = {f"#{k}": k for k in updates} | {"#version": "version"}
+            values = {f":{k}": v for k, v in updates.items()} | {":v": row["version"], ":one": 1}
+            expression, condition = "SET " + ", ".join(f"#{k} = :{k}" for k in updates) + ", #version = :v + :one", "#version = :v"
+            if owner is not None:
+                expression += " REMOVE #lease_owner, #lease_until"
+                condition += " AND #lease_owner = :owner"
+                names |= {"#lease_owner": "lease_owner", "#lease_until": "lease_until"}
+                values[":owner"] = owner
             actions = [{"Update": {
                 "TableName": self.table, "Key": _key(row["PK"], row["SK"]),
-                "UpdateExpression": "SET " + ", ".join(f"#{k} = :{k}" for k in updates) + ", #version = :v + :one",
-                "ConditionExpression": "#version = :v",
-                "ExpressionAttributeNames": names | {"#version": "version"}, "ExpressionAttributeValues": values,
+                "UpdateExpression": expression, "ConditionExpression": condition,
+                "ExpressionAttributeNames": names, "ExpressionAttributeValues": _dump(values),
             }}]
             if done or failed:
                 actions.append({"Update": {
@@ -283,7 +306,7 @@ class DynamoStore:
             actions += extra
             if self._transact(actions):
                 self._touch_last_usage(usage)
-                return
+                return True
         raise ServiceError("The database kept changing under this update; try again.")
 
     def _usage_rows(self, item_row: dict[str, Any], usage: list[Usage]) -> list[dict[str, Any]]:
@@ -315,7 +338,7 @@ class DynamoStore:
         self._batch_put(self._usage_rows(row, usage))
         self._touch_last_usage(usage)
 
-    def save_result(self, item_id: int, result: ItemResult, usage: list[Usage]) -> None:
+    def save_result(self, item_id: int, result: ItemResult, usage: list[Usage], *, owner: str | None = None) -> bool:
         now = utc_now()
         updates = {
             "status": "ok", "error": None, "content_key": result.content_key, "image_path": result.image_path,
@@ -330,23 +353,102 @@ class DynamoStore:
             extra.append({"Put": {"TableName": self.table, "Item": _dump({
                 "PK": f"CAPTION#{result.content_key}", "SK": f"MODEL#{result.caption.model_id}",
                 "caption": result.caption.caption, "answers": json.dumps(result.caption.answers), "created_at": now})}})
-        self._finish_item(item_id, updates, usage, extra)
+        return self._finish_item(item_id, updates, usage, extra, owner)
 
-    def save_error(self, item_id: int, message: str, usage: list[Usage]) -> None:
+    def save_error(self, item_id: int, message: str, usage: list[Usage], *, owner: str | None = None) -> bool:
         now = utc_now()
-        self._finish_item(item_id, {"status": "error", "error": message, "processed_at": now, "updated_at": now}, usage, [])
+        return self._finish_item(item_id, {"status": "error", "error": message, "processed_at": now, "updated_at": now},
+                                 usage, [], owner)
+
+    # Leases (conditional writes: the condition is what makes a claim exclusive) ------------------
+    def _conditional_update(self, key: tuple[str, str], expression: str, condition: str, names: dict[str, str],
+                            values: dict[str, Any], returns: str = "NONE") -> dict[str, Any] | None:
+        """One UpdateItem; None when its condition failed, else the returned attributes."""
+        try:
+            answer = self.client.update_item(
+                TableName=self.table, Key=_key(*key), UpdateExpression=expression, ConditionExpression=condition,
+                ExpressionAttributeNames=names, ExpressionAttributeValues=_dump(values), ReturnValues=returns)
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return None
+        return _load(answer.get("Attributes") or {})
+
+    def claim_item(self, item_id: int, owner: str, lease_s: float, *, version: int, now: float,
+                   stale_owners: tuple[str, ...] = ()) -> bool:
+        key = self._item_key(item_id)
+        if key is None:
+            return False
+        owners = {f":o{i}": o for i, o in enumerate((owner, *stale_owners))}
+        return self._conditional_update(
+            key, "SET #lo = :me, #lu = :until",
+            f"#version = :v AND (attribute_not_exists(#lo) OR #lu < :now OR #lo IN ({', '.join(owners)}))",
+            {"#lo": "lease_owner", "#lu": "lease_until", "#version": "version"},
+            {":me": owner, ":until": now + lease_s, ":v": version, ":now": now, **owners},
+        ) is not None
+
+    def renew_items(self, item_ids: list[int], owner: str, lease_s: float, *, now: float) -> list[int]:
+        held = []
+        for item_id in item_ids:
+            key = self._item_key(item_id)
+            if key is not None and self._conditional_update(
+                key, "SET #lu = :until", "#lo = :me", {"#lo": "lease_owner", "#lu": "lease_until"},
+                {":me": owner, ":until": now + lease_s},
+            ) is not None:
+                held.append(item_id)
+        return held
+
+    def release_item(self, item_id: int, owner: str) -> None:
+        key = self._item_key(item_id)
+        if key is not None:
+            self._conditional_update(key, "REMOVE #lo, #lu", "#lo = :me", {"#lo": "lease_owner", "#lu": "lease_until"}, {":me": owner})
+
+    _RUN_NAMES = {"#ro": "run_owner", "#rh": "run_host", "#rs": "run_started_at", "#rb": "run_heartbeat_at",
+                  "#rl": "run_lease_until", "#sb": "stop_requested_by", "#sa": "stop_requested_at"}
+
+    def claim_batch(self, batch_id: int, owner: str, lease_s: float, *, now: float,
+                    stale_owners: tuple[str, ...] = ()) -> BatchRun:
+        owners = {f":o{i}": o for i, o in enumerate((owner, *stale_owners))}
+        claimed = self._conditional_update(
+            (f"BATCH#{batch_id}", "META"), "SET #ro = :me, #rh = :host, #rs = :now, #rb = :now, #rl = :until REMOVE #sb, #sa",
+            f"attribute_exists(PK) AND (attribute_not_exists(#ro) OR #rl < :now OR #ro IN ({', '.join(owners)}))",
+            self._RUN_NAMES, {":me": owner, ":host": owner.split("/", 1)[0], ":now": now, ":until": now + lease_s, **owners},
+            returns="ALL_NEW",
+        )
+        row = claimed or self._get(f"BATCH#{batch_id}", "META")
+        if row is None:
+            raise KeyError(batch_id)
+        return _run(row) or BatchRun()
+
+    def heartbeat_batch(self, batch_id: int, owner: str, lease_s: float, *, now: float) -> BatchRun | None:
+        row = self._conditional_update(
+            (f"BATCH#{batch_id}", "META"), "SET #rb = :now, #rl = :until", "#ro = :me",
+            {"#ro": "run_owner", "#rb": "run_heartbeat_at", "#rl": "run_lease_until"},
+            {":me": owner, ":now": now, ":until": now + lease_s}, returns="ALL_NEW",
+        )
+        return _run(row) if row is not None else None
+
+    def release_batch(self, batch_id: int, owner: str) -> None:
+        self._conditional_update((f"BATCH#{batch_id}", "META"), "REMOVE " + ", ".join(self._RUN_NAMES), "#ro = :me",
+                                 self._RUN_NAMES, {":me": owner})
+
+    def request_stop(self, batch_id: int, who: str, *, now: float) -> None:
+        self._conditional_update((f"BATCH#{batch_id}", "META"), "SET #sb = :who, #sa = :now", "attribute_exists(PK)",
+                                 {"#sb": "stop_requested_by", "#sa": "stop_requested_at"}, {":who": who, ":now": now})
 
     # Edits ---------------------------------------------------------------------------------
-    def edit_item(self, item_id: int, field: str, new_value: str | list[str] | None, who: str) -> Edit | None:
+    def edit_item(self, item_id: int, field: str, new_value: str | list[str] | None, who: str,
+                  *, expected_version: int | None = None) -> Edit | None:
         for _ in range(_TX_RETRIES):
             row = self._item_row(item_id)
             if row is None:
                 raise KeyError(item_id)
             old, new, updates = _apply_edit(_item(row), field, new_value)
             if old == new:
-                return None
+                return None  # already what this person wants: nothing to refuse
+            if expected_version is not None and row["version"] != expected_version:
+                raise StaleEditError(item_id, row.get("updated_by"), row.get("updated_at"), new_value)
             now = utc_now()
             updates["updated_at"] = now
+            updates["updated_by"] = who
             names = {f"#{k}": k for k in updates} | {"#version": "version"}
             values = _dump({f":{k}": v for k, v in updates.items()} | {":v": row["version"], ":one": 1})
             edit = {"PK": f"ITEM#{item_id}", "SK": f"EDIT#{_unique_suffix()}", "item_id": item_id, "field": field,
@@ -358,7 +460,7 @@ class DynamoStore:
                             "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}},
                 {"Put": {"TableName": self.table, "Item": _dump(edit)}},
             ]):
-                return Edit(item_id=item_id, field=field, old=old, new=new, who=who, at=now)
+                return Edit(item_id=item_id, field=field, old=old, new=new, who=who, at=now, version=row["version"] + 1)
         raise ServiceError("Someone else kept changing this item; reload and try again.")
 
     def edits(self, item_id: int) -> list[Edit]:
@@ -434,7 +536,8 @@ class DynamoStore:
 
 
 _RESULT_COLUMNS = ("content_key", "image_path", "caption", "title", "summary", "word_count", "checks",
-                   "caption_model", "summary_model", "processed_at", "updated_at", "error", "sku", "ref")
+                   "caption_model", "summary_model", "processed_at", "updated_at", "error", "sku", "ref",
+                   "updated_by", "lease_owner", "lease_until")
 
 
 def _item(row: dict[str, Any]) -> ItemRecord:
@@ -454,7 +557,17 @@ def _months(since: str, now: str) -> list[str]:
 
 def _batch(row: dict[str, Any]) -> BatchRecord:
     return BatchRecord(id=row["id"], name=row["name"], created_at=row["created_at"], created_by=row["created_by"],
-                       notices=json.loads(row["notices"]), total=row["total"], done=row["done"], failed=row["failed"])
+                       notices=json.loads(row["notices"]), total=row["total"], done=row["done"], failed=row["failed"],
+                       run=_run(row))
+
+
+def _run(row: dict[str, Any]) -> BatchRun | None:
+    if row.get("run_owner") is None and row.get("stop_requested_by") is None:
+        return None
+    number = lambda name: float(row[name]) if row.get(name) is not None else None  # noqa: E731
+    return BatchRun(owner=row.get("run_owner"), host=row.get("run_host"), started_at=number("run_started_at"),
+                    heartbeat_at=number("run_heartbeat_at"), lease_until=number("run_lease_until"),
+                    stop_requested_by=row.get("stop_requested_by"), stop_requested_at=number("stop_requested_at"))
 
 
 def _usage(row: dict[str, Any]) -> Usage:

@@ -14,6 +14,7 @@ from pipeline.errors import BadInputError
 from pipeline.models import (
     AttributeValue,
     BatchRecord,
+    BatchRun,
     CaptionResult,
     AsyncInvocation,
     AuditEntry,
@@ -26,7 +27,7 @@ from pipeline.models import (
     TransformJobRecord,
     Usage,
 )
-from pipeline.store import EDITABLE_FIELDS
+from pipeline.store import EDITABLE_FIELDS, StaleEditError
 from pipeline.wordlimit import MAX_SUMMARY_WORDS, count_words
 
 SCHEMA = """
@@ -125,6 +126,14 @@ CREATE TABLE IF NOT EXISTS caption_cache (
 );
 """
 
+# Columns added after the first release: added in place to an existing database file.
+MIGRATIONS = {
+    "items": {"version": "INTEGER NOT NULL DEFAULT 0", "updated_by": "TEXT", "lease_owner": "TEXT", "lease_until": "REAL"},
+    "batches": {"run_owner": "TEXT", "run_host": "TEXT", "run_started_at": "REAL", "run_heartbeat_at": "REAL",
+                "run_lease_until": "REAL", "stop_requested_by": "TEXT", "stop_requested_at": "REAL"},
+}
+PROCESSING = "processing"  # updated_by of an item changed by a runner (result or error)
+
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -136,6 +145,15 @@ class SqliteStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()  # one connection per thread: sqlite3 connections are not shareable
         self._connection().executescript(SCHEMA)  # executescript manages its own transaction
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self._tx() as db:
+            for table, columns in MIGRATIONS.items():
+                present = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+                for name, kind in columns.items():
+                    if name not in present:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -203,6 +221,7 @@ class SqliteStore:
             BatchRecord(
                 id=row["id"], name=row["name"], created_at=row["created_at"], created_by=row["created_by"],
                 notices=json.loads(row["notices"]), total=row["total"] or 0, done=row["done"] or 0, failed=row["failed"] or 0,
+                run=_run(row),
             )
             for row in rows
         ]
@@ -235,9 +254,17 @@ class SqliteStore:
         with self._tx() as db:
             self._insert_usage(db, item_id, usage, utc_now())
 
-    def save_result(self, item_id: int, result: ItemResult, usage: list[Usage]) -> None:
+    def _holds(self, db: sqlite3.Connection, item_id: int, owner: str | None) -> bool:
+        if owner is None:
+            return True
+        row = db.execute("SELECT lease_owner FROM items WHERE id = ?", (item_id,)).fetchone()
+        return row is not None and row["lease_owner"] == owner
+
+    def save_result(self, item_id: int, result: ItemResult, usage: list[Usage], *, owner: str | None = None) -> bool:
         now = utc_now()
         with self._tx() as db:
+            if not self._holds(db, item_id, owner):
+                return False
             self._insert_usage(db, item_id, usage, now)
             if not result.caption.cached:
                 db.execute(
@@ -247,26 +274,90 @@ class SqliteStore:
             db.execute(
                 """UPDATE items SET status = 'ok', error = NULL, content_key = ?, image_path = ?, caption = ?,
                        attributes = ?, title = ?, tags = ?, summary = ?, word_count = ?, checks = ?,
-                       caption_model = ?, summary_model = ?, summary_offline = ?, processed_at = ?, updated_at = ?
+                       caption_model = ?, summary_model = ?, summary_offline = ?, processed_at = ?, updated_at = ?,
+                       version = version + 1, updated_by = ?, lease_owner = NULL, lease_until = NULL
                    WHERE id = ?""",
                 (
                     result.content_key, result.image_path, result.caption.caption,
                     json.dumps([a.__dict__ for a in result.attributes]), result.summary.title,
                     json.dumps(result.summary.tags), result.summary.summary, result.word_count,
                     json.dumps(result.checks.to_dict()), result.caption.model_id, result.summary.model,
-                    int(result.summary.offline), now, now, item_id,
+                    int(result.summary.offline), now, now, PROCESSING, item_id,
                 ),
             )
+        return True
 
-    def save_error(self, item_id: int, message: str, usage: list[Usage]) -> None:
+    def save_error(self, item_id: int, message: str, usage: list[Usage], *, owner: str | None = None) -> bool:
         now = utc_now()
         with self._tx() as db:
+            if not self._holds(db, item_id, owner):
+                return False
             self._insert_usage(db, item_id, usage, now)
-            db.execute("UPDATE items SET status = 'error', error = ?, processed_at = ?, updated_at = ? WHERE id = ?", (message, now, now, item_id))
+            db.execute("UPDATE items SET status = 'error', error = ?, processed_at = ?, updated_at = ?, version = version + 1,"
+                       " updated_by = ?, lease_owner = NULL, lease_until = NULL WHERE id = ?", (message, now, now, PROCESSING, item_id))
+        return True
+
+    # Leases ----------------------------------------------------------------------------------
+    def claim_item(self, item_id: int, owner: str, lease_s: float, *, version: int, now: float,
+                   stale_owners: tuple[str, ...] = ()) -> bool:
+        owners = (owner, *stale_owners)
+        with self._tx() as db:
+            cursor = db.execute(
+                f"""UPDATE items SET lease_owner = ?, lease_until = ? WHERE id = ? AND version = ?
+                    AND (lease_owner IS NULL OR lease_until < ? OR lease_owner IN ({",".join("?" * len(owners))}))""",
+                (owner, now + lease_s, item_id, version, now, *owners),
+            )
+            return cursor.rowcount == 1
+
+    def renew_items(self, item_ids: list[int], owner: str, lease_s: float, *, now: float) -> list[int]:
+        held = []
+        with self._tx() as db:
+            for item_id in item_ids:
+                if db.execute("UPDATE items SET lease_until = ? WHERE id = ? AND lease_owner = ?", (now + lease_s, item_id, owner)).rowcount:
+                    held.append(item_id)
+        return held
+
+    def release_item(self, item_id: int, owner: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE items SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?", (item_id, owner))
+
+    def claim_batch(self, batch_id: int, owner: str, lease_s: float, *, now: float,
+                    stale_owners: tuple[str, ...] = ()) -> BatchRun:
+        owners = (owner, *stale_owners)
+        with self._tx() as db:
+            db.execute(
+                f"""UPDATE batches SET run_owner = ?, run_host = ?, run_started_at = ?, run_heartbeat_at = ?, run_lease_until = ?,
+                        stop_requested_by = NULL, stop_requested_at = NULL
+                    WHERE id = ? AND (run_owner IS NULL OR run_lease_until < ? OR run_owner IN ({",".join("?" * len(owners))}))""",
+                (owner, owner.split("/", 1)[0], now, now, now + lease_s, batch_id, now, *owners),
+            )
+            row = db.execute("SELECT * FROM batches WHERE id = ?", (batch_id,)).fetchone()
+        if row is None:
+            raise KeyError(batch_id)
+        return _run(row) or BatchRun()
+
+    def heartbeat_batch(self, batch_id: int, owner: str, lease_s: float, *, now: float) -> BatchRun | None:
+        with self._tx() as db:
+            updated = db.execute("UPDATE batches SET run_heartbeat_at = ?, run_lease_until = ? WHERE id = ? AND run_owner = ?",
+                                 (now, now + lease_s, batch_id, owner)).rowcount
+            row = db.execute("SELECT * FROM batches WHERE id = ?", (batch_id,)).fetchone()
+        return _run(row) if updated else None
+
+    def release_batch(self, batch_id: int, owner: str) -> None:
+        with self._tx() as db:
+            db.execute("""UPDATE batches SET run_owner = NULL, run_host = NULL, run_started_at = NULL, run_heartbeat_at = NULL,
+                              run_lease_until = NULL, stop_requested_by = NULL, stop_requested_at = NULL
+                          WHERE id = ? AND run_owner = ?""", (batch_id, owner))
+
+    def request_stop(self, batch_id: int, who: str, *, now: float) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE batches SET stop_requested_by = ?, stop_requested_at = ? WHERE id = ?", (who, now, batch_id))
 
     # Edits ---------------------------------------------------------------------------------
-    def edit_item(self, item_id: int, field: str, new_value: str | list[str] | None, who: str) -> Edit | None:
-        """Change one field and keep (who, when, old, new). Returns None when nothing changed."""
+    def edit_item(self, item_id: int, field: str, new_value: str | list[str] | None, who: str,
+                  *, expected_version: int | None = None) -> Edit | None:
+        """Change one field and keep (who, when, old, new). Returns None when nothing changed.
+        With `expected_version` (the version the editor showed) a newer change refuses the save."""
         now = utc_now()
         with self._tx() as db:
             row = db.execute("SELECT * FROM items WHERE id = ?", (item_id,)).fetchone()
@@ -275,12 +366,15 @@ class SqliteStore:
             item = _item(row)
             old, new, updates = _apply_edit(item, field, new_value)
             if old == new:
-                return None
+                return None  # already what this person wants: nothing to refuse
+            if expected_version is not None and item.version != expected_version:
+                raise StaleEditError(item_id, item.updated_by, item.updated_at, new_value)
             updates["updated_at"] = now
+            updates["updated_by"] = who
             assignments = ", ".join(f"{column} = ?" for column in updates)
-            db.execute(f"UPDATE items SET {assignments} WHERE id = ?", (*updates.values(), item_id))
+            db.execute(f"UPDATE items SET {assignments}, version = version + 1 WHERE id = ?", (*updates.values(), item_id))
             db.execute("INSERT INTO edits (item_id, field, old, new, who, at) VALUES (?, ?, ?, ?, ?, ?)", (item_id, field, old, new, who, now))
-        return Edit(item_id=item_id, field=field, old=old, new=new, who=who, at=now)
+        return Edit(item_id=item_id, field=field, old=old, new=new, who=who, at=now, version=item.version + 1)
 
     def edits(self, item_id: int) -> list[Edit]:
         rows = self._connection().execute("SELECT * FROM edits WHERE item_id = ? ORDER BY id", (item_id,)).fetchall()
@@ -407,6 +501,16 @@ def _apply_edit(item: ItemRecord, field: str, new_value: Any) -> tuple[str | Non
     return old, new, updates
 
 
+def _run(row: Any) -> BatchRun | None:
+    """The batch's runner and stop request as stored (None when neither is set)."""
+    keys = row.keys()
+    if "run_owner" not in keys or (row["run_owner"] is None and row["stop_requested_by"] is None):
+        return None
+    return BatchRun(owner=row["run_owner"], host=row["run_host"], started_at=row["run_started_at"],
+                    heartbeat_at=row["run_heartbeat_at"], lease_until=row["run_lease_until"],
+                    stop_requested_by=row["stop_requested_by"], stop_requested_at=row["stop_requested_at"])
+
+
 def _usage(row: sqlite3.Row) -> Usage:
     return Usage(kind=row["kind"], model=row["model"], input_tokens=row["input_tokens"], output_tokens=row["output_tokens"],
                  invocations=row["invocations"], latency_ms=row["latency_ms"])
@@ -423,4 +527,6 @@ def _item(row: sqlite3.Row) -> ItemRecord:
         checks=PhotoChecks.from_dict(json.loads(row["checks"])) if row["checks"] else None,
         caption_model=row["caption_model"], summary_model=row["summary_model"], summary_offline=bool(row["summary_offline"]),
         review_status=row["review_status"], created_at=row["created_at"], processed_at=row["processed_at"], updated_at=row["updated_at"],
+        version=int(row["version"] or 0), updated_by=row["updated_by"], lease_owner=row["lease_owner"],
+        lease_until=float(row["lease_until"]) if row["lease_until"] is not None else None,
     )
