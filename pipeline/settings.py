@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     zip_max_total_bytes: int = 2 * 1024 * 1024 * 1024
     zip_max_ratio: float = 100.0
     url_timeout_s: float = 10.0
+    fetch_deadline_s: float = Field(
+        30.0, gt=0, description="Most time one image URL download may take (resolution, connect, TLS, headers, body, redirects); then that item fails."
+    )
     allow_private_urls: bool = False
     s3_allowed_buckets: list[str] = Field(default_factory=list)
 

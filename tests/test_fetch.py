@@ -1,3 +1,7 @@
+import ipaddress
+import socket
+import threading
+import time
 import zipfile
 
 import boto3
@@ -5,9 +9,14 @@ import pytest
 from moto import mock_aws
 
 from pipeline.errors import BadInputError
-from pipeline.fetch import FetchLimits, check_public_address, fetch_s3, fetch_url, read_zip_member
+from pipeline.fetch import (
+    DownloadCancelled, DownloadTimedOut, FetchLimits, check_public_address, embedded_ipv4, fetch_s3, fetch_url, is_public_address,
+    read_source, read_zip_member,
+)
+from pipeline.models import SourceRef
+from pipeline.settings import Settings
 from support.images import jpeg_bytes
-from support.servers import FileServer
+from support.servers import DripServer, FileServer
 
 PUBLIC_ONLY = FetchLimits(max_bytes=1_000_000, timeout_s=2.0)
 LOCAL_OK = FetchLimits(max_bytes=1_000_000, timeout_s=0.5, allow_private=True)
@@ -94,3 +103,190 @@ def test_s3_only_from_allowed_buckets():
     client.put_object(Bucket="uploads", Key="big.jpg", Body=b"x" * 2000)
     with pytest.raises(BadInputError, match="limit"):
         fetch_s3("s3://uploads/big.jpg", limits, client)
+
+
+# SSRF: IPv6 forms that carry an IPv4 address, and every resolved address ----------------------
+EMBEDDED_PRIVATE = [
+    "::127.0.0.1",                  # IPv4-compatible (deprecated ::/96)
+    "::ffff:7f00:1",                # IPv4-mapped, hex
+    "0:0:0:0:0:ffff:127.0.0.1",     # IPv4-mapped, long form
+    "::ffff:0:127.0.0.1",           # SIIT IPv4-translated
+    "64:ff9b::7f00:1",              # NAT64 well-known prefix
+    "64:ff9b::a9fe:a9fe",           # NAT64 -> 169.254.169.254 (metadata)
+    "64:ff9b:1::a00:5",             # local-use NAT64
+    "2002:7f00:1::",                # 6to4 of 127.0.0.1
+    "2002:a00:5::1",                # 6to4 of 10.0.0.5
+    "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1
+    "2001:0:a00:5::1",              # Teredo, server 10.0.0.5
+    "::8.8.8.8",                    # IPv4-compatible: refused whatever it carries
+]
+
+
+@pytest.mark.parametrize("address", EMBEDDED_PRIVATE)
+def test_ipv6_forms_embedding_a_refused_ipv4_are_refused(address):
+    assert not is_public_address(address)
+    with pytest.raises(BadInputError, match="private or internal address"):
+        fetch_url(f"http://[{address}]/a.jpg", PUBLIC_ONLY)
+
+
+@pytest.mark.parametrize("address, carried", [
+    ("::ffff:7f00:1", ["127.0.0.1"]),
+    ("::127.0.0.1", ["127.0.0.1"]),
+    ("64:ff9b::a9fe:a9fe", ["169.254.169.254"]),
+    ("2002:a00:5::1", ["10.0.0.5"]),
+    ("2001:0:a00:5:8000:63bf:80ff:fffe", ["10.0.0.5", "127.0.0.1"]),  # Teredo: server, then client (un-inverted)
+    ("2606:4700:4700::1111", []),
+])
+def test_the_ipv4_each_ipv6_form_carries_is_found(address, carried):
+    # Teredo is also refused by Python's own table (2001::/23) today; the embedded check does not rely on that.
+    assert [str(ip) for ip in embedded_ipv4(ipaddress.IPv6Address(address))] == carried
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::1"])
+def test_ipv6_forms_embedding_a_public_ipv4_and_public_addresses_pass(address):
+    assert is_public_address(address)
+
+
+def stub_resolver(*addresses: str):
+    calls = []
+
+    def resolve(host, port, type=0, **_):  # noqa: A002 - getaddrinfo's own keyword
+        calls.append(host)
+        return [
+            (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port, 0, 0) if ":" in a else (a, port))
+            for a in addresses
+        ]
+
+    resolve.calls = calls
+    return resolve
+
+
+def test_every_resolved_address_is_checked_not_only_the_first():
+    private_second = stub_resolver("93.184.216.34", "10.0.0.5")
+    with pytest.raises(BadInputError, match="private or internal address"):
+        check_public_address("images.example.com", 443, allow_private=False, resolve=private_second)
+    mapped_third = stub_resolver("93.184.216.34", "2606:2800:220:1::1", "::ffff:a9fe:a9fe")
+    with pytest.raises(BadInputError, match="private or internal address"):
+        check_public_address("images.example.com", 443, allow_private=False, resolve=mapped_third)
+    all_public = stub_resolver("93.184.216.34", "2606:2800:220:1::1")
+    assert check_public_address("images.example.com", 443, allow_private=False, resolve=all_public) == ["93.184.216.34", "2606:2800:220:1::1"]
+    assert check_public_address("images.example.com", 443, allow_private=True, resolve=private_second) == ["93.184.216.34", "10.0.0.5"]
+
+
+def test_fetch_url_refuses_a_host_whose_second_address_is_private(monkeypatch):
+    resolver = stub_resolver("93.184.216.34", "127.0.0.1")
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    with pytest.raises(BadInputError, match="private or internal address"):
+        fetch_url("http://images.example.com/a.jpg", PUBLIC_ONLY)
+    assert resolver.calls == ["images.example.com"]
+
+
+# Overall download deadline and cancellation ---------------------------------------------------
+# Per-read timeout (2 s) far above the drip interval (0.2 s): only the overall deadline can end these.
+DEADLINE = FetchLimits(max_bytes=1_000_000, timeout_s=2.0, allow_private=True, deadline_s=0.6)
+NO_DEADLINE_SOON = FetchLimits(max_bytes=1_000_000, timeout_s=10.0, allow_private=True, deadline_s=30.0)
+LATE_S = 2.0  # deadline 0.6 s plus generous slack; the servers below would go on for 4 s or more
+
+
+def timed(call):
+    started = time.monotonic()
+    try:
+        call()
+    except Exception as exc:  # noqa: BLE001 - returned for the assertions
+        return exc, time.monotonic() - started
+    return None, time.monotonic() - started
+
+
+@pytest.mark.parametrize("scheme, server", [
+    ("http", lambda: DripServer(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n", max_s=4)),  # slow body
+    ("http", lambda: DripServer(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", max_s=4)),  # slow body, no length: EOF ends it
+    ("http", lambda: DripServer(b"HTTP/1.1 200 OK\r\n", drip=b"X", max_s=4)),  # slow headers
+    ("https", lambda: DripServer(b"\x16\x03\x03\x40\x00", drip=b"\x00", max_s=4, read_request=False)),  # slow TLS handshake
+    ("http", lambda: DripServer(b"", drip=b"", max_s=4)),  # silent after the request, read timeout 2 s
+], ids=["slow-body", "slow-body-no-length", "slow-headers", "slow-tls-handshake", "silent"])
+def test_a_dripping_origin_fails_the_item_at_the_overall_deadline(scheme, server):
+    with server() as origin:
+        error, elapsed = timed(lambda: fetch_url(f"{scheme}://127.0.0.1:{origin.port}/a.jpg", DEADLINE))
+    assert isinstance(error, DownloadTimedOut), error
+    assert isinstance(error, BadInputError)  # a failed item, like any other bad URL
+    assert str(error) == "The image URL did not finish downloading within 0.6 seconds; the item was skipped."
+    assert elapsed < LATE_S
+
+
+def test_slow_redirects_count_against_the_same_deadline():
+    image = jpeg_bytes()
+    with FileServer() as server:
+        server.add("/ok.jpg", image, delay=0.4)
+        for hop, target in (("/r1", "/r2"), ("/r2", "/r3"), ("/r3", "/ok.jpg")):
+            server.add(hop, b"", status=302, headers={"Location": target}, delay=0.4)
+        limits = FetchLimits(max_bytes=1_000_000, timeout_s=2.0, allow_private=True, deadline_s=1.0)
+        error, elapsed = timed(lambda: fetch_url(server.url + "/r1", limits))
+        assert isinstance(error, DownloadTimedOut) and "within 1 seconds" in str(error)
+        assert elapsed < 2.5
+        assert fetch_url(server.url + "/ok.jpg", limits) == image  # one slow hop alone fits
+
+
+def test_slow_name_resolution_counts_against_the_deadline(monkeypatch):
+    release = threading.Event()
+
+    def slow_resolver(*args, **kwargs):
+        release.wait(4)
+        raise socket.gaierror("too late")
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_resolver)
+    try:
+        error, elapsed = timed(lambda: fetch_url("http://slow-dns.example/a.jpg", DEADLINE))
+    finally:
+        release.set()
+    assert isinstance(error, DownloadTimedOut) and elapsed < LATE_S
+
+
+def test_fast_downloads_are_untouched_by_the_deadline():
+    image = jpeg_bytes()
+    with FileServer() as server:
+        url = server.add("/a.jpg", image)
+        assert fetch_url(url, DEADLINE) == image
+        assert read_source(SourceRef(kind="url", location=url), DEADLINE, should_stop=threading.Event()) == image
+
+
+def test_the_deadline_is_a_setting_defaulting_to_30_seconds():
+    assert Settings(_env_file=None).fetch_deadline_s == 30.0
+    assert FetchLimits(max_bytes=1).deadline_s == 30.0
+    with pytest.raises(ValueError):
+        Settings(_env_file=None, fetch_deadline_s=0)
+
+
+def test_an_event_cancels_a_download_in_progress_within_a_second():
+    stop = threading.Event()
+    with DripServer(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", max_s=5) as origin:
+        timer = threading.Timer(0.3, stop.set)
+        timer.start()
+        error, elapsed = timed(lambda: fetch_url(origin.url + "/a.jpg", NO_DEADLINE_SOON, should_stop=stop))
+        timer.cancel()
+    assert isinstance(error, DownloadCancelled) and str(error) == "The download was stopped before it finished."
+    assert not isinstance(error, BadInputError)  # not the photo's fault: the runner can leave it pending
+    assert 0.3 <= elapsed < 1.5
+
+
+def test_a_callable_cancels_even_a_read_blocked_on_a_silent_server():
+    flag = {"stop": False}
+    with DripServer(b"", drip=b"", max_s=5) as origin:  # never answers; the read timeout is 10 s
+        timer = threading.Timer(0.3, lambda: flag.update(stop=True))
+        timer.start()
+        error, elapsed = timed(lambda: fetch_url(origin.url + "/a.jpg", NO_DEADLINE_SOON, should_stop=lambda: flag["stop"]))
+        timer.cancel()
+    assert isinstance(error, DownloadCancelled) and elapsed < 1.5
+
+
+def test_a_stop_already_requested_opens_no_connection(tmp_path):
+    stop = threading.Event()
+    stop.set()
+    with DripServer(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx") as origin:
+        with pytest.raises(DownloadCancelled):
+            read_source(SourceRef(kind="url", location=origin.url + "/a.jpg"), NO_DEADLINE_SOON, should_stop=stop)
+        assert origin.connections == 0
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(jpeg_bytes())
+    with pytest.raises(DownloadCancelled):
+        read_source(SourceRef(kind="file", location=str(photo)), NO_DEADLINE_SOON, should_stop=stop)
+    assert read_source(SourceRef(kind="file", location=str(photo)), NO_DEADLINE_SOON, should_stop=lambda: False) == photo.read_bytes()

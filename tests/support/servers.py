@@ -224,3 +224,106 @@ class FileServer(_Server):
     def add(self, path: str, body: bytes, *, status: int = 200, headers: dict[str, str] | None = None, delay: float = 0.0) -> str:
         self.routes[path] = (status, body, headers or {"Content-Type": "image/jpeg"}, delay)
         return self.url + path
+
+
+# Slow origins ---------------------------------------------------------------------------------
+class DripServer:
+    """A TCP server on 127.0.0.1 that, per connection, optionally reads the HTTP request, sends
+    `prefix` at once, then one `drip` every `interval_s` until `max_s` has passed, then closes.
+
+    Each send is tiny and prompt, so a client's per-read timeout never fires: only an overall
+    deadline ends the download. Examples: a body that never ends (`prefix` = status line and a
+    large Content-Length), headers that never end (`prefix` = status line only), a TLS handshake
+    that never ends (`read_request=False`, `prefix` = a TLS record header announcing 16 KB). With
+    `drip=b""` the server sends nothing after `prefix` (a silent origin)."""
+
+    def __init__(self, prefix: bytes = b"", *, drip: bytes = b"x", interval_s: float = 0.2, max_s: float = 5.0, read_request: bool = True) -> None:
+        import socket as _socket
+
+        self.prefix, self.drip, self.interval_s, self.max_s, self.read_request = prefix, drip, interval_s, max_s, read_request
+        self.connections = 0
+        self.stopped = threading.Event()
+        self._listener = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+        self._listener.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self._listener.settimeout(0.1)
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self._listener.getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn) -> None:
+        started = time.monotonic()
+        try:
+            conn.settimeout(1.0)
+            if self.read_request:
+                received = b""
+                while b"\r\n\r\n" not in received and len(received) < 65536:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        return
+                    received += chunk
+            conn.sendall(self.prefix)
+            while not self.stopped.is_set() and time.monotonic() - started < self.max_s:
+                if self.stopped.wait(self.interval_s):
+                    break
+                if self.drip:
+                    conn.sendall(self.drip)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self._thread.join(2)
+        self._listener.close()
+
+
+# Request counter ------------------------------------------------------------------------------
+class _CountingHandler(_Handler):
+    def _count(self) -> None:
+        owner: CountingServer = self.server.owner  # type: ignore[attr-defined]
+        with owner.lock:
+            owner.requests.append((self.command, self.path))
+        body = owner.png if self.path.endswith(".png") else b"<html><body>phished</body></html>"
+        self._send(200, body, {"Content-Type": "image/png" if self.path.endswith(".png") else "text/html"})
+
+    do_GET = do_HEAD = do_POST = _count  # type: ignore[assignment]
+
+
+class CountingServer(_Server):
+    """Answers anything (a 1×1 PNG for *.png, a page otherwise) and records each request: a tracking
+    beacon / phishing target that proves whether a browser ever loaded or followed a URL."""
+
+    # 1x1 transparent PNG
+    png = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                        "1f15c4890000000d49444154789c6360000002000005000155cdd3b80000000049454e44ae426082")
+
+    def __init__(self) -> None:
+        super().__init__(_CountingHandler)
+        self.requests: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+
+    @property
+    def port(self) -> int:
+        return self.httpd.server_address[1]
