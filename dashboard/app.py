@@ -3,13 +3,14 @@
 import streamlit as st
 
 from dashboard.runtime import current_user, get_runtime
+from dashboard.text import say
 
 st.set_page_config(page_title="Product tagger", page_icon=":material/sell:", layout="wide")
 
 user = current_user(get_runtime())
 if user.dev_mode:
-    st.warning(f"Local dev mode: single user **{user.email}**{' (admin)' if user.is_admin else ''}; no sign-in. "
-               "Set AUTH_MODE=alb behind the load balancer.", icon=":material/construction:")
+    st.warning(say("Local dev mode: single user **{email}**" + (" (admin)" if user.is_admin else "") + "; no sign-in. "
+                   "Set AUTH_MODE=alb behind the load balancer.", email=user.email), icon=":material/construction:")
 
 pages = [
     st.Page("pages/tag.py", title="Tag", icon=":material/sell:", default=True),

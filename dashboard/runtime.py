@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from dashboard.text import inert
 from pipeline.identity import AlbKeyCache, AuthError, User, identify
 from pipeline.runner import Stages
 from pipeline.service import build_stages, build_transform_runner
@@ -38,7 +39,7 @@ def current_user(runtime: Runtime) -> User:
     try:
         return identify(dict(st.context.headers), runtime.settings, runtime.keys)
     except AuthError as error:
-        st.error(str(error))
+        st.error(inert(error))  # may echo a header value
         st.stop()
         raise  # unreachable: st.stop() ends the run
 

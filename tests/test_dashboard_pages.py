@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import time
 import zipfile
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from dashboard.text import shown
 from support.images import jpeg_bytes
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
@@ -71,7 +73,7 @@ def test_tag_page_previews_rejects_and_runs_a_batch_in_the_background(app_env):
                                     ("broken.jpg", b"not really a jpeg", "image/jpeg")]).run()
     metrics = {m.label: m.value for m in app.metric}
     assert metrics == {"Ready to tag": "4", "Rejected": "0"}  # the broken photo is found out when it is read
-    assert any("notes.txt" in info.value for info in app.info)  # non-images are reported, not silently dropped
+    assert any("notes.txt" in shown(info.value) for info in app.info)  # non-images are reported, not silently dropped
     [run] = [b for b in app.button if b.label == "Run"]
     run.click().run()
     assert not app.exception, app.exception
@@ -134,11 +136,11 @@ def test_review_edits_are_saved_with_who_and_over_long_summaries_refused(app_env
                                               1: {"Summary": LONG_SUMMARY, "Tags": "new, tags"}},
                               "added_rows": [], "deleted_rows": []}
     app.run()
-    assert any("summary has 55 words (limit 50)" in w.value for w in app.warning)  # shown before saving
+    assert any("summary has 55 words (limit 50)" in shown(w.value) for w in app.warning)  # shown before saving
     [save] = [b for b in app.button if b.label == "Save changes"]
     save.click().run()
     assert not app.exception, app.exception
-    assert any("55 words; the limit is 50" in e.value for e in app.error)
+    assert any("55 words; the limit is 50" in shown(e.value) for e in app.error)
     first, second = store.get_item(items[0].id), store.get_item(items[1].id)
     assert first.summary == "A red cotton shirt for summer days." and first.word_count == 7
     assert second.summary == items[1].summary  # refused, not cut
@@ -260,7 +262,7 @@ def test_admin_sees_the_endpoint_card_charts_and_stops_with_confirmation(app_env
 
         [check] = [b for b in app.button if b.label == "Run the auto-stop check now"]
         check.click().run()
-        assert any(i.value.startswith("Auto-stop: kept running. Last activity 0 min ago (limit 30)") for i in app.info)
+        assert any(shown(i.value).startswith("Auto-stop: kept running. Last activity 0 min ago (limit 30)") for i in app.info)
 
         [stop] = [b for b in app.button if b.label == "Stop endpoint…"]
         stop.click().run()
@@ -274,3 +276,66 @@ def test_admin_sees_the_endpoint_card_charts_and_stops_with_confirmation(app_env
         assert (entry.who, entry.action, entry.result) == ("dev@localhost", "stop", "stopped")
         app.run()
         assert {m.label: m.value for m in app.metric}["Status"] == "stopped"
+
+
+# Content injection: user text reaches Markdown elements escaped (dashboard/text.py) ----------
+BEACON = "![b](http://127.0.0.1:9/beacon.png)"
+PHISH = "[click](http://127.0.0.1:9/phish)"
+LIVE_MARKDOWN = [re.compile(r"(?<!\\)!(?<!\\)\["), re.compile(r"(?<!\\)\](?<!\\)\("), re.compile(r"https?://"), re.compile(r"(?<!\\)<http")]
+
+
+def hostile_upload() -> list[tuple[str, bytes, str]]:
+    """A CSV whose SKUs and image cell are Markdown (the first row's image is missing, so it fails with
+    the cell in its error) and a zip with the photos and a non-image whose name is a link."""
+    rows = f'sku,image\n"{PHISH}","![b](//127.0.0.1:9/beacon.png)"\n"{BEACON}",a.jpg\n"{BEACON}",b.jpg\n'
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("a.jpg", jpeg_bytes(color=(200, 30, 30), seed=1))
+        archive.writestr("b.jpg", jpeg_bytes(color=(30, 160, 60), seed=2))
+        archive.writestr(f"notes {PHISH}.txt", b"not a photo")
+    return [("products.csv", rows.encode(), "text/csv"), ("photos.zip", buffer.getvalue(), "application/zip")]
+
+
+def markdown_bodies(app: AppTest) -> list[str]:
+    """Everything the page sends to the frontend as Markdown (alerts, captions, markdown)."""
+    return [e.value for kind in ("error", "warning", "info", "success", "caption", "markdown") for e in getattr(app, kind)]
+
+
+def assert_no_live_markdown(app: AppTest) -> None:
+    for body in markdown_bodies(app):
+        for pattern in LIVE_MARKDOWN:
+            assert not pattern.search(body), (pattern.pattern, body)
+
+
+def test_hostile_file_names_skus_and_errors_are_sent_escaped(app_env):
+    app = start()
+    app.file_uploader[0].set_value(hostile_upload()).run()
+    assert not app.exception, app.exception
+    assert {m.label: m.value for m in app.metric} == {"Ready to tag": "2", "Rejected": "1"}
+    infos = [shown(i.value) for i in app.info]
+    assert f"photos.zip: skipped notes {PHISH}.txt (not an image)" in infos  # the literal file name
+    assert any(i.startswith(f"SKU {BEACON} appears 2 times") for i in infos)
+    assert_no_live_markdown(app)
+
+    app.text_input[0].set_value(f"Batch {BEACON} {PHISH}").run()
+    [run] = [b for b in app.button if b.label == "Run"]
+    run.click().run()
+    assert not app.exception, app.exception
+    batch_id = app.session_state["batch_id"]
+    assert runtime().worker.wait_idle(120)
+    app.run()
+    assert_no_live_markdown(app)
+
+    review = app.switch_page("pages/review.py").run()
+    assert not review.exception, review.exception
+    [error] = review.error
+    assert shown(error.value) == "Could not be tagged: Line 2: image ![b](//127.0.0.1:9/beacon.png) was not found next to the CSV or in an uploaded zip."
+    assert error.value.startswith("Could not be tagged: ")  # the app's words stay as they are, only the cell is escaped
+    review.session_state[f"grid-{batch_id}-0"] = {"edited_rows": {1: {"Summary": LONG_SUMMARY}}, "added_rows": [], "deleted_rows": []}
+    review.run()
+    assert any(shown(w.value).startswith(f"#2 {BEACON}: summary has 55 words") for w in review.warning)
+    assert_no_live_markdown(review)
+    [save] = [b for b in review.button if b.label == "Save changes"]
+    save.click().run()
+    assert any(shown(e.value).startswith(f"#2 {BEACON}: ") for e in review.error)  # refused, naming the item
+    assert_no_live_markdown(review)

@@ -9,6 +9,7 @@ import plotly.express as px
 import streamlit as st
 
 from dashboard.runtime import current_user, get_endpoint_controller, get_runtime, require_admin
+from dashboard.text import inert, say
 from pipeline.costs import Assumptions, PriceTable, estimate_monthly_cost, month_to_date
 from pipeline.endpoint import Actor, NotAllowed
 from pipeline.errors import describe_error
@@ -27,7 +28,7 @@ def endpoint_status():
     try:
         return get_endpoint_controller().status(), None
     except Exception as error:  # no AWS credentials locally, throttling, ...: say so, keep the page
-        return None, f"Endpoint status unavailable: {str(error).splitlines()[0] if str(error) else describe_error(error)}"
+        return None, say("Endpoint status unavailable: {why}", why=str(error).splitlines()[0] if str(error) else describe_error(error))
 
 
 def act(action: str) -> None:
@@ -35,13 +36,13 @@ def act(action: str) -> None:
     try:
         result = control.start(actor) if action == "start" else control.stop(actor)
     except NotAllowed as error:
-        st.error(str(error))
+        st.error(inert(error))
         return
     except Exception as error:
         store.add_audit(actor.who, action, "error", str(error).splitlines()[0][:300])
-        st.error(f"Could not {action} the endpoint: {str(error).splitlines()[0]}")
+        st.error(say(f"Could not {action} the endpoint: {{why}}", why=str(error).splitlines()[0]))
         return
-    (st.success if result.changed else st.info)(f"{action.capitalize()}: {result.result}. {result.message}")
+    (st.success if result.changed else st.info)(say(f"{action.capitalize()}: {{result}}. {{message}}", result=result.result, message=result.message))
 
 
 def render_endpoint_card() -> bool:
@@ -56,7 +57,7 @@ def render_endpoint_card() -> bool:
     columns[1].metric("Instances", f"{status.instance_count or 0} × {status.instance_type or '—'}")
     columns[2].metric("Since (UTC)", f"{status.since:%Y-%m-%d %H:%M}" if status.since else "—")
     columns[3].metric("Last invocation (UTC)", f"{status.last_invocation:%Y-%m-%d %H:%M}" if status.last_invocation else "none")
-    st.caption(f"{status.name} · {status.mode} · {status.detail}")
+    st.caption(say("{name} · {mode} · {detail}", name=status.name, mode=status.mode, detail=status.detail))
     pending = st.session_state.get("pending_action")
     if pending is None:
         start, stop = st.columns(2)
@@ -81,7 +82,7 @@ def render_endpoint_card() -> bool:
                "`python -m pipeline endpoint autostop` task.")
     if st.button("Run the auto-stop check now"):
         result = get_endpoint_controller().autostop(settings.autostop_idle_minutes, Actor(f"{user.email} (auto-stop check)", True))
-        (st.success if result.changed else st.info)(f"Auto-stop: {result.result}. {result.message}")
+        (st.success if result.changed else st.info)(say("Auto-stop: {result}. {message}", result=result.result, message=result.message))
     return status.state == "in_service" or status.billing
 
 

@@ -7,6 +7,7 @@ import streamlit as st
 
 from dashboard.components import choose_batch
 from dashboard.runtime import current_user, get_runtime
+from dashboard.text import inert, say
 from pipeline.review import (
     SaveReport, grid_rows, item_label, regenerate_summaries, save_changes, set_review_status, summary_word_problems,
 )
@@ -27,7 +28,7 @@ def show_flash() -> None:
 def report_and_refresh(report: SaveReport, done: str) -> None:
     """Saved edits are already in the store when this runs; only then does the page say so."""
     flash = [("success", f"{done}: {len(report.saved)} change{'s' * (len(report.saved) != 1)} saved.")] if report.saved else []
-    flash += [("error", message) for message in report.refused]
+    flash += [("error", inert(message)) for message in report.refused]  # they name the item (SKU / file name)
     if report.refused:
         for kind, text in flash:  # keep the grid as typed so nothing refused is lost
             getattr(st, kind)(text)
@@ -58,7 +59,7 @@ def render_grid(batch_id: int, items) -> None:
     changes = pending_changes(key, frame)
     labels = {item.id: item_label(item) for item in items}
     for problem in summary_word_problems(changes, labels):
-        st.warning(problem + " It will not be saved until it is shorter.")
+        st.warning(inert(problem) + " It will not be saved until it is shorter.")
     selected = [int(item_id) for item_id in edited.index[edited["Select"]]]
 
     save, approve, reject, regenerate = st.columns(4)
@@ -85,7 +86,7 @@ def render_item(items) -> None:
     if photo_url:
         photo.image(photo_url, width=240)
     if item.status == "error":
-        fields.error(f"Could not be tagged: {item.error}")
+        fields.error(say("Could not be tagged: {error}", error=item.error))
     text = fields.text_area("Summary", value=item.summary or "", key=f"summary-{item.id}-{item.updated_at}")
     words = count_words(text)
     fields.caption(f"{words} / {MAX_SUMMARY_WORDS} words" + (" — too long, shorten before saving" if words > MAX_SUMMARY_WORDS else ""))

@@ -6,6 +6,7 @@ import streamlit as st
 
 from dashboard.components import choose_batch
 from dashboard.runtime import current_user, get_runtime
+from dashboard.text import inert
 from pipeline.batch_transform import job_estimate, use_job_by_default
 from pipeline.ingest import collect_sources
 from pipeline.normalize import IMAGE_EXTENSIONS
@@ -50,7 +51,7 @@ def render_upload() -> None:
     if rejected:
         st.dataframe([{"File": item.source, "Why": item.error} for item in rejected], hide_index=True, width="stretch")
     for notice in report.notices:
-        st.info(notice)
+        st.info(inert(notice))  # names files, SKUs, manifest problems
     name = st.text_input("Batch name", value=staged["default_name"])
     as_job = choose_run_mode(len(ready))
     if st.button("Run", type="primary", disabled=not ready):
@@ -93,13 +94,13 @@ def render_progress(batch_id: int) -> None:
     st.progress(view.fraction, text=f"{batch.done} of {batch.total} done · {batch.failed} failed · {view.state}"
                 + (f" · {format_eta(view.eta_s)} left" if view.state == "running" else ""))
     if view.notice:
-        st.info(view.notice)
+        st.info(inert(view.notice))
     if view.job is not None:
         job = view.job
         st.caption(f"Batch job {job.job_name}: {JOB_STATES.get(job.status, job.status)}, "
                    f"{job.done} of {job.total} photos captioned so far.")
     if view.problem:
-        st.warning(view.problem)
+        st.warning(inert(view.problem))  # describe_error text: may name files
     if view.state == "stopped" and st.button("Resume", key=f"resume-{batch_id}"):
         worker.submit(batch_id)
         st.rerun(scope="fragment")
