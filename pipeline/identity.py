@@ -5,6 +5,20 @@ Behind the AWS load balancer (AUTH_MODE=alb) the ALB authenticates people with O
 `kid`, check the expiry and that the signer is *our* load balancer (so a token minted by another ALB
 is refused), then read the email and groups. Locally (AUTH_MODE=dev) there is one dev user and
 headers are ignored, because without the ALB anyone could send them.
+
+Whose email counts: only a *verified* one — the token's `email` claim with `email_verified` true
+(a JSON `true`, or the string "true" as Cognito and some OIDC providers send it; anything else,
+missing included, is unverified). `User.email` is the label recorded as "who" on edits, batches and
+the audit log:
+
+- verified email → the email itself; it may make the user an admin through ADMIN_EMAILS;
+- unverified email → "<email> (unverified)": the person can use the app, but is never an admin by
+  email (anyone can type someone else's address into an identity provider that does not verify);
+- no email at all → "sub:<sub>" (the provider's stable subject id): the person can use the app as
+  a non-admin; a `sub` that looks like an admin's email does not count;
+- neither email nor sub → refused.
+
+Membership of ADMIN_GROUP (the signed groups claim) makes an admin whatever the email.
 """
 
 from __future__ import annotations
@@ -31,10 +45,11 @@ class AuthError(UserFacingError):
 
 @dataclass(frozen=True)
 class User:
-    email: str
+    email: str  # the "who" label: verified email, "<email> (unverified)" or "sub:<sub>" (module docstring)
     name: str
     is_admin: bool
     dev_mode: bool = False
+    email_verified: bool = False
 
 
 class AlbKeyCache:
@@ -84,8 +99,24 @@ def verify_alb_token(token: str, *, keys: AlbKeyCache, expected_signer: str, now
     return claims
 
 
-def is_admin(email: str, claims: Mapping[str, Any], *, admin_emails: list[str], admin_group: str | None, group_claim: str) -> bool:
-    if email.lower() in {e.lower() for e in admin_emails}:
+def claim_is_true(value: Any) -> bool:
+    """An OIDC boolean claim: JSON true, or the string "true" (Cognito sends strings)."""
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
+def verified_email(claims: Mapping[str, Any]) -> str | None:
+    """The token's email when the identity provider says it is verified, else None."""
+    email = claims.get("email")
+    if isinstance(email, str) and email.strip() and claim_is_true(claims.get("email_verified")):
+        return email.strip()
+    return None
+
+
+def is_admin(email: str | None, claims: Mapping[str, Any], *, admin_emails: list[str], admin_group: str | None, group_claim: str) -> bool:
+    """Admin by ADMIN_GROUP membership, or by ADMIN_EMAILS — the latter only when `email` is the
+    token's own *verified* email (an unverified email or a `sub` never makes an admin)."""
+    verified = verified_email(claims)
+    if email and verified and email.strip().lower() == verified.lower() and verified.lower() in {e.strip().lower() for e in admin_emails}:
         return True
     if not admin_group:
         return False
@@ -98,15 +129,27 @@ def is_admin(email: str, claims: Mapping[str, Any], *, admin_emails: list[str], 
 def identify(headers: Mapping[str, str], settings, keys: AlbKeyCache | None) -> User:
     """The current user from request headers (ALB mode) or the configured dev user."""
     if settings.auth_mode == "dev":
-        return User(email=settings.dev_user_email, name="Developer", is_admin=settings.dev_user_is_admin, dev_mode=True)
+        return User(email=settings.dev_user_email, name="Developer", is_admin=settings.dev_user_is_admin, dev_mode=True, email_verified=True)
     token = next((value for name, value in headers.items() if name.lower() == OIDC_DATA_HEADER), None)
     if not token:
         raise AuthError("You are not signed in. Open the dashboard through its normal address to sign in.")
     if not settings.alb_arn or keys is None:
         raise AuthError("Sign-in is not configured (ALB_ARN is missing). Ask an admin.")
     claims = verify_alb_token(token, keys=keys, expected_signer=settings.alb_arn)
-    email = str(claims.get("email") or claims.get("sub") or "")
-    if not email:
-        raise AuthError("Your sign-in carries no email address; ask an admin to check the identity provider.")
-    admin = is_admin(email, claims, admin_emails=settings.admin_emails, admin_group=settings.admin_group, group_claim=settings.group_claim)
-    return User(email=email, name=str(claims.get("name") or email), is_admin=admin)
+    label = user_label(claims)
+    admin = is_admin(verified_email(claims), claims, admin_emails=settings.admin_emails, admin_group=settings.admin_group, group_claim=settings.group_claim)
+    return User(email=label, name=str(claims.get("name") or label), is_admin=admin, email_verified=verified_email(claims) is not None)
+
+
+def user_label(claims: Mapping[str, Any]) -> str:
+    """What `User.email` holds (see the module docstring): verified email, "<email> (unverified)" or "sub:<sub>"."""
+    verified = verified_email(claims)
+    if verified:
+        return verified
+    email = claims.get("email")
+    if isinstance(email, str) and email.strip():
+        return f"{email.strip()} (unverified)"
+    subject = claims.get("sub")
+    if isinstance(subject, str) and subject.strip():
+        return f"sub:{subject.strip()}"
+    raise AuthError("Your sign-in carries neither an email address nor a user id; ask an admin to check the identity provider.")

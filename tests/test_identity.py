@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from pipeline.identity import AlbKeyCache, AuthError, identify, is_admin, verify_alb_token
+from pipeline.identity import AlbKeyCache, AuthError, claim_is_true, identify, is_admin, verified_email, verify_alb_token
 from pipeline.settings import Settings
 from support.servers import FileServer
 
@@ -43,10 +43,12 @@ def keys(key_server):
     return AlbKeyCache(key_server.url + "/keys/{kid}", "us-east-1")
 
 
-def token(key, *, signer=ALB, kid=KID, lifetime=120, claims=None, alg="ES256") -> str:
+def token(key, *, signer=ALB, kid=KID, lifetime=120, claims=None, alg="ES256", drop=()) -> str:
     exp = int(time.time()) + lifetime
-    payload = {"sub": "1234", "email": "ana@example.com", "name": "Ana", "exp": exp, "iss": "https://idp.example.com"}
+    payload = {"sub": "1234", "email": "ana@example.com", "email_verified": "true", "name": "Ana", "exp": exp, "iss": "https://idp.example.com"}
     payload.update(claims or {})
+    for name in drop:
+        payload.pop(name, None)
     headers = {"kid": kid, "signer": signer, "client": "client-id", "exp": exp, "iss": "https://idp.example.com"}
     return jwt.encode(payload, key, algorithm=alg, headers=headers)
 
@@ -105,11 +107,68 @@ def test_keys_are_fetched_once_per_kid(signing_key, key_server, keys):
     for _ in range(3):
         identify({"x-amzn-oidc-data": token(signing_key)}, alb_settings(), keys)
     key_server.routes.clear()  # the server forgets the key; the cache still has it
-    assert identify({"x-amzn-oidc-data": token(signing_key)}, alb_settings(), keys).email == "ana@example.com"
-    key_server.add(f"/keys/{KID}", pem(signing_key), headers={"Content-Type": "text/plain"})
+    try:
+        assert identify({"x-amzn-oidc-data": token(signing_key)}, alb_settings(), keys).email == "ana@example.com"
+    finally:  # later tests need the key again, whatever happened here
+        key_server.add(f"/keys/{KID}", pem(signing_key), headers={"Content-Type": "text/plain"})
 
 
 def test_dev_mode_ignores_headers_and_uses_the_dev_user(signing_key):
     settings = Settings(_env_file=None, dev_user_email="me@localhost", dev_user_is_admin=False)
     user = identify({"x-amzn-oidc-data": token(signing_key, claims={"email": "boss@example.com"})}, settings, None)
     assert (user.email, user.is_admin, user.dev_mode) == ("me@localhost", False, True)
+
+
+# Verified email only ------------------------------------------------------------------------------
+def sign_in(signing_key, keys, *, claims=None, drop=(), **settings):
+    return identify({"x-amzn-oidc-data": token(signing_key, claims=claims, drop=drop)}, alb_settings(**settings), keys)
+
+
+@pytest.mark.parametrize("verified", [True, "true", "TRUE", " true "])
+def test_an_admin_email_counts_when_verified_as_bool_or_string(signing_key, keys, verified):
+    user = sign_in(signing_key, keys, claims={"email": "Boss@Example.com", "email_verified": verified})
+    assert user.is_admin and user.email_verified and user.email == "Boss@Example.com"
+
+
+@pytest.mark.parametrize("verified", [False, "false", "False", "", "yes", 1, None, "missing"])
+def test_an_unverified_admin_email_is_not_an_admin(signing_key, keys, verified):
+    drop = ("email_verified",) if verified == "missing" else ()
+    claims = {"email": "boss@example.com"} if drop else {"email": "boss@example.com", "email_verified": verified}
+    user = sign_in(signing_key, keys, claims=claims, drop=drop)
+    assert not user.is_admin and not user.email_verified
+    assert user.email == "boss@example.com (unverified)"  # never recorded as the admin's own address
+    assert user.name == "Ana"
+
+
+def test_without_an_email_the_user_is_a_non_admin_identified_by_sub(signing_key, keys):
+    user = sign_in(signing_key, keys, claims={"sub": "0b6c2f1e-aaaa"}, drop=("email", "email_verified", "name"))
+    assert (user.email, user.name, user.is_admin, user.email_verified) == ("sub:0b6c2f1e-aaaa", "sub:0b6c2f1e-aaaa", False, False)
+
+
+def test_a_sub_shaped_like_an_admin_email_is_not_an_admin(signing_key, keys):
+    # The old fallback used `sub` as the email and matched it against ADMIN_EMAILS.
+    user = sign_in(signing_key, keys, claims={"sub": "boss@example.com", "email_verified": "true"}, drop=("email",))
+    assert not user.is_admin and user.email == "sub:boss@example.com"
+    empty = sign_in(signing_key, keys, claims={"sub": "boss@example.com", "email": "", "email_verified": True})
+    assert not empty.is_admin and empty.email == "sub:boss@example.com"
+
+
+def test_group_membership_still_makes_an_admin_without_a_verified_email(signing_key, keys):
+    user = sign_in(signing_key, keys, claims={"groups": ["tagger-admins"]}, drop=("email", "email_verified"))
+    assert user.is_admin and user.email == "sub:1234"
+
+
+def test_neither_email_nor_sub_is_refused(signing_key, keys):
+    with pytest.raises(AuthError, match="neither an email address nor a user id"):
+        sign_in(signing_key, keys, drop=("email", "email_verified", "sub"))
+
+
+def test_is_admin_itself_requires_the_tokens_verified_email():
+    admins = dict(admin_emails=["boss@example.com"], admin_group=None, group_claim="groups")
+    assert is_admin("boss@example.com", {"email": "boss@example.com", "email_verified": True}, **admins)
+    assert not is_admin("boss@example.com", {"email": "boss@example.com", "email_verified": "false"}, **admins)
+    assert not is_admin("boss@example.com", {"email": "ana@example.com", "email_verified": True}, **admins)  # not the token's email
+    assert not is_admin("boss@example.com", {"sub": "boss@example.com"}, **admins)
+    assert not is_admin(None, {"email": "boss@example.com", "email_verified": True}, **admins)
+    assert verified_email({"email": " a@b.c ", "email_verified": "true"}) == "a@b.c"
+    assert [claim_is_true(v) for v in (True, "true", "false", 1, "1", None)] == [True, True, False, False, False, False]
