@@ -6,21 +6,40 @@ import csv
 import html
 import io
 import re
+import unicodedata
 from typing import Any, Literal
 
 from pipeline.attributes import AttributeSchema
 from pipeline.models import ItemRecord
 
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# A cell is escaped when its first character that a spreadsheet does not skip starts a formula:
+# = + - @ and their fullwidth / small-form lookalikes (＝ ＋ － ＠ ﹦ ﹢ ﹣ ﹫, which NFKC folds to
+# them) and the minus sign −; what is skipped first: whitespace of any kind (space, tab, CR, LF,
+# no-break and ideographic spaces) and invisible format characters (BOM, zero-width, bidi marks).
+# A cell starting with a tab, CR or LF is escaped whatever follows (the export's rule before).
+FORMULA_STARTS = frozenset("=+-@\u2212")
+ALWAYS_ESCAPED_FIRST = ("\t", "\r", "\n")
 ExportFilter = Literal["approved", "all", "failed"]
 SHOPIFY_COLUMNS = ["Handle", "Title", "Body (HTML)", "Tags", "Image Src", "Image Alt Text", "Variant SKU"]
 
 
 def escape_formula(value: Any) -> Any:
-    """Stop spreadsheets from running a cell as a formula (CSV injection): prefix with a quote."""
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+    """Stop spreadsheets from running a cell as a formula (CSV injection): prefix with a quote.
+
+    Only text is escaped: numbers (a negative `brightness`, say) stay numbers."""
+    if isinstance(value, str) and _starts_formula(value):
         return "'" + value
     return value
+
+
+def _starts_formula(text: str) -> bool:
+    if text.startswith(ALWAYS_ESCAPED_FIRST):
+        return True
+    for char in text:
+        if char.isspace() or unicodedata.category(char) == "Cf":
+            continue  # skipped by spreadsheets (or invisible to the person opening the file)
+        return char in FORMULA_STARTS or unicodedata.normalize("NFKC", char)[:1] in FORMULA_STARTS
+    return False
 
 
 def report_columns(schema: AttributeSchema) -> list[str]:
