@@ -21,9 +21,10 @@ import socket
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, Union
+from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import urllib3
@@ -61,7 +62,7 @@ class _HasIsSet(Protocol):
 
 
 # `should_stop`: a threading.Event (anything with is_set()) or a no-argument callable; true = stop.
-ShouldStop = Union[Callable[[], bool], _HasIsSet, None]
+ShouldStop = Callable[[], bool] | _HasIsSet | None
 WATCH_INTERVAL_S = 0.05  # how often `should_stop` is polled while a download runs
 CONNECT_GRACE_S = 0.25  # a TCP connect may end this long after the deadline (it cannot be woken)
 
@@ -277,7 +278,7 @@ def _bounded(watchdog: _Watchdog, work: Callable[[], Any]) -> Any:
     def run() -> None:
         try:
             outcome["value"] = work()
-        except BaseException as exc:  # handed to the caller
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, who re-raises it
             outcome["error"] = exc
         finally:
             finished.set()
@@ -321,7 +322,7 @@ def _fetch_within(url: str, limits: FetchLimits, watchdog: _Watchdog) -> bytes:
             raise BadInputError("Image URLs with embedded credentials are not allowed.")
         port = parts.port or (443 if parts.scheme == "https" else 80)
         hostname = parts.hostname
-        address = _bounded(watchdog, lambda: check_public_address(hostname, port, limits.allow_private))[0]
+        address = _bounded(watchdog, lambda host=hostname, port=port: check_public_address(host, port, limits.allow_private))[0]
         pool, response = _request(parts, address, port, limits, watchdog)
         try:
             watchdog.check()
@@ -343,7 +344,7 @@ def _watched(connection_class: type, watchdog: _Watchdog) -> type:
     """`connection_class`, registering every socket it opens with `watchdog`."""
 
     class Watched(connection_class):  # type: ignore[misc, valid-type]
-        def _new_conn(self):  # noqa: ANN202 - urllib3's own signature
+        def _new_conn(self):
             sock = super()._new_conn()
             watchdog.watch(sock)
             return sock

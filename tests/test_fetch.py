@@ -7,16 +7,24 @@ import zipfile
 import boto3
 import pytest
 from moto import mock_aws
+from support.images import jpeg_bytes
+from support.servers import DripServer, FileServer
 
 from pipeline.errors import BadInputError
 from pipeline.fetch import (
-    DownloadCancelled, DownloadTimedOut, FetchLimits, check_public_address, embedded_ipv4, fetch_s3, fetch_url, is_public_address,
-    read_source, read_zip_member,
+    DownloadCancelled,
+    DownloadTimedOut,
+    FetchLimits,
+    check_public_address,
+    embedded_ipv4,
+    fetch_s3,
+    fetch_url,
+    is_public_address,
+    read_source,
+    read_zip_member,
 )
 from pipeline.models import SourceRef
 from pipeline.settings import Settings
-from support.images import jpeg_bytes
-from support.servers import DripServer, FileServer
 
 PUBLIC_ONLY = FetchLimits(max_bytes=1_000_000, timeout_s=2.0)
 LOCAL_OK = FetchLimits(max_bytes=1_000_000, timeout_s=0.5, allow_private=True)
@@ -150,7 +158,7 @@ def test_ipv6_forms_embedding_a_public_ipv4_and_public_addresses_pass(address):
 def stub_resolver(*addresses: str):
     calls = []
 
-    def resolve(host, port, type=0, **_):  # noqa: A002 - getaddrinfo's own keyword
+    def resolve(host, port, type=0, **_):  # getaddrinfo's own keyword names
         calls.append(host)
         return [
             (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port, 0, 0) if ":" in a else (a, port))

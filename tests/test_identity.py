@@ -164,7 +164,7 @@ def test_neither_email_nor_sub_is_refused(signing_key, keys):
 
 
 def test_is_admin_itself_requires_the_tokens_verified_email():
-    admins = dict(admin_emails=["boss@example.com"], admin_group=None, group_claim="groups")
+    admins = {"admin_emails": ["boss@example.com"], "admin_group": None, "group_claim": "groups"}
     assert is_admin("boss@example.com", {"email": "boss@example.com", "email_verified": True}, **admins)
     assert not is_admin("boss@example.com", {"email": "boss@example.com", "email_verified": "false"}, **admins)
     assert not is_admin("boss@example.com", {"email": "ana@example.com", "email_verified": True}, **admins)  # not the token's email
