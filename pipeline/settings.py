@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     # Normalization
     max_side: int = 768
     jpeg_quality: int = 85
+    decode_budget_mb: float = Field(
+        256.0,
+        description="Decoded pixels (MB) all workers of the process may hold at once; a larger single image decodes alone. 0: no limit.",
+    )
 
     # Runner
     concurrency: int = 4

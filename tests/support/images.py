@@ -49,3 +49,29 @@ def png_bomb(width: int = 60000, height: int = 60000) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit greyscale
     body = zlib.compress(b"\x00" * 1024)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+def png_with_exif_orientation(size=(800, 400), orientation: int = 6, *, after_pixels: bool = False, mode: str = "RGB") -> bytes:
+    """A PNG carrying an eXIf chunk with `orientation`, before the pixel data or (as some tools
+    write it) after it, where Pillow only sees it once the pixels are decoded."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(product_photo(size).convert(mode), "PNG", exif=exif.tobytes())
+    if not after_pixels:
+        return data
+    chunks, offset = [], 8
+    while offset < len(data):
+        length = struct.unpack(">I", data[offset : offset + 4])[0]
+        chunks.append(data[offset : offset + 12 + length])
+        offset += 12 + length
+    exif_chunk = next(chunk for chunk in chunks if chunk[4:8] == b"eXIf")
+    rest = [chunk for chunk in chunks if chunk is not exif_chunk]
+    return data[:8] + b"".join(rest[:-1]) + exif_chunk + rest[-1]  # just before IEND
+
+
+def big_rgba_png(size=(3000, 2000)) -> bytes:
+    """A large, highly compressible RGBA PNG: transparent border, an opaque blue square in the middle."""
+    image = Image.new("RGBA", size, (255, 0, 0, 0))
+    w, h = size
+    image.paste((0, 0, 255, 255), (w // 4, h // 4, 3 * w // 4, 3 * h // 4))
+    return encode(image, "PNG")

@@ -1,0 +1,167 @@
+"""A process-wide cap on the bytes of decoded pixels in flight, shared by every worker thread.
+
+Why: a 208 KB PNG can declare 7000x7000 RGBA pixels, which decode to 196 MB. Bounding the
+*number* of workers does not bound memory (each may hold such an image); bounding the *pixels*
+does. Every full decode asks the budget first (`with budget.hold(nbytes): image.load()`), and
+waits while other decodes hold too much of it.
+
+Rules:
+- Requests are granted in arrival order (FIFO): a large image is not starved by a stream of small
+  ones, and a small one never overtakes a waiting large one.
+- One image larger than the whole budget is *not refused*: it waits until nothing else is being
+  decoded, then decodes alone with the whole budget held. Refusing would reject photos that pass
+  `MAX_PIXELS` (50 MP x 4 bytes = 200 MB at most, the largest decode the pipeline accepts), and
+  "alone" already keeps the peak at one image.
+- `limit_bytes <= 0` turns the budget off (every request granted at once), for comparisons.
+
+Counting bytes is not enough on glibc: with many threads, freed 16 MB Pillow blocks stay in
+per-thread malloc arenas (the dynamic mmap threshold rises to 32 MB after the first large free),
+and a 256 MB budget still ended at 1.8 GB of RSS. So an enabled budget also makes freed pixels
+leave the process (`return_freed_memory`): Pillow allocates images in 64 MB blocks (above glibc's
+largest mmap threshold, so they are mapped and unmapped), and glibc keeps at most 2 arenas.
+Measured in bench/memory.py.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import platform
+import threading
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+MB = 1024 * 1024
+
+
+class DecodeBudget:
+    """Counting gate on bytes of decoded pixels; thread-safe, FIFO, reentrancy is *not* supported
+    (a thread must not ask again while it holds a grant: it could wait for itself)."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit = int(limit_bytes)
+        self._cond = threading.Condition()
+        self._queue: deque[object] = deque()
+        self._in_use = 0
+        self._peak = 0
+        if self.enabled:
+            return_freed_memory()
+
+    @property
+    def enabled(self) -> bool:
+        return self.limit > 0
+
+    @property
+    def in_use(self) -> int:
+        with self._cond:
+            return self._in_use
+
+    @property
+    def peak(self) -> int:
+        """Most bytes ever granted at once (for tests and benchmarks)."""
+        with self._cond:
+            return self._peak
+
+    @property
+    def waiting(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    def grant_for(self, nbytes: int) -> int:
+        """What a request of `nbytes` actually takes: at most the whole budget."""
+        nbytes = max(0, int(nbytes))
+        return min(nbytes, self.limit) if self.enabled else nbytes
+
+    def acquire(self, nbytes: int) -> int:
+        """Wait until `nbytes` (capped at the whole budget) fit, take them; returns the grant to release."""
+        grant = self.grant_for(nbytes)
+        with self._cond:
+            if not self.enabled:
+                self._take(grant)
+                return grant
+            ticket = object()
+            self._queue.append(ticket)
+            try:
+                while self._queue[0] is not ticket or self._in_use + grant > self.limit:
+                    self._cond.wait()
+            except BaseException:
+                self._queue.remove(ticket)
+                self._cond.notify_all()
+                raise
+            self._queue.popleft()
+            self._take(grant)
+            self._cond.notify_all()  # the next in line may fit too
+            return grant
+
+    def release(self, grant: int) -> None:
+        with self._cond:
+            self._in_use -= grant
+            if self._in_use < 0:
+                raise RuntimeError("DecodeBudget released more than was acquired.")
+            self._cond.notify_all()
+
+    @contextmanager
+    def hold(self, nbytes: int) -> Iterator[int]:
+        grant = self.acquire(nbytes)
+        try:
+            yield grant
+        finally:
+            self.release(grant)
+
+    def _take(self, grant: int) -> None:
+        self._in_use += grant
+        self._peak = max(self._peak, self._in_use)
+
+
+PILLOW_BLOCK_BYTES = 64 * MB
+M_ARENA_MAX = -8  # glibc mallopt parameter
+_allocator_done = False
+
+
+def return_freed_memory() -> None:
+    """Once per process: big Pillow images in mmapped blocks, at most 2 glibc malloc arenas."""
+    global _allocator_done
+    if _allocator_done:
+        return
+    _allocator_done = True
+    from PIL import Image
+
+    Image.core.set_block_size(max(PILLOW_BLOCK_BYTES, Image.core.get_block_size()))
+    if platform.libc_ver()[0] == "glibc":
+        try:
+            ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(M_ARENA_MAX, 2)
+        except (OSError, AttributeError):
+            pass
+
+
+_default: DecodeBudget | None = None
+_default_lock = threading.Lock()
+
+
+def default_budget() -> DecodeBudget:
+    """The budget every `normalize_image` call shares unless given its own; made on first use from
+    `Settings().decode_budget_mb` (or `configure_default_budget`)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = DecodeBudget(_budget_mb_from_settings() * MB)
+        return _default
+
+
+def configure_default_budget(megabytes: float) -> DecodeBudget:
+    """Replace the process-wide budget (the service calls this with `settings.decode_budget_mb`).
+    Decodes already holding the old budget finish under it."""
+    global _default
+    with _default_lock:
+        _default = DecodeBudget(int(megabytes * MB))
+        return _default
+
+
+def _budget_mb_from_settings() -> float:
+    from pipeline.settings import Settings
+
+    try:
+        return Settings().decode_budget_mb
+    except Exception:  # an unrelated invalid setting must not stop photos: use the field's default
+        return Settings.model_fields["decode_budget_mb"].default
