@@ -2,15 +2,23 @@
 
 Ingest only reads names, headers and CSV text; image bytes are read later, one item at a time,
 so a 1,000-image zip never sits in memory. Every problem becomes one error item or a notice.
+
+Zips are described by their central directory, read once. A zip may hold the same name twice:
+such members are referred to as `name\\<index in the central directory>` (a backslash never
+appears in an accepted name), so each copy is its own item with its own bytes; `zip_entry`
+and `read_zip_entry` understand both forms.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import os
 import posixpath
+import threading
 import zipfile
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -22,6 +30,10 @@ REQUIRED_COLUMNS = ("sku", "image")
 HINT_COLUMNS = ("title", "brand", "category", "notes")
 MANIFEST_NAME = "manifest.csv"
 MAX_CSV_BYTES = 20 * 1024 * 1024
+MAX_CELL_CHARS = 10_000  # a longer cell fails its row (the csv module's own 128 KB limit failed the batch)
+DELIMITERS = (",", ";", "\t", "|")
+DUPLICATE_MARK = "\\"  # member ref "name\\<index>": that entry of the central directory
+READ_CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -38,6 +50,7 @@ class CsvRow:
     sku: str
     image: str
     hints: dict[str, str]
+    error: str | None = None  # this row's own problem (e.g. an over-long cell); other rows still count
 
 
 @dataclass
@@ -45,8 +58,11 @@ class ZipListing:
     """What a zip holds, from its central directory only."""
 
     path: Path
-    images: list[str] = field(default_factory=list)
-    errors: dict[str, str] = field(default_factory=dict)  # member -> why it cannot be used
+    images: list[str] = field(default_factory=list)  # member refs: the name, or name\\index for a repeated name
+    labels: dict[str, str] = field(default_factory=dict)  # member ref -> what the summary shows, for repeated names
+    by_name: dict[str, str] = field(default_factory=dict)  # name -> first usable member ref (what a CSV row means)
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (member, why it cannot be used)
+    error_by_name: dict[str, str] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
     manifest: list[CsvRow] | None = None
     manifest_error: str | None = None
@@ -57,24 +73,30 @@ def is_image_name(name: str) -> bool:
 
 
 def collect_sources(paths: list[Path], limits: IngestLimits) -> IngestReport:
-    """Every product found in `paths`, in order. CSV rows may point into zips of the same upload."""
+    """Every product found in `paths`, in order. CSV rows may point into zips of the same upload and
+    at photos uploaded with them: such a photo becomes that CSV row, never an extra item."""
     report = IngestReport()
     zips = {path: list_zip(path, limits) for path in paths if path.suffix.lower() == ".zip"}
-    referenced: set[tuple[Path, str]] = set()
+    referenced: set[tuple[Path, str]] = set()  # zip members CSV rows took
+    referenced_files: set[str] = set()  # uploaded photos CSV rows took (absolute, normalized paths)
+    # A CSV's rows past `max_images` can never be added (its items are contiguous): they are counted, not built.
+    csv_items = {path: _csv_items(path, zips, referenced, referenced_files, limits.max_images) for path in paths if path.suffix.lower() == ".csv"}
+    overflow = sum(extra for _, extra in csv_items.values())
     for path in paths:
         suffix = path.suffix.lower()
         if suffix == ".csv":
-            _add_csv(path, zips, referenced, report)
+            report.items.extend(csv_items[path][0])
         elif suffix == ".zip":
             continue  # after the CSVs, so members a CSV names are not tagged twice
         elif is_image_name(path.name):
-            report.items.append(SourceItem(source=path.name, ref=SourceRef("file", str(path))))
+            if _file_key(path) not in referenced_files:
+                report.items.append(SourceItem(source=path.name, ref=SourceRef("file", str(path))))
         else:
             report.items.append(SourceItem(source=path.name, ref=None, error="Not a supported file: upload images, a .zip of images or a .csv."))
     for listing in zips.values():
         _add_zip(listing, referenced, report)
     _warn_duplicate_skus(report)
-    _apply_batch_limit(report, limits.max_images)
+    _apply_batch_limit(report, limits.max_images, overflow)
     return report
 
 
@@ -83,32 +105,131 @@ def list_zip(path: Path, limits: IngestLimits) -> ZipListing:
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError):
-        listing.errors[""] = "This file is not a valid zip archive."
+        listing.errors.append(("", "This file is not a valid zip archive."))
         return listing
     with archive:
+        infos = archive.infolist()  # the central directory, read once
+        counts: dict[str, int] = defaultdict(int)
+        for info in infos:
+            counts[info.filename] += 1
+        seen: dict[str, int] = defaultdict(int)
         total = 0
-        for info in archive.infolist():
+        for index, info in enumerate(infos):
             name = info.filename
             if info.is_dir():
                 continue
             if not is_safe_member_name(name):
-                listing.errors[name] = "Unsafe file path inside the zip (absolute or '..'); skipped for safety."
+                _zip_error(listing, name, "Unsafe file path inside the zip (absolute or '..'); skipped for safety.")
                 continue
             if _is_hidden(name):
                 continue
             if posixpath.basename(name).lower() == MANIFEST_NAME:
                 listing.manifest, listing.manifest_error = _read_manifest(archive, info, name)
                 continue
+            if name.lower().endswith(".zip"):
+                _zip_error(listing, name, "A zip inside the zip is not opened; upload that zip (or its photos) on its own.")
+                continue
             if not is_image_name(name):
                 listing.notices.append(f"{path.name}: skipped {name} (not an image)")
                 continue
+            repeated = counts[name] > 1
+            ref = f"{name}{DUPLICATE_MARK}{index}" if repeated else name
+            if repeated:
+                seen[name] += 1
+                listing.labels[ref] = f"{name} (copy {seen[name]} of {counts[name]})"
             problem = _member_problem(info, limits, total)
             if problem:
-                listing.errors[name] = problem
+                _zip_error(listing, listing.labels.get(ref, name), problem)
                 continue
             total += info.file_size
-            listing.images.append(name)
+            listing.images.append(ref)
+            listing.by_name.setdefault(name, ref)
+        repeated_names = sorted(name for name, count in counts.items() if count > 1 and name in listing.by_name)
+        if repeated_names:
+            listing.notices.append(
+                f"{path.name}: {len(repeated_names)} name(s) appear more than once ({', '.join(repeated_names[:3])}"
+                f"{', …' if len(repeated_names) > 3 else ''}); each copy is tagged as its own photo."
+            )
     return listing
+
+
+def _zip_error(listing: ZipListing, member: str, error: str) -> None:
+    listing.errors.append((member, error))
+    listing.error_by_name.setdefault(member, error)
+
+
+def zip_entry(archive: zipfile.ZipFile, member: str) -> zipfile.ZipInfo:
+    """The entry a member ref names: `name` (unique in the zip) or `name\\<index>` (one copy of a
+    repeated name). Raises KeyError when the zip has no such entry."""
+    if DUPLICATE_MARK in member:
+        name, _, index = member.rpartition(DUPLICATE_MARK)
+        infos = archive.infolist()
+        if not index.isdigit() or int(index) >= len(infos) or infos[int(index)].filename != name:
+            raise KeyError(member)
+        return infos[int(index)]
+    return archive.getinfo(member)
+
+
+class OpenZips:
+    """Zips kept open for reading members, shared by every worker: each central directory is read
+    once (a 20,000-entry zip took ~0.4 s to open, per member), not once per member. A zip replaced
+    on disk (other size or mtime) is opened again."""
+
+    def __init__(self, max_open: int = 8) -> None:
+        self.max_open = max_open
+        self._open: OrderedDict[tuple[str, int, int], zipfile.ZipFile] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: Path) -> zipfile.ZipFile:
+        stat = os.stat(path)
+        key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+        with self._lock:
+            archive = self._open.get(key)
+            if archive is not None:
+                self._open.move_to_end(key)
+                return archive
+        archive = zipfile.ZipFile(path)  # outside the lock: reading a big directory must not stall other zips
+        with self._lock:
+            self._open[key] = archive
+            while len(self._open) > self.max_open:
+                _, oldest = self._open.popitem(last=False)
+                oldest.close()  # a member still being read keeps the file open until it is done
+        return archive
+
+    def close(self) -> None:
+        with self._lock:
+            while self._open:
+                self._open.popitem()[1].close()
+
+
+OPEN_ZIPS = OpenZips()
+
+
+def read_zip_entry(zip_path: Path, member: str, *, max_bytes: int, max_ratio: float, zips: OpenZips | None = None) -> bytes:
+    """Stream one member (by ref, so each copy of a repeated name is its own), enforcing size and
+    ratio while reading (headers can lie). Raises BadInputError with a plain sentence."""
+    try:
+        archive = (zips or OPEN_ZIPS).get(Path(zip_path))
+        info = zip_entry(archive, member)
+        budget = min(max_bytes, int(max(info.compress_size, 1) * max_ratio))
+        chunks, total = [], 0
+        with archive.open(info) as stream:
+            while chunk := stream.read(READ_CHUNK):
+                total += len(chunk)
+                if total > budget:
+                    if total > max_bytes:
+                        raise BadInputError(f"This image is larger than {max_bytes / 1e6:.1f} MB.")
+                    raise BadInputError("This zip entry expands far beyond its compressed size (possible zip bomb); skipped.")
+                chunks.append(chunk)
+        return b"".join(chunks)
+    except KeyError as exc:
+        raise BadInputError(f"{member.partition(DUPLICATE_MARK)[0]} is missing from the zip.") from exc
+    except FileNotFoundError as exc:
+        raise BadInputError(f"The zip {Path(zip_path).name} no longer exists.") from exc
+    except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError) as exc:
+        raise BadInputError("This zip entry is damaged or uses an unsupported compression method.") from exc
+    except RuntimeError as exc:  # zipfile raises RuntimeError for encrypted members
+        raise BadInputError("This zip entry is password-protected.") from exc
 
 
 def is_safe_member_name(name: str) -> bool:
@@ -152,50 +273,84 @@ def _add_zip(listing: ZipListing, referenced: set[tuple[Path, str]], report: Ing
     report.notices.extend(listing.notices)
     if listing.manifest_error:
         report.notices.append(f"{label}: {listing.manifest_error} Images were tagged without SKUs.")
-    for member, error in listing.errors.items():
+    for member, error in listing.errors:
         report.items.append(SourceItem(source=f"{label}:{member}" if member else label, ref=None, error=error))
-    by_member = {row.image: row for row in listing.manifest or []}
+    by_member: dict[str, CsvRow] = {}
+    for row in listing.manifest or []:
+        ref = listing.by_name.get(row.image, row.image)
+        by_member.setdefault(ref, row)
     for member in listing.images:
         if (listing.path, member) in referenced:
             continue
         row = by_member.get(member)
         report.items.append(
             SourceItem(
-                source=f"{label}:{member}",
+                source=f"{label}:{listing.labels.get(member, member)}",
                 ref=SourceRef("zip", str(listing.path), member),
                 sku=row.sku if row else None,
                 hints=row.hints if row else {},
+                error=row.error if row else None,
             )
         )
+    known = set(listing.images)
     for image, row in by_member.items():
-        if image not in listing.images and image not in listing.errors:
+        if image not in known and image not in listing.error_by_name:
             report.items.append(SourceItem(source=f"{label}:{image}", ref=None, sku=row.sku, hints=row.hints, error=f"manifest.csv line {row.line}: {image} is not in the zip."))
 
 
-def _add_csv(path: Path, zips: dict[Path, ZipListing], referenced: set[tuple[Path, str]], report: IngestReport) -> None:
+def _csv_items(
+    path: Path, zips: dict[Path, ZipListing], referenced: set[tuple[Path, str]], referenced_files: set[str], max_rows: int | None = None,
+) -> tuple[list[SourceItem], int]:
+    """The CSV's items (at most `max_rows`) and how many rows were left out past that."""
     try:
         if path.stat().st_size > MAX_CSV_BYTES:
             raise BadInputError(f"The CSV is larger than {MAX_CSV_BYTES // 1024 // 1024} MB.")
-        rows = parse_csv(path.read_bytes())
+        counted: list[int] = []
+        rows = parse_csv(path.read_bytes(), max_rows=max_rows, skipped=counted)
     except BadInputError as exc:
-        report.items.append(SourceItem(source=path.name, ref=None, error=str(exc)))
-        return
+        return [SourceItem(source=path.name, ref=None, error=str(exc))], 0
+    items: list[SourceItem] = []
+    base_dir, name = path.parent, path.name
+    members = _member_index(zips)
     for row in rows:
-        source = f"{path.name} line {row.line}"
+        source = f"{name} line {row.line}"
+        if row.error:
+            items.append(SourceItem(source=source, ref=None, sku=row.sku or None, error=f"Line {row.line}: {row.error}"))
+            continue
         if not row.sku:
-            report.items.append(SourceItem(source=source, ref=None, hints=row.hints, error=f"Line {row.line}: the sku is empty."))
+            items.append(SourceItem(source=source, ref=None, hints=row.hints, error=f"Line {row.line}: the sku is empty."))
             continue
         try:
-            ref = resolve_image_reference(row.image, path.parent, zips)
+            ref = resolve_image_reference(row.image, base_dir, zips, members)
         except BadInputError as exc:
-            report.items.append(SourceItem(source=source, ref=None, sku=row.sku, hints=row.hints, error=f"Line {row.line}: {exc}"))
+            items.append(SourceItem(source=source, ref=None, sku=row.sku, hints=row.hints, error=f"Line {row.line}: {exc}"))
             continue
         if ref.kind == "zip":
             referenced.add((Path(ref.location), ref.member or ""))
-        report.items.append(SourceItem(source=source, ref=ref, sku=row.sku, hints=row.hints))
+        elif ref.kind == "file":
+            referenced_files.add(_file_key(Path(ref.location)))
+        items.append(SourceItem(source=source, ref=ref, sku=row.sku, hints=row.hints))
+    return items, sum(counted)
 
 
-def resolve_image_reference(image: str, base_dir: Path, zips: dict[Path, ZipListing]) -> SourceRef:
+def _file_key(path: Path) -> str:
+    return os.path.normcase(os.path.abspath(path))
+
+
+def _member_index(zips: dict[Path, ZipListing]) -> dict[str, tuple[SourceRef | None, str | None]]:
+    """name -> (ref of its first usable copy, or None and why not), first zip wins: one dict lookup per CSV row."""
+    index: dict[str, tuple[SourceRef | None, str | None]] = {}
+    for listing in zips.values():
+        for name, member in listing.by_name.items():
+            index.setdefault(name, (SourceRef("zip", str(listing.path), member), None))
+        for name, error in listing.error_by_name.items():
+            index.setdefault(name, (None, error))
+    return index
+
+
+def resolve_image_reference(
+    image: str, base_dir: Path, zips: dict[Path, ZipListing], members: dict[str, tuple[SourceRef | None, str | None]] | None = None,
+) -> SourceRef:
     """A CSV's `image` cell -> where to read it. Local paths may not leave the CSV's folder."""
     image = image.strip()
     if not image:
@@ -211,52 +366,106 @@ def resolve_image_reference(image: str, base_dir: Path, zips: dict[Path, ZipList
     if relative.is_absolute() or ".." in relative.parts:
         raise BadInputError(f"{image} points outside the uploaded files; use a path relative to the CSV.")
     member = posixpath.normpath(str(relative))
-    for listing in zips.values():
-        if member in listing.images:
-            return SourceRef("zip", str(listing.path), member)
-        if member in listing.errors:
-            raise BadInputError(f"{image}: {listing.errors[member]}")
+    found = (members if members is not None else _member_index(zips)).get(member)
+    if found is not None:
+        ref, error = found
+        if ref is not None:
+            return ref
+        raise BadInputError(f"{image}: {error}")
     candidate = base_dir / relative
     if candidate.is_file():
         return SourceRef("file", str(candidate))
     raise BadInputError(f"image {image} was not found next to the CSV or in an uploaded zip.")
 
 
-def parse_csv(data: bytes) -> list[CsvRow]:
-    """CSV bytes -> rows. Handles a UTF-8 BOM, `;` or `,` delimiters, quoting and blank lines."""
+def parse_csv(data: bytes, *, max_rows: int | None = None, skipped: list[int] | None = None) -> list[CsvRow]:
+    """CSV bytes -> rows. Reads UTF-8 (with or without BOM), UTF-16 (with BOM) and Windows-1252;
+    the delimiter is `,` `;` tab or `|`, whichever makes a header with the required columns;
+    quoting and blank lines are handled. A row with a cell over MAX_CELL_CHARS is that row's error.
+    Rows past `max_rows` are only counted (appended to `skipped`)."""
     text = _decode(data)
     if not text.strip():
         raise BadInputError(f"The CSV is empty. Expected columns: {', '.join(REQUIRED_COLUMNS)} (optional: {', '.join(HINT_COLUMNS)}).")
-    header_line = text.lstrip("\r\n").splitlines()[0]
-    delimiter = ";" if header_line.count(";") > header_line.count(",") else ","
+    if csv.field_size_limit() < len(text) + 1:
+        csv.field_size_limit(len(text) + 1)  # a cell can never exceed the file: the csv module never fails the batch
+    delimiter = _sniff_delimiter(text)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     header: list[str] | None = None
     rows: list[CsvRow] = []
-    for cells in reader:
-        if not any(cell.strip() for cell in cells):
-            continue  # blank line
-        if header is None:
-            header = [cell.strip().lower() for cell in cells]
-            missing = [column for column in REQUIRED_COLUMNS if column not in header]
-            if missing:
-                raise BadInputError(
-                    f"The CSV is missing the column(s) {', '.join(missing)}. Expected columns: "
-                    f"{', '.join(REQUIRED_COLUMNS)} (optional: {', '.join(HINT_COLUMNS)}); found: {', '.join(header) or 'none'}."
-                )
-            continue
-        record = {header[i]: cells[i].strip() for i in range(min(len(header), len(cells)))}
-        hints = {column: record[column] for column in HINT_COLUMNS if record.get(column)}
-        rows.append(CsvRow(line=reader.line_num, sku=record.get("sku", ""), image=record.get("image", ""), hints=hints))
+    hint_positions: list[tuple[str, int]] = []
+    sku_at = image_at = extra = 0
+    try:
+        for cells in reader:
+            if not any(cells) or not any(cell.strip() for cell in cells):
+                continue  # blank line
+            if header is None:
+                header = [cell.strip().lower() for cell in cells]
+                missing = [column for column in REQUIRED_COLUMNS if column not in header]
+                if missing:
+                    raise BadInputError(
+                        f"The CSV is missing the column(s) {', '.join(missing)}. Expected columns: "
+                        f"{', '.join(REQUIRED_COLUMNS)} (optional: {', '.join(HINT_COLUMNS)}); found: {', '.join(header) or 'none'}."
+                    )
+                sku_at, image_at = header.index("sku"), header.index("image")
+                hint_positions = [(column, header.index(column)) for column in HINT_COLUMNS if column in header]
+                continue
+            if max_rows is not None and len(rows) >= max_rows:
+                extra += 1
+                continue
+            count = len(cells)
+            sku = cells[sku_at].strip() if sku_at < count else ""
+            image = cells[image_at].strip() if image_at < count else ""
+            longest = max(map(len, cells))
+            if longest > MAX_CELL_CHARS:
+                column = next((header[i] if i < len(header) else f"column {i + 1}") for i, cell in enumerate(cells) if len(cell) == longest)
+                error = f"the {column} cell is {longest:,} characters long; the limit is {MAX_CELL_CHARS:,}."
+                rows.append(CsvRow(line=reader.line_num, sku=sku[:100], image="", hints={}, error=error))
+                continue
+            hints = {column: value for column, i in hint_positions if i < count and (value := cells[i].strip())}
+            rows.append(CsvRow(line=reader.line_num, sku=sku, image=image, hints=hints))
+    except csv.Error as exc:
+        raise BadInputError(f"The CSV could not be read near line {reader.line_num}: {exc}. Save it again as CSV (UTF-8) from your spreadsheet.") from exc
     if header is None:
         raise BadInputError("The CSV has no header row.")
+    if skipped is not None:
+        skipped.append(extra)
     return rows
 
 
+def _sniff_delimiter(text: str) -> str:
+    """The delimiter whose header splits into the required columns; else the one giving most columns."""
+    header_line = next((line for line in text.splitlines() if line.strip()), "")
+    best, best_count = ",", 0
+    for delimiter in DELIMITERS:
+        cells = [cell.strip().lower() for cell in next(csv.reader([header_line], delimiter=delimiter), [])]
+        if all(column in cells for column in REQUIRED_COLUMNS):
+            return delimiter
+        if len(cells) > best_count:
+            best, best_count = delimiter, len(cells)
+    return best
+
+
 def _decode(data: bytes) -> str:
+    if data.startswith(codecs.BOM_UTF8):
+        return _decode_as(data[len(codecs.BOM_UTF8):], "utf-8")
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return _decode_as(data, "utf-16")  # the BOM says which byte order
+    head = data[:4096]
+    if head.count(b"\x00") > len(head) // 4:
+        # UTF-16 without a BOM: one zero byte per ASCII character, on the odd (LE) or even (BE) side
+        odd_zeros = head[1::2].count(b"\x00")
+        return _decode_as(data, "utf-16-le" if odd_zeros > head[0::2].count(b"\x00") else "utf-16-be")
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         return data.decode("cp1252", errors="replace")  # Excel's default on Windows
+
+
+def _decode_as(data: bytes, encoding: str) -> str:
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"The CSV is not valid {encoding.upper()} text; save it again as CSV (UTF-8).") from exc
 
 
 def _warn_duplicate_skus(report: IngestReport) -> None:
@@ -269,8 +478,8 @@ def _warn_duplicate_skus(report: IngestReport) -> None:
             report.notices.append(f"SKU {sku} appears {len(sources)} times ({', '.join(sources[:3])}{', …' if len(sources) > 3 else ''}); each is tagged separately.")
 
 
-def _apply_batch_limit(report: IngestReport, max_images: int) -> None:
-    if len(report.items) > max_images:
-        dropped = len(report.items) - max_images
+def _apply_batch_limit(report: IngestReport, max_images: int, already_dropped: int = 0) -> None:
+    if len(report.items) + already_dropped > max_images:
+        dropped = max(0, len(report.items) - max_images) + already_dropped
         del report.items[max_images:]
         report.notices.append(f"A batch holds at most {max_images} images; the last {dropped} were not added. Upload them as another batch.")

@@ -143,3 +143,101 @@ def test_unsupported_upload_type_is_an_error_row(tmp_path):
     path.write_bytes(b"doc")
     report = collect_sources([path], LIMITS)
     assert "Not a supported file" in report.items[0].error
+
+
+# --- issue 15: CSV cells, encodings, delimiters; zip duplicates, nested zips, CSV + uploaded photos
+
+from pipeline import ingest  # noqa: E402
+from pipeline.ingest import MAX_CELL_CHARS, OpenZips, read_zip_entry  # noqa: E402
+
+
+def test_an_oversized_cell_fails_its_row_not_the_batch(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(jpeg_bytes())
+    path = tmp_path / "products.csv"
+    path.write_text(f"sku,image,notes\nA,a.jpg,fine\nB,a.jpg,{'x' * 200_000}\nC,https://example.com/c.jpg,ok\n")
+    report = collect_sources([path], LIMITS)
+    by_sku = {item.sku: item for item in report.items}
+    assert by_sku["A"].error is None and by_sku["C"].error is None
+    assert by_sku["B"].error == f"Line 3: the notes cell is 200,000 characters long; the limit is {MAX_CELL_CHARS:,}."
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le-bom", "utf-16-be-bom", "utf-8-sig", "utf-16-le"])
+def test_csv_encodings_are_read(encoding):
+    text = "sku,image,title\nA-1,a.jpg,Café crème\n"
+    boms = {"utf-16-le-bom": b"\xff\xfe" + text.encode("utf-16-le"), "utf-16-be-bom": b"\xfe\xff" + text.encode("utf-16-be")}
+    data = boms.get(encoding) or text.encode(encoding)
+    rows = parse_csv(data)
+    assert [(r.sku, r.image, r.hints) for r in rows] == [("A-1", "a.jpg", {"title": "Café crème"})]
+
+
+@pytest.mark.parametrize("delimiter", ["\t", ";", "|", ","])
+def test_csv_delimiter_is_detected(delimiter):
+    data = delimiter.join(["sku", "image", "title"]) + "\n" + delimiter.join(["A", "a.jpg", '"Shirt, blue; big"']) + "\n"
+    rows = parse_csv(data.encode())
+    assert [(r.sku, r.image, r.hints) for r in rows] == [("A", "a.jpg", {"title": "Shirt, blue; big"})]
+
+
+def test_zip_members_with_the_same_name_stay_apart(tmp_path):
+    path = tmp_path / "dups.zip"
+    with pytest.warns(UserWarning, match="Duplicate name"):
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("a.jpg", b"first")
+            archive.writestr("b.jpg", b"other")
+            archive.writestr("a.jpg", b"second")
+    report = collect_sources([path], LIMITS)
+    items = [item for item in report.items if item.source.startswith("dups.zip:a.jpg")]
+    assert [item.source for item in items] == ["dups.zip:a.jpg (copy 1 of 2)", "dups.zip:a.jpg (copy 2 of 2)"]
+    assert len({item.ref.member for item in items}) == 2
+    contents = [read_zip_entry(path, item.ref.member, max_bytes=1000, max_ratio=100, zips=OpenZips()) for item in items]
+    assert contents == [b"first", b"second"]
+    assert read_zip_entry(path, "b.jpg", max_bytes=1000, max_ratio=100) == b"other"
+    assert any("appear more than once" in notice for notice in report.notices)
+
+
+def test_a_photo_uploaded_with_the_csv_naming_it_is_tagged_once(tmp_path):
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / name).write_bytes(jpeg_bytes())
+    csv_path = tmp_path / "list.csv"
+    csv_path.write_text("sku,image\nSKU-A,a.jpg\n")
+    report = collect_sources([tmp_path / "a.jpg", csv_path, tmp_path / "b.jpg"], LIMITS)
+    assert [(item.source, item.sku) for item in report.items] == [("list.csv line 2", "SKU-A"), ("b.jpg", None)]
+
+
+def test_a_zip_inside_the_zip_is_listed_as_rejected_with_the_reason(tmp_path):
+    inner = write_zip(tmp_path / "inner.zip", {"x.jpg": jpeg_bytes()})
+    outer = write_zip(tmp_path / "outer.zip", {"inner.zip": inner.read_bytes(), "ok.jpg": jpeg_bytes()})
+    report = collect_sources([outer], LIMITS)
+    rejected = [item for item in report.items if item.error]
+    assert [item.source for item in rejected] == ["outer.zip:inner.zip"]
+    assert "zip inside the zip" in rejected[0].error
+
+
+def test_members_are_read_with_one_central_directory_read_per_zip(tmp_path, monkeypatch):
+    path = write_zip(tmp_path / "many.zip", {f"{i}.jpg": bytes([i]) * 10 for i in range(20)})
+    opened = []
+
+    class CountingZipFile(zipfile.ZipFile):
+        def __init__(self, *args, **kwargs):
+            opened.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(ingest.zipfile, "ZipFile", CountingZipFile)
+    report = collect_sources([path], LIMITS)
+    zips = OpenZips()
+    data = [read_zip_entry(path, item.ref.member, max_bytes=100, max_ratio=100, zips=zips) for item in report.items]
+    assert data == [bytes([i]) * 10 for i in range(20)]
+    assert len(opened) == 2  # one listing, one reader for all 20 members
+
+
+def test_read_zip_entry_refuses_a_member_ref_that_names_another_entry(tmp_path):
+    path = write_zip(tmp_path / "z.jpg.zip", {"a.jpg": b"a", "b.jpg": b"b"})
+    with pytest.raises(BadInputError, match="missing from the zip"):
+        read_zip_entry(path, "a.jpg\\1", max_bytes=100, max_ratio=100, zips=OpenZips())
+
+
+def test_csv_rows_past_the_batch_limit_are_counted_in_the_notice(tmp_path):
+    path = tmp_path / "many.csv"
+    path.write_text("sku,image\n" + "".join(f"S{i},https://example.com/{i}.jpg\n" for i in range(10)))
+    report = collect_sources([path], IngestLimits(max_images=4))
+    assert [item.sku for item in report.items] == ["S0", "S1", "S2", "S3"]
+    assert "at most 4 images; the last 6 were not added" in report.notices[-1]

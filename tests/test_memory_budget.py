@@ -181,3 +181,9 @@ def test_progressive_jpeg_cost_counts_libjpegs_coefficient_buffer():
         image.draft("RGB", (768, 512))  # what normalize asks: the decode shrinks, the coefficients do not
     extra = decode_cost(progressive, (2400, 1600), 768) - decode_cost(baseline, (2400, 1600), 768)
     assert extra >= 2400 * 1600 * 2  # 4:2:0 -> 1.5 coefficients per pixel, 2 bytes each
+
+
+def test_png_without_exif_is_not_decoded_to_look_for_it():
+    data = encode(product_photo((800, 400)), "PNG")
+    image = Image.open(io.BytesIO(data))
+    assert exif_orientation(image, data) == 1 and getattr(image, "_im", None) is None
