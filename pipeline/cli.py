@@ -101,6 +101,18 @@ def run_as_job(transform, settings, batch_id: int, photos: int, *, retry_failed:
     print(f"job {job.job_name}: {job.done} of {job.total} photos captioned", file=sys.stderr)
 
 
+def refuse_if_running(store, batch_id: int) -> None:
+    """--resume on a batch another live process (dashboard task, another CLI) runs: say where, start nothing."""
+    import time
+
+    from pipeline.store import BatchBusyError, runner_is_dead_here
+
+    batch = store.get_batch(batch_id)
+    run = batch.run if batch is not None else None
+    if run is not None and run.live(time.time()) and not runner_is_dead_here(run.owner):
+        raise BatchBusyError(batch_id, run)
+
+
 def tag_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -114,6 +126,8 @@ def tag_command(args: argparse.Namespace) -> int:
     overrides = {key: getattr(args, key) for key in ("captioner", "summarizer", "concurrency") if getattr(args, key)}
     settings = Settings(**overrides)
     stages = build_stages(settings)
+    if args.resume is not None:
+        refuse_if_running(stages.store, args.resume)  # one sentence and exit 2, never a second runner
     stages.captioner.warm_up()  # a model that cannot load is a fatal configuration error, not N failed rows
     if args.resume is not None:
         batch = stages.store.get_batch(args.resume)

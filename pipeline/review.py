@@ -11,7 +11,7 @@ from typing import Any
 from pipeline.attributes import AttributeSchema
 from pipeline.errors import UserFacingError, describe_error, usage_of
 from pipeline.models import Edit, ItemRecord, SummaryRequest
-from pipeline.store import Store
+from pipeline.store import StaleEditError, Store
 from pipeline.summarizers import Summarizer
 from pipeline.wordlimit import MAX_SUMMARY_WORDS, count_words
 
@@ -80,26 +80,45 @@ def summary_word_problems(changes: dict[int, dict[str, Any]], labels: dict[int, 
     return problems
 
 
-def save_changes(store: Store, changes: dict[int, dict[str, Any]], schema: AttributeSchema, who: str) -> SaveReport:
+def _edit(store: Store, report: SaveReport, item_id: int, field_name: str, value: Any, who: str,
+          versions: dict[int, int] | None, column: str) -> None:
+    """One cell. `versions` ({item_id: version the page showed}) makes a save of an item someone else
+    changed since be refused with who and when; it is updated as edits land (and, after a refusal,
+    to the current version, so saving again knowingly replaces the other change)."""
+    expected = versions.get(item_id) if versions is not None else None
+    try:
+        edit = store.edit_item(item_id, field_name, value, who, expected_version=expected)
+    except StaleEditError as stale:
+        report.refuse(store, item_id, f"{column}: {stale}")
+        if versions is not None and stale.current_version is not None:
+            versions[item_id] = stale.current_version
+        return
+    except UserFacingError as error:
+        report.refuse(store, item_id, str(error))
+        return
+    if edit is not None:
+        report.saved.append(edit)
+        if versions is not None and edit.version is not None:
+            versions[item_id] = edit.version
+
+
+def save_changes(store: Store, changes: dict[int, dict[str, Any]], schema: AttributeSchema, who: str,
+                 versions: dict[int, int] | None = None) -> SaveReport:
     """Save every changed cell ({item_id: {column: new value}}); each cell is its own edit with
-    who/when. A refused cell (e.g. an over-long summary) is reported and the others still save."""
+    who/when. A refused cell (e.g. an over-long summary, or an item changed by someone else since
+    the page showed `versions`) is reported with the value typed and the others still save."""
     report = SaveReport()
     for item_id, columns in changes.items():
         for column, value in columns.items():
             field_name = field_for_column(column, schema)
             if field_name is None:
                 continue
-            try:
-                edit = store.edit_item(item_id, field_name, value, who)
-            except UserFacingError as error:
-                report.refuse(store, item_id, str(error))
-                continue
-            if edit is not None:
-                report.saved.append(edit)
+            _edit(store, report, item_id, field_name, value, who, versions, column)
     return report
 
 
-def set_review_status(store: Store, item_ids: list[int], status: str, who: str) -> SaveReport:
+def set_review_status(store: Store, item_ids: list[int], status: str, who: str,
+                      versions: dict[int, int] | None = None) -> SaveReport:
     """Approve / reject / reset many items; only tagged items can be approved."""
     report = SaveReport()
     for item_id in item_ids:
@@ -109,9 +128,7 @@ def set_review_status(store: Store, item_ids: list[int], status: str, who: str) 
         if status == "approved" and item.status != "ok":
             report.refused.append(f"{item_label(item)}: failed items cannot be approved.")
             continue
-        edit = store.edit_item(item_id, "review_status", status, who)
-        if edit is not None:
-            report.saved.append(edit)
+        _edit(store, report, item_id, "review_status", status, who, versions, "Status")
     return report
 
 

@@ -4,6 +4,10 @@ Batches run on this worker's thread, not in a browser session's script run, so c
 navigating away or reconnecting never stops them; pages read progress back from the store.
 Batches are queued and run one after another (each one already uses CONCURRENCY parallel calls).
 On start, `resume_unfinished` queues batches a previous server left unfinished.
+
+What a batch is doing comes from the store, not from this process: a batch another task or the CLI
+runs shows "running on <host> since <t>", Resume on it is refused, and Stop stores a stop request on
+that batch, which the runner holding it (here or anywhere) obeys.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from typing import TYPE_CHECKING
 
 from pipeline.captioners import captioner_readiness
 from pipeline.errors import ConfigError, describe_error
-from pipeline.models import BatchRecord, TransformJobRecord
+from pipeline.models import BatchRecord, BatchRun, TransformJobRecord
 from pipeline.runner import BatchProgress, Stages, run_batch
+from pipeline.store import BatchBusyError, new_runner_id, runner_is_dead_here
 
 if TYPE_CHECKING:
     from pipeline.batch_transform import BatchTransformRunner
@@ -34,6 +39,15 @@ class BatchView:
     problem: str | None  # why processing stopped, in words a merchandiser understands
     notice: str | None = None  # while running: e.g. the endpoint is warming up, and how long that takes
     job: TransformJobRecord | None = None  # the batch's latest batch transform job, if it used one
+    runner: BatchRun | None = None  # set when another process (task, CLI) runs it: where and since when
+
+    @property
+    def where(self) -> str | None:
+        """"running on <host> since <t>" for a batch another process runs."""
+        if self.runner is None:
+            return None
+        return (f"running on {self.runner.host or 'another machine'} since {self.runner.since_text}"
+                f" (last heartbeat {self.runner.heartbeat_text})")
 
     @property
     def fraction(self) -> float:
@@ -49,10 +63,11 @@ class _Run:
 
 class BatchWorker:
     def __init__(self, stages: Stages, *, concurrency: int, clock: Callable[[], float] = time.monotonic,
-                 transform: "BatchTransformRunner | None" = None) -> None:
-        self.stages, self.concurrency, self.clock = stages, concurrency, clock
+                 transform: "BatchTransformRunner | None" = None, wall_clock: Callable[[], float] = time.time) -> None:
+        self.stages, self.concurrency, self.clock, self.wall_clock = stages, concurrency, clock, wall_clock
         self.transform = transform  # None: this deployment has no batch transform (local captioner)
-        self._queue: queue.Queue[tuple[int, bool, bool]] = queue.Queue()
+        self._queue: queue.Queue[tuple[int, bool, bool, bool]] = queue.Queue()
+        self._owner: str | None = None  # runner id of the batch this worker runs now
         self._lock = threading.Lock()
         self._queued: set[int] = set()
         self._running: int | None = None
@@ -63,27 +78,53 @@ class BatchWorker:
         self._thread.start()
 
     # --- commands ----------------------------------------------------------------------------
-    def submit(self, batch_id: int, *, as_job: bool = False, retry_failed: bool = False) -> None:
+    def submit(self, batch_id: int, *, as_job: bool = False, retry_failed: bool = False, adopt: bool = False) -> None:
         """Queue a batch (again); `as_job` runs it as a batch transform job. Already queued or
-        running: nothing happens. A batch with an unfinished job always follows that job."""
+        running here: nothing happens. Running in another process: BatchBusyError says where
+        (`adopt`: queue it anyway and take it over if that runner's lease ends without a heartbeat).
+        A batch with an unfinished job always follows that job."""
         if as_job and self.transform is None:
             raise ConfigError("Batch jobs are not available: set CAPTIONER=sagemaker or sagemaker-async and SAGEMAKER_TRANSFORM_S3.")
         with self._lock:
             if batch_id in self._queued or batch_id == self._running:
                 return
+        elsewhere = self._runs_elsewhere(self.stages.store.get_batch(batch_id))
+        if elsewhere is not None and not adopt:
+            raise BatchBusyError(batch_id, elsewhere)
+        with self._lock:
+            if batch_id in self._queued or batch_id == self._running:
+                return
             self._queued.add(batch_id)
             self._problems.pop(batch_id, None)
-        self._queue.put((batch_id, as_job, retry_failed))
+        self._queue.put((batch_id, as_job, retry_failed, adopt))
 
     def resume_unfinished(self) -> list[int]:
+        """Queue what a previous server left unfinished; a batch another live process runs is left to it."""
         batch_ids = self.stages.store.unfinished_batch_ids()
         for batch_id in batch_ids:
-            self.submit(batch_id)
+            self.submit(batch_id, adopt=True)
         return batch_ids
+
+    def stop(self, batch_id: int, who: str) -> None:
+        """Stop this batch, wherever it runs: dropped from this queue, this runner cancelled if it is
+        the one, and a stop request stored on the batch for the runner that holds it."""
+        with self._lock:
+            self._queued.discard(batch_id)  # the queue entry is skipped when reached
+            if batch_id == self._running:
+                self._cancel.set()
+            self._problems[batch_id] = f"Stopped by {who}. Press Resume to finish the remaining photos."
+        self.stages.store.request_stop(batch_id, who, now=self.wall_clock())
 
     def stop_current(self) -> None:
         """Stop the running batch after the items in flight; it stays resumable."""
         self._cancel.set()
+
+    def _runs_elsewhere(self, batch: BatchRecord | None) -> BatchRun | None:
+        """The batch's runner when it is a live process other than this worker's run."""
+        run = batch.run if batch is not None else None
+        if run is None or not run.live(self.wall_clock()) or run.owner == self._owner or runner_is_dead_here(run.owner):
+            return None
+        return run
 
     def wait_idle(self, timeout_s: float = 60.0) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -103,10 +144,13 @@ class BatchWorker:
             running, queued = batch_id == self._running, batch_id in self._queued
             problem = self._problems.get(batch_id)
             run = self._runs.get(batch_id)
+        elsewhere = None if running else self._runs_elsewhere(batch)
         if running:
             state = "running"
         elif queued:
             state = "queued"
+        elif elsewhere is not None:
+            state, problem = "running", None
         elif batch.done >= batch.total:
             state = "finished"
         else:
@@ -114,7 +158,7 @@ class BatchWorker:
         eta = self._eta(batch, run) if running else None
         jobs = self.stages.store.transform_jobs(batch_id) if self.transform is not None else []
         return BatchView(batch=batch, state=state, eta_s=eta, problem=problem, notice=self._notice() if running else None,
-                         job=jobs[0] if jobs else None)
+                         job=jobs[0] if jobs else None, runner=elsewhere)
 
     def _notice(self) -> str | None:
         readiness = captioner_readiness(self.stages.captioner)
@@ -132,28 +176,48 @@ class BatchWorker:
     # --- the thread --------------------------------------------------------------------------
     def _loop(self) -> None:
         while True:
-            batch_id, as_job, retry_failed = self._queue.get()
+            batch_id, as_job, retry_failed, adopt = self._queue.get()
             batch = self.stages.store.get_batch(batch_id)
             with self._lock:
+                if batch_id not in self._queued:
+                    continue  # stopped while queued
                 self._queued.discard(batch_id)
                 self._running = batch_id
+                self._owner = new_runner_id()
                 self._cancel.clear()
                 self._runs[batch_id] = _Run(started=self.clock(), done_at_start=batch.done if batch else 0)
             as_job = self.transform is not None and (as_job or self.transform.active_job(batch_id) is not None)
+            stopped_by = None
             try:
                 if as_job:
                     self.transform.run(batch_id, retry_failed=retry_failed, cancel=self._cancel)
                 else:
                     self.stages.captioner.warm_up()  # a model that cannot load stops the batch, not every row
-                    run_batch(self.stages, batch_id, concurrency=self.concurrency, cancel=self._cancel, retry_failed=retry_failed)
+                    progress = run_batch(self.stages, batch_id, concurrency=self.concurrency, cancel=self._cancel,
+                                         retry_failed=retry_failed, owner=self._owner)
+                    stopped_by = progress.stopped_by
                 if self._cancel.is_set():
                     with self._lock:
-                        self._problems[batch_id] = (
+                        self._problems.setdefault(batch_id, None)
+                        self._problems[batch_id] = self._problems[batch_id] or (
                             "Stopped following the batch job; it keeps running in AWS. Press Resume to follow it again."
-                            if as_job else "Stopped by a user. Press Resume to finish the remaining photos.")
+                            if as_job else f"Stopped by {stopped_by or 'a user'}. Press Resume to finish the remaining photos.")
+            except BatchBusyError as busy:
+                if adopt and busy.run.lease_until is not None:
+                    # Left by a server that may be gone: try again once its lease has run out unrenewed.
+                    wait = max(0.0, busy.run.lease_until - self.wall_clock()) + 1.0
+                    with self._lock:
+                        self._queued.add(batch_id)
+                    timer = threading.Timer(wait, self._queue.put, args=((batch_id, as_job, retry_failed, False),))
+                    timer.daemon = True
+                    timer.start()
+                else:
+                    with self._lock:
+                        self._problems[batch_id] = str(busy)
             except Exception as exc:  # keep the worker alive for the next batch
                 with self._lock:
                     self._problems[batch_id] = f"Processing stopped: {describe_error(exc)} Finished photos are saved; press Resume to continue."
             finally:
                 with self._lock:
                     self._running = None
+                    self._owner = None

@@ -30,10 +30,12 @@ EDITABLE_FIELDS = ("caption", "summary", "title", "tags", "review_status")  # pl
 class StaleEditError(UserFacingError):
     """A Review save sent an item version that is no longer current: someone else changed the item."""
 
-    def __init__(self, item_id: int, who: str | None, at: str | None, value: object = None) -> None:
+    def __init__(self, item_id: int, who: str | None, at: str | None, value: object = None, current_version: int | None = None) -> None:
         self.item_id, self.who, self.at, self.value = item_id, who or "someone", at or "an unknown time", value
-        kept = f" Your value was not saved and is kept here: {value!r}; re-apply it if it is still right." if value is not None else ""
-        super().__init__(f"Not saved: changed by {self.who} at {self.at} since you opened it.{kept}")
+        self.current_version = current_version
+        kept = f" Your value, kept here: {value!r}." if value is not None else ""
+        super().__init__(f"Not saved: changed by {self.who} at {self.at} since you opened it.{kept} "
+                         "Save again to replace their change with yours, or reload to see theirs.")
 
 
 class BatchBusyError(UserFacingError):

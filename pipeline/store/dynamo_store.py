@@ -445,7 +445,7 @@ class DynamoStore:
             if old == new:
                 return None  # already what this person wants: nothing to refuse
             if expected_version is not None and row["version"] != expected_version:
-                raise StaleEditError(item_id, row.get("updated_by"), row.get("updated_at"), new_value)
+                raise StaleEditError(item_id, row.get("updated_by"), row.get("updated_at"), new_value, row["version"])
             now = utc_now()
             updates["updated_at"] = now
             updates["updated_by"] = who

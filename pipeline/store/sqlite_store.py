@@ -368,7 +368,7 @@ class SqliteStore:
             if old == new:
                 return None  # already what this person wants: nothing to refuse
             if expected_version is not None and item.version != expected_version:
-                raise StaleEditError(item_id, item.updated_by, item.updated_at, new_value)
+                raise StaleEditError(item_id, item.updated_by, item.updated_at, new_value, item.version)
             updates["updated_at"] = now
             updates["updated_by"] = who
             assignments = ", ".join(f"{column} = ?" for column in updates)
