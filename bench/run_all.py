@@ -9,6 +9,7 @@
 7. Review page render / save with 2,000 items (bench/review_grid.py)
 8. 2,000-photo async batch against moto + a simulated endpoint: wall vs ideal, AWS calls per photo (bench/scale.py)
 9. listing a 5,000-item batch: DynamoStore (moto) vs SqliteStore (bench/scale.py)
+10. peak RSS normalizing an adversarial upload (7000x7000 RGBA PNGs), decode budget on vs off (bench/memory.py)
 
 Writes bench/results.json; the README's benchmark table quotes the latest figures.
 """
@@ -191,6 +192,10 @@ def main() -> None:
         async_batch = bench_async(workdir)
     from handler import archive_sizes, bench_batched_vs_per_prompt
 
+    from memory import bench_memory
+    from memory import report as report_memory
+
+    memory = bench_memory((8,))
     handler = bench_batched_vs_per_prompt([realistic_photo((768, 576), seed) for seed in range(4)])
     archives = archive_sizes()
     results = {
@@ -206,6 +211,7 @@ def main() -> None:
     existing["sagemaker_handler"] = {"cpu": handler, "archive": archives}
     existing["dashboard_review"] = review
     existing["scale"] = {"async_2000": async_batch, "list_5000": listing}
+    existing["decode_budget_memory"] = memory
     RESULTS.write_text(json.dumps(existing, indent=2) + "\n")
     print(f"1. normalize 12-MP JPEG: {normalize['ours_images_per_s']} img/s vs naive {normalize['naive_images_per_s']} img/s -> {normalize['speedup']}x (goal >= 5x)")
     print(f"2. bytes to captioner: {normalize['sent_kb_mean']} KB mean / {normalize['sent_kb_max']} KB max vs {normalize['original_kb_mean']} KB original ({normalize['bytes_ratio']:.1%}) (goal <= 80 KB)")
@@ -219,6 +225,8 @@ def main() -> None:
     from scale import report
 
     report(listing, async_batch)
+    print("10. decode budget, peak RSS:")
+    report_memory(memory)
     print(f"wrote {RESULTS.relative_to(HERE.parent)}")
 
 
