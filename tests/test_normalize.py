@@ -135,3 +135,14 @@ def test_photo_checks_flag_problems():
 
     busy = normalize_image(encode(Image.effect_noise((900, 900), 80).convert("RGB"), "JPEG")).checks
     assert not busy.plain_background and "busy background" in busy.warnings()
+
+
+def test_large_transparent_png_is_reduced_in_strips_on_white():
+    from support.images import big_rgba_png
+
+    result = normalize_image(big_rgba_png((3000, 2000)))  # factor 3: the strip path
+    image = decoded(result.jpeg)
+    assert (result.width, result.height) == (768, 512) and (result.original_width, result.original_height) == (3000, 2000)
+    corner, centre, edge = image.getpixel((5, 5)), image.getpixel((384, 256)), image.getpixel((384, 5))
+    assert min(corner) > 245 and min(edge) > 245  # transparent -> white in every strip
+    assert centre[2] > 200 and centre[0] < 60
