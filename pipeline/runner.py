@@ -14,6 +14,7 @@ stages; past it the item fails with a retryable message and the runner stops wai
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from contextlib import contextmanager, nullcontext
@@ -226,6 +227,37 @@ def _take_batch(store: Store, batch_id: int, owner: str, options: LeaseOptions, 
     raise BatchBusyError(batch_id, holder)
 
 
+class _StageThreads:
+    """Daemon threads that run items' stages and are reused (a model's per-thread state, e.g. an
+    OpenMP team, is set up once per thread, not once per item). A hung item keeps its thread; a new
+    one is started when none is idle. Daemon: a hung call never keeps the process from exiting."""
+
+    def __init__(self, name: str) -> None:
+        self._tasks: "queue.SimpleQueue[Callable[[], None] | None]" = queue.SimpleQueue()
+        self._lock, self._idle, self._threads, self._name = threading.Lock(), 0, 0, name
+
+    def submit(self, task: Callable[[], None]) -> None:
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+            else:
+                self._threads += 1
+                threading.Thread(target=self._loop, name=f"{self._name}-{self._threads}", daemon=True).start()
+        self._tasks.put(task)
+
+    def _loop(self) -> None:
+        while (task := self._tasks.get()) is not None:
+            task()
+            with self._lock:
+                self._idle += 1
+
+    def close(self) -> None:
+        with self._lock:
+            threads = self._threads
+        for _ in range(threads):  # busy threads read theirs after their item; nothing waits for them
+            self._tasks.put(None)
+
+
 @dataclass
 class _Attempt:
     """One item being processed: the worker waits for it, up to its deadline (or Stop + grace)."""
@@ -315,7 +347,7 @@ def _run_items(stages: Stages, batch_id: int, *, concurrency: int, on_progress: 
             count(None, skipped=True)
             return
         attempt = _Attempt()
-        threading.Thread(target=stage, args=(item, attempt), name=f"tagger-item-{item.id}", daemon=True).start()
+        stage_threads.submit(lambda: stage(item, attempt))
         deadline, grace_end = clock() + options.item_deadline_s, None
         while not attempt.finished.wait(options.poll_s):
             now = clock()
@@ -341,6 +373,7 @@ def _run_items(stages: Stages, batch_id: int, *, concurrency: int, on_progress: 
         count(attempt.ok)
 
     beat_stop = threading.Event()
+    stage_threads = _StageThreads(f"tagger-stage-{batch_id}")
 
     def heartbeat() -> None:
         """Renew leases; stop when this batch's stop request appears or the batch was taken over."""
@@ -375,6 +408,7 @@ def _run_items(stages: Stages, batch_id: int, *, concurrency: int, on_progress: 
         with ThreadPoolExecutor(max_workers=caption_concurrency + concurrency + 2, thread_name_prefix="tagger") as pool:
             list(pool.map(work, items))
     finally:
+        stage_threads.close()
         beat_stop.set()
         if beater is not None:
             beater.join()
