@@ -46,6 +46,7 @@ def pending_changes(key: str, frame: pd.DataFrame) -> dict[int, dict]:
 def render_grid(batch_id: int, items) -> None:
     frame = pd.DataFrame(grid_rows(items, schema)).set_index("id")
     key = f"grid-{batch_id}-{st.session_state.get('grid_version', 0)}"
+    versions = st.session_state.setdefault(f"{key}-versions", {item.id: item.version for item in items})  # as first shown
     edited = st.data_editor(
         frame, key=key, hide_index=True, width="stretch",
         disabled=[column for column in frame.columns if column not in EDITABLE],
@@ -64,11 +65,11 @@ def render_grid(batch_id: int, items) -> None:
 
     save, approve, reject, regenerate = st.columns(4)
     if save.button("Save changes", type="primary", disabled=not changes):
-        report_and_refresh(save_changes(store, changes, schema, user.email), "Saved")
+        report_and_refresh(save_changes(store, changes, schema, user.email, versions), "Saved")
     if approve.button(f"Approve selected ({len(selected)})", disabled=not selected):
-        report_and_refresh(set_review_status(store, selected, "approved", user.email), "Approved")
+        report_and_refresh(set_review_status(store, selected, "approved", user.email, versions), "Approved")
     if reject.button(f"Reject selected ({len(selected)})", disabled=not selected):
-        report_and_refresh(set_review_status(store, selected, "rejected", user.email), "Rejected")
+        report_and_refresh(set_review_status(store, selected, "rejected", user.email, versions), "Rejected")
     if regenerate.button(f"Regenerate summary ({len(selected)})", disabled=not selected):
         with st.spinner("Writing new summaries…"):
             report = regenerate_summaries(store, runtime.stages.summarizer, selected, user.email)
@@ -87,11 +88,17 @@ def render_item(items) -> None:
         photo.image(photo_url, width=240)
     if item.status == "error":
         fields.error(say("Could not be tagged: {error}", error=item.error))
-    text = fields.text_area("Summary", value=item.summary or "", key=f"summary-{item.id}-{item.updated_at}")
+    opened = st.session_state.setdefault(f"opened-{item.id}", item.version)  # the editor keeps what was typed
+    shown = st.session_state.setdefault(f"shown-{item.id}", {item.id: item.version})  # version a save is checked against
+    text = fields.text_area("Summary", value=item.summary or "", key=f"summary-{item.id}-{opened}")
     words = count_words(text)
     fields.caption(f"{words} / {MAX_SUMMARY_WORDS} words" + (" — too long, shorten before saving" if words > MAX_SUMMARY_WORDS else ""))
     if fields.button("Save summary", key=f"save-summary-{item.id}", disabled=item.status != "ok"):
-        report_and_refresh(save_changes(store, {item.id: {"Summary": text}}, schema, user.email), "Saved")
+        report = save_changes(store, {item.id: {"Summary": text}}, schema, user.email, shown)
+        if report.ok:  # reopen on the stored text
+            st.session_state.pop(f"opened-{item.id}", None)
+            st.session_state.pop(f"shown-{item.id}", None)
+        report_and_refresh(report, "Saved")
     history = store.edits(item.id)
     if history:
         st.dataframe([{"When (UTC)": e.at, "Who": e.who, "Field": e.field, "Before": e.old, "After": e.new} for e in history],

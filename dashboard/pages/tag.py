@@ -12,6 +12,7 @@ from pipeline.ingest import collect_sources
 from pipeline.normalize import IMAGE_EXTENSIONS
 from pipeline.review import item_label
 from pipeline.service import ingest_limits
+from pipeline.store import BatchBusyError
 from pipeline.uploads import save_uploads
 
 runtime = get_runtime()
@@ -101,14 +102,24 @@ def render_progress(batch_id: int) -> None:
                    f"{job.done} of {job.total} photos captioned so far.")
     if view.problem:
         st.warning(inert(view.problem))  # describe_error text: may name files
+    if view.where:  # run by another task or the CLI, as the store says
+        st.caption(f"Batch {batch.id} is {view.where}.")
     if view.state == "stopped" and st.button("Resume", key=f"resume-{batch_id}"):
-        worker.submit(batch_id)
-        st.rerun(scope="fragment")
+        try:
+            worker.submit(batch_id)
+        except BatchBusyError as busy:  # started elsewhere meanwhile: say so, start nothing
+            st.warning(str(busy))
+        else:
+            st.rerun(scope="fragment")
     if view.state in ("finished", "stopped") and batch.failed and st.button(f"Retry failed ({batch.failed})", key=f"retry-{batch_id}"):
-        worker.submit(batch_id, retry_failed=True, as_job=worker.transform is not None and use_job_by_default(runtime.settings, batch.failed))
-        st.rerun()
+        try:
+            worker.submit(batch_id, retry_failed=True, as_job=worker.transform is not None and use_job_by_default(runtime.settings, batch.failed))
+        except BatchBusyError as busy:
+            st.warning(str(busy))
+        else:
+            st.rerun()
     if view.state in ("running", "queued") and st.button("Stop", key=f"stop-{batch_id}"):
-        worker.stop_current()
+        worker.stop(batch_id, user.email)  # this batch only, wherever it runs
     if st.session_state.get(f"seen-done-{batch_id}") != batch.done:
         st.session_state[f"seen-done-{batch_id}"] = batch.done
         st.rerun()  # refresh the results table below as items finish
