@@ -20,7 +20,6 @@ import ipaddress
 import socket
 import threading
 import time
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from urllib.parse import urljoin, urlsplit
 import urllib3
 
 from pipeline.errors import BadInputError, ConfigError, ServiceError, UserFacingError
+from pipeline.ingest import read_zip_entry
 from pipeline.models import SourceRef
 
 CHUNK = 64 * 1024
@@ -100,25 +100,8 @@ def read_file(path: Path, max_bytes: int) -> bytes:
 
 
 def read_zip_member(zip_path: Path, member: str, limits: FetchLimits) -> bytes:
-    """Stream one member, enforcing size and ratio while reading (headers can lie)."""
-    try:
-        with zipfile.ZipFile(zip_path) as archive:
-            info = archive.getinfo(member)
-            budget = min(limits.max_bytes, int(max(info.compress_size, 1) * limits.zip_max_ratio))
-            chunks, total = [], 0
-            with archive.open(info) as stream:
-                while chunk := stream.read(CHUNK):
-                    total += len(chunk)
-                    if total > budget:
-                        raise BadInputError("This zip entry expands far beyond its compressed size (possible zip bomb); skipped.")
-                    chunks.append(chunk)
-            return b"".join(chunks)
-    except KeyError as exc:
-        raise BadInputError(f"{member} is missing from the zip.") from exc
-    except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError) as exc:
-        raise BadInputError("This zip entry is damaged or uses an unsupported compression method.") from exc
-    except RuntimeError as exc:  # zipfile raises RuntimeError for encrypted members
-        raise BadInputError("This zip entry is password-protected.") from exc
+    """Stream one member by its reference (each copy of a repeated name is its own) from a zip kept open."""
+    return read_zip_entry(zip_path, member, max_bytes=limits.max_bytes, max_ratio=limits.zip_max_ratio)
 
 
 _IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # deprecated (RFC 4291); includes :: and ::1

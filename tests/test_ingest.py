@@ -192,6 +192,10 @@ def test_zip_members_with_the_same_name_stay_apart(tmp_path):
     assert contents == [b"first", b"second"]
     assert read_zip_entry(path, "b.jpg", max_bytes=1000, max_ratio=100) == b"other"
     assert any("appear more than once" in notice for notice in report.notices)
+    # what the runner reads for each item (pipeline.fetch.read_source) keeps them apart too
+    from pipeline.fetch import FetchLimits, read_source
+
+    assert [read_source(item.ref, FetchLimits(max_bytes=1000)) for item in items] == [b"first", b"second"]
 
 
 def test_a_photo_uploaded_with_the_csv_naming_it_is_tagged_once(tmp_path):
