@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 import boto3
@@ -22,8 +23,28 @@ from pipeline.models import (
     TransformJobRecord,
     Usage,
 )
+from pipeline.store import StaleEditError
 from pipeline.store.dynamo_store import DynamoStore
 from pipeline.store.sqlite_store import SqliteStore
+
+
+class OneRequestAtATime:
+    """moto's tables are not thread-safe; DynamoDB applies each request atomically, so serializing
+    whole requests models it (each condition is still checked by the store's own request)."""
+
+    def __init__(self, client) -> None:
+        self._client, self._lock, self.exceptions = client, threading.Lock(), client.exceptions
+
+    def __getattr__(self, name):
+        attribute = getattr(self._client, name)
+        if not callable(attribute) or name == "get_waiter":
+            return attribute
+
+        def call(*args, **kwargs):
+            with self._lock:
+                return attribute(*args, **kwargs)
+
+        return call
 
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
@@ -32,7 +53,7 @@ def store(request, tmp_path):
         yield SqliteStore(tmp_path / "store.sqlite3")
         return
     with mock_aws():
-        dynamo = DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "tagging-test")
+        dynamo = DynamoStore(OneRequestAtATime(boto3.client("dynamodb", region_name="us-east-1")), "tagging-test")
         dynamo.create_table()
         yield dynamo
 
@@ -182,3 +203,94 @@ def test_dynamo_item_size_limit_fails_only_that_row():
         assert first.status == "pending"
         assert second.status == "error" and "too large to store" in second.error and second.hints == {}
         assert (store.get_batch(batch.id).total, store.get_batch(batch.id).failed) == (2, 1)
+
+
+def race(count: int, action):
+    """Run action(i) on `count` threads released together by a barrier; results by thread index."""
+    barrier, results = threading.Barrier(count), [None] * count
+
+    def target(index: int) -> None:
+        barrier.wait(30)
+        try:
+            results[index] = action(index)
+        except Exception as exc:  # noqa: BLE001 - compared by the test
+            results[index] = exc
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return results
+
+
+def test_item_lease_one_claimant_at_a_time_even_when_racing(store):
+    batch = store.create_batch("b", "ann", report(1))
+    item = store.list_items(batch.id)[0]
+    wins = race(6, lambda i: store.claim_item(item.id, f"runner-{i}", 120, version=item.version, now=1000.0))
+    assert wins.count(True) == 1 and wins.count(False) == 5
+    holder = f"runner-{wins.index(True)}"
+    assert store.get_item(item.id).lease_owner == holder
+
+
+def test_item_lease_expiry_takeover_and_only_the_holder_completes(store):
+    batch = store.create_batch("b", "ann", report(2))
+    item, other = store.list_items(batch.id)
+    assert store.claim_item(item.id, "a", 120, version=0, now=1000.0)
+    assert not store.claim_item(item.id, "b", 120, version=0, now=1100.0)  # a's lease is live
+    assert store.renew_items([item.id, other.id], "a", 120, now=1100.0) == [item.id]  # renewed to 1220; other not a's
+    assert not store.claim_item(item.id, "b", 120, version=0, now=1200.0)
+    assert store.claim_item(item.id, "b", 120, version=0, now=1221.0)  # a crashed: its lease ran out unrenewed
+    assert store.save_result(item.id, result("k1"), [Usage(kind="endpoint", model="blip")], owner="a") is False
+    assert store.get_item(item.id).status == "pending" and store.usage(batch.id) == []  # nothing written for a
+    assert store.save_result(item.id, result("k1"), [Usage(kind="endpoint", model="blip")], owner="b") is True
+    assert store.save_error(item.id, "again", [Usage(kind="endpoint", model="blip")], owner="b") is False  # no second completion
+    saved = store.get_item(item.id)
+    assert (saved.status, saved.lease_owner, saved.version) == ("ok", None, 1) and len(store.usage(batch.id)) == 1
+    assert (store.get_batch(batch.id).done, store.get_batch(batch.id).failed) == (1, 0)
+    assert not store.claim_item(item.id, "c", 120, version=0, now=5000.0)  # finished since it was read: never redone
+    assert store.claim_item(other.id, "c", 120, version=0, now=5000.0)
+    assert store.claim_item(other.id, "d", 120, version=0, now=5001.0, stale_owners=("c",))  # c is known dead
+    store.release_item(other.id, "d")
+    assert store.get_item(other.id).lease_owner is None
+
+
+def test_batch_run_state_stop_requests_and_takeover(store):
+    a = store.create_batch("a", "ann", report(1))
+    b = store.create_batch("b", "ann", report(1))
+    assert store.get_batch(a.id).run is None
+    run = store.claim_batch(a.id, "task-1/10/x", 120, now=1000.0)
+    assert (run.owner, run.host, run.started_at, run.live(1100.0)) == ("task-1/10/x", "task-1", 1000.0, True)
+    assert store.claim_batch(a.id, "cli/20/y", 120, now=1050.0).owner == "task-1/10/x"  # refused: holder returned
+    assert store.claim_batch(b.id, "cli/20/y", 120, now=1050.0).owner == "cli/20/y"
+    store.request_stop(a.id, "bob", now=1060.0)
+    beat = store.heartbeat_batch(a.id, "task-1/10/x", 120, now=1070.0)
+    assert (beat.stop_requested_by, beat.heartbeat_at, beat.lease_until) == ("bob", 1070.0, 1190.0)
+    assert store.get_batch(b.id).run.stop_requested_by is None  # Stop on a never reaches b
+    assert store.heartbeat_batch(a.id, "cli/20/y", 120, now=1070.0) is None  # not the holder
+    assert store.claim_batch(a.id, "cli/20/y", 120, now=1191.0).owner == "cli/20/y"  # lease ran out: taken over
+    assert store.get_batch(a.id).run.stop_requested_by is None  # a new run starts without the old request
+    store.release_batch(a.id, "task-1/10/x")  # a stale runner's release changes nothing
+    assert store.get_batch(a.id).run.owner == "cli/20/y"
+    store.release_batch(a.id, "cli/20/y")
+    assert store.get_batch(a.id).run is None
+
+
+def test_concurrent_edits_one_wins_the_other_is_refused_with_who_and_when(store):
+    batch = store.create_batch("b", "ann", report(1))
+    item = store.list_items(batch.id)[0]
+    store.save_result(item.id, result("k1"), [])
+    shown = store.get_item(item.id).version
+    texts = ["Ann's summary.", "Bob's summary."]
+    outcomes = race(2, lambda i: store.edit_item(item.id, "summary", texts[i], ["ann", "bob"][i], expected_version=shown))
+    [winner] = [i for i, o in enumerate(outcomes) if not isinstance(o, Exception)]
+    loser = 1 - winner
+    refused = outcomes[loser]
+    assert isinstance(refused, StaleEditError)
+    assert refused.who == ["ann", "bob"][winner] and refused.at == outcomes[winner].at
+    assert texts[loser] in str(refused) and f"changed by {refused.who} at {refused.at}" in str(refused)  # nothing lost
+    now = store.get_item(item.id)
+    assert now.summary == texts[winner] and now.version == shown + 1 and now.updated_by == refused.who
+    assert [(e.who, e.new) for e in store.edits(item.id)] == [(refused.who, texts[winner])]
+    # Same value as stored: nothing to refuse.
+    assert store.edit_item(item.id, "summary", texts[winner], "carl", expected_version=shown) is None
