@@ -39,7 +39,7 @@ MARKDOWN_CHARACTERS = "\\`*_[](){}<>!#+-.|~$:&=/"
 _SIGNIFICANT = re.compile("([" + re.escape(MARKDOWN_CHARACTERS) + "])")
 _URL_SCHEME = re.compile(r"(?<=:)(?=//)")  # http:⁠// (and any other scheme)
 _WWW = re.compile(r"(?i)(?<=www)(?=\.)")  # www⁠.example
-_EMAIL_AT = re.compile(r"(?<=[-.\w+])(?=@)")  # name⁠@host
+_EMAIL_AT = re.compile(r"(?<=[-.\w+])(?=@[-\w]+(?:\.[-\w]+)+)")  # name⁠@host.tld (GFM links only a dotted domain: dev@localhost stays as is)
 _SHORTCODE = re.compile(r"(?<=:)(?=[\w+-])")  # :⁠smile:, :⁠material_home:, :⁠streamlit: (with or without the closing colon)
 _ARROW = re.compile(r"(?<![^\s])([<\-~>])(?=(?:->|-|>|=)(?:\s|$))")  # -⁠>, <⁠-, <⁠->, -⁠-, >⁠=, <⁠=, ~⁠=
 _LEADING_SPACE = re.compile(r"^[ \t]+", re.MULTILINE)

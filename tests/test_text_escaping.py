@@ -107,3 +107,8 @@ def test_a_part_cannot_finish_a_shortcode_with_the_templates_colon():
     for part in (":material/home", ":material_home", ":smile", ":streamlit"):
         source = say("{part}: done", part=part)
         assert ":material/" not in source and not SHORTCODE.search(resolved(source)), source
+
+
+def test_only_addresses_gfm_would_link_get_a_joiner():
+    assert inert("dev@localhost") == "dev@localhost"  # no dotted domain: never autolinked
+    assert inert("ann@shop.example") == "ann" + WORD_JOINER + "@shop\\.example"
