@@ -154,7 +154,8 @@ def configure_default_budget(megabytes: float) -> DecodeBudget:
     Decodes already holding the old budget finish under it."""
     global _default
     with _default_lock:
-        _default = DecodeBudget(int(megabytes * MB))
+        if _default is None or _default.limit != int(megabytes * MB):  # same size: keep the one in use
+            _default = DecodeBudget(int(megabytes * MB))
         return _default
 
 

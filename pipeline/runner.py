@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 from pipeline.attributes import AttributeSchema, map_answers
 from pipeline.captioners import Captioner
 from pipeline.errors import describe_error, usage_of
-from pipeline.fetch import FetchLimits, read_source
+from pipeline.fetch import DownloadCancelled, FetchLimits, read_source
 from pipeline.models import CaptionResult, ItemRecord, ItemResult, NormalizedImage, PhotoChecks, SummaryRequest, Usage
 from pipeline.normalize import normalize_image
 from pipeline.store import BatchBusyError, ImageStore, Store, new_runner_id, runner_is_dead_here
@@ -141,12 +141,16 @@ def caption_once(stages: Stages, image: NormalizedImage, usage: list[Usage], run
         return caption
 
 
-def prepare_image(stages: Stages, item: ItemRecord) -> tuple[NormalizedImage, str]:
-    """Read, normalize and store one item's photo: (normalized image, stored location)."""
+def prepare_image(stages: Stages, item: ItemRecord, cancel: threading.Event | None = None) -> tuple[NormalizedImage, str]:
+    """Read, normalize and store one item's photo: (normalized image, stored location). A Stop (`cancel`)
+    ends a download in progress; the item stays pending."""
     assert item.ref is not None
     if item.ref.kind in ("file", "zip"):
         stages.images.ensure_upload(Path(item.ref.location))  # resumed on another task: fetch the upload
-    data = read_source(item.ref, stages.fetch_limits, stages.s3_client_factory)
+    try:
+        data = read_source(item.ref, stages.fetch_limits, stages.s3_client_factory, should_stop=cancel)
+    except DownloadCancelled as exc:
+        raise Cancelled from exc
     image = normalize_image(data, max_side=stages.normalize.max_side, max_pixels=stages.normalize.max_pixels, quality=stages.normalize.quality)
     return image, stages.images.save(image.content_key, image.jpeg)
 
@@ -175,7 +179,7 @@ def process_item(stages: Stages, item: ItemRecord, usage: list[Usage], run: RunC
     """One item through every stage. Billable calls are appended to `usage` as they happen, so a
     failure after a paid call still records it. Raises on failure; the caller records the error."""
     run = run or RunContext.create()
-    image, image_path = prepare_image(stages, item)
+    image, image_path = prepare_image(stages, item, run.cancel)
     caption = caption_once(stages, image, usage, run)
     return complete_item(stages, item, content_key=image.content_key, image_path=image_path, checks=image.checks,
                          caption=caption, usage=usage, summary_slots=run.summary_slots)

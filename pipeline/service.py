@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pipeline.attributes import load_attribute_schema
 from pipeline.captioners import Captioner, make_captioner
+from pipeline.decode_budget import configure_default_budget
 from pipeline.fetch import FetchLimits
 from pipeline.ingest import IngestLimits, collect_sources
 from pipeline.models import BatchRecord
@@ -23,6 +24,7 @@ def fetch_limits(settings: Settings) -> FetchLimits:
         allow_private=settings.allow_private_urls,
         s3_allowed_buckets=tuple(settings.s3_allowed_buckets),
         zip_max_ratio=settings.zip_max_ratio,
+        deadline_s=settings.fetch_deadline_s,
     )
 
 
@@ -60,6 +62,7 @@ def build_stages(
 ) -> Stages:
     schema = load_attribute_schema(settings.attribute_schema)
     store = store or open_store(settings)
+    configure_default_budget(settings.decode_budget_mb)  # one budget of pixels in flight for the process
     return Stages(
         store=store,
         images=open_image_store(settings),
