@@ -34,9 +34,9 @@ import json, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 sys.path.insert(0, {root!r})
-from pipeline.decode_budget import MB, DecodeBudget
+from pipeline.images.decode_budget import MB, DecodeBudget
 from pipeline.errors import BadInputError
-from pipeline.normalize import normalize_image
+from pipeline.images.normalize import normalize_image
 
 def peak_kb():
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))

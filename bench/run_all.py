@@ -70,7 +70,7 @@ def naive_normalize(data: bytes, max_side: int = 768) -> bytes:
 
 
 def bench_normalize(photos: list[bytes]) -> dict:
-    from pipeline.normalize import normalize_image
+    from pipeline.images.normalize import normalize_image
 
     def timed(fn) -> float:
         best = float("inf")
@@ -115,7 +115,7 @@ class SimulatedCaptioner:
 
 
 def bench_concurrency(workdir: Path, count: int = 500, latency_s: float = 0.2, concurrency: int = 16) -> dict:
-    from pipeline.runner import run_batch
+    from pipeline.batches.runner import run_batch
     from pipeline.service import build_stages, create_batch
     from pipeline.settings import Settings
 
@@ -142,7 +142,7 @@ import sys
 from pathlib import Path
 sys.path.insert(0, {bench!r})
 from run_all import SimulatedCaptioner
-from pipeline.runner import run_batch
+from pipeline.batches.runner import run_batch
 from pipeline.service import build_stages, create_batch
 from pipeline.settings import Settings
 settings = Settings(_env_file=None, data_dir=Path({data!r}), summarizer="offline", caption_cache=False)

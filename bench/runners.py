@@ -59,7 +59,7 @@ class LoggingCaptioner:
 def stages_for(data_dir: Path, log: Path, mode: str):
     from dataclasses import replace
 
-    from pipeline.runner import LeaseOptions
+    from pipeline.batches.runner import LeaseOptions
     from pipeline.service import build_stages
     from pipeline.settings import Settings
 
@@ -70,7 +70,7 @@ def stages_for(data_dir: Path, log: Path, mode: str):
 
 def child(data_dir: Path, log: Path, batch_id: int, mode: str) -> None:
     """One runner: keep at it until the batch has nothing left (waiting while another runner holds it)."""
-    from pipeline.runner import run_batch
+    from pipeline.batches.runner import run_batch
     from pipeline.store import BatchBusyError
 
     stages = stages_for(data_dir, log, mode)

@@ -50,7 +50,7 @@ def _async_run(workdir: Path, count: int, latency_s: float, capacity: int, in_fl
     from _pytest.monkeypatch import MonkeyPatch
 
     from pipeline.captioners.sagemaker_async import SageMakerAsyncCaptioner, SqsNotifications
-    from pipeline.runner import run_batch
+    from pipeline.batches.runner import run_batch
     from pipeline.service import build_stages, create_batch
     from pipeline.settings import Settings
     from support import moto_sagemaker

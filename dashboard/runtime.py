@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import streamlit as st
 
 from dashboard.text import inert
-from pipeline.identity import AlbKeyCache, AuthError, User, identify
-from pipeline.runner import Stages
+from pipeline.admin.identity import AlbKeyCache, AuthError, User, identify
+from pipeline.batches.runner import Stages
 from pipeline.service import build_stages, build_transform_runner
 from pipeline.settings import Settings
-from pipeline.worker import BatchWorker
+from pipeline.batches.worker import BatchWorker
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def require_admin(user: User) -> None:
 @st.cache_resource(show_spinner=False)
 def get_endpoint_controller():
     """Boto3 clients for the endpoint switch, made once per server (AWS credentials come from the task role)."""
-    from pipeline.endpoint import EndpointController
+    from pipeline.admin.endpoint import EndpointController
 
     runtime = get_runtime()
     return EndpointController.from_settings(runtime.settings, runtime.stages.store)

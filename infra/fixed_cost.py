@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.costs import PriceTable, fixed_infra_costs
+from pipeline.admin.costs import PriceTable, fixed_infra_costs
 from tagger_infra.config import CONTEXT_KEY, InfraConfig, InfraConfigError  # infra/ is the script's folder, on sys.path
 
 HERE = Path(__file__).resolve().parent

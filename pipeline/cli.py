@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_as_job(transform, settings, batch_id: int, photos: int, *, retry_failed: bool) -> None:
-    from pipeline.batch_transform import job_estimate
+    from pipeline.batches.batch_transform import job_estimate
 
     job = transform.active_job(batch_id)
     if job is None:
@@ -116,9 +116,9 @@ def refuse_if_running(store, batch_id: int) -> None:
 def tag_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from pipeline.export import export_csv
-    from pipeline.runner import run_batch
-    from pipeline.batch_transform import use_job_by_default
+    from pipeline.batches.export import export_csv
+    from pipeline.batches.runner import run_batch
+    from pipeline.batches.batch_transform import use_job_by_default
     from pipeline.captioners import captioner_readiness
     from pipeline.service import build_stages, build_transform_runner, create_batch
     from pipeline.settings import Settings
@@ -171,7 +171,7 @@ def tag_command(args: argparse.Namespace) -> int:
 
 def endpoint_command(args: argparse.Namespace) -> int:
     """The CLI acts with the caller's AWS credentials, so IAM is its guard: the caller counts as admin."""
-    from pipeline.endpoint import Actor, EndpointController
+    from pipeline.admin.endpoint import Actor, EndpointController
     from pipeline.service import open_store
     from pipeline.settings import Settings
 
@@ -199,7 +199,7 @@ def estimate_command(args: argparse.Namespace) -> int:
     import json
     from dataclasses import replace
 
-    from pipeline.costs import Assumptions, PriceTable, estimate_monthly_cost
+    from pipeline.admin.costs import Assumptions, PriceTable, estimate_monthly_cost
     from pipeline.settings import Settings
 
     settings = Settings()

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from pipeline.attributes import load_attribute_schema
 from pipeline.captioners import Captioner, make_captioner
-from pipeline.decode_budget import configure_default_budget
-from pipeline.fetch import FetchLimits
-from pipeline.ingest import IngestLimits, collect_sources
+from pipeline.images.decode_budget import configure_default_budget
+from pipeline.ingest.fetch import FetchLimits
+from pipeline.ingest.sources import IngestLimits, collect_sources
 from pipeline.models import BatchRecord
-from pipeline.runner import LeaseOptions, NormalizeOptions, Stages
+from pipeline.batches.runner import LeaseOptions, NormalizeOptions, Stages
 from pipeline.settings import Settings
 from pipeline.store import ImageStore, LocalImageStore, Store
 from pipeline.store.sqlite_store import SqliteStore
@@ -90,7 +90,7 @@ def build_transform_runner(settings: Settings, stages: Stages):
     """Batch jobs need a SageMaker model and a transform location; the local captioner has neither."""
     if settings.captioner == "local" or not settings.sagemaker_transform_s3:
         return None
-    from pipeline.batch_transform import BatchTransformRunner
+    from pipeline.batches.batch_transform import BatchTransformRunner
 
     return BatchTransformRunner.from_settings(settings, stages)
 

@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     image_bucket: str | None = Field(None, description="Private S3 bucket for uploads, photos, thumbnails; None: DATA_DIR.")
     presign_expiry_s: int = Field(3600, description="Lifetime of the presigned photo URLs pages show.")
 
-    prices_file: Path | None = Field(None, description="JSON price overrides (same keys as pipeline/prices.json).")
+    prices_file: Path | None = Field(None, description="JSON price overrides (same keys as pipeline/admin/prices.json).")
     autostop_idle_minutes: float = Field(30.0, description="Idle time after which `endpoint autostop` stops the endpoint.")
     endpoint_warmup_minutes: float = Field(10.0, description="Expected start-up time shown when starting the endpoint.")
 

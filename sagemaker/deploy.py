@@ -15,7 +15,7 @@ calls only), `apply_plan` makes the calls in order, `--dry-run` prints the plan 
   ApproximateBacklogSizePerInstance, and a step policy driven by a CloudWatch alarm on
   HasBacklogWithoutCapacity, because target tracking alone cannot scale out from zero instances.
 - A redeploy keeps the capacity it finds: the scalable target's minimum (an admin's Start raised it to
-  1, pipeline/endpoint.py) and the variant's desired instance count (restored with
+  1, pipeline/admin/endpoint.py) and the variant's desired instance count (restored with
   UpdateEndpointWeightsAndCapacities after a switch, which starts the new config's instance count).
 - The variant waits up to STARTUP_HEALTH_CHECK_TIMEOUT_S for the container's first /ping and
   MODEL_DATA_DOWNLOAD_TIMEOUT_S for the model data (a ~16 GB model does not fit SageMaker's defaults);
@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.endpoint import VARIANT, scaling_target
+from pipeline.admin.endpoint import VARIANT, scaling_target
 
 # The Hugging Face PyTorch inference DLC the handler is tested against (sagemaker/container.json, the
 # one pin), looked up in the SDK's image catalogue.

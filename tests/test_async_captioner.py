@@ -11,11 +11,11 @@ import pytest
 from botocore.config import Config
 
 from pipeline.captioners.sagemaker_async import SageMakerAsyncCaptioner, SqsNotifications
-from pipeline.normalize import normalize_image
-from pipeline.runner import run_batch
+from pipeline.images.normalize import normalize_image
+from pipeline.batches.runner import run_batch
 from pipeline.service import build_stages, create_batch
 from pipeline.store.dynamo_store import DynamoStore
-from pipeline.worker import BatchWorker
+from pipeline.batches.worker import BatchWorker
 from support import moto_sagemaker
 from support.faults import FailFirst
 from support.images import jpeg_bytes

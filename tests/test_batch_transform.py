@@ -7,10 +7,10 @@ import threading
 import boto3
 import pytest
 
-from pipeline.batch_transform import BatchTransformRunner
-from pipeline.costs import Assumptions, PriceTable, estimate_transform_job
+from pipeline.batches.batch_transform import BatchTransformRunner
+from pipeline.admin.costs import Assumptions, PriceTable, estimate_transform_job
 from pipeline.service import build_stages, create_batch
-from pipeline.worker import BatchWorker
+from pipeline.batches.worker import BatchWorker
 from support import moto_sagemaker
 from support.images import jpeg_bytes
 from support.sagemaker_emulator import TransformEmulator
@@ -195,3 +195,21 @@ def test_tag_page_offers_the_job_with_its_estimate_and_shows_its_progress(aws, m
         assert [b.label for b in app.button if b.label.startswith("Retry failed")] == ["Retry failed (1)"]
     finally:
         st.cache_resource.clear()
+
+
+def test_a_second_task_cannot_start_a_second_job_while_one_is_being_prepared(setup, monkeypatch, responder, tmp_path):
+    """Two tasks pressing Run together: the one that holds the batch prepares it, the other is told who."""
+    import time
+
+    from pipeline.store import BatchBusyError
+
+    settings, stages, runner = setup
+    emulator = TransformEmulator(responder).install(monkeypatch)
+    batch = create_batch(stages.store, settings, photos(tmp_path, [1, 2]), name="big", created_by="ann")
+    stages.store.claim_batch(batch.id, "other-host/123/abc", stages.leases.lease_s, now=time.time())  # a live runner elsewhere
+    with pytest.raises(BatchBusyError, match="other-host"):
+        runner.start(batch.id)
+    assert emulator.jobs == [] and stages.store.transform_jobs(batch.id) == []
+    stages.store.release_batch(batch.id, "other-host/123/abc")
+    job = runner.run(batch.id)  # free again: this task runs it
+    assert job.status == "Ingested" and len(emulator.jobs) == 1

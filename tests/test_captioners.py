@@ -12,7 +12,7 @@ from pipeline.attributes import load_attribute_schema
 from pipeline.captioners.local import LocalCaptioner
 from pipeline.captioners.sagemaker_runtime import SageMakerCaptioner
 from pipeline.errors import BadInputError, ConfigError, ServiceError
-from pipeline.normalize import normalize_image
+from pipeline.images.normalize import normalize_image
 from support.images import jpeg_bytes
 from support.servers import AwsError, FakeSageMakerRuntime
 

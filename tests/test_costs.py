@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from pipeline.costs import Assumptions, PriceTable, estimate_monthly_cost, fixed_infra_costs, month_to_date, uptime_intervals
+from pipeline.admin.costs import Assumptions, PriceTable, estimate_monthly_cost, fixed_infra_costs, month_to_date, uptime_intervals
 from pipeline.errors import ConfigError
 from pipeline.models import AuditEntry, Usage
 from pipeline.store.sqlite_store import SqliteStore
@@ -136,7 +136,7 @@ def test_month_to_date_ledger(tmp_path, prices):
     now = datetime.now(timezone.utc)
     store.add_audit("boss", "start", "started")  # started just now; running for 2 h by `later`
     later = now + timedelta(hours=2)
-    from pipeline.ingest import IngestLimits, collect_sources
+    from pipeline.ingest.sources import IngestLimits, collect_sources
     from support.images import jpeg_bytes
 
     photo = tmp_path / "p.jpg"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-import time
 import zipfile
 from pathlib import Path
 
@@ -106,7 +105,7 @@ def test_rejected_uploads_are_listed_with_reasons_before_running(app_env):
 
 
 def test_batch_keeps_running_without_the_browser_and_a_new_server_resumes(app_env, tiny_model):
-    from pipeline.ingest import collect_sources
+    from pipeline.ingest.sources import collect_sources
     from pipeline.service import ingest_limits
     from pipeline.settings import Settings
     from pipeline.store.sqlite_store import SqliteStore

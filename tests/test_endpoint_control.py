@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pytest
 from moto import mock_aws
 from moto.sagemaker.models import sagemaker_backends
 
-from pipeline.endpoint import Actor, EndpointController, NotAllowed
+from pipeline.admin.endpoint import Actor, EndpointController, NotAllowed
 from pipeline.models import Usage
 from pipeline.store.sqlite_store import SqliteStore
 from support import moto_sagemaker
@@ -128,8 +128,8 @@ def test_autostop_stops_only_after_the_idle_time(aws, store):
 
 def test_autostop_counts_calls_recorded_in_the_usage_ledger(aws, store, tmp_path):
     deploy_endpoint(aws)
-    from pipeline.ingest import collect_sources
-    from pipeline.ingest import IngestLimits
+    from pipeline.ingest.sources import collect_sources
+    from pipeline.ingest.sources import IngestLimits
     from support.images import jpeg_bytes
 
     photo = tmp_path / "p.jpg"

@@ -8,7 +8,7 @@ import io
 import pytest
 
 from pipeline.attributes import load_attribute_schema
-from pipeline.export import escape_formula, export_csv, export_shopify_csv
+from pipeline.batches.export import escape_formula, export_csv, export_shopify_csv
 from pipeline.models import ItemRecord
 
 DANGEROUS = [

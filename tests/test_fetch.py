@@ -11,7 +11,7 @@ from support.images import jpeg_bytes
 from support.servers import DripServer, FileServer
 
 from pipeline.errors import BadInputError
-from pipeline.fetch import (
+from pipeline.ingest.fetch import (
     DownloadCancelled,
     DownloadTimedOut,
     FetchLimits,

@@ -135,7 +135,7 @@ def _deploy(options, clients) -> list[str]:
 
 
 def _controller(settings, store):
-    from pipeline.endpoint import EndpointController
+    from pipeline.admin.endpoint import EndpointController
 
     return EndpointController.from_settings(settings, store)
 
@@ -161,8 +161,8 @@ def _photos(folder: Path, seeds: list[int]) -> list[Path]:
 
 
 def record_flows(dep: Deployment, tmp_path: Path) -> tuple[Recorder, dict]:
-    from pipeline.endpoint import Actor
-    from pipeline.runner import run_batch
+    from pipeline.admin.endpoint import Actor
+    from pipeline.batches.runner import run_batch
     from pipeline.service import build_stages, build_transform_runner, create_batch
 
     admin = Actor("boss@example.com", True)

@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from pipeline.identity import AlbKeyCache, AuthError, claim_is_true, identify, is_admin, verified_email, verify_alb_token
+from pipeline.admin.identity import AlbKeyCache, AuthError, claim_is_true, identify, is_admin, verified_email, verify_alb_token
 from pipeline.settings import Settings
 from support.servers import FileServer
 

@@ -20,7 +20,7 @@ from support.infra import INFRA, VARIANT, synth
 
 from aws_cdk.assertions import Match, Template
 
-from pipeline.costs import PriceTable, fixed_infra_costs
+from pipeline.admin.costs import PriceTable, fixed_infra_costs
 from pipeline.store.dynamo_store import table_definition
 
 ROOT = INFRA.parent

@@ -1,11 +1,10 @@
-import io
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from pipeline.errors import BadInputError
-from pipeline.ingest import IngestLimits, collect_sources, is_safe_member_name, parse_csv
+from pipeline.ingest.sources import IngestLimits, collect_sources, is_safe_member_name, parse_csv
 from support.images import jpeg_bytes
 
 LIMITS = IngestLimits()
@@ -147,8 +146,8 @@ def test_unsupported_upload_type_is_an_error_row(tmp_path):
 
 # --- issue 15: CSV cells, encodings, delimiters; zip duplicates, nested zips, CSV + uploaded photos
 
-from pipeline import ingest  # noqa: E402
-from pipeline.ingest import MAX_CELL_CHARS, OpenZips, read_zip_entry  # noqa: E402
+from pipeline.ingest import sources as ingest  # noqa: E402
+from pipeline.ingest.sources import MAX_CELL_CHARS, OpenZips, read_zip_entry  # noqa: E402
 
 
 def test_an_oversized_cell_fails_its_row_not_the_batch(tmp_path):
@@ -192,8 +191,8 @@ def test_zip_members_with_the_same_name_stay_apart(tmp_path):
     assert contents == [b"first", b"second"]
     assert read_zip_entry(path, "b.jpg", max_bytes=1000, max_ratio=100) == b"other"
     assert any("appear more than once" in notice for notice in report.notices)
-    # what the runner reads for each item (pipeline.fetch.read_source) keeps them apart too
-    from pipeline.fetch import FetchLimits, read_source
+    # what the runner reads for each item (pipeline.ingest.fetch.read_source) keeps them apart too
+    from pipeline.ingest.fetch import FetchLimits, read_source
 
     assert [read_source(item.ref, FetchLimits(max_bytes=1000)) for item in items] == [b"first", b"second"]
 

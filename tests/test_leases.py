@@ -13,14 +13,14 @@ import pytest
 from moto import mock_aws
 
 from pipeline.models import CaptionResult, Usage
-from pipeline.review import save_changes
-from pipeline.runner import LeaseOptions, run_batch
+from pipeline.batches.review import save_changes
+from pipeline.batches.runner import LeaseOptions, run_batch
 from pipeline.service import build_stages, create_batch
 from pipeline.settings import Settings
 from pipeline.store import BatchBusyError, StaleEditError
 from pipeline.store.dynamo_store import DynamoStore
 from pipeline.store.sqlite_store import SqliteStore
-from pipeline.worker import BatchWorker
+from pipeline.batches.worker import BatchWorker
 from support.images import jpeg_bytes
 
 FAST = LeaseOptions(lease_s=120.0, item_deadline_s=600.0, stop_grace_s=0.0, poll_s=0.02)

@@ -10,9 +10,9 @@ import time
 import pytest
 from PIL import Image
 
-import pipeline.normalize as normalize
-from pipeline.decode_budget import DecodeBudget
-from pipeline.normalize import decode_cost, exif_orientation, normalize_image
+import pipeline.images.normalize as normalize
+from pipeline.images.decode_budget import DecodeBudget
+from pipeline.images.normalize import decode_cost, exif_orientation, normalize_image
 from support.images import big_rgba_png, encode, png_with_exif_orientation, product_photo
 
 DEADLINE_S = 20  # only so a broken budget fails instead of hanging; no assert depends on it

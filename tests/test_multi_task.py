@@ -10,11 +10,11 @@ import pytest
 from moto import mock_aws
 from pydantic import ValidationError
 
-from pipeline.runner import run_batch
+from pipeline.batches.runner import run_batch
 from pipeline.service import build_stages, create_batch
 from pipeline.store.dynamo_store import DynamoStore
 from pipeline.store.s3_images import S3ImageStore
-from pipeline.uploads import save_uploads
+from pipeline.ingest.uploads import save_uploads
 from support.images import jpeg_bytes
 
 

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import BadInputError
-from pipeline.normalize import normalize_image
+from pipeline.images.normalize import normalize_image
 from support.images import encode, jpeg_bytes, jpeg_with_orientation, png_bomb, product_photo
 
 

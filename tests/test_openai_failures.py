@@ -14,8 +14,8 @@ from moto import mock_aws
 from pipeline.attributes import load_attribute_schema, map_answers
 from pipeline.errors import BadInputError, ConfigError, ServiceError, describe_error, usage_of
 from pipeline.models import CaptionResult, IngestReport, SourceItem, SourceRef, SummaryRequest, Usage
-from pipeline.review import regenerate_summaries
-from pipeline.runner import NormalizeOptions, Stages, run_batch
+from pipeline.batches.review import regenerate_summaries
+from pipeline.batches.runner import NormalizeOptions, Stages, run_batch
 from pipeline.service import fetch_limits
 from pipeline.settings import Settings
 from pipeline.store import LocalImageStore

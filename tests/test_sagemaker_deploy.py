@@ -169,7 +169,7 @@ def test_variant_waits_long_enough_for_a_16_gb_model(aws, make):
 
 
 def admin_control(clients, tmp_path):
-    from pipeline.endpoint import EndpointController
+    from pipeline.admin.endpoint import EndpointController
     from pipeline.store.sqlite_store import SqliteStore
 
     return EndpointController(endpoint_name=NAME, mode="async", clients=clients, store=SqliteStore(tmp_path / "db.sqlite3"),
@@ -182,7 +182,7 @@ def variant_count(clients) -> int:
 
 @pytest.mark.parametrize("change", [{}, {"max_concurrency_per_instance": 2}], ids=["same inputs", "new config"])
 def test_redeploy_keeps_an_admins_start(aws, tmp_path, change):
-    from pipeline.endpoint import Actor
+    from pipeline.admin.endpoint import Actor
 
     run(async_options(), aws)
     assert admin_control(aws, tmp_path).start(Actor("boss@example.com", True)).result == "started"  # min capacity 0 -> 1
@@ -196,7 +196,7 @@ def test_redeploy_keeps_an_admins_start(aws, tmp_path, change):
 
 
 def test_switching_a_stopped_async_endpoint_keeps_it_at_zero_instances(aws, tmp_path):
-    from pipeline.endpoint import Actor
+    from pipeline.admin.endpoint import Actor
 
     run(async_options(), aws)
     assert admin_control(aws, tmp_path).stop(Actor("boss@example.com", True)).result == "stopped"

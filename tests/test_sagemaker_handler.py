@@ -22,7 +22,7 @@ from pipeline.captioners.contract import build_request, endpoint_error, parse_re
 from pipeline.captioners.sagemaker_async import _failure as read_async_failure_file
 from pipeline.captioners.sagemaker_runtime import SageMakerCaptioner
 from pipeline.errors import BadInputError, ServiceError
-from pipeline.normalize import normalize_image
+from pipeline.images.normalize import normalize_image
 from support.images import encode, jpeg_bytes, product_photo
 from support.model_server import ModelServer
 from support.scripts import load_script

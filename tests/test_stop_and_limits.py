@@ -3,8 +3,8 @@ reaching a download in progress (the item stays pending, nothing is marked faile
 
 import threading
 
-from pipeline.decode_budget import MB, default_budget
-from pipeline.runner import run_batch
+from pipeline.images.decode_budget import MB, default_budget
+from pipeline.batches.runner import run_batch
 from pipeline.service import build_stages, create_batch, fetch_limits
 from support.servers import DripServer
 

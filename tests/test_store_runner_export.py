@@ -7,9 +7,9 @@ import zipfile
 import pytest
 
 from pipeline.errors import BadInputError, ServiceError
-from pipeline.export import export_csv
-from pipeline.models import IngestReport, SourceItem, SourceRef
-from pipeline.runner import run_batch
+from pipeline.batches.export import export_csv
+from pipeline.models import IngestReport, SourceItem
+from pipeline.batches.runner import run_batch
 from pipeline.service import create_batch
 from pipeline.store.sqlite_store import SqliteStore
 from support.images import jpeg_bytes, png_bomb
@@ -93,7 +93,7 @@ def test_caption_cache_reuses_same_image_and_model(stages, make_settings, tmp_pa
 
 
 def test_concurrency_is_bounded_and_one_failure_does_not_stop_the_batch(stages, make_settings, tmp_path):
-    from pipeline.normalize import normalize_image
+    from pipeline.images.normalize import normalize_image
 
     paths = write_images(tmp_path, 8)
     bad_key = normalize_image(paths[3].read_bytes()).content_key

@@ -11,13 +11,13 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import ConfigError
-from pipeline.export import export_shopify_csv, filter_items
+from pipeline.batches.export import export_shopify_csv, filter_items
 from pipeline.models import SourceRef
-from pipeline.review import grid_rows, save_changes, set_review_status, summary_word_problems
+from pipeline.batches.review import grid_rows, save_changes, set_review_status, summary_word_problems
 from pipeline.service import create_batch
-from pipeline.thumbnails import thumbnail_data_uri
-from pipeline.uploads import safe_filename, save_uploads
-from pipeline.worker import BatchWorker
+from pipeline.images.thumbnails import thumbnail_data_uri
+from pipeline.ingest.uploads import safe_filename, save_uploads
+from pipeline.batches.worker import BatchWorker
 from support.images import jpeg_bytes
 
 
@@ -69,7 +69,7 @@ def test_a_model_that_cannot_load_stops_the_batch_with_a_message_and_keeps_items
 
 def test_eta_comes_from_the_rate_of_this_run():
     from pipeline.models import BatchRecord
-    from pipeline.worker import _Run
+    from pipeline.batches.worker import _Run
 
     now = [100.0]
     worker = BatchWorker.__new__(BatchWorker)  # only the arithmetic; no thread needed
@@ -82,7 +82,7 @@ def test_eta_comes_from_the_rate_of_this_run():
 
 def test_review_rows_save_changes_and_refusals(stages, make_settings, tmp_path):
     batch = create_batch(stages.store, make_settings(), photos(tmp_path, 2), name="b", created_by="t")
-    from pipeline.runner import run_batch
+    from pipeline.batches.runner import run_batch
 
     run_batch(stages, batch.id, concurrency=1)
     items = stages.store.list_items(batch.id)
@@ -102,7 +102,7 @@ def test_failed_items_cannot_be_approved(stages, make_settings, tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
     batch = create_batch(stages.store, make_settings(), [bad], name="b", created_by="t")
-    from pipeline.runner import run_batch
+    from pipeline.batches.runner import run_batch
 
     run_batch(stages, batch.id, concurrency=1)
     [item] = stages.store.list_items(batch.id)
@@ -135,7 +135,7 @@ def test_thumbnail_is_a_small_jpeg_data_uri(tmp_path):
 
 
 def test_shopify_csv_handles_are_unique_and_image_src_only_for_public_urls(stages, make_settings, tmp_path):
-    from pipeline.runner import run_batch
+    from pipeline.batches.runner import run_batch
 
     batch = create_batch(stages.store, make_settings(), photos(tmp_path, 2), name="b", created_by="t")
     run_batch(stages, batch.id, concurrency=1)

@@ -10,8 +10,8 @@ import streamlit as st
 
 from dashboard.runtime import current_user, get_endpoint_controller, get_runtime, require_admin
 from dashboard.text import inert, say
-from pipeline.costs import Assumptions, PriceTable, estimate_monthly_cost, month_to_date
-from pipeline.endpoint import Actor, NotAllowed
+from pipeline.admin.costs import Assumptions, PriceTable, estimate_monthly_cost, month_to_date
+from pipeline.admin.endpoint import Actor, NotAllowed
 from pipeline.errors import describe_error
 
 runtime = get_runtime()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard.runtime import current_user, get_runtime
-from pipeline.export import export_csv, export_shopify_csv, filter_items
+from pipeline.batches.export import export_csv, export_shopify_csv, filter_items
 
 runtime = get_runtime()
 user = current_user(runtime)

@@ -8,7 +8,7 @@ import streamlit as st
 from dashboard.components import choose_batch
 from dashboard.runtime import current_user, get_runtime
 from dashboard.text import inert, say
-from pipeline.review import (
+from pipeline.batches.review import (
     SaveReport, grid_rows, item_label, regenerate_summaries, save_changes, set_review_status, summary_word_problems,
 )
 from pipeline.wordlimit import MAX_SUMMARY_WORDS, count_words

@@ -7,13 +7,13 @@ import streamlit as st
 from dashboard.components import choose_batch
 from dashboard.runtime import current_user, get_runtime
 from dashboard.text import inert
-from pipeline.batch_transform import job_estimate, use_job_by_default
-from pipeline.ingest import collect_sources
-from pipeline.normalize import IMAGE_EXTENSIONS
-from pipeline.review import item_label
+from pipeline.batches.batch_transform import job_estimate, use_job_by_default
+from pipeline.ingest.sources import collect_sources
+from pipeline.images.normalize import IMAGE_EXTENSIONS
+from pipeline.batches.review import item_label
 from pipeline.service import ingest_limits
 from pipeline.store import BatchBusyError
-from pipeline.uploads import save_uploads
+from pipeline.ingest.uploads import save_uploads
 
 runtime = get_runtime()
 user = current_user(runtime)

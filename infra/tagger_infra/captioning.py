@@ -1,7 +1,7 @@
 """SageMaker's side: its execution role, async completion notices (SNS → SQS), and — when a model
 package is named in cdk.json — the model and an endpoint config the admin page can start.
 
-The endpoint itself is not a CloudFormation resource: admins start and stop it (pipeline/endpoint.py),
+The endpoint itself is not a CloudFormation resource: admins start and stop it (pipeline/admin/endpoint.py),
 and sagemaker/deploy.py (deploy-model.yml) rolls out new model code. An endpoint owned by a stack would
 be recreated or fight those changes on every deploy.
 """
@@ -19,7 +19,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from pipeline.endpoint import VARIANT
+from pipeline.admin.endpoint import VARIANT
 from tagger_infra.checks import accept_findings
 from tagger_infra.config import InfraConfig
 from tagger_infra.permissions import Scope, sagemaker_execution_statements

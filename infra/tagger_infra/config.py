@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pipeline.costs import Assumptions
+from pipeline.admin.costs import Assumptions
 from pipeline.settings import Settings
 
 CONTEXT_KEY = "product-tagging"  # cdk.json: {"context": {"product-tagging": {...}}}

@@ -12,7 +12,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
-from pipeline.endpoint import VARIANT
+from pipeline.admin.endpoint import VARIANT
 from tagger_infra.checks import accept_findings
 from tagger_infra.config import InfraConfig
 from tagger_infra.dashboard import Dashboard

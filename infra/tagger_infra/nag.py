@@ -78,7 +78,7 @@ def _wildcards(app: Stack) -> list[tuple[str, str]]:
          "Models and endpoint configs of this endpoint only: sagemaker/deploy.py makes a new <endpoint>-<mode>-<hash> "
          "one per deploy, so the endpoint's name is the prefix."),
         (rf"^Resource::{arn.format(service='sagemaker')}transform-job/{_literal(TRANSFORM_JOB_PREFIX)}\*$",
-         f"Batch transform jobs of this app: pipeline/batch_transform.py names them {TRANSFORM_JOB_PREFIX}<batch>-..., "
+         f"Batch transform jobs of this app: pipeline/batches/batch_transform.py names them {TRANSFORM_JOB_PREFIX}<batch>-..., "
          "one per batch."),
         (rf"^Resource::{arn.format(service='logs')}log-group:/aws/sagemaker/\*$",
          "SageMaker's own log groups (/aws/sagemaker/Endpoints/<name>, /aws/sagemaker/TransformJobs) for the containers "

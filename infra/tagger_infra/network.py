@@ -2,7 +2,7 @@
 
 S3 and DynamoDB are reached through gateway endpoints (free, traffic stays in AWS) in every layout.
 `private-nat` adds private subnets and one NAT gateway; `private-endpoints` adds isolated subnets and
-interface endpoints for each AWS API the tasks call. Their prices: pipeline.costs.fixed_infra_costs.
+interface endpoints for each AWS API the tasks call. Their prices: pipeline.admin.costs.fixed_infra_costs.
 
 VPC flow logs are off by default (cdk.json `vpc_flow_logs`: "off" | "reject" | "all"). When on, they go
 to a CloudWatch log group with the dashboard's retention: no fixed monthly charge (so the estimator's

@@ -14,7 +14,7 @@ from aws_cdk import aws_iam as iam
 
 # What the dashboard writes under the shared bucket (pipeline/store/s3_images.py, async and transform jobs).
 APP_PREFIXES = ("uploads/", "normalized/", "thumbnails/", "async/", "transform/")
-TRANSFORM_JOB_PREFIX = "tag-b"  # pipeline/batch_transform.py names jobs tag-b<batch>-…
+TRANSFORM_JOB_PREFIX = "tag-b"  # pipeline/batches/batch_transform.py names jobs tag-b<batch>-…
 MODEL_PREFIX = "models/"  # deploy-model.yml: sagemaker/package.py --prefix models/<sha>/
 BACKLOG_ALARM_SUFFIX = "-HasBacklogWithoutCapacity"  # sagemaker/deploy.py backlog_alarm_name()
 # Application Auto Scaling creates this role the first time anyone registers a SageMaker variant in the

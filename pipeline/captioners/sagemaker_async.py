@@ -25,7 +25,7 @@ from typing import Any, Callable
 from pipeline.attributes import AttributeSpec
 from pipeline.captioners.contract import build_request, endpoint_error, parse_response
 from pipeline.errors import ConfigError, ServiceError
-from pipeline.fetch import parse_s3_prefix, read_s3_object_if_exists
+from pipeline.ingest.fetch import parse_s3_prefix, read_s3_object_if_exists
 from pipeline.models import AsyncInvocation, CaptionResult, NormalizedImage, Usage
 
 

@@ -117,7 +117,7 @@ class Store(Protocol):
     def remember_invocation(self, invocation: AsyncInvocation) -> None: ...
     def pending_invocation(self, content_key: str, model_id: str) -> AsyncInvocation | None: ...
     def forget_invocation(self, content_key: str, model_id: str) -> None: ...
-    # Batch transform jobs (see pipeline.batch_transform)
+    # Batch transform jobs (see pipeline.batches.batch_transform)
     def save_transform_job(self, job: TransformJobRecord) -> None:
         """Insert or replace by job name."""
     def transform_jobs(self, batch_id: int) -> list[TransformJobRecord]:
@@ -163,7 +163,7 @@ class LocalImageStore:
         return location if location and Path(location).is_file() else None
 
     def thumbnail_url(self, location: str | None) -> str | None:
-        from pipeline.thumbnails import thumbnail_data_uri
+        from pipeline.images.thumbnails import thumbnail_data_uri
 
         return thumbnail_data_uri(location)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from pipeline.thumbnails import thumbnail_jpeg
+from pipeline.images.thumbnails import thumbnail_jpeg
 
 
 class S3ImageStore:

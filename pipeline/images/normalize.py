@@ -14,10 +14,10 @@ import numpy as np
 import pillow_heif
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.decode_budget import MB, DecodeBudget, default_budget
+from pipeline.images.decode_budget import MB, DecodeBudget, default_budget
 from pipeline.errors import BadInputError
 from pipeline.models import NormalizedImage
-from pipeline.photo_checks import compute_photo_checks
+from pipeline.images.photo_checks import compute_photo_checks
 
 pillow_heif.register_heif_opener()  # lets Image.open read iPhone HEIC/HEIF photos
 

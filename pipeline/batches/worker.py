@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING
 from pipeline.captioners import captioner_readiness
 from pipeline.errors import ConfigError, describe_error
 from pipeline.models import BatchRecord, BatchRun, TransformJobRecord
-from pipeline.runner import BatchProgress, Stages, run_batch
+from pipeline.batches.runner import BatchProgress, Stages, run_batch
 from pipeline.store import BatchBusyError, new_runner_id, runner_is_dead_here
 
 if TYPE_CHECKING:
-    from pipeline.batch_transform import BatchTransformRunner
+    from pipeline.batches.batch_transform import BatchTransformRunner
 
 
 @dataclass(frozen=True)

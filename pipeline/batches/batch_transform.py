@@ -25,11 +25,12 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from pipeline.captioners.contract import build_request, parse_response
-from pipeline.costs import Assumptions, JobEstimate, PriceTable, estimate_transform_job
+from pipeline.admin.costs import Assumptions, JobEstimate, PriceTable, estimate_transform_job
 from pipeline.errors import ConfigError, ServiceError, describe_error
-from pipeline.fetch import parse_s3_prefix, read_s3_object_if_exists
+from pipeline.ingest.fetch import parse_s3_prefix, read_s3_object_if_exists
 from pipeline.models import CaptionResult, ItemRecord, PhotoChecks, TransformJobRecord, Usage
-from pipeline.runner import Stages, complete_item, prepare_image
+from pipeline.batches.runner import Stages, complete_item, prepare_image, take_batch
+from pipeline.store import new_runner_id
 
 TERMINAL = ("Completed", "Failed", "Stopped")
 
@@ -56,7 +57,7 @@ class BatchTransformRunner:
         import boto3
         from botocore.config import Config
 
-        from pipeline.endpoint import EndpointController
+        from pipeline.admin.endpoint import EndpointController
 
         if not settings.sagemaker_transform_s3:
             raise ConfigError("Batch jobs need SAGEMAKER_TRANSFORM_S3 (s3://bucket/prefix for their inputs and outputs).")
@@ -91,6 +92,18 @@ class BatchTransformRunner:
 
     # --- prepare + start -------------------------------------------------------------------------
     def start(self, batch_id: int, *, retry_failed: bool = False) -> TransformJobRecord | None:
+        """Prepare and start one job, holding the batch's lease meanwhile: a second task or CLI pressing
+        Run at the same moment gets BatchBusyError instead of paying for a second job."""
+        store, owner = self.stages.store, new_runner_id()
+        if self.stages.leases.enabled:
+            take_batch(store, batch_id, owner, self.stages.leases)
+        try:
+            return self.active_job(batch_id) or self._start(batch_id, retry_failed=retry_failed)
+        finally:
+            if self.stages.leases.enabled:
+                store.release_batch(batch_id, owner)
+
+    def _start(self, batch_id: int, *, retry_failed: bool) -> TransformJobRecord | None:
         items = self.stages.store.items_to_process(batch_id, retry_failed=retry_failed)
         job_name = f"tag-b{batch_id}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"  # unique, ≤ 63 chars
         job_prefix = f"{self.prefix}/{job_name}".lstrip("/")

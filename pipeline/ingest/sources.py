@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 
 from pipeline.errors import BadInputError
 from pipeline.models import IngestReport, SourceItem, SourceRef
-from pipeline.normalize import IMAGE_EXTENSIONS
+from pipeline.images.normalize import IMAGE_EXTENSIONS
 
 REQUIRED_COLUMNS = ("sku", "image")
 HINT_COLUMNS = ("title", "brand", "category", "notes")

@@ -26,9 +26,9 @@ from typing import Any, Callable, Iterator
 from pipeline.attributes import AttributeSchema, map_answers
 from pipeline.captioners import Captioner
 from pipeline.errors import describe_error, usage_of
-from pipeline.fetch import DownloadCancelled, FetchLimits, read_source
+from pipeline.ingest.fetch import DownloadCancelled, FetchLimits, read_source
 from pipeline.models import CaptionResult, ItemRecord, ItemResult, NormalizedImage, PhotoChecks, SummaryRequest, Usage
-from pipeline.normalize import normalize_image
+from pipeline.images.normalize import normalize_image
 from pipeline.store import BatchBusyError, ImageStore, Store, new_runner_id, runner_is_dead_here
 from pipeline.summarizers import Summarizer
 from pipeline.wordlimit import count_words
@@ -211,7 +211,7 @@ def run_batch(
     owner = owner or new_runner_id()
     claiming, holds_batch = options.enabled, options.enabled and not join
     if holds_batch:
-        _take_batch(store, batch_id, owner, options, clock)
+        take_batch(store, batch_id, owner, options, clock)
     try:
         return _run_items(stages, batch_id, concurrency=concurrency, on_progress=on_progress, cancel=cancel,
                           retry_failed=retry_failed, owner=owner, clock=clock, claiming=claiming, holds_batch=holds_batch)
@@ -220,7 +220,8 @@ def run_batch(
             store.release_batch(batch_id, owner)
 
 
-def _take_batch(store: Store, batch_id: int, owner: str, options: LeaseOptions, clock: Callable[[], float]) -> None:
+def take_batch(store: Store, batch_id: int, owner: str, options: LeaseOptions, clock: Callable[[], float] = time.time) -> None:
+    """Become the batch's runner, or raise BatchBusyError naming the live runner that is."""
     holder = store.claim_batch(batch_id, owner, options.lease_s, now=clock())
     if holder.owner == owner:
         return

@@ -1,0 +1,1 @@
+"""Operating it: endpoint control, costs and prices, who is signed in."""

@@ -1,0 +1,1 @@
+"""Running and finishing batches: runner, worker, batch-transform jobs, review edits, export."""

@@ -1,0 +1,1 @@
+"""Photos: normalize (orientation, RGB, resize) under a decode budget, checks, thumbnails."""
