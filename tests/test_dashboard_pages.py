@@ -338,3 +338,50 @@ def test_hostile_file_names_skus_and_errors_are_sent_escaped(app_env):
     save.click().run()
     assert any(shown(e.value).startswith(f"#2 {BEACON}: ") for e in review.error)  # refused, naming the item
     assert_no_live_markdown(review)
+
+
+def test_a_batch_running_elsewhere_is_shown_as_such_stopped_there_and_resumed_here(app_env):
+    """Another task or the CLI holds the batch: the page says where, Stop reaches that batch only, and
+    once that runner has let go, Resume (after a reload: the batch is drawn outside the fragment) runs it here."""
+    import time
+
+    from pipeline.ingest.sources import collect_sources
+    from pipeline.service import ingest_limits
+    from pipeline.settings import Settings
+    from pipeline.store.sqlite_store import SqliteStore
+
+    settings = Settings()
+    photo = app_env / "one.jpg"
+    photo.write_bytes(jpeg_bytes())
+    store = SqliteStore(settings.db_path)
+    batch = store.create_batch("cli batch", "someone", collect_sources([photo, photo], ingest_limits(settings)))
+    other = store.create_batch("other batch", "someone", collect_sources([photo], ingest_limits(settings)))
+    elsewhere = "cli-host/4242/abcd"
+    for held in (batch, other):
+        store.claim_batch(held.id, elsewhere, 600, now=time.time())  # a live runner on another machine
+    app = AppTest.from_file(APP, default_timeout=60)
+    app.session_state["batch_id"] = batch.id
+    app.run()
+    assert not app.exception, app.exception
+    deadline = time.monotonic() + 60  # the new server's worker tries to resume unfinished batches first
+    while runtime().worker.view(batch.id).runner is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    app.run()
+    assert any(f"Batch {batch.id} is running on cli-host since" in shown(c.value) for c in app.caption), [c.value for c in app.caption]
+    assert not [b for b in app.button if b.label == "Resume"]  # running elsewhere: nothing to resume here
+    [stop] = [b for b in app.button if b.label == "Stop"]
+    stop.click().run()
+    assert not app.exception, app.exception
+    assert store.get_batch(batch.id).run.stop_requested_by and not store.get_batch(other.id).run.stop_requested_by
+    store.release_batch(batch.id, elsewhere)  # that runner saw the request and let go
+    app = AppTest.from_file(APP, default_timeout=60)  # a reload
+    app.session_state["batch_id"] = batch.id
+    app.run()
+    [resume] = [b for b in app.button if b.label == "Resume"]
+    resume.click().run()
+    assert not app.exception, app.exception  # was StreamlitInvalidLayoutContextError (fragment rerun outside a fragment)
+    deadline = time.monotonic() + 120  # not wait_idle: the worker also waits to take over the other batch
+    while store.get_batch(batch.id).done < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [i.status for i in store.list_items(batch.id)] == ["ok", "ok"]
+    assert [i.status for i in store.list_items(other.id)] == ["pending"]  # still held elsewhere

@@ -108,14 +108,14 @@ def render_progress(batch_id: int) -> None:
         try:
             worker.submit(batch_id)
         except BatchBusyError as busy:  # started elsewhere meanwhile: say so, start nothing
-            st.warning(str(busy))
+            st.warning(inert(str(busy)))
         else:
-            st.rerun(scope="fragment")
+            st.rerun()  # a whole-page rerun: a stopped batch is drawn outside the progress fragment
     if view.state in ("finished", "stopped") and batch.failed and st.button(f"Retry failed ({batch.failed})", key=f"retry-{batch_id}"):
         try:
             worker.submit(batch_id, retry_failed=True, as_job=worker.transform is not None and use_job_by_default(runtime.settings, batch.failed))
         except BatchBusyError as busy:
-            st.warning(str(busy))
+            st.warning(inert(str(busy)))
         else:
             st.rerun()
     if view.state in ("running", "queued") and st.button("Stop", key=f"stop-{batch_id}"):
