@@ -53,8 +53,11 @@ $(NODE):
 install: $(RUN_STAMP)
 install-dev: $(DEV_STAMP) $(CONTAINER_STAMP) $(CHECKOV) $(NODE)
 
+# `make run PORT=8600` serves on another port.
+PORT ?= 8501
+
 run: $(RUN_STAMP)
-	$(BIN)/streamlit run dashboard/app.py
+	$(BIN)/streamlit run dashboard/app.py --server.port $(PORT)
 
 test: $(DEV_STAMP) $(CONTAINER_STAMP) $(CHROMIUM) $(CHECKOV) $(NODE)
 	$(BIN)/pytest

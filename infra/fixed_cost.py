@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The deployment's always-on monthly cost, from cdk.json's context through the app's own estimator.
 
-    .venv/bin/python infra/fixed_cost.py [-c '{"network": "private-nat"}']     (README "Deploy" shows the default)
+    .venv/bin/python infra/fixed_cost.py [-c '{"network": "private-nat"}']     (docs/deploy.md shows the default)
 """
 
 from __future__ import annotations

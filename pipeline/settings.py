@@ -1,6 +1,6 @@
 """The one place configuration comes from: environment variables and an optional `.env` file.
 
-Every field here is documented in the README's settings table (a test checks that).
+Every field here is documented in the settings table in docs/settings.md (a test checks that).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
                                [--async-s3 s3://B/blip2-async] [--dry-run]
 
 Names come from settings (SAGEMAKER_ENDPOINT, SAGEMAKER_ROLE_ARN, SAGEMAKER_INSTANCE_TYPE, ...; see
-README). The deployment is a plan of plain API calls: `plan_deployment` reads what exists (describe
+docs/settings.md). The deployment is a plan of plain API calls: `plan_deployment` reads what exists (describe
 calls only), `apply_plan` makes the calls in order, `--dry-run` prints the plan and changes nothing.
 
 - Model and endpoint-config names carry a hash of their content, so re-running with the same inputs

@@ -319,11 +319,11 @@ def test_cdk_app_entry_point_refuses_bad_context_without_a_traceback():
     assert "set domain_name" in result.stderr and "Traceback" not in result.stderr
 
 
-# --- the fixed monthly cost in the README -------------------------------------------------------------
+# --- the fixed monthly cost in docs/deploy.md ---------------------------------------------------------
 
-def test_readme_shows_the_fixed_cost_of_the_shipped_deployment(shipped):
+def test_deploy_doc_shows_the_fixed_cost_of_the_shipped_deployment(shipped):
     costs = fixed_infra_costs(shipped.config.cost_assumptions(), PriceTable.load())
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "deploy.md").read_text()
     section = readme[readme.index("### Fixed monthly cost"):]
     section = section[:section.index("\n## ")]
     for component, usd in costs.items():

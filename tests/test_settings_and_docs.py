@@ -4,11 +4,13 @@ from pathlib import Path
 
 from pipeline.settings import Settings
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+SETTINGS_DOC = (ROOT / "docs" / "settings.md").read_text()
 
 
-def test_every_setting_is_documented_in_the_readme_table():
-    section = README.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
+def test_every_setting_is_documented_in_the_settings_table():
+    section = SETTINGS_DOC.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"^\| `([A-Z0-9_]+)` \|", section, flags=re.MULTILINE))
     assert {name.upper() for name in Settings.model_fields} == documented
 
@@ -52,3 +54,14 @@ def test_streamlit_upload_limit_fits_the_pipeline_limits():
     task_memory_mib = cdk["context"]["product-tagging"]["memory_mib"]
     assert config["server"]["maxUploadSize"] * 5 <= task_memory_mib
     assert config["server"]["enableXsrfProtection"] is True and config["browser"]["gatherUsageStats"] is False
+
+
+def test_readme_is_short_and_every_link_it_gives_exists():
+    assert len(README.splitlines()) <= 200
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", README)
+    assert "docs/settings.md" in links and "docs/deploy.md" in links
+    missing = [link for link in links if not link.startswith("http") and not (ROOT / link).exists()]
+    assert missing == []
+    for page in (ROOT / "docs").glob("*.md"):  # links between docs pages too
+        for link in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
+            assert (page.parent / link).exists(), (page.name, link)

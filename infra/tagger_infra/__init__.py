@@ -1,1 +1,1 @@
-"""The product-tagging dashboard's AWS deployment as a CDK app (see infra/README section in the top README)."""
+"""The product-tagging dashboard's AWS deployment as a CDK app (see docs/deploy.md)."""

@@ -1,7 +1,7 @@
 """What one deployment is: every knob of the stack, read from cdk.json's context (or `-c key=value`).
 
 One pydantic model, validated before any construct is made, so a wrong value fails `cdk synth` with
-one clear line instead of a half-built template. README "Deploy" documents each field.
+one clear line instead of a half-built template. docs/deploy.md documents each field.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Two stacks: the registry (ECR + the app-deploy role) exists before the first image is pushed; the app
-stack runs that image. `python -m pipeline estimate` and README "Deploy" price what they keep running."""
+stack runs that image. `python -m pipeline estimate` and docs/deploy.md price what they keep running."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ class AppStack(Stack):
         self._outputs()
 
     def _outputs(self) -> None:
-        """What people and workflows need after a deploy (README "Deploy" says where each goes)."""
+        """What people and workflows need after a deploy (docs/deploy.md says where each goes)."""
         d = self.dashboard
         outputs = {
             "DashboardUrl": f"https://{self.config.domain_name}",
@@ -90,7 +90,7 @@ class AppStack(Stack):
             CfnOutput(self, name, value=value)
 
     def _app_environment(self) -> dict[str, str]:
-        """The dashboard's Settings (README "Settings"), pointing at this stack's resources."""
+        """The dashboard's Settings (docs/settings.md), pointing at this stack's resources."""
         c, bucket = self.config, self.storage.bucket.bucket_name
         env = {
             "AUTH_MODE": "alb", "ADMIN_EMAILS": json.dumps(c.admin_emails),  # list settings are JSON

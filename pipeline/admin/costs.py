@@ -115,7 +115,7 @@ def _fargate_hour(prices: PriceTable, vcpu: float, gb: float, arch: str, spot: b
 
 def fixed_infra_costs(a: Assumptions, prices: PriceTable) -> dict[str, float]:
     """The deployment's always-on monthly bill, whatever the volume: dashboard tasks, ALB, addresses, network,
-    logs, secrets, alarms (README "Deploy" shows it for infra/cdk.json). Only what it pays: no zero lines."""
+    logs, secrets, alarms (docs/deploy.md shows it for infra/cdk.json). Only what it pays: no zero lines."""
     fargate = _fargate_hour(prices, a.dashboard_vcpu, a.dashboard_gb, a.fargate_arch, a.fargate_spot)
     costs = {
         "fargate_dashboard": HOURS_PER_MONTH * a.dashboard_tasks * fargate,

@@ -3,7 +3,7 @@
 Every item's outcome is written to the store as soon as it is known, so a killed process loses
 nothing already done, and re-running a batch only processes items that are not done.
 
-Leases (see README "Scale"): a run first claims the batch (one runner per batch; a second one is
+Leases (see docs/operations.md "Scale"): a run first claims the batch (one runner per batch; a second one is
 refused with who runs it and since when), then claims each item before any paid call, and renews
 both by heartbeat. An item another runner holds is skipped; a runner that crashed loses its leases
 when they expire (at once when it was a process on this host that no longer exists). Only the

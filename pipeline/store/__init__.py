@@ -86,7 +86,7 @@ class Store(Protocol):
         """Result + its billable calls + the caption-cache entry, atomically. With `owner`: only while
         that runner holds the item's lease (then the lease ends); False (nothing written) otherwise."""
     def save_error(self, item_id: int, message: str, usage: list[Usage], *, owner: str | None = None) -> bool: ...
-    # Leases: no two runners anywhere process one item (see README "Scale")
+    # Leases: no two runners anywhere process one item (see docs/operations.md "Scale")
     def claim_item(self, item_id: int, owner: str, lease_s: float, *, version: int, now: float,
                    stale_owners: tuple[str, ...] = ()) -> bool:
         """Take the item's lease if its version is still `version` (not finished since it was read)

@@ -1,6 +1,6 @@
 """DynamoStore: the Store for more than one dashboard task (STORE=dynamodb), one on-demand table.
 
-Single-table design (every key is a string; the README's "DynamoDB table" section is the map):
+Single-table design (every key is a string; docs/operations.md's "DynamoDB table" section is the map):
 
     PK                    SK                         what                        GSI1PK / GSI1SK
     COUNTER               batch | item               id allocation (atomic ADD)
