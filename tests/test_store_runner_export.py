@@ -75,6 +75,20 @@ def test_batch_runs_end_to_end_and_exports(stages, make_settings, tmp_path):
     assert stages.store.get_batch(batch.id).done == 3
 
 
+def test_report_names_the_batch_and_item_number_of_each_row(stages, make_settings, tmp_path):
+    """Issue 16 item 9: a row of a multi-batch export says which batch and which "#N" item it is."""
+    from pipeline.batches.export import report_columns
+
+    first = create_batch(stages.store, make_settings(), write_images(tmp_path, 2, "a"), name="one", created_by="ann")
+    second = create_batch(stages.store, make_settings(), write_images(tmp_path, 1, "b"), name="two", created_by="ann")
+    items = stages.store.list_items(first.id) + stages.store.list_items(second.id)
+    data = export_csv(items, stages.schema)
+    assert report_columns(stages.schema)[:3] == ["batch_id", "item_number", "source"]
+    rows = read_report(data)
+    assert [(row["batch_id"], row["item_number"]) for row in rows] == [(str(first.id), "1"), (str(first.id), "2"), (str(second.id), "1")]
+    assert rows[0]["status"] == "error" and rows[0]["error"] == "not processed yet"  # existing columns unchanged
+
+
 def test_caption_cache_reuses_same_image_and_model(stages, make_settings, tmp_path):
     counting = CountingCaptioner(stages.captioner)
     stages.captioner = counting

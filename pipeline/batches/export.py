@@ -44,7 +44,7 @@ def _starts_formula(text: str) -> bool:
 
 def report_columns(schema: AttributeSchema) -> list[str]:
     return [
-        "source", "sku", "status", "error", "review_status", "title", "caption", "summary", "word_count",
+        "batch_id", "item_number", "source", "sku", "status", "error", "review_status", "title", "caption", "summary", "word_count",
         *schema.names(), "attributes_to_review", "tags",
         "photo_width", "photo_height", "photo_warnings", "blur_score", "brightness", "white_background", "dominant_colors",
         "caption_model", "summary_model", "summary_offline", "content_key", "created_at", "processed_at", "updated_at",
@@ -55,6 +55,8 @@ def report_columns(schema: AttributeSchema) -> list[str]:
 def report_row(item: ItemRecord, schema: AttributeSchema) -> dict[str, Any]:
     checks = item.checks
     row: dict[str, Any] = {
+        "batch_id": item.batch_id,
+        "item_number": item.seq + 1,  # the "#N" the Tag and Review pages show
         "source": item.source,
         "sku": item.sku or "",
         "status": "ok" if item.status == "ok" else "error",
@@ -87,6 +89,15 @@ def report_row(item: ItemRecord, schema: AttributeSchema) -> dict[str, Any]:
     for name in ("title", "brand", "category", "notes"):
         row[f"hint_{name}"] = item.hints.get(name, "")
     return row
+
+
+def result_label(item: ItemRecord) -> str:
+    """The one wording pages use for an item's outcome: tagged, failed: <why>, or not processed yet."""
+    if item.status == "ok":
+        return "tagged"
+    if item.status == "error":
+        return f"failed: {item.error}" if item.error else "failed"
+    return "not processed yet"
 
 
 def export_csv(items: list[ItemRecord], schema: AttributeSchema, *, excel_bom: bool = False) -> bytes:
