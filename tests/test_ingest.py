@@ -91,10 +91,13 @@ def test_csv_with_bom_semicolons_quotes_and_blank_lines():
 
 def test_csv_missing_column_names_the_expected_columns(tmp_path):
     path = tmp_path / "products.csv"
-    path.write_text("sku,picture\nA,a.jpg\n")
+    path.write_text("sku,snapshot\nA,a.jpg\n")
     report = collect_sources([path], LIMITS)
     assert len(report.items) == 1
     assert report.items[0].error.startswith("The CSV is missing the column(s) image. Expected columns: sku, image")
+    # issue 16 item 6: the accepted names are listed, and what the file had
+    assert "accepted names: image: image, image_url, image_link, Image Src" in report.items[0].error
+    assert report.items[0].error.endswith("found: sku, snapshot.")
 
 
 def test_csv_rows_resolve_files_urls_s3_and_zip_members(tmp_path):
@@ -244,3 +247,56 @@ def test_csv_rows_past_the_batch_limit_are_counted_in_the_notice(tmp_path):
     report = collect_sources([path], IngestLimits(max_images=4))
     assert [item.sku for item in report.items] == ["S0", "S1", "S2", "S3"]
     assert "at most 4 images; the last 6 were not added" in report.notices[-1]
+
+
+# --- issue 16 item 6: column aliases (image_url, Image Src, Variant SKU, …) and which column was used
+
+from pipeline.ingest.sources import COLUMN_ALIASES, column_key  # noqa: E402
+
+
+@pytest.mark.parametrize("image_header", ["image_url", "image_link", "url", "Image Src", "image", "Image URL", "photo", "picture", "img", "IMAGE-URL"])
+@pytest.mark.parametrize("sku_header", ["SKU", "Variant SKU", "id", "product_id", "handle"])
+def test_common_feed_column_names_are_accepted(image_header, sku_header):
+    data = f"{sku_header},{image_header},Name,Vendor,Product Type,Description\nA-1,https://example.com/a.jpg,Tee,Acme,Shirts,Soft\n"
+    rows = parse_csv(data.encode())
+    assert [(r.sku, r.image) for r in rows] == [("A-1", "https://example.com/a.jpg")]
+    assert rows[0].hints == {"title": "Tee", "brand": "Acme", "category": "Shirts", "notes": "Soft"}
+
+
+def test_the_notice_says_which_columns_were_used(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(jpeg_bytes())
+    path = tmp_path / "products.csv"
+    path.write_text("Handle,Variant SKU,Image Src,Title\ntee,T-1,a.jpg,Tee\n")
+    report = collect_sources([path], LIMITS)
+    assert [(item.sku, item.error) for item in report.items] == [("T-1", None)]
+    assert report.notices == [
+        "products.csv: photos from column 'Image Src', SKUs from 'Variant SKU' (also possible: 'Handle'; "
+        "the first in this order wins: " + ", ".join(COLUMN_ALIASES["sku"]) + ")"
+    ]
+    path.write_text("Variant SKU,Image Src,Title\nT-1,a.jpg,Tee\n")
+    assert collect_sources([path], LIMITS).notices == ["products.csv: photos from column 'Image Src', SKUs from 'Variant SKU'"]
+
+
+def test_several_possible_image_columns_pick_by_priority_and_say_so():
+    notices: list[str] = []
+    rows = parse_csv(b"sku,url,photo,image_link\nA,https://shop.example/a,https://cdn.example/p.jpg,https://cdn.example/a.jpg\n", notices=notices)
+    assert rows[0].image == "https://cdn.example/a.jpg"  # image_link comes before photo and url
+    assert notices == [
+        "photos from column 'image_link' (also possible: 'photo', 'url'; the first in this order wins: "
+        + ", ".join(COLUMN_ALIASES["image"]) + "), SKUs from 'sku'"
+    ]
+
+
+def test_a_plain_header_adds_no_notice_and_a_manifest_alias_is_reported(tmp_path):
+    notices: list[str] = []
+    parse_csv(b"SKU,Image,title\nA,a.jpg,x\n", notices=notices)
+    assert notices == []
+    archive = write_zip(tmp_path / "m.zip", {"a.jpg": jpeg_bytes(), "manifest.csv": b"product_id;img\nP-1;a.jpg\n"})
+    report = collect_sources([archive], LIMITS)
+    assert [item.sku for item in report.items] == ["P-1"]
+    assert report.notices == ["m.zip:manifest.csv: photos from column 'img', SKUs from 'product_id'"]
+
+
+def test_no_header_name_is_an_alias_of_two_columns():
+    keys = [column_key(alias) for aliases in COLUMN_ALIASES.values() for alias in aliases]
+    assert len(keys) == len(set(keys))

@@ -16,6 +16,7 @@ import csv
 import io
 import os
 import posixpath
+import re
 import threading
 import zipfile
 from collections import OrderedDict, defaultdict
@@ -28,6 +29,19 @@ from pipeline.images.normalize import IMAGE_EXTENSIONS
 
 REQUIRED_COLUMNS = ("sku", "image")
 HINT_COLUMNS = ("title", "brand", "category", "notes")
+# The header names each column may have, in priority order: when several columns of a CSV could be
+# one of these, the one named earliest here is used (and the ingest notice says so). Names are
+# compared case-insensitively, ignoring spaces, '_' and '-' ("Image Src" = "image_src" = "imagesrc").
+# A product feed's `link` is the product page, never the photo, so it is not an alias; `url` is last.
+COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
+    "sku": ("sku", "Variant SKU", "product_sku", "item_sku", "id", "product_id", "item_id", "handle"),
+    "image": ("image", "image_url", "image_link", "Image Src", "image_path", "image_file", "Variant Image",
+              "photo", "photo_url", "picture", "picture_url", "img", "img_url", "file_name", "url"),
+    "title": ("title", "name", "product_name", "product_title"),
+    "brand": ("brand", "vendor", "manufacturer"),
+    "category": ("category", "product_type", "type", "product_category"),
+    "notes": ("notes", "note", "description", "product_description"),
+}
 MANIFEST_NAME = "manifest.csv"
 MAX_CSV_BYTES = 20 * 1024 * 1024
 MAX_CELL_CHARS = 10_000  # a longer cell fails its row (the csv module's own 128 KB limit failed the batch)
@@ -80,11 +94,16 @@ def collect_sources(paths: list[Path], limits: IngestLimits) -> IngestReport:
     referenced: set[tuple[Path, str]] = set()  # zip members CSV rows took
     referenced_files: set[str] = set()  # uploaded photos CSV rows took (absolute, normalized paths)
     # A CSV's rows past `max_images` can never be added (its items are contiguous): they are counted, not built.
-    csv_items = {path: _csv_items(path, zips, referenced, referenced_files, limits.max_images) for path in paths if path.suffix.lower() == ".csv"}
+    csv_notices: dict[Path, list[str]] = defaultdict(list)  # which columns each CSV was read from
+    csv_items = {
+        path: _csv_items(path, zips, referenced, referenced_files, limits.max_images, csv_notices[path])
+        for path in paths if path.suffix.lower() == ".csv"
+    }
     overflow = sum(extra for _, extra in csv_items.values())
     for path in paths:
         suffix = path.suffix.lower()
         if suffix == ".csv":
+            report.notices.extend(f"{path.name}: {notice}" for notice in csv_notices[path])
             report.items.extend(csv_items[path][0])
         elif suffix == ".zip":
             continue  # after the CSVs, so members a CSV names are not tagged twice
@@ -124,7 +143,7 @@ def list_zip(path: Path, limits: IngestLimits) -> ZipListing:
             if _is_hidden(name):
                 continue
             if posixpath.basename(name).lower() == MANIFEST_NAME:
-                listing.manifest, listing.manifest_error = _read_manifest(archive, info, name)
+                listing.manifest, listing.manifest_error = _read_manifest(archive, info, name, listing.notices)
                 continue
             if name.lower().endswith(".zip"):
                 _zip_error(listing, name, "A zip inside the zip is not opened; upload that zip (or its photos) on its own.")
@@ -255,11 +274,15 @@ def _member_problem(info: zipfile.ZipInfo, limits: IngestLimits, total_so_far: i
     return None
 
 
-def _read_manifest(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> tuple[list[CsvRow] | None, str | None]:
+def _read_manifest(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, notices: list[str],
+) -> tuple[list[CsvRow] | None, str | None]:
     if info.file_size > MAX_CSV_BYTES:
         return None, "manifest.csv is too large."
     try:
-        rows = parse_csv(archive.read(info))
+        described: list[str] = []
+        rows = parse_csv(archive.read(info), notices=described)
+        notices.extend(f"{posixpath.basename(str(archive.filename))}:{name}: {notice}" for notice in described)
     except BadInputError as exc:
         return None, f"manifest.csv: {exc}"
     base = posixpath.dirname(name)
@@ -300,13 +323,15 @@ def _add_zip(listing: ZipListing, referenced: set[tuple[Path, str]], report: Ing
 
 def _csv_items(
     path: Path, zips: dict[Path, ZipListing], referenced: set[tuple[Path, str]], referenced_files: set[str], max_rows: int | None = None,
+    notices: list[str] | None = None,
 ) -> tuple[list[SourceItem], int]:
-    """The CSV's items (at most `max_rows`) and how many rows were left out past that."""
+    """The CSV's items (at most `max_rows`) and how many rows were left out past that; which columns
+    were used goes to `notices` when the header is not plain."""
     try:
         if path.stat().st_size > MAX_CSV_BYTES:
             raise BadInputError(f"The CSV is larger than {MAX_CSV_BYTES // 1024 // 1024} MB.")
         counted: list[int] = []
-        rows = parse_csv(path.read_bytes(), max_rows=max_rows, skipped=counted)
+        rows = parse_csv(path.read_bytes(), max_rows=max_rows, skipped=counted, notices=notices)
     except BadInputError as exc:
         return [SourceItem(source=path.name, ref=None, error=str(exc))], 0
     items: list[SourceItem] = []
@@ -378,10 +403,67 @@ def resolve_image_reference(
     raise BadInputError(f"image {image} was not found next to the CSV or in an uploaded zip.")
 
 
-def parse_csv(data: bytes, *, max_rows: int | None = None, skipped: list[int] | None = None) -> list[CsvRow]:
+def column_key(name: str) -> str:
+    """A header cell as compared with COLUMN_ALIASES: lower case, without spaces, '_' and '-'."""
+    return re.sub(r"[\s_\-]+", "", name).lower()
+
+
+_ALIAS_RANK = {role: {column_key(alias): rank for rank, alias in enumerate(aliases)} for role, aliases in COLUMN_ALIASES.items()}
+
+
+@dataclass
+class CsvColumns:
+    """Which header cell each column (sku, image, hints) was read from."""
+
+    header: list[str]  # the header cells as written
+    at: dict[str, int] = field(default_factory=dict)  # column -> position used
+    others: dict[str, list[int]] = field(default_factory=dict)  # column -> positions that could also have been it
+
+    def missing(self) -> list[str]:
+        return [column for column in REQUIRED_COLUMNS if column not in self.at]
+
+    def describe(self) -> str | None:
+        """Which columns were used ("photos from column 'Image Src', SKUs from 'Variant SKU'"), or
+        None for a plain header (`sku`, `image` and hints under their own names, nothing ambiguous)."""
+        if all(column_key(self.header[i]) == column for column, i in self.at.items()) and not any(self.others.values()):
+            return None
+        parts = [f"photos from column {self._named('image')}", f"SKUs from {self._named('sku')}"]
+        hints = [f"{column} from {self._named(column)}" for column in HINT_COLUMNS
+                 if column in self.at and (column_key(self.header[self.at[column]]) != column or self.others.get(column))]
+        return ", ".join(parts) + (f"; {', '.join(hints)}" if hints else "")
+
+    def _named(self, column: str) -> str:
+        text = f"'{self.header[self.at[column]]}'"
+        others = self.others.get(column)
+        if others:
+            also = ", ".join(f"'{self.header[i]}'" for i in others)
+            text += f" (also possible: {also}; the first in this order wins: {', '.join(COLUMN_ALIASES[column])})"
+        return text
+
+
+def match_columns(cells: list[str]) -> CsvColumns:
+    """Each column's header cell, by COLUMN_ALIASES: the alias earliest in its list wins, then the leftmost cell."""
+    columns = CsvColumns(header=[cell.strip() for cell in cells])
+    for column, ranks in _ALIAS_RANK.items():
+        found = sorted((ranks[key], i) for i, cell in enumerate(columns.header) if (key := column_key(cell)) in ranks)
+        if found:
+            columns.at[column] = found[0][1]
+            columns.others[column] = [i for _, i in found[1:]]
+    return columns
+
+
+def accepted_names(columns=REQUIRED_COLUMNS) -> str:
+    return "; ".join(f"{column}: {', '.join(COLUMN_ALIASES[column])}" for column in columns) + " (any capitalisation; spaces, '_' and '-' ignored)"
+
+
+def parse_csv(
+    data: bytes, *, max_rows: int | None = None, skipped: list[int] | None = None, notices: list[str] | None = None,
+) -> list[CsvRow]:
     """CSV bytes -> rows. Reads UTF-8 (with or without BOM), UTF-16 (with BOM) and Windows-1252;
     the delimiter is `,` `;` tab or `|`, whichever makes a header with the required columns;
-    quoting and blank lines are handled. A row with a cell over MAX_CELL_CHARS is that row's error.
+    quoting and blank lines are handled. Column names may be any alias in COLUMN_ALIASES; when the
+    header is not plain `sku`, `image`, which cells were used is appended to `notices`.
+    A row with a cell over MAX_CELL_CHARS is that row's error.
     Rows past `max_rows` are only counted (appended to `skipped`)."""
     text = _decode(data)
     if not text.strip():
@@ -399,15 +481,20 @@ def parse_csv(data: bytes, *, max_rows: int | None = None, skipped: list[int] | 
             if not any(cells) or not any(cell.strip() for cell in cells):
                 continue  # blank line
             if header is None:
-                header = [cell.strip().lower() for cell in cells]
-                missing = [column for column in REQUIRED_COLUMNS if column not in header]
+                columns = match_columns(cells)
+                header = columns.header
+                missing = columns.missing()
                 if missing:
                     raise BadInputError(
                         f"The CSV is missing the column(s) {', '.join(missing)}. Expected columns: "
-                        f"{', '.join(REQUIRED_COLUMNS)} (optional: {', '.join(HINT_COLUMNS)}); found: {', '.join(header) or 'none'}."
+                        f"{', '.join(REQUIRED_COLUMNS)} (optional: {', '.join(HINT_COLUMNS)}); accepted names: {accepted_names(missing)}; "
+                        f"found: {', '.join(header) or 'none'}."
                     )
-                sku_at, image_at = header.index("sku"), header.index("image")
-                hint_positions = [(column, header.index(column)) for column in HINT_COLUMNS if column in header]
+                sku_at, image_at = columns.at["sku"], columns.at["image"]
+                hint_positions = [(column, columns.at[column]) for column in HINT_COLUMNS if column in columns.at]
+                described = columns.describe()
+                if described and notices is not None:
+                    notices.append(described)
                 continue
             if max_rows is not None and len(rows) >= max_rows:
                 extra += 1
@@ -437,8 +524,8 @@ def _sniff_delimiter(text: str) -> str:
     header_line = next((line for line in text.splitlines() if line.strip()), "")
     best, best_count = ",", 0
     for delimiter in DELIMITERS:
-        cells = [cell.strip().lower() for cell in next(csv.reader([header_line], delimiter=delimiter), [])]
-        if all(column in cells for column in REQUIRED_COLUMNS):
+        cells = next(csv.reader([header_line], delimiter=delimiter), [])
+        if not match_columns(cells).missing():
             return delimiter
         if len(cells) > best_count:
             best, best_count = delimiter, len(cells)
