@@ -1,6 +1,8 @@
-"""Review: edit captions, summaries, tags and attributes; approve or reject; see each item's history."""
+"""Review: judge each caption against its photo; edit, approve or reject in the grid or one item at a time."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -9,62 +11,122 @@ from dashboard.components import choose_batch
 from dashboard.runtime import current_user, get_runtime
 from dashboard.text import inert, say
 from pipeline.batches.review import (
-    SaveReport, grid_rows, item_label, regenerate_summaries, save_changes, set_review_status, summary_word_problems,
+    REVIEW_STATES, SaveReport, attributes_to_review, filter_items, grid_rows, item_label, photo_warnings, real_changes,
+    regenerate_summaries, review_item, review_state, save_changes, set_review_status, summary_word_problems,
 )
+from pipeline.models import ItemRecord
 from pipeline.wordlimit import MAX_SUMMARY_WORDS, count_words
 
 runtime = get_runtime()
 user = current_user(runtime)
 store, schema = runtime.stages.store, runtime.stages.schema
 EDITABLE = ["Select", "Status", "Title", "Caption", "Summary", "Tags", *schema.names()]
+# Shown by default: photo, caption, attributes and summary fit a 1366 px screen with the sidebar open
+# (about 890 px of content in the wide layout). Pixel widths add up to that; long text wraps in the
+# taller rows (Streamlit wraps cell text when row_height is over 4rem) and opens in full on double-click.
+COMPACT = {"Select": 40, "Photo": 72, "Item": 100, "Status": 96, "Caption": 180, "Attributes": 130, "Summary": 200, "Notes": 72}
+ROW_HEIGHT = 72
+FIELDS = ["Title", "Caption", "Summary", "Tags", *schema.names()]  # the one-item view's editable fields
+
+
+@st.cache_data(ttl=max(1, min(300, runtime.settings.presign_expiry_s // 2)), max_entries=20_000, show_spinner=False)
+def thumbnail(location: str | None) -> str | None:
+    """The image store's thumbnail URL (a data: URI decoded once per photo, or a presigned URL reused
+    for well under its lifetime): a 2,000-row grid does not decode 2,000 photos on every rerun."""
+    return runtime.stages.images.thumbnail_url(location)
+
+
+def bump_grid() -> None:
+    """A new editor key: the grid drops its edited cells and shows the store's values."""
+    st.session_state["grid_version"] = st.session_state.get("grid_version", 0) + 1
 
 
 def show_flash() -> None:
-    """Messages from the previous run (saving reruns the page so the grid shows stored values)."""
-    for kind, text in st.session_state.pop("flash", []):
-        getattr(st, kind)(text)
+    """Messages from the previous run (every save reruns the page so the grid shows stored values)."""
+    for kind, body in st.session_state.pop("flash", []):
+        if kind == "kept":
+            st.caption("Not saved: the values you typed, to copy back in if you still want them. "
+                       "The grid and the item view now show what is stored.")
+            st.dataframe(body, hide_index=True, width="stretch")
+        else:
+            getattr(st, kind)(body)
+
+
+def flash_for(report: SaveReport, done: str) -> list[tuple[str, Any]]:
+    flash: list[tuple[str, Any]] = [("success", f"{done}: {len(report.saved)} change{'s' * (len(report.saved) != 1)} saved.")] if report.saved else []
+    flash += [("error", inert(message)) for message in report.refused]  # they name the item (SKU / file name)
+    if report.kept:
+        flash.append(("kept", report.kept))
+    return flash or [("info", "Nothing changed.")]
 
 
 def report_and_refresh(report: SaveReport, done: str) -> None:
-    """Saved edits are already in the store when this runs; only then does the page say so."""
-    flash = [("success", f"{done}: {len(report.saved)} change{'s' * (len(report.saved) != 1)} saved.")] if report.saved else []
-    flash += [("error", inert(message)) for message in report.refused]  # they name the item (SKU / file name)
-    if report.refused:
-        for kind, text in flash:  # keep the grid as typed so nothing refused is lost
-            getattr(st, kind)(text)
-        return
-    st.session_state["flash"] = flash or [("info", "Nothing changed.")]
-    st.session_state["grid_version"] = st.session_state.get("grid_version", 0) + 1
+    """Saved edits are already in the store when this runs. Whether or not some were refused, the grid
+    is re-keyed so it shows the store's current values (refused values are listed with the messages)."""
+    st.session_state["flash"] = flash_for(report, done)
+    bump_grid()
     st.rerun()
 
 
 def pending_changes(key: str, frame: pd.DataFrame) -> dict[int, dict]:
+    """Edited cells that would save something, by item id (ticking Select is not a change)."""
     edited_rows = st.session_state.get(key, {}).get("edited_rows", {})
-    return {int(frame.index[int(row)]): columns for row, columns in edited_rows.items()}
+    return real_changes({int(frame.index[int(row)]): columns for row, columns in edited_rows.items()}, schema)
 
 
-def render_grid(batch_id: int, items) -> None:
-    frame = pd.DataFrame(grid_rows(items, schema)).set_index("id")
+def render_filters() -> tuple[list[str], bool, bool, bool]:
+    status, low, photo, wide = st.columns([3, 2, 2, 2], vertical_alignment="bottom")
+    states = status.multiselect("Status", list(REVIEW_STATES), default=list(REVIEW_STATES), format_func=REVIEW_STATES.get,
+                                key="filter-status")
+    low_confidence = low.checkbox("Attributes to check", key="filter-low",
+                                  help="Only items with an answer outside the attribute's list (marked ? in Attributes)")
+    photo_problems = photo.checkbox("Photo warnings", key="filter-photo", help="Only items whose photo looks blurry, dark, small…")
+    all_columns = wide.toggle("All columns", key="grid-all-columns", help="Title, tags and each attribute in its own column (scrolls sideways)")
+    return states, low_confidence, photo_problems, all_columns
+
+
+def grid_key(batch_id: int, view: tuple) -> str:
+    """`grid-<batch>-<version>`; a filtered or widened view gets its own editor (row positions differ)."""
     key = f"grid-{batch_id}-{st.session_state.get('grid_version', 0)}"
+    states, low_confidence, photo_problems, all_columns = view
+    if set(states) == set(REVIEW_STATES) and not (low_confidence or photo_problems or all_columns):
+        return key
+    return f"{key}-{'+'.join(sorted(states))}-{int(low_confidence)}{int(photo_problems)}{int(all_columns)}"
+
+
+def render_grid(batch_id: int, items: list[ItemRecord], key: str, all_columns: bool) -> None:
+    frame = pd.DataFrame(grid_rows(items, schema, thumbnail)).set_index("id")
+    frame["Notes"] = ["failed: " + (item.error or "") if item.status == "error" else "; ".join(photo_warnings(item)) for item in items]
     versions = st.session_state.setdefault(f"{key}-versions", {item.id: item.version for item in items})  # as first shown
-    edited = st.data_editor(
-        frame, key=key, hide_index=True, width="stretch",
-        disabled=[column for column in frame.columns if column not in EDITABLE],
-        column_config={
-            "Select": st.column_config.CheckboxColumn("Select", width="small"),
-            "Status": st.column_config.SelectboxColumn("Status", options=["pending", "approved", "rejected"], required=True),
-            "Summary": st.column_config.TextColumn("Summary", width="large", help=f"At most {MAX_SUMMARY_WORDS} words"),
-            "Words": st.column_config.NumberColumn("Words", help="Word count of the saved summary"),
-        },
+    if all_columns:
+        order = ["Select", "Photo", "Item", "Result", "Status", "Title", "Caption", *schema.names(), "Summary", "Words", "Tags", "Warnings"]
+    else:
+        order = list(COMPACT)
+    config: dict[str, Any] = {
+        "Select": st.column_config.CheckboxColumn("Select", width=40),
+        "Photo": st.column_config.ImageColumn("Photo", width=72, help="Double-click to enlarge; the one-item view below shows it large"),
+        "Item": st.column_config.TextColumn("Item", width=100),
+        "Status": st.column_config.SelectboxColumn("Status", options=["pending", "approved", "rejected"], required=True, width=96),
+        "Caption": st.column_config.TextColumn("Caption", width=180),
+        "Attributes": st.column_config.TextColumn("Attributes", width=130, help=" · ".join(schema.names()) + " (? = not in the list: check it)"),
+        "Summary": st.column_config.TextColumn("Summary", width=200, help=f"At most {MAX_SUMMARY_WORDS} words"),
+        "Notes": st.column_config.TextColumn("Notes", width=72, help="Photo-check warnings, or why the item failed"),
+        "Words": st.column_config.NumberColumn("Words", help="Word count of the saved summary"),
+    }
+    st.data_editor(
+        frame, key=key, hide_index=True, width="stretch", column_order=order, row_height=ROW_HEIGHT,
+        disabled=[column for column in frame.columns if column not in EDITABLE], column_config=config,
     )
+    edited_rows = st.session_state.get(key, {}).get("edited_rows", {})
+    selected = [int(frame.index[int(row)]) for row, columns in edited_rows.items() if columns.get("Select")]
     changes = pending_changes(key, frame)
     labels = {item.id: item_label(item) for item in items}
     for problem in summary_word_problems(changes, labels):
         st.warning(inert(problem) + " It will not be saved until it is shorter.")
-    selected = [int(item_id) for item_id in edited.index[edited["Select"]]]
 
     save, approve, reject, regenerate = st.columns(4)
-    if save.button("Save changes", type="primary", disabled=not changes):
+    if save.button("Save changes", type="primary", disabled=not changes, key="grid-save",
+                   help=None if changes else "Nothing to save: edit a cell first (ticking Select is not a change)"):
         report_and_refresh(save_changes(store, changes, schema, user.email, versions), "Saved")
     if approve.button(f"Approve selected ({len(selected)})", disabled=not selected):
         report_and_refresh(set_review_status(store, selected, "approved", user.email, versions), "Approved")
@@ -76,43 +138,121 @@ def render_grid(batch_id: int, items) -> None:
         report_and_refresh(report, "Regenerated")
 
 
-def render_item(items) -> None:
-    """One item: photo, a summary editor with a live word count, and the edit history."""
-    st.subheader("One item")
+# One item at a time --------------------------------------------------------------------------
+def field_key(item: ItemRecord, column: str) -> str:
+    opened = st.session_state.setdefault(f"opened-{item.id}", item.version)  # the fields keep what was typed until saved
+    return f"focus-{item.id}-{opened}-{column}"
+
+
+def shown_values(item: ItemRecord) -> dict[str, str]:
+    values = {"Title": item.title or "", "Caption": item.caption or "", "Summary": item.summary or "", "Tags": ", ".join(item.tags)}
+    for name in schema.names():
+        attribute = item.attribute(name)
+        values[name] = attribute.value if attribute else ""
+    return values
+
+
+def act(item_id: int, shown: dict[str, str], status: str | None, move_to: int | None) -> None:
+    """Button callback (runs before the page): save the typed fields, then approve/reject, then move on."""
+    typed = {column: st.session_state.get(f"focus-{item_id}-{st.session_state.get(f'opened-{item_id}')}-{column}", value)
+             for column, value in shown.items()}
+    changes = {column: value for column, value in typed.items() if (value or "") != (shown[column] or "")}
+    versions = st.session_state.setdefault(f"shown-{item_id}", {})
+    versions.setdefault(item_id, st.session_state.get(f"opened-{item_id}"))
+    report = review_item(store, item_id, changes, status, schema, user.email, versions)
+    done = {"approved": "Approved", "rejected": "Rejected"}.get(status or "", "Saved")
+    st.session_state["flash"] = flash_for(report, done)
+    if report.saved or report.ok:
+        bump_grid()  # the grid shows what the store now has
+    if report.ok:
+        st.session_state.pop(f"opened-{item_id}", None)  # reopen on the stored values
+        st.session_state.pop(f"shown-{item_id}", None)
+        if move_to is not None:
+            st.session_state["focus-item"] = move_to
+
+
+def go(item_id: int) -> None:
+    st.session_state["focus-item"] = item_id
+
+
+def render_focus(items: list[ItemRecord]) -> None:
+    """Large photo, the editable fields, Approve / Reject / Previous / Next (keyboard: A, X, P, N; S saves)."""
+    st.subheader("One at a time")
+    ids = [item.id for item in items]
     by_id = {item.id: item for item in items}
-    item_id = st.selectbox("Item", list(by_id), format_func=lambda i: item_label(by_id[i]), key="detail-item")
+    if st.session_state.get("focus-item") not in by_id:
+        st.session_state["focus-item"] = ids[0]
+    item_id = st.selectbox("Item", ids, format_func=lambda i: item_label(by_id[i]), key="focus-item")
     item = by_id[item_id]
-    photo, fields = st.columns([1, 2])
+    position = ids.index(item_id)
+    before = ids[position - 1] if position > 0 else None
+    after = ids[position + 1] if position + 1 < len(ids) else None
+    next_after_review = after if after is not None else before  # where Approve / Reject lead (the item may leave the filter)
+    st.caption(f"{position + 1} of {len(ids)} · {REVIEW_STATES[review_state(item)]}" + (f" by {inert(item.updated_by)}" if item.review_status != "pending" and item.updated_by else "")
+               + " · keys: A approve, X reject, N next, P previous, S save (outside text fields)")
+
+    photo, fields = st.columns([2, 3])
     photo_url = runtime.stages.images.photo_url(item.image_path)
     if photo_url:
-        photo.image(photo_url, width=240)
+        photo.image(photo_url, width="stretch")
+    else:
+        photo.caption("No photo stored for this item.")
+    for warning in photo_warnings(item):
+        photo.warning(inert(f"Photo: {warning}"), icon=":material/photo_camera:")
     if item.status == "error":
         fields.error(say("Could not be tagged: {error}", error=item.error))
-    opened = st.session_state.setdefault(f"opened-{item.id}", item.version)  # the editor keeps what was typed
-    shown = st.session_state.setdefault(f"shown-{item.id}", {item.id: item.version})  # version a save is checked against
-    text = fields.text_area("Summary", value=item.summary or "", key=f"summary-{item.id}-{opened}")
-    words = count_words(text)
+
+    shown = shown_values(item)
+    editable = item.status == "ok"
+    fields.text_input("Title", value=shown["Title"], key=field_key(item, "Title"), disabled=not editable)
+    fields.text_area("Caption", value=shown["Caption"], key=field_key(item, "Caption"), height=80, disabled=not editable)
+    flagged = set(attributes_to_review(item))
+    columns = fields.columns(max(1, min(3, len(schema.names()))))
+    for index, name in enumerate(schema.names()):
+        options = list(schema.spec(name).vocabulary)
+        if shown[name] and shown[name] not in options:
+            options.insert(0, shown[name])
+        columns[index % len(columns)].selectbox(
+            name + (" (check: not in the list)" if name in flagged else ""), options, index=options.index(shown[name]) if shown[name] else None,
+            key=field_key(item, name), accept_new_options=True, disabled=not editable, placeholder="(none)",
+        )
+    text = fields.text_area("Summary", value=shown["Summary"], key=field_key(item, "Summary"), disabled=not editable)
+    words = count_words(text or "")
     fields.caption(f"{words} / {MAX_SUMMARY_WORDS} words" + (" — too long, shorten before saving" if words > MAX_SUMMARY_WORDS else ""))
-    if fields.button("Save summary", key=f"save-summary-{item.id}", disabled=item.status != "ok"):
-        report = save_changes(store, {item.id: {"Summary": text}}, schema, user.email, shown)
-        if report.ok:  # reopen on the stored text
-            st.session_state.pop(f"opened-{item.id}", None)
-            st.session_state.pop(f"shown-{item.id}", None)
-        report_and_refresh(report, "Saved")
-    history = store.edits(item.id)
-    if history:
-        st.dataframe([{"When (UTC)": e.at, "Who": e.who, "Field": e.field, "Before": e.old, "After": e.new} for e in history],
-                     hide_index=True, width="stretch")
-    else:
-        st.caption("No edits yet.")
+    fields.text_input("Tags", value=shown["Tags"], key=field_key(item, "Tags"), disabled=not editable, help="Comma-separated")
+
+    buttons = st.columns(5)
+    buttons[0].button("Approve", type="primary", shortcut="A", key="focus-approve", disabled=not editable,
+                      on_click=act, args=(item.id, shown, "approved", next_after_review), help="Save the fields and approve, then go to the next item")
+    buttons[1].button("Reject", shortcut="X", key="focus-reject", disabled=item.status == "pending",
+                      on_click=act, args=(item.id, shown, "rejected", next_after_review))
+    buttons[2].button("Save", shortcut="S", key="focus-save", disabled=not editable, on_click=act, args=(item.id, shown, None, None))
+    buttons[3].button("Previous", shortcut="P", key="focus-previous", disabled=before is None, on_click=go, args=(before,))
+    buttons[4].button("Next", shortcut="N", key="focus-next", disabled=after is None, on_click=go, args=(after,))
+
+    with st.expander("Edit history", expanded=False):
+        history = store.edits(item.id)
+        if history:
+            st.dataframe([{"When (UTC)": e.at, "Who": e.who, "Field": e.field, "Before": e.old, "After": e.new} for e in history],
+                         hide_index=True, width="stretch")
+        else:
+            st.caption("No edits yet.")
 
 
 st.title("Review")
 show_flash()
 batch_id = choose_batch(store, lambda b: f"{b.name} (#{b.id}, {b.total} items)", "No batches yet: tag some photos first.")
 if batch_id is not None:
-    items = store.list_items(batch_id)
-    if items:
-        render_grid(batch_id, items)
-        st.divider()
-        render_item(items)
+    every = store.list_items(batch_id)
+    if every:
+        states, low_confidence, photo_problems, all_columns = render_filters()
+        items = filter_items(every, states, low_confidence=low_confidence, photo_problems=photo_problems)
+        if not items:
+            st.info(f"No items match these filters (the batch has {len(every)}).")
+        else:
+            if len(items) != len(every):
+                st.caption(f"Showing {len(items)} of {len(every)} items.")
+            view = (tuple(states), low_confidence, photo_problems, all_columns)
+            render_grid(batch_id, items, grid_key(batch_id, view), all_columns)
+            st.divider()
+            render_focus(items)

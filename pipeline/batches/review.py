@@ -5,6 +5,7 @@ Plain functions over the Store so the dashboard (and tests) only pass data in an
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,32 +19,76 @@ from pipeline.wordlimit import MAX_SUMMARY_WORDS, count_words
 # Grid column -> store field. Attribute columns map to "attribute:<name>".
 TEXT_COLUMNS = {"Title": "title", "Caption": "caption", "Summary": "summary", "Tags": "tags", "Status": "review_status"}
 
+# Where an item stands for a reviewer (the Review page's status filter): failed items, then the review status.
+REVIEW_STATES = {"pending": "Pending review", "approved": "Approved", "rejected": "Rejected", "failed": "Failed"}
+
 
 @dataclass
 class SaveReport:
     saved: list[Edit] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # one message per refused cell, naming the item
+    kept: list[dict[str, Any]] = field(default_factory=list)  # the values typed for refused cells: {"Item", "Field", "Your value"}
 
     @property
     def ok(self) -> bool:
         return not self.refused
 
-    def refuse(self, store: Store, item_id: int, reason: str) -> None:
+    def refuse(self, store: Store, item_id: int, reason: str) -> str:
+        """Record a refusal naming the item; returns the item's label."""
         item = store.get_item(item_id)
-        self.refused.append(f"{item_label(item) if item else item_id}: {reason}")
+        label = item_label(item) if item else str(item_id)
+        self.refused.append(f"{label}: {reason}")
+        return label
 
 
 def item_label(item: ItemRecord) -> str:
     return f"#{item.seq + 1} {item.sku or item.source}"
 
 
-def grid_rows(items: list[ItemRecord], schema: AttributeSchema) -> list[dict[str, Any]]:
-    """One row per item for the review grid; `id` identifies the item, the rest are shown."""
+def review_state(item: ItemRecord) -> str:
+    """One of REVIEW_STATES: "failed" for items that could not be tagged, else the review status."""
+    return "failed" if item.status == "error" else item.review_status
+
+
+def attributes_to_review(item: ItemRecord) -> list[str]:
+    """Attributes whose answer is not in the vocabulary (kept as answered, flagged for a person)."""
+    return [a.name for a in item.attributes if not a.in_vocab]
+
+
+def photo_warnings(item: ItemRecord) -> list[str]:
+    return item.checks.warnings() if item.checks else []
+
+
+def filter_items(items: Iterable[ItemRecord], states: Iterable[str] | None = None, *, low_confidence: bool = False,
+                 photo_problems: bool = False) -> list[ItemRecord]:
+    """Items in one of `states` (REVIEW_STATES keys; None: all), optionally only those with attributes
+    to review and/or photo-check warnings."""
+    wanted = set(REVIEW_STATES if states is None else states)
+    return [item for item in items if review_state(item) in wanted
+            and (not low_confidence or attributes_to_review(item))
+            and (not photo_problems or photo_warnings(item))]
+
+
+def attributes_text(item: ItemRecord, schema: AttributeSchema) -> str:
+    """All attribute values in schema order, one cell: "shirt · red · cotton?" (? = not in the vocabulary)."""
+    values = []
+    for name in schema.names():
+        attribute = item.attribute(name)
+        if attribute and attribute.value:
+            values.append(attribute.value + ("?" if not attribute.in_vocab else ""))
+    return " · ".join(values)
+
+
+def grid_rows(items: list[ItemRecord], schema: AttributeSchema,
+              thumbnail: Callable[[str | None], str | None] | None = None) -> list[dict[str, Any]]:
+    """One row per item for the review grid; `id` identifies the item, the rest are shown.
+    `thumbnail` (image_path -> URL, e.g. the image store's thumbnail_url) fills the Photo column."""
     rows = []
     for item in items:
         row: dict[str, Any] = {
             "id": item.id,
             "Select": False,
+            "Photo": thumbnail(item.image_path) if thumbnail else None,
             "Item": item_label(item),
             "Result": "failed: " + (item.error or "") if item.status == "error" else item.status,
             "Status": item.review_status,
@@ -52,11 +97,12 @@ def grid_rows(items: list[ItemRecord], schema: AttributeSchema) -> list[dict[str
             "Summary": item.summary or "",
             "Words": item.word_count if item.word_count is not None else 0,
             "Tags": ", ".join(item.tags),
+            "Attributes": attributes_text(item, schema),
         }
         for name in schema.names():
             attribute = item.attribute(name)
             row[name] = attribute.value if attribute else ""
-        row["Warnings"] = "; ".join(item.checks.warnings()) if item.checks else ""
+        row["Warnings"] = "; ".join(photo_warnings(item))
         rows.append(row)
     return rows
 
@@ -67,6 +113,32 @@ def field_for_column(column: str, schema: AttributeSchema) -> str | None:
     if column in schema.names():
         return f"attribute:{column}"
     return None  # not editable (Select, Words, Warnings, ...)
+
+
+def real_changes(changes: dict[int, dict[str, Any]], schema: AttributeSchema) -> dict[int, dict[str, Any]]:
+    """The grid's edited cells that save something: ticking Select (or any other column the store
+    does not keep) is not a change."""
+    kept = {item_id: {column: value for column, value in columns.items() if field_for_column(column, schema)}
+            for item_id, columns in changes.items()}
+    return {item_id: columns for item_id, columns in kept.items() if columns}
+
+
+def changed_fields(item: ItemRecord, values: dict[str, Any], schema: AttributeSchema) -> dict[str, Any]:
+    """{column: value} for the values (by grid column name) that differ from the item as stored."""
+    current: dict[str, Any] = {"Title": item.title or "", "Caption": item.caption or "", "Summary": item.summary or "",
+                               "Tags": ", ".join(item.tags), "Status": item.review_status}
+    for name in schema.names():
+        attribute = item.attribute(name)
+        current[name] = attribute.value if attribute else ""
+    changed = {}
+    for column, value in values.items():
+        if column == "Tags":
+            same = [t.strip() for t in str(value or "").split(",") if t.strip()] == item.tags
+        else:
+            same = str(value or "").strip() == str(current.get(column) or "").strip()
+        if not same:
+            changed[column] = value
+    return changed
 
 
 def summary_word_problems(changes: dict[int, dict[str, Any]], labels: dict[int, str]) -> list[str]:
@@ -89,12 +161,14 @@ def _edit(store: Store, report: SaveReport, item_id: int, field_name: str, value
     try:
         edit = store.edit_item(item_id, field_name, value, who, expected_version=expected)
     except StaleEditError as stale:
-        report.refuse(store, item_id, f"{column}: {stale}")
+        label = report.refuse(store, item_id, f"{column}: {stale}")
+        report.kept.append({"Item": label, "Field": column, "Your value": str(value)})
         if versions is not None and stale.current_version is not None:
             versions[item_id] = stale.current_version
         return
     except UserFacingError as error:
-        report.refuse(store, item_id, str(error))
+        label = report.refuse(store, item_id, str(error))
+        report.kept.append({"Item": label, "Field": column, "Your value": str(value)})
         return
     if edit is not None:
         report.saved.append(edit)
@@ -129,6 +203,19 @@ def set_review_status(store: Store, item_ids: list[int], status: str, who: str,
             report.refused.append(f"{item_label(item)}: failed items cannot be approved.")
             continue
         _edit(store, report, item_id, "review_status", status, who, versions, "Status")
+    return report
+
+
+def review_item(store: Store, item_id: int, changes: dict[str, Any], status: str | None, schema: AttributeSchema,
+                who: str, versions: dict[int, int] | None = None) -> SaveReport:
+    """The one-item view: save its edited fields ({column: value}), then set its review status.
+    If any edit is refused the status is left alone (nothing is approved with a change missing)."""
+    report = save_changes(store, {item_id: changes}, schema, who, versions) if changes else SaveReport()
+    if status is not None and report.ok:
+        done = set_review_status(store, [item_id], status, who, versions)
+        report.saved += done.saved
+        report.refused += done.refused
+        report.kept += done.kept
     return report
 
 
