@@ -300,3 +300,105 @@ def test_a_plain_header_adds_no_notice_and_a_manifest_alias_is_reported(tmp_path
 def test_no_header_name_is_an_alias_of_two_columns():
     keys = [column_key(alias) for aliases in COLUMN_ALIASES.values() for alias in aliases]
     assert len(keys) == len(set(keys))
+
+
+# --- issue 16 item 5: staging rejects corrupt photos and private URLs before anything runs
+
+import socket  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+from pipeline.ingest.sources import stage_sources  # noqa: E402
+
+
+def staged(paths, *, allow_private_urls=False, **options):
+    return stage_sources(collect_sources(paths, LIMITS), allow_private_urls=allow_private_urls, **options)
+
+
+def test_a_corrupt_photo_is_rejected_at_staging_with_a_plain_reason(tmp_path):
+    (tmp_path / "good.jpg").write_bytes(jpeg_bytes())
+    (tmp_path / "broken.jpg").write_bytes(b"not really a jpeg")
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "cut.jpg").write_bytes(jpeg_bytes()[:6])  # the header itself is cut off
+    (tmp_path / "named.jpg").write_bytes(b"\x89PNG\r\n\x1a\n garbage")  # a CSV row names this one
+    csv_path = tmp_path / "list.csv"
+    csv_path.write_text("sku,image\nN,named.jpg\n")
+    report = staged([tmp_path / name for name in ("good.jpg", "broken.jpg", "empty.png", "cut.jpg")] + [csv_path])
+    errors = {item.source: item.error for item in report.items}
+    assert errors["good.jpg"] is None
+    assert errors["broken.jpg"] == "This file is not a readable image (supported: JPEG, PNG, WebP, GIF, TIFF, BMP, HEIC)."
+    assert errors["empty.png"] == "The file is empty (0 bytes)."
+    assert errors["cut.jpg"] is not None and errors["list.csv line 2"] is not None
+    assert collect_sources([tmp_path / "broken.jpg"], LIMITS).items[0].error is None  # ingest alone reads no bytes
+
+
+def test_a_zip_with_a_corrupt_member_is_rejected_at_staging(tmp_path):
+    archive = write_zip(tmp_path / "shoot.zip", {"a.jpg": jpeg_bytes(), "b.jpg": b"\xff\xd8\xff garbage", "c.png": jpeg_bytes(seed=3)})
+    report = staged([archive])
+    errors = {item.source: item.error for item in report.items}
+    assert errors["shoot.zip:a.jpg"] is None and errors["shoot.zip:c.png"] is None  # the content counts, not the name
+    assert errors["shoot.zip:b.jpg"] is not None and "image" in errors["shoot.zip:b.jpg"]
+
+
+def test_staging_reads_headers_only(tmp_path, monkeypatch):
+    archive = write_zip(tmp_path / "shoot.zip", {f"{i}.jpg": jpeg_bytes(seed=i) for i in range(3)})
+    from PIL import ImageFile
+
+    loads = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: loads.append(self))
+    assert all(item.error is None for item in staged([archive]).items)
+    assert loads == []  # no pixel was decoded
+
+
+def fake_resolver(table, calls=None):
+    def resolve(host, port, type=0):
+        if calls is not None:
+            calls.append(host)
+        if host not in table:
+            raise socket.gaierror("not found")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port)) for address in table[host]]
+
+    return resolve
+
+
+def test_private_and_loopback_urls_are_rejected_at_staging(tmp_path):
+    path = tmp_path / "feed.csv"
+    path.write_text(
+        "sku,image_url\nA,http://127.0.0.1:8080/a.jpg\nB,http://169.254.169.254/latest/meta-data/\nC,https://cdn.example.com/c.jpg\n"
+        "D,http://intranet.example/d.jpg\nE,https://gone.example/e.jpg\nF,http://[::1]/f.jpg\nG,http://0x7f.1/g.jpg\nH,http://user:pw@cdn.example.com/h.jpg\n"
+    )
+    resolve = fake_resolver({"cdn.example.com": ["93.184.216.34"], "intranet.example": ["93.184.216.35", "10.1.2.3"]})
+    errors = {item.sku: item.error for item in staged([path], resolve=resolve).items}
+    private = "The image URL points to a private or internal address ({}); only public web addresses are allowed."
+    assert errors["A"] == private.format("127.0.0.1")
+    assert errors["B"] == private.format("169.254.169.254")
+    assert errors["D"] == private.format("intranet.example")  # any private address refuses the host, as fetch does
+    assert errors["F"] == private.format("::1") and errors["G"] == private.format("0x7f.1")
+    assert errors["H"] == "Image URLs with embedded credentials are not allowed."
+    assert errors["C"] is None and errors["E"] is None  # public, and not found (fetch decides later): ready
+    allowed = {item.sku: item.error for item in staged([path], resolve=resolve, allow_private_urls=True).items}
+    assert allowed == errors | {key: None for key in "ABDFG"}  # ALLOW_PRIVATE_URLS: only the credentials rule stays
+
+
+def test_staging_resolves_a_bounded_number_of_hosts_within_a_bounded_time(tmp_path):
+    path = tmp_path / "feed.csv"
+    path.write_text("sku,image\n" + "".join(f"S{i},https://h{i}.example/{i}.jpg\n" for i in range(30)) + "L,http://slow.example/l.jpg\n")
+    calls: list[str] = []
+    hang = threading.Event()
+
+    def resolve(host, port, type=0):
+        calls.append(host)
+        if host == "h0.example":
+            hang.wait(5)  # a resolver that does not answer
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.1", port))]
+
+    started = time.monotonic()
+    report = staged([path], resolve=resolve, max_hosts=5, resolve_timeout_s=0.3)
+    hang.set()
+    assert time.monotonic() - started < 2
+    assert sorted(calls) == sorted(f"h{i}.example" for i in range(5))
+    errors = {item.sku: item.error for item in report.items}
+    assert errors["S0"] is None  # not answered in time: checked at fetch
+    assert all("private or internal" in errors[f"S{i}"] for i in range(1, 5))
+    assert all(errors[f"S{i}"] is None for i in range(5, 30)) and errors["L"] is None
+    assert "26 more image host(s) were not looked up yet" in report.notices[-1]

@@ -437,3 +437,103 @@ def fetch_s3(uri: str, limits: FetchLimits, client: Any) -> bytes:
 
 def _mb(size: int) -> str:
     return f"{size / 1024 / 1024:.1f} MB"
+
+
+# --- Staging (before a batch is recorded): refuse what fetch_url would certainly refuse, cheaply.
+
+STAGING_MAX_HOSTS = 20  # distinct host names resolved at staging; the rest are checked when fetched
+STAGING_RESOLVE_S = 2.0  # all of those resolutions together (in parallel); unanswered ones are checked when fetched
+
+
+def private_address_refusal(host: str) -> str:
+    """The sentence fetch_url fails an item with when `host` is private or internal."""
+    return f"The image URL points to a private or internal address ({host}); only public web addresses are allowed."
+
+
+def literal_addresses(host: str, port: int) -> list[str] | None:
+    """The addresses `host` stands for when it is an IP literal in any form getaddrinfo reads as one
+    (`127.0.0.1`, `127.1`, `0x7f.1`, `2130706433`, `::1`, `fe80::1%eth0`), found without DNS; None for a name."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+    except (socket.gaierror, UnicodeError, ValueError):
+        return None
+    return list(dict.fromkeys(info[4][0] for info in infos)) or None
+
+
+def url_refusal(url: str, allow_private: bool) -> str | None:
+    """Why fetch_url would refuse `url`, told from its text alone: scheme, host, credentials, port and,
+    unless `allow_private`, an IP-literal host. None when only resolving its host name can tell."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return "The image URL is not valid (check its host and port)."
+    if parts.scheme not in ("http", "https"):
+        return "Only http:// and https:// image URLs are allowed."
+    if not parts.hostname:
+        return "The image URL has no host name."
+    if parts.username or parts.password:
+        return "Image URLs with embedded credentials are not allowed."
+    if allow_private:
+        return None
+    addresses = literal_addresses(parts.hostname, port)
+    if addresses is not None and not all(is_public_address(address) for address in addresses):
+        return private_address_refusal(parts.hostname)
+    return None
+
+
+def screen_urls(
+    urls: list[str], allow_private: bool, *, max_hosts: int = STAGING_MAX_HOSTS, timeout_s: float = STAGING_RESOLVE_S,
+    resolve: Callable[..., Any] | None = None,
+) -> tuple[dict[str, str], int]:
+    """Staging's URL check: {url: why fetch would refuse it} for the URLs that are certainly refused,
+    and how many distinct host names were left for fetch to check.
+
+    The same rules as fetch_url (`url_refusal`, then every resolved address through
+    `is_public_address`). Only the first `max_hosts` distinct host names are resolved, in parallel,
+    within `timeout_s` altogether; a name that does not resolve (or not in time) is not refused here:
+    fetch checks it again, as it checks every URL. `resolve` stands in for socket.getaddrinfo (tests)."""
+    refused: dict[str, str] = {}
+    by_host: dict[str, list[str]] = {}
+    ports: dict[str, int] = {}
+    for url in dict.fromkeys(urls):
+        reason = url_refusal(url, allow_private)
+        if reason:
+            refused[url] = reason
+            continue
+        if allow_private:
+            continue
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if literal_addresses(host, 80) is not None:
+            continue  # an IP literal: url_refusal decided it
+        by_host.setdefault(host, []).append(url)
+        ports.setdefault(host, parts.port or (443 if parts.scheme == "https" else 80))
+    hosts = list(by_host)[:max_hosts]
+    answers = _resolve_all(hosts, ports, timeout_s, resolve or socket.getaddrinfo)
+    for host, addresses in answers.items():
+        if addresses and not all(is_public_address(address) for address in addresses):
+            for url in by_host[host]:
+                refused[url] = private_address_refusal(host)
+    return refused, len(by_host) - len(hosts)
+
+
+def _resolve_all(hosts: list[str], ports: dict[str, int], timeout_s: float, resolve: Callable[..., Any]) -> dict[str, list[str]]:
+    """{host: its addresses} for the hosts that resolved within `timeout_s` (all at once, daemon threads:
+    a resolver that hangs is left to its own timeout and its answer dropped)."""
+    answers: dict[str, list[str]] = {}
+
+    def one(host: str) -> None:
+        try:
+            infos = resolve(host, ports[host], type=socket.SOCK_STREAM)
+            answers[host] = list(dict.fromkeys(info[4][0] for info in infos))
+        except Exception:  # noqa: BLE001 - not found / no network: fetch decides later
+            pass
+
+    threads = [threading.Thread(target=one, args=(host,), name="stage-resolve", daemon=True) for host in hosts]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout_s
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return dict(answers)

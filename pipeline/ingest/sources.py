@@ -7,6 +7,10 @@ Zips are described by their central directory, read once. A zip may hold the sam
 such members are referred to as `name\\<index in the central directory>` (a backslash never
 appears in an accepted name), so each copy is its own item with its own bytes; `zip_entry`
 and `read_zip_entry` understand both forms.
+
+`stage_sources` is the staging pass the Tag page runs before anything is recorded: it reads each
+photo's header (no pixels) and checks URLs against fetch's address rules, so what would certainly
+fail is rejected with its reason up front.
 """
 
 from __future__ import annotations
@@ -17,15 +21,19 @@ import io
 import os
 import posixpath
 import re
+import struct
 import threading
 import zipfile
+import zlib
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from PIL import Image, UnidentifiedImageError
+
 from pipeline.errors import BadInputError
 from pipeline.models import IngestReport, SourceItem, SourceRef
-from pipeline.images.normalize import IMAGE_EXTENSIONS
+from pipeline.images.normalize import IMAGE_EXTENSIONS, SUPPORTED_FORMATS
 
 REQUIRED_COLUMNS = ("sku", "image")
 HINT_COLUMNS = ("title", "brand", "category", "notes")
@@ -553,6 +561,107 @@ def _decode_as(data: bytes, encoding: str) -> str:
         return data.decode(encoding)
     except UnicodeDecodeError as exc:
         raise BadInputError(f"The CSV is not valid {encoding.upper()} text; save it again as CSV (UTF-8).") from exc
+
+
+def stage_sources(
+    report: IngestReport, *, allow_private_urls: bool, resolve=None, max_hosts: int | None = None, resolve_timeout_s: float | None = None,
+) -> IngestReport:
+    """Staging checks, so every item that would certainly fail is rejected (with its reason) before
+    anything is recorded or run; marks `report`'s items in place and returns it.
+
+    - Photos (uploaded files, zip members, local files a CSV names): the image header is read
+      (Pillow's `Image.open`, which parses the header and decodes no pixels; a zip member is streamed
+      only as far as its header). Not an image, an unsupported format, a damaged header or an empty
+      file is rejected. A photo damaged further in is still found out when it is decoded.
+    - URLs: what fetch would refuse from the URL alone (scheme, credentials, an IP-literal host that
+      is private, loopback, link-local or metadata), then the first `max_hosts` distinct host names
+      are resolved within `resolve_timeout_s` altogether; one resolving to such an address is
+      rejected. A name that does not resolve is not rejected here; fetch checks every URL again.
+      `allow_private_urls` (ALLOW_PRIVATE_URLS) turns the address checks off, as it does in fetch."""
+    from pipeline.ingest import fetch  # fetch reads zip members through this module
+
+    _check_headers(report)
+    urls = [item.ref.location for item in report.items if not item.error and item.ref is not None and item.ref.kind == "url"]
+    if urls:
+        options = {key: value for key, value in (("max_hosts", max_hosts), ("timeout_s", resolve_timeout_s)) if value is not None}
+        refused, unchecked = fetch.screen_urls(urls, allow_private_urls, resolve=resolve, **options)
+        for item in report.items:
+            if not item.error and item.ref is not None and item.ref.kind == "url" and item.ref.location in refused:
+                item.error = refused[item.ref.location]
+        if unchecked:
+            report.notices.append(f"{unchecked} more image host(s) were not looked up yet; their photos are checked as they are downloaded.")
+    return report
+
+
+def _check_headers(report: IngestReport) -> None:
+    by_zip: dict[str, list[SourceItem]] = defaultdict(list)
+    verdicts: dict[str, str | None] = {}  # a file named twice is read once
+    for item in report.items:
+        if item.error or item.ref is None:
+            continue
+        if item.ref.kind == "zip":
+            by_zip[item.ref.location].append(item)
+        elif item.ref.kind == "file":
+            key = _file_key(Path(item.ref.location))
+            if key not in verdicts:
+                verdicts[key] = _file_header_problem(Path(item.ref.location))
+            item.error = verdicts[key]
+    for location, items in by_zip.items():
+        try:
+            archive = zipfile.ZipFile(location)
+        except (zipfile.BadZipFile, OSError):
+            for item in items:
+                item.error = "This file is not a valid zip archive."
+            continue
+        with archive:
+            for item in items:
+                item.error = _member_header_problem(archive, item.ref.member or "")
+
+
+def _file_header_problem(path: Path) -> str | None:
+    try:
+        if path.stat().st_size == 0:
+            return "The file is empty (0 bytes)."
+        with path.open("rb") as stream:
+            return header_problem(stream)
+    except OSError:
+        return f"The file {path.name} could not be read."
+
+
+def _member_header_problem(archive: zipfile.ZipFile, member: str) -> str | None:
+    try:
+        info = zip_entry(archive, member)
+        if info.file_size == 0:
+            return "The file is empty (0 bytes)."
+        with archive.open(info) as stream:  # decompresses only as far as Pillow reads the header
+            return header_problem(stream)
+    except KeyError:
+        return f"{member.partition(DUPLICATE_MARK)[0]} is missing from the zip."
+    except RuntimeError:  # zipfile's way of saying encrypted
+        return "This zip entry is password-protected."
+    except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError, zlib.error):
+        return "This zip entry is damaged or uses an unsupported compression method."
+
+
+def header_problem(stream) -> str | None:
+    """Why the image in `stream` (a seekable binary file) cannot be used, from its header alone; None if it looks fine.
+    The same sentences as pipeline.images.normalize.open_image."""
+    try:
+        with Image.open(stream) as image:
+            if image.format not in SUPPORTED_FORMATS:
+                return f"Image format {image.format} is not supported (use JPEG, PNG, WebP, GIF, TIFF, BMP or HEIC)."
+            width, height = image.size
+            if width < 1 or height < 1:
+                return "The image has no pixels."
+    except Image.DecompressionBombError:
+        return "The image is too large to process safely."
+    except UnidentifiedImageError:
+        return "This file is not a readable image (supported: JPEG, PNG, WebP, GIF, TIFF, BMP, HEIC)."
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError):
+        return "This zip entry is damaged or uses an unsupported compression method."
+    except (OSError, ValueError, SyntaxError, struct.error, IndexError, TypeError):
+        return "The image file is damaged or incomplete and cannot be read."
+    return None
 
 
 def _warn_duplicate_skus(report: IngestReport) -> None:
