@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pipeline.attributes import load_attribute_schema
 from pipeline.captioners import Captioner, make_captioner
-from pipeline.images.decode_budget import configure_default_budget
+from pipeline.images.decode_budget import configure_default_budget, configure_raw_budget
 from pipeline.ingest.fetch import FetchLimits
 from pipeline.ingest.sources import IngestLimits, collect_sources
 from pipeline.models import BatchRecord
@@ -63,6 +63,7 @@ def build_stages(
     schema = load_attribute_schema(settings.attribute_schema)
     store = store or open_store(settings)
     configure_default_budget(settings.decode_budget_mb)  # one budget of pixels in flight for the process
+    configure_raw_budget(settings.raw_bytes_budget_mb)  # and one of raw image bytes, taken before it
     return Stages(
         store=store,
         images=open_image_store(settings),

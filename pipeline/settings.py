@@ -98,6 +98,11 @@ class Settings(BaseSettings):
         256.0,
         description="Decoded pixels (MB) all workers of the process may hold at once; a larger single image decodes alone. 0: no limit.",
     )
+    raw_bytes_budget_mb: float = Field(
+        128.0,
+        description="Raw image bytes (MB, as read from a file, zip, URL or S3) all workers of the process may hold at once, "
+        "from before the read until the normalized JPEG exists; a URL or S3 object counts as MAX_FILE_BYTES until downloaded. 0: no limit.",
+    )
 
     # Runner
     concurrency: int = 4

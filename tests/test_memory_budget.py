@@ -187,3 +187,170 @@ def test_png_without_exif_is_not_decoded_to_look_for_it():
     data = encode(product_photo((800, 400)), "PNG")
     image = Image.open(io.BytesIO(data))
     assert exif_orientation(image, data) == 1 and getattr(image, "_im", None) is None
+
+
+# --- the raw bytes budget: what prepare_image holds from before the read until the JPEG exists ---
+
+import zipfile  # noqa: E402
+
+import pipeline.batches.runner as runner  # noqa: E402
+from pipeline.batches.runner import Cancelled, prepare_image, raw_read_cost, run_batch  # noqa: E402
+from pipeline.images.decode_budget import BudgetWaitCancelled  # noqa: E402
+from pipeline.models import CaptionResult, SourceRef, Usage  # noqa: E402
+
+
+class StandInCaptioner:
+    model_id = "stand-in"
+
+    def warm_up(self):
+        pass
+
+    def caption(self, image, questions):
+        return CaptionResult(caption="a blue mug", answers={}, model_id=self.model_id), Usage(kind="endpoint", model=self.model_id)
+
+
+def quick_stages(tmp_path, **overrides):
+    from pipeline.service import build_stages
+    from pipeline.settings import Settings
+
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data", summarizer="offline", **overrides)
+    return settings, build_stages(settings, captioner=StandInCaptioner())
+
+
+def item_for(path):
+    from pipeline.models import ItemRecord
+
+    return ItemRecord(id=0, batch_id=0, seq=0, source=path.name, ref=SourceRef(kind="file", location=str(path)), sku=None, hints={})
+
+
+def test_acquire_with_a_cancel_event_stops_waiting_and_takes_nothing():
+    budget = DecodeBudget(100)
+    grant = budget.acquire(100)
+    cancel, outcome = threading.Event(), []
+
+    def wait():
+        try:
+            budget.acquire(10, cancel=cancel)
+            outcome.append("granted")
+        except BudgetWaitCancelled:
+            outcome.append("cancelled")
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    assert wait_for(lambda: budget.waiting == 1)
+    cancel.set()
+    waiter.join(DEADLINE_S)
+    assert outcome == ["cancelled"] and budget.waiting == 0 and budget.in_use == 100  # the holder never let go
+    budget.release(grant)
+    assert budget.acquire(100) == 100  # the cancelled ticket left the queue
+
+
+def test_resize_gives_back_or_overdraws_without_waiting():
+    budget = DecodeBudget(100)
+    grant = budget.acquire(80)
+    grant = budget.resize(grant, 30)
+    assert grant == 30 and budget.in_use == 30
+    other = budget.acquire(70)
+    grant = budget.resize(grant, 50)  # more than is free: taken at once (nothing waits here)
+    assert budget.in_use == 120
+    budget.release(grant)
+    budget.release(other)
+    assert budget.in_use == 0
+
+
+def test_raw_read_cost_counts_what_a_read_may_hold(tmp_path):
+    _, stages = quick_stages(tmp_path)
+    limit = stages.fetch_limits.max_bytes
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(b"x" * 5000)
+    archive = tmp_path / "photos.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("b.jpg", b"y" * 7000)
+    assert raw_read_cost(stages, SourceRef("file", str(photo))) == 5000
+    assert raw_read_cost(stages, SourceRef("zip", str(archive), "b.jpg")) == 2 * 7000  # chunks + their join
+    assert raw_read_cost(stages, SourceRef("url", "https://example.com/a.jpg")) == limit  # size unknown until downloaded
+    assert raw_read_cost(stages, SourceRef("file", str(tmp_path / "gone.jpg"))) == limit
+
+
+def test_workers_never_hold_more_raw_bytes_than_the_budget(tmp_path, monkeypatch):
+    """Eight workers prepare 1,000-byte photos under a 2,500-byte raw budget: two are inside at once
+    (holding their bytes, gated in normalize), six wait before reading. Skipping the acquire lets all
+    eight read at once."""
+    _, stages = quick_stages(tmp_path)
+    budget = DecodeBudget(2500)
+    monkeypatch.setattr(runner, "default_raw_budget", lambda: budget)
+    gate, lock = threading.Event(), threading.Lock()
+    state = {"holding": 0, "max_holding": 0, "inside": 0, "reads": 0}
+    real_read = runner.read_source
+
+    def counting_read(*args, **kwargs):
+        data = real_read(*args, **kwargs)
+        with lock:
+            state["reads"] += 1
+        return data
+
+    def gated_normalize(data, **_options):  # holds the raw bytes until the gate opens
+        with lock:
+            state["holding"] += len(data)
+            state["inside"] += 1
+            state["max_holding"] = max(state["max_holding"], state["holding"])
+        gate.wait(DEADLINE_S)
+        with lock:
+            state["holding"] -= len(data)
+            state["inside"] -= 1
+        return normalize_image(encode(product_photo((64, 48)), "JPEG"))
+
+    monkeypatch.setattr(runner, "read_source", counting_read)
+    monkeypatch.setattr(runner, "normalize_image", gated_normalize)
+    paths = []
+    for i in range(8):
+        paths.append(tmp_path / f"p{i}.jpg")
+        paths[-1].write_bytes(bytes([i]) * 1000)
+    done = []
+    threads = [threading.Thread(target=lambda p=p: done.append(prepare_image(stages, item_for(p)))) for p in paths]
+    for thread in threads:
+        thread.start()
+    # with the budget: two read and six wait; without it all eight get in
+    wait_for(lambda: (state["inside"] == 2 and budget.waiting == 6) or state["inside"] == 8)
+    assert state["reads"] == 2 and state["holding"] == 2000 and budget.in_use == 2000
+    gate.set()
+    for thread in threads:
+        thread.join(DEADLINE_S)
+    assert len(done) == 8 and state["max_holding"] <= budget.limit
+    assert budget.peak <= budget.limit and budget.in_use == 0
+
+
+def test_stop_while_waiting_for_the_raw_budget_returns_and_the_item_stays_pending(tmp_path, monkeypatch):
+    from pipeline.service import create_batch
+
+    settings, stages = quick_stages(tmp_path)
+    budget = DecodeBudget(10_000)
+    monkeypatch.setattr(runner, "default_raw_budget", lambda: budget)
+    photo = tmp_path / "mug.jpg"
+    photo.write_bytes(encode(product_photo((320, 240)), "JPEG"))
+    batch = create_batch(stages.store, settings, [photo], name="raw", created_by="ann")
+    hog = budget.acquire(budget.limit)  # another worker holds all of it and never lets go in this test
+    cancel, result = threading.Event(), []
+    thread = threading.Thread(target=lambda: result.append(run_batch(stages, batch.id, concurrency=1, cancel=cancel)), daemon=True)
+    thread.start()
+    assert wait_for(lambda: budget.waiting == 1)
+    cancel.set()
+    thread.join(DEADLINE_S)
+    assert not thread.is_alive() and result and result[0].cancelled and result[0].done == 0
+    assert budget.in_use == hog and budget.waiting == 0  # it returned while the budget was still held
+    assert [item.source for item in stages.store.items_to_process(batch.id)] == ["mug.jpg"]  # still pending
+    budget.release(hog)
+    again = run_batch(stages, batch.id, concurrency=1)
+    assert again.ok == 1 and budget.in_use == 0
+
+
+def test_prepare_image_cancelled_before_the_raw_budget_reads_nothing(tmp_path, monkeypatch):
+    _, stages = quick_stages(tmp_path)
+    monkeypatch.setattr(runner, "default_raw_budget", lambda: DecodeBudget(100))
+    monkeypatch.setattr(runner, "read_source", lambda *a, **k: pytest.fail("read despite Stop"))
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(b"z" * 50)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        prepare_image(stages, item_for(photo), cancel)

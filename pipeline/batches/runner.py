@@ -17,6 +17,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+import zipfile
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
@@ -26,8 +27,10 @@ from typing import Any, Callable, Iterator
 from pipeline.attributes import AttributeSchema, map_answers
 from pipeline.captioners import Captioner
 from pipeline.errors import describe_error, usage_of
+from pipeline.images.decode_budget import BudgetWaitCancelled, DecodeBudget, default_raw_budget
 from pipeline.ingest.fetch import DownloadCancelled, FetchLimits, read_source
-from pipeline.models import CaptionResult, ItemRecord, ItemResult, NormalizedImage, PhotoChecks, SummaryRequest, Usage
+from pipeline.ingest.sources import OPEN_ZIPS, zip_entry
+from pipeline.models import CaptionResult, ItemRecord, ItemResult, NormalizedImage, PhotoChecks, SourceRef, SummaryRequest, Usage
 from pipeline.images.normalize import normalize_image
 from pipeline.store import BatchBusyError, ImageStore, Store, new_runner_id, runner_is_dead_here
 from pipeline.summarizers import Summarizer
@@ -143,16 +146,57 @@ def caption_once(stages: Stages, image: NormalizedImage, usage: list[Usage], run
 
 def prepare_image(stages: Stages, item: ItemRecord, cancel: threading.Event | None = None) -> tuple[NormalizedImage, str]:
     """Read, normalize and store one item's photo: (normalized image, stored location). A Stop (`cancel`)
-    ends a download in progress; the item stays pending."""
+    ends a download in progress, or a wait for the raw bytes budget; the item stays pending."""
     assert item.ref is not None
     if item.ref.kind in ("file", "zip"):
         stages.images.ensure_upload(Path(item.ref.location))  # resumed on another task: fetch the upload
-    try:
-        data = read_source(item.ref, stages.fetch_limits, stages.s3_client_factory, should_stop=cancel)
-    except DownloadCancelled as exc:
-        raise Cancelled from exc
-    image = normalize_image(data, max_side=stages.normalize.max_side, max_pixels=stages.normalize.max_pixels, quality=stages.normalize.quality)
+    image = read_and_normalize(stages, item.ref, cancel)
     return image, stages.images.save(image.content_key, image.jpeg)
+
+
+def read_and_normalize(stages: Stages, ref: SourceRef, cancel: threading.Event | None = None,
+                       budget: DecodeBudget | None = None) -> NormalizedImage:
+    """The photo's raw bytes are held under the raw bytes budget (default: the process-wide one from
+    RAW_BYTES_BUDGET_MB) from before the read until the normalized JPEG exists.
+
+    No deadlock: this takes the raw budget first and `normalize_image` the decode budget second;
+    nothing waits for the raw budget while holding the decode budget, decode holders wait for
+    nothing, and `resize` never waits. The wait for the raw budget ends on Stop (Cancelled)."""
+    budget = budget if budget is not None else default_raw_budget()
+    try:
+        grant = budget.acquire(raw_read_cost(stages, ref), cancel=cancel)
+    except BudgetWaitCancelled as exc:
+        raise Cancelled from exc
+    data: bytes | None = None
+    try:
+        try:
+            data = read_source(ref, stages.fetch_limits, stages.s3_client_factory, should_stop=cancel)
+        except DownloadCancelled as exc:
+            raise Cancelled from exc
+        grant = budget.resize(grant, len(data))  # the true size (a URL or S3 object counted the most allowed)
+        options = stages.normalize
+        return normalize_image(data, max_side=options.max_side, max_pixels=options.max_pixels, quality=options.quality)
+    finally:
+        data = None  # the bytes go before their grant does
+        budget.release(grant)
+
+
+def raw_read_cost(stages: Stages, ref: SourceRef) -> int:
+    """Raw bytes reading `ref` may hold at once, known before reading: a file's size (stat); a zip
+    member's size from the zip's directory (zipfile never returns more), twice (the streamed chunks
+    and their join); a URL or S3 object the most allowed (MAX_FILE_BYTES), as its size is only known
+    once downloaded. Anything unreadable counts the most allowed; the read then reports the problem."""
+    limit = stages.fetch_limits.max_bytes
+    try:
+        if ref.kind == "file":
+            size = Path(ref.location).stat().st_size
+            return size if size <= limit else 0  # refused from its size, never read
+        if ref.kind == "zip":
+            info = zip_entry(OPEN_ZIPS.get(Path(ref.location)), ref.member or "")
+            return 2 * min(info.file_size, limit)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        pass
+    return limit
 
 
 def complete_item(

@@ -20,6 +20,14 @@ and a 256 MB budget still ended at 1.8 GB of RSS. So an enabled budget also make
 leave the process (`return_freed_memory`): Pillow allocates images in 64 MB blocks (above glibc's
 largest mmap threshold, so they are mapped and unmapped), and glibc keeps at most 2 arenas.
 Measured in bench/memory.py.
+
+The same class is also the *raw bytes* budget (`default_raw_budget`, RAW_BYTES_BUDGET_MB): the
+runner's `prepare_image` holds the bytes of the file it reads under it until the normalized JPEG
+exists. Order, so the two can never wait for each other in a cycle: a worker takes the raw budget
+first and the decode budget (inside `normalize_image`) second; nothing waits for the raw budget
+while holding the decode budget, and decode holders wait for nothing. `resize` (the read's true
+size known) never waits. A waiting `acquire(..., cancel=event)` ends with BudgetWaitCancelled as
+soon as the run is stopped.
 """
 
 from __future__ import annotations
@@ -31,8 +39,18 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 MB = 1024 * 1024
+CANCEL_POLL_S = 0.05  # how often a waiting acquire looks at its cancel event
+
+
+class BudgetWaitCancelled(Exception):
+    """An `acquire` given a cancel event stopped waiting because the event was set; nothing is held."""
+
+
+class _HasIsSet(Protocol):  # a threading.Event, or anything with is_set()
+    def is_set(self) -> bool: ...
 
 
 class DecodeBudget:
@@ -73,10 +91,13 @@ class DecodeBudget:
         nbytes = max(0, int(nbytes))
         return min(nbytes, self.limit) if self.enabled else nbytes
 
-    def acquire(self, nbytes: int) -> int:
-        """Wait until `nbytes` (capped at the whole budget) fit, take them; returns the grant to release."""
+    def acquire(self, nbytes: int, cancel: _HasIsSet | None = None) -> int:
+        """Wait until `nbytes` (capped at the whole budget) fit, take them; returns the grant to release.
+        With `cancel`, stop waiting (BudgetWaitCancelled, nothing taken) once it is set."""
         grant = self.grant_for(nbytes)
         with self._cond:
+            if cancel is not None and cancel.is_set():
+                raise BudgetWaitCancelled
             if not self.enabled:
                 self._take(grant)
                 return grant
@@ -84,7 +105,12 @@ class DecodeBudget:
             self._queue.append(ticket)
             try:
                 while self._queue[0] is not ticket or self._in_use + grant > self.limit:
-                    self._cond.wait()
+                    if cancel is None:
+                        self._cond.wait()
+                        continue
+                    self._cond.wait(CANCEL_POLL_S)
+                    if cancel.is_set():
+                        raise BudgetWaitCancelled
             except BaseException:
                 self._queue.remove(ticket)
                 self._cond.notify_all()
@@ -101,9 +127,22 @@ class DecodeBudget:
                 raise RuntimeError("DecodeBudget released more than was acquired.")
             self._cond.notify_all()
 
+    def resize(self, grant: int, nbytes: int) -> int:
+        """Turn a held `grant` into one for `nbytes` (capped at the whole budget) *without waiting*:
+        less gives the rest back, more is taken even past the limit (later requests wait for it).
+        Returns the new grant, the one to release."""
+        new = self.grant_for(nbytes)
+        with self._cond:
+            self._take(new - grant)
+            if self._in_use < 0:
+                raise RuntimeError("DecodeBudget resized a grant it did not hold.")
+            if new < grant:
+                self._cond.notify_all()
+        return new
+
     @contextmanager
-    def hold(self, nbytes: int) -> Iterator[int]:
-        grant = self.acquire(nbytes)
+    def hold(self, nbytes: int, cancel: _HasIsSet | None = None) -> Iterator[int]:
+        grant = self.acquire(nbytes) if cancel is None else self.acquire(nbytes, cancel)
         try:
             yield grant
         finally:
@@ -159,10 +198,33 @@ def configure_default_budget(megabytes: float) -> DecodeBudget:
         return _default
 
 
-def _budget_mb_from_settings() -> float:
+def _budget_mb_from_settings(field: str = "decode_budget_mb") -> float:
     from pipeline.settings import Settings
 
     try:
-        return Settings().decode_budget_mb
+        return getattr(Settings(), field)
     except Exception:  # an unrelated invalid setting must not stop photos: use the field's default
-        return Settings.model_fields["decode_budget_mb"].default
+        return Settings.model_fields[field].default
+
+
+_raw: DecodeBudget | None = None
+
+
+def default_raw_budget() -> DecodeBudget:
+    """The budget of raw (still encoded) image bytes every worker's `prepare_image` shares; made on
+    first use from `Settings().raw_bytes_budget_mb` (or `configure_raw_budget`)."""
+    global _raw
+    with _default_lock:
+        if _raw is None:
+            _raw = DecodeBudget(int(_budget_mb_from_settings("raw_bytes_budget_mb") * MB))
+        return _raw
+
+
+def configure_raw_budget(megabytes: float) -> DecodeBudget:
+    """Replace the process-wide raw bytes budget (the service calls this with
+    `settings.raw_bytes_budget_mb`); reads already holding the old one finish under it."""
+    global _raw
+    with _default_lock:
+        if _raw is None or _raw.limit != int(megabytes * MB):
+            _raw = DecodeBudget(int(megabytes * MB))
+        return _raw
