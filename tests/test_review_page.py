@@ -1,0 +1,197 @@
+"""The Review page through AppTest, on a store filled with finished items (no model run): the photo in
+every row, the one-item view, filters, and the grid after a partly refused save or approve."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from dashboard.text import shown
+from support.images import jpeg_bytes
+
+APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
+NAMES = ("category", "color", "material", "pattern", "style")
+
+
+@pytest.fixture
+def review_env(monkeypatch, tmp_path):
+    for key, value in {"DATA_DIR": str(tmp_path / "data"), "SUMMARIZER": "offline", "AUTH_MODE": "dev"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield tmp_path
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+def result(index: int, photo: Path, *, blurry: bool = False, odd_color: bool = False):
+    from pipeline.models import AttributeValue, CaptionResult, ItemResult, PhotoChecks, SummaryResult
+
+    checks = PhotoChecks(800, 600, False, 40.0 if blurry else 400.0, blurry, 180.0, False, False, True, True, ["red"])
+    attributes = [AttributeValue(name, "red", "red", True) for name in NAMES]
+    if odd_color:
+        attributes[1] = AttributeValue("color", "maroonish", "maroonish", False)
+    return ItemResult(
+        content_key=f"{index:064x}", image_path=str(photo), checks=checks, word_count=6,
+        caption=CaptionResult(caption=f"caption {index}", answers={}, model_id="test"), attributes=attributes,
+        summary=SummaryResult(summary=f"Summary number {index} of a shirt.", title=f"Shirt {index}", tags=["shirt"],
+                              attributes={}, model="offline", offline=True),
+    )
+
+
+@pytest.fixture
+def batch(review_env):
+    """Five items: 0 plain, 1 blurry photo, 2 colour outside the vocabulary, 3 approved, 4 failed."""
+    from pipeline.models import IngestReport, SourceItem, SourceRef
+    from pipeline.settings import Settings
+    from pipeline.store.sqlite_store import SqliteStore
+
+    settings = Settings()
+    store = SqliteStore(settings.db_path)
+    sources = [SourceItem(source=f"shirt-{i}.jpg", ref=SourceRef("file", f"/nowhere/{i}.jpg"), sku=f"SKU-{i}") for i in range(5)]
+    record = store.create_batch("review", "test", IngestReport(items=sources))
+    items = store.list_items(record.id)
+    for index, item in enumerate(items[:4]):
+        photo = review_env / f"photo-{index}.jpg"
+        photo.write_bytes(jpeg_bytes(color=(40 * index, 100, 200), seed=index))
+        store.save_result(item.id, result(index, photo, blurry=index == 1, odd_color=index == 2), [])
+    store.save_error(items[4].id, "Could not read the image.", [])
+    store.edit_item(items[3].id, "review_status", "approved", "someone")
+    return store, record.id, store.list_items(record.id)
+
+
+def review_page() -> AppTest:
+    app = AppTest.from_file(APP, default_timeout=60).run()
+    app.switch_page("pages/review.py").run()
+    assert not app.exception, app.exception
+    return app
+
+
+def grid(app: AppTest):
+    return app.data_editor[0]
+
+
+def button(app: AppTest, label: str):
+    [found] = [b for b in app.button if b.label == label]
+    return found
+
+
+def edit_grid(app: AppTest, key: str, edited_rows: dict) -> None:
+    app.session_state[key] = {"edited_rows": edited_rows, "added_rows": [], "deleted_rows": []}
+    app.run()
+    assert not app.exception, app.exception
+
+
+def test_every_row_has_a_thumbnail_and_the_text_fits_without_scrolling(batch):
+    store, batch_id, items = batch
+    app = review_page()
+    editor = grid(app)
+    config = json.loads(editor.proto.columns)
+    assert config["Photo"]["type_config"]["type"] == "image"
+    photos = editor.value["Photo"]
+    assert photos.iloc[:4].str.startswith("data:image/jpeg;base64,").all() and len(photos.iloc[0]) > 100
+    assert not isinstance(photos.iloc[4], str)  # the failed item has no stored photo (None)
+    order = list(editor.proto.column_order)
+    assert order[:2] == ["Select", "Photo"] and {"Caption", "Attributes", "Summary"} <= set(order)
+    assert sum(config[column]["width"] for column in order) <= 900  # 1366 px, sidebar open, wide layout
+    assert editor.proto.row_height > 64  # over 4rem: Streamlit wraps the cell text
+    assert editor.value["Attributes"].iloc[2] == "red · maroonish? · red · red · red"  # ? = not in the vocabulary
+
+
+def test_filters_narrow_the_rows(batch):
+    store, batch_id, items = batch
+    app = review_page()
+    assert len(grid(app).value) == 5
+    app.multiselect(key="filter-status").set_value(["failed"]).run()
+    assert list(grid(app).value["Item"]) == ["#5 SKU-4"]
+    app.multiselect(key="filter-status").set_value(["pending", "approved", "rejected", "failed"]).run()
+    app.checkbox(key="filter-low").check().run()
+    assert list(grid(app).value["Item"]) == ["#3 SKU-2"]
+    app.checkbox(key="filter-low").uncheck().run()
+    app.checkbox(key="filter-photo").check().run()
+    assert list(grid(app).value["Item"]) == ["#2 SKU-1"]
+    assert any("Showing 1 of 5 items." in c.value for c in app.caption)
+    app.checkbox(key="filter-photo").uncheck().run()
+    app.multiselect(key="filter-status").set_value(["approved"]).run()
+    assert list(grid(app).value["Item"]) == ["#4 SKU-3"]
+    assert not app.exception, app.exception
+
+
+def test_one_item_view_saves_approves_and_moves_to_the_next_item(batch):
+    store, batch_id, items = batch
+    app = review_page()
+    assert app.selectbox(key="focus-item").value == items[0].id
+    assert app.image and app.image[0].value[0], "the one-item view shows the photo"
+    [caption] = [t for t in app.text_area if t.label == "Caption"]
+    caption.set_value("a red shirt, checked against the photo").run()
+    button(app, "Approve").click().run()
+    assert not app.exception, app.exception
+    first = store.get_item(items[0].id)
+    assert first.review_status == "approved" and first.caption == "a red shirt, checked against the photo"
+    assert app.selectbox(key="focus-item").value == items[1].id  # moved on
+    assert button(app, "Approve").proto.shortcut  # keyboard shortcut sent to the browser
+    assert grid(app).value["Status"].iloc[0] == "approved"  # the grid shows it too
+    button(app, "Reject").click().run()
+    assert store.get_item(items[1].id).review_status == "rejected"
+    assert app.selectbox(key="focus-item").value == items[2].id
+    button(app, "Previous").click().run()
+    assert app.selectbox(key="focus-item").value == items[1].id
+
+    # Pending review only: the one item left; approved, it leaves the list.
+    app.multiselect(key="filter-status").set_value(["pending"]).run()
+    assert list(grid(app).value["Item"]) == ["#3 SKU-2"] and app.selectbox(key="focus-item").value == items[2].id
+    button(app, "Approve").click().run()
+    assert store.get_item(items[2].id).review_status == "approved"
+    assert any("No items match these filters" in i.value for i in app.info)
+
+    # A failed item cannot be approved from the one-item view.
+    app.multiselect(key="filter-status").set_value(["failed"]).run()
+    assert app.selectbox(key="focus-item").value == items[4].id and button(app, "Approve").disabled
+
+
+def test_selecting_rows_is_not_a_change(batch):
+    store, batch_id, items = batch
+    app = review_page()
+    edit_grid(app, f"grid-{batch_id}-0", {0: {"Select": True}, 1: {"Select": True}})
+    assert button(app, "Save changes").disabled  # no false "Nothing changed" after a click
+    assert not button(app, "Approve selected (2)").disabled
+    edit_grid(app, f"grid-{batch_id}-0", {0: {"Select": True, "Caption": "edited"}})
+    button(app, "Save changes").click().run()
+    assert any("Saved: 1 change saved." in s.value for s in app.success)
+    assert not any("Nothing changed" in i.value for i in app.info)
+
+
+def test_a_partly_refused_save_leaves_the_grid_showing_the_stored_values(batch):
+    store, batch_id, items = batch
+    app = review_page()
+    key = f"grid-{batch_id}-0"
+    edit_grid(app, key, {0: {"Summary": "Mine, saved."}, 1: {"Summary": "Mine, refused."}})
+    store.edit_item(items[1].id, "summary", "Theirs, saved first.", "colleague@example.com")  # after the page showed it
+    button(app, "Save changes").click().run()
+    assert not app.exception, app.exception
+    assert any("changed by colleague" in shown(e.value) for e in app.error)
+    summaries = list(grid(app).value["Summary"])
+    assert summaries[:2] == ["Mine, saved.", "Theirs, saved first."]  # the store's values, not the typed one
+    assert grid(app).value["Summary"].tolist() == [store.get_item(i.id).summary or "" for i in items]
+    assert app.session_state["grid_version"] == 1  # the editor was re-keyed
+    kept = [d.value for d in app.dataframe if "Your value" in d.value.columns]
+    assert kept and kept[0]["Your value"].tolist() == ["Mine, refused."]  # nothing typed is lost
+    assert button(app, "Save changes").disabled  # a fresh editor: nothing pending
+
+
+def test_a_partly_refused_approve_clears_the_selection_and_shows_the_stored_status(batch):
+    store, batch_id, items = batch
+    app = review_page()
+    edit_grid(app, f"grid-{batch_id}-0", {0: {"Select": True}, 4: {"Select": True}})  # a tagged item and the failed one
+    button(app, "Approve selected (2)").click().run()
+    assert not app.exception, app.exception
+    assert any("failed items cannot be approved" in shown(e.value) for e in app.error)
+    assert any("Approved: 1 change saved." in s.value for s in app.success)
+    value = grid(app).value
+    assert value["Status"].iloc[0] == "approved" and not value["Select"].any()
+    assert button(app, "Approve selected (0)").disabled
