@@ -1,4 +1,7 @@
+from dataclasses import replace
+
 import openai
+import pydantic
 import pytest
 
 from pipeline.attributes import load_attribute_schema, map_answers
@@ -48,8 +51,11 @@ def test_structured_output_is_used_and_usage_recorded():
 
 def test_out_of_vocabulary_attribute_values_are_rejected_by_the_schema():
     model = build_response_model(SCHEMA)
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError, match=r"attributes\.color\n  Input should be 'black', 'white'") as refused:
         model.model_validate(answer("x", color="chartreuse"))
+    [error] = refused.value.errors()
+    assert (error["loc"], error["type"], error["input"]) == (("attributes", "color"), "literal_error", "chartreuse")
+    assert model.model_validate(answer("x", color="red")).attributes.color == "red"  # in-vocabulary passes
 
 
 @pytest.mark.parametrize("failure", [Reply(status=429), Reply(status=500), Reply(status=503)], ids=["429", "500", "503"])
@@ -64,9 +70,14 @@ def test_transient_errors_fall_back_to_the_cheaper_model(failure):
 
 def test_timeout_falls_back():
     with FakeOpenAI() as server:
-        server.state.script = [Reply(answer("slow"), delay_s=1.5), Reply(answer("Quick answer."))]
-        result = summarizer_for(server, max_retries=0, timeout=0.5).summarize(REQUEST)
+        # The main model never answers (held until the server closes), so its request times out whatever
+        # the machine's load; the fallback answers at once, far inside the same 3 s.
+        server.state.script = [Reply(answer("slow"), hang=True), Reply(answer("Quick answer."))]
+        result = summarizer_for(server, max_retries=0, timeout=3.0).summarize(REQUEST)
+        models = [r["model"] for r in server.state.requests]
+    assert models == ["gpt-4o", "gpt-4o-mini"]
     assert result.summary == "Quick answer." and result.model == "gpt-4o-mini"
+    assert [u.model for u in result.usage] == ["gpt-4o-mini"]  # the timed-out call is not billed
 
 
 def test_both_models_down_is_a_clear_service_error():
@@ -95,13 +106,14 @@ def test_overlong_summary_gets_one_corrective_retry():
 
 
 def test_still_overlong_after_retry_is_trimmed_at_a_sentence_boundary():
-    sentences = ["This sneaker is red and made of leather with white laces." for _ in range(8)]
+    sentences = [f"Sneaker number {i} is red leather with soft white laces." for i in range(7)]  # 10 words each
     long_text = " ".join(sentences)
+    assert count_words(long_text) == 70
     with FakeOpenAI() as server:
         server.state.script = [Reply(answer(long_text)), Reply(answer(long_text))]
         result = summarizer_for(server).summarize(REQUEST)
     assert count_words(result.summary) <= 50
-    assert result.summary.endswith("laces.") and result.summary in long_text
+    assert result.summary == " ".join(sentences[:5])  # the whole sentences that fit: exactly 50 words
 
 
 def test_trim_never_returns_more_than_the_limit():
@@ -115,7 +127,14 @@ def test_offline_summary_is_deterministic_and_grounded():
     summarizer = OfflineSummarizer(SCHEMA)
     first, second = summarizer.summarize(REQUEST), summarizer.summarize(REQUEST)
     assert first == second and first.offline and first.model.startswith("offline")
-    assert count_words(first.summary) <= 50
+    assert first.summary == ("Red leather sneakers. A pair of red leather sneakers on a white background. "
+                             "Details: color red, material leather, pattern solid. By Acme. Limited run.")
+    # Notes that make the template 70+ words: the summary is trimmed to <= 50, at a sentence boundary.
+    notes = [f"Batch note {i} for the spring catalogue." for i in range(10)]  # 7 words each
+    assert count_words(" ".join(notes)) == 70
+    long = summarizer.summarize(replace(REQUEST, hints={"brand": "Acme", "notes": " ".join(notes)}))
+    assert count_words(long.summary) <= 50
+    assert long.summary == first.summary.removesuffix(" Limited run.") + " " + " ".join(notes[:4])  # 22 + 4 x 7 = 50 words
     assert first.title == "Red leather sneakers"
     assert "By Acme." in first.summary and "Limited run." in first.summary
     assert "chartreuse" not in first.summary  # out-of-vocabulary answers are not asserted as facts

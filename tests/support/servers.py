@@ -211,6 +211,9 @@ class _FileHandler(_Handler):
         if route is None:
             return self._send(404, b"not found")
         status, body, headers, delay = route
+        hold = owner.holds.get(self.path)
+        if hold is not None:
+            hold.wait(120)  # answers only once the test sets it (or the server closes)
         if delay:
             time.sleep(delay)
         self._send(status, body, headers)
@@ -220,10 +223,20 @@ class FileServer(_Server):
     def __init__(self) -> None:
         super().__init__(_FileHandler)
         self.routes: dict[str, tuple[int, bytes, dict[str, str], float]] = {}
+        self.holds: dict[str, threading.Event] = {}  # path -> event its answer waits for (see `add(hold=...)`)
 
-    def add(self, path: str, body: bytes, *, status: int = 200, headers: dict[str, str] | None = None, delay: float = 0.0) -> str:
+    def add(self, path: str, body: bytes, *, status: int = 200, headers: dict[str, str] | None = None, delay: float = 0.0,
+            hold: threading.Event | None = None) -> str:
+        """`hold`: the answer waits until this event is set (an origin that has not answered yet, on no timer)."""
         self.routes[path] = (status, body, headers or {"Content-Type": "image/jpeg"}, delay)
+        if hold is not None:
+            self.holds[path] = hold
         return self.url + path
+
+    def __exit__(self, *exc) -> None:
+        for hold in self.holds.values():
+            hold.set()  # held answers end, so no handler thread outlives the test
+        super().__exit__(*exc)
 
 
 # Slow origins ---------------------------------------------------------------------------------
