@@ -71,7 +71,8 @@ def test_tag_page_previews_rejects_and_runs_a_batch_in_the_background(app_env):
     app.file_uploader[0].set_value([("photos.zip", three_photo_zip(), "application/zip"),
                                     ("broken.jpg", b"not really a jpeg", "image/jpeg")]).run()
     metrics = {m.label: m.value for m in app.metric}
-    assert metrics == {"Ready to tag": "4", "Rejected": "0"}  # the broken photo is found out when it is read
+    assert metrics == {"Ready to tag": "3", "Rejected": "1"}  # the broken photo's header is read at staging (issue 16 item 5)
+    assert list(app.dataframe[0].value["File"]) == ["broken.jpg"]
     assert any("notes.txt" in shown(info.value) for info in app.info)  # non-images are reported, not silently dropped
     [run] = [b for b in app.button if b.label == "Run"]
     run.click().run()
@@ -101,6 +102,27 @@ def test_rejected_uploads_are_listed_with_reasons_before_running(app_env):
     reasons = app.dataframe[0].value
     assert list(reasons["File"]) == ["products.csv", "list.csv line 2"]
     assert "missing the column(s) image" in reasons["Why"][0] and "missing.jpg was not found" in reasons["Why"][1]
+    assert runtime().stages.store.list_batches() == []  # nothing is recorded before Run
+
+
+def test_ready_and_rejected_counts_exclude_a_corrupt_photo_and_a_loopback_url_before_run(app_env):
+    """Issue 16 items 5 and 6: staging reads headers and checks URL addresses; aliased CSV columns are named."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("good.jpg", jpeg_bytes(seed=1))
+        archive.writestr("corrupt.jpg", b"\xff\xd8\xff this is not a photo")
+    feed = b"Variant SKU,Image Src\nLOOP-1,http://127.0.0.1:9/a.jpg\nMETA-1,http://169.254.169.254/latest/meta-data/\n"
+    app = start()
+    app.file_uploader[0].set_value([("photos.zip", buffer.getvalue(), "application/zip"),
+                                    ("products.csv", feed, "text/csv")]).run()
+    assert not app.exception, app.exception
+    assert {m.label: m.value for m in app.metric} == {"Ready to tag": "1", "Rejected": "3"}
+    reasons = dict(zip(app.dataframe[0].value["File"], app.dataframe[0].value["Why"]))
+    assert set(reasons) == {"photos.zip:corrupt.jpg", "products.csv line 2", "products.csv line 3"}
+    assert "not a readable image" in reasons["photos.zip:corrupt.jpg"]
+    assert "private or internal address (127.0.0.1)" in reasons["products.csv line 2"]
+    assert "private or internal address (169.254.169.254)" in reasons["products.csv line 3"]
+    assert "products.csv: photos from column 'Image Src', SKUs from 'Variant SKU'" in [shown(i.value) for i in app.info]
     assert runtime().stages.store.list_batches() == []  # nothing is recorded before Run
 
 

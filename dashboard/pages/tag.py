@@ -8,7 +8,7 @@ from dashboard.components import choose_batch
 from dashboard.runtime import current_user, get_runtime
 from dashboard.text import inert
 from pipeline.batches.batch_transform import job_estimate, use_job_by_default
-from pipeline.ingest.sources import collect_sources
+from pipeline.ingest.sources import collect_sources, stage_sources
 from pipeline.images.normalize import IMAGE_EXTENSIONS
 from pipeline.batches.review import item_label
 from pipeline.service import ingest_limits
@@ -24,14 +24,18 @@ UPLOAD_TYPES = sorted({ext.lstrip(".") for ext in IMAGE_EXTENSIONS} | {"zip", "c
 
 
 def stage_uploads(files) -> dict:
-    """Save the uploads once per distinct selection and read what they contain (nothing runs yet)."""
+    """Save the uploads once per distinct selection, read what they contain and check it (each photo's
+    header, each URL's address), so every item that would certainly fail is listed now. Nothing runs
+    and nothing is recorded yet."""
     key = tuple(sorted(f.file_id for f in files))
     staged = st.session_state.get("staged")
     if staged is None or staged["key"] != key:
         paths = save_uploads(((f.name, f.getbuffer()) for f in files), runtime.settings.data_dir / "uploads")
         for path in paths:
             images.keep_upload(path)  # more than one task: any task can resume this batch
-        report = collect_sources(paths, ingest_limits(runtime.settings))
+        with st.spinner("Checking the files…"):
+            report = stage_sources(collect_sources(paths, ingest_limits(runtime.settings)),
+                                   allow_private_urls=runtime.settings.allow_private_urls)
         staged = {"key": key, "report": report, "default_name": files[0].name if len(files) == 1 else f"{files[0].name} and {len(files) - 1} more"}
         st.session_state["staged"] = staged
     return staged
