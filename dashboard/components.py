@@ -22,3 +22,27 @@ def choose_batch(store: Store, describe: Callable[[BatchRecord], str], when_empt
     chosen = st.selectbox("Batch", ids, index=ids.index(current) if current in ids else 0, format_func=labels.get)
     st.session_state["batch_id"] = chosen
     return chosen
+
+
+_THUMBNAILS: dict[str, tuple[float, str | None]] = {}
+
+
+def cached_thumbnail(images, location: str | None, ttl_s: float, max_entries: int = 20_000) -> str | None:
+    """`images.thumbnail_url(location)`, kept for `ttl_s` in this process (a plain dict: cheaper per row
+    than st.cache_data's hashing and pickling). Locations are content-keyed, so a photo never changes
+    under its name; keep `ttl_s` well under a presigned URL's lifetime."""
+    import time
+
+    if not location:
+        return None
+    now = time.monotonic()
+    hit = _THUMBNAILS.get(location)
+    if hit is not None and now - hit[0] < ttl_s:
+        return hit[1]
+    url = images.thumbnail_url(location)
+    if len(_THUMBNAILS) >= max_entries:
+        for stale in list(_THUMBNAILS)[: max_entries // 10]:  # oldest first (insertion order)
+            _THUMBNAILS.pop(stale, None)
+    _THUMBNAILS.pop(location, None)
+    _THUMBNAILS[location] = (now, url)
+    return url

@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dashboard.components import choose_batch
+from dashboard.components import cached_thumbnail, choose_batch
 from dashboard.runtime import current_user, get_runtime
 from dashboard.text import inert, say
 from pipeline.batches.review import (
@@ -29,11 +29,14 @@ ROW_HEIGHT = 72
 FIELDS = ["Title", "Caption", "Summary", "Tags", *schema.names()]  # the one-item view's editable fields
 
 
-@st.cache_data(ttl=max(1, min(300, runtime.settings.presign_expiry_s // 2)), max_entries=20_000, show_spinner=False)
+PAGE_SIZE = runtime.settings.results_page_size  # grid rows per page: only those rows' thumbnails are made and sent
+THUMBNAIL_TTL_S = max(1, min(300, runtime.settings.presign_expiry_s // 2))
+
+
 def thumbnail(location: str | None) -> str | None:
     """The image store's thumbnail URL (a data: URI decoded once per photo, or a presigned URL reused
-    for well under its lifetime): a 2,000-row grid does not decode 2,000 photos on every rerun."""
-    return runtime.stages.images.thumbnail_url(location)
+    for well under its lifetime)."""
+    return cached_thumbnail(runtime.stages.images, location, THUMBNAIL_TTL_S)
 
 
 def bump_grid() -> None:
@@ -85,13 +88,13 @@ def render_filters() -> tuple[list[str], bool, bool, bool]:
     return states, low_confidence, photo_problems, all_columns
 
 
-def grid_key(batch_id: int, view: tuple) -> str:
-    """`grid-<batch>-<version>`; a filtered or widened view gets its own editor (row positions differ)."""
+def grid_key(batch_id: int, view: tuple, page: int) -> str:
+    """`grid-<batch>-<version>`; a filtered or widened view or another page gets its own editor (row positions differ)."""
     key = f"grid-{batch_id}-{st.session_state.get('grid_version', 0)}"
     states, low_confidence, photo_problems, all_columns = view
-    if set(states) == set(REVIEW_STATES) and not (low_confidence or photo_problems or all_columns):
-        return key
-    return f"{key}-{'+'.join(sorted(states))}-{int(low_confidence)}{int(photo_problems)}{int(all_columns)}"
+    if not (set(states) == set(REVIEW_STATES) and not (low_confidence or photo_problems or all_columns)):
+        key += f"-{'+'.join(sorted(states))}-{int(low_confidence)}{int(photo_problems)}{int(all_columns)}"
+    return key if page == 1 else f"{key}-p{page}"
 
 
 def render_grid(batch_id: int, items: list[ItemRecord], key: str, all_columns: bool) -> None:
@@ -253,6 +256,12 @@ if batch_id is not None:
             if len(items) != len(every):
                 st.caption(f"Showing {len(items)} of {len(every)} items.")
             view = (tuple(states), low_confidence, photo_problems, all_columns)
-            render_grid(batch_id, items, grid_key(batch_id, view), all_columns)
+            pages = max(1, -(-len(items) // PAGE_SIZE))
+            if st.session_state.get("grid-page", 1) > pages:
+                st.session_state["grid-page"] = pages  # fewer pages after a filter or an approval
+            page = st.number_input(f"Page (of {pages}, {PAGE_SIZE} rows each)", 1, pages, 1, key="grid-page") if pages > 1 else 1
+            page = min(int(page), pages)
+            shown_rows = items[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
+            render_grid(batch_id, shown_rows, grid_key(batch_id, view, page), all_columns)
             st.divider()
             render_focus(items)
