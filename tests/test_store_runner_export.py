@@ -3,6 +3,7 @@ import io
 import threading
 import time
 import zipfile
+from dataclasses import replace
 
 import pytest
 
@@ -29,10 +30,16 @@ def write_images(folder, count, prefix="p"):
 
 
 class CountingCaptioner:
-    """Wraps the real captioner to count calls and the most calls in flight at once."""
+    """Wraps the real captioner to count calls and the most calls in flight at once.
 
-    def __init__(self, inner, delay: float = 0.0, fail_on: set[str] | None = None):
+    `barrier`: the first `barrier.parties` calls each wait there until that many calls are in flight
+    together (a runner that makes fewer calls at once breaks it after its timeout: those items fail).
+    `on_call(number)`: runs at the start of call `number` (1-based), e.g. to press Stop mid-call."""
+
+    def __init__(self, inner, delay: float = 0.0, fail_on: set[str] | None = None,
+                 barrier: threading.Barrier | None = None, on_call=None):
         self.inner, self.delay, self.fail_on = inner, delay, fail_on or set()
+        self.barrier, self.on_call = barrier, on_call
         self.model_id = inner.model_id
         self.calls = 0
         self.active = self.peak = 0
@@ -44,9 +51,14 @@ class CountingCaptioner:
     def caption(self, image, questions):
         with self.lock:
             self.calls += 1
+            number = self.calls
             self.active += 1
             self.peak = max(self.peak, self.active)
         try:
+            if self.on_call is not None:
+                self.on_call(number)
+            if self.barrier is not None and number <= self.barrier.parties:
+                self.barrier.wait()  # BrokenBarrierError (this item fails) unless `parties` calls overlap
             time.sleep(self.delay)
             if image.content_key in self.fail_on:
                 raise ServiceError("The captioning endpoint is busy (throttled); try again shortly.")
@@ -111,11 +123,16 @@ def test_concurrency_is_bounded_and_one_failure_does_not_stop_the_batch(stages, 
 
     paths = write_images(tmp_path, 8)
     bad_key = normalize_image(paths[3].read_bytes()).content_key
-    counting = CountingCaptioner(stages.captioner, delay=0.05, fail_on={bad_key})
+    # The first 3 calls only get past the barrier when all 3 are in flight at once: a runner that
+    # makes fewer calls at a time breaks it (after 30 s), and those items fail.
+    together = threading.Barrier(3, timeout=30)
+    counting = CountingCaptioner(stages.captioner, delay=0.05, fail_on={bad_key}, barrier=together)
     stages.captioner = counting
     batch = create_batch(stages.store, make_settings(), paths, name="eight", created_by="ann")
     progress = run_batch(stages, batch.id, concurrency=3)
-    assert counting.peak <= 3
+    assert not together.broken and together.n_waiting == 0  # 3 calls met there, and left together
+    assert counting.peak == 3  # 3 at once, never more
+    assert counting.calls == 8
     assert (progress.ok, progress.failed) == (7, 1)
     failed = [item for item in stages.store.list_items(batch.id) if item.status == "error"]
     assert [item.source for item in failed] == ["p3.jpg"] and "busy" in failed[0].error
@@ -130,11 +147,17 @@ def test_cancel_leaves_the_rest_pending_and_resume_finishes(stages, make_setting
     paths = write_images(tmp_path, 6)
     batch = create_batch(stages.store, make_settings(), paths, name="cancel", created_by="ann")
     cancel = threading.Event()
-    progress = run_batch(stages, batch.id, concurrency=1, cancel=cancel, on_progress=lambda p: cancel.set() if p.done == 2 else None)
-    # the item holding the caption slot may finish; nothing makes a new captioner call after cancel
-    assert progress.cancelled and 2 <= progress.done <= 3
-    remaining = 6 - progress.done
+    # Stop is pressed while the third photo is being captioned (one caption call at a time): the two
+    # before it and that one finish, nothing makes a new captioner call after it.
+    counting = CountingCaptioner(stages.captioner, on_call=lambda number: cancel.set() if number == 3 else None)
+    stages.captioner = counting
+    stages.leases = replace(stages.leases, stop_grace_s=120.0)  # the finishing items are waited for, however slow the machine
+    progress = run_batch(stages, batch.id, concurrency=1, cancel=cancel)
+    assert progress.cancelled and (progress.done, progress.ok) == (3, 3)
+    assert counting.calls == 3
+    remaining = 3
     assert len(stages.store.items_to_process(batch.id)) == remaining
+    stages.captioner = counting.inner
     finish = run_batch(stages, batch.id, concurrency=2)
     assert finish.total == remaining and finish.ok == remaining
     assert stages.store.items_to_process(batch.id) == []
@@ -166,7 +189,7 @@ def test_bad_input_corpus_each_gives_one_clear_error_row(stages, make_settings, 
         "zero.jpg": "empty",
         "text.jpg": "not a readable image",
         "truncated.jpg": "damaged or incomplete",
-        "bomb.png": "megapixels",
+        "bomb.png": "too large",  # refused at staging from its header
         "evil.zip:../../escape.jpg": "Unsafe file path",
         "evil.zip:zeros.jpg": "zip bomb",
         "semi.csv line 3": "private or internal address",

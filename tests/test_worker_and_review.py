@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import threading
 from dataclasses import replace
 
 import pytest
@@ -30,16 +31,42 @@ def photos(tmp_path, count: int):
     return paths
 
 
-def test_worker_runs_batches_in_order_and_reports_finished(stages, make_settings, tmp_path):
+def test_worker_runs_batches_in_order_and_reports_finished(stages, make_settings, tmp_path, monkeypatch):
+    import pipeline.batches.worker as worker_module
+
     settings = make_settings()
+    gate_photo = tmp_path / "gate.jpg"
+    gate_photo.write_bytes(jpeg_bytes(seed=99, color=(10, 200, 10)))  # unlike the others: no cache hit between batches
+    gate = create_batch(stages.store, settings, [gate_photo], name="gate", created_by="t")
     first = create_batch(stages.store, settings, photos(tmp_path, 2), name="first", created_by="t")
     second = create_batch(stages.store, settings, photos(tmp_path, 1), name="second", created_by="t")
+    runs: list[tuple[str, int]] = []
+    gate_running, release_gate = threading.Event(), threading.Event()
+    real_run_batch = worker_module.run_batch
+
+    def recording_run_batch(stages_, batch_id, **kwargs):
+        runs.append(("start", batch_id))
+        if batch_id == gate.id:  # keeps the worker busy until both batches are queued behind it
+            gate_running.set()
+            assert release_gate.wait(120)
+        try:
+            return real_run_batch(stages_, batch_id, **kwargs)
+        finally:
+            runs.append(("end", batch_id))
+
+    monkeypatch.setattr(worker_module, "run_batch", recording_run_batch)
     worker = BatchWorker(stages, concurrency=2)
+    worker.submit(gate.id)
+    assert gate_running.wait(120)
     worker.submit(first.id)
     worker.submit(second.id)
     worker.submit(first.id)  # already queued: not run twice
+    assert [worker.view(b.id).state for b in (gate, first, second)] == ["running", "queued", "queued"]
+    release_gate.set()
     assert worker.wait_idle(120)
-    for batch in (first, second):
+    # one after another, in the order submitted
+    assert runs == [("start", gate.id), ("end", gate.id), ("start", first.id), ("end", first.id), ("start", second.id), ("end", second.id)]
+    for batch in (gate, first, second):
         view = worker.view(batch.id)
         assert (view.state, view.batch.done, view.problem, view.fraction) == ("finished", batch.total, None, 1.0)
     assert len(stages.store.usage(first.id)) == 2  # one caption call per photo (offline summaries are free), not doubled
