@@ -115,8 +115,18 @@ def test_bad_images_raise_clear_errors(data, message):
         normalize_image(data)
 
 
-def test_pillow_bomb_guard_is_still_on():
-    assert Image.MAX_IMAGE_PIXELS is not None
+def test_images_over_max_pixels_are_refused_before_decoding():
+    # 56 MP: over the project's 50 MP default, under Pillow's own ~89 MP bomb warning, so only the
+    # project's MAX_PIXELS check can refuse it (a header-only PNG: nothing is decoded either way).
+    over_default = png_bomb(8000, 7000)
+    with pytest.raises(BadInputError) as refused:
+        normalize_image(over_default)
+    assert str(refused.value) == "The image is 56 megapixels; the limit is 50."
+    # The limit is the caller's setting (MAX_PIXELS): at exactly the limit it is read, one pixel more is refused.
+    photo = jpeg_bytes(size=(1000, 800))
+    assert normalize_image(photo, max_pixels=800_000).original_width == 1000
+    with pytest.raises(BadInputError, match=r"^The image is 1 megapixels; the limit is 1\.$"):
+        normalize_image(photo, max_pixels=799_999)
 
 
 def test_photo_checks_flag_problems():

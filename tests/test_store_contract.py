@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
+from datetime import datetime, timezone
 
 import boto3
 import pytest
@@ -139,14 +140,17 @@ def test_usage_ledger(store):
     batch = store.create_batch("b", "ann", report(2))
     a, b = store.list_items(batch.id)
     assert store.last_usage_at("endpoint") is None
+    before = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
     store.save_result(a.id, result("k1"), [Usage(kind="endpoint", model="blip", latency_ms=40.25),
                                            Usage(kind="llm", model="gpt-4o", input_tokens=700, output_tokens=150)])
     store.record_usage(b.id, [Usage(kind="llm", model="gpt-4o", input_tokens=10, output_tokens=5)])
+    after = datetime.now(timezone.utc).isoformat()
     used = store.usage(batch.id)
     assert sorted((u.kind, u.input_tokens, u.latency_ms) for u in used) == [("endpoint", 0, 40.25), ("llm", 10, 0.0), ("llm", 700, 0.0)]
     assert len(store.usage()) == 3
     rows = store.usage_rows(since="2000-01-01T00:00:00+00:00")
-    assert len(rows) == 3 and all(at[:4] >= "2026" for at, _ in rows)
+    assert len(rows) == 3 and all(before <= at <= after for at, _ in rows)  # stamped with the time of recording (UTC)
+    assert store.usage_rows(since=before) == rows and store.usage_rows(since=after) == []
     assert store.usage_rows(since="2999-01-01T00:00:00+00:00") == []
     assert store.last_usage_at("endpoint") is not None and store.last_usage_at("local") is None
 
