@@ -5,6 +5,23 @@ import streamlit as st
 from dashboard.runtime import current_user, get_runtime
 from dashboard.text import say
 
+
+def navigation_from_this_script_only() -> None:
+    """dashboard/pages/ sits next to this script, so Streamlit also runs its old folder-based navigation first:
+    it sends the folder's raw lowercase list (app, admin, export, ...) as the sidebar and runs a page file
+    directly, without this script. Turn that off for the server process and start this run again under
+    st.navigation (issue 16 item 8). Streamlit-internal flag: if it ever disappears, nothing changes."""
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # pragma: no cover - a Streamlit without it has no folder fallback to undo
+        return
+    if getattr(PagesManager, "uses_pages_directory", False):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+navigation_from_this_script_only()
+st.session_state["navigation_ready"] = True  # pages: this session has run through st.navigation
 st.set_page_config(page_title="Product tagger", page_icon=":material/sell:", layout="wide")
 
 user = current_user(get_runtime())
@@ -16,7 +33,9 @@ pages = [
     st.Page("pages/tag.py", title="Tag", icon=":material/sell:", default=True),
     st.Page("pages/review.py", title="Review", icon=":material/edit:"),
     st.Page("pages/export.py", title="Export", icon=":material/download:"),
+    # Always registered, so /admin is a known page for everyone: left out for a non-admin, the URL was "page not
+    # found" and the sidebar fell back to the pages/ folder's raw list. Hidden from a non-admin's menu; the page
+    # itself refuses anyone who is not an admin (require_admin).
+    st.Page("pages/admin.py", title="Admin", icon=":material/settings:", visibility="visible" if user.is_admin else "hidden"),
 ]
-if user.is_admin:
-    pages.append(st.Page("pages/admin.py", title="Admin", icon=":material/settings:"))
 st.navigation(pages).run()

@@ -86,7 +86,7 @@ def load_captioning_model(
         processor = AutoProcessor.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(
-            f"Could not load the captioning model '{source}': {str(exc).splitlines()[0][:200]}. "
+            f"Could not load the captioning model '{source}': {(str(exc).splitlines() or [type(exc).__name__])[0][:200].rstrip('. ')}. "
             "If this machine is offline, download the model once where there is internet "
             "(`hf download <model-id>`) or point CAPTION_MODEL at a local model directory "
             "(`python -m pipeline make-test-model DIR` writes a tiny one for demos)."

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
 from pathlib import Path
 
@@ -52,8 +53,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_model_downloads() -> None:
+    """No Hugging Face retry warnings, advisories or download bars on the terminal: a model that cannot be
+    fetched ends in one `error:` line (the CLI's own progress bar is tqdm's, unaffected)."""
+    for name, value in {"HF_HUB_VERBOSITY": "error", "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+                        "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}.items():
+        os.environ.setdefault(name, value)
+    if "huggingface_hub" in sys.modules:  # imported already: the environment is read once, at import
+        from huggingface_hub.utils import disable_progress_bars, logging as hub_logging
+
+        hub_logging.set_verbosity_error()
+        disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_model_downloads()
     try:
         if args.command == "tag":
             return tag_command(args)
@@ -77,10 +97,22 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: finished items are saved; run again with --resume to continue", file=sys.stderr)
         return 130
     except Exception as exc:  # never a traceback for a person
-        detail = str(exc).splitlines()[0][:200] if str(exc) else ""
-        print(f"error: unexpected problem ({type(exc).__name__}{': ' + detail if detail else ''})", file=sys.stderr)
+        print(f"error: {plain_problem(exc)}", file=sys.stderr)
         return 2
     return 0
+
+
+def plain_problem(exc: Exception) -> str:
+    """One sentence for an error nothing else explained: AWS configuration, a file, else its type."""
+    from pipeline.admin.endpoint import aws_problem
+
+    aws = aws_problem(exc, os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
+    if aws is not None:
+        return aws
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}"
+    detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"unexpected problem ({type(exc).__name__}{': ' + detail if detail else ''})"
 
 
 def run_as_job(transform, settings, batch_id: int, photos: int, *, retry_failed: bool) -> None:
@@ -123,6 +155,8 @@ def tag_command(args: argparse.Namespace) -> int:
     from pipeline.service import build_stages, build_transform_runner, create_batch
     from pipeline.settings import Settings
 
+    if not args.out.parent.is_dir():  # before any work: a batch must not run only to find nowhere to write
+        raise UserFacingError(f"The folder for --out does not exist: {args.out.parent}")
     overrides = {key: getattr(args, key) for key in ("captioner", "summarizer", "concurrency") if getattr(args, key)}
     settings = Settings(**overrides)
     stages = build_stages(settings)

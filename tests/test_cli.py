@@ -104,3 +104,90 @@ def test_kill_and_resume_loses_nothing(tmp_path, tiny_model):
         calls = dict(db.execute("SELECT item_id, COUNT(*) FROM usage WHERE kind = 'local' GROUP BY item_id").fetchall())
     assert all(calls[item_id] == 1 for item_id in done_before)  # finished work was not redone
     assert len(list(csv.DictReader(io.StringIO(out.read_text())))) == 150
+
+
+# Issue 16 item 7: every CLI error is one plain sentence, exit 2, no traceback ---------------------------
+def no_aws_env(tmp_path, tiny_model, **extra):
+    env = cli_env(tmp_path, tiny_model, AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_CONFIG_FILE=str(tmp_path / "none"),
+                  AWS_EC2_METADATA_DISABLED="true", **extra)
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_REGION",
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ENDPOINT_URL"):
+        env.pop(key, None)
+    env.update(extra)
+    return env
+
+
+def one_error_line(result) -> str:
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr and "unexpected problem" not in lines[0]
+    return lines[0]
+
+
+def serve_aws_error(status: int, code: str, message: str):
+    """A local stand-in for the SageMaker API that answers every request with one JSON error."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = json.dumps({"__type": code, "message": message}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/x-amz-json-1.1")
+            self.send_header("x-amzn-ErrorType", code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_endpoint_commands_without_aws_say_what_to_configure_in_one_line(tmp_path, tiny_model):
+    env = no_aws_env(tmp_path, tiny_model)
+    for action in ("status", "start", "stop", "autostop"):  # was: error: unexpected problem (NoCredentialsError)
+        line = one_error_line(run_cli(["endpoint", action], env, timeout=120))
+        assert "No usable AWS credentials" in line and "AWS_ACCESS_KEY_ID" in line and "AWS_PROFILE" in line, line
+
+    keys = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    unreachable = one_error_line(run_cli(["endpoint", "status", "--endpoint-url", "http://127.0.0.1:9"], {**env, **keys}, timeout=120))
+    assert "Could not reach AWS at http://127.0.0.1:9" in unreachable and "AWS_REGION" in unreachable, unreachable
+
+    no_region = one_error_line(run_cli(["endpoint", "status"], {**env, **keys, "AWS_REGION": ""}, timeout=120))
+    assert "No AWS region is set: set AWS_REGION" in no_region, no_region
+
+    server = serve_aws_error(400, "AccessDeniedException", "User: arn:aws:iam::1:user/x is not authorized to perform: sagemaker:DescribeEndpoint")
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        denied = one_error_line(run_cli(["endpoint", "status", "--endpoint-url", url], {**env, **keys}, timeout=120))
+    finally:
+        server.shutdown()
+    assert "AWS refused DescribeEndpoint (AccessDeniedException)" in denied and "lack permission" in denied, denied
+
+
+def test_report_path_problems_are_one_plain_sentence(tmp_path, tiny_model):
+    image = tmp_path / "a.jpg"
+    image.write_bytes(jpeg_bytes())
+    line = one_error_line(run_cli(["tag", str(image), "--out", str(tmp_path / "no-dir" / "r.csv")], cli_env(tmp_path, tiny_model)))
+    assert line == f"error: The folder for --out does not exist: {tmp_path / 'no-dir'}"  # was a full run, then FileNotFoundError
+    assert not (tmp_path / "data" / "pipeline.sqlite3").exists()  # refused before any work
+
+
+def test_an_unreachable_hub_model_ends_in_one_line_without_retry_noise(tmp_path, tiny_model):
+    """Issue 16 item 9: ~10 'Retrying in 1s [Retry 1/5]' / 'thrown while requesting HEAD' lines reached the terminal,
+    and the message said 'cached files..'."""
+    image = tmp_path / "a.jpg"
+    image.write_bytes(jpeg_bytes())
+    env = cli_env(tmp_path, tiny_model, CAPTION_MODEL="acme/no-such-model", HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9")
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_VERBOSITY", "TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS"):
+        env.pop(key, None)
+    line = one_error_line(run_cli(["tag", str(image), "--out", str(tmp_path / "r.csv")], env))
+    assert line.startswith("error: Could not load the captioning model 'acme/no-such-model'"), line
+    assert ".." not in line.replace("...", ""), line

@@ -33,7 +33,7 @@ FIXED = 14.4175 + 19.345 + 10.95 + 0.50 + 0.53 + 0.40
 SHARED = FIXED + 0.018 + 3.25
 EXPECTED = {
     "real-time 24x7": 537.572 + SHARED,
-    "real-time 24x7 (brief's $1.2/h)": 876.0 + SHARED,
+    "real-time 24x7 (quoted $1.2/h)": 876.0 + SHARED,
     "real-time business hours + auto-stop": 162.008 + SHARED,
     "async scale-to-zero": 6.4435 + SHARED,
     "batch transform": 3.2524 + SHARED,
@@ -58,7 +58,7 @@ def test_estimator_matches_the_hand_computed_figures(prices):
     assert got.keys() == EXPECTED.keys()
     for name, usd in EXPECTED.items():
         assert got[name] == pytest.approx(usd, abs=0.02), name
-    brief = next(s for s in estimate.scenarios if "brief" in s.name)
+    brief = next(s for s in estimate.scenarios if "quoted" in s.name)
     assert brief.breakdown["sagemaker_endpoint"] == 876.0  # the brief's own ~$876 line
     for scenario in estimate.scenarios:
         assert sum(scenario.breakdown.values()) == pytest.approx(scenario.monthly_usd, abs=0.01)
@@ -150,7 +150,12 @@ def test_month_to_date_ledger(tmp_path, prices):
     assert ledger.endpoint_hours == pytest.approx(2.0, abs=0.01)
     assert ledger.by_component["sagemaker_endpoint"] == pytest.approx(2 * 0.7364, abs=0.01)
     assert ledger.by_component["openai"] == pytest.approx(2.5 + 1.0, abs=0.01)  # 1M in × 2.50 + 0.1M out × 10.00
-    assert ledger.images == 1 and ledger.usd_per_image == ledger.total_usd and ledger.tokens == 1_100_000
+    assert ledger.images == 1 and ledger.tokens == 1_100_000
+    # Issue 16 item 7: assumed fixed infrastructure is an estimate, kept apart from what was measured.
+    assert ledger.estimated == frozenset(fixed_infra_costs(Assumptions(), prices))
+    assert ledger.measured_usd == pytest.approx(2 * 0.7364 + 3.5, abs=0.02)  # endpoint uptime + tokens only
+    assert ledger.estimated_usd == pytest.approx(ledger.total_usd - ledger.measured_usd, abs=0.02) and ledger.estimated_usd > 0
+    assert ledger.usd_per_image == ledger.measured_usd  # one image: the measured cost, no assumed infrastructure in it
     assert sum(sum(day.values()) for day in ledger.daily.values()) == pytest.approx(ledger.total_usd, abs=0.05)
     hours_so_far = (later - later.replace(day=1, hour=0, minute=0, second=0, microsecond=0)).total_seconds() / 3600
     assert ledger.by_component["public_ipv4"] == pytest.approx(3 * 0.005 * hours_so_far, abs=0.01)  # fixed parts pro-rated

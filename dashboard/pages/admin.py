@@ -10,9 +10,19 @@ import streamlit as st
 
 from dashboard.runtime import current_user, get_endpoint_controller, get_runtime, require_admin
 from dashboard.text import inert, say
-from pipeline.admin.costs import Assumptions, PriceTable, estimate_monthly_cost, month_to_date
-from pipeline.admin.endpoint import Actor, NotAllowed
+from pipeline.admin.costs import REFERENCE_PRICES, Assumptions, PriceTable, estimate_monthly_cost, month_to_date
+from pipeline.admin.endpoint import Actor, NotAllowed, aws_problem, aws_setup_problem
 from pipeline.errors import describe_error
+
+try:  # opened as a file of the pages/ folder, not through app.py's st.navigation: start again through it (see app.py)
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if getattr(PagesManager, "uses_pages_directory", False):
+        PagesManager.uses_pages_directory = False
+        if "navigation_ready" not in st.session_state:  # a session's first run (no click to lose): redo it through app.py
+            st.rerun()
+except ImportError:  # pragma: no cover
+    pass
 
 runtime = get_runtime()
 user = current_user(runtime)
@@ -24,11 +34,45 @@ assumptions = Assumptions(instance_type=settings.sagemaker_instance_type)
 STATE_LABELS = {"not_deployed": "not deployed", "in_service": "in service"}
 
 
+def plain(error: Exception) -> str:
+    """One sentence for an AWS or other error (what to configure, when it is configuration)."""
+    return aws_problem(error, settings.aws_region) or (str(error).splitlines()[0] if str(error) else describe_error(error))
+
+
 def endpoint_status():
     try:
         return get_endpoint_controller().status(), None
-    except Exception as error:  # no AWS credentials locally, throttling, ...: say so, keep the page
-        return None, say("Endpoint status unavailable: {why}", why=str(error).splitlines()[0] if str(error) else describe_error(error))
+    except Exception as error:  # AWS unreachable, access denied, throttling, ...: say so, keep the page
+        return None, say("Endpoint status unavailable: {why}", why=plain(error))
+
+
+def setup_problem() -> str | None:
+    """No region or credentials: checked once per session (a credential lookup may wait on the network)."""
+    if "aws_setup_problem" not in st.session_state:
+        st.session_state["aws_setup_problem"] = aws_setup_problem(settings)
+    return st.session_state["aws_setup_problem"]
+
+
+def render_local_mode(why: str) -> None:
+    """What runs here and what to set to manage a SageMaker endpoint from this page."""
+    with st.container(border=True):
+        st.markdown(say("**Local mode**: {why}", why=why))
+        st.markdown(say("Photos are captioned on this machine (CAPTIONER={captioner}, CAPTION_MODEL {model}); "
+                        "there is no endpoint to start or stop from here.", captioner=settings.captioner, model=settings.caption_model)
+                    if settings.captioner == "local" else
+                    say("This dashboard is set to caption through the endpoint (CAPTIONER={captioner}), but cannot reach it.",
+                        captioner=settings.captioner))
+        st.markdown("To manage a captioning endpoint here, set these (environment or `.env`) and restart the dashboard:")
+        st.dataframe([
+            {"Setting": "CAPTIONER", "Now": settings.captioner, "Set to": "sagemaker (real-time endpoint) or sagemaker-async"},
+            {"Setting": "SAGEMAKER_ENDPOINT", "Now": settings.sagemaker_endpoint, "Set to": "the endpoint's name (sagemaker/deploy.py creates it)"},
+            {"Setting": "SAGEMAKER_MODE", "Now": settings.sagemaker_mode, "Set to": "realtime or async, as deployed"},
+            {"Setting": "AWS_REGION", "Now": settings.aws_region or "(not set)", "Set to": "the endpoint's region"},
+            {"Setting": "AWS credentials", "Now": "missing" if "credentials" in why else "found",
+             "Set to": "AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; on AWS, the task role"},
+            {"Setting": "SAGEMAKER_ASYNC_S3", "Now": settings.sagemaker_async_s3 or "(not set)", "Set to": "s3://bucket/prefix, for sagemaker-async"},
+            {"Setting": "SAGEMAKER_TRANSFORM_S3", "Now": settings.sagemaker_transform_s3 or "(not set)", "Set to": "s3://bucket/prefix, for batch jobs"},
+        ], hide_index=True, width="stretch")
 
 
 def act(action: str) -> None:
@@ -40,17 +84,25 @@ def act(action: str) -> None:
         return
     except Exception as error:
         store.add_audit(actor.who, action, "error", str(error).splitlines()[0][:300])
-        st.error(say(f"Could not {action} the endpoint: {{why}}", why=str(error).splitlines()[0]))
+        st.error(say(f"Could not {action} the endpoint: {{why}}", why=plain(error)))
         return
     (st.success if result.changed else st.info)(say(f"{action.capitalize()}: {{result}}. {{message}}", result=result.result, message=result.message))
 
 
 def render_endpoint_card() -> bool:
     st.subheader("Captioning endpoint")
+    why = setup_problem()
+    if why:
+        render_local_mode(why)
+        return False
     status, problem = endpoint_status()
     if problem:
         st.warning(problem)
+        render_local_mode("the endpoint's status cannot be read with this configuration.")
         return False
+    if settings.captioner == "local":
+        st.caption(say("This dashboard captions on this machine (CAPTIONER={captioner}); the endpoint below is managed, not used, here.",
+                       captioner=settings.captioner))
     label = STATE_LABELS.get(status.state, status.state)
     columns = st.columns(4)
     columns[0].metric("Status", label)
@@ -93,21 +145,34 @@ def render_audit_log() -> None:
                      hide_index=True, width="stretch")
 
 
-def render_month_to_date(running_now: bool) -> int:
+def render_month_to_date(running_now: bool, local: bool) -> int:
+    """Measured parts (endpoint uptime from the audit log, batch jobs and tokens from the usage ledger, at list
+    prices) apart from the assumed fixed infrastructure, which is an estimate and never shown as spend."""
     st.subheader("This month")
     ledger = month_to_date(store, prices, assumptions, running_now=running_now)
-    total, per_image, images, hours, tokens = st.columns(5)
-    total.metric("Month to date", f"${ledger.total_usd:,.2f}")
-    per_image.metric("Cost per image", f"${ledger.usd_per_image:,.4f}" if ledger.usd_per_image is not None else "—")
+    measured, per_image, images, hours, tokens = st.columns(5)
+    measured.metric("Measured this month", f"${ledger.measured_usd:,.2f}",
+                    help="Endpoint uptime from the audit log, batch jobs and summary tokens from the usage ledger, at list prices.")
+    per_image.metric("Measured cost per image", f"${ledger.usd_per_image:,.4f}" if ledger.usd_per_image is not None else "—")
     images.metric("Images captioned", f"{ledger.images:,}")
-    hours.metric("Endpoint hours", f"{ledger.endpoint_hours:,.1f}")
+    hours.metric("Endpoint hours (audit log)", f"{ledger.endpoint_hours:,.1f}")
     tokens.metric("Summary tokens", f"{ledger.tokens:,}")
-    rows = [{"day": day, "component": component, "usd": usd} for day, components in ledger.daily.items() for component, usd in components.items()]
+    where = ("what the AWS deployment would cost; nothing of it is billed for this local run" if local
+             else "the deployment's shape from infra/cdk.json, pro-rated to today; AWS Billing has the real figures")
+    st.caption(f"Estimated fixed infrastructure (assumed, not billed data): ${ledger.estimated_usd:,.2f} so far this month: "
+               f"dashboard tasks, load balancer, addresses, logs, alarms and secrets; {where}.")
+
+    def label(component: str) -> str:
+        return f"{component} (estimated)" if component in ledger.estimated else f"{component} (measured)"
+
+    rows = [{"day": day, "component": label(component), "usd": usd}
+            for day, components in ledger.daily.items() for component, usd in components.items()]
     if rows:
         frame = pd.DataFrame(rows)
         by_component = frame.groupby("component", as_index=False)["usd"].sum().assign(month="month to date")
-        st.plotly_chart(px.bar(by_component, x="month", y="usd", color="component", title="Cost by component"), key="by-component")
-        st.plotly_chart(px.bar(frame, x="day", y="usd", color="component", title="Daily spend"), key="daily")
+        st.plotly_chart(px.bar(by_component, x="month", y="usd", color="component", title="Cost by component: measured and estimated"),
+                        key="by-component")
+        st.plotly_chart(px.bar(frame, x="day", y="usd", color="component", title="Daily cost: measured and estimated"), key="daily")
     return ledger.images
 
 
@@ -133,7 +198,7 @@ def render_estimator(images_this_month: int) -> None:
     st.dataframe([{"Scenario": s.name, "USD / month": s.monthly_usd, "First result": s.latency, "How": s.notes} for s in estimate.scenarios],
                  hide_index=True, width="stretch")
     with st.expander("Prices used (source and date)"):
-        st.dataframe([{"Price": k, "USD": p.usd, "Unit": p.unit, "Source": p.source, "As of": p.as_of} for k, p in prices.prices.items()],
+        st.dataframe([{"Price": k, "USD": p.usd, "Unit": p.unit, "Source": p.source, "As of": p.as_of} for k, p in prices.prices.items() if k not in REFERENCE_PRICES],
                      hide_index=True, width="stretch")
 
 
@@ -141,4 +206,4 @@ st.title("Admin")
 running = render_endpoint_card()
 render_audit_log()
 st.divider()
-render_estimator(render_month_to_date(running))
+render_estimator(render_month_to_date(running, local=setup_problem() is not None))

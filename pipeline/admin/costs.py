@@ -14,6 +14,8 @@ from pathlib import Path
 from pipeline.errors import ConfigError
 
 HOURS_PER_MONTH = 730.0  # AWS's own convention (8,760 h / 12)
+QUOTED_SUFFIX = " (quoted $1.2/h)"  # the comparison scenario at the originally quoted hourly price, never "cheapest"
+REFERENCE_PRICES = ("brief_sagemaker_hour",)  # comparison figures, not list prices: not shown as prices
 DEFAULT_PRICES = Path(__file__).with_name("prices.json")
 
 
@@ -104,7 +106,7 @@ class Estimate:
         return {"assumptions": self.assumptions, "scenarios": [asdict(s) for s in self.scenarios]}
 
     def cheapest_meeting(self, max_latency_s: float) -> Scenario | None:
-        fitting = [s for s in self.scenarios if s.latency_s <= max_latency_s and not s.name.endswith("(brief's $1.2/h)")]
+        fitting = [s for s in self.scenarios if s.latency_s <= max_latency_s and not s.name.endswith(QUOTED_SUFFIX)]
         return min(fitting, key=lambda s: s.monthly_usd, default=None)
 
 
@@ -160,9 +162,9 @@ def estimate_monthly_cost(a: Assumptions, prices: PriceTable) -> Estimate:
     cold = f"{a.cold_start_minutes:g} min cold start per burst"
     scenarios = [
         _scenario("real-time 24x7", shared, "sagemaker_endpoint", HOURS_PER_MONTH * gpu_hour, "seconds", 5,
-                  f"{HOURS_PER_MONTH:g} h × ${gpu_hour}/h: the brief's baseline"),
-        _scenario("real-time 24x7 (brief's $1.2/h)", shared, "sagemaker_endpoint", HOURS_PER_MONTH * prices.usd("brief_sagemaker_hour"),
-                  "seconds", 5, f"{HOURS_PER_MONTH:g} h × $1.2/h reproduces the brief's ~$876 line"),
+                  f"{HOURS_PER_MONTH:g} h × ${gpu_hour}/h: the always-on baseline"),
+        _scenario("real-time 24x7" + QUOTED_SUFFIX, shared, "sagemaker_endpoint", HOURS_PER_MONTH * prices.usd("brief_sagemaker_hour"),
+                  "seconds", 5, f"{HOURS_PER_MONTH:g} h × $1.2/h reproduces the original ~$876 quote"),
         _scenario("real-time business hours + auto-stop", shared, "sagemaker_endpoint", business_h * gpu_hour,
                   "seconds in business hours", 5, f"{a.working_days} days × {a.hours_per_day:g} h; auto-stop ends forgotten days"),
         _scenario("async scale-to-zero", shared, "sagemaker_endpoint",
@@ -211,6 +213,17 @@ class Ledger:
     images: int
     endpoint_hours: float
     tokens: int = 0  # summary model tokens, input + output
+    estimated: frozenset[str] = frozenset()  # components that are assumptions (fixed infrastructure), not recorded use
+
+    @property
+    def measured_usd(self) -> float:
+        """From what was recorded: endpoint uptime in the audit log, batch jobs and tokens in the usage ledger."""
+        return round(sum(v for k, v in self.by_component.items() if k not in self.estimated), 2)
+
+    @property
+    def estimated_usd(self) -> float:
+        """Assumed always-on infrastructure (Fargate, ALB, addresses, logs...), pro-rated: not billing data."""
+        return round(sum(v for k, v in self.by_component.items() if k in self.estimated), 2)
 
     @property
     def total_usd(self) -> float:
@@ -218,7 +231,8 @@ class Ledger:
 
     @property
     def usd_per_image(self) -> float | None:
-        return round(self.total_usd / self.images, 4) if self.images else None
+        """Measured cost per captioned image: the assumed fixed infrastructure is not spread over images."""
+        return round(self.measured_usd / self.images, 4) if self.images else None
 
 
 def uptime_intervals(audit, month_start: datetime, now: datetime, running_now: bool) -> list[tuple[datetime, datetime]]:
@@ -292,4 +306,5 @@ def month_to_date(store, prices: PriceTable, a: Assumptions, *, running_now: boo
         for component, usd in components.items():
             by_component[component] = by_component.get(component, 0.0) + usd
     return Ledger(month_start, now, {k: round(v, 2) for k, v in by_component.items()},
-                  {d: {k: round(v, 4) for k, v in c.items()} for d, c in sorted(daily.items())}, images, round(endpoint_hours, 2), tokens)
+                  {d: {k: round(v, 4) for k, v in c.items()} for d, c in sorted(daily.items())}, images, round(endpoint_hours, 2), tokens,
+                  frozenset(fixed))

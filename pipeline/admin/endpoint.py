@@ -31,6 +31,58 @@ def scaling_target(endpoint_name: str) -> dict[str, str]:
             "ScalableDimension": SCALABLE_DIMENSION}
 
 
+AWS_CREDENTIALS_HINT = ("set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where a task or instance role "
+                        "provides them")
+DENIED_CODES = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnrecognizedClientException",
+                "InvalidClientTokenId", "InvalidSignatureException", "SignatureDoesNotMatch", "ExpiredToken",
+                "ExpiredTokenException", "AuthFailure"}
+
+
+def aws_problem(error: BaseException, region: str | None = None) -> str | None:
+    """One plain sentence saying what to configure, for an AWS client error; None for anything else."""
+    try:
+        from botocore import exceptions as aws
+    except ImportError:  # pragma: no cover - boto3 is a dependency
+        return None
+    where = f" (AWS_REGION is {region})" if region else ""
+    if isinstance(error, (aws.NoCredentialsError, aws.PartialCredentialsError, aws.CredentialRetrievalError)):
+        return f"No usable AWS credentials were found: {AWS_CREDENTIALS_HINT}."
+    if isinstance(error, aws.ProfileNotFound):
+        return f"The AWS profile {error.kwargs.get('profile')!r} does not exist: fix AWS_PROFILE or ~/.aws/config."
+    if isinstance(error, aws.NoRegionError):
+        return "No AWS region is set: set AWS_REGION (for example us-east-1)."
+    if isinstance(error, (aws.EndpointConnectionError, aws.ConnectTimeoutError, aws.ReadTimeoutError, aws.ConnectionClosedError)):
+        url = getattr(error, "kwargs", {}).get("endpoint_url")
+        return f"Could not reach AWS{' at ' + url if url else ''}{where}: check the network connection and AWS_REGION, then try again."
+    if isinstance(error, aws.ClientError):
+        info = error.response.get("Error", {})
+        code, operation = info.get("Code", "unknown"), getattr(error, "operation_name", "the request")
+        if code in DENIED_CODES:
+            return (f"AWS refused {operation} ({code}): the credentials in use lack permission or are invalid; "
+                    f"use credentials allowed to manage the SageMaker endpoint{where}.")
+        message = (info.get("Message") or "").splitlines()[0][:200] if info.get("Message") else ""
+        return f"AWS refused {operation} ({code}{': ' + message if message else ''})."
+    if isinstance(error, aws.BotoCoreError):
+        return f"AWS request failed: {str(error).splitlines()[0][:200]}."
+    return None
+
+
+def aws_setup_problem(settings) -> str | None:
+    """Why this process cannot manage the endpoint at all (no region, no credentials), as one sentence; None when
+    it can try. Looks only at the local configuration (environment, profile files, a task or instance role)."""
+    try:
+        import boto3
+
+        session = boto3.Session(region_name=settings.aws_region or None)
+        if not session.region_name:
+            return "No AWS region is set: set AWS_REGION (for example us-east-1)."
+        if session.get_credentials() is None:
+            return f"No usable AWS credentials were found: {AWS_CREDENTIALS_HINT}."
+    except Exception as error:  # a broken profile, an unreadable config file, ...
+        return aws_problem(error, settings.aws_region) or f"AWS is not configured here ({type(error).__name__})."
+    return None
+
+
 class NotAllowed(UserFacingError):
     """The person is not an admin."""
 
@@ -91,7 +143,7 @@ class EndpointController:
 
         # Short timeouts: a page showing the status must not hang when AWS is unreachable (e.g. local dev).
         config = Config(connect_timeout=3, read_timeout=15, retries={"mode": "adaptive", "max_attempts": 3})
-        session = boto3.Session(region_name=settings.aws_region)
+        session = boto3.Session(region_name=settings.aws_region or None)  # empty: boto3's own lookup, else NoRegionError
         clients = {s: session.client(s, endpoint_url=endpoint_url, config=config) for s in ("sagemaker", "application-autoscaling", "cloudwatch")}
         return cls(endpoint_name=settings.sagemaker_endpoint, mode=settings.sagemaker_mode, clients=clients, store=store,
                    warmup_minutes=settings.endpoint_warmup_minutes)
