@@ -155,6 +155,8 @@ class DecodeBudget:
 
 PILLOW_BLOCK_BYTES = 64 * MB
 M_ARENA_MAX = -8  # glibc mallopt parameter
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter: a fixed value also stops the dynamic threshold rising
+MMAP_THRESHOLD_BYTES = 4 * MB  # raw image bytes (up to 25 MB each) are mapped and unmapped, not left in an arena
 _allocator_done = False
 
 
@@ -169,7 +171,9 @@ def return_freed_memory() -> None:
     Image.core.set_block_size(max(PILLOW_BLOCK_BYTES, Image.core.get_block_size()))
     if platform.libc_ver()[0] == "glibc":
         try:
-            ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(M_ARENA_MAX, 2)
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            libc.mallopt(M_ARENA_MAX, 2)
+            libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
         except (OSError, AttributeError):
             pass
 
