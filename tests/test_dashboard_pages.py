@@ -87,7 +87,8 @@ def test_tag_page_previews_rejects_and_runs_a_batch_in_the_background(app_env):
     assert "4 of 4 done · 1 failed · finished" in app.get("progress")[0].proto.text
     table = app.dataframe[-1].value
     assert len(table) == 4 and set(table["Result"].str.startswith("failed")) == {True, False}
-    assert table["Photo"].dropna().str.startswith("data:image/jpeg;base64,").all()
+    photos = table.loc[table["Result"] == "tagged", "Photo"]
+    assert photos.str.startswith("data:image/jpeg;base64,").all() and (table.loc[table["Result"] != "tagged", "Photo"] == "").all()
     assert (table.loc[table["Result"] == "tagged", "Summary"].str.len() > 0).all()
 
 
@@ -451,3 +452,34 @@ def test_a_batch_running_elsewhere_is_shown_as_such_stopped_there_and_resumed_he
         time.sleep(0.2)
     assert [i.status for i in store.list_items(batch.id)] == ["ok", "ok"]
     assert [i.status for i in store.list_items(other.id)] == ["pending"]  # still held elsewhere
+
+
+def test_tag_results_table_words_photo_cell_result_width_and_upload_limits(app_env):
+    """Issue 16 item 9: a failed row showed "None" as its photo, the Result column was cut short, and the uploader
+    named only Streamlit's per-file limit, not the 25 MB per photo."""
+    import json
+
+    from pipeline.ingest.sources import collect_sources
+    from pipeline.service import ingest_limits
+    from pipeline.settings import Settings
+    from pipeline.store.sqlite_store import SqliteStore
+
+    settings = Settings()
+    good, broken = app_env / "good.jpg", app_env / "broken.jpg"
+    good.write_bytes(jpeg_bytes())
+    broken.write_bytes(b"not really a jpeg")
+    store = SqliteStore(settings.db_path)
+    batch = store.create_batch("mixed", "someone", collect_sources([good, broken], ingest_limits(settings)))
+    app = AppTest.from_file(APP, default_timeout=60)
+    app.session_state["batch_id"] = batch.id
+    app.run()
+    assert runtime().worker.wait_idle(120)
+    app.run()
+    assert not app.exception, app.exception
+    assert app.file_uploader[0].proto.help.startswith("Up to 200 MB per upload, 25 MB per photo.")
+    table = app.dataframe[-1].value.set_index("Item")
+    assert table.loc["#1 good.jpg", "Result"] == "tagged"
+    assert table.loc["#2 broken.jpg", "Result"].startswith("failed: ") and table.loc["#2 broken.jpg", "Photo"] == ""
+    assert "None" not in set(table["Photo"].astype(str)) and not table["Photo"].isna().any()
+    columns = json.loads(app.dataframe[-1].proto.columns)
+    assert columns["Result"]["width"] == "large", columns.get("Result")

@@ -11,6 +11,7 @@ from pipeline.batches.batch_transform import job_estimate, use_job_by_default
 from pipeline.ingest.sources import collect_sources, stage_sources
 from pipeline.images.normalize import IMAGE_EXTENSIONS
 from pipeline.batches.review import item_label
+from pipeline.batches.export import result_label
 from pipeline.service import ingest_limits
 from pipeline.store import BatchBusyError
 from pipeline.ingest.uploads import save_uploads
@@ -43,7 +44,7 @@ def stage_uploads(files) -> dict:
 
 def render_upload() -> None:
     files = st.file_uploader("Product photos, a CSV of products, or a zip", type=UPLOAD_TYPES, accept_multiple_files=True,
-                             key=f"uploads-{st.session_state.get('upload_round', 0)}")
+                             key=f"uploads-{st.session_state.get('upload_round', 0)}", help=upload_limits())
     if not files:
         return
     staged = stage_uploads(files)
@@ -129,6 +130,14 @@ def render_progress(batch_id: int) -> None:
         st.rerun()  # refresh the results table below as items finish
 
 
+def upload_limits() -> str:
+    """The uploader's own "Limit … per file" is the whole upload (a zip or CSV counts as one file); say both limits."""
+    per_upload = st.get_option("server.maxUploadSize")
+    per_photo = runtime.settings.max_file_bytes / (1024 * 1024)
+    return (f"Up to {per_upload:g} MB per upload, {per_photo:g} MB per photo. "
+            "Bigger batches: a CSV of photo URLs, or the command line.")
+
+
 def render_results(batch_id: int) -> None:
     items = store.list_items(batch_id)
     finished = [item for item in items if item.status in ("ok", "error")]
@@ -140,9 +149,9 @@ def render_results(batch_id: int) -> None:
     rows = []
     for item in finished[(page - 1) * size: page * size]:
         row = {
-            "Photo": images.thumbnail_url(item.image_path),
+            "Photo": (images.thumbnail_url(item.image_path) if item.image_path else None) or "",  # a failed row: empty, not "None"
             "Item": item_label(item),
-            "Result": "tagged" if item.status == "ok" else f"failed: {item.error}",
+            "Result": result_label(item),  # tagged / failed: <why>, the words every page uses
             "Caption": item.caption or "",
         }
         for name in schema.names():
@@ -154,7 +163,8 @@ def render_results(batch_id: int) -> None:
         })
         rows.append(row)
     st.dataframe(rows, hide_index=True, width="stretch",
-                 column_config={"Photo": st.column_config.ImageColumn("Photo", width="small")})
+                 column_config={"Photo": st.column_config.ImageColumn("Photo", width="small"),
+                                "Result": st.column_config.TextColumn("Result", width="large", help="tagged, or failed with the reason")})
 
 
 st.title("Tag photos")
