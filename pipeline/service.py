@@ -8,7 +8,7 @@ from pipeline.attributes import load_attribute_schema
 from pipeline.captioners import Captioner, make_captioner
 from pipeline.images.decode_budget import configure_default_budget, configure_raw_budget
 from pipeline.ingest.fetch import FetchLimits
-from pipeline.ingest.sources import IngestLimits, collect_sources
+from pipeline.ingest.sources import IngestLimits, collect_sources, stage_sources
 from pipeline.models import BatchRecord
 from pipeline.batches.runner import LeaseOptions, NormalizeOptions, Stages
 from pipeline.settings import Settings
@@ -97,8 +97,9 @@ def build_transform_runner(settings: Settings, stages: Stages):
 
 
 def create_batch(store: Store, settings: Settings, paths: list[Path], *, name: str, created_by: str) -> BatchRecord:
-    """Ingest `paths` and record every item (good or bad) before anything is processed."""
-    report = collect_sources([Path(p) for p in paths], ingest_limits(settings))
+    """Ingest `paths` and record every item (good or bad) before anything is processed; items that would
+    certainly fail (unreadable photo header, private URL) are recorded as rejected, as on the Tag page."""
+    report = stage_sources(collect_sources([Path(p) for p in paths], ingest_limits(settings)), allow_private_urls=settings.allow_private_urls)
     return store.create_batch(name, created_by, report)
 
 

@@ -180,7 +180,7 @@ def test_bad_input_corpus_each_gives_one_clear_error_row(stages, make_settings, 
         archive.writestr("zeros.jpg", b"\0" * 10_000_000)
         archive.writestr("fine.jpg", jpeg_bytes(seed=9))
     (tmp_path / "semi.csv").write_bytes("\ufeffsku;image;brand\nS1;good.jpg;=HYPERLINK(\"http://x\")\nS2;http://169.254.169.254/latest/meta-data/;\nS3;http://127.0.0.1:9/a.jpg;\n".encode())
-    (tmp_path / "nocol.csv").write_text("sku,photo\nA,good.jpg\n")
+    (tmp_path / "nocol.csv").write_text("sku,snapshot\nA,good.jpg\n")  # "photo" would be an accepted alias
     paths += [tmp_path / "evil.zip", tmp_path / "semi.csv", tmp_path / "nocol.csv"]
     batch = create_batch(stages.store, make_settings(), paths, name="bad", created_by="ann")
     run_batch(stages, batch.id, concurrency=2)
