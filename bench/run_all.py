@@ -9,7 +9,8 @@
 7. Review page render / save with 2,000 items (bench/review_grid.py)
 8. 2,000-photo async batch against moto + a simulated endpoint: wall vs ideal, AWS calls per photo (bench/scale.py)
 9. listing a 5,000-item batch: DynamoStore (moto) vs SqliteStore (bench/scale.py)
-10. peak RSS normalizing an adversarial upload (7000x7000 RGBA PNGs), decode budget on vs off (bench/memory.py)
+10. peak RSS normalizing an adversarial upload (7000x7000 RGBA PNGs), decode budget on vs off, and a whole run_batch
+    over an accepted zip of ~23 MB photos, raw-bytes budget on vs off (bench/memory.py)
 11. N runner processes x M items with random SIGKILLs: duplicates and lost items, leases off vs on (bench/runners.py)
 
 Writes bench/results.json; the README's benchmark table quotes the latest figures.
@@ -194,9 +195,11 @@ def main() -> None:
     from handler import archive_sizes, bench_batched_vs_per_prompt
 
     from memory import bench_memory
+    from memory import bench_run_memory, report_run
     from memory import report as report_memory
 
     memory = bench_memory((8,))
+    run_memory = bench_run_memory((8, 16))
     import runners
 
     runner_rows = runners.run(runners=3, items=150, kills=4)
@@ -216,6 +219,7 @@ def main() -> None:
     existing["dashboard_review"] = review
     existing["scale"] = {"async_2000": async_batch, "list_5000": listing}
     existing["decode_budget_memory"] = memory
+    existing["whole_run_memory"] = run_memory
     existing["runners_with_kills"] = runner_rows
     RESULTS.write_text(json.dumps(existing, indent=2) + "\n")
     print(f"1. normalize 12-MP JPEG: {normalize['ours_images_per_s']} img/s vs naive {normalize['naive_images_per_s']} img/s -> {normalize['speedup']}x (goal >= 5x)")
@@ -232,6 +236,7 @@ def main() -> None:
     report(listing, async_batch)
     print("10. decode budget, peak RSS:")
     report_memory(memory)
+    report_run(run_memory)
     print("11. 3 runner processes x 150 items, 4 random SIGKILLs (each replaced):")
     for row in runner_rows:
         print(f"    {row['mode']:<10} paid calls {row['paid_calls']}, duplicates {row['duplicates']}, lost {row['lost']}, usage rows {row['usage_rows']}")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.attributes import AttributeSchema
+from pipeline.batches.export import result_label
 from pipeline.errors import UserFacingError, describe_error, usage_of
 from pipeline.models import Edit, ItemRecord, SummaryRequest
 from pipeline.store import StaleEditError, Store
@@ -90,7 +91,7 @@ def grid_rows(items: list[ItemRecord], schema: AttributeSchema,
             "Select": False,
             "Photo": thumbnail(item.image_path) if thumbnail else None,
             "Item": item_label(item),
-            "Result": "failed: " + (item.error or "") if item.status == "error" else item.status,
+            "Result": result_label(item),
             "Status": item.review_status,
             "Title": item.title or "",
             "Caption": item.caption or "",
