@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,24 @@ for _key, _value in {
 }.items():
     os.environ[_key] = _value
 os.environ.pop("OPENAI_API_KEY", None)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def moto_dynamodb_applies_one_request_at_a_time():
+    """moto's in-memory DynamoDB is not thread-safe (a transaction deep-copies tables while another
+    worker or a lease heartbeat writes: "dictionary changed size during iteration"). Real DynamoDB
+    applies each request atomically, so moto's request handler is serialized, here, once for all tests."""
+    from moto.dynamodb.responses import DynamoHandler
+
+    original, lock = DynamoHandler.call_action, threading.RLock()
+
+    def call_action(self):
+        with lock:
+            return original(self)
+
+    DynamoHandler.call_action = call_action
+    yield
+    DynamoHandler.call_action = original
 
 
 @pytest.fixture(scope="session")
