@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 
 import boto3
 import pytest
@@ -60,6 +61,44 @@ def new_batch(make_settings, tmp_path, count, store=None, captioner=None, *, sam
     return stages, batch
 
 
+class EmulatorPacedClock:
+    """The captioner's clock and sleep, moved by the emulator instead of by wall time.
+
+    While the emulator still has a request to handle, a pause waits (in real time) for it to make
+    progress and the clock stands still, so no photo can time out however slow the machine is. Once
+    every request sent is handled, an output not written by now never will be: pauses then pass at
+    once on this clock, and a lost result reaches its timeout without a real wait. `waiting` is set
+    at the first pause (a photo was sent and is waiting for its result). A captioner still waiting
+    `give_up_after_s` into this clock fails that photo here (it would otherwise wait forever)."""
+
+    def __init__(self, emulator: AsyncEndpointEmulator, give_up_after_s: float = 7200.0) -> None:
+        self.emulator, self.now_s, self.waiting = emulator, time.time(), threading.Event()
+        self.lock = threading.Lock()
+        self.give_up_at = self.now_s + give_up_after_s
+
+    def now(self) -> float:
+        with self.lock:
+            return self.now_s
+
+    def sleep(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("sleep length must be non-negative")  # as time.sleep
+        self.waiting.set()
+        seen = self.emulator.handled
+        if self.emulator.settled():
+            with self.lock:
+                self.now_s += max(seconds, 0.001)  # time moves on, even over a zero-length sleep
+                if self.now_s > self.give_up_at:
+                    raise AssertionError("the captioner kept waiting for a result that will never come")
+        else:
+            self.emulator.wait_for_progress(seen, seconds)
+
+
+def paced(store, emulator: AsyncEndpointEmulator, **overrides) -> tuple[SageMakerAsyncCaptioner, EmulatorPacedClock]:
+    clock = EmulatorPacedClock(emulator)
+    return make_captioner(store, clock=clock.now, sleep=clock.sleep, **overrides), clock
+
+
 def failing(respond, numbers: set[int]):
     """Wraps the real handler: the listed requests (0-based, in arrival order) carry a corrupt photo, so
     the handler inside the serving stack refuses them."""
@@ -113,11 +152,14 @@ def test_failure_file_becomes_that_items_error(aws, monkeypatch, responder, make
 def test_lost_output_times_out_and_retry_redoes_only_that_photo(aws, monkeypatch, responder, make_settings, tmp_path):
     emulator = AsyncEndpointEmulator(responder, s3_uri=ASYNC_S3, capacity=1, lose={0}).install(monkeypatch)
     stages, batch = new_batch(make_settings, tmp_path, 3)
-    stages.captioner.timeout_s = 8  # the lost photo waits this long; the others finish well inside it, even on a loaded machine
+    # The production timeout (15 min) on a clock that only moves once the emulator has handled every
+    # request: the lost photo times out without a real wait, the others cannot, however loaded the machine.
+    stages.captioner, clock = paced(stages.store, emulator, timeout_s=900, poll_max_s=60)
     first = run_batch(stages, batch.id, concurrency=1)
     assert (first.ok, first.failed) == (2, 1)
     lost = next(i for i in stages.store.list_items(batch.id) if i.status == "error")
-    assert "No caption came back from the endpoint within" in lost.error and "Retry" in lost.error
+    assert lost.error.startswith("No caption came back from the endpoint within 15 minutes") and "Retry" in lost.error
+    assert clock.now() - time.time() >= 900 - 60  # it waited its timeout on that clock (the first look is after a pause)
     assert emulator.invocations == 3
     again = run_batch(stages, batch.id, concurrency=1, retry_failed=True)
     assert (again.total, again.ok) == (1, 1)
@@ -139,7 +181,7 @@ def test_restart_collects_paid_requests_instead_of_invoking_again(store_kind, aw
         stages.captioner._invoke(image, stages.schema.attributes)
     assert emulator.invocations == 2
     emulator.scale_out()
-    restarted = make_captioner(stages.store)  # a new process: fresh captioner, same store
+    restarted, _ = paced(stages.store, emulator)  # a new process: fresh captioner, same store (never times out while work is queued)
     stages.captioner = restarted
     assert run_batch(stages, batch.id, concurrency=2).ok == 2
     assert emulator.invocations == 2  # nothing paid twice
@@ -151,19 +193,18 @@ def test_endpoint_at_zero_instances_says_warming_up_then_finishes(aws, monkeypat
     boto3.client("sagemaker", region_name="us-east-1").update_endpoint_weights_and_capacities(
         EndpointName=NAME, DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": 0}])
     stages, batch = new_batch(make_settings, tmp_path, 2)
+    stages.captioner, clock = paced(stages.store, emulator)  # no photo times out while the endpoint has no instance
     readiness = stages.captioner.readiness()
     assert not readiness.ready and readiness.expected_wait_s == 30
     assert "warming up" in readiness.message and "finish on their own" in readiness.message
     worker = BatchWorker(stages, concurrency=2)
     worker.submit(batch.id)
-    for _ in range(100):
-        view = worker.view(batch.id)
-        if view.state == "running" and view.notice:
-            break
-        threading.Event().wait(0.05)
-    assert "warming up" in view.notice and view.problem is None
+    assert clock.waiting.wait(120)  # a photo was sent and waits for its result: the batch is running now
+    view = worker.view(batch.id)
+    assert view.state == "running" and "warming up" in view.notice and view.problem is None
+    assert emulator.invocations >= 1 and emulator.handled == 0  # queued at SageMaker, nothing answered yet
     emulator.scale_out()
-    assert worker.wait_idle(60)
+    assert worker.wait_idle(120)
     finished = worker.view(batch.id)
     assert finished.state == "finished" and finished.batch.failed == 0 and finished.notice is None
 
@@ -214,7 +255,15 @@ def test_cli_says_the_endpoint_is_warming_up_and_then_finishes(aws, monkeypatch,
     for key, value in {"DATA_DIR": str(tmp_path / "data"), "SUMMARIZER": "offline", "SAGEMAKER_ASYNC_S3": ASYNC_S3,
                        "ENDPOINT_WARMUP_MINUTES": "7", "MAX_NEW_TOKENS": "8"}.items():
         monkeypatch.setenv(key, value)
-    threading.Timer(1.0, emulator.scale_out).start()  # the scale-from-zero alarm brings an instance up
+    submit = emulator.submit
+
+    def submit_then_scale_out(*args):  # both photos queued at zero instances, then the alarm brings one up
+        answer = submit(*args)
+        if emulator.invocations == 2:
+            emulator.scale_out()
+        return answer
+
+    emulator.submit = submit_then_scale_out
     out = tmp_path / "report.csv"
     assert main(["tag", *map(str, photos(tmp_path, 2)), "--captioner", "sagemaker-async", "--out", str(out)]) == 0
     captured = capsys.readouterr()

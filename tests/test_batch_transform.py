@@ -98,26 +98,30 @@ def test_job_failing_part_way_keeps_finished_photos_and_retry_redoes_the_rest(se
 
 def test_restarted_dashboard_picks_a_running_job_back_up(setup, monkeypatch, responder, tmp_path):
     settings, stages, runner = setup
-    hold = threading.Event()
-    TransformEmulator(responder, hold=hold).install(monkeypatch)
+    hold = threading.Event()  # the job stays InProgress until the test lets it run
+    TransformEmulator(responder, hold=hold, hold_timeout_s=600).install(monkeypatch)
     batch = create_batch(stages.store, settings, photos(tmp_path, [1, 2]), name="big", created_by="ann")
+    following = threading.Event()
+
+    def pause(seconds: float) -> None:  # the runner pauses between looks only after saving what it saw
+        following.set()
+        threading.Event().wait(seconds)
+
+    runner.sleep = pause
     first = BatchWorker(stages, concurrency=2, transform=runner)
     first.submit(batch.id, as_job=True)
-    for _ in range(200):
-        view = first.view(batch.id)
-        if view.job is not None and view.job.status == "InProgress":
-            break
-        threading.Event().wait(0.05)
+    assert following.wait(120)  # the job was started and looked at once
+    view = first.view(batch.id)
     assert view.job.status == "InProgress" and view.job.total == 2 and view.batch.done == 0
     first.stop_current()  # the server goes away; the job keeps running in AWS
-    assert first.wait_idle(10)
+    assert first.wait_idle(120)
     assert "keeps running in AWS" in first.view(batch.id).problem
 
     restarted_stages = build_stages(settings)
     second = BatchWorker(restarted_stages, concurrency=2, transform=BatchTransformRunner.from_settings(settings, restarted_stages))
     assert second.resume_unfinished() == [batch.id]
     hold.set()
-    assert second.wait_idle(60)
+    assert second.wait_idle(120)
     view = second.view(batch.id)
     assert view.state == "finished" and view.batch.failed == 0 and view.job.status == "Ingested"
     assert len(restarted_stages.store.transform_jobs(batch.id)) == 1  # followed, not started again

@@ -90,7 +90,9 @@ class AsyncEndpointEmulator:
         self.invocations = 0
         self.requests: list[str] = []
         self.written = 0
+        self.handled = 0  # requests finished one way or another: answered, failed or lost
         self._lock = threading.Lock()
+        self._progress = threading.Condition(self._lock)
         self._instances = threading.Event()
         if instances:
             self._instances.set()
@@ -117,6 +119,16 @@ class AsyncEndpointEmulator:
         monkeypatch.setattr(SageMakerRuntimeResponse, "invoke_endpoint_async", invoke_endpoint_async)
         return self
 
+    def settled(self) -> bool:
+        """Every request sent so far is handled: an output not written by now never will be."""
+        with self._lock:
+            return self.handled == self.invocations
+
+    def wait_for_progress(self, seen: int, timeout_s: float) -> None:
+        """Until `handled` moves past `seen` (or `timeout_s` passes)."""
+        with self._progress:
+            self._progress.wait_for(lambda: self.handled != seen, timeout_s)
+
     def scale_out(self) -> None:
         """The scale-from-zero alarm fired and an instance came up: queued requests start."""
         self._instances.set()
@@ -132,6 +144,14 @@ class AsyncEndpointEmulator:
         return output, failure
 
     def _run(self, number: int, input_location: str, output: str, failure: str, inference_id: str) -> None:
+        try:
+            self._handle(number, input_location, output, failure, inference_id)
+        finally:
+            with self._progress:
+                self.handled += 1
+                self._progress.notify_all()
+
+    def _handle(self, number: int, input_location: str, output: str, failure: str, inference_id: str) -> None:
         self._instances.wait()
         status, payload = self.respond(read_object(input_location))
         if number in self.lose:
@@ -149,9 +169,11 @@ class AsyncEndpointEmulator:
 class TransformEmulator:
     """Batch transform: one output `<input key>.out` per input object, in input order."""
 
-    def __init__(self, respond: Responder, *, fail_after: int | None = None, hold: threading.Event | None = None) -> None:
+    def __init__(self, respond: Responder, *, fail_after: int | None = None, hold: threading.Event | None = None,
+                 hold_timeout_s: float = 60.0) -> None:
         self.respond, self.fail_after = respond, fail_after
         self.hold = hold  # set() lets a held job run: tests look at it while InProgress
+        self.hold_timeout_s = hold_timeout_s  # a held job runs anyway after this long (a test that never sets it)
         self.jobs: list[str] = []
         self.threads: list[threading.Thread] = []
 
@@ -181,7 +203,7 @@ class TransformEmulator:
 
     def _run(self, job) -> None:
         if self.hold is not None:
-            self.hold.wait(60)
+            self.hold.wait(self.hold_timeout_s)
         job.transform_start_time = utcnow()
         try:
             self._transform(job)
