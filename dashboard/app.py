@@ -2,26 +2,12 @@
 
 import streamlit as st
 
+from dashboard.navigation import navigation_from_app_only
 from dashboard.runtime import current_user, get_runtime
 from dashboard.text import say
 
 
-def navigation_from_this_script_only() -> None:
-    """dashboard/pages/ sits next to this script, so Streamlit also runs its old folder-based navigation first:
-    it sends the folder's raw lowercase list (app, admin, export, ...) as the sidebar and runs a page file
-    directly, without this script. Turn that off for the server process and start this run again under
-    st.navigation (issue 16 item 8). Streamlit-internal flag: if it ever disappears, nothing changes."""
-    try:
-        from streamlit.runtime.pages_manager import PagesManager
-    except ImportError:  # pragma: no cover - a Streamlit without it has no folder fallback to undo
-        return
-    if getattr(PagesManager, "uses_pages_directory", False):
-        PagesManager.uses_pages_directory = False
-        st.rerun()
-
-
-navigation_from_this_script_only()
-st.session_state["navigation_ready"] = True  # pages: this session has run through st.navigation
+navigation_from_app_only()
 st.set_page_config(page_title="Product tagger", page_icon=":material/sell:", layout="wide")
 
 user = current_user(get_runtime())

@@ -108,7 +108,7 @@ def test_upload_run_edit_and_download_in_chromium(dashboard, page, tmp_path):
     summary.fill(EDITED)
     summary.press("Control+Enter")  # commit the text to the app before saving
     expect(page.get_by_text(f"{len(EDITED.split())} / 50 words")).to_be_visible(timeout=30_000)
-    page.get_by_role("button", name="Save summary").click()
+    page.locator(".st-key-focus-save button").click()  # the one-item view's Save (its name carries the S shortcut)
     expect(page.get_by_text("Saved: 1 change saved.")).to_be_visible(timeout=30_000)
     expect(page.get_by_text("dev@localhost").first).to_be_visible()  # edit history of the item
     page.screenshot(path=str(ARTIFACTS / "2-review.png"), full_page=True)

@@ -150,7 +150,8 @@ def test_unsupported_upload_type_is_an_error_row(tmp_path):
 # --- issue 15: CSV cells, encodings, delimiters; zip duplicates, nested zips, CSV + uploaded photos
 
 from pipeline.ingest import sources as ingest  # noqa: E402
-from pipeline.ingest.sources import MAX_CELL_CHARS, OpenZips, read_zip_entry  # noqa: E402
+from pipeline.ingest.sources import MAX_CELL_CHARS  # noqa: E402
+from pipeline.ingest.zips import OpenZips, read_zip_entry  # noqa: E402
 
 
 def test_an_oversized_cell_fails_its_row_not_the_batch(tmp_path):

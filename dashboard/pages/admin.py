@@ -8,21 +8,14 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from dashboard.navigation import restart_through_app_if_opened_directly
 from dashboard.runtime import current_user, get_endpoint_controller, get_runtime, require_admin
 from dashboard.text import inert, say
 from pipeline.admin.costs import REFERENCE_PRICES, Assumptions, PriceTable, estimate_monthly_cost, month_to_date
 from pipeline.admin.endpoint import Actor, NotAllowed, aws_problem, aws_setup_problem
 from pipeline.errors import describe_error
 
-try:  # opened as a file of the pages/ folder, not through app.py's st.navigation: start again through it (see app.py)
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if getattr(PagesManager, "uses_pages_directory", False):
-        PagesManager.uses_pages_directory = False
-        if "navigation_ready" not in st.session_state:  # a session's first run (no click to lose): redo it through app.py
-            st.rerun()
-except ImportError:  # pragma: no cover
-    pass
+restart_through_app_if_opened_directly()
 
 runtime = get_runtime()
 user = current_user(runtime)

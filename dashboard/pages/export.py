@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
+from dashboard.navigation import restart_through_app_if_opened_directly
 from dashboard.runtime import current_user, get_runtime
 from pipeline.batches.export import export_csv, export_shopify_csv, filter_items
 
-try:  # opened as a file of the pages/ folder, not through app.py's st.navigation: start again through it (see app.py)
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if getattr(PagesManager, "uses_pages_directory", False):
-        PagesManager.uses_pages_directory = False
-        if "navigation_ready" not in st.session_state:  # a session's first run (no click to lose): redo it through app.py
-            st.rerun()
-except ImportError:  # pragma: no cover
-    pass
+restart_through_app_if_opened_directly()
 
 runtime = get_runtime()
 user = current_user(runtime)

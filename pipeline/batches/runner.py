@@ -29,7 +29,7 @@ from pipeline.captioners import Captioner
 from pipeline.errors import describe_error, usage_of
 from pipeline.images.decode_budget import BudgetWaitCancelled, DecodeBudget, default_raw_budget
 from pipeline.ingest.fetch import DownloadCancelled, FetchLimits, read_source
-from pipeline.ingest.sources import OPEN_ZIPS, zip_entry
+from pipeline.ingest.zips import OPEN_ZIPS, zip_entry
 from pipeline.models import CaptionResult, ItemRecord, ItemResult, NormalizedImage, PhotoChecks, SourceRef, SummaryRequest, Usage
 from pipeline.images.normalize import normalize_image
 from pipeline.store import BatchBusyError, ImageStore, Store, new_runner_id, runner_is_dead_here

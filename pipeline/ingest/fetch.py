@@ -29,7 +29,7 @@ from urllib.parse import urljoin, urlsplit
 import urllib3
 
 from pipeline.errors import BadInputError, ConfigError, ServiceError, UserFacingError
-from pipeline.ingest.sources import read_zip_entry
+from pipeline.ingest.zips import read_zip_entry
 from pipeline.models import SourceRef
 
 CHUNK = 64 * 1024
