@@ -283,15 +283,17 @@ class _StageThreads:
 
     def __init__(self, name: str) -> None:
         self._tasks: "queue.SimpleQueue[Callable[[], None] | None]" = queue.SimpleQueue()
-        self._lock, self._idle, self._threads, self._name = threading.Lock(), 0, 0, name
+        self._lock, self._idle, self._name = threading.Lock(), 0, name
+        self._started: list[threading.Thread] = []
 
     def submit(self, task: Callable[[], None]) -> None:
         with self._lock:
             if self._idle:
                 self._idle -= 1
             else:
-                self._threads += 1
-                threading.Thread(target=self._loop, name=f"{self._name}-{self._threads}", daemon=True).start()
+                thread = threading.Thread(target=self._loop, name=f"{self._name}-{len(self._started) + 1}", daemon=True)
+                self._started.append(thread)
+                thread.start()
         self._tasks.put(task)
 
     def _loop(self) -> None:
@@ -300,11 +302,17 @@ class _StageThreads:
             with self._lock:
                 self._idle += 1
 
-    def close(self) -> None:
+    def close(self, join_s: float = 2.0) -> None:
+        """Tell every thread to end and wait briefly for the idle ones: a thread that ran the model must
+        not still be exiting while the interpreter shuts down (torch then aborts the process: "terminate
+        called without an active exception", seen as exit -6 after a CLI run). A hung one is left."""
         with self._lock:
-            threads = self._threads
-        for _ in range(threads):  # busy threads read theirs after their item; nothing waits for them
+            threads = list(self._started)
+        for _ in threads:  # busy threads read theirs after their item
             self._tasks.put(None)
+        deadline = time.monotonic() + join_s
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 @dataclass
