@@ -51,28 +51,8 @@ class CountingCaptioner:
                 Usage(kind="endpoint", model=self.model_id))
 
 
-class OneRequestAtATime:
-    """moto's in-memory tables are not thread-safe; DynamoDB applies each request atomically, so
-    serializing whole requests models it exactly (conditions are still checked per request)."""
-
-    def __init__(self, client) -> None:
-        self._client, self._lock = client, threading.Lock()
-        self.exceptions = client.exceptions
-
-    def __getattr__(self, name):
-        attribute = getattr(self._client, name)
-        if not callable(attribute) or name == "get_waiter":
-            return attribute
-
-        def call(*args, **kwargs):
-            with self._lock:
-                return attribute(*args, **kwargs)
-
-        return call
-
-
 def dynamo_store(table: str) -> DynamoStore:
-    store = DynamoStore(OneRequestAtATime(boto3.client("dynamodb", region_name="us-east-1")), table)
+    store = DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), table)
     store.create_table()
     return store
 

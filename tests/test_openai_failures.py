@@ -4,7 +4,6 @@ one plain message each, the right number of requests, paid calls kept in the cos
 from __future__ import annotations
 
 import json
-import threading
 
 import boto3
 import openai
@@ -359,29 +358,9 @@ def store(request, tmp_path):
         yield SqliteStore(tmp_path / "store.sqlite3")
         return
     with mock_aws():
-        dynamo = DynamoStore(SerializedClient(boto3.client("dynamodb", region_name="us-east-1")), "tagging-test")
+        dynamo = DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "tagging-test")
         dynamo.create_table()
         yield dynamo
-
-
-class SerializedClient:
-    """moto's in-process DynamoDB is not thread-safe (a transaction deep-copies tables another worker is
-    changing); the real service is. One call at a time keeps the runner's workers from tripping over it."""
-
-    def __init__(self, client) -> None:
-        self._client = client
-        self._lock = threading.Lock()
-
-    def __getattr__(self, name: str):
-        attribute = getattr(self._client, name)
-        if not callable(attribute):
-            return attribute
-
-        def locked(*args, **kwargs):
-            with self._lock:
-                return attribute(*args, **kwargs)
-
-        return locked
 
 
 def stages_for(store, server: FakeOpenAI, tmp_path) -> Stages:

@@ -29,32 +29,13 @@ from pipeline.store.dynamo_store import DynamoStore
 from pipeline.store.sqlite_store import SqliteStore
 
 
-class OneRequestAtATime:
-    """moto's tables are not thread-safe; DynamoDB applies each request atomically, so serializing
-    whole requests models it (each condition is still checked by the store's own request)."""
-
-    def __init__(self, client) -> None:
-        self._client, self._lock, self.exceptions = client, threading.Lock(), client.exceptions
-
-    def __getattr__(self, name):
-        attribute = getattr(self._client, name)
-        if not callable(attribute) or name == "get_waiter":
-            return attribute
-
-        def call(*args, **kwargs):
-            with self._lock:
-                return attribute(*args, **kwargs)
-
-        return call
-
-
 @pytest.fixture(params=["sqlite", "dynamodb"])
 def store(request, tmp_path):
     if request.param == "sqlite":
         yield SqliteStore(tmp_path / "store.sqlite3")
         return
     with mock_aws():
-        dynamo = DynamoStore(OneRequestAtATime(boto3.client("dynamodb", region_name="us-east-1")), "tagging-test")
+        dynamo = DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "tagging-test")
         dynamo.create_table()
         yield dynamo
 
