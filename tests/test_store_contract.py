@@ -279,3 +279,34 @@ def test_concurrent_edits_one_wins_the_other_is_refused_with_who_and_when(store)
     assert [(e.who, e.new) for e in store.edits(item.id)] == [(refused.who, texts[winner])]
     # Same value as stored: nothing to refuse.
     assert store.edit_item(item.id, "summary", texts[winner], "carl", expected_version=shown) is None
+
+
+def test_edits_since_lists_every_items_edits_in_one_bulk_read(store):
+    """Quality analytics read all edits of a period at once: across batches and items, oldest first,
+    the review-status changes included, nothing before `since`; DynamoDB by one index Query a month
+    plus BatchGetItem, never a read per item."""
+    first, second = store.create_batch("a", "ann", report(2)), store.create_batch("b", "bob", report(1))
+    items = store.list_items(first.id) + store.list_items(second.id)
+    for index, item in enumerate(items):
+        store.save_result(item.id, result(f"k{index}"), [])
+    before = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    store.edit_item(items[2].id, "caption", "a blue boot", "ann")
+    store.edit_item(items[0].id, "attribute:color", "crimson", "bob")
+    store.edit_item(items[0].id, "review_status", "approved", "bob")
+    store.edit_item(items[1].id, "tags", "shoe", "carl")
+    after = datetime.now(timezone.utc).isoformat()
+    calls: list[str] = []
+    if isinstance(store, DynamoStore):
+        store.client.meta.events.register("before-call.dynamodb.*", lambda model, **kw: calls.append(model.name))
+    listed = store.edits_since(before)
+    assert [(e.item_id, e.field, e.old, e.new, e.who) for e in listed] == [
+        (items[2].id, "caption", "a red shoe", "a blue boot", "ann"),
+        (items[0].id, "attribute:color", "red", "crimson", "bob"),
+        (items[0].id, "review_status", "pending", "approved", "bob"),
+        (items[1].id, "tags", "shoe, red", "shoe", "carl"),
+    ]
+    assert all(before <= e.at <= after for e in listed)
+    if isinstance(store, DynamoStore):
+        assert calls == ["Query", "BatchGetItem"]  # this month's index partition, then the rows
+    assert store.edits_since(after) == [] and store.edits_since("2999-01-01T00:00:00+00:00") == []
+    assert len(store.edits_since(None)) == 4

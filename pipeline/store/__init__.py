@@ -124,6 +124,9 @@ class Store(Protocol):
         """Newest first."""
     def active_transform_jobs(self) -> list[TransformJobRecord]:
         """Jobs not yet ingested, oldest first: what a restarted server follows again."""
+    # Analytics (see pipeline.admin.analytics)
+    def edits_since(self, since: str | None = None) -> list[Edit]:
+        """Every edit saved at or after `since` (ISO-8601 UTC; None: all), oldest first, in one bulk read."""
 
 
 class ImageStore(Protocol):

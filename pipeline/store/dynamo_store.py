@@ -12,7 +12,7 @@ Single-table design (every key is a string; docs/operations.md's "DynamoDB table
     BATCH#<id>            USAGE#<at>#<uuid>          one billable call           USAGE#<yyyy-mm> / <at>#<uuid>
     BATCH#<id>            TRANSFORM#<job name>       a batch transform job       ACTIVEJOBS / <created_at> (while active)
     ITEMIDS               <first item id:012d>       item-id block of one batch
-    ITEM#<id>             EDIT#<ns:020d>#<rand>      one edit (who, when, old, new)
+    ITEM#<id>             EDIT#<ns:020d>#<rand>      one edit (who, when, old, new)  EDITS#<yyyy-mm> / <at>#<ns:020d>#<rand>
     CAPTION#<content key> MODEL#<model id>           caption cache
     ASYNC#<content key>   MODEL#<model id>           async invocation paid for, not yet collected
     LASTUSE               <kind>                     time of the last billable call of a kind
@@ -451,8 +451,10 @@ class DynamoStore:
             updates["updated_by"] = who
             names = {f"#{k}": k for k in updates} | {"#version": "version"}
             values = _dump({f":{k}": v for k, v in updates.items()} | {":v": row["version"], ":one": 1})
-            edit = {"PK": f"ITEM#{item_id}", "SK": f"EDIT#{_unique_suffix()}", "item_id": item_id, "field": field,
-                    "old": old, "new": new, "who": who, "at": now}
+            suffix = _unique_suffix()
+            edit = {"PK": f"ITEM#{item_id}", "SK": f"EDIT#{suffix}", "item_id": item_id, "field": field,
+                    "old": old, "new": new, "who": who, "at": now,
+                    "GSI1PK": f"EDITS#{now[:7]}", "GSI1SK": f"{now}#{suffix}"}  # by month, for edits_since
             if self._transact([
                 {"Update": {"TableName": self.table, "Key": _key(row["PK"], row["SK"]),
                             "UpdateExpression": "SET " + ", ".join(f"#{k} = :{k}" for k in updates) + ", #version = :v + :one",
@@ -533,6 +535,18 @@ class DynamoStore:
         keys = [(k["PK"], k["SK"]) for k in self._query_index("ACTIVEJOBS")]
         jobs = [_job(r) for r in self._batch_get(keys)]
         return sorted((j for j in jobs if j.active), key=lambda j: j.created_at)
+
+    # Analytics ----------------------------------------------------------------------------------
+    def edits_since(self, since: str | None = None) -> list[Edit]:
+        """One GSI1 Query per month from `since` (partition EDITS#<yyyy-mm>, sort key from `since`),
+        then the edit rows by BatchGetItem: never item by item. Edits saved before the index entry
+        existed (older versions of this store) are not listed."""
+        rows: list[dict[str, Any]] = []
+        for month in _months(since or "2000-01", utc_now()):
+            keys = [(k["PK"], k["SK"]) for k in self._query_index(f"EDITS#{month}", sk_from=since)]
+            rows.extend(self._batch_get(keys))
+        return [Edit(item_id=r["item_id"], field=r["field"], old=r.get("old"), new=r.get("new"), who=r["who"], at=r["at"])
+                for r in sorted(rows, key=lambda r: r["GSI1SK"])]
 
 
 _RESULT_COLUMNS = ("content_key", "image_path", "caption", "title", "summary", "word_count", "checks",

@@ -76,6 +76,7 @@ CREATE TABLE IF NOT EXISTS edits (
     at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS edits_by_item ON edits(item_id, id);
+CREATE INDEX IF NOT EXISTS edits_by_time ON edits(at, id);
 CREATE TABLE IF NOT EXISTS usage (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     batch_id INTEGER,
@@ -467,6 +468,12 @@ class SqliteStore:
         if row is None:
             return None
         return CaptionResult(caption=row["caption"], answers=json.loads(row["answers"]), model_id=model_id, cached=True)
+
+    # Analytics ----------------------------------------------------------------------------------
+    def edits_since(self, since: str | None = None) -> list[Edit]:
+        """Every edit saved at or after `since` (ISO-8601 UTC; None: all), oldest first (index edits_by_time)."""
+        rows = self._connection().execute("SELECT * FROM edits WHERE at >= ? ORDER BY at, id", (since or "",)).fetchall()
+        return [Edit(item_id=r["item_id"], field=r["field"], old=r["old"], new=r["new"], who=r["who"], at=r["at"]) for r in rows]
 
 
 
