@@ -1,0 +1,215 @@
+"""Admin analytics (pipeline/admin/analytics.py) over a hand-made history in SqliteStore and DynamoStore
+(moto): exact shares, percentiles, failure ranking, cache hit rate and endpoint history."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from pipeline.admin import analytics
+from pipeline.admin.analytics import NO_CATEGORY, UNCLASSIFIED, CommonEdit, endpoint_history, percentile
+from pipeline.models import (
+    AttributeValue,
+    AuditEntry,
+    CaptionResult,
+    IngestReport,
+    ItemResult,
+    PhotoChecks,
+    SourceItem,
+    SourceRef,
+    SummaryResult,
+    Usage,
+)
+from pipeline.store.dynamo_store import DynamoStore
+from pipeline.store.sqlite_store import SqliteStore
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        yield SqliteStore(tmp_path / "store.sqlite3")
+        return
+    with mock_aws():
+        dynamo = DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "analytics-test")
+        dynamo.create_table()
+        yield dynamo
+
+
+def checks() -> PhotoChecks:
+    return PhotoChecks(width=400, height=300, too_small=False, blur_score=120.5, blurry=False, brightness=130.0,
+                       too_dark=False, too_bright=False, plain_background=True, white_background=True, dominant_colors=["red"])
+
+
+def result(key: str, caption_model: str, summary_model: str = "gpt-4o-2024-08-06", *, cached: bool = False) -> ItemResult:
+    return ItemResult(
+        content_key=key, image_path=f"/images/{key}.jpg",
+        caption=CaptionResult(caption="a red shoe", answers={"color": "red"}, model_id=caption_model, cached=cached),
+        attributes=[AttributeValue(name="color", raw="red", value="red", in_vocab=True)],
+        summary=SummaryResult(summary="A red shoe.", title="Red shoe", tags=["shoe", "red"], attributes={"color": "red"},
+                              model=summary_model, offline=False),
+        checks=checks(), word_count=3,
+    )
+
+
+def batch(store, categories: list[str | None]):
+    items = [SourceItem(source=f"p{i}.jpg", ref=SourceRef("file", f"/photos/p{i}.jpg"), sku=f"SKU-{i}",
+                        hints={"category": c} if c else {}) for i, c in enumerate(categories)]
+    created = store.create_batch("b", "ann", IngestReport(items=items))
+    return store.list_items(created.id)
+
+
+def window() -> tuple[datetime, datetime]:
+    """A period around everything the test writes now (the stores stamp real UTC times)."""
+    now = datetime.now(timezone.utc)
+    return now - timedelta(hours=1), now + timedelta(minutes=5)
+
+
+def seed_reviews(store) -> list:
+    """Five tagged items and one failed, reviewed as the Quality expectations below say."""
+    items = batch(store, ["shoes", "shoes", "bags", None, "bags", "bags"])
+    models = ["blip2@rev1", "blip2@rev1", "blip2@rev2", "blip2@rev2", "blip2@rev2"]
+    for index, (item, model) in enumerate(zip(items, models)):
+        store.save_result(item.id, result(f"k{index}", model), [])
+    store.save_error(items[5].id, "The photo could not be read.", [])
+    one, two, three, four, five = items[:5]
+    store.edit_item(one.id, "review_status", "approved", "ann")  # everything kept
+    store.edit_item(two.id, "caption", "a red sneaker", "ann")
+    store.edit_item(two.id, "attribute:color", "crimson", "ann")
+    store.edit_item(two.id, "review_status", "approved", "ann")
+    store.edit_item(three.id, "review_status", "rejected", "bob")
+    store.edit_item(four.id, "caption", "a red boot", "bob")  # changed, then changed back: not an edit of the model's text
+    store.edit_item(four.id, "caption", "a red shoe", "bob")
+    store.edit_item(four.id, "review_status", "approved", "bob")
+    store.edit_item(five.id, "attribute:color", "crimson", "carl")  # edited, still pending review
+    return items
+
+
+def counts(rows, field: str, group: str = "all") -> tuple[int, int, int, int]:
+    [row] = [r for r in rows if r.field == field and r.group == group]
+    return row.accepted, row.edited, row.rejected, row.awaiting
+
+
+def test_quality_shares_per_field_model_and_category(store):
+    seed_reviews(store)
+    since, until = window()
+    quality = analytics.quality(store, since, until)
+    assert quality.items == 5  # the failed item has nothing to judge
+    # (accepted, edited, rejected, awaiting)
+    assert counts(quality.by_field, "caption") == (2, 1, 1, 1)
+    assert counts(quality.by_field, "attribute:color") == (2, 2, 1, 0)
+    assert counts(quality.by_field, "summary") == (3, 0, 1, 1)
+    assert counts(quality.by_field, "title") == (3, 0, 1, 1)
+    assert counts(quality.by_field, "tags") == (3, 0, 1, 1)
+    [caption] = [r for r in quality.by_field if r.field == "caption"]
+    assert (caption.share("accepted"), caption.share("edited"), caption.share("rejected")) == (0.5, 0.25, 0.25)
+    [color] = [r for r in quality.by_field if r.field == "attribute:color"]
+    assert (color.share("accepted"), color.share("edited"), color.share("rejected")) == (0.4, 0.4, 0.2)
+    assert [r.field for r in quality.by_field] == ["caption", "title", "summary", "tags", "attribute:color"]
+    # Caption and attributes by caption model (revision as recorded), summary fields by summary model.
+    assert counts(quality.by_model, "caption", "blip2@rev1") == (1, 1, 0, 0)
+    assert counts(quality.by_model, "caption", "blip2@rev2") == (1, 0, 1, 1)
+    assert counts(quality.by_model, "attribute:color", "blip2@rev2") == (1, 1, 1, 0)
+    assert counts(quality.by_model, "summary", "gpt-4o-2024-08-06") == (3, 0, 1, 1)
+    assert {r.group for r in quality.by_model if r.field == "summary"} == {"gpt-4o-2024-08-06"}
+    # By the CSV's category hint (no hint and no category attribute: NO_CATEGORY).
+    assert counts(quality.by_category, "attribute:color", "shoes") == (1, 1, 0, 0)
+    assert counts(quality.by_category, "attribute:color", "bags") == (0, 1, 1, 0)
+    assert counts(quality.by_category, "attribute:color", NO_CATEGORY) == (1, 0, 0, 0)
+    # Most common edits first; review-status changes are not edits of a field.
+    assert quality.common_edits == [
+        CommonEdit("attribute:color", "red", "crimson", 2),
+        CommonEdit("caption", "a red boot", "a red shoe", 1),
+        CommonEdit("caption", "a red shoe", "a red boot", 1),
+        CommonEdit("caption", "a red shoe", "a red sneaker", 1),
+    ]
+
+
+def test_quality_leaves_out_items_and_edits_outside_the_period(store):
+    seed_reviews(store)
+    since, until = window()
+    later = analytics.quality(store, until, until + timedelta(hours=1))
+    assert (later.items, later.by_field, later.common_edits) == (0, [], [])
+    earlier = analytics.quality(store, since - timedelta(days=1), since)
+    assert earlier.items == 0 and earlier.common_edits == []
+
+
+def test_category_attribute_is_used_without_a_hint(store):
+    [item] = batch(store, [None])
+    tagged = result("k", "blip2")
+    tagged.attributes.append(AttributeValue(name="category", raw="bag", value="bags", in_vocab=True))
+    store.save_result(item.id, tagged, [])
+    store.edit_item(item.id, "review_status", "approved", "ann")
+    quality = analytics.quality(store, *window())
+    assert counts(quality.by_category, "caption", "bags") == (1, 0, 0, 0)
+
+
+def test_health_counts_failures_cache_hits_and_endpoint_history(store):
+    items = batch(store, [None] * 6)
+    calls = [Usage(kind="local", model="blip2"), Usage(kind="llm", model="gpt-4o", input_tokens=700, output_tokens=90)]
+    store.save_result(items[0].id, result("k0", "blip2"), calls)  # paid caption
+    store.save_result(items[1].id, result("k1", "blip2"), calls)  # paid caption
+    store.save_result(items[2].id, result("k0", "blip2", cached=True), calls[1:])  # cache hit: no caption call
+    store.save_result(items[3].id, result("k1", "blip2", cached=True), calls[1:])  # cache hit
+    store.save_error(items[4].id, "The photo could not be downloaded (timed out).", [])
+    store.save_error(items[5].id, "The photo is not an image.", [])
+    store.add_audit("ann", "start", "started", "Starting ml.g5.xlarge")
+    store.add_audit("bob", "stop", "refused", "not an admin")
+    store.add_audit("autostop", "autostop", "stopped", "Endpoint deleted (idle for 30+ minutes).")
+    since, until = window()
+    health = analytics.health(store, since, until)
+    assert (health.ok, health.failed, health.processed) == (4, 2, 6)
+    assert health.bucket == "hour" and sum(p.ok for p in health.throughput) == 4 and sum(p.failed for p in health.throughput) == 2
+    assert len(health.throughput) in (2, 3)  # every hour of the 65-minute period, empty ones included
+    assert health.per_hour == pytest.approx(6 / (65 / 60))
+    assert health.failure_rate == pytest.approx(1 / 3)
+    # Two of four captions came from the cache (no caption row in the usage ledger for them).
+    assert (health.cache.captioned, health.cache.paid_calls, health.cache.hits, health.cache.hit_rate) == (4, 2, 2, 0.5)
+    # Failures ranked by kind; without recorded kinds they group as unclassified, the newest message as example.
+    kinds = {f.error_kind: f.count for f in health.failures}
+    assert sum(kinds.values()) == 2
+    if set(kinds) == {UNCLASSIFIED}:
+        assert health.failures[0].example == "The photo is not an image."
+    history = health.endpoint
+    assert [(e.who, e.action, e.result, e.state) for e in history.events] == [
+        ("ann", "start", "started", "running"), ("bob", "stop", "refused", "running"),
+        ("autostop", "autostop", "stopped", "stopped")]
+    assert history.state_at_start == "unknown"
+    nothing = analytics.health(store, until, until + timedelta(hours=2))
+    assert (nothing.processed, nothing.failures, nothing.cache.hit_rate, nothing.endpoint.events) == (0, [], None, [])
+    assert nothing.endpoint.state_at_start == "stopped"  # carried over from before the period
+
+
+def test_endpoint_history_states_and_running_hours():
+    def entry(hours: float, action: str, outcome: str) -> AuditEntry:
+        return AuditEntry(at=(T0 + timedelta(hours=hours)).isoformat(), who="ann", action=action, result=outcome)
+
+    audit = [entry(-5, "start", "started"), entry(2, "stop", "stopped"), entry(3, "stop", "already stopped"),
+             entry(4, "start", "started"), entry(5, "start", "refused"), entry(7.5, "autostop", "stopped"),
+             entry(9, "start", "started"), entry(30, "stop", "stopped")]
+    history = endpoint_history(list(reversed(audit)), T0, T0 + timedelta(hours=10))  # newest first, as audit_log returns it
+    assert history.state_at_start == "running"  # started before the period
+    assert [(e.result, e.state) for e in history.events] == [
+        ("stopped", "stopped"), ("already stopped", "stopped"), ("started", "running"), ("refused", "running"),
+        ("stopped", "stopped"), ("started", "running")]
+    assert history.running_hours == pytest.approx(2 + 3.5 + 1)  # 0-2 h, 4-7.5 h, 9-10 h
+    timeline = history.timeline(T0, T0 + timedelta(hours=10))
+    assert timeline[0] == (T0, "running") and timeline[-1] == (T0 + timedelta(hours=10), "running")
+
+
+def test_percentiles_are_nearest_rank():
+    values = [120.0, 80.0, 100.0, 90.0, 110.0, 95.0, 105.0, 85.0, 115.0, 1000.0]
+    assert percentile(values, 50) == 100.0  # 5th of 10
+    assert percentile(values, 95) == 1000.0  # 10th of 10
+    assert percentile(values[:-1], 95) == 120.0  # 9th of 9
+    assert percentile([7.0], 95) == 7.0 and percentile([], 50) is None
+
+
+def test_period_choices_end_now():
+    now = datetime(2026, 3, 10, 8, 30, tzinfo=timezone.utc)
+    assert analytics.period_bounds("Last 7 days", now) == (now - timedelta(days=7), now)
+    assert analytics.health.__doc__ and set(analytics.PERIODS) >= {"Last 24 hours", "Last 7 days", "Last 30 days"}
