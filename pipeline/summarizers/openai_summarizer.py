@@ -159,11 +159,30 @@ class OpenAISummarizer:
             raise attach_usage(exc, call.usage)
 
     def _summarize(self, request: SummaryRequest, call: _Call) -> SummaryResult:
-        messages: list[dict[str, str]] = [
-            {"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": json.dumps(facts_for(request), ensure_ascii=False)},
-        ]
-        draft, model = self._answer(messages, call)
+        messages = build_messages(request)
+        completion, model = self._complete(messages, call)
+        return self._finish(messages, completion, model, call)
+
+    def request_body(self, messages: list[dict[str, str]], model: str) -> dict[str, Any]:
+        """The chat-completions request for `messages` (structured output, temperature 0): sent as is here,
+        and as the body of each line of an OpenAI Batch API file (pipeline.summarizers.openai_batch)."""
+        return {"model": model, "messages": messages, "response_format": self.response_format, "temperature": 0}
+
+    def summarize_answer(self, request: SummaryRequest, completion: Any, model: str, usage: list[Usage]) -> SummaryResult:
+        """The result from a completion that was obtained elsewhere (a Batch API output line, already paid:
+        `usage`), through the same checks as `summarize`: refusal / content filter, schema, vocabulary, and the
+        50-word rule with its one corrective request (sent here, real-time, within OPENAI_DEADLINE_S)."""
+        now = self.clock()
+        call = _Call(started=now, deadline=now + self.deadline_s, clock=self.clock, usage=list(usage))
+        call.tried(model)
+        try:
+            return self._finish(build_messages(request), completion, model, call)
+        except Exception as exc:
+            raise attach_usage(exc, call.usage)
+
+    def _finish(self, messages: list[dict[str, str]], completion: Any, model: str, call: _Call) -> SummaryResult:
+        """From the first answer to the result: read it (one corrective retry when unusable), hold the word limit."""
+        draft, model = self._answer(messages, completion, model, call)
         words = count_words(draft.summary)
         if words > MAX_SUMMARY_WORDS and call.corrections_left:
             call.corrections_left -= 1
@@ -189,9 +208,8 @@ class OpenAISummarizer:
             usage=list(call.usage),
         )
 
-    def _answer(self, messages: list[dict[str, str]], call: _Call) -> tuple[Any, str]:
-        """A usable structured answer; a cut-off or malformed one gets one corrective retry."""
-        completion, model = self._complete(messages, call)
+    def _answer(self, messages: list[dict[str, str]], completion: Any, model: str, call: _Call) -> tuple[Any, str]:
+        """A usable structured answer from `completion`; a cut-off or malformed one gets one corrective retry."""
         try:
             return self._read(completion), model
         except _Unusable as first:
@@ -234,8 +252,7 @@ class OpenAISummarizer:
                 started = self.clock()
                 try:
                     completion = self.client.chat.completions.create(
-                        model=model, messages=messages, response_format=self.response_format, temperature=0,
-                        timeout=min(self.request_timeout_s, remaining),
+                        **self.request_body(messages, model), timeout=min(self.request_timeout_s, remaining),
                     )
                 except openai.APITimeoutError as exc:
                     last = exc
@@ -342,6 +359,27 @@ def _refusal_error(exc: openai.APIStatusError, model: str) -> UserFacingError:
     return ServiceError(f"OpenAI refused the request (HTTP {status}{_code(code)}); retry the item later or ask an admin.")
 
 
+@dataclass(frozen=True)
+class _ErrorAnswer:
+    """An HTTP error answer read from elsewhere (a Batch API error line), shaped like openai.APIStatusError."""
+
+    status_code: int
+    code: str | None
+    type: str | None
+    message: str
+
+
+def classify_error_answer(status_code: int, error: dict[str, Any] | None, model: str) -> tuple[bool, UserFacingError]:
+    """(retrying may help, the item's one-sentence error) for an error answer given as HTTP status + OpenAI
+    error body, classified exactly as the real-time path classifies an APIStatusError."""
+    error = error if isinstance(error, dict) else {}
+    answer = _ErrorAnswer(int(status_code), error.get("code"), error.get("type"), str(error.get("message") or ""))
+    if _is_transient(answer):  # type: ignore[arg-type]
+        return True, ServiceError(f"OpenAI could not answer for this product (HTTP {status_code}{_code(answer.code)} from {model}); "
+                                  "retry the failed items later.")
+    return False, _refusal_error(answer, model)  # type: ignore[arg-type]
+
+
 def _gave_up_error(last: Exception | None, call: _Call, out_of_time: bool, deadline_s: float) -> ServiceError:
     """Every try failed with a transient error (or the time ran out): try again later."""
     models = call.models_text()
@@ -400,6 +438,14 @@ def _code(code: str | None) -> str:
 def _short(text: Any, limit: int = 200) -> str:
     text = " ".join(str(text or "").split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def build_messages(request: SummaryRequest) -> list[dict[str, str]]:
+    """The shared system prompt first (identical in every request, so OpenAI's prompt caching applies), then this product's facts."""
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": json.dumps(facts_for(request), ensure_ascii=False)},
+    ]
 
 
 def facts_for(request: SummaryRequest) -> dict[str, Any]:
