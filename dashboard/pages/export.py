@@ -1,4 +1,5 @@
-"""Export: the CSV report and a Shopify-style product CSV, filtered by batch and status."""
+"""Export: the CSV report, a Shopify-style product CSV, a Google Merchant Center feed (TSV) and a WooCommerce
+product CSV, filtered by batch and status (the same four files as `python -m pipeline export`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import streamlit as st
 
 from dashboard.navigation import restart_through_app_if_opened_directly
 from dashboard.runtime import current_user, get_runtime
-from pipeline.batches.export import export_csv, export_shopify_csv, filter_items
+from dashboard.text import inert
+from pipeline.batches.export import filter_items
+from pipeline.batches.feeds import FORMAT_LABELS, export_file
 
 restart_through_app_if_opened_directly()
 
@@ -29,8 +32,18 @@ excel = st.checkbox("For Excel (adds a UTF-8 marker so accents display correctly
 items = filter_items([item for batch_id in chosen for item in store.list_items(batch_id)], which)
 st.caption(f"{len(items)} item{'s' * (len(items) != 1)} selected.")
 name = "-".join(str(batch_id) for batch_id in chosen) or "none"
-report, shopify = st.columns(2)
-report.download_button("Download CSV report", export_csv(items, schema, excel_bom=excel), file_name=f"tags-batch-{name}-{which}.csv",
-                       mime="text/csv", type="primary", disabled=not items)
-shopify.download_button("Download Shopify product CSV", export_shopify_csv(items), file_name=f"shopify-batch-{name}-{which}.csv",
-                        mime="text/csv", disabled=not any(item.status == "ok" for item in items))
+files = {fmt: export_file(fmt, items, schema, name=f"batch-{name}-{which}", excel_bom=excel and fmt == "report")
+         for fmt in ("report", "shopify", "google-merchant", "woocommerce")}
+tagged = any(item.status == "ok" for item in items)  # the product files list tagged items only
+for row in (("report", "shopify"), ("google-merchant", "woocommerce")):
+    for column, fmt in zip(st.columns(2), row):
+        column.download_button(f"Download {FORMAT_LABELS[fmt]}", files[fmt].data, file_name=files[fmt].file_name, mime=files[fmt].mime,
+                               type="primary" if fmt == "report" else "secondary", disabled=not (items if fmt == "report" else tagged),
+                               key=f"download-{fmt}")
+notices = {fmt: files[fmt].notices for fmt in ("google-merchant", "woocommerce") if files[fmt].notices}
+if notices and tagged:
+    with st.expander("What the product feeds lack (left empty or left out, never made up)"):
+        for fmt, lines in notices.items():
+            st.markdown(f"**{FORMAT_LABELS[fmt]}**")
+            for line in lines:
+                st.caption(inert(line))
