@@ -30,7 +30,8 @@ def navigation_from_app_only() -> None:
 
 def restart_through_app_if_opened_directly() -> None:
     """In a page: opened as a file of the pages/ folder (a typed or bookmarked URL on a fresh server), not
-    through app.py — start again through it. A session's first run only, so no click is lost."""
+    through app.py — start again through it. A session's first run only, so no click is lost.
+    dashboard.runtime.current_user() calls it, which every page does before drawing anything."""
     manager = _pages_manager()
     if manager is not None and getattr(manager, "uses_pages_directory", False):
         manager.uses_pages_directory = False

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from dashboard.navigation import restart_through_app_if_opened_directly
 from dashboard.text import inert
 from pipeline.admin.identity import AlbKeyCache, AuthError, User, identify
+from pipeline.observability import configure as configure_observability
 from pipeline.batches.runner import Stages
 from pipeline.service import build_stages, build_transform_runner
 from pipeline.settings import Settings
@@ -28,6 +30,7 @@ def get_runtime() -> Runtime:
     """One per server process (st.cache_resource), shared by every session: the worker thread and
     the loaded model outlive any one browser tab. Unfinished batches resume on the first page view."""
     settings = Settings()
+    configure_observability(settings)  # logs and metrics of this server process, once (LOG_*, METRICS_*)
     stages = build_stages(settings)
     worker = BatchWorker(stages, concurrency=settings.concurrency, transform=build_transform_runner(settings, stages))
     worker.resume_unfinished()
@@ -35,7 +38,12 @@ def get_runtime() -> Runtime:
 
 
 def current_user(runtime: Runtime) -> User:
-    """Checked on every script run; an unverifiable sign-in stops the page with a plain message."""
+    """Checked on every script run; an unverifiable sign-in stops the page with a plain message.
+
+    Every page calls this before drawing anything, so it is also the one place where a page opened
+    directly (a typed /review on a fresh server, which Streamlit runs as a file of the pages/ folder,
+    with the folder's raw list as the sidebar) starts again through app.py's menu."""
+    restart_through_app_if_opened_directly()
     try:
         return identify(dict(st.context.headers), runtime.settings, runtime.keys)
     except AuthError as error:

@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.request
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -47,16 +48,17 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 60) -> 
     raise TimeoutError("streamlit did not become healthy")
 
 
-@pytest.fixture(scope="module")
-def dashboard(tmp_path_factory, tiny_model):
-    data = tmp_path_factory.mktemp("browser-data")
+@contextmanager
+def serve(data: Path, tiny_model: Path, **env_extra: str):
+    """`streamlit run dashboard/app.py` on a free port with its own DATA_DIR; yields the base URL."""
     port = free_port()
     env = {**os.environ, "DATA_DIR": str(data), "CAPTION_MODEL": str(tiny_model), "SUMMARIZER": "offline",
            "MAX_NEW_TOKENS": "8", "CONCURRENCY": "2", "AUTH_MODE": "dev",
-           "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}  # no AWS here: the Admin page must say so, not hang
+           "AWS_ENDPOINT_URL": "http://127.0.0.1:9", **env_extra}  # no AWS here: the Admin page must say so, not hang
     env.pop("OPENAI_API_KEY", None)
     command = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
-               "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none"]
+               "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
+               "--browser.gatherUsageStats", "false"]
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -70,16 +72,37 @@ def dashboard(tmp_path_factory, tiny_model):
             process.kill()
 
 
+@pytest.fixture(scope="module")
+def dashboard(tmp_path_factory, tiny_model):
+    with serve(tmp_path_factory.mktemp("browser-data"), tiny_model) as url:
+        yield url
+
+
 @pytest.fixture
-def page():
+def chromium():
     assert Path(CHROMIUM).exists(), "Chromium is missing: `make test` installs it (apt-get install -y chromium)"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-        yield context.new_page()
-        context.close()
+        yield browser
         browser.close()
+
+
+@pytest.fixture
+def page(chromium):
+    context = chromium.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    yield context.new_page()
+    context.close()
+
+
+def idle(page):
+    """The app's root says its script is not running (Streamlit's own marker for tests)."""
+    return page.locator("[data-testid=stApp][data-test-script-state=notRunning]")
+
+
+def menu(page) -> list[str]:
+    """The sidebar's page links as shown, icon names dropped (the last line of each link)."""
+    return [text.split("\n")[-1].strip() for text in page.get_by_test_id("stSidebarNavLink").all_inner_texts()]
 
 
 def three_photo_zip(folder: Path) -> Path:
@@ -130,3 +153,28 @@ def test_upload_run_edit_and_download_in_chromium(dashboard, page, tmp_path):
     expect(page.get_by_text("Endpoint status unavailable")).to_be_visible(timeout=30_000)
     expect(page.get_by_text("Monthly cost by scenario")).to_be_visible(timeout=30_000)  # plotly chart title
     page.screenshot(path=str(ARTIFACTS / "4-admin.png"), full_page=True)
+
+
+@pytest.mark.parametrize(("path", "heading"), [("tag", "Tag photos"), ("review", "Review"), ("export", "Export"), ("admin", "Admin")])
+def test_a_page_typed_as_the_first_url_of_a_fresh_server_shows_the_apps_menu(path, heading, chromium, tiny_model, tmp_path):
+    """Issue 16: a typed /review or /tag on a freshly started server showed the pages/ folder's raw list
+    (app, admin, export, review, tag) as the sidebar until the next click; only admin and export restarted
+    through app.py. Now every page does: the typed page stays open and the sidebar is the app's menu."""
+    with serve(tmp_path / "data", tiny_model) as url:
+        first = chromium.new_page(viewport={"width": 1400, "height": 1000})
+        first.goto(f"{url}/{path}")  # the server's first visit: Streamlit still runs the pages/ folder's menu
+        expect(first.get_by_role("heading", name=heading, exact=True)).to_be_visible(timeout=60_000)
+        other = chromium.new_page(viewport={"width": 1400, "height": 1000})
+        other.goto(url)  # the home page runs app.py: its menu is the reference
+        expect(other.get_by_role("heading", name="Tag photos")).to_be_visible(timeout=60_000)
+        expect(idle(other)).to_have_count(1, timeout=30_000)
+        app_menu = menu(other)
+        assert "Review" in app_menu and "app" not in app_menu, app_menu
+        expect(first.get_by_test_id("stSidebarNavLink")).to_have_count(len(app_menu), timeout=30_000)
+        expect(idle(first)).to_have_count(1, timeout=30_000)
+        first.screenshot(path=str(ARTIFACTS / f"direct-{path}.png"))
+        assert menu(first) == app_menu
+        expect(first.get_by_role("heading", name=heading, exact=True)).to_be_visible()  # still the page that was typed
+        assert first.url.rstrip("/").endswith("" if path == "tag" else f"/{path}")  # Tag is the default page: /
+        other.close()
+        first.close()
