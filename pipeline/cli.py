@@ -1,4 +1,4 @@
-"""Command line: `python -m pipeline tag ...` and `python -m pipeline make-test-model DIR`.
+"""Command line: `python -m pipeline tag ...`, `export BATCH_ID ...` and `make-test-model DIR`.
 
 Thin on purpose: parse arguments, call the library, print one line per outcome. No tracebacks:
 fatal problems print one `error:` line and exit 2; per-item failures are rows in the report.
@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--job", choices=["auto", "always", "never"], default="auto",
                      help="run as a SageMaker batch transform job: auto = when the batch has TRANSFORM_THRESHOLD photos or more")
     tag.add_argument("--summarizer", choices=["openai", "offline"])
+    tag.add_argument("--cheapest", action="store_true",
+                     help="summaries through OpenAI's Batch API: half the price, within 24 h (OPENAI_BATCH_MIN_ITEMS items or more)")
     tag.add_argument("--concurrency", type=int)
     tag.add_argument("--name", help="batch name (default: the first file's name)")
     tag.add_argument("--resume", type=int, metavar="BATCH_ID", help="finish an earlier batch instead of starting one")
@@ -47,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     estimate.add_argument("--summary-model", choices=["gpt-4o", "gpt-4o-mini"])
     estimate.add_argument("--max-latency-s", type=float, help="also name the cheapest scenario that answers within this")
     estimate.add_argument("--json", action="store_true", help="print JSON: {assumptions, scenarios: [{name, monthly_usd, breakdown}]}")
+
+    export = commands.add_parser("export", help="write a batch as the CSV report, a Shopify / WooCommerce CSV or a Google Merchant feed")
+    export.add_argument("batch_id", type=int, metavar="BATCH_ID")
+    export.add_argument("--format", dest="export_format", choices=["report", "shopify", "google-merchant", "woocommerce"], default="report")
+    export.add_argument("--out", required=True, help="file to write; - writes to standard output")
+    export.add_argument("--items", choices=["approved", "all", "failed"], default="approved",
+                        help="approved (default, as the Export page): tagged and approved; all; failed: could not be tagged")
+    export.add_argument("--excel", action="store_true", help="report only: write a UTF-8 BOM so Excel opens it correctly")
 
     model = commands.add_parser("make-test-model", help="write a tiny random BLIP-2 checkpoint for offline demos and tests")
     model.add_argument("directory", type=Path)
@@ -71,16 +81,28 @@ def quiet_model_downloads() -> None:
         transformers_logging.disable_progress_bar()
 
 
+def configure_observability() -> None:
+    """Logs (LOG_LEVEL, LOG_FORMAT) and metrics (METRICS_FORMAT) on stderr: stdout keeps only the report."""
+    from pipeline.observability import configure
+    from pipeline.settings import Settings
+
+    configure(Settings())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_model_downloads()
     try:
+        if args.command != "make-test-model":
+            configure_observability()
         if args.command == "tag":
             return tag_command(args)
         if args.command == "endpoint":
             return endpoint_command(args)
         if args.command == "estimate":
             return estimate_command(args)
+        if args.command == "export":
+            return export_command(args)
         if args.command == "make-test-model":
             from pipeline.testmodel import make_test_model
 
@@ -194,7 +216,11 @@ def tag_command(args: argparse.Namespace) -> int:
                 bar.set_postfix(failed=progress.failed, refresh=False)
                 bar.refresh()
 
-            run_batch(stages, batch.id, concurrency=settings.concurrency, on_progress=on_progress, retry_failed=args.retry_failed)
+            if args.cheapest and stages.batch_summarizer is not None and stages.batch_summarizer.wanted(batch.id, to_process, cheapest=True):
+                print("summaries through OpenAI's Batch API once every photo is captioned: half the price, within 24 h "
+                      "(Ctrl-C stops waiting; --resume picks the same OpenAI batch up)", file=sys.stderr)
+            run_batch(stages, batch.id, concurrency=settings.concurrency, on_progress=on_progress, retry_failed=args.retry_failed,
+                      cheapest=args.cheapest)
 
     items = stages.store.list_items(batch.id)
     args.out.write_bytes(export_csv(items, stages.schema, excel_bom=args.excel))
@@ -257,3 +283,51 @@ def _user() -> str:
         return getpass.getuser()
     except Exception:
         return "cli"
+
+
+def export_command(args: argparse.Namespace) -> int:
+    """One batch as one file. Notes on what a feed lacks go to stderr; the summary line too with `--out -`."""
+    from pipeline.attributes import load_attribute_schema
+    from pipeline.batches.export import filter_items
+    from pipeline.batches.feeds import export_file
+    from pipeline.service import open_store
+    from pipeline.settings import Settings
+
+    to_stdout = args.out == "-"
+    out = Path(args.out)
+    if not to_stdout:
+        if out.is_dir():
+            raise UserFacingError(f"--out is a folder, not a file: {out}")
+        if not out.parent.is_dir():
+            raise UserFacingError(f"The folder for --out does not exist: {out.parent}")
+    settings = Settings()
+    store = open_store(settings)
+    batch = store.get_batch(args.batch_id)
+    if batch is None:
+        raise UserFacingError(f"There is no batch {args.batch_id}.")
+    everything = store.list_items(batch.id)
+    if not everything:
+        raise UserFacingError(f"Batch {batch.id} has no items to export.")
+    items = filter_items(everything, args.items)
+    product_file = args.export_format != "report"
+    if not (any(item.status == "ok" for item in items) if product_file else items):
+        which = {"approved": "approved", "all": "tagged", "failed": "failed"}[args.items]
+        if product_file and args.items == "failed":
+            raise UserFacingError("Failed items have no product data: a product file lists tagged items only (try --items approved or all).")
+        hint = " (--items all exports every tagged item)" if args.items == "approved" else ""
+        raise UserFacingError(f"Batch {batch.id} has no {which} items to export{hint}.")
+    exported = export_file(args.export_format, items, load_attribute_schema(settings.attribute_schema),
+                           name=f"batch-{batch.id}-{args.items}", excel_bom=args.excel and args.export_format == "report")
+    for notice in exported.notices:
+        print(f"note: {notice}", file=sys.stderr)
+    if to_stdout:
+        sys.stdout.buffer.write(exported.data)
+        sys.stdout.flush()
+    else:
+        try:
+            out.write_bytes(exported.data)
+        except OSError as exc:
+            raise UserFacingError(f"Could not write {out}: {exc.strerror or type(exc).__name__}.") from exc
+    print(f"{exported.rows} row{'s' * (exported.rows != 1)} written to {'standard output' if to_stdout else out}",
+          file=sys.stderr if to_stdout else sys.stdout)
+    return 0

@@ -191,3 +191,103 @@ def test_an_unreachable_hub_model_ends_in_one_line_without_retry_noise(tmp_path,
     line = one_error_line(run_cli(["tag", str(image), "--out", str(tmp_path / "r.csv")], env))
     assert line.startswith("error: Could not load the captioning model 'acme/no-such-model'"), line
     assert ".." not in line.replace("...", ""), line
+
+
+# Issue 19: `export BATCH_ID --format ... --out FILE` ---------------------------------------------------
+def seeded_export_store(tmp_path, *, approved: int = 2, failed: int = 1, empty_batch: bool = False) -> tuple[int, int]:
+    """A store in DATA_DIR with one batch of tagged items (the first `approved` approved) and `failed` failed ones,
+    plus an empty batch. No model runs: results are written as the runner would."""
+    from pipeline.models import AttributeValue, CaptionResult, IngestReport, ItemResult, PhotoChecks, SourceItem, SourceRef, SummaryResult
+    from pipeline.store.sqlite_store import SqliteStore
+
+    store = SqliteStore(tmp_path / "data" / "pipeline.sqlite3")
+    count = approved + 1 + failed
+    sources = [SourceItem(source=f"s{i}.jpg", ref=SourceRef("url", f"https://cdn.example/s{i}.jpg"), sku=f"S-{i}", hints={"brand": "Acme"})
+               for i in range(count)]
+    batch = store.create_batch("cli export", "test", IngestReport(items=sources))
+    items = store.list_items(batch.id)
+    for index, stored in enumerate(items[: approved + 1]):
+        store.save_result(stored.id, ItemResult(
+            content_key=f"{index:064x}", image_path="/nowhere.jpg", word_count=4, attributes=[AttributeValue("category", "mug", "mug", True)],
+            checks=PhotoChecks(800, 600, False, 400.0, False, 180.0, False, False, True, True, ["white"]),
+            caption=CaptionResult(caption=f"a white mug {index}", answers={}, model_id="test"),
+            summary=SummaryResult(summary=f"=cmd A white mug {index}.", title=f"Mug {index}", tags=["mug"], attributes={}, model="offline", offline=True)), [])
+        if index < approved:
+            store.edit_item(stored.id, "review_status", "approved", "someone")
+    for stored in items[approved + 1:]:
+        store.save_error(stored.id, "Could not read the image.", [])
+    empty = store.create_batch("empty", "test", IngestReport(items=[])).id if empty_batch else 0
+    return batch.id, empty
+
+
+def export_env(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    env.update({"DATA_DIR": str(tmp_path / "data"), "SUMMARIZER": "offline", "CAPTIONER": "local"})
+    return env
+
+
+def test_export_writes_each_format_from_the_command_line(tmp_path):
+    from support.feed_rules import google_feed_problems, read_google_tsv, read_woo_csv, woocommerce_problems
+
+    batch_id, _ = seeded_export_store(tmp_path)
+    env = export_env(tmp_path)
+    google = run_cli(["export", str(batch_id), "--format", "google-merchant", "--out", "-"], env, timeout=120)
+    assert google.returncode == 0, google.stderr
+    data = google.stdout.encode()
+    assert google_feed_problems(data) == []
+    assert [(row["id"], row["google_product_category"], row["brand"]) for row in read_google_tsv(data)[1]] == [("S-0", "2169", "Acme"), ("S-1", "2169", "Acme")]
+    notes = google.stderr.strip().splitlines()
+    assert notes[-1] == "2 rows written to standard output"
+    assert "note: 2 products (#1, #2): price is empty: Merchant Center requires it (like 19.99 USD); add it there (a supplemental feed keyed by id)." in notes
+
+    out = tmp_path / "woo.csv"
+    woo = run_cli(["export", str(batch_id), "--format", "woocommerce", "--items", "all", "--out", str(out)], env, timeout=120)
+    assert woo.returncode == 0, woo.stderr
+    assert woo.stdout.strip() == f"3 rows written to {out}" and "Traceback" not in woo.stderr
+    assert woocommerce_problems(out.read_bytes()) == []
+    assert [row["SKU"] for row in read_woo_csv(out.read_bytes())[1]] == ["S-0", "S-1", "S-2"]  # all tagged; the failed one has no product
+
+
+def test_export_report_and_shopify_match_the_export_page_files(tmp_path, monkeypatch, capsys):
+    from pipeline.attributes import load_attribute_schema
+    from pipeline.batches.export import export_csv, export_shopify_csv, filter_items
+    from pipeline.cli import main
+    from pipeline.store.sqlite_store import SqliteStore
+
+    batch_id, _ = seeded_export_store(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    items = SqliteStore(tmp_path / "data" / "pipeline.sqlite3").list_items(batch_id)
+    for fmt, which, expected in (("report", "failed", export_csv(filter_items(items, "failed"), load_attribute_schema())),
+                                 ("report", "approved", export_csv(filter_items(items, "approved"), load_attribute_schema(), excel_bom=True)),
+                                 ("shopify", "all", export_shopify_csv(filter_items(items, "all")))):
+        out = tmp_path / f"{fmt}-{which}.csv"
+        assert main(["export", str(batch_id), "--format", fmt, "--items", which, "--out", str(out), *(["--excel"] if which == "approved" else [])]) == 0
+        assert out.read_bytes() == expected
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "report-approved.csv").read_bytes().decode("utf-8-sig"))))
+    assert [row["summary"] for row in rows] == ["'=cmd A white mug 0.", "'=cmd A white mug 1."]  # formula-escaped as on the page
+    assert capsys.readouterr().err == ""
+
+
+def test_export_problems_are_one_plain_sentence(tmp_path, monkeypatch, capsys):
+    from pipeline.cli import main
+
+    batch_id, empty_id = seeded_export_store(tmp_path, approved=0, empty_batch=True)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    out = str(tmp_path / "out.tsv")
+    cases = [
+        (["export", "999", "--out", out], "error: There is no batch 999."),
+        (["export", str(empty_id), "--out", out], f"error: Batch {empty_id} has no items to export."),
+        (["export", str(batch_id), "--format", "google-merchant", "--out", out],
+         f"error: Batch {batch_id} has no approved items to export (--items all exports every tagged item)."),
+        (["export", str(batch_id), "--format", "woocommerce", "--items", "failed", "--out", out],
+         "error: Failed items have no product data: a product file lists tagged items only (try --items approved or all)."),
+        (["export", str(batch_id), "--items", "all", "--out", str(tmp_path / "no-dir" / "r.csv")],
+         f"error: The folder for --out does not exist: {tmp_path / 'no-dir'}"),
+        (["export", str(batch_id), "--items", "all", "--out", str(tmp_path)], f"error: --out is a folder, not a file: {tmp_path}"),
+        (["export", str(batch_id), "--items", "all", "--out", "/dev/full"], "error: Could not write /dev/full: No space left on device."),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        captured = capsys.readouterr()
+        assert captured.err.strip().splitlines() == [message] and captured.out == ""
+    assert not (tmp_path / "out.tsv").exists()
