@@ -160,7 +160,7 @@ def test_filters_match_the_report_and_failed_items_never_reach_a_product_file():
         assert {row["id"] for row in read_google_tsv(google.data)[1]} == expected
         assert {row["SKU"] for row in read_woo_csv(woo.data)[1]} == expected
         assert google.rows == woo.rows == len(expected)
-        assert (google.file_name, google.mime) == (f"google-merchant-batch-1-{which}.tsv", "text/tab-separated-values")
+        assert (google.file_name, google.mime) == (f"google-merchant-batch-1-{which}.txt", "text/tab-separated-values")
         assert woo.file_name == f"woocommerce-batch-1-{which}.csv"
     report = export_file("report", filter_items(items, "failed"), SCHEMA, name="batch-1-failed")
     assert [row["sku"] for row in csv.DictReader(io.StringIO(report.data.decode()))] == ["SKU-4"] and report.rows == 1
@@ -219,19 +219,22 @@ def seed_batch(hints: list[dict[str, str]]) -> int:
 
 
 def test_export_page_offers_the_four_formats_and_each_download_parses(export_env, downloads):
-    batch_id = seed_batch([{"brand": "Acme"}, {"brand": "[link](http://x)", "category": "Women > Dresses"}, {}])
+    complete = {"brand": "Acme", "price": "25.00 GBP", "link": "https://shop.example/dress-0", "availability": "in_stock", "condition": "new"}
+    batch_id = seed_batch([complete, {"brand": "[link](http://x)", "category": "Women > Dresses"}, {}])
     app = AppTest.from_file(APP, default_timeout=60).run()
     app.switch_page("pages/export.py").run()
     assert not app.exception, app.exception
     assert [b.label for b in app.get("download_button")] == [
         "Download CSV report", "Download Shopify product CSV", "Download Google Merchant Center feed (TSV)", "Download WooCommerce product CSV"]
-    google = downloads[f"google-merchant-batch-{batch_id}-approved.tsv"]
+    google = downloads[f"google-merchant-batch-{batch_id}-approved.txt"]
     assert google_feed_problems(google) == []
     rows = read_google_tsv(google)[1]
     assert [(r["id"], r["brand"], r["color"], r["google_product_category"], r["image_link"]) for r in rows] == [
         ("SKU-0", "Acme", "navy", "2271", "https://cdn.example/shirt-0.jpg"),
         ("SKU-1", "[link](http://x)", "navy", "2271", "https://cdn.example/shirt-1.jpg")]
     assert rows[0]["description"] == "=cmd A navy dress, number 0. Tabbed." and rows[1]["product_type"] == "Women > Dresses"
+    assert (rows[0]["price"], rows[0]["link"], rows[0]["availability"], rows[0]["condition"]) == (  # hints kept by the store reach the feed
+        "25.00 GBP", "https://shop.example/dress-0", "in_stock", "new")
     woo = downloads[f"woocommerce-batch-{batch_id}-approved.csv"]
     assert woocommerce_problems(woo) == []
     products = read_woo_csv(woo)[1]
@@ -241,7 +244,7 @@ def test_export_page_offers_the_four_formats_and_each_download_parses(export_env
     assert len(read_woo_csv(downloads[f"shopify-batch-{batch_id}-approved.csv"])[1]) == 2
     # what the feeds lack is listed, as literal text (a brand that looks like a Markdown link stays text)
     lack = [shown(c.value) for c in app.caption if "is empty" in shown(c.value) or "drafts" in shown(c.value)]
-    assert "2 products (#1, #2): link is empty: Merchant Center requires the product page address; add it there (a supplemental feed keyed by id)." in lack
+    assert "1 product (#2): link is empty: Merchant Center requires the product page address; add it there (a supplemental feed keyed by id)." in lack
     assert any("imported as drafts" in line for line in lack)
 
     app.radio[0].set_value("failed").run()  # failed only: the report lists it; the product files have nothing to offer

@@ -42,7 +42,7 @@ FORMAT_LABELS = {"report": "CSV report", "shopify": "Shopify product CSV", "goog
 _FILES = {  # file name prefix, extension, media type
     "report": ("tags", "csv", "text/csv"),
     "shopify": ("shopify", "csv", "text/csv"),
-    "google-merchant": ("google-merchant", "tsv", "text/tab-separated-values"),
+    "google-merchant": ("google-merchant", "txt", "text/tab-separated-values"),  # .txt: what Merchant Center's upload help names
     "woocommerce": ("woocommerce", "csv", "text/csv"),
 }
 
