@@ -23,5 +23,7 @@ pages = [
     # found" and the sidebar fell back to the pages/ folder's raw list. Hidden from a non-admin's menu; the page
     # itself refuses anyone who is not an admin (require_admin).
     st.Page("pages/admin.py", title="Admin", icon=":material/settings:", visibility="visible" if user.is_admin else "hidden"),
+    st.Page("pages/health.py", title="Health", icon=":material/monitor_heart:", visibility="visible" if user.is_admin else "hidden"),
+    st.Page("pages/quality.py", title="Quality", icon=":material/fact_check:", visibility="visible" if user.is_admin else "hidden"),
 ]
 st.navigation(pages).run()

@@ -1,0 +1,100 @@
+"""Admin → Health: throughput, stage latency, failure reasons, caption cache and endpoint history over
+a chosen period (pipeline.admin.analytics reads the store; this page only draws)."""
+
+from __future__ import annotations
+
+import html
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from dashboard.navigation import restart_through_app_if_opened_directly
+from dashboard.runtime import current_user, get_runtime, require_admin
+from dashboard.text import say
+from pipeline.admin import analytics
+from pipeline.errors import describe_error
+
+restart_through_app_if_opened_directly()
+
+runtime = get_runtime()
+user = current_user(runtime)
+require_admin(user)  # on every run, not only in the navigation
+store = runtime.stages.store
+
+
+def chart_text(value: object) -> str:
+    """A label inside a plotly chart, shown literally (plotly reads <b>, <a href> and entities in labels)."""
+    return html.escape(str(value), quote=False)
+
+
+def number(value: float | None, suffix: str = "", digits: int = 0) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}{suffix}"
+
+
+st.title("Health")
+choice = st.selectbox("Period", list(analytics.PERIODS), index=1, key="health-period")
+since, until = analytics.period_bounds(choice)
+try:
+    health = analytics.health(store, since, until)
+except Exception as error:  # the store unreachable: say so in one sentence
+    st.error(say("Could not read the store: {why}", why=describe_error(error)))
+    st.stop()
+st.caption(say("{since} to {until} UTC, from the store (every dashboard task and the CLI write there).",
+               since=f"{since:%Y-%m-%d %H:%M}", until=f"{until:%Y-%m-%d %H:%M}"))
+
+processed, per_hour, per_day, failure, cache, uptime = st.columns(6)
+processed.metric("Items processed", f"{health.processed:,}")
+per_hour.metric("Items per hour", number(health.per_hour, digits=1))
+per_day.metric("Items per day", number(health.per_day, digits=1))
+failure.metric("Failed", number(None if health.failure_rate is None else 100 * health.failure_rate, " %", 1),
+               help=f"{health.failed:,} of {health.processed:,} items")
+cache.metric("Caption cache hit rate", number(None if health.cache.hit_rate is None else 100 * health.cache.hit_rate, " %", 1),
+             help=f"{health.cache.hits:,} of {health.cache.captioned:,} captions came from the cache "
+                  f"({health.cache.paid_calls:,} paid caption calls in the usage ledger).")
+uptime.metric("Endpoint running (h)", number(health.endpoint.running_hours, digits=1), help="From the audit log's start / stop entries.")
+
+st.subheader("Throughput")
+frame = pd.DataFrame([{"time": p.start, "outcome": outcome, "items": n} for p in health.throughput
+                      for outcome, n in (("ok", p.ok), ("failed", p.failed))])
+if not health.processed:
+    st.info("No items were processed in this period.")
+else:
+    st.plotly_chart(px.bar(frame, x="time", y="items", color="outcome", title=f"Items per {health.bucket} (UTC)",
+                           color_discrete_map={"ok": "#2e7d32", "failed": "#c62828"}), key="throughput")
+
+st.subheader("Time per stage")
+if health.stages:
+    stages = pd.DataFrame([{"stage": chart_text(s.stage), "percentile": name, "ms": value}
+                           for s in health.stages for name, value in (("p50", s.p50_ms), ("p95", s.p95_ms))])
+    st.plotly_chart(px.bar(stages, x="stage", y="ms", color="percentile", barmode="group", title="p50 / p95 per stage (ms)"),
+                    key="stages")
+    st.dataframe([{"Stage": s.stage, "Items": s.count, "p50 (ms)": s.p50_ms, "p95 (ms)": s.p95_ms} for s in health.stages],
+                 hide_index=True, width="stretch")
+    st.caption(say("Timings from {with_timings} of {processed} items (items processed before timings were recorded have none).",
+                   with_timings=health.items_with_timings, processed=health.processed))
+else:
+    st.info("No stage timings were recorded in this period.")
+
+st.subheader("Failure reasons")
+if health.failures:
+    failures = pd.DataFrame([{"reason": chart_text(f.error_kind), "items": f.count} for f in health.failures])
+    st.plotly_chart(px.bar(failures, x="items", y="reason", orientation="h", title="Failed items by reason"), key="failures")
+    st.dataframe([{"Reason": f.error_kind, "Items": f.count, "Example (newest)": f.example, "Item id": f.example_item_id}
+                  for f in health.failures], hide_index=True, width="stretch")
+else:
+    st.info("No failed items in this period.")
+
+st.subheader("Endpoint")
+history = health.endpoint
+steps = pd.DataFrame([{"time": moment, "running": 1 if state == "running" else 0, "state": state}
+                      for moment, state in history.timeline(since, until)])
+st.plotly_chart(px.line(steps, x="time", y="running", line_shape="hv", hover_data=["state"],
+                        title="Endpoint running (1) or stopped (0), from the audit log"), key="endpoint")
+st.caption(say("At the start of the period: {state}.", state=history.state_at_start))
+if history.events:
+    st.dataframe([{"When (UTC)": f"{e.at:%Y-%m-%d %H:%M:%S}", "Who": e.who, "Action": e.action, "Result": e.result,
+                   "Endpoint after": e.state, "Detail": e.detail} for e in reversed(history.events)],
+                 hide_index=True, width="stretch")
+else:
+    st.info("No endpoint start or stop in this period.")
