@@ -54,6 +54,7 @@ def hostile_items() -> list[ItemRecord]:
         item(5, sku="", url=None, title='"Quoted" 12" pan', hints={"price": "cheap", "availability": "soon"},
              attributes={"color": "multicolour", "category": "bottle"}),
         item(6, status="error", summary="", caption=""),  # failed: no product data
+        item(8, title="", caption=" \t\n"),  # nothing to name it by: left out of the WooCommerce file, title empty in Google's
         item(7, title="+SUM(A1)", summary="-1+2 @x", hints={"availability": "OUT OF STOCK", "gender": "Women", "age_group": "adult"},
              attributes={"category": "sneakers", "material": "other"}),
     ]
@@ -65,7 +66,7 @@ def test_google_feed_follows_the_published_rules_on_hostile_text():
     header, products = read_google_tsv(data)
     assert header[:9] == ["id", "title", "description", "link", "image_link", "availability", "price", "brand", "condition"]
     by_id = {row["id"]: row for row in products}
-    assert rows == len(products) == 4 and set(by_id) == {"SKU-1", "SKU-2", "item-105", "SKU-7"}  # 3, 4 left out; 6 failed
+    assert rows == len(products) == 5 and set(by_id) == {"SKU-1", "SKU-2", "item-105", "SKU-7", "SKU-8"}  # 3, 4 left out; 6 failed
 
     first = by_id["SKU-1"]
     # tabs and line breaks become single spaces; nothing else changes: no formula escaping in a feed Google publishes
@@ -95,6 +96,7 @@ def test_google_feed_follows_the_published_rules_on_hostile_text():
     assert "price 'cheap' is not an amount with a currency code" in said and "availability 'soon' is not one of" in said
     assert "(#5): no SKU: the id is item-<our item number>" in said and "(#5): colour 'multicolour' is not one Google accepts" in said
     assert "(#2): the link is not an http(s) address" in said
+    assert by_id["SKU-8"]["title"] == "" and "(#8): title is empty: Merchant Center requires one; add a title in Review." in said
     assert "#6" not in said  # a failed item is no product and no problem of the feed
 
 
@@ -148,6 +150,7 @@ def test_woocommerce_csv_follows_the_importer_rules_and_is_formula_safe():
     assert by_sku[""]["Images"] == ""  # a photo uploaded as a file has no address WooCommerce could download
     said = "\n".join(notices)
     assert "1 product (#4): left out: SKU 'SKU-1' is already in the file" in said
+    assert "1 product (#8): left out: no title or caption to name the product (add a title in Review)." in notices
     assert "price 'cheap' is not a number" in said and "imported as drafts" in said and "(EUR, USD)" in said
 
 

@@ -305,9 +305,9 @@ def _first_sentence(text: str) -> str:
     return match.group(1) if match else text
 
 
-def woocommerce_rows(items: list[ItemRecord], schema: AttributeSchema) -> tuple[list[dict[str, str]], list[str]]:
+def woocommerce_rows(items: list[ItemRecord], schema: AttributeSchema) -> tuple[list[dict[str, str | int]], list[str]]:
     notes = _Notes(items)
-    rows: list[dict[str, str]] = []
+    rows: list[dict[str, str | int]] = []
     seen: set[str] = set()
     currencies: set[str] = set()
     no_price = no_image = 0
@@ -316,10 +316,13 @@ def woocommerce_rows(items: list[ItemRecord], schema: AttributeSchema) -> tuple[
         if sku and sku in seen:
             notes.add(f"left out: SKU {sku[:50]!r} is already in the file (WooCommerce would skip or overwrite it).", item)
             continue
+        if not one_line(item.title or item.caption):
+            notes.add("left out: no title or caption to name the product (add a title in Review).", item)
+            continue
         if sku:
             seen.add(sku)
         summary = (item.summary or "").strip()
-        row = {
+        row: dict[str, str | int] = {
             "SKU": sku,
             "Name": one_line(item.title or item.caption),
             "Type": "simple",
@@ -377,7 +380,7 @@ def woocommerce_csv(items: list[ItemRecord], schema: AttributeSchema) -> tuple[b
     return _csv(columns, rows, escape_formula), len(rows), notices
 
 
-def _csv(columns: list[str], rows: list[dict[str, str]], cell: Callable[[object], object]) -> bytes:
+def _csv(columns: list[str], rows: list[dict[str, str | int]], cell: Callable[[object], object]) -> bytes:
     buffer = io.StringIO(newline="")
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\r\n")
     writer.writeheader()
