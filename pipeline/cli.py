@@ -301,6 +301,8 @@ def export_command(args: argparse.Namespace) -> int:
         if not out.parent.is_dir():
             raise UserFacingError(f"The folder for --out does not exist: {out.parent}")
     settings = Settings()
+    if settings.store == "sqlite" and not settings.db_path.exists():  # say so without creating an empty store
+        raise UserFacingError(f"There is no batch {args.batch_id}: no store at {settings.db_path} yet (is DATA_DIR set as when you tagged?).")
     store = open_store(settings)
     batch = store.get_batch(args.batch_id)
     if batch is None:

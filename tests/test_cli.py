@@ -291,3 +291,8 @@ def test_export_problems_are_one_plain_sentence(tmp_path, monkeypatch, capsys):
         captured = capsys.readouterr()
         assert captured.err.strip().splitlines() == [message] and captured.out == ""
     assert not (tmp_path / "out.tsv").exists()
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "elsewhere"))
+    assert main(["export", "1", "--out", out]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: There is no batch 1: no store at {tmp_path / 'elsewhere' / 'pipeline.sqlite3'} yet "
+                                               "(is DATA_DIR set as when you tagged?).")
+    assert not (tmp_path / "elsewhere").exists()  # nothing created by looking
