@@ -4,6 +4,7 @@ a chosen period (pipeline.admin.analytics reads the store; this page only draws)
 from __future__ import annotations
 
 import html
+import time
 
 import pandas as pd
 import plotly.express as px
@@ -21,6 +22,7 @@ runtime = get_runtime()
 user = current_user(runtime)
 require_admin(user)  # on every run, not only in the navigation
 store = runtime.stages.store
+REUSE_S = 60.0
 
 
 def chart_text(value: object) -> str:
@@ -32,11 +34,24 @@ def number(value: float | None, suffix: str = "", digits: int = 0) -> str:
     return "—" if value is None else f"{value:,.{digits}f}{suffix}"
 
 
+def load(choice: str):
+    """The period's figures, kept for this session for REUSE_S while only the view changes (a widget
+    on the page reruns the script; on DynamoDB a fresh read is one Query per batch)."""
+    kept = st.session_state.get("health-data")
+    if kept and kept[0] == choice and time.monotonic() - kept[1] < REUSE_S:
+        return kept[2]
+    since, until = analytics.period_bounds(choice)
+    loaded = (since, until, analytics.health(store, since, until))
+    st.session_state["health-data"] = (choice, time.monotonic(), loaded)
+    return loaded
+
+
 st.title("Health")
 choice = st.selectbox("Period", list(analytics.PERIODS), index=1, key="health-period")
-since, until = analytics.period_bounds(choice)
+if st.button("Refresh", key="health-refresh"):
+    st.session_state.pop("health-data", None)
 try:
-    health = analytics.health(store, since, until)
+    since, until, health = load(choice)
 except Exception as error:  # the store unreachable: say so in one sentence
     st.error(say("Could not read the store: {why}", why=describe_error(error)))
     st.stop()

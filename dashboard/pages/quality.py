@@ -4,6 +4,7 @@ by category, and the most common edits (pipeline.admin.analytics reads the store
 from __future__ import annotations
 
 import html
+import time
 
 import pandas as pd
 import plotly.express as px
@@ -22,6 +23,7 @@ runtime = get_runtime()
 user = current_user(runtime)
 require_admin(user)  # on every run, not only in the navigation
 store = runtime.stages.store
+REUSE_S = 60.0
 OUTCOMES = (("accepted", "Accepted unchanged"), ("edited", "Edited"), ("rejected", "Rejected"))
 COLORS = {"Accepted unchanged": "#2e7d32", "Edited": "#f9a825", "Rejected": "#c62828"}
 
@@ -51,11 +53,24 @@ def shares_chart(rows: list[FieldQuality], x: str, title: str, key: str) -> None
                            range_y=[0, 100]), key=key)
 
 
+def load(choice: str):
+    """The period's figures, kept for this session for REUSE_S while only the view changes (a widget
+    on the page reruns the script; on DynamoDB a fresh read is one Query per batch)."""
+    kept = st.session_state.get("quality-data")
+    if kept and kept[0] == choice and time.monotonic() - kept[1] < REUSE_S:
+        return kept[2]
+    since, until = analytics.period_bounds(choice)
+    loaded = (since, until, analytics.quality(store, since, until))
+    st.session_state["quality-data"] = (choice, time.monotonic(), loaded)
+    return loaded
+
+
 st.title("Quality")
 choice = st.selectbox("Period (items tagged in it)", list(analytics.PERIODS), index=2, key="quality-period")
-since, until = analytics.period_bounds(choice)
+if st.button("Refresh", key="quality-refresh"):
+    st.session_state.pop("quality-data", None)
 try:
-    quality = analytics.quality(store, since, until)
+    since, until, quality = load(choice)
 except Exception as error:  # the store unreachable: say so in one sentence
     st.error(say("Could not read the store: {why}", why=describe_error(error)))
     st.stop()
