@@ -254,3 +254,51 @@ def test_export_page_offers_the_four_formats_and_each_download_parses(export_env
     buttons = {b.label: b.disabled for b in app.get("download_button")}
     assert buttons == {"Download CSV report": False, "Download Shopify product CSV": True,
                        "Download Google Merchant Center feed (TSV)": True, "Download WooCommerce product CSV": True}
+
+
+# Ingest -> run -> feed (issue 19): a shop's CSV with feed columns; the feed carries them, the summary prompt does not
+def test_csv_feed_columns_reach_the_google_feed_and_stay_out_of_the_summary_prompt(tmp_path, make_settings, local_captioner):
+    import json
+
+    import openai
+
+    from pipeline.batches.runner import run_batch
+    from pipeline.service import build_stages, create_batch
+    from pipeline.summarizers.openai_summarizer import OpenAISummarizer
+    from support.images import jpeg_bytes
+    from support.servers import FakeOpenAI, Reply
+
+    (tmp_path / "tee.jpg").write_bytes(jpeg_bytes(seed=1))
+    (tmp_path / "cap.jpg").write_bytes(jpeg_bytes(seed=2))
+    (tmp_path / "products.csv").write_text(
+        "Handle,Variant SKU,Image Src,Title,Vendor,Variant Price,Availability,Condition,Google Shopping / Gender,Google Shopping / Age Group,Size,URL\n"
+        "tee,TEE-1,tee.jpg,Striped tee,Acme,19.99 USD,in stock,new,Women,Adult,M,https://shop.example/tee\n"
+        "cap,CAP-1,cap.jpg,Cap,Acme,9.50 USD,out_of_stock,refurbished,unisex,kids,,https://shop.example/cap\n")
+    settings = make_settings(summarizer="openai")
+    answer = {"title": "Striped tee", "summary": "A striped cotton tee.", "tags": ["tee"], "attributes": {n: None for n in SCHEMA.names()}}
+    with FakeOpenAI() as server:
+        server.state.default = Reply(answer)
+        summarizer = OpenAISummarizer(openai.OpenAI(api_key="test-key", base_url=server.base_url, max_retries=0), SCHEMA)
+        stages = build_stages(settings, captioner=local_captioner, summarizer=summarizer)
+        batch = create_batch(stages.store, settings, [tmp_path / "products.csv", tmp_path / "tee.jpg", tmp_path / "cap.jpg"],
+                             name="shop", created_by="test")
+        progress = run_batch(stages, batch.id, concurrency=1)
+        prompts = [json.loads(r["messages"][1]["content"]) for r in server.state.requests]
+    assert progress.failed == 0 and len(prompts) == 2
+    hints_sent = sorted((p["sku"], sorted(p["merchant_hints"].items())) for p in prompts)
+    assert hints_sent == [  # what helps writing copy; no price, stock state, link or one variant's size
+        ("CAP-1", [("age_group", "kids"), ("brand", "Acme"), ("condition", "refurbished"), ("gender", "unisex"), ("title", "Cap")]),
+        ("TEE-1", [("age_group", "Adult"), ("brand", "Acme"), ("condition", "new"), ("gender", "Women"), ("title", "Striped tee")])]
+
+    items = stages.store.list_items(batch.id)
+    assert [i.status for i in items] == ["ok", "ok"]
+    exported = export_file("google-merchant", items, SCHEMA, name="shop")
+    assert google_feed_problems(exported.data) == []
+    rows = {row["id"]: row for row in read_google_tsv(exported.data)[1]}
+    assert [(rows[s]["link"], rows[s]["price"], rows[s]["availability"], rows[s]["condition"], rows[s]["gender"],
+             rows[s]["age_group"], rows[s]["size"], rows[s]["brand"]) for s in ("TEE-1", "CAP-1")] == [
+        ("https://shop.example/tee", "19.99 USD", "in_stock", "new", "female", "adult", "M", "Acme"),
+        ("https://shop.example/cap", "9.50 USD", "out_of_stock", "refurbished", "unisex", "kids", "", "Acme")]
+    said = "\n".join(exported.notices)
+    for name in ("link", "price", "availability", "condition", "brand"):
+        assert f": {name} is empty" not in said, said

@@ -282,9 +282,11 @@ def test_several_possible_image_columns_pick_by_priority_and_say_so():
     notices: list[str] = []
     rows = parse_csv(b"sku,url,photo,image_link\nA,https://shop.example/a,https://cdn.example/p.jpg,https://cdn.example/a.jpg\n", notices=notices)
     assert rows[0].image == "https://cdn.example/a.jpg"  # image_link comes before photo and url
+    # `url` is the last alias of both image and link: with a photo column present it is the product page
+    assert rows[0].hints == {"link": "https://shop.example/a"}
     assert notices == [
-        "photos from column 'image_link' (also possible: 'photo', 'url'; the first in this order wins: "
-        + ", ".join(COLUMN_ALIASES["image"]) + "), SKUs from 'sku'"
+        "photos from column 'image_link' (also possible: 'photo'; the first in this order wins: "
+        + ", ".join(COLUMN_ALIASES["image"]) + "), SKUs from 'sku'; link from 'url'"
     ]
 
 
@@ -300,7 +302,9 @@ def test_a_plain_header_adds_no_notice_and_a_manifest_alias_is_reported(tmp_path
 
 def test_no_header_name_is_an_alias_of_two_columns():
     keys = [column_key(alias) for aliases in COLUMN_ALIASES.values() for alias in aliases]
-    assert len(keys) == len(set(keys))
+    # the one exception: `url` is the image's last alias and the link's last (a cell is read as one column only)
+    assert [key for key in set(keys) if keys.count(key) > 1] == ["url"]
+    assert COLUMN_ALIASES["image"][-1] == COLUMN_ALIASES["link"][-1] == "url"
 
 
 # --- issue 16 item 5: staging rejects corrupt photos and private URLs before anything runs
@@ -403,3 +407,50 @@ def test_staging_resolves_a_bounded_number_of_hosts_within_a_bounded_time(tmp_pa
     assert all("private or internal" in errors[f"S{i}"] for i in range(1, 5))
     assert all(errors[f"S{i}"] is None for i in range(5, 30)) and errors["L"] is None
     assert "26 more image host(s) were not looked up yet" in report.notices[-1]
+
+
+# --- issue 19: product-feed columns (link, price, availability, condition, gender, age_group, size) kept as hints
+
+from pipeline.ingest.sources import HINT_COLUMNS  # noqa: E402
+
+FEED_HINTS = ("link", "price", "availability", "condition", "gender", "age_group", "size")
+
+
+def test_feed_columns_under_their_google_names_are_kept_any_case_without_a_notice():
+    notices: list[str] = []
+    rows = parse_csv(b"ID,Image_Link,TITLE,Link,Price,AVAILABILITY,Condition,Gender,Age_Group,Size\n"
+                     b"S-1,https://cdn.example/s1.jpg,Tee,https://shop.example/s1,19.99 USD,in_stock,new,female,adult,M\n",
+                     notices=notices)
+    assert (rows[0].sku, rows[0].image) == ("S-1", "https://cdn.example/s1.jpg")
+    assert rows[0].hints == {"title": "Tee", "link": "https://shop.example/s1", "price": "19.99 USD", "availability": "in_stock",
+                             "condition": "new", "gender": "female", "age_group": "adult", "size": "M"}
+    assert notices == ["photos from column 'Image_Link', SKUs from 'ID'"]  # the hints are under their own names: not listed
+    assert set(FEED_HINTS) <= set(HINT_COLUMNS)
+
+
+def test_shopify_export_columns_become_feed_hints_and_the_notice_names_each():
+    notices: list[str] = []
+    header = "Handle,Variant SKU,Image Src,Title,Vendor,Variant Price,Google Shopping / Gender,Google Shopping / Age Group,Google Shopping / Condition,product_url"
+    rows = parse_csv(f"{header}\ntee,T-1,https://cdn.example/t.jpg,Tee,Acme,25.00 GBP,Unisex,Kids,new,https://shop.example/tee\n".encode(),
+                     notices=notices)
+    assert rows[0].hints == {"title": "Tee", "brand": "Acme", "price": "25.00 GBP", "gender": "Unisex", "age_group": "Kids",
+                             "condition": "new", "link": "https://shop.example/tee"}
+    [notice] = notices
+    for said in ("photos from column 'Image Src'", "link from 'product_url'", "price from 'Variant Price'",
+                 "gender from 'Google Shopping / Gender'", "age_group from 'Google Shopping / Age Group'",
+                 "condition from 'Google Shopping / Condition'", "brand from 'Vendor'"):
+        assert said in notice, (said, notice)
+
+
+def test_url_alone_is_still_the_photo_and_beside_a_photo_column_it_is_the_product_page(tmp_path):
+    rows = parse_csv(b"sku,url,price\nA,https://cdn.example/a.jpg,5 EUR\n")
+    assert rows[0].image == "https://cdn.example/a.jpg" and rows[0].hints == {"price": "5 EUR"}  # no link made up from the photo
+    notices: list[str] = []
+    rows = parse_csv(b"sku,photo,URL\nA,https://cdn.example/a.jpg,https://shop.example/a\n", notices=notices)
+    assert rows[0].image == "https://cdn.example/a.jpg" and rows[0].hints == {"link": "https://shop.example/a"}
+    assert notices == ["photos from column 'photo', SKUs from 'sku'; link from 'URL'"]
+    # and the zip manifest / collect_sources path keeps them on the item
+    (tmp_path / "a.jpg").write_bytes(jpeg_bytes())
+    (tmp_path / "list.csv").write_text("sku,image,link,availability\nA,a.jpg,https://shop.example/a,out of stock\n")
+    [item] = collect_sources([tmp_path / "list.csv"], LIMITS).items
+    assert item.error is None and item.hints == {"link": "https://shop.example/a", "availability": "out of stock"}

@@ -36,11 +36,18 @@ from pipeline.images.normalize import IMAGE_EXTENSIONS, SUPPORTED_FORMATS
 from pipeline.ingest.zips import DUPLICATE_MARK, zip_entry
 
 REQUIRED_COLUMNS = ("sku", "image")
-HINT_COLUMNS = ("title", "brand", "category", "notes")
+# Hints: kept with the item as the merchant wrote them. title/brand/category/notes describe the product;
+# link/price/availability/condition/gender/age_group/size are product-feed facts that the Google Merchant
+# and WooCommerce exports carry (pipeline/batches/feeds.py). Which of them a summarizer sees is its own
+# choice (SUMMARY_HINTS in pipeline/summarizers/openai_summarizer.py): a price or a link is no summary fact.
+HINT_COLUMNS = ("title", "brand", "category", "notes", "link", "price", "availability", "condition", "gender", "age_group", "size")
 # The header names each column may have, in priority order: when several columns of a CSV could be
 # one of these, the one named earliest here is used (and the ingest notice says so). Names are
 # compared case-insensitively, ignoring spaces, '_' and '-' ("Image Src" = "image_src" = "imagesrc").
-# A product feed's `link` is the product page, never the photo, so it is not an alias; `url` is last.
+# A product feed's `link` is the product page, never the photo, so it is not an image alias; `url` is
+# the image's last alias and the link's last: a CSV whose only address column is `url` gets its photos
+# from it, one with a photo column as well (image, image_link, Image Src, …) gets the product page from it.
+# A header cell is read as one column only (see match_columns).
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     "sku": ("sku", "Variant SKU", "product_sku", "item_sku", "id", "product_id", "item_id", "handle"),
     "image": ("image", "image_url", "image_link", "Image Src", "image_path", "image_file", "Variant Image",
@@ -49,6 +56,13 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     "brand": ("brand", "vendor", "manufacturer"),
     "category": ("category", "product_type", "type", "product_category"),
     "notes": ("notes", "note", "description", "product_description"),
+    "link": ("link", "product_url", "product_link", "product_page", "url"),
+    "price": ("price", "Variant Price", "regular_price", "list_price"),
+    "availability": ("availability", "stock_status"),
+    "condition": ("condition", "item_condition", "product_condition", "Google Shopping / Condition"),
+    "gender": ("gender", "Google Shopping / Gender"),
+    "age_group": ("age_group", "Google Shopping / Age Group"),
+    "size": ("size", "product_size"),
 }
 MANIFEST_NAME = "manifest.csv"
 MAX_CSV_BYTES = 20 * 1024 * 1024
@@ -357,11 +371,11 @@ class CsvColumns:
     def describe(self) -> str | None:
         """Which columns were used ("photos from column 'Image Src', SKUs from 'Variant SKU'"), or
         None for a plain header (`sku`, `image` and hints under their own names, nothing ambiguous)."""
-        if all(column_key(self.header[i]) == column for column, i in self.at.items()) and not any(self.others.values()):
+        if all(column_key(self.header[i]) == column_key(column) for column, i in self.at.items()) and not any(self.others.values()):
             return None
         parts = [f"photos from column {self._named('image')}", f"SKUs from {self._named('sku')}"]
         hints = [f"{column} from {self._named(column)}" for column in HINT_COLUMNS
-                 if column in self.at and (column_key(self.header[self.at[column]]) != column or self.others.get(column))]
+                 if column in self.at and (column_key(self.header[self.at[column]]) != column_key(column) or self.others.get(column))]
         return ", ".join(parts) + (f"; {', '.join(hints)}" if hints else "")
 
     def _named(self, column: str) -> str:
@@ -374,13 +388,21 @@ class CsvColumns:
 
 
 def match_columns(cells: list[str]) -> CsvColumns:
-    """Each column's header cell, by COLUMN_ALIASES: the alias earliest in its list wins, then the leftmost cell."""
+    """Each column's header cell, by COLUMN_ALIASES: the alias earliest in its list wins, then the leftmost cell.
+    Columns are matched in COLUMN_ALIASES order (sku, image, then the hints) and a cell is read as one
+    column only: a `url` cell that became the image is not also the link, and one that became the link
+    is not named as a possible image column."""
     columns = CsvColumns(header=[cell.strip() for cell in cells])
+    taken: set[int] = set()
     for column, ranks in _ALIAS_RANK.items():
-        found = sorted((ranks[key], i) for i, cell in enumerate(columns.header) if (key := column_key(cell)) in ranks)
+        found = sorted((ranks[key], i) for i, cell in enumerate(columns.header)
+                       if i not in taken and (key := column_key(cell)) in ranks)
         if found:
             columns.at[column] = found[0][1]
             columns.others[column] = [i for _, i in found[1:]]
+            taken.add(found[0][1])
+    for column, others in columns.others.items():
+        columns.others[column] = [i for i in others if i not in taken]
     return columns
 
 

@@ -42,6 +42,11 @@ Write the summary in plain English, at most {MAX_SUMMARY_WORDS} words, no market
 Title: at most 10 words. Tags: 3 to 8 short lowercase tags.
 Attributes: pick a value from the allowed list only when the facts support it, else null."""
 
+# The merchant's hints a summary may use. A CSV's feed columns (link, price, availability, size; see
+# pipeline/ingest/sources.py HINT_COLUMNS) go to the product feeds, not into the prompt: a price or a stock
+# state in the copy goes stale, a link is no product fact, and a size names one variant of many.
+SUMMARY_HINTS = ("title", "brand", "category", "notes", "condition", "gender", "age_group")
+
 # Kept for callers that classify OpenAI errors themselves.
 TRANSIENT_ERRORS = (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError, openai.APIConnectionError)
 
@@ -371,12 +376,12 @@ class _ErrorAnswer:
 
 def classify_error_answer(status_code: int, error: dict[str, Any] | None, model: str) -> tuple[bool, UserFacingError]:
     """(retrying may help, the item's one-sentence error) for an error answer given as HTTP status + OpenAI
-    error body, classified exactly as the real-time path classifies an APIStatusError."""
+    error body, classified exactly as the real-time path classifies an APIStatusError (a transient one
+    says what happened; the caller adds what to do)."""
     error = error if isinstance(error, dict) else {}
     answer = _ErrorAnswer(int(status_code), error.get("code"), error.get("type"), str(error.get("message") or ""))
     if _is_transient(answer):  # type: ignore[arg-type]
-        return True, ServiceError(f"OpenAI could not answer for this product (HTTP {status_code}{_code(answer.code)} from {model}); "
-                                  "retry the failed items later.")
+        return True, ServiceError(f"OpenAI could not answer for this product (HTTP {status_code}{_code(answer.code)} from {model}).")
     return False, _refusal_error(answer, model)  # type: ignore[arg-type]
 
 
@@ -453,7 +458,7 @@ def facts_for(request: SummaryRequest) -> dict[str, Any]:
     facts: dict[str, Any] = {
         "caption": request.caption,
         "attributes": {a.name: {"answer": a.value, "in_allowed_list": a.in_vocab} for a in request.attributes},
-        "merchant_hints": request.hints,
+        "merchant_hints": {name: value for name, value in request.hints.items() if name in SUMMARY_HINTS},
     }
     if request.sku:
         facts["sku"] = request.sku
