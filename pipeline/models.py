@@ -114,7 +114,8 @@ class Usage:
 
     # transform: one image captioned by a batch transform job; transform_job: the job's billed
     # instance time, carried in latency_ms (instance-milliseconds) with invocations = 0.
-    kind: Literal["llm", "endpoint", "local", "transform", "transform_job"]
+    # llm_batch: one summary answered through OpenAI's Batch API (billed at half the token price).
+    kind: Literal["llm", "endpoint", "local", "transform", "transform_job", "llm_batch"]
     model: str
     input_tokens: int = 0
     output_tokens: int = 0
@@ -289,3 +290,17 @@ class TransformJobRecord:
     @property
     def active(self) -> bool:
         return self.status not in ("Ingested",)
+
+
+@dataclass
+class OpenAIBatchRecord:
+    """An OpenAI Batch API job submitted for a batch's summaries (pipeline.summarizers.openai_batch): kept
+    until its answers are saved, so a resumed or restarted run waits for it instead of submitting (and
+    paying for) the same summaries again."""
+
+    batch_id: int
+    openai_batch_id: str
+    input_file_id: str
+    submitted_at: float  # epoch seconds; OPENAI_BATCH_DEADLINE_S counts from here, across restarts
+    requests: int = 0  # lines in the input file (one per item)
+    status: str = "in_progress"  # the last status seen

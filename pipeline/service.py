@@ -14,7 +14,7 @@ from pipeline.batches.runner import LeaseOptions, NormalizeOptions, Stages
 from pipeline.settings import Settings
 from pipeline.store import ImageStore, LocalImageStore, Store
 from pipeline.store.sqlite_store import SqliteStore
-from pipeline.summarizers import Summarizer, make_summarizer
+from pipeline.summarizers import Summarizer, make_batch_summarizer, make_summarizer
 
 
 def fetch_limits(settings: Settings) -> FetchLimits:
@@ -64,17 +64,19 @@ def build_stages(
     store = store or open_store(settings)
     configure_default_budget(settings.decode_budget_mb)  # one budget of pixels in flight for the process
     configure_raw_budget(settings.raw_bytes_budget_mb)  # and one of raw image bytes, taken before it
+    summarizer = summarizer or make_summarizer(settings, schema)
     return Stages(
         store=store,
         images=open_image_store(settings),
         captioner=captioner or make_captioner(settings, store),
-        summarizer=summarizer or make_summarizer(settings, schema),
+        summarizer=summarizer,
         schema=schema,
         fetch_limits=fetch_limits(settings),
         normalize=NormalizeOptions(max_side=settings.max_side, max_pixels=settings.max_pixels, quality=settings.jpeg_quality),
         use_cache=settings.caption_cache,
         s3_client_factory=lambda: _s3_client(settings),
         leases=lease_options(settings),
+        batch_summarizer=make_batch_summarizer(settings, summarizer, store),  # OpenAI Batch API (openai_batch.py)
     )
 
 

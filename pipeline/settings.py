@@ -63,6 +63,20 @@ class Settings(BaseSettings):
     sagemaker_transform_s3: str | None = Field(None, description="s3://bucket/prefix for transform jobs' inputs and outputs.")
     transform_poll_s: float = Field(30.0, description="How often a running transform job is checked.")
 
+    # OpenAI Batch API summaries (pipeline/summarizers/openai_batch.py): half the token price, answers within 24 h
+    openai_batch_min_items: int = Field(
+        50, ge=1, description="Summaries go through the Batch API only when at least this many items need one "
+        "(transform jobs, or a run with Cheapest picked); smaller runs summarize one by one.")
+    openai_batch_for_jobs: bool = Field(True, description="Batch transform jobs send their summaries through the Batch API.")
+    openai_batch_poll_s: float = Field(
+        60.0, gt=0, description="Longest pause between two looks at a submitted OpenAI batch (looks start at 5 s and grow 1.5x).")
+    openai_batch_deadline_s: float = Field(
+        90000.0, gt=0, description="Most time a submitted OpenAI batch is waited for, counted from submission across restarts; "
+        "then it is cancelled and its unanswered items handled as OPENAI_BATCH_FALLBACK says.")
+    openai_batch_fallback: bool = Field(
+        True, description="Items the Batch API did not answer (expired, cancelled at the deadline, rate-limited, 5xx) are "
+        "summarized one by one at the full price; false: they fail with a retry message.")
+
     # Storage for more than one task
     store: Literal["sqlite", "dynamodb"] = Field("sqlite", description="`dynamodb` for more than one dashboard task.")
     dynamodb_table: str = "product-tagging"

@@ -20,7 +20,7 @@ runtime = get_runtime()
 user = current_user(runtime)
 store, schema, worker, images = runtime.stages.store, runtime.stages.schema, runtime.worker, runtime.stages.images
 JOB_STATES = {"InProgress": "running in AWS", "Completed": "finished, saving results", "Failed": "failed part way",
-              "Stopped": "stopped", "Ingested": "done"}
+              "Stopped": "stopped", "Ingested": "done", "Summarizing": "captioned, summaries at OpenAI's Batch API (within 24 h)"}
 UPLOAD_TYPES = sorted({ext.lstrip(".") for ext in IMAGE_EXTENSIONS} | {"zip", "csv"})
 
 
@@ -60,9 +60,10 @@ def render_upload() -> None:
         st.info(inert(notice))  # names files, SKUs, manifest problems
     name = st.text_input("Batch name", value=staged["default_name"])
     as_job = choose_run_mode(len(ready))
+    cheapest = choose_cheapest(len(ready), as_job)
     if st.button("Run", type="primary", disabled=not ready):
         batch = store.create_batch(name.strip() or staged["default_name"], user.email, report)
-        worker.submit(batch.id, as_job=as_job)
+        worker.submit(batch.id, as_job=as_job, cheapest=cheapest)
         st.session_state["batch_id"] = batch.id
         st.session_state["upload_round"] = st.session_state.get("upload_round", 0) + 1  # clears the uploader
         st.session_state.pop("staged", None)
@@ -82,6 +83,16 @@ def choose_run_mode(photos: int) -> bool:
     st.caption(f"Batch job estimate: about {estimate.minutes:g} min and ${estimate.usd:,.2f} on "
                f"{estimate.instance_count} × {estimate.instance_type} (list prices; see the Admin page for sources).")
     return mode == "Batch job"
+
+
+def choose_cheapest(photos: int, as_job: bool) -> bool:
+    """Summaries through OpenAI's Batch API (offered with OpenAI summaries; a batch job uses it anyway)."""
+    later = runtime.stages.batch_summarizer
+    if later is None or as_job or not photos:
+        return False
+    return st.checkbox("Cheapest: summaries within 24 h", key="cheapest",
+                       help=f"Captions as usual; the summaries then go to OpenAI's Batch API at half the price and "
+                            f"arrive within 24 hours, usually far sooner (batches of {later.min_items} photos or more).")
 
 
 def format_eta(seconds: float | None) -> str:

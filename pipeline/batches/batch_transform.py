@@ -7,7 +7,10 @@
     start     CreateTransformJob: one record per file, outputs <job>/output/<content key>.json.out
     follow    DescribeTransformJob every TRANSFORM_POLL_S, counting outputs for the progress bar
     ingest    each item's output -> summary -> store; an item without output fails with the job's
-              reason, so "Retry failed" redoes only those
+              reason, so "Retry failed" redoes only those. With OPENAI_BATCH_FOR_JOBS (and at least
+              OPENAI_BATCH_MIN_ITEMS items) the captions are kept first, the job is marked
+              "Summarizing", and the summaries come from one OpenAI Batch API job
+              (pipeline/batches/batch_summaries.py); a restart then goes straight back to that wait
 
 The job record (store) and the manifest (S3) are all a restarted dashboard needs to pick a running
 job back up. Ingest skips items already saved, so running it twice bills nothing twice.
@@ -158,6 +161,8 @@ class BatchTransformRunner:
     # --- follow + ingest -------------------------------------------------------------------------
     def follow(self, job: TransformJobRecord, *, cancel: threading.Event | None = None) -> TransformJobRecord:
         """Until the job ends (then ingest) or `cancel` is set (the job keeps running in AWS)."""
+        if job.status == "Summarizing":  # captions ingested before a stop or restart: wait for the summaries again
+            return self._ingest_later(job, None, cancel)
         while True:
             described = self.sagemaker.describe_transform_job(TransformJobName=job.job_name)
             status = described["TransformJobStatus"]
@@ -165,13 +170,17 @@ class BatchTransformRunner:
                           failure_reason=described.get("FailureReason", "") or "")
             self.stages.store.save_transform_job(job)
             if status in TERMINAL:
-                return self.ingest(job, described)
+                return self.ingest(job, described, cancel=cancel)
             if cancel is not None and cancel.is_set():
                 return job
             self.sleep(self.options.poll_s)
 
-    def ingest(self, job: TransformJobRecord, described: dict | None = None) -> TransformJobRecord:
-        manifest = json.loads(read_s3_object_if_exists(self.s3, self._uri(job, "manifest.json")) or b'{"items": []}')["items"]
+    def ingest(self, job: TransformJobRecord, described: dict | None = None, *,
+               cancel: threading.Event | None = None) -> TransformJobRecord:
+        later = self.stages.batch_summarizer
+        if later is not None and later.wanted(job.batch_id, job.total, job=True):
+            return self._ingest_later(job, described, cancel)
+        manifest = self._manifest(job)
         billed_keys: set[str] = set()
         lock = threading.Lock()
 
@@ -204,6 +213,47 @@ class BatchTransformRunner:
                                                                            invocations=0, latency_ms=billed)])
         job = replace(job, status="Ingested", done=self._outputs_written(job))
         self.stages.store.save_transform_job(job)
+        return job
+
+    def _manifest(self, job: TransformJobRecord) -> list[dict]:
+        return json.loads(read_s3_object_if_exists(self.s3, self._uri(job, "manifest.json")) or b'{"items": []}')["items"]
+
+    def _ingest_later(self, job: TransformJobRecord, described: dict | None, cancel: threading.Event | None) -> TransformJobRecord:
+        """Captions in, summaries through OpenAI's Batch API: every caption (and what the job cost) is kept
+        before the wait and the job marked "Summarizing", so a stop or restart waits again, billing nothing twice."""
+        from pipeline.batches.batch_summaries import Captioned, summarize_captioned
+
+        store, manifest = self.stages.store, self._manifest(job)
+        if job.status != "Summarizing":
+            billed = _billed_ms(described, self.options.instance_count)
+            if billed and manifest:
+                store.record_usage(manifest[0]["item_id"], [Usage(kind="transform_job", model=job.job_name, invocations=0, latency_ms=billed)])
+        captioned, billed_keys = [], set()
+        for entry in manifest:
+            item = store.get_item(entry["item_id"])
+            if item is None or item.status == "ok":
+                continue
+            key = entry["content_key"]
+            first = key not in billed_keys and store.cached_caption(key, self._model_id()) is None  # cached: billed by an earlier ingest
+            billed_keys.add(key)
+            usage = [Usage(kind="transform", model=job.job_name, invocations=1)] if first else []
+            try:
+                body = read_s3_object_if_exists(self.s3, self._uri(job, f"output/{key}.json.out"))
+                if body is None:
+                    raise ServiceError(self._missing_reason(job))
+                data = parse_response(body)
+            except Exception as exc:
+                store.save_error(item.id, describe_error(exc), [])
+                continue
+            caption = CaptionResult(caption=data["caption"], answers=data["answers"], model_id=self._model_id(), cached=not first)
+            captioned.append(Captioned(item=item, content_key=key, image_path=entry["image_path"],
+                                       checks=PhotoChecks.from_dict(entry["checks"]), caption=caption, usage=usage))
+        job = replace(job, status="Summarizing", done=self._outputs_written(job))
+        store.save_transform_job(job)
+        if not summarize_captioned(self.stages, job.batch_id, captioned, self.stages.batch_summarizer, cancel=cancel):
+            return job  # stopped: the OpenAI batch keeps running; Resume (or a restart) waits for it again
+        job = replace(job, status="Ingested")
+        store.save_transform_job(job)
         return job
 
     def _missing_reason(self, job: TransformJobRecord) -> str:

@@ -69,6 +69,7 @@ class Stages:
     use_cache: bool = True
     s3_client_factory: Callable[[], Any] | None = None
     leases: LeaseOptions = field(default_factory=LeaseOptions)
+    batch_summarizer: Any = None  # OpenAIBatchSummarizer: summaries through OpenAI's Batch API (None: never)
 
 
 @dataclass
@@ -240,6 +241,7 @@ def run_batch(
     owner: str | None = None,
     clock: Callable[[], float] = time.time,
     join: bool = False,
+    cheapest: bool = False,
 ) -> BatchProgress:
     """Process every not-yet-done item of a batch. Safe to call again after a crash or cancel.
 
@@ -249,7 +251,10 @@ def run_batch(
 
     Raises BatchBusyError when another live runner holds the batch. `owner` names this runner
     (default: host/pid/uuid); `join=True` helps a batch another runner holds (item leases only);
-    `clock` (epoch seconds) is injectable for tests.
+    `clock` (epoch seconds) is injectable for tests. `cheapest=True`: when at least OPENAI_BATCH_MIN_ITEMS
+    items need a summary, caption them all first, then summarize them through OpenAI's Batch API (half
+    the price, within 24 h; pipeline/batches/batch_summaries.py); a run also does so whenever an OpenAI
+    batch submitted for this batch is still waiting to be collected.
     """
     store, options = stages.store, stages.leases
     owner = owner or new_runner_id()
@@ -258,7 +263,8 @@ def run_batch(
         take_batch(store, batch_id, owner, options, clock)
     try:
         return _run_items(stages, batch_id, concurrency=concurrency, on_progress=on_progress, cancel=cancel,
-                          retry_failed=retry_failed, owner=owner, clock=clock, claiming=claiming, holds_batch=holds_batch)
+                          retry_failed=retry_failed, owner=owner, clock=clock, claiming=claiming, holds_batch=holds_batch,
+                          cheapest=cheapest)
     finally:
         if holds_batch:
             store.release_batch(batch_id, owner)
@@ -327,9 +333,12 @@ class _Attempt:
 
 def _run_items(stages: Stages, batch_id: int, *, concurrency: int, on_progress: ProgressCallback | None,
                cancel: threading.Event | None, retry_failed: bool, owner: str, clock: Callable[[], float],
-               claiming: bool, holds_batch: bool) -> BatchProgress:
+               claiming: bool, holds_batch: bool, cheapest: bool = False) -> BatchProgress:
     store, options = stages.store, stages.leases
     items = store.items_to_process(batch_id, retry_failed=retry_failed)
+    later, waiting = None, []  # Batch API summaries: the captioned items wait here, keeping their leases
+    if stages.batch_summarizer is not None and (holds_batch or not claiming) and stages.batch_summarizer.wanted(batch_id, len(items), cheapest=cheapest):
+        from pipeline.batches import batch_summaries as later
     concurrency = max(1, concurrency)
     # An async endpoint queues requests itself: keep more photos in flight than summary calls.
     caption_concurrency = max(concurrency, getattr(stages.captioner, "max_in_flight", 0) or 0)
@@ -365,9 +374,12 @@ def _run_items(stages: Stages, batch_id: int, *, concurrency: int, on_progress: 
     def stage(item: ItemRecord, attempt: _Attempt) -> None:
         """Every stage of one item, then its save; runs on its own thread so the worker can stop waiting."""
         usage: list[Usage] = []
-        result, error, cancelled = None, None, False
+        result, error, cancelled, deferred = None, None, False, False
         try:
-            result = process_item(stages, item, usage, run)
+            if later is not None:
+                result = later.caption_item(stages, item, usage, run)  # summarized once every caption is in
+            else:
+                result = process_item(stages, item, usage, run)
         except Cancelled:
             cancelled = True
         except Exception as exc:  # per-item isolation: one bad photo never stops the batch
@@ -383,6 +395,10 @@ def _run_items(stages: Stages, batch_id: int, *, concurrency: int, on_progress: 
             elif cancelled:  # stays pending; a later run picks it up
                 if claiming:
                     store.release_item(item.id, owner)
+            elif later is not None and error is None:
+                deferred = True  # keeps its lease (renewed by the heartbeat) until saved with its summary
+                with lock:
+                    waiting.append(result)
             else:
                 if error is not None:
                     saved = store.save_error(item.id, describe_error(error), usage, owner=save_owner)
@@ -394,7 +410,8 @@ def _run_items(stages: Stages, batch_id: int, *, concurrency: int, on_progress: 
                     store.record_usage(item.id, usage)  # paid for, but the lease was lost: the ledger still counts it
         finally:
             with lock:
-                held.discard(item.id)
+                if not deferred:
+                    held.discard(item.id)
             attempt.finished.set()
 
     def work(item: ItemRecord) -> None:
@@ -464,6 +481,14 @@ def _run_items(stages: Stages, batch_id: int, *, concurrency: int, on_progress: 
     try:
         with ThreadPoolExecutor(max_workers=caption_concurrency + concurrency + 2, thread_name_prefix="tagger") as pool:
             list(pool.map(work, items))
+        if later is not None and waiting:
+            def on_saved(item_id: int, ok: bool | None) -> None:
+                with lock:
+                    held.discard(item_id)
+                count(ok)
+
+            later.summarize_captioned(stages, batch_id, waiting, stages.batch_summarizer, cancel=run.cancel,
+                                      owner=save_owner, on_saved=on_saved)
     finally:
         stage_threads.close()
         beat_stop.set()

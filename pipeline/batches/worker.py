@@ -73,16 +73,21 @@ class BatchWorker:
         self._running: int | None = None
         self._runs: dict[int, _Run] = {}
         self._problems: dict[int, str] = {}
+        self._cheapest: set[int] = set()  # batches whose summaries go through OpenAI's Batch API
         self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="batch-worker", daemon=True)
         self._thread.start()
 
     # --- commands ----------------------------------------------------------------------------
-    def submit(self, batch_id: int, *, as_job: bool = False, retry_failed: bool = False, adopt: bool = False) -> None:
-        """Queue a batch (again); `as_job` runs it as a batch transform job. Already queued or
+    def submit(self, batch_id: int, *, as_job: bool = False, retry_failed: bool = False, adopt: bool = False,
+               cheapest: bool = False) -> None:
+        """Queue a batch (again); `as_job` runs it as a batch transform job; `cheapest`: summaries through
+        OpenAI's Batch API (kept for this batch's later runs in this process). Already queued or
         running here: nothing happens. Running in another process: BatchBusyError says where
         (`adopt`: queue it anyway and take it over if that runner's lease ends without a heartbeat).
         A batch with an unfinished job always follows that job."""
+        if cheapest:
+            self._cheapest.add(batch_id)
         if as_job and self.transform is None:
             raise ConfigError("Batch jobs are not available: set CAPTIONER=sagemaker or sagemaker-async and SAGEMAKER_TRANSFORM_S3.")
         with self._lock:
@@ -194,7 +199,7 @@ class BatchWorker:
                 else:
                     self.stages.captioner.warm_up()  # a model that cannot load stops the batch, not every row
                     progress = run_batch(self.stages, batch_id, concurrency=self.concurrency, cancel=self._cancel,
-                                         retry_failed=retry_failed, owner=self._owner)
+                                         retry_failed=retry_failed, owner=self._owner, cheapest=batch_id in self._cheapest)
                     stopped_by = progress.stopped_by
                 if self._cancel.is_set():
                     with self._lock:

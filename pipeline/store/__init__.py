@@ -20,6 +20,7 @@ from pipeline.models import (
     IngestReport,
     ItemRecord,
     ItemResult,
+    OpenAIBatchRecord,
     TransformJobRecord,
     Usage,
 )
@@ -124,6 +125,14 @@ class Store(Protocol):
         """Newest first."""
     def active_transform_jobs(self) -> list[TransformJobRecord]:
         """Jobs not yet ingested, oldest first: what a restarted server follows again."""
+    # OpenAI Batch API summaries (see pipeline.summarizers.openai_batch)
+    def remember_openai_batch(self, record: OpenAIBatchRecord) -> None:
+        """Insert or replace by OpenAI batch id."""
+    def pending_openai_batch(self, batch_id: int) -> OpenAIBatchRecord | None:
+        """The newest OpenAI batch submitted for this batch whose answers are not saved yet."""
+    def forget_openai_batch(self, batch_id: int, openai_batch_id: str) -> None: ...
+    def cache_caption(self, content_key: str, caption: CaptionResult) -> None:
+        """Keep a paid caption before its item is saved (an item waiting for a Batch API summary)."""
     # Analytics (see pipeline.admin.analytics)
     def edits_since(self, since: str | None = None) -> list[Edit]:
         """Every edit saved at or after `since` (ISO-8601 UTC; None: all), oldest first, in one bulk read."""

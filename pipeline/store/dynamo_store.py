@@ -11,6 +11,8 @@ Single-table design (every key is a string; docs/operations.md's "DynamoDB table
                                                      lease_owner / lease_until while a runner holds it
     BATCH#<id>            USAGE#<at>#<uuid>          one billable call           USAGE#<yyyy-mm> / <at>#<uuid>
     BATCH#<id>            TRANSFORM#<job name>       a batch transform job       ACTIVEJOBS / <created_at> (while active)
+    BATCH#<id>            OPENAIBATCH#<openai id>    OpenAI Batch API job whose
+                                                     answers are not saved yet
     ITEMIDS               <first item id:012d>       item-id block of one batch
     ITEM#<id>             EDIT#<ns:020d>#<rand>      one edit (who, when, old, new)  EDITS#<yyyy-mm> / <at>#<ns:020d>#<rand>
     CAPTION#<content key> MODEL#<model id>           caption cache
@@ -46,6 +48,7 @@ from pipeline.models import (
     IngestReport,
     ItemRecord,
     ItemResult,
+    OpenAIBatchRecord,
     TransformJobRecord,
     Usage,
 )
@@ -535,6 +538,24 @@ class DynamoStore:
         keys = [(k["PK"], k["SK"]) for k in self._query_index("ACTIVEJOBS")]
         jobs = [_job(r) for r in self._batch_get(keys)]
         return sorted((j for j in jobs if j.active), key=lambda j: j.created_at)
+
+    # OpenAI Batch API summaries ----------------------------------------------------------------
+    def remember_openai_batch(self, record: OpenAIBatchRecord) -> None:
+        self._put({"PK": f"BATCH#{record.batch_id}", "SK": f"OPENAIBATCH#{record.openai_batch_id}", **record.__dict__})
+
+    def pending_openai_batch(self, batch_id: int) -> OpenAIBatchRecord | None:
+        rows = list(self._query(f"BATCH#{batch_id}", prefix="OPENAIBATCH#"))
+        if not rows:
+            return None
+        row = max(rows, key=lambda r: float(r["submitted_at"]))
+        return OpenAIBatchRecord(**{k: row[k] for k in OpenAIBatchRecord.__dataclass_fields__} | {"submitted_at": float(row["submitted_at"])})
+
+    def forget_openai_batch(self, batch_id: int, openai_batch_id: str) -> None:
+        self.client.delete_item(TableName=self.table, Key=_key(f"BATCH#{batch_id}", f"OPENAIBATCH#{openai_batch_id}"))
+
+    def cache_caption(self, content_key: str, caption: CaptionResult) -> None:
+        self._put({"PK": f"CAPTION#{content_key}", "SK": f"MODEL#{caption.model_id}", "caption": caption.caption,
+                   "answers": json.dumps(caption.answers), "created_at": utc_now()})
 
     # Analytics ----------------------------------------------------------------------------------
     def edits_since(self, since: str | None = None) -> list[Edit]:

@@ -22,6 +22,7 @@ from pipeline.models import (
     IngestReport,
     ItemRecord,
     ItemResult,
+    OpenAIBatchRecord,
     PhotoChecks,
     SourceRef,
     TransformJobRecord,
@@ -124,6 +125,14 @@ CREATE TABLE IF NOT EXISTS caption_cache (
     answers TEXT NOT NULL,
     created_at TEXT NOT NULL,
     PRIMARY KEY (content_key, model_id)
+);
+CREATE TABLE IF NOT EXISTS openai_batches (
+    openai_batch_id TEXT PRIMARY KEY,
+    batch_id INTEGER NOT NULL REFERENCES batches(id),
+    input_file_id TEXT NOT NULL,
+    submitted_at REAL NOT NULL,
+    requests INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL
 );
 """
 
@@ -468,6 +477,27 @@ class SqliteStore:
         if row is None:
             return None
         return CaptionResult(caption=row["caption"], answers=json.loads(row["answers"]), model_id=model_id, cached=True)
+
+    # OpenAI Batch API summaries ---------------------------------------------------------------
+    def remember_openai_batch(self, record: OpenAIBatchRecord) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO openai_batches (openai_batch_id, batch_id, input_file_id, submitted_at, requests, status)"
+                       " VALUES (?, ?, ?, ?, ?, ?)", (record.openai_batch_id, record.batch_id, record.input_file_id,
+                                                       record.submitted_at, record.requests, record.status))
+
+    def pending_openai_batch(self, batch_id: int) -> OpenAIBatchRecord | None:
+        row = self._connection().execute("SELECT * FROM openai_batches WHERE batch_id = ? ORDER BY submitted_at DESC, rowid DESC LIMIT 1",
+                                         (batch_id,)).fetchone()
+        return OpenAIBatchRecord(**dict(row)) if row else None
+
+    def forget_openai_batch(self, batch_id: int, openai_batch_id: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM openai_batches WHERE batch_id = ? AND openai_batch_id = ?", (batch_id, openai_batch_id))
+
+    def cache_caption(self, content_key: str, caption: CaptionResult) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO caption_cache (content_key, model_id, caption, answers, created_at) VALUES (?, ?, ?, ?, ?)",
+                       (content_key, caption.model_id, caption.caption, json.dumps(caption.answers), utc_now()))
 
     # Analytics ----------------------------------------------------------------------------------
     def edits_since(self, since: str | None = None) -> list[Edit]:

@@ -23,3 +23,12 @@ def make_summarizer(settings, schema: AttributeSchema) -> Summarizer:
     from pipeline.summarizers.offline import OfflineSummarizer
 
     return OfflineSummarizer(schema)
+
+
+def make_batch_summarizer(settings, summarizer: Summarizer, store):
+    """The OpenAI Batch API path for `summarizer` (None unless it is OpenAI's); see openai_batch.py."""
+    if getattr(summarizer, "name", None) != "openai":
+        return None
+    from pipeline.summarizers.openai_batch import OpenAIBatchSummarizer
+
+    return OpenAIBatchSummarizer.from_settings(settings, summarizer, store)

@@ -1,7 +1,10 @@
 """Small HTTP servers on 127.0.0.1 that speak real protocols, for tests of real clients.
 
 - `FakeOpenAI`: the Chat Completions endpoint (`POST /v1/chat/completions`) with scripted replies,
-  including 429 / 500 errors and slow answers, driven through the official `openai` SDK.
+  including 429 / 500 errors and slow answers, driven through the official `openai` SDK; and the
+  Batch API (`/v1/files` upload + content, `/v1/batches` create / retrieve / cancel / list), whose
+  batches run every JSONL line through that same chat-completions handler, with controllable states
+  (see `BatchPlan`).
 - `FakeSageMakerRuntime`: the sagemaker-runtime REST API (`POST /endpoints/{name}/invocations`),
   answering with a handler function or scripted AWS errors, driven through boto3.
 - `serve_files`: plain static files (and a slow / redirecting path) for URL-fetch tests.
@@ -98,52 +101,221 @@ class FakeOpenAIState:
     on_request: Callable[[dict[str, Any]], None] | None = None  # e.g. to move a test's clock
     responder: Callable[[dict[str, Any]], Reply] | None = None  # picks the reply from the request (before script)
     released: threading.Event = field(default_factory=threading.Event)  # set on close: hanging replies end
+    # Batch API (files + batches): what was uploaded and created, and how the next batches behave
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> {"object": FileObject dict, "content": bytes}
+    batches: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> Batch dict (+ "_plan", "_looks")
+    batch_creates: list[dict[str, Any]] = field(default_factory=list)  # each POST /v1/batches body, in order
+    batch_plan: "BatchPlan" = field(default_factory=lambda: BatchPlan())
+    batch_looks: list[str] = field(default_factory=list)  # ids of each GET /v1/batches/{id}, in order
+    files_error: Reply | None = None  # when set, every POST /v1/files answers this error (bad key, outage)
+
+
+@dataclass
+class BatchPlan:
+    """How the next created batch behaves. It answers `in_progress` to its first `looks_in_progress`
+    retrievals; at the next one every JSONL line runs through the chat-completions handler (script /
+    responder / default, as for real-time requests) and the batch ends as `end`:
+
+    - "completed": answered lines in the output file, error answers (4xx/5xx) in the error file;
+    - "expired": only the first `answered_lines` lines run, the rest are `batch_expired` errors;
+    - "failed": nothing runs (a validation failure, `errors` carries `failure_message`);
+    - "hold": stays `in_progress` forever (a batch that never finishes; for deadline and restart tests).
+    `cancel` makes it `cancelling` and, at the next retrieval, `cancelled` with no lines run."""
+
+    looks_in_progress: int = 1
+    end: str = "completed"
+    answered_lines: int = 0
+    failure_message: str = "The model `gpt-4o` does not exist or you do not have access to it."
+
+
+def _error_body(reply: Reply) -> dict[str, Any]:
+    kind = reply.error_type or ("rate_limit_error" if reply.status == 429 else "server_error")
+    return {"error": {"message": reply.error_message or f"scripted {reply.status}", "type": kind, "param": None, "code": reply.error_code}}
+
+
+def _completion_body(state: FakeOpenAIState, request: dict[str, Any], reply: Reply) -> dict[str, Any]:
+    content = reply.raw_content if reply.raw_content is not None else (None if reply.refusal else json.dumps(reply.content))
+    completion = {
+        "id": f"chatcmpl-{len(state.requests)}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": request.get("model", "unknown"),
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": content, "refusal": reply.refusal},
+            "finish_reason": reply.finish_reason,
+            "logprobs": None,
+        }],
+    }
+    if reply.usage:
+        completion["usage"] = {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
+                               "total_tokens": reply.prompt_tokens + reply.completion_tokens}
+    return completion
+
+
+def _next_reply(state: FakeOpenAIState, request: dict[str, Any], headers: dict[str, str]) -> Reply | None:
+    with state.lock:
+        state.requests.append(request)
+        state.headers.append(headers)
+        if state.responder is not None:
+            reply = state.responder(request)
+        else:
+            reply = state.script.pop(0) if state.script else state.default
+    if state.on_request is not None:
+        state.on_request(request)
+    return reply
+
+
+_JSON = {"Content-Type": "application/json"}
 
 
 class _OpenAIHandler(_Handler):
     def do_POST(self) -> None:
         state: FakeOpenAIState = self.server.owner.state  # type: ignore[attr-defined]
+        path = self.path.split("?")[0].rstrip("/")
+        if path == "/v1/files":
+            if state.files_error is not None:
+                self._body()
+                return self._send(state.files_error.status, json.dumps(_error_body(state.files_error)).encode(), _JSON)
+            return self._upload(state)
+        if path == "/v1/batches":
+            return self._create_batch(state)
+        if path.startswith("/v1/batches/") and path.endswith("/cancel"):
+            return self._cancel_batch(state, path.split("/")[3])
         request = json.loads(self._body() or b"{}")
-        with state.lock:
-            state.requests.append(request)
-            state.headers.append({k.lower(): v for k, v in self.headers.items()})
-            if state.responder is not None:
-                reply = state.responder(request)
-            else:
-                reply = state.script.pop(0) if state.script else state.default
-        if state.on_request is not None:
-            state.on_request(request)
-        if self.path.rstrip("/") != "/v1/chat/completions" or reply is None:
-            return self._send(404, b'{"error": {"message": "not scripted", "type": "invalid_request_error"}}', {"Content-Type": "application/json"})
+        reply = _next_reply(state, request, {k.lower(): v for k, v in self.headers.items()})
+        if path != "/v1/chat/completions" or reply is None:
+            return self._send(404, b'{"error": {"message": "not scripted", "type": "invalid_request_error"}}', _JSON)
         if reply.hang:
             state.released.wait(120)
             return None
         if reply.delay_s:
             time.sleep(reply.delay_s)
         if reply.status != 200:
-            kind = reply.error_type or ("rate_limit_error" if reply.status == 429 else "server_error")
-            error = {"message": reply.error_message or f"scripted {reply.status}", "type": kind, "param": None, "code": reply.error_code}
-            headers = {"Content-Type": "application/json"}
+            headers = dict(_JSON)
             if reply.retry_after_ms is not None:
                 headers["retry-after-ms"] = reply.retry_after_ms
-            return self._send(reply.status, json.dumps({"error": error}).encode(), headers)
-        content = reply.raw_content if reply.raw_content is not None else (None if reply.refusal else json.dumps(reply.content))
-        completion = {
-            "id": f"chatcmpl-{len(state.requests)}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": request.get("model", "unknown"),
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": reply.refusal},
-                "finish_reason": reply.finish_reason,
-                "logprobs": None,
-            }],
-        }
-        if reply.usage:
-            completion["usage"] = {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
-                                   "total_tokens": reply.prompt_tokens + reply.completion_tokens}
-        self._send(200, json.dumps(completion).encode(), {"Content-Type": "application/json"})
+            return self._send(reply.status, json.dumps(_error_body(reply)).encode(), headers)
+        self._send(200, json.dumps(_completion_body(state, request, reply)).encode(), _JSON)
+
+    def do_GET(self) -> None:
+        state: FakeOpenAIState = self.server.owner.state  # type: ignore[attr-defined]
+        parts = self.path.split("?")[0].strip("/").split("/")
+        with state.lock:
+            if parts[:2] == ["v1", "files"] and len(parts) == 4 and parts[3] == "content" and parts[2] in state.files:
+                return self._send(200, state.files[parts[2]]["content"], {"Content-Type": "application/octet-stream"})
+            if parts[:2] == ["v1", "files"] and len(parts) == 3 and parts[2] in state.files:
+                return self._send(200, json.dumps(state.files[parts[2]]["object"]).encode(), _JSON)
+            if parts[:2] == ["v1", "batches"] and len(parts) == 3 and parts[2] in state.batches:
+                state.batch_looks.append(parts[2])
+                batch = state.batches[parts[2]]
+            elif parts == ["v1", "batches"]:
+                listed = [_public(b) for b in reversed(list(state.batches.values()))]
+                page = {"object": "list", "data": listed, "has_more": False,
+                        "first_id": listed[0]["id"] if listed else None, "last_id": listed[-1]["id"] if listed else None}
+                return self._send(200, json.dumps(page).encode(), _JSON)
+            else:
+                return self._send(404, b'{"error": {"message": "No such object", "type": "invalid_request_error"}}', _JSON)
+        _advance(state, batch)  # outside the lock: lines go through the chat handler, which takes it
+        with state.lock:
+            self._send(200, json.dumps(_public(batch)).encode(), _JSON)
+
+    def _upload(self, state: FakeOpenAIState) -> None:
+        from email.parser import BytesParser
+        from email.policy import HTTP
+
+        body = self._body()
+        message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + body)
+        fields: dict[str, Any] = {}
+        filename = "upload"
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            if part.get_filename():
+                filename = part.get_filename()
+            fields[name] = part.get_payload(decode=True)
+        with state.lock:
+            file_id = f"file-{len(state.files) + 1}"
+            obj = {"id": file_id, "object": "file", "bytes": len(fields.get("file") or b""), "created_at": int(time.time()),
+                   "filename": filename, "purpose": (fields.get("purpose") or b"").decode(), "status": "processed"}
+            state.files[file_id] = {"object": obj, "content": fields.get("file") or b""}
+        self._send(200, json.dumps(obj).encode(), _JSON)
+
+    def _create_batch(self, state: FakeOpenAIState) -> None:
+        request = json.loads(self._body() or b"{}")
+        with state.lock:
+            state.batch_creates.append(request)
+            if request.get("input_file_id") not in state.files:
+                return self._send(400, b'{"error": {"message": "No such file", "type": "invalid_request_error", "code": "invalid_file"}}', _JSON)
+            batch_id = f"batch_{len(state.batches) + 1}"
+            lines = state.files[request["input_file_id"]]["content"].decode().splitlines()
+            batch = {"id": batch_id, "object": "batch", "endpoint": request.get("endpoint"), "input_file_id": request["input_file_id"],
+                     "completion_window": request.get("completion_window"), "status": "in_progress", "created_at": int(time.time()),
+                     "metadata": request.get("metadata"), "output_file_id": None, "error_file_id": None, "errors": None,
+                     "request_counts": {"total": len([line for line in lines if line.strip()]), "completed": 0, "failed": 0},
+                     "_plan": state.batch_plan, "_looks": 0, "_cancel": False}
+            state.batches[batch_id] = batch
+        self._send(200, json.dumps(_public(batch)).encode(), _JSON)
+
+    def _cancel_batch(self, state: FakeOpenAIState, batch_id: str) -> None:
+        with state.lock:
+            batch = state.batches.get(batch_id)
+            if batch is None:
+                return self._send(404, b'{"error": {"message": "No such batch", "type": "invalid_request_error"}}', _JSON)
+            if batch["status"] in ("validating", "in_progress", "finalizing"):
+                batch["status"], batch["_cancel"] = "cancelling", True
+        self._send(200, json.dumps(_public(batch)).encode(), _JSON)
+
+
+def _public(batch: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in batch.items() if not k.startswith("_")}
+
+
+def _advance(state: FakeOpenAIState, batch: dict[str, Any]) -> None:
+    """One retrieval of `batch`: moves it along its plan (see BatchPlan)."""
+    with state.lock:
+        plan: BatchPlan = batch["_plan"]
+        if batch["status"] not in ("in_progress", "cancelling", "validating"):
+            return
+        if batch["_cancel"]:
+            batch["status"], batch["cancelled_at"] = "cancelled", int(time.time())
+            return
+        batch["_looks"] += 1
+        if plan.end == "hold" or batch["_looks"] <= plan.looks_in_progress:
+            return
+        batch["status"] = "finalizing"  # nobody else runs its lines meanwhile
+        if plan.end == "failed":
+            batch.update(status="failed", failed_at=int(time.time()),
+                         errors={"object": "list", "data": [{"code": "model_not_found", "message": plan.failure_message, "line": 1}]})
+            return
+        lines = [json.loads(line) for line in state.files[batch["input_file_id"]]["content"].decode().splitlines() if line.strip()]
+    answered = len(lines) if plan.end == "completed" else plan.answered_lines
+    output, errors = [], []
+    for number, line in enumerate(lines):
+        if number >= answered:
+            errors.append({"id": f"batch_req_{number}", "custom_id": line["custom_id"], "response": None,
+                           "error": {"code": "batch_expired", "message": "This request could not be executed before the completion window expired."}})
+            continue
+        reply = _next_reply(state, line["body"], {})
+        if reply is None or reply.hang:
+            reply = Reply(status=500)
+        if reply.status != 200:
+            errors.append({"id": f"batch_req_{number}", "custom_id": line["custom_id"], "error": None,
+                           "response": {"status_code": reply.status, "request_id": f"req_{number}", "body": _error_body(reply)}})
+        else:
+            output.append({"id": f"batch_req_{number}", "custom_id": line["custom_id"], "error": None,
+                           "response": {"status_code": 200, "request_id": f"req_{number}", "body": _completion_body(state, line["body"], reply)}})
+    with state.lock:
+        for kind, rows in (("output_file_id", output), ("error_file_id", errors)):
+            if rows:
+                file_id = f"file-{len(state.files) + 1}"
+                content = "".join(json.dumps(row) + "\n" for row in rows).encode()
+                state.files[file_id] = {"content": content, "object": {
+                    "id": file_id, "object": "file", "bytes": len(content), "created_at": int(time.time()),
+                    "filename": f"{batch['id']}_{kind[:-8]}.jsonl", "purpose": "batch_output", "status": "processed"}}
+                batch[kind] = file_id
+        batch["request_counts"] = {"total": len(lines), "completed": len(output), "failed": len(errors)}
+        batch["status"] = "completed" if plan.end == "completed" else "expired"
+        batch["completed_at" if plan.end == "completed" else "expired_at"] = int(time.time())
 
 
 class FakeOpenAI(_Server):

@@ -1,0 +1,83 @@
+"""A run's summaries through OpenAI's Batch API (pipeline/summarizers/openai_batch.py): caption every
+item first, then summarize the captioned ones in one OpenAI batch and save each item with its summary.
+
+Used by the runner (a run with "Cheapest" picked) and by batch transform jobs. While the OpenAI batch
+runs, what was already paid for is kept: each item's caption calls go to the cost ledger and its
+caption to the cache, so a Stop, a crash or a restart pays neither again; the OpenAI batch itself is
+remembered in the store and picked up by the next run.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from pipeline.attributes import map_answers
+from pipeline.batches.runner import RunContext, Stages, caption_once, prepare_image
+from pipeline.errors import describe_error, usage_of
+from pipeline.models import CaptionResult, ItemRecord, ItemResult, PhotoChecks, SummaryRequest, Usage
+from pipeline.wordlimit import count_words
+
+
+@dataclass
+class Captioned:
+    """An item whose photo is stored and captioned, waiting for its summary."""
+
+    item: ItemRecord
+    content_key: str
+    image_path: str
+    checks: PhotoChecks
+    caption: CaptionResult
+    usage: list[Usage] = field(default_factory=list)  # paid for this item so far (its caption)
+
+
+def caption_item(stages: Stages, item: ItemRecord, usage: list[Usage], run: RunContext, trace: Any = None) -> Captioned:
+    """Every stage before the summary (the runner's own `prepare_image` and `caption_once`); `trace`: the
+    runner's ItemTrace of this item (stage timings)."""
+    image, image_path = prepare_image(stages, item, run.cancel) if trace is None else prepare_image(stages, item, run.cancel, trace)
+    caption = caption_once(stages, image, usage, run)
+    return Captioned(item=item, content_key=image.content_key, image_path=image_path, checks=image.checks,
+                     caption=caption, usage=usage)
+
+
+def summarize_captioned(stages: Stages, batch_id: int, captioned: list[Captioned], summarizer: Any, *,
+                        cancel: threading.Event | None = None, owner: str | None = None,
+                        on_saved: Callable[[int, bool | None], None] | None = None) -> bool:
+    """Summarize `captioned` through `summarizer` (an OpenAIBatchSummarizer) and save each item. False
+    when stopped first: the items stay pending (their leases released when `owner` holds them).
+    `owner`: save only while this runner holds each item's lease. `on_saved(item_id, ok)`: after each
+    save (ok None: nothing saved, the lease was lost)."""
+    store = stages.store
+    for entry in captioned:  # keep what was paid for before the (long) wait
+        if entry.usage:
+            store.record_usage(entry.item.id, entry.usage)
+        if not entry.caption.cached:  # as save_result would: a resumed run reads it instead of paying again
+            store.cache_caption(entry.content_key, entry.caption)
+    attributes = {entry.item.id: map_answers(stages.schema, entry.caption.answers) for entry in captioned}
+    requests = {entry.item.id: SummaryRequest(caption=entry.caption.caption, attributes=attributes[entry.item.id],
+                                              checks=entry.checks, hints=entry.item.hints, sku=entry.item.sku)
+                for entry in captioned}
+    outcomes = summarizer.summarize_many(batch_id, requests, cancel=cancel)
+    if outcomes is None:
+        if owner is not None:
+            for entry in captioned:
+                store.release_item(entry.item.id, owner)
+        return False
+    for entry in captioned:
+        outcome = outcomes[entry.item.id]
+        if isinstance(outcome, Exception):
+            usage = usage_of(outcome)
+            saved = store.save_error(entry.item.id, describe_error(outcome), usage, owner=owner)
+        else:
+            usage = list(outcome.usage)
+            result = ItemResult(content_key=entry.content_key, image_path=entry.image_path, caption=entry.caption,
+                                attributes=attributes[entry.item.id], summary=outcome, checks=entry.checks,
+                                word_count=count_words(outcome.summary))
+            saved = store.save_result(entry.item.id, result, usage, owner=owner)
+        if not saved and usage:
+            store.record_usage(entry.item.id, usage)  # paid for, but the lease was lost: the ledger still counts it
+        if on_saved is not None:
+            on_saved(entry.item.id, (not isinstance(outcome, Exception)) if saved else None)
+    summarizer.forget(batch_id)
+    return True

@@ -1,0 +1,334 @@
+"""Summaries through OpenAI's Batch API, with the real `openai` client over HTTP against the local
+OpenAI-compatible server (tests/support/servers.py: /v1/files and /v1/batches run every JSONL line
+through its chat-completions handler). The photos are captioned by the tiny local BLIP-2."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from pipeline.batches.runner import run_batch
+from pipeline.models import CaptionResult, IngestReport, OpenAIBatchRecord, SourceItem, SourceRef
+from pipeline.service import build_stages, create_batch
+from pipeline.store.dynamo_store import DynamoStore
+from pipeline.store.sqlite_store import SqliteStore
+from pipeline.summarizers.openai_summarizer import CONTENT_FILTER_MESSAGE, SYSTEM_PROMPT
+from pipeline.wordlimit import MAX_SUMMARY_WORDS, count_words
+from support.images import jpeg_bytes
+from support.servers import BatchPlan, FakeOpenAI, Reply
+
+WORDS_70 = " ".join(["Soft"] + ["cotton"] * 68 + ["tee."])
+
+
+def answer(summary: str = "A red cotton tee with a crew neck.") -> dict:
+    return {"title": "Red tee", "summary": summary, "tags": ["tee", "red"],
+            "attributes": {"category": None, "color": "red", "material": None, "pattern": None, "style": None}}
+
+
+class Clock:
+    """Epoch seconds that move only when the summarizer pauses between looks (no real waiting)."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+        self.pauses: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def wait(self, cancel, seconds: float) -> bool:
+        self.pauses.append(seconds)
+        self.now += seconds
+        return bool(cancel is not None and cancel.is_set())
+
+
+@pytest.fixture
+def server():
+    with FakeOpenAI() as fake:
+        fake.state.default = Reply(content=answer(), prompt_tokens=300, completion_tokens=40)
+        yield fake
+
+
+@pytest.fixture
+def make_stages(make_settings, local_captioner, server):
+    def factory(clock: Clock | None = None, **overrides):
+        values = dict(summarizer="openai", openai_api_key="sk-test-1234", openai_base_url=server.base_url,
+                      openai_batch_min_items=2, openai_max_retries=0)
+        values.update(overrides)
+        stages = build_stages(make_settings(**values), captioner=local_captioner)
+        clock = clock or Clock()
+        stages.batch_summarizer.clock, stages.batch_summarizer.wait = clock, clock.wait
+        return stages
+
+    return factory
+
+
+def new_batch(stages, tmp_path, count: int = 4):
+    paths = []
+    for number in range(count):
+        path = tmp_path / f"p{number}.jpg"
+        path.write_bytes(jpeg_bytes(size=(200, 160), seed=number + 1))
+        paths.append(path)
+    report = IngestReport(items=[SourceItem(source=p.name, ref=SourceRef("file", str(p)), sku=f"SKU-{n}") for n, p in enumerate(paths)])
+    return stages.store.create_batch("cheap", "ann", report)
+
+
+def realtime_requests(server) -> int:
+    """Chat requests that came over HTTP one by one (batch lines reach the handler without headers)."""
+    return sum(1 for headers in server.state.headers if headers)
+
+
+def kinds(stages, batch_id) -> list[str]:
+    return sorted(u.kind for u in stages.store.usage(batch_id) if u.kind != "local")
+
+
+def input_lines(server) -> list[dict]:
+    (create,) = server.state.batch_creates
+    return [json.loads(line) for line in server.state.files[create["input_file_id"]]["content"].decode().splitlines()]
+
+
+def test_cheapest_run_summarizes_every_item_through_one_openai_batch(make_stages, server, tmp_path):
+    stages = make_stages()
+    batch = new_batch(stages, tmp_path)
+    progress = run_batch(stages, batch.id, concurrency=2, cheapest=True)
+    assert (progress.ok, progress.failed) == (4, 0), [i.error for i in stages.store.list_items(batch.id)]
+    items = stages.store.list_items(batch.id)
+    assert all(i.status == "ok" and i.summary == "A red cotton tee with a crew neck." and i.caption for i in items)
+    assert all(i.summary_model == "gpt-4o" and i.title == "Red tee" and i.tags == ["tee", "red"] for i in items)
+    (create,) = server.state.batch_creates
+    assert (create["endpoint"], create["completion_window"]) == ("/v1/chat/completions", "24h")
+    lines = input_lines(server)
+    assert sorted(line["custom_id"] for line in lines) == sorted(f"item-{i.id}" for i in items)
+    for line in lines:  # the real-time request, byte for byte: structured output, shared system prompt first
+        body = line["body"]
+        assert (line["method"], line["url"], body["model"], body["temperature"]) == ("POST", "/v1/chat/completions", "gpt-4o", 0)
+        assert body["response_format"]["type"] == "json_schema" and body["response_format"]["json_schema"]["strict"] is True
+        assert body["messages"][0] == {"role": "system", "content": SYSTEM_PROMPT}
+        assert json.loads(body["messages"][1]["content"])["caption"]
+    assert len({json.dumps(line["body"]["messages"][0]) for line in lines}) == 1  # one cacheable prefix
+    assert server.state.files[create["input_file_id"]]["object"]["purpose"] == "batch"
+    assert realtime_requests(server) == 0
+    rows = [u for u in stages.store.usage(batch.id) if u.kind == "llm_batch"]
+    assert [(u.model, u.input_tokens, u.output_tokens, u.invocations) for u in rows] == [("gpt-4o", 300, 40, 1)] * 4
+    assert kinds(stages, batch.id) == ["llm_batch"] * 4  # no real-time summary was paid for
+    assert stages.store.pending_openai_batch(batch.id) is None  # collected: a Retry failed would submit anew
+
+
+def test_without_cheapest_or_below_the_minimum_summaries_stay_real_time(make_stages, server, tmp_path):
+    stages = make_stages(openai_batch_min_items=5)
+    batch = new_batch(stages, tmp_path)
+    run_batch(stages, batch.id, concurrency=2, cheapest=True)  # 4 items < 5
+    other = new_batch(stages, tmp_path)
+    run_batch(stages, other.id, concurrency=2)  # not cheapest
+    assert server.state.batch_creates == [] and realtime_requests(server) == 8
+    assert kinds(stages, batch.id) == ["llm"] * 4
+
+
+def test_word_limit_is_held_on_every_item_with_the_real_time_corrective_request(make_stages, server, tmp_path):
+    def responder(request):  # every batch draft is 70 words; the corrective request (3rd message) gets a short one
+        return Reply(content=answer("A soft red cotton tee." if len(request["messages"]) > 2 else WORDS_70))
+
+    server.state.responder = responder
+    stages = make_stages()
+    batch = new_batch(stages, tmp_path)
+    run_batch(stages, batch.id, concurrency=2, cheapest=True)
+    items = stages.store.list_items(batch.id)
+    assert all(i.status == "ok" and i.word_count <= MAX_SUMMARY_WORDS and i.summary == "A soft red cotton tee." for i in items)
+    assert all(count_words(json.loads(m["content"])["summary"]) == 70
+               for r in server.state.requests if len(r["messages"]) > 2 for m in r["messages"][2:3])
+    assert realtime_requests(server) == 4  # one corrective request per item, as the real-time path makes
+    assert kinds(stages, batch.id) == ["llm"] * 4 + ["llm_batch"] * 4
+
+
+def test_still_too_long_after_the_corrective_request_is_trimmed_never_stored_over_50(make_stages, server, tmp_path):
+    server.state.default = Reply(content=answer(WORDS_70 + " " + WORDS_70))
+    stages = make_stages()
+    batch = new_batch(stages, tmp_path, count=2)
+    run_batch(stages, batch.id, concurrency=2, cheapest=True)
+    assert [i.word_count for i in stages.store.list_items(batch.id)] == [MAX_SUMMARY_WORDS] * 2
+
+
+@pytest.mark.parametrize("fallback", [True, False])
+def test_a_refused_line_fails_only_its_item_and_a_5xx_line_falls_back(make_stages, server, tmp_path, fallback):
+    lines = []
+
+    def responder(request):
+        if any(h == {} for h in server.state.headers[-1:]):  # a batch line
+            lines.append(request)
+            if len(lines) == 2:
+                return Reply(status=400, error_code="content_filter", error_type="invalid_request_error")
+            if len(lines) == 3:
+                return Reply(status=500)
+        return Reply(content=answer())
+
+    server.state.responder = responder
+    stages = make_stages(openai_batch_fallback=fallback)
+    batch = new_batch(stages, tmp_path)
+    progress = run_batch(stages, batch.id, concurrency=2, cheapest=True)
+    by_line = {json.loads(r["messages"][1]["content"])["sku"]: n for n, r in enumerate(lines, 1)}
+    items = {i.sku: i for i in stages.store.list_items(batch.id)}
+    refused = next(sku for sku, n in by_line.items() if n == 2)
+    failing = next(sku for sku, n in by_line.items() if n == 3)
+    assert items[refused].status == "error" and items[refused].error == CONTENT_FILTER_MESSAGE
+    others = [i for sku, i in items.items() if sku not in (refused, failing)]
+    assert all(i.status == "ok" for i in others)
+    if fallback:  # summarized one by one at the full price
+        assert items[failing].status == "ok" and realtime_requests(server) == 1
+        assert (progress.ok, progress.failed) == (3, 1)
+        assert kinds(stages, batch.id) == ["llm"] + ["llm_batch"] * 2
+    else:
+        assert items[failing].status == "error" and "HTTP 500" in items[failing].error and "retry" in items[failing].error
+        assert "Traceback" not in items[failing].error and realtime_requests(server) == 0
+        assert kinds(stages, batch.id) == ["llm_batch"] * 2
+
+
+@pytest.mark.parametrize("fallback", [True, False])
+def test_expired_batch_keeps_its_answers_and_the_rest_fall_back_or_fail(make_stages, server, tmp_path, fallback):
+    server.state.batch_plan = BatchPlan(end="expired", answered_lines=2)
+    stages = make_stages(openai_batch_fallback=fallback)
+    batch = new_batch(stages, tmp_path)
+    run_batch(stages, batch.id, concurrency=2, cheapest=True)
+    statuses = sorted(i.status for i in stages.store.list_items(batch.id))
+    if fallback:
+        assert statuses == ["ok"] * 4 and kinds(stages, batch.id) == ["llm"] * 2 + ["llm_batch"] * 2
+    else:
+        assert statuses == ["error", "error", "ok", "ok"] and kinds(stages, batch.id) == ["llm_batch"] * 2
+        failed = [i for i in stages.store.list_items(batch.id) if i.status == "error"]
+        assert all(i.error == "OpenAI's Batch API did not answer for this product (batch_expired); retry the failed items." for i in failed)
+
+
+def test_deadline_cancels_the_batch_and_pauses_grow_to_the_poll_cap(make_stages, server, tmp_path):
+    server.state.batch_plan = BatchPlan(end="hold")  # never finishes by itself
+    clock = Clock()
+    stages = make_stages(clock, openai_batch_poll_s=60, openai_batch_deadline_s=3600, openai_batch_fallback=False)
+    batch = new_batch(stages, tmp_path, count=2)
+    run_batch(stages, batch.id, concurrency=2, cheapest=True)
+    (openai_batch,) = server.state.batches.values()
+    assert openai_batch["status"] in ("cancelling", "cancelled")
+    assert clock.pauses[:4] == [5.0, 7.5, 11.25, 16.875] and max(clock.pauses) == 60.0
+    assert sum(clock.pauses) == pytest.approx(3600)  # stopped waiting exactly at the deadline, not one pause later
+    items = stages.store.list_items(batch.id)
+    assert all(i.status == "error" and "after 1 h (OPENAI_BATCH_DEADLINE_S)" in i.error for i in items)
+    assert kinds(stages, batch.id) == []
+
+
+def test_whole_batch_refused_falls_back_to_real_time_with_the_same_messages(make_stages, server, tmp_path):
+    server.state.batch_plan = BatchPlan(end="failed")
+    stages = make_stages()
+    batch = new_batch(stages, tmp_path, count=3)
+    run_batch(stages, batch.id, concurrency=2, cheapest=True)
+    assert all(i.status == "ok" for i in stages.store.list_items(batch.id))
+    assert realtime_requests(server) == 3 and kinds(stages, batch.id) == ["llm"] * 3
+
+
+def test_bad_key_at_submission_fails_every_item_once_with_its_message(make_stages, server, tmp_path):
+    server.state.files_error = Reply(status=401, error_type="invalid_request_error", error_code="invalid_api_key",
+                                     error_message="Incorrect API key provided: sk-test-1234")
+    stages = make_stages()
+    batch = new_batch(stages, tmp_path, count=3)
+    run_batch(stages, batch.id, concurrency=2, cheapest=True)
+    items = stages.store.list_items(batch.id)
+    assert all(i.status == "error" and i.error.startswith("OpenAI rejected the API key (OPENAI_API_KEY)") for i in items)
+    assert all("sk-test" not in i.error for i in items)
+    assert realtime_requests(server) == 0 and server.state.batch_creates == []
+
+
+def test_batch_api_outage_at_submission_falls_back_to_real_time(make_stages, server, tmp_path):
+    server.state.files_error = Reply(status=503)
+    clock = Clock()
+    stages = make_stages(clock)
+    batch = new_batch(stages, tmp_path, count=3)
+    run_batch(stages, batch.id, concurrency=2, cheapest=True)
+    assert all(i.status == "ok" for i in stages.store.list_items(batch.id))
+    assert len(clock.pauses) == 2 and realtime_requests(server) == 3  # 3 tries of the upload, then one by one
+    assert kinds(stages, batch.id) == ["llm"] * 3
+
+
+class Killed(BaseException):
+    """The process dies while it waits (not an Exception: nothing on the way catches it)."""
+
+
+def test_restart_mid_wait_picks_up_the_same_openai_batch_and_pays_once(make_stages, server, tmp_path):
+    server.state.batch_plan = BatchPlan(end="hold")
+    first = make_stages()
+
+    def killed(cancel, seconds):
+        raise Killed
+
+    first.batch_summarizer.wait = killed
+    batch = new_batch(first, tmp_path)
+    with pytest.raises(Killed):
+        run_batch(first, batch.id, concurrency=2, cheapest=True, owner="gone-host/1/a")
+    assert [i.status for i in first.store.list_items(batch.id)] == ["pending"] * 4
+    remembered = first.store.pending_openai_batch(batch.id)
+    assert remembered is not None and remembered.requests == 4
+    local_rows = [u for u in first.store.usage(batch.id) if u.kind == "local"]
+    assert len(local_rows) == 4  # the captions were paid for and kept before the wait
+
+    for openai_batch in server.state.batches.values():
+        openai_batch["_plan"] = BatchPlan(looks_in_progress=0)  # OpenAI finishes it meanwhile
+    restarted = make_stages()  # a new process: new store connection, new summarizer
+    # A plain resume (a restarted dashboard does not know the user picked Cheapest), after the leases ran out.
+    progress = run_batch(restarted, batch.id, concurrency=2, clock=lambda: time.time() + 3600)
+    assert (progress.ok, progress.failed) == (4, 0)
+    assert len(server.state.batch_creates) == 1 and realtime_requests(server) == 0
+    usage = restarted.store.usage(batch.id)
+    assert sorted(u.kind for u in usage) == ["llm_batch"] * 4 + ["local"] * 4  # one summary and one caption per item
+    assert restarted.store.pending_openai_batch(batch.id) is None
+
+
+def test_stop_while_waiting_leaves_items_pending_and_resume_collects(make_stages, server, tmp_path):
+    import threading
+
+    server.state.batch_plan = BatchPlan(end="hold")
+    stages = make_stages()
+    cancel = threading.Event()
+
+    def stop_on_first_pause(_, seconds):
+        cancel.set()  # Stop pressed while the OpenAI batch runs
+        return True
+
+    stages.batch_summarizer.wait = stop_on_first_pause
+    batch = new_batch(stages, tmp_path, count=3)
+    progress = run_batch(stages, batch.id, concurrency=2, cheapest=True, cancel=cancel)
+    assert progress.cancelled and progress.done == 0
+    items = stages.store.list_items(batch.id)
+    assert all(i.status == "pending" and i.lease_owner is None for i in items)  # leases released: resumable at once
+    for openai_batch in server.state.batches.values():
+        openai_batch["_plan"] = BatchPlan(looks_in_progress=0)
+    again = make_stages()
+    assert run_batch(again, batch.id, concurrency=2).ok == 3
+    assert len(server.state.batch_creates) == 1 and kinds(again, batch.id) == ["llm_batch"] * 3
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "dynamodb"])
+def test_both_stores_remember_the_openai_batch_and_keep_captions(kind, tmp_path):
+    def check(store):
+        report = IngestReport(items=[SourceItem(source="p.jpg", ref=SourceRef("file", "/p.jpg"))])
+        batch = store.create_batch("b", "ann", report)
+        assert store.pending_openai_batch(batch.id) is None
+        older = OpenAIBatchRecord(batch_id=batch.id, openai_batch_id="batch_1", input_file_id="file-1", submitted_at=100.5, requests=1)
+        newer = replace(older, openai_batch_id="batch_2", input_file_id="file-2", submitted_at=200.25)
+        store.remember_openai_batch(older)
+        store.remember_openai_batch(newer)
+        assert store.pending_openai_batch(batch.id) == newer
+        store.remember_openai_batch(replace(newer, status="finalizing"))
+        assert store.pending_openai_batch(batch.id).status == "finalizing"
+        store.forget_openai_batch(batch.id, "batch_2")
+        assert store.pending_openai_batch(batch.id) == older
+        store.forget_openai_batch(batch.id, "batch_1")
+        assert store.pending_openai_batch(batch.id) is None
+        store.cache_caption("k1", CaptionResult(caption="a red tee", answers={"color": "red"}, model_id="blip"))
+        assert store.cached_caption("k1", "blip") == CaptionResult(caption="a red tee", answers={"color": "red"}, model_id="blip", cached=True)
+
+    if kind == "sqlite":
+        check(SqliteStore(tmp_path / "s.sqlite3"))
+        return
+    with mock_aws():
+        store = DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "tagging-test")
+        store.create_table()
+        check(store)
