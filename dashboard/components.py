@@ -10,18 +10,30 @@ from pipeline.models import BatchRecord
 from pipeline.store import Store
 
 
+BATCH_PICKER = "batch-picker"
+
+
+def _picked_batch() -> None:
+    st.session_state["batch_id"] = st.session_state[BATCH_PICKER]
+
+
 def choose_batch(store: Store, describe: Callable[[BatchRecord], str], when_empty: str) -> int | None:
-    """A batch picker that remembers the choice across pages (session state `batch_id`)."""
+    """A batch picker that remembers the choice across pages (session state `batch_id`).
+
+    Keyed, so the choice survives labels that change while a batch runs ("37/400 done"): an unkeyed
+    selectbox is a new widget whenever its option labels change, and a pick made meanwhile was dropped.
+    `batch_id` stays the source of truth (a page may set it, as Run does), copied into the picker."""
     batches = store.list_batches()
     if not batches:
         st.info(when_empty)
         return None
     ids = [b.id for b in batches]
-    current = st.session_state.get("batch_id", ids[0])
+    current = st.session_state.get("batch_id")
+    if current not in ids:
+        current = ids[0]
+    st.session_state["batch_id"] = st.session_state[BATCH_PICKER] = current
     labels = {b.id: describe(b) for b in batches}
-    chosen = st.selectbox("Batch", ids, index=ids.index(current) if current in ids else 0, format_func=labels.get)
-    st.session_state["batch_id"] = chosen
-    return chosen
+    return st.selectbox("Batch", ids, format_func=labels.get, key=BATCH_PICKER, on_change=_picked_batch)
 
 
 _THUMBNAILS: dict[str, tuple[float, str | None]] = {}

@@ -486,3 +486,32 @@ def test_tag_results_table_words_photo_cell_result_width_and_upload_limits(app_e
     assert "None" not in set(table["Photo"].astype(str)) and not table["Photo"].isna().any()
     columns = json.loads(app.dataframe[-1].proto.columns)
     assert columns["Result"]["width"] == "large", columns.get("Result")
+
+
+def test_a_batch_picked_on_the_tag_page_stays_picked_while_another_batch_progresses(app_env):
+    """The picker's labels carry each batch's progress ("1/3 done"). Unkeyed, the selectbox was a new widget
+    whenever a label changed between two runs, so a pick made while another runner wrote was dropped and the
+    page went back to the old batch (seen driving the Tag page in Chromium during a CLI batch)."""
+    app = start()
+    from pipeline.models import IngestReport, SourceItem, SourceRef
+
+    store = runtime().stages.store  # created after the server's resume pass: nothing here runs these batches
+    sources = [SourceItem(source=f"p-{i}.jpg", ref=SourceRef("file", f"/nowhere/{i}.jpg")) for i in range(3)]
+    busy = store.create_batch("being written", "cli", IngestReport(items=sources))
+    quiet = store.create_batch("quiet", "someone", IngestReport(items=sources[:1]))
+    items = store.list_items(busy.id)
+    store.save_error(items[0].id, "Could not read the image.", [])
+    app.session_state["batch_id"] = busy.id
+    app.run()
+    [picker] = [s for s in app.selectbox if s.label == "Batch"]
+    assert picker.value == busy.id
+    picker.set_value(quiet.id)
+    store.save_error(items[1].id, "Could not read the image.", [])  # another runner writes meanwhile: 1/3 -> 2/3 done
+    app.run()
+    assert not app.exception, app.exception
+    [picker] = [s for s in app.selectbox if s.label == "Batch"]
+    assert picker.value == quiet.id and app.session_state["batch_id"] == quiet.id
+    assert any(p.proto.text.startswith("0 of 1 done") for p in app.get("progress")), [p.proto.text for p in app.get("progress")]
+    app.switch_page("pages/review.py").run()  # the choice follows to the other pages
+    [picker] = [s for s in app.selectbox if s.label == "Batch"]
+    assert picker.value == quiet.id
