@@ -91,7 +91,7 @@ def lease_options(settings: Settings) -> LeaseOptions:
 
 def build_transform_runner(settings: Settings, stages: Stages):
     """Batch jobs need a SageMaker model and a transform location; the local captioner has neither."""
-    if settings.captioner == "local" or not settings.sagemaker_transform_s3:
+    if settings.captioner in ("local", "openai-vision") or not settings.sagemaker_transform_s3:
         return None
     from pipeline.batches.batch_transform import BatchTransformRunner
 

@@ -21,8 +21,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("./data"), description="SQLite database and local image store.")
 
     # Backends
-    captioner: Literal["local", "sagemaker", "sagemaker-async"] = Field(
-        "local", description="`sagemaker`: real-time endpoint; `sagemaker-async`: async endpoint (S3 in/out)."
+    captioner: Literal["local", "sagemaker", "sagemaker-async", "openai-vision"] = Field(
+        "local", description="`sagemaker`: real-time endpoint; `sagemaker-async`: async endpoint (S3 in/out); "
+        "`openai-vision`: an OpenAI vision model (OPENAI_VISION_MODEL)."
     )
     caption_model: str = Field(DEFAULT_LOCAL_MODEL, description="HF model id or local directory for the local captioner.")
     summarizer: Literal["openai", "offline"] | None = Field(
@@ -76,6 +77,14 @@ class Settings(BaseSettings):
     openai_batch_fallback: bool = Field(
         True, description="Items the Batch API did not answer (expired, cancelled at the deadline, rate-limited, 5xx) are "
         "summarized one by one at the full price; false: they fail with a retry message.")
+
+    # Vision-LLM captioner (CAPTIONER=openai-vision, pipeline/captioners/openai_vision.py; issue 19); uses
+    # OPENAI_API_KEY, OPENAI_BASE_URL, OPENAI_TIMEOUT_S and OPENAI_MAX_RETRIES like the summarizer
+    openai_vision_model: str = Field("gpt-4o-mini", description="OpenAI model that captions photos for CAPTIONER=openai-vision "
+                                     "and the Admin captioner comparison.")
+    openai_vision_detail: Literal["low", "high", "auto"] = Field(
+        "low", description="Image detail sent with each photo; `low` is a fixed token price per photo.")
+    openai_vision_deadline_s: float = Field(60.0, gt=0, description="Most time one photo's caption may take, retries included.")
 
     # Storage for more than one task
     store: Literal["sqlite", "dynamodb"] = Field("sqlite", description="`dynamodb` for more than one dashboard task.")

@@ -139,7 +139,11 @@ def caption_once(stages: Stages, image: NormalizedImage, usage: list[Usage], run
         with _slot(run.caption_slots, run.cancel):
             if run.cancel.is_set():
                 raise Cancelled
-            caption, call = stages.captioner.caption(image, stages.schema.attributes)
+            try:
+                caption, call = stages.captioner.caption(image, stages.schema.attributes)
+            except Exception as exc:
+                usage.extend(usage_of(exc))  # a paid but unusable answer (vision captioner): saved with the error
+                raise
         usage.append(call)
         run.captions[key] = caption
         return caption

@@ -30,6 +30,10 @@ def make_captioner(settings, store=None) -> Captioner:
         from pipeline.captioners.sagemaker_async import SageMakerAsyncCaptioner
 
         return SageMakerAsyncCaptioner.from_settings(settings, store)
+    if settings.captioner == "openai-vision":
+        from pipeline.captioners.openai_vision import OpenAIVisionCaptioner
+
+        return OpenAIVisionCaptioner.from_settings(settings)
     if settings.captioner == "local":
         from pipeline.captioners.local import LocalCaptioner
 

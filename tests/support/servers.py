@@ -332,6 +332,64 @@ class FakeOpenAI(_Server):
         super().__exit__(*exc)
 
 
+def image_parts(request: dict[str, Any]) -> list[dict[str, Any]]:
+    """The `image_url` parts of a chat-completions request's user messages ({"url": ..., "detail": ...} each)."""
+    parts = []
+    for message in request.get("messages") or []:
+        content = message.get("content")
+        if isinstance(content, list):
+            parts.extend(part["image_url"] for part in content if isinstance(part, dict) and part.get("type") == "image_url")
+    return parts
+
+
+# Input tokens of one detail-"low" image, per OpenAI's published image-token rule (see pipeline/captioners/openai_vision.py)
+VISION_LOW_TOKENS = {"gpt-4o": 85, "gpt-4o-mini": 2833}
+
+
+def vision_responder(seen: list[bytes] | None = None, *, text_tokens: int = 300, completion_tokens: int = 40) -> Callable[[dict[str, Any]], Reply]:
+    """A `FakeOpenAIState.responder` that answers image messages the way a vision model does: it decodes
+    each base64 data URL (an undecodable one is OpenAI's 400 `invalid_image_format`), names the photo's
+    main colour from its pixels, and answers every question of the request's JSON schema. Usage counts
+    `text_tokens` plus OpenAI's per-image tokens for detail "low" (85 / 2,833), else 765 (high, 512-px tiles
+    of a 768-px photo: 85 + 4 x 170). Decoded photos are appended to `seen`."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    def respond(request: dict[str, Any]) -> Reply:
+        images = image_parts(request)
+        if not images:
+            return Reply(status=400, error_type="invalid_request_error", error_message="no image in the request", retry_after_ms=None)
+        tokens = text_tokens
+        colours = []
+        for part in images:
+            url = str(part.get("url") or "")
+            header, _, data = url.partition(",")
+            try:
+                if not (header.startswith("data:image/") and header.endswith(";base64")):
+                    raise ValueError(header)
+                raw = base64.b64decode(data, validate=True)
+                with Image.open(io.BytesIO(raw)) as picture:
+                    r, g, b = picture.convert("RGB").resize((1, 1)).getpixel((0, 0))
+            except Exception:
+                return Reply(status=400, error_code="invalid_image_format", error_type="invalid_request_error", retry_after_ms=None,
+                             error_message="You uploaded an unsupported image. Please make sure your image is valid.")
+            if seen is not None:
+                seen.append(raw)
+            colours.append("red" if r > max(g, b) + 40 else "blue" if b > max(r, g) + 40 else "green" if g > max(r, b) + 40 else "grey")
+            model = str(request.get("model") or "")
+            low = next((n for name, n in sorted(VISION_LOW_TOKENS.items(), key=lambda kv: -len(kv[0])) if model.startswith(name)), 85)
+            tokens += low if part.get("detail") == "low" else 765
+        schema = (((request.get("response_format") or {}).get("json_schema") or {}).get("schema") or {})
+        names = list((((schema.get("properties") or {}).get("answers") or {}).get("properties") or {}))
+        answers = {name: (colours[0] if name == "color" else "unknown") for name in names}
+        return Reply({"caption": f"a {colours[0]} product on a plain background", "answers": answers},
+                     prompt_tokens=tokens, completion_tokens=completion_tokens)
+
+    return respond
+
+
 # SageMaker runtime ----------------------------------------------------------------------------
 @dataclass
 class AwsError:
