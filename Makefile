@@ -14,7 +14,7 @@ CHECKOV := .venv-checkov/bin/checkov
 NODE := $(shell command -v node || echo /usr/bin/node)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench install install-dev clean
+.PHONY: run test bench install install-dev clean mutants
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,5 +66,11 @@ test: $(DEV_STAMP) $(CONTAINER_STAMP) $(CHROMIUM) $(CHECKOV) $(NODE)
 bench: $(DEV_STAMP)
 	$(BIN)/python bench/run_all.py
 
+# Mutation testing of the core modules (docs/mutation.md): manual, about an hour on 2 cores.
+# `make mutants MODULES="fetch export"` runs some of them; results are kept in .mutation/.
+MODULES ?=
+mutants: $(DEV_STAMP)
+	$(BIN)/python tests/support/mutation.py $(MODULES)
+
 clean:
-	rm -rf $(VENV) .venv-checkov $(CONTAINER_VENV) infra/node_modules infra/cdk.out .pytest_cache test-artifacts
+	rm -rf $(VENV) .venv-checkov $(CONTAINER_VENV) infra/node_modules infra/cdk.out .pytest_cache test-artifacts .mutation

@@ -18,7 +18,7 @@ class OfflineSummarizer:
     def summarize(self, request: SummaryRequest) -> SummaryResult:
         known = {a.name: a.value for a in request.attributes if a.in_vocab and a.value}
         title = request.hints.get("title") or _title_from(known, request.caption)
-        sentences = [f"{title}."]
+        sentences = [title if title.endswith((".", "!", "?")) else f"{title}."]  # "Yahoo!", not "Yahoo!."
         if request.caption:
             sentences.append(_sentence(request.caption))
         details = [f"{name} {value}" for name, value in known.items() if name != "category"]

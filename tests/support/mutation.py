@@ -1,0 +1,210 @@
+"""Mutation testing of the core modules with mutmut, one module at a time (`make mutants`, docs/mutation.md).
+
+Each module is mutated in its own work folder (`.mutation/<module>/`: a copy of pipeline/ and tests/
+and a generated pyproject.toml) so that each mutant runs only the fast tests listed for its module
+below, not every test that happens to reach the function (the runner's tests reach fetch, say).
+mutmut keeps its results there: a second run re-tests only the functions that changed.
+
+    python tests/support/mutation.py                  # every module below, one after the other
+    python tests/support/mutation.py fetch export     # some of them (by file stem)
+    python tests/support/mutation.py export --names 'pipeline.batches.export.x_escape_formula*'
+
+Prints killed / survived / timeout / no tests per module and the surviving mutants' diffs
+(`.mutation/<module>/survivors.txt`), and writes `.mutation/scores.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+WORK = ROOT / ".mutation"
+MUTMUT = Path(sys.executable).parent / "mutmut"
+
+# module -> the fast tests that exercise it directly (priority order of issue 20)
+MODULES: dict[str, list[str]] = {
+    "pipeline/ingest/fetch.py": ["tests/test_fetch.py", "tests/test_fetch_rules.py"],
+    "pipeline/batches/export.py": ["tests/test_export_escaping.py", "tests/test_export_rules.py"],
+    "pipeline/admin/identity.py": ["tests/test_identity.py", "tests/test_identity_rules.py"],
+    "pipeline/store/sqlite_store.py": ["tests/test_store_contract.py", "tests/test_leases.py"],
+    "pipeline/store/dynamo_store.py": ["tests/test_store_contract.py", "tests/test_leases.py"],
+    "pipeline/batches/runner.py": ["tests/test_store_runner_export.py", "tests/test_stop_and_limits.py"],
+    "pipeline/summarizers/offline.py": ["tests/test_summarizers.py", "tests/test_summarizer_rules.py"],
+    "pipeline/summarizers/openai_summarizer.py": ["tests/test_summarizers.py", "tests/test_summarizer_rules.py"],
+    "pipeline/admin/costs.py": ["tests/test_costs.py"],
+}
+
+# exit codes as mutmut 3.8 records them (mutmut/stats.py)
+STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 37: "killed",
+          -24: "timeout", 24: "timeout", 152: "timeout", 255: "timeout", 36: "timeout", None: "not checked"}
+
+
+@dataclass
+class Score:
+    module: str
+    killed: int = 0
+    survived: int = 0
+    timeout: int = 0
+    no_tests: int = 0
+    not_checked: int = 0
+    other: int = 0
+    survivors: tuple[str, ...] = ()
+
+    @property
+    def total(self) -> int:
+        return self.killed + self.survived + self.timeout + self.no_tests + self.not_checked + self.other
+
+
+def stem(module: str) -> str:
+    return Path(module).stem
+
+
+def module_for(name: str) -> str:
+    matches = [m for m in MODULES if stem(m) == name or m == name]
+    if not matches:
+        raise SystemExit(f"Unknown module {name!r}; one of: {', '.join(stem(m) for m in MODULES)}.")
+    return matches[0]
+
+
+def _pytest_section() -> str:
+    """The repo's [tool.pytest.ini_options], so the copied tests run as they do in `make test`."""
+    text = (ROOT / "pyproject.toml").read_text()
+    match = re.search(r"^\[tool\.pytest\.ini_options\]\n(.*?)(?=^\[|\Z)", text, re.S | re.M)
+    assert match, "pyproject.toml has no [tool.pytest.ini_options]"
+    return match.group(0).rstrip() + "\n"
+
+
+def prepare(module: str, work: Path, tests: list[str], timeout_s: int) -> None:
+    """The work folder: fresh copies of pipeline/ and tests/ (mutmut keeps mutants/ and its results)."""
+    work.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
+    for folder in ("pipeline", "tests"):
+        shutil.rmtree(work / folder, ignore_errors=True)
+        shutil.copytree(ROOT / folder, work / folder, ignore=ignore)
+    # mutmut copies pipeline/ into mutants/ only where a file is missing there: refresh what changed.
+    mutated = work / "mutants"
+    if mutated.exists():
+        for source in (ROOT / "pipeline").rglob("*"):
+            if source.is_file() and "__pycache__" not in source.parts:
+                copy = mutated / source.relative_to(ROOT)
+                if copy.exists() and source.suffix != ".py" and copy.read_bytes() != source.read_bytes():
+                    shutil.copy2(source, copy)
+                if copy.exists() and source.suffix == ".py" and str(source.relative_to(ROOT)) != module:
+                    if copy.read_bytes() != source.read_bytes():
+                        shutil.copy2(source, copy)
+    selection = [t for t in tests if (ROOT / t).exists()]
+    config = "\n".join([
+        "[tool.mutmut]",
+        'source_paths = ["pipeline"]',
+        f"only_mutate = [{json.dumps(module)}]",
+        f"pytest_add_cli_args_test_selection = {json.dumps(selection)}",
+        # no cache writes; a mutant that makes a test wait forever fails that test (a kill)
+        f'pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "no:randomly", "--timeout={timeout_s}"]',
+        # the tests start threads, servers, moto and torch: workers fork from a clean process
+        'process_isolation = "forkserver"',
+        "",
+    ])
+    (work / "pyproject.toml").write_text(_pytest_section() + "\n" + config)
+
+
+def score(module: str, work: Path, names: list[str] | None = None) -> Score:
+    """The module's results in `work` (only the mutants matching `names`, globs, when given)."""
+    meta = work / "mutants" / (module + ".meta")
+    result = Score(module=module)
+    if not meta.exists():
+        return result
+    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    survivors = []
+    for name, code in sorted(codes.items()):
+        if names and not any(fnmatch.fnmatch(name, pattern) for pattern in names):
+            continue
+        status = STATUS.get(code, "other")
+        if status == "killed":
+            result.killed += 1
+        elif status == "survived":
+            result.survived += 1
+            survivors.append(name)
+        elif status == "timeout":
+            result.timeout += 1
+        elif status == "no tests":
+            result.no_tests += 1
+        elif status == "not checked":
+            result.not_checked += 1
+        else:
+            result.other += 1
+    result.survivors = tuple(survivors)
+    return result
+
+
+def diffs(module: str, work: Path, names: tuple[str, ...]) -> str:
+    """`mutmut show` for each name, in one process (mutmut reads its config from the work folder)."""
+    if not names:
+        return ""
+    script = (
+        "import sys\n"
+        "from mutmut.mutation.diff_apply import get_diff_for_mutant\n"
+        "for name in sys.argv[2:]:\n"
+        "    print('# ' + name)\n"
+        "    print(get_diff_for_mutant(name, path=sys.argv[1]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, module, *names], cwd=work, capture_output=True, text=True)
+    return out.stdout + out.stderr
+
+
+def run_in(module: str, work: Path, *, names: list[str], max_children: int) -> Score:
+    """`mutmut run` in a prepared work folder (at low priority), and its score."""
+    command = ["nice", "-n", "10", str(MUTMUT), "run", "--max-children", str(max_children), *names]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_")}
+    out = subprocess.run(command, cwd=work, env=env | {"PYTHONDONTWRITEBYTECODE": "1"}, capture_output=True, text=True)
+    (work / "mutmut-run.log").write_text(out.stdout + out.stderr)
+    if out.returncode != 0:
+        tail = (out.stdout + out.stderr).replace("\r", "\n").strip().splitlines()[-15:]
+        raise RuntimeError(f"mutmut failed for {module} (exit {out.returncode}):\n" + "\n".join(tail))
+    return score(module, work, names)
+
+
+def run_module(module: str, *, names: list[str], max_children: int, timeout_s: int, fresh: bool, quiet: bool) -> Score:
+    work = WORK / stem(module)
+    if fresh:
+        shutil.rmtree(work, ignore_errors=True)
+    prepare(module, work, MODULES[module], timeout_s)
+    started = time.monotonic()
+    result = run_in(module, work, names=names, max_children=max_children)
+    (work / "survivors.txt").write_text(diffs(module, work, result.survivors))
+    if not quiet:
+        print(f"{module}: {result.killed} killed, {result.survived} survived, {result.timeout} timeout, "
+              f"{result.no_tests} no tests ({time.monotonic() - started:.0f} s); survivors in {work / 'survivors.txt'}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("modules", nargs="*", help="file stems (fetch, export, ...); default: all")
+    parser.add_argument("--names", nargs="*", default=[], help="mutant names or globs (one module only)")
+    parser.add_argument("--max-children", type=int, default=2)
+    parser.add_argument("--timeout", type=int, default=30, help="seconds one test may run under a mutant")
+    parser.add_argument("--fresh", action="store_true", help="forget earlier results")
+    args = parser.parse_args(argv)
+    modules = [module_for(name) for name in args.modules] or list(MODULES)
+    scores = {}
+    for module in modules:
+        result = run_module(module, names=args.names, max_children=args.max_children, timeout_s=args.timeout, fresh=args.fresh, quiet=False)
+        scores[module] = {k: getattr(result, k) for k in ("killed", "survived", "timeout", "no_tests", "not_checked", "other")} | {"survivors": list(result.survivors)}
+    WORK.mkdir(exist_ok=True)
+    previous = json.loads((WORK / "scores.json").read_text()) if (WORK / "scores.json").exists() else {}
+    (WORK / "scores.json").write_text(json.dumps(previous | scores, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
