@@ -28,7 +28,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     DATA_DIR=/app/data \
     AUTH_MODE=alb \
-    CAPTIONER=sagemaker
+    CAPTIONER=sagemaker \
+    LOG_LEVEL=INFO \
+    LOG_FORMAT=json \
+    METRICS_FORMAT=emf
 USER 10001:10001
 EXPOSE 8501
 HEALTHCHECK --interval=30s --timeout=5s --start-period=40s --retries=3 \

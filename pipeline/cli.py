@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     estimate.add_argument("--batches-per-month", type=int)
     estimate.add_argument("--summary-model", choices=["gpt-4o", "gpt-4o-mini"])
     estimate.add_argument("--max-latency-s", type=float, help="also name the cheapest scenario that answers within this")
+    estimate.add_argument("--profile", choices=["own-alb", "own-alb-business-hours", "own-alb-ipv6-business-hours", "shared-alb-business-hours"],
+                          help="deployment profile whose always-on part is priced (default: DEPLOYMENT_PROFILE, own-alb)")
+    estimate.add_argument("--summary-mode", choices=["auto", "realtime", "batch"],
+                          help="auto (default): batch transform sends summaries through the OpenAI Batch API at half price; "
+                               "realtime: none does; batch: every scenario does (answers within 24 h)")
     estimate.add_argument("--json", action="store_true", help="print JSON: {assumptions, scenarios: [{name, monthly_usd, breakdown}]}")
 
     export = commands.add_parser("export", help="write a batch as the CSV report, a Shopify / WooCommerce CSV or a Google Merchant feed")
@@ -57,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--items", choices=["approved", "all", "failed"], default="approved",
                         help="approved (default, as the Export page): tagged and approved; all; failed: could not be tagged")
     export.add_argument("--excel", action="store_true", help="report only: write a UTF-8 BOM so Excel opens it correctly")
+
+    compare = commands.add_parser("compare-captioners", help="the configured captioner and the vision LLM on a sample of a batch's photos")
+    compare.add_argument("batch_id", type=int, metavar="BATCH_ID")
+    compare.add_argument("--sample", type=int, default=10, help="photos to caption with both (1-50, default 10); the items are not changed")
+    compare.add_argument("--json", action="store_true", help="print JSON: {reports: [...], rows: [...], notes: [...]}")
 
     model = commands.add_parser("make-test-model", help="write a tiny random BLIP-2 checkpoint for offline demos and tests")
     model.add_argument("directory", type=Path)
@@ -103,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             return estimate_command(args)
         if args.command == "export":
             return export_command(args)
+        if args.command == "compare-captioners":
+            return compare_command(args)
         if args.command == "make-test-model":
             from pipeline.testmodel import make_test_model
 
@@ -210,7 +222,8 @@ def tag_command(args: argparse.Namespace) -> int:
         readiness = captioner_readiness(stages.captioner)
         if readiness is not None and not readiness.ready:
             print(f"note: {readiness.message}", file=sys.stderr)
-        with tqdm(total=to_process, unit="img", file=sys.stderr) as bar:
+        # JSON logs on stderr are read by machines: no bar redrawn in between (the item events show progress)
+        with tqdm(total=to_process, unit="img", file=sys.stderr, disable=settings.log_format == "json") as bar:
             def on_progress(progress) -> None:
                 bar.n = progress.done
                 bar.set_postfix(failed=progress.failed, refresh=False)
@@ -259,19 +272,30 @@ def estimate_command(args: argparse.Namespace) -> int:
     import json
     from dataclasses import replace
 
-    from pipeline.admin.costs import Assumptions, PriceTable, estimate_monthly_cost
+    from pipeline.admin.costs import PROFILES, Assumptions, PriceTable, break_even_points, estimate_monthly_cost
     from pipeline.settings import Settings
 
     settings = Settings()
-    overrides = {key: getattr(args, key) for key in ("working_days", "hours_per_day", "batches_per_month", "summary_model") if getattr(args, key) is not None}
+    keys = ("working_days", "hours_per_day", "batches_per_month", "summary_model", "summary_mode")
+    overrides = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
     assumptions = replace(Assumptions(instance_type=settings.sagemaker_instance_type), images_per_month=args.images_per_month, **overrides)
-    estimate = estimate_monthly_cost(assumptions, PriceTable.load(settings.prices_file))
+    profile = args.profile or settings.deployment_profile
+    prices = PriceTable.load(settings.prices_file)
+    estimate = estimate_monthly_cost(assumptions, prices, profile)
     if args.json:
-        print(json.dumps(estimate.to_json(), indent=2))
+        data = estimate.to_json()
+        data["break_even"] = [vars(p) for p in break_even_points(assumptions, prices, 100, 1_000_000, profile)]
+        print(json.dumps(data, indent=2))
         return 0
-    print(f"{args.images_per_month:,} images/month, summaries by {assumptions.summary_model}:")
+    print(f"{args.images_per_month:,} images/month, summaries by {assumptions.summary_model} ({assumptions.summary_mode}), "
+          f"profile {profile}: {PROFILES[profile].what}")
+    print(f"  gives up: {PROFILES[profile].gives_up}")
     for scenario in estimate.scenarios:
         print(f"  {scenario.name:<40} ${scenario.monthly_usd:>9,.2f}/month   first result: {scenario.latency}")
+        print("      " + ", ".join(f"{component} {usd:,.2f}" for component, usd in scenario.breakdown.items()))
+    for point in break_even_points(assumptions, prices, 100, 1_000_000, profile):
+        print(f"break-even at {point.images_per_month:,.0f} images/month (${point.monthly_usd:,.2f}): "
+              f"{point.cheaper_before} below, {point.cheaper_after} above")
     if args.max_latency_s is not None:
         best = estimate.cheapest_meeting(args.max_latency_s)
         print(f"cheapest within {args.max_latency_s:g} s: " + (f"{best.name} (${best.monthly_usd:,.2f})" if best else "none"))
@@ -332,4 +356,45 @@ def export_command(args: argparse.Namespace) -> int:
             raise UserFacingError(f"Could not write {out}: {exc.strerror or type(exc).__name__}.") from exc
     print(f"{exported.rows} row{'s' * (exported.rows != 1)} written to {'standard output' if to_stdout else out}",
           file=sys.stderr if to_stdout else sys.stdout)
+    return 0
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    """Both captioners on a sample of one batch (pipeline/admin/comparison.py): a table per captioner, then
+    each photo's captions. Nothing about the items changes; the vision model's calls are paid and recorded."""
+    import json
+    from dataclasses import asdict
+
+    from pipeline.admin.comparison import captioners_to_compare, compare_captioners, report_table
+    from pipeline.admin.costs import PriceTable
+    from pipeline.service import build_stages
+    from pipeline.settings import Settings
+
+    settings = Settings()
+    if settings.store == "sqlite" and not settings.db_path.exists():
+        raise UserFacingError(f"There is no batch {args.batch_id}: no store at {settings.db_path} yet (is DATA_DIR set as when you tagged?).")
+    stages = build_stages(settings)
+    prices = PriceTable.load(settings.prices_file)
+    if stages.store.get_batch(args.batch_id) is None:
+        raise UserFacingError(f"There is no batch {args.batch_id}.")
+    comparison = compare_captioners(stages, args.batch_id, args.sample, captioners_to_compare(settings, stages.store), prices,
+                                    instance_type=settings.sagemaker_instance_type)
+    if args.json:
+        print(json.dumps({"batch_id": comparison.batch_id, "reports": [asdict(r) for r in comparison.reports],
+                          "rows": [asdict(r) for r in comparison.rows], "notes": comparison.notes}, indent=2, default=str))
+        return 0
+    print(f"Batch {comparison.batch_id}: {len(comparison.rows)} photo(s) captioned by each captioner; the items are unchanged.")
+    for row in report_table(comparison):
+        print("\n".join(f"  {key}: {value}" for key, value in row.items()))
+        print()
+    for report in comparison.reports:
+        print(f"{report.label}: cost: {report.cost_basis} Acceptance: {report.acceptance_note}")
+    for note in comparison.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print()
+    for row in comparison.rows:
+        print(f"#{row.seq + 1} {row.source}: stored caption: {row.stored_caption or '(none)'}")
+        for report in comparison.reports:
+            said = row.captions.get(report.label)
+            print(f"  {report.label}: {said if said is not None else 'failed: ' + row.errors.get(report.label, '')}")
     return 0

@@ -89,6 +89,7 @@ class NormalizedImage:
     original_bytes: int
     content_key: str  # sha256 of `jpeg`
     checks: PhotoChecks
+    checks_ms: float = 0.0  # time spent computing `checks` (reported as its own stage)
 
 
 @dataclass
@@ -176,6 +177,8 @@ class ItemRecord:
     updated_by: str | None = None  # who made the newest change (a person, or "processing")
     lease_owner: str | None = None  # the runner (host/pid/uuid) processing it right now, while lease_until lasts
     lease_until: float | None = None  # epoch seconds
+    stage_ms: dict[str, float] = field(default_factory=dict)  # stage -> ms of its last processing (fetch … summarize)
+    error_kind: str | None = None  # short stable code of why it failed (fetch_timeout, bad_image, summary_quota, …)
 
     def attribute(self, name: str) -> AttributeValue | None:
         return next((a for a in self.attributes if a.name == name), None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_LOCAL_MODEL = "Salesforce/blip-image-captioning-base"
@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     presign_expiry_s: int = Field(3600, description="Lifetime of the presigned photo URLs pages show.")
 
     prices_file: Path | None = Field(None, description="JSON price overrides (same keys as pipeline/admin/prices.json).")
+    # Deployment cost profile (issue 17): the always-on shape the Admin estimator and month-to-date use (costs.PROFILES)
+    deployment_profile: Literal["own-alb", "own-alb-business-hours", "own-alb-ipv6-business-hours", "shared-alb-business-hours"] = Field(
+        "own-alb", description="The deployment profile this dashboard runs under (the CDK stack sets it).")
     autostop_idle_minutes: float = Field(30.0, description="Idle time after which `endpoint autostop` stops the endpoint.")
     endpoint_warmup_minutes: float = Field(10.0, description="Expected start-up time shown when starting the endpoint.")
 
@@ -148,6 +151,21 @@ class Settings(BaseSettings):
     dev_user_email: str = "dev@localhost"
     dev_user_is_admin: bool = True
     results_page_size: int = 50
+
+    # Logs and metrics (docs/operations.md "Logs and metrics"; the container image sets json / INFO / emf)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "WARNING", description="Our loggers' level (other libraries log WARNING and up); INFO logs one event per item stage.")
+    log_format: Literal["text", "json"] = Field("text", description="`json`: one JSON object per line on stderr; `text`: for a terminal.")
+    metrics_format: Literal["emf", "off"] = Field(
+        "off", description="`emf`: CloudWatch Embedded Metric Format lines on stderr; metrics are kept in-process either way.")
+    metrics_namespace: str = Field("ProductTagger", description="CloudWatch namespace of the EMF metrics.")
+
+    @field_validator("log_level", "log_format", "metrics_format", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        return value.strip().upper() if value.strip().upper() in ("DEBUG", "INFO", "WARNING", "ERROR") else value.strip().lower()
 
     @model_validator(mode="after")
     def _default_summarizer(self) -> "Settings":

@@ -76,3 +76,19 @@ def test_dockerignore_keeps_data_tests_and_venvs_out():
     copied = {rest.split()[0].rstrip("/") for keyword, rest in instructions() if keyword == "COPY" and not rest.startswith("--from")}
     assert copied <= allowed  # everything the build copies is in the context
     assert ".streamlit/secrets.toml" in rules
+
+
+def test_the_image_logs_json_lines_and_emits_emf_metrics():
+    """CloudWatch Logs gets one JSON object per line (searchable fields) and EMF documents it turns into the
+    metrics the alarms watch (docs/operations.md "Logs and metrics"); a terminal keeps text by default."""
+    from pipeline.settings import Settings
+
+    env = {}
+    for keyword, rest in instructions():
+        if keyword == "ENV":
+            env.update(word.split("=", 1) for word in shlex.split(rest) if "=" in word)
+    assert env["LOG_FORMAT"] == "json" and env["METRICS_FORMAT"] == "emf" and env["LOG_LEVEL"] == "INFO"
+    defaults = Settings(_env_file=None)
+    assert (defaults.log_format, defaults.metrics_format) == ("text", "off")
+    image = Settings(_env_file=None, **{k.lower(): v for k, v in env.items() if k in ("LOG_FORMAT", "METRICS_FORMAT", "LOG_LEVEL")})
+    assert (image.log_format, image.metrics_format, image.log_level) == ("json", "emf", "INFO")

@@ -32,6 +32,8 @@ from pipeline.ingest.fetch import DownloadCancelled, FetchLimits, read_source
 from pipeline.ingest.zips import OPEN_ZIPS, zip_entry
 from pipeline.models import CaptionResult, ItemRecord, ItemResult, NormalizedImage, PhotoChecks, SourceRef, SummaryRequest, Usage
 from pipeline.images.normalize import normalize_image
+from pipeline.observability import ItemTrace, NoTrace, error_kind
+from pipeline.observability.trace import ITEM_TIMEOUT
 from pipeline.store import BatchBusyError, ImageStore, Store, new_runner_id, runner_is_dead_here
 from pipeline.summarizers import Summarizer
 from pipeline.wordlimit import count_words
@@ -149,18 +151,24 @@ def caption_once(stages: Stages, image: NormalizedImage, usage: list[Usage], run
         return caption
 
 
-def prepare_image(stages: Stages, item: ItemRecord, cancel: threading.Event | None = None) -> tuple[NormalizedImage, str]:
+def prepare_image(stages: Stages, item: ItemRecord, cancel: threading.Event | None = None,
+                  trace: ItemTrace | None = None) -> tuple[NormalizedImage, str]:
     """Read, normalize and store one item's photo: (normalized image, stored location). A Stop (`cancel`)
-    ends a download in progress, or a wait for the raw bytes budget; the item stays pending."""
+    ends a download in progress, or a wait for the raw bytes budget; the item stays pending.
+    `trace` times the fetch, normalize (storing the normalized copy included) and checks stages."""
     assert item.ref is not None
+    trace = trace or NoTrace()
     if item.ref.kind in ("file", "zip"):
-        stages.images.ensure_upload(Path(item.ref.location))  # resumed on another task: fetch the upload
-    image = read_and_normalize(stages, item.ref, cancel)
-    return image, stages.images.save(image.content_key, image.jpeg)
+        with trace.stage("fetch", more_to_come=True):  # the read below ends the fetch stage
+            stages.images.ensure_upload(Path(item.ref.location))  # resumed on another task: fetch the upload
+    image = read_and_normalize(stages, item.ref, cancel, trace=trace)
+    with trace.stage("normalize"):  # storing the normalized copy ends the normalize stage
+        location = stages.images.save(image.content_key, image.jpeg)
+    return image, location
 
 
 def read_and_normalize(stages: Stages, ref: SourceRef, cancel: threading.Event | None = None,
-                       budget: DecodeBudget | None = None) -> NormalizedImage:
+                       budget: DecodeBudget | None = None, trace: ItemTrace | None = None) -> NormalizedImage:
     """The photo's raw bytes are held under the raw bytes budget (default: the process-wide one from
     RAW_BYTES_BUDGET_MB) from before the read until the normalized JPEG exists.
 
@@ -173,14 +181,19 @@ def read_and_normalize(stages: Stages, ref: SourceRef, cancel: threading.Event |
     except BudgetWaitCancelled as exc:
         raise Cancelled from exc
     data: bytes | None = None
+    trace = trace or NoTrace()
     try:
         try:
-            data = read_source(ref, stages.fetch_limits, stages.s3_client_factory, should_stop=cancel)
+            with trace.stage("fetch"):
+                data = read_source(ref, stages.fetch_limits, stages.s3_client_factory, should_stop=cancel)
         except DownloadCancelled as exc:
             raise Cancelled from exc
         grant = budget.resize(grant, len(data))  # the true size (a URL or S3 object counted the most allowed)
         options = stages.normalize
-        return normalize_image(data, max_side=options.max_side, max_pixels=options.max_pixels, quality=options.quality)
+        with trace.stage("normalize", more_to_come=True) as span:
+            image = normalize_image(data, max_side=options.max_side, max_pixels=options.max_pixels, quality=options.quality)
+            span.carve("checks", image.checks_ms)  # the photo checks run inside normalize_image: their own stage
+        return image
     finally:
         data = None  # the bytes go before their grant does
         budget.release(grant)
@@ -224,14 +237,21 @@ def complete_item(
     )
 
 
-def process_item(stages: Stages, item: ItemRecord, usage: list[Usage], run: RunContext | None = None) -> ItemResult:
+def process_item(stages: Stages, item: ItemRecord, usage: list[Usage], run: RunContext | None = None,
+                 trace: ItemTrace | None = None) -> ItemResult:
     """One item through every stage. Billable calls are appended to `usage` as they happen, so a
-    failure after a paid call still records it. Raises on failure; the caller records the error."""
+    failure after a paid call still records it. Raises on failure; the caller records the error.
+    `trace` times each stage (log event, latency metric, the item's stage_ms)."""
     run = run or RunContext.create()
-    image, image_path = prepare_image(stages, item, run.cancel)
-    caption = caption_once(stages, image, usage, run)
-    return complete_item(stages, item, content_key=image.content_key, image_path=image_path, checks=image.checks,
-                         caption=caption, usage=usage, summary_slots=run.summary_slots)
+    trace = trace or NoTrace()
+    image, image_path = prepare_image(stages, item, run.cancel, trace)
+    with trace.stage("caption") as span:
+        caption = caption_once(stages, image, usage, run)
+        span.fields["cached"] = caption.cached
+    trace.cache(caption.cached)
+    with trace.stage("summarize"):
+        return complete_item(stages, item, content_key=image.content_key, image_path=image_path, checks=image.checks,
+                             caption=caption, usage=usage, summary_slots=run.summary_slots)
 
 
 def run_batch(
@@ -333,6 +353,7 @@ class _Attempt:
     ok: bool | None = None  # True saved ok, False saved failed, None nothing saved (cancelled / lease lost)
     finished: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    trace: ItemTrace = field(default_factory=NoTrace)  # stage timings, log events and metrics of this item
 
 
 def _run_items(stages: Stages, batch_id: int, *, concurrency: int, on_progress: ProgressCallback | None,
@@ -379,11 +400,12 @@ def _run_items(stages: Stages, batch_id: int, *, concurrency: int, on_progress: 
         """Every stage of one item, then its save; runs on its own thread so the worker can stop waiting."""
         usage: list[Usage] = []
         result, error, cancelled, deferred = None, None, False, False
+        trace = attempt.trace
         try:
             if later is not None:
-                result = later.caption_item(stages, item, usage, run)  # summarized once every caption is in
+                result = later.caption_item(stages, item, usage, run, trace)  # summarized once every caption is in
             else:
-                result = process_item(stages, item, usage, run)
+                result = process_item(stages, item, usage, run, trace)
         except Cancelled:
             cancelled = True
         except Exception as exc:  # per-item isolation: one bad photo never stops the batch
@@ -404,15 +426,20 @@ def _run_items(stages: Stages, batch_id: int, *, concurrency: int, on_progress: 
                 with lock:
                     waiting.append(result)
             else:
-                if error is not None:
-                    saved = store.save_error(item.id, describe_error(error), usage, owner=save_owner)
-                else:
-                    saved = store.save_result(item.id, result, usage, owner=save_owner)  # one transaction: result, usage, cache
+                with trace.stage("save"):
+                    if error is not None:
+                        saved = store.save_error(item.id, describe_error(error), usage, owner=save_owner,
+                                                 error_kind=trace.error_kind or error_kind(error, "item"),
+                                                 stage_ms=dict(trace.stage_ms))
+                    else:  # one transaction: result, usage, cache
+                        saved = store.save_result(item.id, result, usage, owner=save_owner, stage_ms=dict(trace.stage_ms))
                 if saved:
+                    trace.finish(ok=error is None)
                     attempt.ok = error is None
                 elif usage:
                     store.record_usage(item.id, usage)  # paid for, but the lease was lost: the ledger still counts it
         finally:
+            trace.count_usage(usage)
             with lock:
                 if not deferred:
                     held.discard(item.id)
@@ -424,7 +451,7 @@ def _run_items(stages: Stages, batch_id: int, *, concurrency: int, on_progress: 
         if not claim(item):
             count(None, skipped=True)
             return
-        attempt = _Attempt()
+        attempt = _Attempt(trace=ItemTrace(batch_id, item.id, cancelled=(Cancelled, DownloadCancelled, BudgetWaitCancelled)))
         stage_threads.submit(lambda: stage(item, attempt))
         deadline, grace_end = clock() + options.item_deadline_s, None
         while not attempt.finished.wait(options.poll_s):
@@ -445,7 +472,10 @@ def _run_items(stages: Stages, batch_id: int, *, concurrency: int, on_progress: 
                     held.discard(item.id)
                 message = (f"Processing this photo took longer than {options.item_deadline_s:g} s, so it was stopped. "
                            "Retry failed items to try again.")
-                if store.save_error(item.id, message, [], owner=save_owner):
+                attempt.trace.fail(ITEM_TIMEOUT)
+                if store.save_error(item.id, message, [], owner=save_owner, error_kind=ITEM_TIMEOUT,
+                                    stage_ms=dict(attempt.trace.stage_ms)):
+                    attempt.trace.finish(ok=False)
                     count(False, timed_out=True)
                 return
         count(attempt.ok)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import time
 import warnings
 
 import numpy as np
@@ -57,6 +58,9 @@ def normalize_image(
     image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
     jpeg = encode_jpeg(image, quality)
     ow, oh = original_size
+    checks_started = time.perf_counter()
+    checks = compute_photo_checks(image, original_size=(ow, oh))
+    checks_ms = (time.perf_counter() - checks_started) * 1000.0
     return NormalizedImage(
         jpeg=jpeg,
         width=image.width,
@@ -65,7 +69,8 @@ def normalize_image(
         original_height=oh,
         original_bytes=len(data),
         content_key=hashlib.sha256(jpeg).hexdigest(),
-        checks=compute_photo_checks(image, original_size=(ow, oh)),
+        checks=checks,
+        checks_ms=checks_ms,
     )
 
 

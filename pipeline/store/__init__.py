@@ -83,10 +83,13 @@ class Store(Protocol):
     def items_to_process(self, batch_id: int, *, retry_failed: bool = False) -> list[ItemRecord]: ...
     def unfinished_batch_ids(self) -> list[int]: ...
     def record_usage(self, item_id: int, usage: list[Usage]) -> None: ...
-    def save_result(self, item_id: int, result: ItemResult, usage: list[Usage], *, owner: str | None = None) -> bool:
+    def save_result(self, item_id: int, result: ItemResult, usage: list[Usage], *, owner: str | None = None,
+                    stage_ms: dict[str, float] | None = None) -> bool:
         """Result + its billable calls + the caption-cache entry, atomically. With `owner`: only while
-        that runner holds the item's lease (then the lease ends); False (nothing written) otherwise."""
-    def save_error(self, item_id: int, message: str, usage: list[Usage], *, owner: str | None = None) -> bool: ...
+        that runner holds the item's lease (then the lease ends); False (nothing written) otherwise.
+        `stage_ms` (stage -> ms) is kept as the item's `stage_ms`; a result clears `error_kind`."""
+    def save_error(self, item_id: int, message: str, usage: list[Usage], *, owner: str | None = None,
+                   error_kind: str | None = None, stage_ms: dict[str, float] | None = None) -> bool: ...
     # Leases: no two runners anywhere process one item (see docs/operations.md "Scale")
     def claim_item(self, item_id: int, owner: str, lease_s: float, *, version: int, now: float,
                    stale_owners: tuple[str, ...] = ()) -> bool:

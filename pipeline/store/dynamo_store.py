@@ -341,7 +341,8 @@ class DynamoStore:
         self._batch_put(self._usage_rows(row, usage))
         self._touch_last_usage(usage)
 
-    def save_result(self, item_id: int, result: ItemResult, usage: list[Usage], *, owner: str | None = None) -> bool:
+    def save_result(self, item_id: int, result: ItemResult, usage: list[Usage], *, owner: str | None = None,
+                    stage_ms: dict[str, float] | None = None) -> bool:
         now = utc_now()
         updates = {
             "status": "ok", "error": None, "content_key": result.content_key, "image_path": result.image_path,
@@ -350,6 +351,7 @@ class DynamoStore:
             "word_count": result.word_count, "checks": json.dumps(result.checks.to_dict()),
             "caption_model": result.caption.model_id, "summary_model": result.summary.model,
             "summary_offline": int(result.summary.offline), "processed_at": now, "updated_at": now,
+            "stage_ms": json.dumps(stage_ms or {}), "error_kind": None,
         }
         extra = []
         if not result.caption.cached:
@@ -358,9 +360,11 @@ class DynamoStore:
                 "caption": result.caption.caption, "answers": json.dumps(result.caption.answers), "created_at": now})}})
         return self._finish_item(item_id, updates, usage, extra, owner)
 
-    def save_error(self, item_id: int, message: str, usage: list[Usage], *, owner: str | None = None) -> bool:
+    def save_error(self, item_id: int, message: str, usage: list[Usage], *, owner: str | None = None,
+                   error_kind: str | None = None, stage_ms: dict[str, float] | None = None) -> bool:
         now = utc_now()
-        return self._finish_item(item_id, {"status": "error", "error": message, "processed_at": now, "updated_at": now},
+        return self._finish_item(item_id, {"status": "error", "error": message, "processed_at": now, "updated_at": now,
+                                           "stage_ms": json.dumps(stage_ms or {}), "error_kind": error_kind},
                                  usage, [], owner)
 
     # Leases (conditional writes: the condition is what makes a claim exclusive) ------------------
@@ -572,7 +576,7 @@ class DynamoStore:
 
 _RESULT_COLUMNS = ("content_key", "image_path", "caption", "title", "summary", "word_count", "checks",
                    "caption_model", "summary_model", "processed_at", "updated_at", "error", "sku", "ref",
-                   "updated_by", "lease_owner", "lease_until")
+                   "updated_by", "lease_owner", "lease_until", "stage_ms", "error_kind")
 
 
 def _item(row: dict[str, Any]) -> ItemRecord:

@@ -138,7 +138,8 @@ CREATE TABLE IF NOT EXISTS openai_batches (
 
 # Columns added after the first release: added in place to an existing database file.
 MIGRATIONS = {
-    "items": {"version": "INTEGER NOT NULL DEFAULT 0", "updated_by": "TEXT", "lease_owner": "TEXT", "lease_until": "REAL"},
+    "items": {"version": "INTEGER NOT NULL DEFAULT 0", "updated_by": "TEXT", "lease_owner": "TEXT", "lease_until": "REAL",
+              "stage_ms": "TEXT", "error_kind": "TEXT"},
     "batches": {"run_owner": "TEXT", "run_host": "TEXT", "run_started_at": "REAL", "run_heartbeat_at": "REAL",
                 "run_lease_until": "REAL", "stop_requested_by": "TEXT", "stop_requested_at": "REAL"},
 }
@@ -270,7 +271,8 @@ class SqliteStore:
         row = db.execute("SELECT lease_owner FROM items WHERE id = ?", (item_id,)).fetchone()
         return row is not None and row["lease_owner"] == owner
 
-    def save_result(self, item_id: int, result: ItemResult, usage: list[Usage], *, owner: str | None = None) -> bool:
+    def save_result(self, item_id: int, result: ItemResult, usage: list[Usage], *, owner: str | None = None,
+                    stage_ms: dict[str, float] | None = None) -> bool:
         now = utc_now()
         with self._tx() as db:
             if not self._holds(db, item_id, owner):
@@ -285,26 +287,29 @@ class SqliteStore:
                 """UPDATE items SET status = 'ok', error = NULL, content_key = ?, image_path = ?, caption = ?,
                        attributes = ?, title = ?, tags = ?, summary = ?, word_count = ?, checks = ?,
                        caption_model = ?, summary_model = ?, summary_offline = ?, processed_at = ?, updated_at = ?,
-                       version = version + 1, updated_by = ?, lease_owner = NULL, lease_until = NULL
+                       version = version + 1, updated_by = ?, lease_owner = NULL, lease_until = NULL,
+                       stage_ms = ?, error_kind = NULL
                    WHERE id = ?""",
                 (
                     result.content_key, result.image_path, result.caption.caption,
                     json.dumps([a.__dict__ for a in result.attributes]), result.summary.title,
                     json.dumps(result.summary.tags), result.summary.summary, result.word_count,
                     json.dumps(result.checks.to_dict()), result.caption.model_id, result.summary.model,
-                    int(result.summary.offline), now, now, PROCESSING, item_id,
+                    int(result.summary.offline), now, now, PROCESSING, json.dumps(stage_ms or {}), item_id,
                 ),
             )
         return True
 
-    def save_error(self, item_id: int, message: str, usage: list[Usage], *, owner: str | None = None) -> bool:
+    def save_error(self, item_id: int, message: str, usage: list[Usage], *, owner: str | None = None,
+                   error_kind: str | None = None, stage_ms: dict[str, float] | None = None) -> bool:
         now = utc_now()
         with self._tx() as db:
             if not self._holds(db, item_id, owner):
                 return False
             self._insert_usage(db, item_id, usage, now)
             db.execute("UPDATE items SET status = 'error', error = ?, processed_at = ?, updated_at = ?, version = version + 1,"
-                       " updated_by = ?, lease_owner = NULL, lease_until = NULL WHERE id = ?", (message, now, now, PROCESSING, item_id))
+                       " updated_by = ?, lease_owner = NULL, lease_until = NULL, stage_ms = ?, error_kind = ? WHERE id = ?",
+                       (message, now, now, PROCESSING, json.dumps(stage_ms or {}), error_kind, item_id))
         return True
 
     # Leases ----------------------------------------------------------------------------------
@@ -566,4 +571,14 @@ def _item(row: sqlite3.Row) -> ItemRecord:
         review_status=row["review_status"], created_at=row["created_at"], processed_at=row["processed_at"], updated_at=row["updated_at"],
         version=int(row["version"] or 0), updated_by=row["updated_by"], lease_owner=row["lease_owner"],
         lease_until=float(row["lease_until"]) if row["lease_until"] is not None else None,
+        stage_ms=_stage_ms(row["stage_ms"]), error_kind=row["error_kind"],
     )
+
+
+def _stage_ms(text: str | None) -> dict[str, float]:
+    """Stored stage timings (JSON); {} for items processed before they were kept."""
+    try:
+        data = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return {str(k): float(v) for k, v in data.items()} if isinstance(data, dict) else {}

@@ -1,0 +1,172 @@
+"""Structured logs: one event per item stage, as JSON lines (or readable text) on stderr.
+
+Only stdlib `logging`. `configure_logging` is called once by an entry point (the CLI's `main`,
+the dashboard's runtime); library code only calls `logging.getLogger(...)`. Redaction is the
+formatters' job, not the callers': every message, field and traceback passes `redact` on its way
+out, so an API key, a token, a presigned URL's query string or photo bytes never reach a log line
+even when a caller (or a library's own log) puts them there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any, TextIO
+
+ITEM_LOGGER = "pipeline.items"  # one event per item stage (docs/operations.md "Logs and metrics")
+OUR_LOGGERS = ("pipeline", "dashboard")  # at LOG_LEVEL; everything else (boto, httpx, …) at WARNING and above
+EVENT_FIELDS = ("batch_id", "item_id", "stage", "duration_ms", "outcome", "error_kind")
+MAX_TEXT = 2000  # longer strings are cut: a log line never carries a blob
+REDACTED = "[redacted]"
+
+# LogRecord's own attributes: anything else on a record is a field a caller passed in `extra`.
+_RECORD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+_SECRET_NAME = re.compile(r"(?i)(api[_-]?key|apikey|secret|token|password|passwd|authorization|credential|signature|cookie)")
+_PATTERNS: list[tuple[re.Pattern[str], Any]] = [
+    # photo bytes: data: URLs, Python bytes reprs, long base64 runs
+    (re.compile(r"data:[\w/+.-]*;base64,[A-Za-z0-9+/=\s]*"), "data:[base64 removed]"),
+    (re.compile(r"""(?<![A-Za-z0-9_])b(['"])(?:\\x[0-9a-fA-F]{2}|\\.|(?!\1).){32,}?\1"""), "[bytes removed]"),
+    (re.compile(r"[A-Za-z0-9+/]{120,}={0,2}"), lambda m: f"[{len(m.group())} base64 characters removed]"),
+    # a URL's query string and fragment (presigned URLs carry their signature and token there); user:password@
+    (re.compile(r"(?i)\b((?:https?|s3|wss?)://)[^/\s@'\"<>]+@"), r"\1[credentials removed]@"),
+    (re.compile(r"""(?i)\b((?:https?|s3|wss?)://[^\s?#'"<>]*)[?#][^\s'"<>]*"""), r"\1?[query removed]"),
+    (re.compile(r"""(?<=[\s"'(])(/[^\s?#"'<>]*)\?[^\s"'<>]+"""), r"\1?[query removed]"),  # a request line's path?query
+    # keys and tokens by their shape
+    (re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"), "sk-" + REDACTED),
+    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), "[aws key id removed]"),
+    (re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=\-]+"), "Bearer " + REDACTED),
+    (re.compile(r"\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"), "[jwt removed]"),
+    # name=value / "name": "value" pairs whose name says secret
+    (re.compile(r"""(?i)((?:x-amz-)?(?:api[_-]?key|apikey|secret(?:[_-]?access[_-]?key)?|security[_-]?token|session[_-]?token|"""
+                r"""token|password|passwd|signature|credential|authorization)["']?\s*[:=]\s*["']?)([^\s"'&,;}]+)"""),
+     r"\1" + REDACTED),
+]
+
+
+def secret_values_from_environment(environ: dict[str, str] | None = None) -> list[str]:
+    """Values of environment variables whose names say secret (OPENAI_API_KEY, AWS_SECRET_ACCESS_KEY,
+    AWS_SESSION_TOKEN, …): removed from every line wherever they appear, whatever their shape."""
+    environ = os.environ if environ is None else environ
+    return [value for name, value in environ.items() if _SECRET_NAME.search(name) and len(value) >= 8]
+
+
+class Redactor:
+    """Removes secrets, URL query strings and photo bytes from text and from field values."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self.secrets = sorted({s for s in secrets if s and len(s) >= 8}, key=len, reverse=True)
+
+    def text(self, value: str) -> str:
+        for secret in self.secrets:
+            value = value.replace(secret, REDACTED)
+        for pattern, replacement in _PATTERNS:
+            value = pattern.sub(replacement, value)
+        if len(value) > MAX_TEXT:
+            value = value[:MAX_TEXT] + f"… [{len(value) - MAX_TEXT} characters cut]"
+        return value
+
+    def value(self, value: Any, name: str = "") -> Any:
+        """A JSON-safe, redacted copy of a field value."""
+        if name and _SECRET_NAME.search(name) and value is not None:
+            return REDACTED
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return f"[{len(value)} bytes removed]"
+        if value is None or isinstance(value, (bool, int, float)):
+            return value
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {str(k): self.value(v, str(k)) for k, v in list(value.items())[:50]}
+        if isinstance(value, (list, tuple, set, frozenset)):
+            return [self.value(v) for v in list(value)[:50]]
+        return self.text(repr(value) if not hasattr(value, "get_secret_value") else REDACTED)
+
+
+def record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields a caller attached with `extra=`."""
+    return {k: v for k, v in vars(record).items() if k not in _RECORD_ATTRS and not k.startswith("_")}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, message, then the event's fields; all redacted."""
+
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        super().__init__()
+        self.redactor = redactor or Redactor()
+
+    def format(self, record: logging.LogRecord) -> str:
+        r = self.redactor
+        line: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname, "logger": record.name, "message": r.text(_message(record)),
+        }
+        for name, value in record_fields(record).items():
+            line[name if name not in line else f"field_{name}"] = r.value(value, name)
+        if record.exc_info:
+            line["exception"] = r.text(self.formatException(record.exc_info))
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """For a person at a terminal: `time LEVEL logger: message key=value …`, redacted the same way."""
+
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        super().__init__()
+        self.redactor = redactor or Redactor()
+
+    def format(self, record: logging.LogRecord) -> str:
+        r = self.redactor
+        when = datetime.fromtimestamp(record.created, timezone.utc).strftime("%H:%M:%S")
+        fields = " ".join(f"{k}={json.dumps(r.value(v, k), default=str) if not isinstance(v, (int, float)) else v}"
+                          for k, v in record_fields(record).items() if v is not None)
+        text = f"{when} {record.levelname} {record.name}: {r.text(_message(record))}" + (f" {fields}" if fields else "")
+        if record.exc_info:
+            text += "\n" + r.text(self.formatException(record.exc_info))
+        return text
+
+
+def _message(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception:  # a bad format string in someone's log call: keep the template
+        return str(record.msg)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record comes (a test's capture, a redirected stream)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
+def configure_logging(level: str = "WARNING", fmt: str = "text", *, stream: TextIO | None = None,
+                      secrets: Iterable[str] = ()) -> logging.Handler:
+    """Send log records to `stream` (stderr) as JSON lines (`fmt="json"`) or text. Our loggers log at
+    `level`; other libraries' at WARNING and above. Calling it again replaces what it set before."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_tagger", False):
+            root.removeHandler(handler)
+            handler.close()
+    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
+    handler._tagger = True  # type: ignore[attr-defined]
+    redactor = Redactor([*secrets, *secret_values_from_environment()])
+    handler.setFormatter(JsonFormatter(redactor) if fmt == "json" else TextFormatter(redactor))
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    for name in OUR_LOGGERS:
+        logging.getLogger(name).setLevel(level.upper())
+    return handler

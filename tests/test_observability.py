@@ -1,0 +1,404 @@
+"""Logs and metrics (pipeline/observability): one event per item stage with the right ids, outcome and
+error kind; stage timings and error kinds kept in both stores; no secret, presigned URL or photo bytes in
+any line, whoever logs them; EMF lines that follow CloudWatch's published specification; the CLI's
+stdout free of all of it.
+
+The batch runs for real: the tiny local captioner, the real `openai` client over HTTP against
+tests/support's OpenAI server, a photo URL with a presigned query string served over HTTP."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+
+import boto3
+import openai
+import pytest
+from moto import mock_aws
+
+from pipeline.attributes import load_attribute_schema
+from pipeline.batches.runner import NormalizeOptions, Stages, run_batch
+from pipeline.errors import BadInputError, ServiceError
+from pipeline.models import CaptionResult, IngestReport, SourceItem, SourceRef, Usage
+from pipeline.observability import configure, error_kind, registry
+from pipeline.observability import metrics
+from pipeline.observability.logs import configure_logging
+from pipeline.observability.metrics import configure_metrics
+from pipeline.observability.trace import ItemTrace
+from pipeline.service import fetch_limits
+from pipeline.settings import Settings
+from pipeline.store import LocalImageStore
+from pipeline.store.dynamo_store import DynamoStore
+from pipeline.store.sqlite_store import SqliteStore
+from pipeline.summarizers.openai_summarizer import OpenAISummarizer
+from support.images import jpeg_bytes
+from support.servers import FakeOpenAI, FileServer, Reply
+
+SCHEMA = load_attribute_schema()
+STAGES = ["fetch", "normalize", "checks", "caption", "summarize", "save"]
+
+# Planted secrets: none of these may appear in any line, in any form we can think of.
+API_KEY = "sk-proj-PLANTEDkey0123456789abcdefABCDEF"
+AWS_KEY_ID = "AKIAPLANTED000000001"
+AWS_SECRET = "PlantedAwsSecretAccessKey/0123456789+abcdef"
+SIGNATURE = "5f1e2d3c4b5a69788796a5b4c3d2e1f0aabbccddeeff00112233445566778899"
+SESSION_TOKEN = "IQoJb3JpZ2luX2VjEPLANTEDsessionTOKEN"
+PRESIGNED_QUERY = (f"X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={AWS_KEY_ID}%2F20261202%2Fus-east-1%2Fs3%2Faws4_request"
+                   f"&X-Amz-Date=20261202T100000Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host"
+                   f"&X-Amz-Security-Token={SESSION_TOKEN}&X-Amz-Signature={SIGNATURE}")
+PLANTED = [API_KEY, AWS_KEY_ID, AWS_SECRET, SIGNATURE, SESSION_TOKEN, "X-Amz-Signature=", "X-Amz-Credential="]
+
+# EMF (https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html)
+EMF_UNITS = {"Seconds", "Microseconds", "Milliseconds", "Bytes", "Kilobytes", "Megabytes", "Gigabytes", "Terabytes", "Bits",
+             "Kilobits", "Megabits", "Gigabits", "Terabits", "Percent", "Count", "Bytes/Second", "Kilobytes/Second",
+             "Megabytes/Second", "Gigabytes/Second", "Terabytes/Second", "Bits/Second", "Kilobits/Second", "Megabits/Second",
+             "Gigabits/Second", "Terabits/Second", "Count/Second", "None"}
+
+
+@pytest.fixture
+def loud_libraries():
+    """Other libraries at DEBUG too (urllib3 logs each request line with its query string, openai and
+    httpx their requests): the formatter, not their discipline, must keep secrets out. Restored after."""
+    names = ["urllib3", "openai", "httpx", "httpcore", "botocore"]
+    before = {name: logging.getLogger(name).level for name in names}
+    yield lambda: [logging.getLogger(name).setLevel(logging.DEBUG) for name in names]
+    for name, level in before.items():
+        logging.getLogger(name).setLevel(level)
+
+
+@pytest.fixture
+def unconfigure():
+    """Leave logging and metrics as they were: no handler of ours outlives a test."""
+    yield
+    configure_logging("WARNING", "text", stream=io.StringIO())
+    configure_metrics("off")
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_tagger", False)]:
+        root.removeHandler(handler)
+
+
+def lines_of(buffer: io.StringIO) -> list[dict]:
+    text = buffer.getvalue()
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]  # every line is one JSON object
+    return rows
+
+
+def assert_emf(doc: dict) -> None:
+    """The structure the EMF specification requires of one document."""
+    meta = doc["_aws"]
+    assert isinstance(meta["Timestamp"], int) and meta["Timestamp"] > 1_600_000_000_000  # ms since the epoch
+    assert set(meta) <= {"Timestamp", "CloudWatchMetrics", "LogGroupName", "LogStreamName"}
+    directives = meta["CloudWatchMetrics"]
+    assert isinstance(directives, list) and directives
+    for directive in directives:
+        assert set(directive) == {"Namespace", "Dimensions", "Metrics"}  # no other members
+        assert isinstance(directive["Namespace"], str) and 1 <= len(directive["Namespace"]) <= 1024
+        assert isinstance(directive["Dimensions"], list) and directive["Dimensions"]
+        for dimension_set in directive["Dimensions"]:
+            assert isinstance(dimension_set, list) and len(dimension_set) <= 30
+            for key in dimension_set:  # each dimension is a top-level string member
+                assert isinstance(doc[key], str) and 1 <= len(doc[key]) <= 1024
+        assert 1 <= len(directive["Metrics"]) <= 100
+        for metric in directive["Metrics"]:
+            assert set(metric) <= {"Name", "Unit", "StorageResolution"} and isinstance(metric["Name"], str)
+            assert metric.get("Unit", "None") in EMF_UNITS
+            value = doc[metric["Name"]]  # the value is a top-level member: a number or up to 100 numbers
+            values = value if isinstance(value, list) else [value]
+            assert 1 <= len(values) <= 100 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def summarizer_for(url: str) -> OpenAISummarizer:
+    client = openai.OpenAI(api_key=API_KEY, base_url=url, max_retries=0, timeout=10)
+    return OpenAISummarizer(client, SCHEMA, model="gpt-4o", fallback_model="gpt-4o-mini", sleep=lambda s: None)
+
+
+def answer() -> dict:
+    return {"title": "Red sneakers", "summary": "Red leather sneakers by Acme.", "tags": ["sneakers"],
+            "attributes": {name: None for name in SCHEMA.names()}}
+
+
+def test_a_batch_with_one_failing_photo_logs_each_stage_with_its_ids_and_no_secret(
+        tmp_path, local_captioner, loud_libraries, unconfigure, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS_SECRET)  # known only from the environment
+    photo = jpeg_bytes(size=(320, 240), seed=7)
+    (tmp_path / "a.jpg").write_bytes(photo)
+    (tmp_path / "a-copy.jpg").write_bytes(photo)  # the same photo: its caption comes from the cache
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data", allow_private_urls=True, log_level="info", log_format="json",
+                        metrics_format="emf", metrics_namespace="TaggerTest", openai_api_key=API_KEY)
+    out = io.StringIO()
+    reg = configure(settings, stream=out)
+    loud_libraries()
+    store = SqliteStore(tmp_path / "store.sqlite3")
+    with FakeOpenAI() as openai_server, FileServer() as files:
+        openai_server.state.default = Reply(answer(), prompt_tokens=44, completion_tokens=4)
+        url = files.add(f"/photo.jpg?{PRESIGNED_QUERY}", b"\xff\xd8 this is not a JPEG " * 40)
+        items = [SourceItem(source="a.jpg", ref=SourceRef("file", str(tmp_path / "a.jpg"))),
+                 SourceItem(source="a-copy.jpg", ref=SourceRef("file", str(tmp_path / "a-copy.jpg"))),
+                 SourceItem(source=url, ref=SourceRef("url", url))]
+        batch = store.create_batch("b", "t", IngestReport(items=items))
+        stages = Stages(store=store, images=LocalImageStore(tmp_path / "images"), captioner=local_captioner,
+                        summarizer=summarizer_for(openai_server.base_url), schema=SCHEMA, fetch_limits=fetch_limits(settings),
+                        normalize=NormalizeOptions())
+        logging.getLogger("pipeline.test").warning("about to read %s", url)  # a careless caller
+        progress = run_batch(stages, batch.id, concurrency=2)
+    assert (progress.ok, progress.failed) == (2, 1)
+    rows = lines_of(out)
+    text = out.getvalue()
+
+    # no secret anywhere, though libraries logged the presigned request line and we logged the URL
+    for secret in PLANTED:
+        assert secret not in text, secret
+    assert any(r.get("logger", "").startswith("urllib3") and "/photo.jpg?[query removed]" in r["message"] for r in rows)
+    assert any("[query removed]" in r.get("message", "") for r in rows if r.get("logger") == "pipeline.test")
+
+    by_id = {item.source: item for item in store.list_items(batch.id)}
+    bad = by_id[url]
+    events = [r for r in rows if r.get("logger") == "pipeline.items"]
+    for row in events:
+        assert set(row) >= {"batch_id", "item_id", "stage", "duration_ms", "outcome", "error_kind"}
+        assert row["batch_id"] == batch.id and isinstance(row["duration_ms"], (int, float)) and row["duration_ms"] >= 0
+
+    def stages_of(item_id: int) -> list[tuple[str, str, str | None]]:
+        return [(r["stage"], r["outcome"], r["error_kind"]) for r in events if r["item_id"] == item_id]
+
+    for name in ("a.jpg", "a-copy.jpg"):
+        assert stages_of(by_id[name].id) == [(s, "ok", None) for s in STAGES] + [("item", "ok", None)]
+    assert stages_of(bad.id) == [("fetch", "ok", None), ("normalize", "error", "bad_image"), ("save", "ok", None),
+                                 ("item", "error", "bad_image")]
+    cached = [r["cached"] for r in events if r["stage"] == "caption"]
+    assert sorted(cached) == [False, True]
+
+    # what the store keeps for a Health page on any task
+    for name in ("a.jpg", "a-copy.jpg"):
+        assert set(by_id[name].stage_ms) == {"fetch", "normalize", "checks", "caption", "summarize"}
+        assert all(v >= 0 for v in by_id[name].stage_ms.values()) and by_id[name].error_kind is None
+    assert bad.error_kind == "bad_image" and set(bad.stage_ms) == {"fetch", "normalize"}
+    assert "damaged" in bad.error or "not a readable image" in bad.error  # the person's message is unchanged
+
+    # in-process metrics
+    assert reg is registry()
+    assert reg.counter(metrics.ITEMS_OK) == 2 and reg.counter(metrics.ITEMS_FAILED) == 1
+    assert reg.counter(metrics.ITEMS_FAILED, ErrorKind="bad_image") == 1
+    assert reg.counter(metrics.CAPTION_CACHE_HITS) == 1 and reg.counter(metrics.CAPTION_CACHE_MISSES) == 1
+    assert reg.counter(metrics.OPENAI_INPUT_TOKENS) == 88 and reg.counter(metrics.OPENAI_OUTPUT_TOKENS) == 8
+    assert reg.histogram(metrics.STAGE_LATENCY, Stage="caption").count == 2
+    assert reg.histogram(metrics.STAGE_LATENCY, Stage="fetch").count == 3
+    assert reg.histogram(metrics.STAGE_LATENCY, Stage="caption").quantile(0.95) is not None
+
+    # EMF: every document valid, and the metrics the alarms and the CloudWatch dashboard read are there
+    docs = [r for r in rows if "_aws" in r]
+    for doc in docs:
+        assert_emf(doc)
+    assert {d["_aws"]["CloudWatchMetrics"][0]["Namespace"] for d in docs} == {"TaggerTest"}
+    latency = [d for d in docs if "StageLatency" in d]
+    assert {d["Stage"] for d in latency} == set(STAGES)
+    assert all(d["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["Stage"]] for d in latency)
+    [failed] = [d for d in docs if "ItemsFailed" in d]
+    assert failed["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [[], ["ErrorKind"]] and failed["ErrorKind"] == "bad_image"
+    assert failed["ItemsFailed"] == 1 and failed["item_id"] == bad.id
+    assert sum(d["ItemsOk"] for d in docs if "ItemsOk" in d) == 2
+    assert sum(d["OpenAiInputTokens"] for d in docs if "OpenAiInputTokens" in d) == 88
+    assert sum(d["CaptionCacheHits"] for d in docs if "CaptionCacheHits" in d) == 1
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_whatever_a_caller_logs_the_formatter_removes_secrets_urls_queries_and_bytes(fmt, unconfigure, monkeypatch):
+    monkeypatch.setenv("AWS_SESSION_TOKEN", SESSION_TOKEN)
+    out = io.StringIO()
+    configure_logging("DEBUG", fmt, stream=out, secrets=["a-key-with-no-known-shape-42"])
+    log = logging.getLogger("pipeline.anything")
+    presigned = f"https://bucket.s3.amazonaws.com/uploads/p.jpg?{PRESIGNED_QUERY}"
+    log.info("fetching %s with key %s and a-key-with-no-known-shape-42", presigned, API_KEY,
+             extra={"url": presigned, "photo": jpeg_bytes(size=(64, 64)), "api_key": "anything", "headers": {"Authorization": f"Bearer {API_KEY}"},
+                    "batch_id": 3})
+    log.info("photo bytes %r", jpeg_bytes(size=(32, 32)))
+    log.info("inline data:image/jpeg;base64,%s", "QUJD" * 100)
+    try:
+        raise ServiceError(f"S3 refused {presigned} (token={SESSION_TOKEN})")
+    except ServiceError:
+        log.exception("upload failed")
+    text = out.getvalue()
+    for secret in [*PLANTED, "a-key-with-no-known-shape-42", "QUJDQUJD", "\\xff\\xd8"]:
+        assert secret not in text, (secret, text)
+    assert text.count("https://bucket.s3.amazonaws.com/uploads/p.jpg?[query removed]") >= 3  # where it went stays readable
+    assert "fetching" in text and "upload failed" in text and "ServiceError" in text
+    if fmt == "json":
+        first = json.loads(text.splitlines()[0])
+        assert first["batch_id"] == 3 and first["api_key"] == "[redacted]" and first["photo"].endswith("bytes removed]")
+
+
+def test_the_cli_keeps_its_report_alone_on_stdout_and_logs_json_and_emf_on_stderr(tmp_path, tiny_model):
+    (tmp_path / "a.jpg").write_bytes(jpeg_bytes(seed=1))
+    (tmp_path / "b.jpg").write_bytes(jpeg_bytes(seed=2))
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    env.update({"DATA_DIR": str(tmp_path / "data"), "CAPTION_MODEL": str(tiny_model), "MAX_NEW_TOKENS": "6", "CAPTIONER": "local",
+                "LOG_LEVEL": "INFO", "LOG_FORMAT": "json", "METRICS_FORMAT": "emf"})
+    result = subprocess.run([sys.executable, "-m", "pipeline", "tag", str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg"),
+                             "--out", str(tmp_path / "r.csv"), "--summarizer", "offline", "--concurrency", "1"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines() == ["2 tagged, 0 failed"]  # the report's line, nothing else
+    structured = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    events = [r for r in structured if r.get("logger") == "pipeline.items"]
+    per_item: dict[int, list[str]] = {}
+    for r in events:  # photos are read in parallel: the order holds per item
+        per_item.setdefault(r["item_id"], []).append(r["stage"])
+    assert list(per_item.values()) == [STAGES + ["item"]] * 2 or sorted(per_item.values()) == [STAGES + ["item"]] * 2
+    assert all(r["outcome"] == "ok" for r in events)
+    emf = [r for r in structured if "_aws" in r]
+    for doc in emf:
+        assert_emf(doc)
+    assert sum(d.get("ItemsOk", 0) for d in emf) == 2
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "dynamodb"])
+def test_both_stores_keep_stage_timings_and_the_error_kind(kind, tmp_path):
+    from support.images import jpeg_bytes as _  # noqa: F401 - same helpers as the runner tests
+
+    def check(store) -> None:
+        batch = store.create_batch("b", "t", IngestReport(items=[SourceItem(source="x", ref=SourceRef("file", "/x.jpg"))]))
+        [item] = store.list_items(batch.id)
+        assert item.stage_ms == {} and item.error_kind is None  # nothing processed yet
+        assert store.save_error(item.id, "The image URL did not answer in time.", [], error_kind="fetch_timeout",
+                                stage_ms={"fetch": 10000.5})
+        failed = store.get_item(item.id)
+        assert failed.error_kind == "fetch_timeout" and failed.stage_ms == {"fetch": 10000.5}
+        assert [i.error_kind for i in store.list_items(batch.id)] == ["fetch_timeout"]
+
+    if kind == "sqlite":
+        path = tmp_path / "store.sqlite3"
+        check(SqliteStore(path))
+        import sqlite3  # a database from before these columns: opening it adds them (MIGRATIONS)
+
+        with sqlite3.connect(path) as db:
+            db.execute("ALTER TABLE items DROP COLUMN stage_ms")
+            db.execute("ALTER TABLE items DROP COLUMN error_kind")
+        reopened = SqliteStore(path)
+        [old] = reopened.list_items(1)
+        assert old.stage_ms == {} and old.error_kind is None
+        return
+    with mock_aws():
+        store = DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "observability-test")
+        store.create_table()
+        check(store)
+
+
+def test_a_result_saved_after_a_failure_clears_the_error_kind(tmp_path, stages):
+    (tmp_path / "p.jpg").write_bytes(jpeg_bytes(seed=4))
+    store = stages.store
+    batch = store.create_batch("b", "t", IngestReport(items=[SourceItem(source="p.jpg", ref=SourceRef("file", str(tmp_path / "p.jpg")))]))
+    [item] = store.list_items(batch.id)
+    store.save_error(item.id, "x", [], error_kind="caption_failed", stage_ms={"fetch": 1.0})
+    progress = run_batch(stages, batch.id, retry_failed=True)
+    assert progress.ok == 1
+    done = store.get_item(item.id)
+    assert done.error_kind is None and {"fetch", "caption", "summarize"} <= set(done.stage_ms)
+
+
+def quota_error():
+    with FakeOpenAI() as server:
+        server.state.default = Reply(status=429, error_code="insufficient_quota", error_type="insufficient_quota")
+        try:
+            summarizer_for(server.base_url).summarize(_request())
+        except Exception as exc:  # noqa: BLE001 - the test looks at it
+            return exc
+    raise AssertionError("no error")
+
+
+def rate_limit_error():
+    with FakeOpenAI() as server:
+        server.state.default = Reply(status=429, error_code="rate_limit_exceeded", error_type="requests")
+        try:
+            summarizer_for(server.base_url).summarize(_request())
+        except Exception as exc:  # noqa: BLE001
+            return exc
+    raise AssertionError("no error")
+
+
+def _request():
+    from pipeline.attributes import map_answers
+    from pipeline.models import SummaryRequest
+
+    return SummaryRequest(caption="a red sneaker", attributes=map_answers(SCHEMA, {"color": "red"}), checks=None, hints={})
+
+
+def test_error_kinds_are_short_stable_codes_for_the_failures_the_pipeline_raises():
+    from pipeline.images.normalize import normalize_image
+
+    assert error_kind(quota_error(), "summarize") == "summary_quota"
+    assert error_kind(rate_limit_error(), "summarize") == "summary_rate_limited"
+    try:
+        normalize_image(b"not an image at all")
+    except BadInputError as exc:
+        assert error_kind(exc, "normalize") == "bad_image"
+    assert error_kind(BadInputError("The image URL did not answer in time."), "fetch") == "fetch_timeout"
+    assert error_kind(BadInputError("The file is 30 MB; the limit is 25 MB."), "fetch") == "fetch_too_large"
+    assert error_kind(BadInputError("The image URL points to a private or internal address (10.0.0.1); only public web "
+                                    "addresses are allowed."), "fetch") == "fetch_blocked"
+    assert error_kind(ServiceError("The captioning endpoint failed; try again."), "caption") == "caption_failed"
+    try:
+        raise ServiceError("The endpoint did not answer.") from TimeoutError("read timed out")
+    except ServiceError as exc:
+        assert error_kind(exc, "caption") == "caption_timeout"
+    assert error_kind(KeyError("boom"), "caption") == "caption_unexpected"
+
+
+def test_an_item_that_passes_its_deadline_is_saved_as_item_timeout(tmp_path, stages):
+    """The runner stops waiting at ITEM_DEADLINE_S; the store and the item event say item_timeout."""
+    import threading
+    from dataclasses import replace
+
+    from pipeline.batches.runner import LeaseOptions
+
+    release = threading.Event()
+    entered = threading.Event()
+
+    class HeldCaptioner:
+        model_id = stages.captioner.model_id
+
+        def caption(self, image, questions):
+            entered.set()
+            release.wait(60)  # no model call after this: a thread still running torch at exit aborts the process
+            return CaptionResult(caption="a shoe", answers={}, model_id=self.model_id), Usage("local", self.model_id)
+
+    class StepClock:  # moves only when the runner has reached the caption call: no race with real work
+        def __init__(self):
+            self.now = 1000.0
+
+        def __call__(self):
+            if entered.is_set():
+                self.now += 5.0
+            return self.now
+
+    (tmp_path / "p.jpg").write_bytes(jpeg_bytes(seed=5))
+    store = stages.store
+    batch = store.create_batch("b", "t", IngestReport(items=[SourceItem(source="p.jpg", ref=SourceRef("file", str(tmp_path / "p.jpg")))]))
+    held = replace(stages, captioner=HeldCaptioner(), leases=LeaseOptions(item_deadline_s=30, poll_s=0.01))
+    out = io.StringIO()
+    configure_logging("INFO", "json", stream=out)
+    try:
+        progress = run_batch(held, batch.id, clock=StepClock())
+    finally:
+        release.set()
+        configure_logging("WARNING", "text", stream=io.StringIO())
+    assert progress.timed_out == 1
+    [item] = store.list_items(batch.id)
+    assert item.error_kind == "item_timeout" and {"fetch", "normalize", "checks"} <= set(item.stage_ms)
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(e["stage"], e["outcome"], e["error_kind"]) for e in events if e.get("stage") == "item"] == [("item", "error", "item_timeout")]
+
+
+def test_nothing_is_logged_or_counted_before_an_entry_point_configures_it(capsys):
+    configure_metrics("off")
+    trace = ItemTrace(1, 2)
+    with trace.stage("fetch"):
+        time.sleep(0)
+    trace.finish(ok=True)
+    captured = capsys.readouterr()
+    assert captured.out == "" and "fetch" not in captured.err  # a library user sees nothing unless they ask
+    assert trace.stage_ms.keys() == {"fetch"}
