@@ -353,6 +353,9 @@ def _request(parts, address: str, port: int, limits: FetchLimits, watchdog: _Wat
     host_header = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
     try:
         response = pool.urlopen("GET", path, headers={"Host": host_header, "User-Agent": "product-tagger/1.0"}, preload_content=False, redirect=False)
+    except urllib3.exceptions.NewConnectionError as exc:  # a refused connection (urllib3 files it under timeouts)
+        pool.close()
+        raise BadInputError("The image URL could not be reached.") from exc
     except urllib3.exceptions.TimeoutError as exc:
         pool.close()
         raise BadInputError("The image URL did not answer in time.") from exc
