@@ -5,8 +5,10 @@ through its chat-completions handler). The photos are captioned by the tiny loca
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import boto3
 import pytest
@@ -19,6 +21,7 @@ from pipeline.store.dynamo_store import DynamoStore
 from pipeline.store.sqlite_store import SqliteStore
 from pipeline.summarizers.openai_summarizer import CONTENT_FILTER_MESSAGE, SYSTEM_PROMPT
 from pipeline.wordlimit import MAX_SUMMARY_WORDS, count_words
+from support import moto_sagemaker
 from support.images import jpeg_bytes
 from support.servers import BatchPlan, FakeOpenAI, Reply
 
@@ -51,6 +54,12 @@ def server():
     with FakeOpenAI() as fake:
         fake.state.default = Reply(content=answer(), prompt_tokens=300, completion_tokens=40)
         yield fake
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    with moto_sagemaker.endpoint_in_moto(monkeypatch) as clients:
+        yield clients
 
 
 @pytest.fixture
@@ -282,8 +291,6 @@ def test_restart_mid_wait_picks_up_the_same_openai_batch_and_pays_once(make_stag
 
 
 def test_stop_while_waiting_leaves_items_pending_and_resume_collects(make_stages, server, tmp_path):
-    import threading
-
     server.state.batch_plan = BatchPlan(end="hold")
     stages = make_stages()
     cancel = threading.Event()
@@ -332,3 +339,130 @@ def test_both_stores_remember_the_openai_batch_and_keep_captions(kind, tmp_path)
         store = DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "tagging-test")
         store.create_table()
         check(store)
+
+
+def test_items_keep_their_leases_while_the_openai_batch_runs(make_stages, server, tmp_path):
+    """Another runner (a second task joining the batch) cannot take an item whose summary is at OpenAI:
+    the heartbeat renews the lease of every waiting item."""
+    server.state.batch_plan = BatchPlan(end="hold")
+    stages = make_stages(lease_s=0.6)  # renewed every 0.2 s
+    seen: dict[str, object] = {}
+
+    def look_at_leases(cancel, seconds):
+        items = stages.store.list_items(batch.id)
+        first = {i.id: i.lease_until for i in items}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until every lease was renewed at least once (or the bug shows)
+            now = {i.id: i.lease_until for i in stages.store.list_items(batch.id)}
+            if all(now[i] and first[i] and now[i] > first[i] for i in now):
+                break
+            threading.Event().wait(0.05)
+        after = stages.store.list_items(batch.id)
+        seen["owners"] = {i.lease_owner for i in after}
+        seen["renewed"] = all(a.lease_until and first[a.id] and a.lease_until > first[a.id] for a in after)
+        seen["other_claims"] = [stages.store.claim_item(i.id, "other-host/1/x", 60, version=i.version, now=time.time()) for i in after]
+        cancel.set()
+        return True
+
+    stages.batch_summarizer.wait = look_at_leases
+    batch = new_batch(stages, tmp_path, count=3)
+    run_batch(stages, batch.id, concurrency=2, cheapest=True, owner="this-host/1/me")
+    assert seen == {"owners": {"this-host/1/me"}, "renewed": True, "other_claims": [False, False, False]}
+
+
+def test_transform_job_summaries_through_the_batch_api_survive_a_restart(aws, make_settings, monkeypatch, responder, server, tmp_path):
+    from pipeline.batches.batch_transform import BatchTransformRunner
+    from support.sagemaker_emulator import TransformEmulator
+
+    settings = make_settings(captioner="sagemaker", sagemaker_transform_s3="s3://results/transform", transform_poll_s=0.05,
+                             summarizer="openai", openai_api_key="sk-test-1234", openai_base_url=server.base_url,
+                             openai_batch_min_items=2)
+    TransformEmulator(responder).install(monkeypatch)
+    server.state.batch_plan = BatchPlan(end="hold")
+    stages = build_stages(settings)
+    clock = Clock()
+    stages.batch_summarizer.clock = clock
+    stop = threading.Event()
+
+    def stop_while_waiting(cancel, seconds):
+        stop.set()  # the dashboard goes away while OpenAI works on the summaries
+        return True
+
+    stages.batch_summarizer.wait = stop_while_waiting
+    paths = []
+    for number, seed in enumerate([1, 2, 3, 1]):
+        paths.append(tmp_path / f"j{number}.jpg")
+        paths[-1].write_bytes(jpeg_bytes(size=(320, 240), seed=seed))
+    batch = create_batch(stages.store, settings, paths, name="big", created_by="ann")
+    job = BatchTransformRunner.from_settings(settings, stages).run(batch.id, cancel=stop)
+    assert job.status == "Summarizing" and stages.store.transform_jobs(batch.id)[0].status == "Summarizing"
+    assert [i.status for i in stages.store.list_items(batch.id)] == ["pending"] * 4
+    before = sorted(u.kind for u in stages.store.usage(batch.id))
+    assert before == ["transform"] * 3 + ["transform_job"]  # captions (3 distinct photos) and the job, kept before the wait
+
+    for openai_batch in server.state.batches.values():
+        openai_batch["_plan"] = BatchPlan(looks_in_progress=0)
+    restarted = build_stages(settings)
+    restarted.batch_summarizer.clock, restarted.batch_summarizer.wait = clock, clock.wait
+    job = BatchTransformRunner.from_settings(settings, restarted).run(batch.id)
+    assert job.status == "Ingested"
+    items = restarted.store.list_items(batch.id)
+    assert all(i.status == "ok" and i.summary and i.caption_model == "sagemaker:blip2-endpoint" for i in items)
+    assert sorted(u.kind for u in restarted.store.usage(batch.id)) == ["llm_batch"] * 4 + ["transform"] * 3 + ["transform_job"]
+    assert len(server.state.batch_creates) == 1 and realtime_requests(server) == 0
+    assert len(restarted.store.transform_jobs(batch.id)) == 1
+
+
+def test_cli_tag_cheapest_sends_the_summaries_as_one_openai_batch(monkeypatch, tmp_path, tiny_model, server, capsys):
+    from pipeline.cli import main
+
+    for key, value in {"DATA_DIR": str(tmp_path / "data"), "CAPTION_MODEL": str(tiny_model), "SUMMARIZER": "openai",
+                       "OPENAI_API_KEY": "sk-test-1234", "OPENAI_BASE_URL": server.base_url, "MAX_NEW_TOKENS": "8",
+                       "OPENAI_BATCH_MIN_ITEMS": "2", "OPENAI_BATCH_POLL_S": "0.01", "CONCURRENCY": "2"}.items():
+        monkeypatch.setenv(key, value)
+    photos = []
+    for number in range(3):
+        photos.append(tmp_path / f"c{number}.jpg")
+        photos[-1].write_bytes(jpeg_bytes(size=(200, 160), seed=number + 1))
+    assert main(["tag", *map(str, photos), "--cheapest", "--out", str(tmp_path / "report.csv")]) == 0
+    captured = capsys.readouterr()
+    assert "3 tagged, 0 failed" in captured.out and "Batch API" in captured.err
+    assert len(server.state.batch_creates) == 1 and realtime_requests(server) == 0
+    assert "A red cotton tee with a crew neck." in (tmp_path / "report.csv").read_text()
+
+
+def test_tag_page_offers_cheapest_and_runs_it_through_the_batch_api(monkeypatch, tmp_path, tiny_model, server):
+    import io
+    import zipfile
+
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard.runtime import get_runtime
+
+    for key, value in {"DATA_DIR": str(tmp_path / "data"), "CAPTION_MODEL": str(tiny_model), "SUMMARIZER": "openai",
+                       "OPENAI_API_KEY": "sk-test-1234", "OPENAI_BASE_URL": server.base_url, "MAX_NEW_TOKENS": "8",
+                       "OPENAI_BATCH_MIN_ITEMS": "2", "OPENAI_BATCH_POLL_S": "0.01", "CONCURRENCY": "2", "AUTH_MODE": "dev"}.items():
+        monkeypatch.setenv(key, value)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for index in range(3):
+            archive.writestr(f"shirt-{index}.jpg", jpeg_bytes(seed=index))
+    st.cache_resource.clear()
+    try:
+        app = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py"), default_timeout=60).run()
+        assert not app.exception, app.exception
+        app.file_uploader[0].set_value([("photos.zip", buffer.getvalue(), "application/zip")]).run()
+        [cheapest] = [c for c in app.checkbox if c.label == "Cheapest: summaries within 24 h"]
+        assert cheapest.value is False  # summaries one by one unless the user picks it
+        cheapest.check().run()
+        [run] = [b for b in app.button if b.label == "Run"]
+        run.click().run()
+        assert not app.exception, app.exception
+        assert get_runtime().worker.wait_idle(120)
+        batch_id = app.session_state["batch_id"]
+        items = get_runtime().stages.store.list_items(batch_id)
+        assert [i.status for i in items] == ["ok"] * 3
+        assert len(server.state.batch_creates) == 1 and realtime_requests(server) == 0
+    finally:
+        st.cache_resource.clear()
