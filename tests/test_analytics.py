@@ -170,10 +170,7 @@ def test_health_counts_failures_cache_hits_and_endpoint_history(store):
     # Two of four captions came from the cache (no caption row in the usage ledger for them).
     assert (health.cache.captioned, health.cache.paid_calls, health.cache.hits, health.cache.hit_rate) == (4, 2, 2, 0.5)
     # Failures ranked by kind; without recorded kinds they group as unclassified, the newest message as example.
-    kinds = {f.error_kind: f.count for f in health.failures}
-    assert sum(kinds.values()) == 2
-    if set(kinds) == {UNCLASSIFIED}:
-        assert health.failures[0].example == "The photo is not an image."
+    assert [(f.error_kind, f.count, f.example) for f in health.failures] == [(UNCLASSIFIED, 2, "The photo is not an image.")]
     history = health.endpoint
     assert [(e.who, e.action, e.result, e.state) for e in history.events] == [
         ("ann", "start", "started", "running"), ("bob", "stop", "refused", "running"),
@@ -213,3 +210,35 @@ def test_period_choices_end_now():
     now = datetime(2026, 3, 10, 8, 30, tzinfo=timezone.utc)
     assert analytics.period_bounds("Last 7 days", now) == (now - timedelta(days=7), now)
     assert analytics.health.__doc__ and set(analytics.PERIODS) >= {"Last 24 hours", "Last 7 days", "Last 30 days"}
+
+
+def test_health_stage_percentiles_and_failure_kinds_from_recorded_timings(store):
+    """Timings and error kinds as the runner stores them with each outcome (save_result / save_error)."""
+    items = batch(store, [None] * 7)
+    paid = [Usage(kind="local", model="blip2")]
+    store.save_result(items[0].id, result("k0", "blip2"), paid,
+                      stage_ms={"fetch": 10, "normalize": 40, "caption": 300, "summarize": 900, "save": 5})
+    store.save_result(items[1].id, result("k1", "blip2"), paid,
+                      stage_ms={"fetch": 20, "normalize": 50, "caption": 100, "summarize": 1100, "save": 7})
+    store.save_result(items[2].id, result("k0", "blip2", cached=True), [],
+                      stage_ms={"fetch": 30, "normalize": 45, "caption": 0.5, "summarize": 800, "save": 6})
+    store.save_error(items[3].id, "The photo could not be downloaded in time.", [], error_kind="fetch_timeout", stage_ms={"fetch": 5000})
+    store.save_error(items[4].id, "The photo's server did not answer in time.", [], error_kind="fetch_timeout", stage_ms={"fetch": 4000})
+    store.save_error(items[5].id, "The summary service is over its quota.", paid, error_kind="summary_quota",
+                     stage_ms={"fetch": 15, "normalize": 42, "caption": 200, "summarize": 50})
+    store.save_result(items[6].id, result("k1", "blip2", cached=True), [])  # processed before timings were kept
+    health = analytics.health(store, *window())
+    assert [(s.stage, s.count, s.p50_ms, s.p95_ms) for s in health.stages] == [
+        ("fetch", 6, 20, 5000),  # 10 15 20 30 4000 5000: 3rd and 6th of 6
+        ("normalize", 4, 42, 50),
+        ("caption", 4, 100, 300),
+        ("summarize", 4, 800, 1100),
+        ("save", 3, 6, 7),
+    ]
+    assert health.items_with_timings == 6
+    assert [(f.error_kind, f.count, f.example) for f in health.failures] == [
+        ("fetch_timeout", 2, "The photo's server did not answer in time."),  # the newest of the kind
+        ("summary_quota", 1, "The summary service is over its quota."),
+    ]
+    # Captioned: 4 ok + the summary failure (its caption stage ran); paid: 3 caption calls.
+    assert (health.cache.captioned, health.cache.paid_calls, health.cache.hits, health.cache.hit_rate) == (5, 3, 2, 0.4)

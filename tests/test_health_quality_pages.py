@@ -67,11 +67,13 @@ def seed(store: SqliteStore) -> None:
                         hints={"category": c} if c else {}) for i, c in enumerate(categories)]
     batch = store.create_batch("seeded", "ann", IngestReport(items=items))
     a, b, c, d, e = store.list_items(batch.id)
-    store.save_result(a.id, tagged("k0", "blip2@rev1"), [Usage(kind="local", model="blip2@rev1")])
-    store.save_result(b.id, tagged("k1", f"blip2 {HOSTILE}"), [Usage(kind="local", model="blip2")])
+    store.save_result(a.id, tagged("k0", "blip2@rev1"), [Usage(kind="local", model="blip2@rev1")],
+                      stage_ms={"fetch": 10.0, "caption": 300.0, "summarize": 900.0})
+    store.save_result(b.id, tagged("k1", f"blip2 {HOSTILE}"), [Usage(kind="local", model="blip2")],
+                      stage_ms={"fetch": 30.0, "caption": 100.0, "summarize": 700.0})
     store.save_result(c.id, tagged("k0", "blip2@rev1", cached=True), [])
     store.save_result(d.id, tagged("k1", "blip2@rev1", cached=True), [])
-    store.save_error(e.id, f"The photo could not be read: {HOSTILE}", [])
+    store.save_error(e.id, f"The photo could not be read: {HOSTILE}", [], error_kind="bad_image", stage_ms={"fetch": 20.0})
     store.edit_item(a.id, "review_status", "approved", "ann")
     store.edit_item(b.id, "caption", HOSTILE, "ann")
     store.edit_item(b.id, "review_status", "approved", "ann")
@@ -130,6 +132,12 @@ def test_health_page_shows_throughput_latency_failures_cache_and_endpoint(seeded
                                 "Endpoint running (1) or stopped (0), from the audit log"}
     throughput = charts(app)["Items per day (UTC)"]
     assert sum(sum(trace["y"]) for trace in throughput["data"]) == 5
+    # p50 / p95 per stage (nearest rank over fetch 10, 20, 30 ms; caption 100, 300 ms), chart and table.
+    assert "p50 / p95 per stage (ms)" in charts(app)
+    [stages] = [f.value for f in app.dataframe if "p95 (ms)" in f.value.columns]
+    assert stages.values.tolist() == [["fetch", 3, 20.0, 30.0], ["caption", 2, 100.0, 300.0], ["summarize", 2, 700.0, 900.0]]
+    [reasons] = [f.value for f in app.dataframe if "Reason" in f.value.columns]
+    assert reasons[["Reason", "Items"]].values.tolist() == [["bad_image", 1]]
     # The failure's message and the audit entry's detail are table cells: plain text, shown literally.
     assert f"The photo could not be read: {HOSTILE}" in cells(app)
     assert f"Endpoint deleted {HOSTILE}" in cells(app)
@@ -165,6 +173,16 @@ def test_quality_page_shows_shares_models_categories_and_common_edits(seeded):
     app.selectbox(key="quality-field").set_value("attribute:color").run()
     assert not app.exception, app.exception
     assert "attribute:color by model" in charts(app)
+
+    # A review made meanwhile shows after Refresh (the figures are kept while only the view changes).
+    waiting = seeded.list_items(seeded.list_batches()[0].id)[3]
+    seeded.edit_item(waiting.id, "review_status", "approved", "carl")
+    app.run()
+    assert {m.label: m.value for m in app.metric}["Reviewed"] == "3"
+    app.button(key="quality-refresh").click().run()
+    assert not app.exception, app.exception
+    assert {m.label: m.value for m in app.metric}["Reviewed"] == "4"
+    assert {m.label: m.value for m in app.metric}["Caption accepted unchanged"] == "50.0 %"
 
 
 def test_pages_refuse_non_admins_and_stay_out_of_their_menu(seeded, monkeypatch):

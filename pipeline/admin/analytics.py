@@ -92,11 +92,11 @@ def items_processed(store: Store, since: datetime, until: datetime) -> list[Item
 
 
 def stage_timings(item: ItemRecord) -> dict[str, float]:
-    return dict(getattr(item, "stage_ms", None) or {})
+    return dict(item.stage_ms or {})
 
 
 def error_kind(item: ItemRecord) -> str:
-    return getattr(item, "error_kind", None) or UNCLASSIFIED
+    return item.error_kind or UNCLASSIFIED
 
 
 # Health ---------------------------------------------------------------------------------------
