@@ -242,3 +242,31 @@ def test_health_stage_percentiles_and_failure_kinds_from_recorded_timings(store)
     ]
     # Captioned: 4 ok + the summary failure (its caption stage ran); paid: 3 caption calls.
     assert (health.cache.captioned, health.cache.paid_calls, health.cache.hits, health.cache.hit_rate) == (5, 3, 2, 0.4)
+
+
+def test_health_of_a_real_run_reads_what_the_runner_recorded(stages, make_settings, tmp_path):
+    """A batch through the real runner (tiny model, offline summaries): two photos, a copy of the first
+    (a cache hit) and one whose file is gone by the time it runs."""
+    from pipeline.batches.runner import run_batch
+    from pipeline.service import create_batch
+    from support.images import jpeg_bytes
+
+    paths = []
+    for name, seed in (("a.jpg", 1), ("b.jpg", 2), ("gone.jpg", 3)):
+        paths.append(tmp_path / name)
+        paths[-1].write_bytes(jpeg_bytes(size=(400, 300), seed=seed))
+    copy = tmp_path / "a-copy.jpg"
+    copy.write_bytes(paths[0].read_bytes())
+    created = create_batch(stages.store, make_settings(), [paths[0], paths[1], copy, paths[2]], name="run", created_by="ann")
+    paths[2].unlink()  # staged, then deleted: it fails when fetched
+    run_batch(stages, created.id, concurrency=1)
+    health = analytics.health(stages.store, *window())
+    assert (health.ok, health.failed) == (3, 1)
+    [failure] = health.failures
+    assert failure.count == 1 and failure.error_kind.startswith("fetch_") and failure.example_item_id == stages.store.list_items(created.id)[3].id
+    assert (health.cache.captioned, health.cache.paid_calls, health.cache.hits) == (3, 2, 1)
+    recorded = {s.stage: s for s in health.stages}
+    assert list(recorded) == ["fetch", "normalize", "checks", "caption", "summarize"]  # save's time is known only after the write
+    assert recorded["fetch"].count == 4 and recorded["caption"].count == 3
+    assert all(s.p50_ms is not None and 0 <= s.p50_ms <= s.p95_ms for s in health.stages)
+    assert health.items_with_timings == 4
