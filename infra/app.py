@@ -13,7 +13,8 @@ from tagger_infra.stacks import build
 def main() -> None:
     app = cdk.App()
     try:
-        config = InfraConfig.from_context(app.node.try_get_context(CONTEXT_KEY))
+        # -c profile=<name>: a deployment profile (tagger_infra/config.py PROFILES) over cdk.json's block
+        config = InfraConfig.from_context(app.node.try_get_context(CONTEXT_KEY), profile=app.node.try_get_context("profile"))
     except InfraConfigError as error:
         sys.exit(str(error))
     image_tag = app.node.try_get_context("image_tag")  # deploy-app.yml: -c image_tag=<commit SHA>

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from support.infra import INFRA, VARIANT, Synthesized, synth
+from support.infra import INFRA, VARIANT, Synthesized, profile_overrides, synth
 
 from aws_cdk.assertions import Annotations, Match
 
@@ -34,6 +34,14 @@ def shipped(tmp_path_factory):
 @pytest.fixture(scope="module")
 def variant(tmp_path_factory):
     return synth(tmp_path_factory.mktemp("nag-variant"), VARIANT, nag=True)
+
+
+@pytest.fixture(scope="module")
+def profiles(tmp_path_factory):
+    """The deployment profiles other than the shipped one (issue 17), with the pack."""
+    from tagger_infra.config import PROFILES
+
+    return {name: synth(tmp_path_factory.mktemp(f"nag-{name}"), profile_overrides(name), nag=True) for name in PROFILES if name != "own-alb"}
 
 
 def findings(deployed: Synthesized) -> dict[str, list[str]]:
@@ -69,6 +77,15 @@ def test_every_stack_has_no_unaccepted_findings(deployment, request):
     assert sum(r["Compliance"] == "Compliant" for r in rows) > 50
 
 
+def test_every_profile_has_no_unaccepted_findings(profiles):
+    """Business hours (wake function, its roles, the closed page), dual-stack ALB and the shared ALB: clean too."""
+    assert len(profiles) == 3
+    for name, deployed in profiles.items():
+        found = findings(deployed)
+        assert not any(found.values()), (name, json.dumps(found, indent=1))
+        assert {r["Compliance"] for r in report_rows(deployed)} <= {"Compliant", "Suppressed", "Not Applicable"}, name
+
+
 def test_without_the_acknowledgements_the_check_fails_and_the_fixes_hold(tmp_path, monkeypatch):
     """Every acceptance in nag.py is needed (the pack reports those rules without it); the fixed rules stay quiet."""
     import tagger_infra.stacks
@@ -100,11 +117,11 @@ def test_every_acknowledgement_is_used_and_has_a_reason(shipped, variant):
         assert reason in used, f"{rule} accepted but never reported: {reason[:80]}"
 
 
-def test_resource_star_only_for_actions_that_cannot_be_scoped(shipped, variant):
+def test_resource_star_only_for_actions_that_cannot_be_scoped(shipped, variant, profiles):
     from tagger_infra.nag import UNSCOPED_ACTIONS
 
     seen = set()
-    for deployed in (shipped, variant):
+    for deployed in (shipped, variant, *profiles.values()):
         for template in deployed.template_files():
             for logical_id, resource in json.loads(template.read_text())["Resources"].items():
                 documents = [p["PolicyDocument"] for p in resource["Properties"].get("Policies", [])] \
@@ -116,7 +133,7 @@ def test_resource_star_only_for_actions_that_cannot_be_scoped(shipped, variant):
                     if "*" in (statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]):
                         assert set(actions) <= UNSCOPED_ACTIONS.keys(), (logical_id, set(actions) - UNSCOPED_ACTIONS.keys())
                         seen |= set(actions)
-    assert {"ecr:GetAuthorizationToken", "sagemaker:ListEndpointConfigs"} <= seen
+    assert {"ecr:GetAuthorizationToken", "sagemaker:ListEndpointConfigs", "elasticloadbalancing:DescribeRules"} <= seen
 
 
 def test_async_queue_has_an_encrypted_ssl_only_dead_letter_queue(variant):

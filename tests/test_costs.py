@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -15,28 +16,29 @@ from pipeline.models import AuditEntry, Usage
 from pipeline.store.sqlite_store import SqliteStore
 
 # Hand-computed with the shipped prices and default assumptions (1,000 images/month; the defaults are
-# infra/cdk.json's deployment: 1 ARM64 task, 2 AZs, public subnets, no NAT, 5 alarms):
+# infra/cdk.json's deployment, the "own-alb" profile: 1 ARM64 task 24x7, 2 AZs, public subnets, no NAT, 5 alarms):
 #   dashboard  730 h × (0.5 × 0.03238 + 1 × 0.00356)           = 14.4175
-#   ALB        730 h × (0.0225 + 0.5 LCU × 0.008)               = 19.345
-#   public IPv4 3 addresses × 730 h × 0.005                     = 10.95
+#   ALB        730 h × 0.0225 + 220 use-hours × 0.5 LCU × 0.008 = 16.425 + 0.88 = 17.305
+#   scheduled tasks: autostop every 15 min (730 × 4 = 2,920) + start/stop on 22 days (44) = 2,964 runs × 1 min = 49.4 h
+#              49.4 h × (0.5 × 0.03238 + 1 × 0.00356)            =  0.97565
+#   public IPv4 (2 ALB × 730 h + 730 task-hours + 49.4 h) × 0.005 = 11.197
 #   alarms 5 × 0.10 = 0.50, logs 0.53, secret 0.40
-#   fixed infrastructure                                         = 46.1425
+#   fixed infrastructure                                         = 45.32515
 #   S3         0.1465 GB × 0.023 + 3,000 PUT × 0.005/1k          =  0.018
-#   OpenAI     1,000 × (700 × 2.50 + 150 × 10.00) / 1e6          =  3.250
-#   shared                                                       = 49.41
+#   OpenAI     1,000 × (700 × 2.50 + 150 × 10.00) / 1e6          =  3.250   (Batch API: × 1.25 / 5.00 = 1.625)
 #   24x7        730 × 0.7364 = 537.572        brief: 730 × 1.2 = 876.000
 #   business    22 × 10 = 220 h × 0.7364      = 162.008
 #   async       (20 × 25/60 + 1,000 × 1.5/3,600) h = 8.75 h × 0.7364 = 6.4435
-#   batch       (20 × 12/60 + 0.41667) h = 4.41667 h × 0.7364       = 3.2524
+#   batch       (20 × 12/60 + 0.41667) h = 4.41667 h × 0.7364       = 3.2524 (summaries through the Batch API: it can wait)
 #   local CPU   11.111 h × (4 × 0.03238 + 16 × 0.00356)             = 2.0720
-FIXED = 14.4175 + 19.345 + 10.95 + 0.50 + 0.53 + 0.40
+FIXED = 14.4175 + 17.305 + 0.97565 + 11.197 + 0.50 + 0.53 + 0.40
 SHARED = FIXED + 0.018 + 3.25
 EXPECTED = {
     "real-time 24x7": 537.572 + SHARED,
     "real-time 24x7 (quoted $1.2/h)": 876.0 + SHARED,
     "real-time business hours + auto-stop": 162.008 + SHARED,
     "async scale-to-zero": 6.4435 + SHARED,
-    "batch transform": 3.2524 + SHARED,
+    "batch transform": 3.2524 + FIXED + 0.018 + 1.625,
     "local CPU": 2.0720 + SHARED,
 }
 
@@ -67,7 +69,7 @@ def test_estimator_matches_the_hand_computed_figures(prices):
 def test_fixed_infrastructure_follows_the_deployment_shape(prices):
     assert sum(fixed_infra_costs(Assumptions(), prices).values()) == pytest.approx(FIXED, abs=0.01)
     # Private subnets behind one NAT gateway: no task address, + 730 h × 0.045 = 32.85 for the NAT (and its address).
-    nat = fixed_infra_costs(Assumptions(nat_gateways=1, public_ipv4_addresses=3), prices)
+    nat = fixed_infra_costs(Assumptions(nat_gateways=1, public_ipv4_addresses=3, task_public_ip=False), prices)
     assert nat["nat_gateway"] == pytest.approx(32.85, abs=0.01)
     # Interface endpoints instead: 9 services × 2 AZs × 730 h × 0.01 = 131.40.
     assert fixed_infra_costs(Assumptions(interface_endpoints=18), prices)["vpc_endpoints"] == pytest.approx(131.40, abs=0.01)
@@ -158,5 +160,183 @@ def test_month_to_date_ledger(tmp_path, prices):
     assert ledger.usd_per_image == ledger.measured_usd  # one image: the measured cost, no assumed infrastructure in it
     assert sum(sum(day.values()) for day in ledger.daily.values()) == pytest.approx(ledger.total_usd, abs=0.05)
     hours_so_far = (later - later.replace(day=1, hour=0, minute=0, second=0, microsecond=0)).total_seconds() / 3600
-    assert ledger.by_component["public_ipv4"] == pytest.approx(3 * 0.005 * hours_so_far, abs=0.01)  # fixed parts pro-rated
+    month_ipv4 = fixed_infra_costs(Assumptions(), prices)["public_ipv4"]
+    assert ledger.by_component["public_ipv4"] == pytest.approx(month_ipv4 * hours_so_far / 730, abs=0.01)  # fixed parts pro-rated
     assert "nat_gateway" not in ledger.by_component
+
+
+# --- issue 17: deployment profiles, the Batch API, break-even points, the goals ----------------------------------
+
+from pipeline.admin.costs import PROFILES, break_even_points, cost_lines, profile_assumptions  # noqa: E402
+
+# own-alb-business-hours by hand: 0.25 vCPU / 1 GB on Spot, 22 × 10 h + 4 h of wake-ups = 224 h; autostop every 30 min
+#   dashboard  224 h × (0.25 × 0.009714 + 1 × 0.001068)           = 0.783216
+#   scheduled  (730 × 2 + 44) = 1,504 runs × 1 min = 25.0667 h × (0.25 × 0.03238 + 0.00356) = 0.292152 (launch type FARGATE)
+#   IPv4       (2 × 730 + 224 + 25.0667) h × 0.005                = 8.545333
+#   wake       2,920 ticks × (0.20/1e6 + 0.128 GB × 0.5 s × 0.0000133334) = 0.003078
+BUSINESS_FIXED = {"fargate_dashboard": 0.783216, "alb": 17.305, "public_ipv4": 8.545333, "scheduled_tasks": 0.292152,
+                  "wake_lambda": 0.003078, "cloudwatch_logs": 0.53, "cloudwatch_alarms": 0.50, "secrets_manager": 0.40}
+
+
+def test_business_hours_profile_matches_the_hand_computed_lines(prices):
+    got = fixed_infra_costs(profile_assumptions("own-alb-business-hours"), prices)
+    assert got.keys() == BUSINESS_FIXED.keys()
+    for component, usd in BUSINESS_FIXED.items():
+        assert got[component] == pytest.approx(usd, abs=0.0005), component
+    # dualstack-without-public-ipv4: the ALB's two addresses go, the task's (while it runs) stay
+    ipv6 = fixed_infra_costs(profile_assumptions("own-alb-ipv6-business-hours"), prices)
+    assert ipv6["public_ipv4"] == pytest.approx((224 + 25.0667) * 0.005, abs=0.001)
+    # shared ALB: no load-balancer hours, only this dashboard's LCUs
+    shared = fixed_infra_costs(profile_assumptions("shared-alb-business-hours"), prices)
+    assert shared["alb"] == pytest.approx(0.88, abs=0.001) and shared["public_ipv4"] == pytest.approx(ipv6["public_ipv4"])
+
+
+def test_profile_keeps_the_volume_assumptions_and_resets_the_fixed_ones():
+    base = Assumptions(images_per_month=5000, summary_model="gpt-4o-mini", dashboard_vcpu=4.0, own_alb=False)
+    shipped = profile_assumptions("own-alb", base)
+    assert (shipped.images_per_month, shipped.summary_model) == (5000, "gpt-4o-mini")
+    assert (shipped.dashboard_vcpu, shipped.own_alb) == (0.5, True)  # the profile's shape, not base's leftovers
+    with pytest.raises(ConfigError, match="Unknown deployment profile 'cheap'"):
+        profile_assumptions("cheap")
+
+
+def test_batch_api_tokens_cost_half_and_only_scenarios_that_wait_use_them_by_default(prices):
+    for key in ("openai_batch_input_per_million:gpt-4o", "openai_batch_output_per_million:gpt-4o"):
+        normal = prices.prices[key.replace("openai_batch", "openai")]
+        assert prices.usd(key) == pytest.approx(normal.usd / 2) and "batch" in prices.prices[key].source
+    auto = {s.name: s.breakdown for s in estimate_monthly_cost(Assumptions(), prices).scenarios}
+    assert auto["batch transform"]["openai_batch"] == pytest.approx(1.625, abs=0.01) and "openai" not in auto["batch transform"]
+    assert auto["real-time 24x7"]["openai"] == pytest.approx(3.25, abs=0.01) and "openai_batch" not in auto["real-time 24x7"]
+    realtime = {s.name: s.breakdown for s in estimate_monthly_cost(Assumptions(summary_mode="realtime"), prices).scenarios}
+    assert "openai_batch" not in realtime["batch transform"]
+    everywhere = estimate_monthly_cost(Assumptions(summary_mode="batch"), prices).scenarios
+    assert all(s.breakdown["openai_batch"] == pytest.approx(1.625, abs=0.01) for s in everywhere)
+    with pytest.raises(ConfigError, match="summary_mode 'sometimes'"):
+        estimate_monthly_cost(Assumptions(summary_mode="sometimes"), prices)
+
+
+def test_ledger_prices_batch_api_usage_at_the_batch_rate(tmp_path, prices):
+    store = SqliteStore(tmp_path / "db.sqlite3")
+    from pipeline.ingest.sources import IngestLimits, collect_sources
+    from support.images import jpeg_bytes
+
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(jpeg_bytes())
+    batch = store.create_batch("b", "t", collect_sources([photo], IngestLimits()))
+    [item] = store.list_items(batch.id)
+    store.record_usage(item.id, [Usage("llm_batch", "gpt-4o", input_tokens=1_000_000, output_tokens=100_000),
+                                 Usage("llm", "gpt-4o-mini", input_tokens=1_000_000, output_tokens=0)])
+    ledger = month_to_date(store, prices, Assumptions(), running_now=False)
+    assert ledger.by_component["openai_batch"] == pytest.approx(1.25 + 0.5, abs=0.01)  # half of 2.50 + half of 1.00
+    assert ledger.by_component["openai"] == pytest.approx(0.15, abs=0.01)
+    assert ledger.tokens == 2_100_000 and "openai_batch" not in ledger.estimated  # measured, not assumed
+
+
+def test_break_even_points_are_where_the_cheapest_scenario_changes(prices):
+    a = Assumptions()
+    lines = cost_lines(a, prices, "own-alb")
+    # the lines reproduce the estimator at any volume (every part is linear in the photos)
+    for volume in (0, 1234, 87_000):
+        for s in estimate_monthly_cost(replace(a, images_per_month=volume), prices, "own-alb").scenarios:
+            fixed, per_photo = lines[s.name]
+            assert fixed + per_photo * volume == pytest.approx(s.monthly_usd, abs=0.05), (s.name, volume)
+    [point] = break_even_points(a, prices, 100, 200_000, "own-alb")
+    assert (point.cheaper_before, point.cheaper_after) == ("local CPU", "batch transform")
+
+    def cheapest(volume):
+        scenarios = estimate_monthly_cost(replace(a, images_per_month=volume), prices, "own-alb").scenarios
+        return min((s for s in scenarios if "quoted" not in s.name), key=lambda s: s.monthly_usd).name
+
+    assert cheapest(int(point.images_per_month * 0.9)) == "local CPU"
+    assert cheapest(int(point.images_per_month * 1.1)) == "batch transform"
+    fixed, per_photo = lines["batch transform"]
+    assert point.monthly_usd == pytest.approx(fixed + per_photo * point.images_per_month, abs=0.05)
+    assert break_even_points(a, prices, 2_000, 200_000, "own-alb") == []  # batch transform cheapest all the way
+
+
+def test_goals_of_issue_17(prices):
+    """At 1,000 photos a month, captions and summaries the same working day: <= $10 on a shared ALB; with its own ALB
+    the IPv6 business-hours profile is the cheapest; at 100,000 photos <= $2.50 per 1,000 with gpt-4o (was $4.07)."""
+    working_day = 8 * 3600
+
+    def cheapest(profile, images):
+        return estimate_monthly_cost(Assumptions(images_per_month=images), prices, profile).cheapest_meeting(working_day)
+
+    assert cheapest("shared-alb-business-hours", 1000).monthly_usd <= 10.0
+    own = {name: cheapest(name, 1000).monthly_usd for name in PROFILES if not name.startswith("shared")}
+    assert min(own, key=own.get) == "own-alb-ipv6-business-hours"
+    assert own["own-alb-ipv6-business-hours"] == pytest.approx(24.94, abs=0.01)  # local CPU (assumed 40 s/photo); docs/costs.md
+    batch = next(s for s in estimate_monthly_cost(Assumptions(), prices, "own-alb-ipv6-business-hours").scenarios if s.name == "batch transform")
+    assert batch.monthly_usd == pytest.approx(25.94, abs=0.01)  # over $25 by $0.94 on the GPU path: the ALB's own $17.31
+    at_volume = cheapest("own-alb", 100_000)
+    assert at_volume.name == "batch transform" and at_volume.monthly_usd / 100 <= 2.50
+
+
+def test_cli_estimate_profile_json_and_breakdown():
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "pipeline", "estimate", *args], capture_output=True, text=True, timeout=60)
+
+    out = run("--images-per-month", "1000", "--profile", "shared-alb-business-hours", "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["profile"] == "shared-alb-business-hours"
+    by_name = {s["name"]: s for s in data["scenarios"]}
+    assert by_name["batch transform"]["monthly_usd"] <= 10.0 and "alb" in by_name["batch transform"]["breakdown"]
+    assert by_name["batch transform"]["breakdown"]["alb"] == pytest.approx(0.88, abs=0.01)  # LCUs only: no ALB hours
+    assert data["break_even"] and {"images_per_month", "cheaper_before", "cheaper_after"} <= set(data["break_even"][0])
+    big = json.loads(run("--images-per-month", "250000", "--json").stdout)
+    assert all(s["monthly_usd"] > 0 for s in big["scenarios"]) and big["assumptions"]["images_per_month"] == 250000
+    text = run("--images-per-month", "1000", "--profile", "own-alb-business-hours")
+    assert text.returncode == 0 and "gives up:" in text.stdout and "fargate_dashboard 0.78" in text.stdout and "break-even at" in text.stdout
+    bad = run("--images-per-month", "1000", "--profile", "cheap")
+    assert bad.returncode == 2 and "invalid choice: 'cheap'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cli_profiles_are_the_estimators():
+    from pipeline.cli import build_parser
+    from pipeline.settings import Settings
+
+    [estimate] = [a for a in build_parser()._subparsers._group_actions[0].choices["estimate"]._actions if a.dest == "profile"]
+    assert list(estimate.choices) == list(PROFILES)
+    assert list(Settings.model_fields["deployment_profile"].annotation.__args__) == list(PROFILES)
+
+
+def test_admin_page_prices_a_profile_and_charts_cost_by_volume_with_break_even_points(monkeypatch, tmp_path, tiny_model):
+    """The Admin page's estimator: profile picker (default DEPLOYMENT_PROFILE), the same figures as the CLI, and a
+    chart of cost against photos a month per scenario with the break-even points marked."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from pipeline.admin.costs import PriceTable as Prices
+    from support.infra import INFRA
+
+    for key, value in {"DATA_DIR": str(tmp_path / "data"), "CAPTION_MODEL": str(tiny_model), "SUMMARIZER": "offline",
+                       "AUTH_MODE": "dev", "DEPLOYMENT_PROFILE": "own-alb-business-hours", "AWS_EC2_METADATA_DISABLED": "true",
+                       "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": str(tmp_path / "none")}.items():
+        monkeypatch.setenv(key, value)
+    for key in ("OPENAI_API_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    st.cache_resource.clear()
+    try:
+        app = AppTest.from_file(str(INFRA.parent / "dashboard" / "app.py"), default_timeout=60).run()
+        app.switch_page("pages/admin.py").run()
+        assert not app.exception, app.exception
+        [profile] = [s for s in app.selectbox if s.label == "Deployment profile"]
+        assert profile.value == "own-alb-business-hours"
+        expected = estimate_monthly_cost(Assumptions(), Prices.load(), "own-alb-business-hours")
+        table = next(df.value for df in app.dataframe if "Scenario" in df.value.columns)
+        assert dict(zip(table["Scenario"], table["USD / month"])) == {s.name: s.monthly_usd for s in expected.scenarios}
+        [chart] = [c.proto.spec for c in app.get("plotly_chart") if "Monthly cost by photos a month" in c.proto.spec]
+        spec = json.loads(chart)
+        [point] = break_even_points(Assumptions(), Prices.load(), 100, 200_000, "own-alb-business-hours")
+        markers = [t for t in spec["data"] if t.get("mode") == "markers+text"]
+        assert [(m["x"], m["text"]) for m in markers] == [([point.images_per_month], [f"break-even {point.images_per_month:,.0f}"])]
+        assert spec["layout"]["xaxis"]["type"] == "log"
+        lines = {t["name"] for t in spec["data"] if t.get("mode") == "lines"}
+        assert lines == {s.name for s in expected.scenarios if "quoted" not in s.name}
+        profile.set_value("shared-alb-business-hours").run()
+        table = next(df.value for df in app.dataframe if "Scenario" in df.value.columns)
+        assert dict(zip(table["Scenario"], table["USD / month"]))["batch transform"] <= 10.0
+        assert any("(shared-alb-business-hours)" in c.proto.spec for c in app.get("plotly_chart"))
+    finally:
+        st.cache_resource.clear()

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from support.infra import INFRA, VARIANT, synth
+from support.infra import INFRA, SHARED_ALB, VARIANT, fixed_shape, profile_overrides, synth
 
 from aws_cdk.assertions import Match, Template
 
-from pipeline.admin.costs import PriceTable, fixed_infra_costs
+from pipeline.admin.costs import PROFILES_FIXED_FIELDS, PriceTable, fixed_infra_costs, profile_assumptions
 from pipeline.store.dynamo_store import table_definition
 
 ROOT = INFRA.parent
@@ -34,6 +34,14 @@ def shipped(tmp_path_factory):
 @pytest.fixture(scope="module")
 def variant(tmp_path_factory):
     return synth(tmp_path_factory.mktemp("cdk-variant"), VARIANT)
+
+
+@pytest.fixture(scope="module")
+def profiles(tmp_path_factory):
+    """Every deployment profile, synthesized once (the shared one against SHARED_ALB)."""
+    from tagger_infra.config import PROFILES
+
+    return {name: synth(tmp_path_factory.mktemp(f"cdk-{name}"), profile_overrides(name)) for name in PROFILES}
 
 
 @pytest.fixture(scope="module")
@@ -321,14 +329,24 @@ def test_cdk_app_entry_point_refuses_bad_context_without_a_traceback():
 
 # --- the fixed monthly cost in docs/deploy.md ---------------------------------------------------------
 
-def test_deploy_doc_shows_the_fixed_cost_of_the_shipped_deployment(shipped):
-    costs = fixed_infra_costs(shipped.config.cost_assumptions(), PriceTable.load())
+def test_deploy_doc_shows_the_fixed_cost_of_every_profile(shipped):
+    """docs/deploy.md's table: one column per profile (the shipped deployment first), each cell the estimator's."""
+    from pipeline.admin.costs import PROFILES
+
+    prices = PriceTable.load()
     readme = (ROOT / "docs" / "deploy.md").read_text()
     section = readme[readme.index("### Fixed monthly cost"):]
-    section = section[:section.index("\n## ")]
-    for component, usd in costs.items():
-        assert re.search(rf"\| `{component}` \| {usd:,.2f} \|", section), (component, round(usd, 2))
-    assert f"**{sum(costs.values()):,.2f}**" in section
+    section = section[:section.index("\n### ")]
+    header, *rows = [line for line in section.splitlines() if line.startswith("| ")]  # the |---| line is not one
+    columns = [c.strip().strip("`").split("`")[0] for c in header.strip("|").split("|")][1:]
+    assert columns == list(PROFILES)
+    table = {r.split("|")[1].strip(): [c.strip() for c in r.strip("|").split("|")[1:]] for r in rows}
+    assert fixed_infra_costs(shipped.config.cost_assumptions(), prices) == fixed_infra_costs(profile_assumptions("own-alb"), prices)
+    for i, name in enumerate(PROFILES):
+        costs = fixed_infra_costs(profile_assumptions(name), prices)
+        for component, usd in costs.items():
+            assert table[f"`{component}`"][i] == f"{usd:,.2f}", (name, component, round(usd, 2))
+        assert table["**total**"][i] == f"**{sum(costs.values()):,.2f}**", name
 
 
 # --- linters on the synthesized templates and the workflows ------------------------------------------
@@ -392,3 +410,225 @@ def test_actionlint_passes_on_the_workflows_and_catches_mistakes(tmp_path):
                       "      - run: echo ${{ github.no_such }}\n      - uses: actions/checkout@v6\n        with:\n          bogus: 1\n")
     bad = subprocess.run([str(actionlint), "-no-color", str(broken)], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "no_such" in bad.stdout and '"bogus" is not defined' in bad.stdout
+
+
+# --- deployment profiles (issue 17) ----------------------------------------------------------------------
+
+def test_every_profile_is_priced_from_what_it_synthesizes(profiles, tmp_path):
+    """The estimator's always-on lines for a profile (pipeline.admin.costs.PROFILES, what `estimate --profile` and
+    the Admin page use) come from the same shape the CDK app synthesizes for it, read back from the template."""
+    from pipeline.admin.costs import PROFILES as PRICED
+
+    assert profiles.keys() == PRICED.keys()
+    prices = PriceTable.load()
+    spot_base = synth(tmp_path, {"fargate_spot": True, "fargate_on_demand_base": 1})  # the on-demand base option
+    for name, deployed in [*profiles.items(), ("spot with an on-demand base", spot_base)]:
+        template = Template.from_stack(deployed.app).to_json()
+        from_template = fixed_shape(template)
+        from_config = {k: getattr(deployed.config.cost_assumptions(), k) for k in PROFILES_FIXED_FIELDS}
+        assert from_template == from_config, name
+        if name in PRICED:
+            assert {k: getattr(profile_assumptions(name), k) for k in PROFILES_FIXED_FIELDS} == from_config, name
+            assert fixed_infra_costs(profile_assumptions(name), prices) == fixed_infra_costs(deployed.config.cost_assumptions(), prices)
+    assert fixed_shape(Template.from_stack(spot_base.app).to_json())["fargate_on_demand_base"] == 1
+    strategy = only(Template.from_stack(spot_base.app), "AWS::ECS::Service")["CapacityProviderStrategy"]
+    assert strategy == [{"CapacityProvider": "FARGATE_SPOT", "Weight": 1}, {"Base": 1, "CapacityProvider": "FARGATE", "Weight": 0}]
+
+
+def test_business_hours_profile_has_a_closed_page_a_wake_rule_and_a_clock(profiles, app):
+    deployed = profiles["own-alb-business-hours"]
+    t = Template.from_stack(deployed.app)
+    task = only(t, "AWS::ECS::TaskDefinition")
+    assert (task["Cpu"], task["Memory"]) == ("256", "1024")  # a whole run peaks ~563-625 MB (README 10b): 1 GB, 0.25 vCPU
+    assert only(t, "AWS::ECS::Service")["CapacityProviderStrategy"] == [{"CapacityProvider": "FARGATE_SPOT", "Weight": 1}]
+    rules = {r["Properties"]["Priority"]: r["Properties"] for r in resources(t, "AWS::ElasticLoadBalancingV2::ListenerRule").values()}
+    assert rules.keys() == {1, 2}
+    wake, closed = rules[1], rules[2]
+    assert wake["Conditions"] == [{"Field": "path-pattern", "PathPatternConfig": {"Values": ["/wake"]}}]
+    assert [a["Type"] for a in wake["Actions"]] == ["authenticate-cognito", "forward"]  # signed-in users only
+    [lambda_group] = [k for k, g in resources(t, "AWS::ElasticLoadBalancingV2::TargetGroup").items() if g["Properties"].get("TargetType") == "lambda"]
+    assert wake["Actions"][1]["TargetGroupArn"] == {"Ref": lambda_group}
+    # Parked on a path nobody requests while open; the function moves it to /* (every path) when closing.
+    assert closed["Conditions"] == [{"Field": "path-pattern", "PathPatternConfig": {"Values": ["/__open-until-0"]}}]
+    assert [a["Type"] for a in closed["Actions"]] == ["authenticate-cognito", "fixed-response"]
+    page = closed["Actions"][1]["FixedResponseConfig"]
+    assert page["StatusCode"] == "503" and page["ContentType"] == "text/html" and len(page["MessageBody"]) <= 1024
+    assert "MON-FRI 08:00-18:00 UTC" in page["MessageBody"] and '<form method="post" action="/wake">' in page["MessageBody"]
+    [(fn_id, fn)] = resources(t, "AWS::Lambda::Function").items()
+    env = fn["Properties"]["Environment"]["Variables"]
+    [closed_id] = [k for k, r in resources(t, "AWS::ElasticLoadBalancingV2::ListenerRule").items() if r["Properties"]["Priority"] == 2]
+    assert env["RULE_ARN"] == {"Ref": closed_id} and (env["MIN_TASKS"], env["MAX_TASKS"], env["WAKE_MINUTES"]) == ("1", "3", "120")
+    assert json.loads(env["HOURS"]) == {"start": "08:00", "stop": "18:00", "days": "MON-FRI", "timezone": "UTC"}
+    assert fn["Properties"]["Architectures"] == ["arm64"] and fn["Properties"]["Handler"] == "handler.handler"
+    # Least privilege: the service's scaling and this one rule; unscoped only what has no resource-level permission.
+    statements = statements_of(t, "DashboardWakeRole")
+    granted = {(a, json.dumps(s["Resource"])) for s in statements for a in as_list(s["Action"])}
+    assert {a for a, r in granted if r == '"*"'} == {"application-autoscaling:RegisterScalableTarget", "elasticloadbalancing:DescribeRules"}
+    assert ("elasticloadbalancing:ModifyRule", json.dumps({"Ref": closed_id})) in granted
+    assert {a for a, _ in granted} == {"application-autoscaling:RegisterScalableTarget", "elasticloadbalancing:DescribeRules",
+                                       "elasticloadbalancing:ModifyRule", "ecs:DescribeServices", "ecs:UpdateService",
+                                       "logs:CreateLogStream", "logs:PutLogEvents"}
+    [clock] = [s["Properties"] for s in resources(t, "AWS::Scheduler::Schedule").values() if "EcsParameters" not in s["Properties"]["Target"]]
+    assert clock["ScheduleExpression"] == "cron(0/15 * * * ? *)" and json.loads(clock["Target"]["Input"]) == {"action": "tick"}
+    assert clock["Target"]["Arn"] == {"Fn::GetAtt": [fn_id, "Arn"]}
+    assert statements_of(t, "DashboardClockRole") == [{"Action": "lambda:InvokeFunction", "Effect": "Allow", "Resource": {"Fn::GetAtt": [fn_id, "Arn"]}}]
+    app.resource_count_is("AWS::Lambda::Function", 0)  # the shipped (24x7) deployment has none of it
+    app.resource_count_is("AWS::ElasticLoadBalancingV2::ListenerRule", 0)
+
+
+def test_dualstack_profile_has_no_public_ipv4_on_the_alb(profiles):
+    t = Template.from_stack(profiles["own-alb-ipv6-business-hours"].app)
+    lb = only(t, "AWS::ElasticLoadBalancingV2::LoadBalancer")
+    assert lb["IpAddressType"] == "dualstack-without-public-ipv4" and lb["Scheme"] == "internet-facing"
+    assert [c["Properties"].get("AmazonProvidedIpv6CidrBlock") for c in resources(t, "AWS::EC2::VPCCidrBlock").values()] == [True]
+    records = [r["Properties"] for r in resources(t, "AWS::Route53::RecordSet").values()]
+    assert [r["Type"] for r in records] == ["AAAA"]  # no public IPv4 to point an A record at
+    ingress = [rule for g in resources(t, "AWS::EC2::SecurityGroup").values() for rule in g["Properties"].get("SecurityGroupIngress", [])]
+    assert {(r.get("CidrIpv6"), r["FromPort"]) for r in ingress if r.get("CidrIpv6")} == {("::/0", 443), ("::/0", 80)}
+
+
+def test_shared_alb_profile_adds_rules_to_the_existing_listener_and_creates_no_load_balancer(profiles):
+    deployed = profiles["shared-alb-business-hours"]
+    t = Template.from_stack(deployed.app)
+    shared = SHARED_ALB["shared_alb"]
+    for kind in ("AWS::ElasticLoadBalancingV2::LoadBalancer", "AWS::ElasticLoadBalancingV2::Listener", "AWS::EC2::VPC", "AWS::EC2::NatGateway"):
+        t.resource_count_is(kind, 0)
+    rules = {r["Properties"]["Priority"]: r["Properties"] for r in resources(t, "AWS::ElasticLoadBalancingV2::ListenerRule").values()}
+    assert rules.keys() == {100, 101, 102}  # /wake, the closed page, the dashboard
+    for rule in rules.values():
+        assert rule["ListenerArn"] == shared["listener_arn"]
+        assert {"Field": "host-header", "HostHeaderConfig": {"Values": ["tagging.example.com"]}} in rule["Conditions"]
+        assert rule["Actions"][0]["Type"] == "authenticate-cognito"  # the sign-in is on every rule of this host
+    [app_group] = [k for k, g in resources(t, "AWS::ElasticLoadBalancingV2::TargetGroup").items() if g["Properties"].get("TargetType") == "ip"]
+    assert (rules[102]["Actions"][1]["Type"], rules[102]["Actions"][1]["TargetGroupArn"]) == ("forward", {"Ref": app_group})
+    assert only(t, "AWS::ElasticLoadBalancingV2::ListenerCertificate")["ListenerArn"] == shared["listener_arn"]
+    assert resources(t, "AWS::ElasticLoadBalancingV2::TargetGroup")[app_group]["Properties"]["VpcId"] == shared["vpc_id"]
+    task_rules = [g["Properties"] for g in resources(t, "AWS::EC2::SecurityGroupIngress").values() if g["Properties"].get("FromPort") == 8501]
+    assert [r["SourceSecurityGroupId"] for r in task_rules] == [shared["security_group_id"]]
+    network = only(t, "AWS::ECS::Service")["NetworkConfiguration"]["AwsvpcConfiguration"]
+    assert network["Subnets"] == shared["task_subnet_ids"] and network["AssignPublicIp"] == "ENABLED"
+    env = {e["Name"]: e["Value"] for e in only(t, "AWS::ECS::TaskDefinition")["ContainerDefinitions"][0]["Environment"]}
+    assert env["DEPLOYMENT_PROFILE"] == "shared-alb-business-hours"
+    [fn] = resources(t, "AWS::Lambda::Function").values()
+    assert fn["Properties"]["Environment"]["Variables"]["HOST"] == "tagging.example.com"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"load_balancer": "shared"}, "shared_alb block is missing"),
+    ({"load_balancer": "shared", "network": "private-nat", **SHARED_ALB}, "set network 'public'"),
+    ({"profile": "cheapest"}, "profile 'cheapest': choose one of own-alb"),
+    ({"wake_minutes": 5}, "wake_minutes must be 15-720"),
+])
+def test_bad_profile_context_is_one_clear_line(overrides, message):
+    from support.infra import default_context
+    from tagger_infra.config import CONTEXT_KEY, InfraConfig, InfraConfigError
+
+    with pytest.raises(InfraConfigError, match=message):
+        InfraConfig.from_context({**default_context()[CONTEXT_KEY], **overrides})
+
+
+def test_profile_templates_pass_cfn_lint_and_checkov(profiles):
+    files = [f for name, d in profiles.items() if name != "own-alb" for f in d.template_files() if "Registry" not in f.name]
+    assert len(files) == 3
+    lint = subprocess.run([str(_tool("cfn-lint")), *map(str, files)], capture_output=True, text=True, timeout=300)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    reports = json.loads(_checkov(*files).stdout)
+    reports = reports if isinstance(reports, list) else [reports]
+    failed = [(c["check_id"], c["resource"]) for r in reports for c in r["results"]["failed_checks"]]
+    assert not failed, failed
+
+
+# --- the wake function, against moto ------------------------------------------------------------------------
+
+@pytest.fixture
+def wake_world(profiles):
+    """The ALB rule and the service's scalable target the function switches, in moto; the function's settings
+    are the synthesized Lambda's environment with moto's names in place of the references."""
+    import boto3
+    from moto import mock_aws
+
+    from tagger_infra.wake import handler as wake
+
+    [fn] = resources(Template.from_stack(profiles["own-alb-business-hours"].app), "AWS::Lambda::Function").values()
+    env = fn["Properties"]["Environment"]["Variables"]
+    with mock_aws():
+        ec2, elb = boto3.client("ec2", "us-east-1"), boto3.client("elbv2", "us-east-1")
+        scaling, ecs = boto3.client("application-autoscaling", "us-east-1"), boto3.client("ecs", "us-east-1")
+        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"us-east-1{z}")["Subnet"]["SubnetId"]
+                   for i, z in ((1, "a"), (2, "b"))]
+        lb = elb.create_load_balancer(Name="lb", Subnets=subnets)["LoadBalancers"][0]["LoadBalancerArn"]
+        group = elb.create_target_group(Name="tg", Protocol="HTTP", Port=8501, VpcId=vpc, TargetType="ip")["TargetGroups"][0]["TargetGroupArn"]
+        listener = elb.create_listener(LoadBalancerArn=lb, Protocol="HTTP", Port=80,
+                                       DefaultActions=[{"Type": "forward", "TargetGroupArn": group}])["Listeners"][0]["ListenerArn"]
+        rule = elb.create_rule(ListenerArn=listener, Priority=2, Conditions=[{"Field": "path-pattern", "PathPatternConfig": {"Values": ["/__open-until-0"]}}],
+                               Actions=[{"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "503"}}])["Rules"][0]["RuleArn"]
+        ecs.create_cluster(clusterName="c")
+        ecs.register_task_definition(family="f", containerDefinitions=[{"name": "dashboard", "image": "i", "memory": 512}])
+        ecs.create_service(cluster="c", serviceName="s", taskDefinition="f", desiredCount=1)
+        scaling.register_scalable_target(ServiceNamespace="ecs", ResourceId="service/c/s", ScalableDimension="ecs:service:DesiredCount",
+                                         MinCapacity=1, MaxCapacity=3)
+        calls = []  # what the function calls, through its own clients (state() below reads with others)
+        function_clients = {"elbv2": boto3.client("elbv2", "us-east-1"),
+                            "application-autoscaling": boto3.client("application-autoscaling", "us-east-1")}
+        for client in function_clients.values():
+            client.meta.events.register("before-call.*.*", lambda model, **_: calls.append(model.name))
+        config = wake.Config.from_env({**env, "RESOURCE_ID": "service/c/s", "RULE_ARN": rule})
+
+        def state():
+            [r] = elb.describe_rules(RuleArns=[rule])["Rules"]
+            [target] = scaling.describe_scalable_targets(ServiceNamespace="ecs")["ScalableTargets"]
+            return r["Conditions"][-1]["PathPatternConfig"]["Values"][0], (target["MinCapacity"], target["MaxCapacity"])
+
+        yield wake, config, function_clients, state, calls
+
+
+def at(text: str):
+    from datetime import datetime
+
+    return datetime.fromisoformat(text)
+
+
+def test_wake_function_sleeps_outside_hours_wakes_on_request_for_a_bounded_time(wake_world):
+    wake, config, clients, state, calls = wake_world
+    alb_request = {"requestContext": {"elb": {"targetGroupArn": "arn"}}, "path": "/wake", "headers": {}}
+    wednesday_evening = at("2026-12-02T20:00:00+00:00")
+    assert wake.handle({"action": "tick"}, clients, config, wednesday_evening) == {"open": False, "until": 0}
+    assert state() == ("/*", (0, 0))  # every path gets the closed page; no task runs
+    page = wake.handle({**alb_request, "httpMethod": "GET"}, clients, config, wednesday_evening)
+    assert page["statusCode"] == 200 and "The dashboard is asleep" in page["body"] and 'method="post" action="/wake"' in page["body"]
+    assert "MON-FRI 08:00-18:00 UTC" in page["body"] and state() == ("/*", (0, 0))  # looking does not wake it
+    started = wake.handle({**alb_request, "httpMethod": "POST"}, clients, config, wednesday_evening)
+    assert "Starting the dashboard" in started["body"] and 'http-equiv="refresh" content="120;url=/"' in started["body"]
+    two_hours = int(at("2026-12-02T22:00:00+00:00").timestamp())
+    assert state() == (f"/__open-until-{two_hours}", (1, 3))
+    wake.handle({**alb_request, "httpMethod": "POST"}, clients, config, at("2026-12-02T20:30:00+00:00"))
+    later = int(at("2026-12-02T22:30:00+00:00").timestamp())
+    assert state() == (f"/__open-until-{later}", (1, 3))  # pressing again: 2 h from now, never stacked
+    assert wake.handle({"action": "tick"}, clients, config, at("2026-12-02T22:15:00+00:00"))["open"] is True
+    assert state() == (f"/__open-until-{later}", (1, 3))
+    assert wake.handle({"action": "tick"}, clients, config, at("2026-12-02T22:45:00+00:00"))["open"] is False
+    assert state() == ("/*", (0, 0))
+    wake.handle({"action": "tick"}, clients, config, at("2026-12-03T08:00:00+00:00"))  # Thursday, opening time
+    assert state() == ("/__open-until-0", (1, 3))
+    wake.handle({"action": "tick"}, clients, config, at("2026-12-03T17:59:00+00:00"))
+    assert state() == ("/__open-until-0", (1, 3))
+    wake.handle({"action": "tick"}, clients, config, at("2026-12-05T10:00:00+00:00"))  # Saturday
+    assert state() == ("/*", (0, 0))
+    assert set(calls) == {"DescribeRules", "ModifyRule", "RegisterScalableTarget"}  # what the Lambda role grants
+
+
+def test_wake_function_keeps_a_shared_listeners_host_condition_and_local_time(wake_world):
+    from dataclasses import replace as copy
+
+    wake, config, clients, state, _ = wake_world
+    shared = copy(config, host="tagging.example.com", hours=wake.Hours("08:00", "18:00", "MON-FRI", "Europe/Berlin"))
+    wake.handle({"action": "tick"}, clients, shared, at("2026-12-02T07:30:00+00:00"))  # 08:30 in Berlin (CET)
+    [rule] = clients["elbv2"].describe_rules(RuleArns=[config.rule_arn])["Rules"]
+    assert {"Field": "host-header", "HostHeaderConfig": {"Values": ["tagging.example.com"]}} in [
+        {"Field": c["Field"], "HostHeaderConfig": c["HostHeaderConfig"]} for c in rule["Conditions"] if c["Field"] == "host-header"]
+    assert state() == ("/__open-until-0", (1, 3))
+    wake.handle({"action": "tick"}, clients, shared, at("2026-12-02T17:30:00+00:00"))  # 18:30 in Berlin
+    assert state() == ("/*", (0, 0))
+    assert wake.Hours("09:00", "17:00", "MON,WED,FRI").contains(at("2026-12-04T10:00:00+00:00"))  # a Friday
+    assert not wake.Hours("09:00", "17:00", "MON,WED,FRI").contains(at("2026-12-03T10:00:00+00:00"))  # a Thursday

@@ -11,7 +11,8 @@ import streamlit as st
 from dashboard.navigation import restart_through_app_if_opened_directly
 from dashboard.runtime import current_user, get_endpoint_controller, get_runtime, require_admin
 from dashboard.text import inert, say
-from pipeline.admin.costs import REFERENCE_PRICES, Assumptions, PriceTable, estimate_monthly_cost, month_to_date
+from pipeline.admin.costs import (PROFILES, QUOTED_SUFFIX, REFERENCE_PRICES, SUMMARY_MODES, Assumptions, PriceTable, break_even_points,
+                                  cost_lines, estimate_monthly_cost, month_to_date, profile_assumptions)
 from pipeline.admin.endpoint import Actor, NotAllowed, aws_problem, aws_setup_problem
 from pipeline.errors import describe_error
 
@@ -23,7 +24,7 @@ require_admin(user)  # on every run, not only in the navigation
 settings, store = runtime.settings, runtime.stages.store
 actor = Actor(user.email, user.is_admin)
 prices = PriceTable.load(settings.prices_file)
-assumptions = Assumptions(instance_type=settings.sagemaker_instance_type)
+assumptions = profile_assumptions(settings.deployment_profile, Assumptions(instance_type=settings.sagemaker_instance_type))
 STATE_LABELS = {"not_deployed": "not deployed", "in_service": "in service"}
 
 
@@ -177,10 +178,16 @@ def render_estimator(images_this_month: int) -> None:
     hours = left.number_input("Hours per working day", 1.0, 24.0, assumptions.hours_per_day)
     batches = right.number_input("Upload bursts per month", 1, 1000, assumptions.batches_per_month)
     model = right.selectbox("Summary model", ["gpt-4o", "gpt-4o-mini"])
+    mode = right.selectbox("Summaries", SUMMARY_MODES, format_func=SUMMARY_MODE_LABELS.get,
+                           help="The OpenAI Batch API costs half the token price and answers within 24 hours (usually far sooner).")
     latency = right.number_input("First result needed within (seconds)", 1, 86_400, 60)
+    names = list(PROFILES)
+    profile = left.selectbox("Deployment profile", names, index=names.index(settings.deployment_profile),
+                             help="The always-on part: dashboard hours, task size, load balancer, addresses (docs/deploy.md).")
+    st.caption(say("{what}. Gives up: {gives_up}.", what=PROFILES[profile].what, gives_up=PROFILES[profile].gives_up))
     chosen = replace(assumptions, images_per_month=int(images), working_days=int(days), hours_per_day=float(hours),
-                     batches_per_month=int(batches), summary_model=model)
-    estimate = estimate_monthly_cost(chosen, prices)
+                     batches_per_month=int(batches), summary_model=model, summary_mode=mode)
+    estimate = estimate_monthly_cost(chosen, prices, profile)
     best = estimate.cheapest_meeting(latency)
     if best:
         st.success(f"Cheapest within {latency:,} s: **{best.name}**, ${best.monthly_usd:,.2f}/month.")
@@ -190,9 +197,37 @@ def render_estimator(images_this_month: int) -> None:
     st.plotly_chart(px.bar(pd.DataFrame(rows), x="scenario", y="usd", color="component", title="Monthly cost by scenario"), key="scenarios")
     st.dataframe([{"Scenario": s.name, "USD / month": s.monthly_usd, "First result": s.latency, "How": s.notes} for s in estimate.scenarios],
                  hide_index=True, width="stretch")
+    render_volume_chart(chosen, profile)
     with st.expander("Prices used (source and date)"):
         st.dataframe([{"Price": k, "USD": p.usd, "Unit": p.unit, "Source": p.source, "As of": p.as_of} for k, p in prices.prices.items() if k not in REFERENCE_PRICES],
                      hide_index=True, width="stretch")
+
+
+SUMMARY_MODE_LABELS = {"auto": "Batch API for batch transform only", "realtime": "one by one (real time)",
+                       "batch": "Batch API everywhere (within 24 h)"}
+VOLUMES = (100, 200_000)
+
+
+def render_volume_chart(chosen: Assumptions, profile: str) -> None:
+    """Cost against photos a month for each scenario (every part is linear in the volume), the points where the
+    cheapest one changes marked."""
+    lines = {name: line for name, line in cost_lines(chosen, prices, profile).items() if not name.endswith(QUOTED_SUFFIX)}
+    points = break_even_points(chosen, prices, *VOLUMES, profile)
+    volumes = sorted({round(VOLUMES[0] * (VOLUMES[1] / VOLUMES[0]) ** (i / 40)) for i in range(41)} | {p.images_per_month for p in points})
+    frame = pd.DataFrame([{"photos per month": v, "scenario": name, "USD / month": round(fixed + per_photo * v, 2)}
+                          for name, (fixed, per_photo) in lines.items() for v in volumes])
+    figure = px.line(frame, x="photos per month", y="USD / month", color="scenario", log_x=True, log_y=True,
+                     title=f"Monthly cost by photos a month ({profile}): break-even points marked")
+    for point in points:
+        figure.add_scatter(x=[point.images_per_month], y=[point.monthly_usd], mode="markers+text", marker={"size": 11, "symbol": "x"},
+                           text=[f"break-even {point.images_per_month:,.0f}"], textposition="top center",
+                           name=f"{point.cheaper_before} → {point.cheaper_after}", showlegend=False)
+    st.plotly_chart(figure, key="by-volume")
+    if points:
+        st.dataframe([{"Photos / month": f"{p.images_per_month:,.0f}", "USD / month": p.monthly_usd, "Cheaper below": p.cheaper_before,
+                       "Cheaper above": p.cheaper_after} for p in points], hide_index=True, width="stretch")
+    else:
+        st.caption(f"No break-even between {VOLUMES[0]:,} and {VOLUMES[1]:,} photos a month: one scenario is cheapest throughout.")
 
 
 st.title("Admin")

@@ -58,8 +58,35 @@ class BusinessHours(BaseModel):
         return f"cron({int(minute)} {int(hour)} ? * {self.days} *)"
 
 
+class SharedAlb(BaseModel):
+    """An existing (company) ALB the dashboard joins with listener rules instead of creating its own."""
+
+    model_config = ConfigDict(extra="forbid")
+    listener_arn: str = Field(description="Its HTTPS listener: the rules (and this host's certificate) are added there.")
+    load_balancer_arn: str = Field(description="The ALB itself (its metrics feed the alarms).")
+    security_group_id: str = Field(description="The ALB's security group: allowed into the tasks on port 8501.")
+    vpc_id: str = Field(description="The ALB's VPC: the tasks run there (IP targets).")
+    availability_zones: list[str]
+    task_subnet_ids: list[str] = Field(description="Subnets of that VPC for the tasks, one per availability zone.")
+    assign_public_ip: bool = Field(True, description="Public subnets: tasks reach AWS and OpenAI with a public IPv4; "
+                                                     "false: the subnets must have a NAT gateway or endpoints of their own.")
+    priority: int = Field(description="First of three free rule priorities on the listener: /wake, closed page, dashboard.")
+    dns_name: str | None = Field(None, description="The ALB's DNS name, for an alias record in hosted_zone_id (else: point the name yourself).")
+    canonical_hosted_zone_id: str | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> "SharedAlb":
+        if len(self.task_subnet_ids) != len(self.availability_zones):
+            raise ValueError("shared_alb: one task subnet per availability zone")
+        if not 1 <= self.priority <= 49_998:
+            raise ValueError("shared_alb.priority must be 1-49998 (three consecutive priorities are used)")
+        return self
+
+
 class InfraConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    profile: str | None = Field(None, description="Set by from_context when a deployment profile was applied (PROFILES).")
 
     # Where
     app_name: str = "product-tagging"
@@ -85,7 +112,17 @@ class InfraConfig(BaseModel):
     vpc_flow_logs: Literal["off", "reject", "all"] = Field(
         "off", description="VPC flow logs to CloudWatch Logs: rejected traffic only, or all; billed per GB ingested, no fixed cost.")
 
+    # Load balancer: "own" (default), "own-dualstack" (dualstack-without-public-ipv4: no public IPv4 address charge,
+    # reachable over IPv6 only), or "shared" (rules on an existing ALB, shared_alb block; no ALB created).
+    load_balancer: Literal["own", "own-dualstack", "shared"] = "own"
+    allowed_ipv6_cidrs: list[str] = Field(default_factory=lambda: ["::/0"], description="Who may reach a dual-stack ALB over IPv6.")
+    shared_alb: SharedAlb | None = None
+
     # Dashboard service
+    dashboard_schedule: Literal["always", "business-hours"] = Field(
+        "always", description="business-hours: the service runs 0 tasks outside business_hours; /wake starts it for wake_minutes.")
+    wake_minutes: int = 120
+    fargate_on_demand_base: int = Field(0, description="With fargate_spot: this many tasks on regular Fargate, the rest on Spot.")
     cpu: int = 512
     memory_mib: int = 1024
     cpu_architecture: Literal["ARM64", "X86_64"] = "ARM64"
@@ -119,6 +156,8 @@ class InfraConfig(BaseModel):
     # Watching
     alarm_email: str | None = None
     monthly_budget_usd: float = 300.0
+    pipeline_monitoring: bool = Field(False, description="Alarms (item failure rate, p95 caption time) and a CloudWatch "
+                                      "dashboard on the tasks' EMF metrics; off: the tasks write no metrics (docs/operations.md).")
 
     # CI/CD
     github_repo: str | None = Field(None, description="owner/name: creates the GitHub OIDC deploy roles for the workflows.")
@@ -126,6 +165,8 @@ class InfraConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "InfraConfig":
+        if self.profile is not None and self.profile not in PROFILES:
+            raise ValueError(f"profile {self.profile!r}: choose one of {', '.join(PROFILES)}")
         if not NAME.match(self.app_name):
             raise ValueError(f"app_name {self.app_name!r}: lowercase letters, digits and hyphens, 2-41 characters")
         if not self.domain_name or not (self.certificate_arn or (self.hosted_zone_id and self.hosted_zone_name)):
@@ -137,6 +178,15 @@ class InfraConfig(BaseModel):
             raise ValueError(f"cpu {self.cpu} / memory_mib {self.memory_mib} is not a Fargate size")
         if not 1 <= self.desired_count <= self.max_count:
             raise ValueError("need 1 <= desired_count <= max_count")
+        if self.load_balancer == "shared" and self.shared_alb is None:
+            raise ValueError("load_balancer is 'shared' but the shared_alb block is missing")
+        if self.load_balancer == "shared" and self.network != "public":
+            raise ValueError("load_balancer 'shared' runs the tasks in the shared ALB's VPC: set network 'public' "
+                             "(shared_alb.assign_public_ip false for subnets with their own NAT)")
+        if self.load_balancer == "own-dualstack" and self.network == "private-endpoints":
+            raise ValueError("load_balancer 'own-dualstack' needs network 'public' or 'private-nat'")
+        if not 15 <= self.wake_minutes <= 720:
+            raise ValueError("wake_minutes must be 15-720")
         if self.upload_expiry_days < 1:
             raise ValueError("upload_expiry_days must be at least 1")
         if self.model_data_url and not (self.model_data_url.startswith("s3://") and self.image_uri):
@@ -147,12 +197,19 @@ class InfraConfig(BaseModel):
         return self
 
     @classmethod
-    def from_context(cls, values: dict[str, Any] | str | None) -> "InfraConfig":
-        """cdk.json's block, or a JSON string (what `-c product-tagging='{...}'` passes)."""
+    def from_context(cls, values: dict[str, Any] | str | None, profile: str | None = None) -> "InfraConfig":
+        """cdk.json's block, or a JSON string (what `-c product-tagging='{...}'` passes); `profile` (PROFILES, or
+        the block's own "profile" key; `-c profile=<name>`) overrides the block's always-on shape."""
         if isinstance(values, str):
             values = json.loads(values)
+        values = dict(values or {})
+        profile = profile or values.pop("profile", None)
+        if profile is not None:
+            if profile not in PROFILES:
+                raise InfraConfigError(f"profile {profile!r}: choose one of {', '.join(PROFILES)}")
+            values.update(PROFILES[profile], profile=profile)
         try:
-            return cls(**(values or {}))
+            return cls(**values)
         except ValidationError as error:
             lines = [f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in error.errors()]
             raise InfraConfigError("cdk.json context 'product-tagging': " + "; ".join(lines)) from None
@@ -171,22 +228,46 @@ class InfraConfig(BaseModel):
         return services + (["sqs"] if self.async_inference else [])
 
     @property
+    def tasks_get_public_ip(self) -> bool:
+        if self.load_balancer == "shared":
+            return self.shared_alb.assign_public_ip
+        return self.network == "public"
+
+    @property
     def sagemaker_mode(self) -> str:
         return "async" if self.async_inference else "realtime"
 
     def cost_assumptions(self, base: Assumptions | None = None) -> Assumptions:
         """The estimator's inputs for this deployment's always-on parts (the same numbers the stack uses)."""
-        public_tasks = self.desired_count if self.network == "public" else 0
         return replace(
             base or Assumptions(),
             instance_type=self.instance_type,
             dashboard_vcpu=self.cpu / 1024, dashboard_gb=self.memory_mib / 1024, dashboard_tasks=self.desired_count,
             fargate_arch="arm" if self.cpu_architecture == "ARM64" else "x86", fargate_spot=self.fargate_spot,
+            fargate_on_demand_base=self.fargate_on_demand_base if self.fargate_spot else 0,
+            dashboard_always_on=self.dashboard_schedule == "always", wake_function=self.dashboard_schedule == "business-hours",
+            own_alb=self.load_balancer != "shared",
             secrets=1 + (1 if self.auth == "oidc" else 0),
-            public_ipv4_addresses=self.max_azs + public_tasks + self.nat_gateways,  # ALB: one per AZ
+            public_ipv4_addresses=(self.max_azs if self.load_balancer == "own" else 0) + self.nat_gateways,  # ALB: one per AZ
+            task_public_ip=self.tasks_get_public_ip,
             nat_gateways=self.nat_gateways, interface_endpoints=len(self.interface_endpoints) * self.max_azs,
-            alarms=len(ALARMS) + (1 if self.async_inference else 0),
+            alarms=len(ALARMS) + (1 if self.async_inference else 0) + (len(PIPELINE_ALARMS) if self.pipeline_monitoring else 0),
+            autostop_every_minutes=self.autostop_every_minutes,
+            endpoint_schedule=self.business_hours.enabled and not self.async_inference,
         )
+
+
+# Deployment profiles: cdk.json overrides by name (`npx cdk deploy -c profile=<name>`). pipeline.admin.costs.PROFILES
+# prices the same names; tests/test_infra.py synthesizes each and ties the estimator's fixed lines to the template.
+# 0.25 vCPU / 1 GB: a whole run peaks at ~563-625 MB with the dashboard (README benchmark 10b), 1 GB leaves ~40 %.
+BUSINESS_HOURS_PROFILE = {"dashboard_schedule": "business-hours", "cpu": 256, "memory_mib": 1024, "fargate_spot": True,
+                          "autostop_every_minutes": 30}
+PROFILES: dict[str, dict[str, Any]] = {
+    "own-alb": {},
+    "own-alb-business-hours": BUSINESS_HOURS_PROFILE,
+    "own-alb-ipv6-business-hours": {**BUSINESS_HOURS_PROFILE, "load_balancer": "own-dualstack"},
+    "shared-alb-business-hours": {**BUSINESS_HOURS_PROFILE, "load_balancer": "shared"},
+}
 
 
 # Valid Fargate task sizes (CPU units → memory MiB) for the sizes a dashboard could use.
@@ -195,3 +276,5 @@ FARGATE_SIZES = {(256, m) for m in (512, 1024, 2048)} | {(512, m) for m in range
 
 # CloudWatch alarms the stack defines (names are suffixes; the async one is added with async inference).
 ALARMS = ("alb-5xx", "unhealthy-tasks", "dashboard-cpu-high", "endpoint-model-errors", "endpoint-running-long")
+# With pipeline_monitoring: alarms on the pipeline's own EMF metrics (tagger_infra.monitoring.PipelineMonitoring).
+PIPELINE_ALARMS = ("item-failure-rate", "caption-latency-p95")

@@ -34,6 +34,8 @@ UNSCOPED_ACTIONS = {
     "application-autoscaling:DeleteScalingPolicy": "scaling-policy ARNs carry an id AWS generates, unknown to the stack",
     "application-autoscaling:DescribeScalableTargets": "Describe calls have no resource-level permission",
     "application-autoscaling:DescribeScalingPolicies": "Describe calls have no resource-level permission",
+    "elasticloadbalancing:DescribeRules": "Describe calls have no resource-level permission (the business-hours wake "
+                                          "function reads its closed-page rule; it may modify only that rule)",
 }
 
 # Where SageMaker (execution role) and deploy-model.yml read and write, besides the dashboard's own prefixes.
@@ -117,7 +119,7 @@ def _literal(text: str) -> str:
 
 def _accept_app_findings(app: Stack) -> None:
     network, dashboard = app.network, app.dashboard
-    if network.flow_log is None:
+    if network.flow_log is None and not network.imported:
         _accept(network.vpc, "AwsSolutions-VPC7",
                 "Flow logs are off by default (cdk.json vpc_flow_logs: \"reject\" or \"all\" turns them on): CloudWatch "
                 "bills $0.50 per GB ingested, and the only inbound path is the ALB, whose metrics feed the alarms.")

@@ -25,6 +25,17 @@ from tagger_infra.log_retention import log_retention
 class Network(Construct):
     def __init__(self, scope: Construct, construct_id: str, config: InfraConfig) -> None:
         super().__init__(scope, construct_id)
+        self.tasks_get_public_ip = config.tasks_get_public_ip
+        if config.load_balancer == "shared":
+            # The shared ALB's VPC (IP targets live in the load balancer's VPC): its routes, endpoints and flow logs
+            # are its owner's; the tasks run in the subnets named in shared_alb.
+            shared = config.shared_alb
+            self.vpc = ec2.Vpc.from_vpc_attributes(self, "Vpc", vpc_id=shared.vpc_id, availability_zones=shared.availability_zones,
+                                                   public_subnet_ids=shared.task_subnet_ids)
+            self.task_subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC)
+            self.interface_endpoints, self.flow_log, self.imported = [], None, True
+            return
+        self.imported = False
         subnets = [ec2.SubnetConfiguration(name="public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=24, map_public_ip_on_launch=False)]
         if config.network == "private-nat":
             subnets.append(ec2.SubnetConfiguration(name="app", subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS, cidr_mask=22))
@@ -32,6 +43,8 @@ class Network(Construct):
             subnets.append(ec2.SubnetConfiguration(name="app", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=22))
         self.vpc = ec2.Vpc(
             self, "Vpc", max_azs=config.max_azs, nat_gateways=config.nat_gateways, subnet_configuration=subnets,
+            # own-dualstack: an Amazon IPv6 block on every subnet, for an ALB without public IPv4 addresses
+            ip_protocol=ec2.IpProtocol.DUAL_STACK if config.load_balancer == "own-dualstack" else ec2.IpProtocol.IPV4_ONLY,
             gateway_endpoints={
                 "S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3),
                 "DynamoDB": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.DYNAMODB),
@@ -41,7 +54,6 @@ class Network(Construct):
         self.task_subnets = ec2.SubnetSelection(
             subnet_type=ec2.SubnetType.PUBLIC if config.network == "public"
             else ec2.SubnetType.PRIVATE_WITH_EGRESS if config.network == "private-nat" else ec2.SubnetType.PRIVATE_ISOLATED)
-        self.tasks_get_public_ip = config.network == "public"
         self.interface_endpoints = [
             self.vpc.add_interface_endpoint(
                 f"Endpoint-{service.replace('.', '-')}", service=ec2.InterfaceVpcEndpointAwsService(service),

@@ -103,6 +103,8 @@ class AppStack(Stack):
         }
         if self.captioning.queue is not None:
             env["ASYNC_SQS_QUEUE_URL"] = self.captioning.queue.queue_url
+        if c.profile:
+            env["DEPLOYMENT_PROFILE"] = c.profile  # the Admin page prices this deployment's always-on shape
         return env
 
     def _model_deploy_role(self, provider_arn: str) -> None:

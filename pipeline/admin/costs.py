@@ -7,7 +7,7 @@ Every assumption of the estimator is a field of `Assumptions`, printed with the 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -54,11 +54,14 @@ class PriceTable:
         return self.prices[key].usd
 
 
+SUMMARY_MODES = ("auto", "realtime", "batch")  # auto: only scenarios that can wait (batch transform) use the Batch API
+
+
 @dataclass(frozen=True)
 class Assumptions:
     images_per_month: int = 1000
     working_days: int = 22
-    hours_per_day: float = 10.0  # business hours the real-time endpoint is scheduled on
+    hours_per_day: float = 10.0  # business hours the real-time endpoint (and a business-hours dashboard) is scheduled on
     batches_per_month: int = 20  # uploads arrive in this many bursts
     instance_type: str = "ml.g4dn.xlarge"
     gpu_seconds_per_image: float = 1.5  # caption + 4 answers, one batched generate, fp16 T4 (assumed until measured)
@@ -66,25 +69,81 @@ class Assumptions:
     idle_tail_minutes: float = 15.0  # async scale-in cooldown / auto-stop wait after the last request
     batch_job_overhead_minutes: float = 12.0  # batch transform: provisioning + model load per job
     summary_model: str = "gpt-4o"
+    summary_mode: str = "auto"  # auto | realtime | batch (OpenAI Batch API: half price, results within 24 h)
     input_tokens_per_image: int = 700
     output_tokens_per_image: int = 150
-    # The always-on infrastructure: defaults are infra/cdk.json's (InfraConfig.cost_assumptions maps a deployment).
+    # The always-on infrastructure: defaults are infra/cdk.json's, the "own-alb" profile (PROFILES below;
+    # InfraConfig.cost_assumptions maps a deployment, tests tie both to the synthesized template).
     dashboard_vcpu: float = 0.5
     dashboard_gb: float = 1.0
     dashboard_tasks: int = 1
     fargate_arch: str = "arm"  # x86 | arm (the stack runs ARM64: ~20% cheaper)
     fargate_spot: bool = False
-    alb_lcu: float = 0.5  # average LCUs of a small internal dashboard
-    public_ipv4_addresses: int = 3  # ALB: one per AZ (2) + one per task in public subnets
+    fargate_on_demand_base: int = 0  # with Spot: this many tasks stay on regular Fargate
+    dashboard_always_on: bool = True  # False: the service runs working_days x hours_per_day (+ wake-ups), 0 tasks otherwise
+    dashboard_wake_hours: float = 4.0  # outside business hours, woken through /wake (business-hours dashboards only)
+    wake_function: bool = False  # the wake/tick Lambda of a business-hours dashboard
+    own_alb: bool = True  # False: rules on an existing shared ALB (its hours are paid by its owner)
+    alb_lcu: float = 0.5  # average LCUs while people use the dashboard (working_days x hours_per_day)
+    public_ipv4_addresses: int = 2  # always-on: the ALB's, one per AZ (none with dualstack-without-public-ipv4), + one per NAT
+    task_public_ip: bool = True  # tasks in public subnets hold a public IPv4 while they run
     nat_gateways: int = 0
     interface_endpoints: int = 0  # VPC interface endpoints × AZs
     alarms: int = 5
+    autostop_every_minutes: int = 15  # the scheduled endpoint auto-stop task (a one-off Fargate task of the dashboard image)
+    endpoint_schedule: bool = True  # real-time endpoint start/stop tasks on working days
+    scheduled_task_minutes: float = 1.0  # Fargate bills a task at least one minute
     local_cpu_seconds_per_image: float = 40.0  # BLIP-2 flan-t5-xl on 4 Fargate vCPU (assumed)
     local_cpu_vcpu: float = 4.0
     local_cpu_gb: float = 16.0
     stored_mb_per_image: float = 0.15  # normalized JPEG + report rows
     log_gb_per_month: float = 1.0
     secrets: int = 1
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A deployment shape (infra/tagger_infra/config.py PROFILES holds the same names as cdk.json overrides)."""
+
+    name: str
+    what: str  # what it is
+    gives_up: str  # what it costs the user, besides money
+    fixed: dict  # Assumptions fields of the always-on part
+
+
+BUSINESS_HOURS = {"dashboard_vcpu": 0.25, "fargate_spot": True, "dashboard_always_on": False, "wake_function": True,
+                  "autostop_every_minutes": 30}
+PROFILES = {p.name: p for p in (
+    Profile("own-alb", "infra/cdk.json as shipped: dashboard 24x7 (0.5 vCPU / 1 GB, ARM64), its own ALB with public IPv4",
+            "nothing", {}),
+    Profile("own-alb-business-hours",
+            "dashboard only in business hours (0.25 vCPU / 1 GB on Fargate Spot), a /wake page outside them; own ALB",
+            "outside business hours the first visitor waits ~2 min after pressing Wake; Spot tasks can be reclaimed "
+            "(2 min notice, the session reloads); 0.25 vCPU normalizes big photos ~2x slower", BUSINESS_HOURS),
+    Profile("own-alb-ipv6-business-hours",
+            "as own-alb-business-hours, the ALB dualstack-without-public-ipv4 (no public IPv4 address charge)",
+            "reachable only over IPv6: users on IPv4-only networks cannot open it",
+            {**BUSINESS_HOURS, "public_ipv4_addresses": 0}),
+    Profile("shared-alb-business-hours",
+            "as own-alb-business-hours, on a listener rule of an existing shared ALB (no ALB of its own)",
+            "needs a company ALB in the same VPC (listener ARN, host name, rule priority); its owner pays its hours",
+            {**BUSINESS_HOURS, "own_alb": False, "public_ipv4_addresses": 0}),
+)}
+DEFAULT_PROFILE = "own-alb"
+
+
+def profile_assumptions(name: str, base: Assumptions | None = None) -> Assumptions:
+    """`base`'s volume and model assumptions with the always-on part of profile `name`."""
+    if name not in PROFILES:
+        raise ConfigError(f"Unknown deployment profile {name!r}; choose one of {', '.join(PROFILES)}.")
+    base = base or Assumptions()
+    reset = {k: getattr(Assumptions(), k) for k in PROFILES_FIXED_FIELDS}
+    return replace(base, **{**reset, **PROFILES[name].fixed})
+
+
+PROFILES_FIXED_FIELDS = ("dashboard_vcpu", "dashboard_gb", "dashboard_tasks", "fargate_arch", "fargate_spot", "fargate_on_demand_base",
+                         "dashboard_always_on", "wake_function", "own_alb", "public_ipv4_addresses", "task_public_ip", "nat_gateways",
+                         "interface_endpoints", "alarms", "autostop_every_minutes", "endpoint_schedule", "secrets")
 
 
 @dataclass
@@ -101,9 +160,10 @@ class Scenario:
 class Estimate:
     assumptions: dict
     scenarios: list[Scenario] = field(default_factory=list)
+    profile: str | None = None
 
     def to_json(self) -> dict:
-        return {"assumptions": self.assumptions, "scenarios": [asdict(s) for s in self.scenarios]}
+        return {"profile": self.profile, "assumptions": self.assumptions, "scenarios": [asdict(s) for s in self.scenarios]}
 
     def cheapest_meeting(self, max_latency_s: float) -> Scenario | None:
         fitting = [s for s in self.scenarios if s.latency_s <= max_latency_s and not s.name.endswith(QUOTED_SUFFIX)]
@@ -115,16 +175,41 @@ def _fargate_hour(prices: PriceTable, vcpu: float, gb: float, arch: str, spot: b
     return vcpu * prices.usd(f"{kind}_vcpu_hour:{arch}") + gb * prices.usd(f"{kind}_gb_hour:{arch}")
 
 
+def dashboard_hours(a: Assumptions) -> float:
+    """Hours a month the dashboard service runs its tasks."""
+    return HOURS_PER_MONTH if a.dashboard_always_on else min(HOURS_PER_MONTH, a.working_days * a.hours_per_day + a.dashboard_wake_hours)
+
+
+def scheduled_task_runs(a: Assumptions) -> float:
+    """One-off Fargate tasks a month: the endpoint auto-stop check, and real-time start/stop on working days."""
+    return HOURS_PER_MONTH * 60 / a.autostop_every_minutes + (2 * a.working_days if a.endpoint_schedule else 0)
+
+
+WAKE_TICKS_PER_HOUR = 4  # the wake Lambda's schedule: every 15 minutes
+WAKE_LAMBDA_GB, WAKE_LAMBDA_SECONDS = 0.128, 0.5
+
+
 def fixed_infra_costs(a: Assumptions, prices: PriceTable) -> dict[str, float]:
     """The deployment's always-on monthly bill, whatever the volume: dashboard tasks, ALB, addresses, network,
-    logs, secrets, alarms (docs/deploy.md shows it for infra/cdk.json). Only what it pays: no zero lines."""
-    fargate = _fargate_hour(prices, a.dashboard_vcpu, a.dashboard_gb, a.fargate_arch, a.fargate_spot)
+    scheduled tasks, logs, secrets, alarms (docs/deploy.md shows it per profile). Only what it pays: no zero lines."""
+    hours = dashboard_hours(a)
+    on_demand = min(a.dashboard_tasks, a.fargate_on_demand_base) if a.fargate_spot else a.dashboard_tasks
+    task_hours = hours * a.dashboard_tasks
+    fargate = hours * (on_demand * _fargate_hour(prices, a.dashboard_vcpu, a.dashboard_gb, a.fargate_arch, False)
+                       + (a.dashboard_tasks - on_demand) * _fargate_hour(prices, a.dashboard_vcpu, a.dashboard_gb, a.fargate_arch, True))
+    use_hours = a.working_days * a.hours_per_day
+    scheduled_hours = scheduled_task_runs(a) * a.scheduled_task_minutes / 60  # launch type FARGATE (on demand)
+    ticks = HOURS_PER_MONTH * WAKE_TICKS_PER_HOUR if a.wake_function else 0
     costs = {
-        "fargate_dashboard": HOURS_PER_MONTH * a.dashboard_tasks * fargate,
-        "alb": HOURS_PER_MONTH * (prices.usd("alb_hour") + a.alb_lcu * prices.usd("alb_lcu_hour")),
-        "public_ipv4": HOURS_PER_MONTH * a.public_ipv4_addresses * prices.usd("public_ipv4_hour"),
+        "fargate_dashboard": fargate,
+        "alb": (HOURS_PER_MONTH * prices.usd("alb_hour") if a.own_alb else 0.0) + use_hours * a.alb_lcu * prices.usd("alb_lcu_hour"),
+        "public_ipv4": (HOURS_PER_MONTH * a.public_ipv4_addresses
+                        + ((task_hours + scheduled_hours) if a.task_public_ip else 0)) * prices.usd("public_ipv4_hour"),
         "nat_gateway": HOURS_PER_MONTH * a.nat_gateways * prices.usd("nat_gateway_hour"),
         "vpc_endpoints": HOURS_PER_MONTH * a.interface_endpoints * prices.usd("vpc_interface_endpoint_hour"),
+        "scheduled_tasks": scheduled_hours * _fargate_hour(prices, a.dashboard_vcpu, a.dashboard_gb, a.fargate_arch, False),
+        "wake_lambda": ticks * (prices.usd("lambda_requests_per_million") / 1e6
+                                + WAKE_LAMBDA_GB * WAKE_LAMBDA_SECONDS * prices.usd("lambda_gb_second:arm")),
         "cloudwatch_logs": a.log_gb_per_month * (prices.usd("cloudwatch_logs_ingest_gb") + prices.usd("cloudwatch_logs_store_gb_month")),
         "cloudwatch_alarms": a.alarms * prices.usd("cloudwatch_alarm_month"),
         "secrets_manager": a.secrets * prices.usd("secrets_manager_secret_month"),
@@ -132,16 +217,21 @@ def fixed_infra_costs(a: Assumptions, prices: PriceTable) -> dict[str, float]:
     return {k: v for k, v in costs.items() if v}
 
 
-def shared_costs(a: Assumptions, prices: PriceTable) -> dict[str, float]:
+def summary_costs(a: Assumptions, prices: PriceTable, *, batch: bool) -> dict[str, float]:
+    """Summary tokens for the volume: {"openai": …} in real time, {"openai_batch": …} through the Batch API."""
+    kind = "openai_batch" if batch else "openai"
+    usd = a.images_per_month * (a.input_tokens_per_image * prices.usd(f"{kind}_input_per_million:{a.summary_model}")
+                                + a.output_tokens_per_image * prices.usd(f"{kind}_output_per_million:{a.summary_model}")) / 1e6
+    return {kind: usd}
+
+
+def shared_costs(a: Assumptions, prices: PriceTable, *, batch_summaries: bool = False) -> dict[str, float]:
     """What every scenario pays: the fixed infrastructure, plus storage and summaries for the volume."""
     stored_gb = a.images_per_month * a.stored_mb_per_image / 1024
     return {
         **fixed_infra_costs(a, prices),
         "s3": stored_gb * prices.usd("s3_gb_month") + a.images_per_month * 3 / 1000 * prices.usd("s3_put_per_1k"),
-        "openai": a.images_per_month * (
-            a.input_tokens_per_image * prices.usd(f"openai_input_per_million:{a.summary_model}")
-            + a.output_tokens_per_image * prices.usd(f"openai_output_per_million:{a.summary_model}")
-        ) / 1e6,
+        **summary_costs(a, prices, batch=batch_summaries),
     }
 
 
@@ -151,8 +241,15 @@ def _scenario(name: str, shared: dict[str, float], compute_key: str, compute_usd
     return Scenario(name, round(sum(breakdown.values()), 2), breakdown, latency, latency_s, notes)
 
 
-def estimate_monthly_cost(a: Assumptions, prices: PriceTable) -> Estimate:
-    shared = shared_costs(a, prices)
+def estimate_monthly_cost(a: Assumptions, prices: PriceTable, profile: str | None = None) -> Estimate:
+    """Every scenario all-in. `profile` (PROFILES) sets the always-on part; without it, `a` as given."""
+    if a.summary_mode not in SUMMARY_MODES:
+        raise ConfigError(f"summary_mode {a.summary_mode!r}: choose one of {', '.join(SUMMARY_MODES)}.")
+    if profile is not None:
+        a = profile_assumptions(profile, a)
+    shared = shared_costs(a, prices, batch_summaries=a.summary_mode == "batch")
+    waits = shared_costs(a, prices, batch_summaries=a.summary_mode != "realtime")  # scenarios that can wait for summaries
+    batch_note = "; summaries through the Batch API (half price, within 24 h, usually far sooner)"
     gpu_hour = prices.usd(f"sagemaker_hosting_hour:{a.instance_type}")
     processing_h = a.images_per_month * a.gpu_seconds_per_image / 3600
     per_burst_h = (a.cold_start_minutes + a.idle_tail_minutes) / 60
@@ -160,25 +257,72 @@ def estimate_monthly_cost(a: Assumptions, prices: PriceTable) -> Estimate:
     batch_h = a.batches_per_month * a.batch_job_overhead_minutes / 60 + processing_h
     local_h = a.images_per_month * a.local_cpu_seconds_per_image / 3600
     cold = f"{a.cold_start_minutes:g} min cold start per burst"
+    everywhere = batch_note if a.summary_mode == "batch" else ""
     scenarios = [
         _scenario("real-time 24x7", shared, "sagemaker_endpoint", HOURS_PER_MONTH * gpu_hour, "seconds", 5,
-                  f"{HOURS_PER_MONTH:g} h × ${gpu_hour}/h: the always-on baseline"),
+                  f"{HOURS_PER_MONTH:g} h × ${gpu_hour}/h: the always-on baseline" + everywhere),
         _scenario("real-time 24x7" + QUOTED_SUFFIX, shared, "sagemaker_endpoint", HOURS_PER_MONTH * prices.usd("brief_sagemaker_hour"),
-                  "seconds", 5, f"{HOURS_PER_MONTH:g} h × $1.2/h reproduces the original ~$876 quote"),
+                  "seconds", 5, f"{HOURS_PER_MONTH:g} h × $1.2/h reproduces the original ~$876 quote" + everywhere),
         _scenario("real-time business hours + auto-stop", shared, "sagemaker_endpoint", business_h * gpu_hour,
-                  "seconds in business hours", 5, f"{a.working_days} days × {a.hours_per_day:g} h; auto-stop ends forgotten days"),
+                  "seconds in business hours", 5, f"{a.working_days} days × {a.hours_per_day:g} h; auto-stop ends forgotten days" + everywhere),
         _scenario("async scale-to-zero", shared, "sagemaker_endpoint",
                   (a.batches_per_month * per_burst_h + processing_h) * gpu_hour, cold, a.cold_start_minutes * 60,
-                  f"{a.batches_per_month} bursts × ({a.cold_start_minutes:g} min start + {a.idle_tail_minutes:g} min idle tail) + {processing_h:.2f} h work"),
-        _scenario("batch transform", shared, "sagemaker_batch", batch_h * prices.usd(f"sagemaker_batch_hour:{a.instance_type}"),
+                  f"{a.batches_per_month} bursts × ({a.cold_start_minutes:g} min start + {a.idle_tail_minutes:g} min idle tail) + {processing_h:.2f} h work"
+                  + everywhere),
+        _scenario("batch transform", waits, "sagemaker_batch", batch_h * prices.usd(f"sagemaker_batch_hour:{a.instance_type}"),
                   f"{a.batch_job_overhead_minutes:g}+ min per job", a.batch_job_overhead_minutes * 60 + 60,
-                  f"{a.batches_per_month} jobs × {a.batch_job_overhead_minutes:g} min overhead + {processing_h:.2f} h work; no idle time"),
+                  f"{a.batches_per_month} jobs × {a.batch_job_overhead_minutes:g} min overhead + {processing_h:.2f} h work; no idle time"
+                  + (batch_note if a.summary_mode != "realtime" else "")),
         _scenario("local CPU", shared, "fargate_captioning",
                   local_h * _fargate_hour(prices, a.local_cpu_vcpu, a.local_cpu_gb, a.fargate_arch, a.fargate_spot),
                   f"~{a.local_cpu_seconds_per_image:g} s per image", a.local_cpu_seconds_per_image,
-                  f"{local_h:.1f} h of a {a.local_cpu_vcpu:g} vCPU / {a.local_cpu_gb:g} GB task; no GPU"),
+                  f"{local_h:.1f} h of a {a.local_cpu_vcpu:g} vCPU / {a.local_cpu_gb:g} GB task; no GPU" + everywhere),
     ]
-    return Estimate(assumptions=asdict(a), scenarios=scenarios)
+    return Estimate(assumptions=asdict(a), scenarios=scenarios, profile=profile)
+
+
+@dataclass(frozen=True)
+class BreakEven:
+    images_per_month: float
+    cheaper_before: str
+    cheaper_after: str
+    monthly_usd: float
+
+
+def cost_lines(a: Assumptions, prices: PriceTable, profile: str | None = None) -> dict[str, tuple[float, float]]:
+    """Each scenario's monthly cost as fixed + per-image (every part is linear in the volume)."""
+    far = 1_000_000  # far apart, so the cent rounding of each line is negligible per image
+    at0 = estimate_monthly_cost(replace(a, images_per_month=0), prices, profile)
+    at_far = estimate_monthly_cost(replace(a, images_per_month=far), prices, profile)
+    lines = {}
+    for zero, many in zip(at0.scenarios, at_far.scenarios):
+        fixed = sum(zero.breakdown.values())
+        lines[zero.name] = (fixed, (sum(many.breakdown.values()) - fixed) / far)
+    return lines
+
+
+def break_even_points(a: Assumptions, prices: PriceTable, low: float, high: float, profile: str | None = None) -> list[BreakEven]:
+    """Where the cheapest scenario changes between `low` and `high` photos a month (the quoted comparison excluded)."""
+    lines = {name: line for name, line in cost_lines(a, prices, profile).items() if not name.endswith(QUOTED_SUFFIX)}
+
+    def cost(name: str, images: float) -> float:
+        return lines[name][0] + lines[name][1] * images
+
+    points: list[BreakEven] = []
+    images = low
+    current = min(lines, key=lambda n: (cost(n, images), lines[n][1]))
+    while True:
+        crossings = []
+        for name, (fixed, slope) in lines.items():
+            if name != current and slope < lines[current][1]:
+                at = (fixed - lines[current][0]) / (lines[current][1] - slope)
+                if images < at <= high:
+                    crossings.append((at, name))
+        if not crossings:
+            return points
+        at, name = min(crossings)
+        points.append(BreakEven(round(at), current, name, round(cost(name, at), 2)))
+        current, images = name, at
 
 
 @dataclass(frozen=True)
@@ -294,11 +438,12 @@ def month_to_date(store, prices: PriceTable, a: Assumptions, *, running_now: boo
         day = at[:10]
         if usage.kind == "transform_job":  # billed instance time, carried in latency_ms
             add(day, "sagemaker_batch", usage.latency_ms / 3_600_000 * prices.usd(f"sagemaker_batch_hour:{a.instance_type}"))
-        elif usage.kind == "llm":
+        elif usage.kind in ("llm", "llm_batch"):  # llm_batch: the OpenAI Batch API, at its own (half) token price
             tokens += usage.input_tokens + usage.output_tokens
-            model = usage.model if f"openai_input_per_million:{usage.model}" in prices.prices else a.summary_model
-            add(day, "openai", (usage.input_tokens * prices.usd(f"openai_input_per_million:{model}")
-                                + usage.output_tokens * prices.usd(f"openai_output_per_million:{model}")) / 1e6)
+            kind = "openai_batch" if usage.kind == "llm_batch" else "openai"
+            model = usage.model if f"{kind}_input_per_million:{usage.model}" in prices.prices else a.summary_model
+            add(day, kind, (usage.input_tokens * prices.usd(f"{kind}_input_per_million:{model}")
+                            + usage.output_tokens * prices.usd(f"{kind}_output_per_million:{model}")) / 1e6)
         else:
             images += usage.invocations  # one caption call per new image
     by_component: dict[str, float] = {}

@@ -24,6 +24,57 @@ VARIANT = {  # everything the default leaves off, in one deployment
 }
 
 
+# A company's existing ALB for the shared-ALB profile (names only: nothing is looked up at synth).
+SHARED_ALB = {"shared_alb": {
+    "listener_arn": "arn:aws:elasticloadbalancing:us-east-1:111111111111:listener/app/corp/0123456789abcdef/fedcba9876543210",
+    "load_balancer_arn": "arn:aws:elasticloadbalancing:us-east-1:111111111111:loadbalancer/app/corp/0123456789abcdef",
+    "security_group_id": "sg-0123456789abcdef0", "vpc_id": "vpc-0123456789abcdef0",
+    "availability_zones": ["us-east-1a", "us-east-1b"], "task_subnet_ids": ["subnet-0123456789abcdef0", "subnet-0fedcba9876543210"],
+    "priority": 100}}
+
+
+def profile_overrides(name: str) -> dict:
+    """cdk.json with deployment profile `name` (as `-c profile=<name>`), plus the shared ALB it needs."""
+    return {"profile": name, **(SHARED_ALB if name.startswith("shared") else {})}
+
+
+def fixed_shape(template: dict) -> dict:
+    """The estimator's always-on inputs (pipeline.admin.costs.PROFILES_FIXED_FIELDS) read back from a synthesized
+    app template's resources, independently of InfraConfig.cost_assumptions."""
+    import re
+
+    resources = template["Resources"]
+
+    def of(kind: str) -> list[dict]:
+        return [r["Properties"] for r in resources.values() if r["Type"] == kind]
+
+    [task], [service] = of("AWS::ECS::TaskDefinition"), of("AWS::ECS::Service")
+    strategy = service["CapacityProviderStrategy"]
+    albs = of("AWS::ElasticLoadBalancingV2::LoadBalancer")
+    nat = len(of("AWS::EC2::NatGateway"))
+    schedules = of("AWS::Scheduler::Schedule")
+    tasks = [s for s in schedules if "EcsParameters" in s["Target"]]
+    [autostop] = [s for s in tasks if "autostop" in s["Target"]["Input"]]
+    clock = [s for s in schedules if json.loads(s["Target"]["Input"]) == {"action": "tick"}]
+    closed = [r for r in of("AWS::ElasticLoadBalancingV2::ListenerRule") if any(a["Type"] == "fixed-response" for a in r["Actions"])]
+    interface = [e for e in of("AWS::EC2::VPCEndpoint") if e.get("VpcEndpointType") == "Interface"]
+    return {
+        "dashboard_vcpu": int(task["Cpu"]) / 1024, "dashboard_gb": int(task["Memory"]) / 1024, "dashboard_tasks": service["DesiredCount"],
+        "fargate_arch": "arm" if task["RuntimePlatform"]["CpuArchitecture"] == "ARM64" else "x86",
+        "fargate_spot": any(s["CapacityProvider"] == "FARGATE_SPOT" for s in strategy),
+        "fargate_on_demand_base": sum(s.get("Base", 0) for s in strategy if s["CapacityProvider"] == "FARGATE" and len(strategy) > 1),
+        "dashboard_always_on": not (clock and closed), "wake_function": bool(clock and of("AWS::Lambda::Function")),
+        "own_alb": bool(albs),
+        "public_ipv4_addresses": nat + sum(0 if a.get("IpAddressType") == "dualstack-without-public-ipv4" else len(a["Subnets"]) for a in albs),
+        "task_public_ip": service["NetworkConfiguration"]["AwsvpcConfiguration"]["AssignPublicIp"] == "ENABLED",
+        "nat_gateways": nat, "interface_endpoints": sum(len(e["SubnetIds"]) for e in interface),
+        "alarms": len(of("AWS::CloudWatch::Alarm")),
+        "autostop_every_minutes": int(re.fullmatch(r"rate\((\d+) minutes\)", autostop["ScheduleExpression"]).group(1)),
+        "endpoint_schedule": len(tasks) > 1,
+        "secrets": len(of("AWS::SecretsManager::Secret")) + (1 if "resolve:secretsmanager" in json.dumps(template) else 0),
+    }
+
+
 def default_context() -> dict:
     return json.loads((INFRA / "cdk.json").read_text())["context"]
 
