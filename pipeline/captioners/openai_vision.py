@@ -9,12 +9,13 @@ BLIP-2 (each question carries its allowed words as a hint to the model).
 Token cost of the photo (OpenAI's image-token rule, "Calculating costs" in
 https://platform.openai.com/docs/guides/images-vision, as read 2025-06 and not re-checked from this
 offline build machine): with detail "low" a photo costs a fixed number of input tokens whatever its
-size — 85 for gpt-4o, 2,833 for gpt-4o-mini (OpenAI bills gpt-4o-mini more image tokens so that a
-photo costs about the same in dollars on both). At the prices in pipeline/admin/prices.json
-(2025-06) that is $0.000213 (gpt-4o) / $0.000425 (gpt-4o-mini) for the photo; the instructions and
-questions (~300 tokens) and the answer (~60 tokens) come on top: about $0.0016 per photo on gpt-4o and
-$0.0005 on gpt-4o-mini. The usage rows record what OpenAI actually billed (its `usage` block), and the
-Admin comparison (pipeline/admin/comparison.py) prices those.
+size — 85 for gpt-4o, 2,833 for gpt-4o-mini (gpt-4o-mini is billed more image tokens per photo; at
+gpt-4o's launch price of $5 / 1M a photo cost the same on both). At the prices in
+pipeline/admin/prices.json (2025-06) that is $0.000213 (gpt-4o) / $0.000425 (gpt-4o-mini) for the
+photo; the instructions, the questions with their suggested words and the JSON schema (~2,000
+characters, ~500 tokens at 4 characters a token) and the answer (~60 tokens) come on top: about
+$0.0021 per photo on gpt-4o and $0.0005 on gpt-4o-mini. The usage rows record what OpenAI actually
+billed (its `usage` block), and the Admin comparison (pipeline/admin/comparison.py) prices those.
 
 Failures follow the OpenAI summarizer (pipeline/summarizers/openai_summarizer.py, whose classification
 is reused): rate limits, 5xx, 408/409 and connection errors are retried with backoff (Retry-After
