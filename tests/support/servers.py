@@ -5,6 +5,8 @@
   Batch API (`/v1/files` upload + content, `/v1/batches` create / retrieve / cancel / list), whose
   batches run every JSONL line through that same chat-completions handler, with controllable states
   (see `BatchPlan`).
+  `vision_responder` answers image messages (base64 data URLs) as a vision model would, for the
+  vision captioner (CAPTIONER=openai-vision).
 - `FakeSageMakerRuntime`: the sagemaker-runtime REST API (`POST /endpoints/{name}/invocations`),
   answering with a handler function or scripted AWS errors, driven through boto3.
 - `serve_files`: plain static files (and a slow / redirecting path) for URL-fetch tests.
