@@ -15,7 +15,7 @@ from tagger_infra.checks import accept_findings
 from tagger_infra.config import InfraConfig
 from tagger_infra.dashboard import Dashboard
 from tagger_infra.github import cdk_bootstrap_roles, github_provider_arn, github_role
-from tagger_infra.monitoring import Monitoring
+from tagger_infra.monitoring import Monitoring, metrics_namespace
 from tagger_infra.nag import acknowledge
 from tagger_infra.network import Network
 from tagger_infra.permissions import model_deploy_statements
@@ -100,6 +100,8 @@ class AppStack(Stack):
             "SAGEMAKER_ASYNC_S3": f"s3://{bucket}/async", "SAGEMAKER_TRANSFORM_S3": f"s3://{bucket}/transform",
             "TRANSFORM_INSTANCE_TYPE": c.instance_type, "AUTOSTOP_IDLE_MINUTES": str(c.autostop_idle_minutes),
             "AWS_REGION": self.region, "S3_ALLOWED_BUCKETS": json.dumps(c.s3_source_buckets),
+            # EMF metrics for the pipeline alarms and dashboard (custom metrics are billed: none without them)
+            "METRICS_FORMAT": "emf" if c.pipeline_monitoring else "off", "METRICS_NAMESPACE": metrics_namespace(c),
         }
         if self.captioning.queue is not None:
             env["ASYNC_SQS_QUEUE_URL"] = self.captioning.queue.queue_url
