@@ -29,7 +29,7 @@ from pipeline.models import (
 from pipeline.store.sqlite_store import SqliteStore
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
-HOSTILE = "**bold** <script>alert(1)</script> [x](http://evil.example)"
+HOSTILE = '**bold** <script>alert(1)</script> [x](http://evil.example) <a href="http://evil.example/phish">click</a> <b>b</b>'
 REFUSED = "This page is for admins. Ask an admin if you need access."
 
 
@@ -226,3 +226,36 @@ def test_empty_store_says_so_without_errors(monkeypatch, tmp_path, tiny_model):
         assert shown(quality.caption[0].value).startswith("Items tagged ")
     finally:
         st.cache_resource.clear()
+
+
+def test_pages_in_chromium_draw_charts_and_show_hostile_labels_literally(tiny_model, tmp_path):
+    """The real frontend: plotly draws the charts, and a CSV category / model id holding Markdown, a
+    script tag and a link is drawn as that text (no link, no script, no dialog)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from test_browser import CHROMIUM, CHROMIUM_FLAGS, serve
+
+    seed(SqliteStore(tmp_path / "data" / "pipeline.sqlite3"))
+    dialogs: list[str] = []
+    with serve(tmp_path / "data", tiny_model) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+            page.goto(f"{url}/health")
+            expect(page.get_by_role("heading", name="Health", exact=True)).to_be_visible(timeout=60_000)
+            expect(page.get_by_test_id("stSidebarNavLink").filter(has_text="Quality")).to_have_count(1)
+            for title in ("Items per day (UTC)", "p50 / p95 per stage (ms)", "Failed items by reason"):
+                expect(page.locator("svg text.gtitle", has_text=title)).to_have_count(1, timeout=30_000)
+            expect(page.get_by_test_id("stMetricValue").first).to_have_text("5")
+
+            page.goto(f"{url}/quality")
+            expect(page.get_by_role("heading", name="Quality", exact=True)).to_be_visible(timeout=60_000)
+            expect(page.locator("svg text.gtitle", has_text="caption by category")).to_have_count(1, timeout=30_000)
+            literal = page.locator("svg text", has_text='<a href="http://evil.example/phish">click</a> <b>b</b>')
+            expect(literal.first).to_be_attached(timeout=30_000)  # the category and the model id, as text
+            assert page.locator("a[href*='evil.example']").count() == 0
+            assert page.locator("svg script, svg b").count() == 0
+            assert dialogs == []
+        finally:
+            browser.close()
