@@ -49,7 +49,7 @@ def shares_chart(rows: list[FieldQuality], x: str, title: str, key: str) -> None
     if frame.empty:
         st.info("Nothing reviewed yet for this choice.")
         return
-    st.plotly_chart(px.bar(frame, x=x, y="share %", color="outcome", title=title, color_discrete_map=COLORS,
+    st.plotly_chart(px.bar(frame, x=x, y="share %", color="outcome", title=chart_text(title), color_discrete_map=COLORS,
                            range_y=[0, 100]), key=key)
 
 
