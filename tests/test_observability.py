@@ -402,3 +402,31 @@ def test_nothing_is_logged_or_counted_before_an_entry_point_configures_it(capsys
     captured = capsys.readouterr()
     assert captured.out == "" and "fetch" not in captured.err  # a library user sees nothing unless they ask
     assert trace.stage_ms.keys() == {"fetch"}
+
+
+def test_log_settings_accept_any_case_and_refuse_unknown_values_in_one_line(tmp_path):
+    from pydantic import ValidationError
+
+    settings = Settings(_env_file=None, log_level="info", log_format="JSON", metrics_format="EMF")
+    assert (settings.log_level, settings.log_format, settings.metrics_format) == ("INFO", "json", "emf")
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None, log_format="xml")
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    env.update({"DATA_DIR": str(tmp_path / "data"), "LOG_FORMAT": "xml"})
+    result = subprocess.run([sys.executable, "-m", "pipeline", "estimate", "--images-per-month", "10"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2 and result.stderr.startswith("error: setting LOG_FORMAT:") and "Traceback" not in result.stderr
+
+
+def test_text_lines_carry_the_same_fields_for_a_person_at_a_terminal(unconfigure):
+    out = io.StringIO()
+    configure_logging("INFO", "text", stream=out)
+    trace = ItemTrace(7, 42)
+    with pytest.raises(BadInputError):
+        with trace.stage("normalize"):
+            raise BadInputError("The image file is damaged or incomplete and cannot be read.")
+    [line] = out.getvalue().splitlines()
+    assert " INFO pipeline.items: normalize error " in line
+    for field in ("batch_id=7", "item_id=42", 'stage="normalize"', "duration_ms=", 'outcome="error"', 'error_kind="bad_image"'):
+        assert field in line, field
+    assert trace.error_kind == "bad_image" and trace.failed_stage == "normalize"
