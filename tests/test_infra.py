@@ -569,8 +569,7 @@ def wake_world(profiles):
         scaling.register_scalable_target(ServiceNamespace="ecs", ResourceId="service/c/s", ScalableDimension="ecs:service:DesiredCount",
                                          MinCapacity=1, MaxCapacity=3)
         calls = []  # what the function calls, through its own clients (state() below reads with others)
-        function_clients = {"elbv2": boto3.client("elbv2", "us-east-1"),
-                            "application-autoscaling": boto3.client("application-autoscaling", "us-east-1")}
+        function_clients = {name: boto3.client(name, "us-east-1") for name in ("elbv2", "application-autoscaling", "ecs")}
         for client in function_clients.values():
             client.meta.events.register("before-call.*.*", lambda model, **_: calls.append(model.name))
         config = wake.Config.from_env({**env, "RESOURCE_ID": "service/c/s", "RULE_ARN": rule})
@@ -578,6 +577,8 @@ def wake_world(profiles):
         def state():
             [r] = elb.describe_rules(RuleArns=[rule])["Rules"]
             [target] = scaling.describe_scalable_targets(ServiceNamespace="ecs")["ScalableTargets"]
+            [service] = ecs.describe_services(cluster="c", services=["s"])["services"]
+            assert service["desiredCount"] == target["MinCapacity"]  # set, not left to a later scaling decision
             return r["Conditions"][-1]["PathPatternConfig"]["Values"][0], (target["MinCapacity"], target["MaxCapacity"])
 
         yield wake, config, function_clients, state, calls
@@ -615,7 +616,7 @@ def test_wake_function_sleeps_outside_hours_wakes_on_request_for_a_bounded_time(
     assert state() == ("/__open-until-0", (1, 3))
     wake.handle({"action": "tick"}, clients, config, at("2026-12-05T10:00:00+00:00"))  # Saturday
     assert state() == ("/*", (0, 0))
-    assert set(calls) == {"DescribeRules", "ModifyRule", "RegisterScalableTarget"}  # what the Lambda role grants
+    assert set(calls) == {"DescribeRules", "ModifyRule", "RegisterScalableTarget", "UpdateService"}  # what the Lambda role grants
 
 
 def test_wake_function_keeps_a_shared_listeners_host_condition_and_local_time(wake_world):

@@ -103,9 +103,14 @@ def apply(clients, config: Config, *, opened: bool, until: int = 0) -> None:
         {"Field": "path-pattern", "PathPatternConfig": {"Values": [f"{OPEN_PREFIX}{until}"] if opened else CLOSED_PATHS}}]
 
     def scale() -> None:
+        tasks = config.min_tasks if opened else 0
         clients["application-autoscaling"].register_scalable_target(
             ServiceNamespace="ecs", ResourceId=config.resource_id, ScalableDimension="ecs:service:DesiredCount",
-            MinCapacity=config.min_tasks if opened else 0, MaxCapacity=config.max_tasks if opened else 0)
+            MinCapacity=tasks, MaxCapacity=config.max_tasks if opened else 0)
+        # The range keeps CPU scaling from undoing it; the desired count itself is set here, not left to a later
+        # scaling decision (service/<cluster>/<service>).
+        _, cluster, service = config.resource_id.split("/", 2)
+        clients["ecs"].update_service(cluster=cluster, service=service, desiredCount=tasks)
 
     def rule() -> None:
         clients["elbv2"].modify_rule(RuleArn=config.rule_arn, Conditions=conditions)
@@ -159,5 +164,5 @@ def handle(event: dict, clients, config: Config, now: datetime) -> dict:
 def handler(event, context):  # pragma: no cover - the Lambda entry point; tests call handle() with moto clients
     import boto3
 
-    clients = {"elbv2": boto3.client("elbv2"), "application-autoscaling": boto3.client("application-autoscaling")}
+    clients = {name: boto3.client(name) for name in ("elbv2", "application-autoscaling", "ecs")}
     return handle(event, clients, Config.from_env(dict(os.environ)), datetime.now(timezone.utc))
