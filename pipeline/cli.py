@@ -377,7 +377,7 @@ def compare_command(args: argparse.Namespace) -> int:
     prices = PriceTable.load(settings.prices_file)
     if stages.store.get_batch(args.batch_id) is None:
         raise UserFacingError(f"There is no batch {args.batch_id}.")
-    comparison = compare_captioners(stages, args.batch_id, args.sample, captioners_to_compare(settings, stages.store), prices,
+    comparison = compare_captioners(stages, args.batch_id, args.sample, captioners_to_compare(settings, stages.store, stages.captioner), prices,
                                     instance_type=settings.sagemaker_instance_type)
     if args.json:
         print(json.dumps({"batch_id": comparison.batch_id, "reports": [asdict(r) for r in comparison.reports],

@@ -41,7 +41,7 @@ sample = st.number_input("Photos in the sample", min_value=1, max_value=MAX_SAMP
 if st.button("Compare", type="primary", key="compare-run"):
     try:
         with st.spinner("Captioning the sample with both captioners…"):
-            comparison = compare_captioners(stages, int(batch_id), int(sample), captioners_to_compare(settings, stages.store),
+            comparison = compare_captioners(stages, int(batch_id), int(sample), captioners_to_compare(settings, stages.store, stages.captioner),
                                             PriceTable.load(settings.prices_file), instance_type=settings.sagemaker_instance_type)
         st.session_state["compare-result"] = comparison
     except Exception as error:

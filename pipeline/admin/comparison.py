@@ -240,9 +240,11 @@ def _report(run: CaptionerRun, rows: list[SampleRow], prices: PriceTable, qualit
         caption_accepted=caption_share, attributes_accepted=attribute_share, reviewed=reviewed, acceptance_note=note)
 
 
-def captioners_to_compare(settings, store) -> list[CaptionerRun]:
+def captioners_to_compare(settings, store, current=None) -> list[CaptionerRun]:
     """The configured captioner (BLIP-2 / BLIP) and the vision LLM (OPENAI_VISION_MODEL). With
-    CAPTIONER=openai-vision, the other side is the local model (CAPTION_MODEL)."""
+    CAPTIONER=openai-vision, the other side is the local model (CAPTION_MODEL). `current`: the
+    configured captioner already built (the dashboard's or the CLI's), so a local model is not
+    loaded a second time."""
     from pipeline.captioners import make_captioner
     from pipeline.captioners.local import LocalCaptioner
     from pipeline.captioners.openai_vision import OpenAIVisionCaptioner
@@ -254,7 +256,7 @@ def captioners_to_compare(settings, store) -> list[CaptionerRun]:
         first = CaptionerRun(f"local {settings.caption_model}", LocalCaptioner(settings.caption_model, max_new_tokens=settings.max_new_tokens))
     else:
         first = CaptionerRun(f"{settings.captioner} ({'BLIP-2 endpoint' if settings.captioner.startswith('sagemaker') else settings.caption_model})",
-                             make_captioner(settings, store))
+                             current if current is not None else make_captioner(settings, store))
     return [first, CaptionerRun(f"vision LLM {settings.openai_vision_model}", vision)]
 
 
