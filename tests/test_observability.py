@@ -156,6 +156,9 @@ def test_a_batch_with_one_failing_photo_logs_each_stage_with_its_ids_and_no_secr
     assert any(r.get("logger", "").startswith("urllib3") and "/photo.jpg?[query removed]" in r["message"] for r in rows)
     assert any("[query removed]" in r.get("message", "") for r in rows if r.get("logger") == "pipeline.test")
 
+    [run_event] = [r for r in rows if r.get("logger") == "pipeline.batches"]  # one per run, besides the item events
+    assert (run_event["batch_id"], run_event["ok"], run_event["failed"], run_event["outcome"]) == (batch.id, 2, 1, "ok")
+
     by_id = {item.source: item for item in store.list_items(batch.id)}
     bad = by_id[url]
     events = [r for r in rows if r.get("logger") == "pipeline.items"]
@@ -430,3 +433,30 @@ def test_text_lines_carry_the_same_fields_for_a_person_at_a_terminal(unconfigure
     for field in ("batch_id=7", "item_id=42", 'stage="normalize"', "duration_ms=", 'outcome="error"', 'error_kind="bad_image"'):
         assert field in line, field
     assert trace.error_kind == "bad_image" and trace.failed_stage == "normalize"
+
+
+def test_a_batch_the_worker_cannot_run_is_logged_for_operators_with_its_traceback_redacted(stages, unconfigure, tmp_path):
+    """The page shows one sentence; the operator's log gets the batch id, the error type and the traceback,
+    with the secret the exception carried removed."""
+    from dataclasses import replace
+
+    from pipeline.batches.worker import BatchWorker
+
+    class Exploding:
+        model_id = "exploding"
+
+        def warm_up(self):
+            raise RuntimeError(f"loader crashed calling https://hub.example/m?token={SESSION_TOKEN} with {API_KEY}")
+
+    (tmp_path / "p.jpg").write_bytes(jpeg_bytes(seed=6))
+    batch = stages.store.create_batch("b", "t", IngestReport(items=[SourceItem(source="p.jpg", ref=SourceRef("file", str(tmp_path / "p.jpg")))]))
+    out = io.StringIO()
+    configure_logging("WARNING", "json", stream=out)
+    worker = BatchWorker(replace(stages, captioner=Exploding()), concurrency=1)
+    worker.submit(batch.id)
+    assert worker.wait_idle(60)
+    assert worker.view(batch.id).problem.startswith("Processing stopped: Unexpected problem")  # the page's sentence
+    [event] = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert (event["logger"], event["level"], event["batch_id"], event["error_type"]) == ("pipeline.batches", "WARNING", batch.id, "RuntimeError")
+    assert "Traceback" in event["exception"] and "warm_up" in event["exception"]
+    assert SESSION_TOKEN not in out.getvalue() and API_KEY not in out.getvalue()

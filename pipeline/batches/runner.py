@@ -14,6 +14,7 @@ stages; past it the item fails with a retryable message and the runner stops wai
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -37,6 +38,8 @@ from pipeline.observability.trace import ITEM_TIMEOUT
 from pipeline.store import BatchBusyError, ImageStore, Store, new_runner_id, runner_is_dead_here
 from pipeline.summarizers import Summarizer
 from pipeline.wordlimit import count_words
+
+_batch_log = logging.getLogger("pipeline.batches")  # batch-level events (item stages: pipeline.items)
 
 
 @dataclass(frozen=True)
@@ -285,10 +288,16 @@ def run_batch(
     claiming, holds_batch = options.enabled, options.enabled and not join
     if holds_batch:
         take_batch(store, batch_id, owner, options, clock)
+    started = time.perf_counter()
     try:
-        return _run_items(stages, batch_id, concurrency=concurrency, on_progress=on_progress, cancel=cancel,
-                          retry_failed=retry_failed, owner=owner, clock=clock, claiming=claiming, holds_batch=holds_batch,
-                          cheapest=cheapest)
+        progress = _run_items(stages, batch_id, concurrency=concurrency, on_progress=on_progress, cancel=cancel,
+                              retry_failed=retry_failed, owner=owner, clock=clock, claiming=claiming, holds_batch=holds_batch,
+                              cheapest=cheapest)
+        _batch_log.info("batch run ended", extra={  # one event per run, beside the per-item stage events
+            "batch_id": batch_id, "duration_ms": round((time.perf_counter() - started) * 1000.0, 1), "total": progress.total,
+            "ok": progress.ok, "failed": progress.failed, "skipped": progress.skipped, "timed_out": progress.timed_out,
+            "outcome": "cancelled" if progress.cancelled else "ok", "stopped_by": progress.stopped_by})
+        return progress
     finally:
         if holds_batch:
             store.release_batch(batch_id, owner)

@@ -12,6 +12,7 @@ that batch, which the runner holding it (here or anywhere) obeys.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -24,6 +25,8 @@ from pipeline.errors import ConfigError, describe_error
 from pipeline.models import BatchRecord, BatchRun, TransformJobRecord
 from pipeline.batches.runner import BatchProgress, Stages, run_batch
 from pipeline.store import BatchBusyError, new_runner_id, runner_is_dead_here
+
+_log = logging.getLogger("pipeline.batches")
 
 if TYPE_CHECKING:
     from pipeline.batches.batch_transform import BatchTransformRunner
@@ -220,6 +223,8 @@ class BatchWorker:
                     with self._lock:
                         self._problems[batch_id] = str(busy)
             except Exception as exc:  # keep the worker alive for the next batch
+                _log.warning("batch stopped by an error", exc_info=True,  # operators' logs only (redacted); pages get one sentence
+                             extra={"batch_id": batch_id, "error_type": type(exc).__name__})
                 with self._lock:
                     self._problems[batch_id] = f"Processing stopped: {describe_error(exc)} Finished photos are saved; press Resume to continue."
             finally:
