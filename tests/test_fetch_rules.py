@@ -346,3 +346,50 @@ def test_staging_does_not_refuse_a_host_that_answers_too_late():
     finally:
         answer.set()
     assert (refused, unchecked) == ({}, 0)  # fetch checks it again when it downloads
+
+
+def test_a_configured_prefix_keeps_its_own_letters():
+    assert parse_s3_prefix("s3://bucket/XL/") == ("bucket", "XL")
+
+
+def test_a_host_name_is_never_taken_for_a_literal_address():
+    assert literal_addresses("localhost", 80) is None  # a name, even one the machine resolves: DNS decides
+
+
+def test_an_ip_literal_early_in_the_list_does_not_end_the_screening():
+    def resolve(host, port, type=0, **_):
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.1.2.3", port))]
+
+    refused, _ = screen_urls(["https://93.184.216.34/a.jpg", "http://intranet.example/b.jpg"], False, resolve=resolve)
+    assert refused == {"http://intranet.example/b.jpg": PRIVATE.format("intranet.example")}
+
+
+def test_staging_waits_for_answers_within_its_time_and_no_longer():
+    import time
+
+    released = threading.Event()
+
+    def answers_soon(host, port, type=0, **_):  # answers once a timer fires, well inside the 30 s allowed
+        released.wait(30)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.1.2.3", port))]
+
+    timer = threading.Timer(0.2, released.set)
+    timer.start()
+    refused, _ = screen_urls(["http://intranet.example/a.jpg"], False, timeout_s=30, resolve=answers_soon)
+    assert refused == {"http://intranet.example/a.jpg": PRIVATE.format("intranet.example")}
+
+    hold = threading.Event()
+
+    def never(host, port, type=0, **_):
+        hold.wait(30)
+        raise socket.gaierror("late")
+
+    started = time.monotonic()
+    try:
+        refused, _ = screen_urls(["http://a.example/x.jpg", "http://b.example/y.jpg"], False, timeout_s=0.2, resolve=never)
+        elapsed = time.monotonic() - started
+        left = [t for t in threading.enumerate() if t.name == "stage-resolve"]
+        assert left and all(t.daemon for t in left)  # left to their own timeouts; they never hold the process open
+    finally:
+        hold.set()
+    assert refused == {} and elapsed < 1.5  # 0.2 s for both hosts together, not a second each

@@ -138,3 +138,10 @@ def test_admin_group_membership_in_every_claim_form(groups):
 @pytest.mark.parametrize("groups", ["staff", "tagger-admins-old", "", None, ["staff"]])
 def test_other_groups_do_not_make_an_admin(groups):
     assert not is_admin(None, {"groups": groups}, admin_emails=[], admin_group="tagger-admins", group_claim="groups")
+
+
+def test_dev_mode_is_the_configured_developer_with_a_verified_address():
+    from pipeline.admin.identity import User
+
+    settings = Settings(_env_file=None, auth_mode="dev", dev_user_email="me@localhost", dev_user_is_admin=True)
+    assert identify({}, settings, None) == User(email="me@localhost", name="Developer", is_admin=True, dev_mode=True, email_verified=True)

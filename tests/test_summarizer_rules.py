@@ -46,6 +46,7 @@ def test_sentences_are_tidied_capitalised_and_closed_once():
     asked = summarize("Is it red?", hints={"notes": "Made in Portugal."})
     assert asked.summary == "Is it red? Is it red? Made in Portugal."  # a title ending in ? or ! gets no "."
     assert summarize("", hints={"title": "Yahoo!"}).summary == "Yahoo!"
+    assert summarize("", hints={"title": "Acme Inc."}).summary == "Acme Inc."
     blank_notes = summarize("A hat", hints={"notes": "   "})
     assert blank_notes.summary == "A hat. A hat."
 
