@@ -259,3 +259,20 @@ def test_pages_in_chromium_draw_charts_and_show_hostile_labels_literally(tiny_mo
             assert dialogs == []
         finally:
             browser.close()
+
+
+def test_an_unreadable_store_is_one_sentence_not_a_traceback(seeded, tmp_path):
+    import sqlite3
+
+    health = open_page("pages/health.py")
+    quality = open_page("pages/quality.py")
+    with sqlite3.connect(tmp_path / "data" / "pipeline.sqlite3") as db:  # the database broken under the running app
+        db.execute("DROP TABLE usage")
+        db.execute("DROP TABLE edits")
+    for app, refresh in ((health, "health-refresh"), (quality, "quality-refresh")):
+        app.button(key=refresh).click().run()
+        assert not app.exception, app.exception
+        [error] = app.error
+        assert shown(error.value).startswith("Could not read the store: OperationalError: no such table: ")
+        assert shown(error.value).endswith("Try again; if it persists, check the STORE settings.")
+        assert not app.dataframe and "Traceback" not in error.value

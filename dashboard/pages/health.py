@@ -14,7 +14,8 @@ from dashboard.navigation import restart_through_app_if_opened_directly
 from dashboard.runtime import current_user, get_runtime, require_admin
 from dashboard.text import say
 from pipeline.admin import analytics
-from pipeline.errors import describe_error
+from pipeline.admin.endpoint import aws_problem
+from pipeline.errors import UserFacingError
 
 restart_through_app_if_opened_directly()
 
@@ -32,6 +33,15 @@ def chart_text(value: object) -> str:
 
 def number(value: float | None, suffix: str = "", digits: int = 0) -> str:
     return "—" if value is None else f"{value:,.{digits}f}{suffix}"
+
+
+def store_problem(error: Exception) -> str:
+    """One sentence: what AWS said (DynamoDB), the store's own words, or the kind of failure and what to do."""
+    if isinstance(error, UserFacingError):
+        return str(error)
+    first_line = (str(error).splitlines() or [""])[0][:200]
+    return aws_problem(error, runtime.settings.aws_region) or (
+        f"{type(error).__name__}{': ' + first_line if first_line else ''}. Try again; if it persists, check the STORE settings.")
 
 
 def load(choice: str):
@@ -53,7 +63,7 @@ if st.button("Refresh", key="health-refresh"):
 try:
     since, until, health = load(choice)
 except Exception as error:  # the store unreachable: say so in one sentence
-    st.error(say("Could not read the store: {why}", why=describe_error(error)))
+    st.error(say("Could not read the store: {why}", why=store_problem(error)))
     st.stop()
 st.caption(say("{since} to {until} UTC, from the store (every dashboard task and the CLI write there).",
                since=f"{since:%Y-%m-%d %H:%M}", until=f"{until:%Y-%m-%d %H:%M}"))

@@ -15,7 +15,8 @@ from dashboard.runtime import current_user, get_runtime, require_admin
 from dashboard.text import say
 from pipeline.admin import analytics
 from pipeline.admin.analytics import FieldQuality
-from pipeline.errors import describe_error
+from pipeline.admin.endpoint import aws_problem
+from pipeline.errors import UserFacingError
 
 restart_through_app_if_opened_directly()
 
@@ -53,6 +54,15 @@ def shares_chart(rows: list[FieldQuality], x: str, title: str, key: str) -> None
                            range_y=[0, 100]), key=key)
 
 
+def store_problem(error: Exception) -> str:
+    """One sentence: what AWS said (DynamoDB), the store's own words, or the kind of failure and what to do."""
+    if isinstance(error, UserFacingError):
+        return str(error)
+    first_line = (str(error).splitlines() or [""])[0][:200]
+    return aws_problem(error, runtime.settings.aws_region) or (
+        f"{type(error).__name__}{': ' + first_line if first_line else ''}. Try again; if it persists, check the STORE settings.")
+
+
 def load(choice: str):
     """The period's figures, kept for this session for REUSE_S while only the view changes (a widget
     on the page reruns the script; on DynamoDB a fresh read is one Query per batch)."""
@@ -72,7 +82,7 @@ if st.button("Refresh", key="quality-refresh"):
 try:
     since, until, quality = load(choice)
 except Exception as error:  # the store unreachable: say so in one sentence
-    st.error(say("Could not read the store: {why}", why=describe_error(error)))
+    st.error(say("Could not read the store: {why}", why=store_problem(error)))
     st.stop()
 st.caption(say("Items tagged {since} to {until} UTC and what reviewers did with them. Accepted: approved with the model's "
                "value; edited: a person changed it; rejected: the item was rejected. Shares are of reviewed items.",
