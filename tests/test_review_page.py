@@ -195,3 +195,60 @@ def test_a_partly_refused_approve_clears_the_selection_and_shows_the_stored_stat
     value = grid(app).value
     assert value["Status"].iloc[0] == "approved" and not value["Select"].any()
     assert button(app, "Approve selected (0)").disabled
+
+
+def caption_field(app: AppTest):
+    [caption] = [t for t in app.text_area if t.label == "Caption"]
+    return caption
+
+
+def test_unsaved_grid_edits_are_not_dropped_by_the_one_item_view_filters_or_pages(batch):
+    """Issue 16: a Save / Approve / Reject in the one-item view re-keyed the grid, and a filter change gave it
+    another key: cells typed in the grid and not saved were dropped without a word. Now those wait (with the
+    reason on screen) until the grid edits are saved or discarded; moving between items keeps them."""
+    store, batch_id, items = batch
+    app = review_page()
+    key = f"grid-{batch_id}-0"
+    edit_grid(app, key, {1: {"Summary": "Typed in the grid, not saved yet."}})
+    assert any("The grid above has unsaved edits in 1 item." in w.value for w in app.warning)
+    assert all(button(app, label).disabled for label in ("Approve", "Reject", "Save"))
+    assert app.multiselect(key="filter-status").disabled and app.checkbox(key="filter-low").disabled
+    assert app.checkbox(key="filter-photo").disabled and app.toggle(key="grid-all-columns").disabled
+    button(app, "Next").click().run()  # going through items does not touch the grid
+    assert app.selectbox(key="focus-item").value == items[1].id
+    assert not button(app, "Save changes").disabled  # the typed cell is still there to save
+    button(app, "Save changes").click().run()
+    assert store.get_item(items[1].id).summary == "Typed in the grid, not saved yet."
+    assert not button(app, "Approve").disabled and not app.checkbox(key="filter-low").disabled
+
+    edit_grid(app, f"grid-{batch_id}-1", {0: {"Caption": "Second thoughts."}})
+    assert button(app, "Approve").disabled
+    button(app, "Discard edits").click().run()  # dropped on purpose: the stored values show again
+    assert not app.exception, app.exception
+    assert store.get_item(items[0].id).caption == "caption 0" and grid(app).value["Caption"].iloc[0] == "caption 0"
+    assert not button(app, "Approve").disabled and button(app, "Save changes").disabled
+
+
+def test_moving_to_another_item_does_not_drop_what_was_typed_in_the_one_item_view(batch):
+    """Next / Previous / the item list left the typed fields behind (Streamlit forgets a widget not drawn),
+    so coming back showed the stored text. Now the view stays on the item and says why, until Save or Discard."""
+    store, batch_id, items = batch
+    app = review_page()
+    caption_field(app).set_value("typed, not saved").run()
+    button(app, "Next").click().run()
+    assert app.selectbox(key="focus-item").value == items[0].id
+    assert any("This item has unsaved changes" in w.value for w in app.warning)
+    assert caption_field(app).value == "typed, not saved"
+    app.selectbox(key="focus-item").set_value(items[2].id).run()  # picked in the list: the same
+    assert app.selectbox(key="focus-item").value == items[0].id and caption_field(app).value == "typed, not saved"
+    button(app, "Save").click().run()
+    assert store.get_item(items[0].id).caption == "typed, not saved"
+    button(app, "Next").click().run()
+    assert app.selectbox(key="focus-item").value == items[1].id and not any("unsaved changes" in w.value for w in app.warning)
+
+    caption_field(app).set_value("thrown away").run()
+    assert not button(app, "Discard").disabled
+    button(app, "Discard").click().run()
+    assert caption_field(app).value == "caption 1" and store.get_item(items[1].id).caption == "caption 1"
+    button(app, "Previous").click().run()
+    assert app.selectbox(key="focus-item").value == items[0].id

@@ -42,6 +42,7 @@ def thumbnail(location: str | None) -> str | None:
 def bump_grid() -> None:
     """A new editor key: the grid drops its edited cells and shows the store's values."""
     st.session_state["grid_version"] = st.session_state.get("grid_version", 0) + 1
+    st.session_state.pop("grid-shown", None)  # that grid is gone, and its cells with it
 
 
 def show_flash() -> None:
@@ -71,20 +72,30 @@ def report_and_refresh(report: SaveReport, done: str) -> None:
     st.rerun()
 
 
+def grid_has_edits() -> bool:
+    """Cells typed in the grid shown by the previous run and not saved yet (ticking Select is not an edit).
+    While there are, whatever would replace that grid (another filter, page or batch) or re-key it (a save
+    in the one-item view) waits: those edits would be dropped without a word."""
+    key = st.session_state.get("grid-shown")
+    edited_rows = st.session_state[key].get("edited_rows", {}) if key and key in st.session_state else {}
+    return any(set(columns) - {"Select"} for columns in edited_rows.values())
+
+
 def pending_changes(key: str, frame: pd.DataFrame) -> dict[int, dict]:
     """Edited cells that would save something, by item id (ticking Select is not a change)."""
     edited_rows = st.session_state.get(key, {}).get("edited_rows", {})
     return real_changes({int(frame.index[int(row)]): columns for row, columns in edited_rows.items()}, schema)
 
 
-def render_filters() -> tuple[list[str], bool, bool, bool]:
+def render_filters(locked: bool) -> tuple[list[str], bool, bool, bool]:
     status, low, photo, wide = st.columns([3, 2, 2, 2], vertical_alignment="bottom")
     states = status.multiselect("Status", list(REVIEW_STATES), default=list(REVIEW_STATES), format_func=REVIEW_STATES.get,
-                                key="filter-status")
-    low_confidence = low.checkbox("Attributes to check", key="filter-low",
+                                key="filter-status", disabled=locked)
+    low_confidence = low.checkbox("Attributes to check", key="filter-low", disabled=locked,
                                   help="Only items with an answer outside the attribute's list (marked ? in Attributes)")
-    photo_problems = photo.checkbox("Photo warnings", key="filter-photo", help="Only items whose photo looks blurry, dark, small…")
-    all_columns = wide.toggle("All columns", key="grid-all-columns", help="Title, tags and each attribute in its own column (scrolls sideways)")
+    photo_problems = photo.checkbox("Photo warnings", key="filter-photo", disabled=locked, help="Only items whose photo looks blurry, dark, small…")
+    all_columns = wide.toggle("All columns", key="grid-all-columns", disabled=locked,
+                              help="Title, tags and each attribute in its own column (scrolls sideways)")
     return states, low_confidence, photo_problems, all_columns
 
 
@@ -97,7 +108,8 @@ def grid_key(batch_id: int, view: tuple, page: int) -> str:
     return key if page == 1 else f"{key}-p{page}"
 
 
-def render_grid(batch_id: int, items: list[ItemRecord], key: str, all_columns: bool) -> None:
+def render_grid(batch_id: int, items: list[ItemRecord], key: str, all_columns: bool) -> int:
+    """The grid and its buttons; returns how many items have unsaved edits in it."""
     frame = pd.DataFrame(grid_rows(items, schema, thumbnail)).set_index("id")
     frame["Notes"] = ["failed: " + (item.error or "") if item.status == "error" else "; ".join(photo_warnings(item)) for item in items]
     versions = st.session_state.setdefault(f"{key}-versions", {item.id: item.version for item in items})  # as first shown
@@ -120,6 +132,7 @@ def render_grid(batch_id: int, items: list[ItemRecord], key: str, all_columns: b
         frame, key=key, hide_index=True, width="stretch", column_order=order, row_height=ROW_HEIGHT,
         disabled=[column for column in frame.columns if column not in EDITABLE], column_config=config,
     )
+    st.session_state["grid-shown"] = key
     edited_rows = st.session_state.get(key, {}).get("edited_rows", {})
     selected = [int(frame.index[int(row)]) for row, columns in edited_rows.items() if columns.get("Select")]
     changes = pending_changes(key, frame)
@@ -127,7 +140,10 @@ def render_grid(batch_id: int, items: list[ItemRecord], key: str, all_columns: b
     for problem in summary_word_problems(changes, labels):
         st.warning(inert(problem) + " It will not be saved until it is shorter.")
 
-    save, approve, reject, regenerate = st.columns(4)
+    if changes:
+        st.caption(f"Unsaved edits in {len(changes)} item{'s' * (len(changes) != 1)}: filters, pages and the one-item view's "
+                   "buttons wait until you save or discard them.")
+    save, approve, reject, regenerate, discard = st.columns(5)
     if save.button("Save changes", type="primary", disabled=not changes, key="grid-save",
                    help=None if changes else "Nothing to save: edit a cell first (ticking Select is not a change)"):
         report_and_refresh(save_changes(store, changes, schema, user.email, versions), "Saved")
@@ -139,12 +155,15 @@ def render_grid(batch_id: int, items: list[ItemRecord], key: str, all_columns: b
         with st.spinner("Writing new summaries…"):
             report = regenerate_summaries(store, runtime.stages.summarizer, selected, user.email)
         report_and_refresh(report, "Regenerated")
+    discard.button("Discard edits", key="grid-discard", disabled=not changes, on_click=bump_grid,
+                   help="Drop the cells typed in the grid and show the stored values")
+    return len(changes)
 
 
 # One item at a time --------------------------------------------------------------------------
 def field_key(item: ItemRecord, column: str) -> str:
     opened = st.session_state.setdefault(f"opened-{item.id}", item.version)  # the fields keep what was typed until saved
-    return f"focus-{item.id}-{opened}-{column}"
+    return f"focus-{item.id}-{opened}-{st.session_state.get(f'discarded-{item.id}', 0)}-{column}"
 
 
 def shown_values(item: ItemRecord) -> dict[str, str]:
@@ -155,11 +174,26 @@ def shown_values(item: ItemRecord) -> dict[str, str]:
     return values
 
 
+def typed_changes(item_id: int, shown: dict[str, str]) -> dict[str, str]:
+    """The one-item view's fields that differ from what it showed (read in callbacks, before the page runs)."""
+    prefix = f"focus-{item_id}-{st.session_state.get(f'opened-{item_id}')}-{st.session_state.get(f'discarded-{item_id}', 0)}"
+    typed = {column: st.session_state.get(f"{prefix}-{column}", value)
+             for column, value in shown.items()}
+    return {column: value for column, value in typed.items() if (value or "") != (shown[column] or "")}
+
+
+def unsaved_here() -> bool:
+    """The item on screen has typed, unsaved fields; if so, say so in the one-item view and stay."""
+    item_id, shown = st.session_state.get("focus-shown", (None, {}))
+    if item_id is None or not typed_changes(item_id, shown):
+        return False
+    st.session_state["focus-held"] = item_id
+    return True
+
+
 def act(item_id: int, shown: dict[str, str], status: str | None, move_to: int | None) -> None:
     """Button callback (runs before the page): save the typed fields, then approve/reject, then move on."""
-    typed = {column: st.session_state.get(f"focus-{item_id}-{st.session_state.get(f'opened-{item_id}')}-{column}", value)
-             for column, value in shown.items()}
-    changes = {column: value for column, value in typed.items() if (value or "") != (shown[column] or "")}
+    changes = typed_changes(item_id, shown)
     versions = st.session_state.setdefault(f"shown-{item_id}", {})
     versions.setdefault(item_id, st.session_state.get(f"opened-{item_id}"))
     report = review_item(store, item_id, changes, status, schema, user.email, versions)
@@ -175,17 +209,32 @@ def act(item_id: int, shown: dict[str, str], status: str | None, move_to: int | 
 
 
 def go(item_id: int) -> None:
-    st.session_state["focus-item"] = item_id
+    """Previous / Next: not while the fields hold unsaved typing (they would be dropped with the item)."""
+    if not unsaved_here():
+        st.session_state["focus-item"] = item_id
 
 
-def render_focus(items: list[ItemRecord]) -> None:
-    """Large photo, the editable fields, Approve / Reject / Previous / Next (keyboard: A, X, P, N; S saves)."""
+def picked_item() -> None:
+    """The item picker changed: back to the item on screen if its fields hold unsaved typing."""
+    held, _ = st.session_state.get("focus-shown", (None, {}))
+    if unsaved_here():
+        st.session_state["focus-item"] = held
+
+
+def discard_typed(item_id: int) -> None:
+    st.session_state[f"discarded-{item_id}"] = st.session_state.get(f"discarded-{item_id}", 0) + 1  # new field keys: stored values
+    st.session_state.pop("focus-held", None)
+
+
+def render_focus(items: list[ItemRecord], grid_edits: int) -> None:
+    """Large photo, the editable fields, Approve / Reject / Previous / Next (keyboard: A, X, P, N; S saves).
+    While the grid above holds unsaved edits (`grid_edits` items), saving here waits: it refreshes the grid."""
     st.subheader("One at a time")
     ids = [item.id for item in items]
     by_id = {item.id: item for item in items}
     if st.session_state.get("focus-item") not in by_id:
         st.session_state["focus-item"] = ids[0]
-    item_id = st.selectbox("Item", ids, format_func=lambda i: item_label(by_id[i]), key="focus-item")
+    item_id = st.selectbox("Item", ids, format_func=lambda i: item_label(by_id[i]), key="focus-item", on_change=picked_item)
     item = by_id[item_id]
     position = ids.index(item_id)
     before = ids[position - 1] if position > 0 else None
@@ -205,7 +254,12 @@ def render_focus(items: list[ItemRecord]) -> None:
     if item.status == "error":
         fields.error(say("Could not be tagged: {error}", error=item.error))
 
+    if grid_edits:
+        st.warning(f"The grid above has unsaved edits in {grid_edits} item{'s' * (grid_edits != 1)}. Save them there (Save changes) "
+                   "or discard them (Discard edits) before saving, approving or rejecting here: that refreshes the grid.",
+                   icon=":material/edit_note:")
     shown = shown_values(item)
+    st.session_state["focus-shown"] = (item.id, shown)
     editable = item.status == "ok"
     fields.text_input("Title", value=shown["Title"], key=field_key(item, "Title"), disabled=not editable)
     fields.text_area("Caption", value=shown["Caption"], key=field_key(item, "Caption"), height=80, disabled=not editable)
@@ -224,14 +278,21 @@ def render_focus(items: list[ItemRecord]) -> None:
     fields.caption(f"{words} / {MAX_SUMMARY_WORDS} words" + (" — too long, shorten before saving" if words > MAX_SUMMARY_WORDS else ""))
     fields.text_input("Tags", value=shown["Tags"], key=field_key(item, "Tags"), disabled=not editable, help="Comma-separated")
 
-    buttons = st.columns(5)
-    buttons[0].button("Approve", type="primary", shortcut="A", key="focus-approve", disabled=not editable,
+    typed = typed_changes(item.id, shown)
+    if st.session_state.get("focus-held") == item.id and typed:
+        st.warning("This item has unsaved changes: Save them, or Discard them, before moving to another item.", icon=":material/edit_note:")
+    elif st.session_state.get("focus-held") is not None:
+        st.session_state.pop("focus-held")
+    buttons = st.columns(6)
+    buttons[0].button("Approve", type="primary", shortcut="A", key="focus-approve", disabled=not editable or bool(grid_edits),
                       on_click=act, args=(item.id, shown, "approved", next_after_review), help="Save the fields and approve, then go to the next item")
-    buttons[1].button("Reject", shortcut="X", key="focus-reject", disabled=item.status == "pending",
+    buttons[1].button("Reject", shortcut="X", key="focus-reject", disabled=item.status == "pending" or bool(grid_edits),
                       on_click=act, args=(item.id, shown, "rejected", next_after_review))
-    buttons[2].button("Save", shortcut="S", key="focus-save", disabled=not editable, on_click=act, args=(item.id, shown, None, None))
+    buttons[2].button("Save", shortcut="S", key="focus-save", disabled=not editable or bool(grid_edits), on_click=act, args=(item.id, shown, None, None))
     buttons[3].button("Previous", shortcut="P", key="focus-previous", disabled=before is None, on_click=go, args=(before,))
     buttons[4].button("Next", shortcut="N", key="focus-next", disabled=after is None, on_click=go, args=(after,))
+    buttons[5].button("Discard", key="focus-discard", disabled=not typed, on_click=discard_typed, args=(item.id,),
+                      help="Drop what was typed in these fields and show the stored values")
 
     with st.expander("Edit history", expanded=False):
         history = store.edits(item.id)
@@ -248,7 +309,8 @@ batch_id = choose_batch(store, lambda b: f"{b.name} (#{b.id}, {b.total} items)",
 if batch_id is not None:
     every = store.list_items(batch_id)
     if every:
-        states, low_confidence, photo_problems, all_columns = render_filters()
+        locked = grid_has_edits()  # the grid on screen holds typed cells: keep that grid until they are saved or discarded
+        states, low_confidence, photo_problems, all_columns = render_filters(locked)
         items = filter_items(every, states, low_confidence=low_confidence, photo_problems=photo_problems)
         if not items:
             st.info(f"No items match these filters (the batch has {len(every)}).")
@@ -259,9 +321,9 @@ if batch_id is not None:
             pages = max(1, -(-len(items) // PAGE_SIZE))
             if st.session_state.get("grid-page", 1) > pages:
                 st.session_state["grid-page"] = pages  # fewer pages after a filter or an approval
-            page = st.number_input(f"Page (of {pages}, {PAGE_SIZE} rows each)", 1, pages, 1, key="grid-page") if pages > 1 else 1
+            page = st.number_input(f"Page (of {pages}, {PAGE_SIZE} rows each)", 1, pages, 1, key="grid-page", disabled=locked) if pages > 1 else 1
             page = min(int(page), pages)
             shown_rows = items[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
-            render_grid(batch_id, shown_rows, grid_key(batch_id, view, page), all_columns)
+            grid_edits = render_grid(batch_id, shown_rows, grid_key(batch_id, view, page), all_columns)
             st.divider()
-            render_focus(items)
+            render_focus(items, grid_edits)
