@@ -633,3 +633,27 @@ def test_wake_function_keeps_a_shared_listeners_host_condition_and_local_time(wa
     assert state() == ("/*", (0, 0))
     assert wake.Hours("09:00", "17:00", "MON,WED,FRI").contains(at("2026-12-04T10:00:00+00:00"))  # a Friday
     assert not wake.Hours("09:00", "17:00", "MON,WED,FRI").contains(at("2026-12-03T10:00:00+00:00"))  # a Thursday
+
+
+def test_wake_can_be_kept_to_admins(wake_world):
+    """wake_admins_only: the signed-in e-mail (the ALB's x-amzn-oidc-data claims) must be an admin's to wake it."""
+    import base64
+    from dataclasses import replace as copy
+
+    wake, config, clients, state, calls = wake_world
+    admins_only = copy(config, admins=("admin@example.com",))
+
+    def request(email):
+        claims = base64.urlsafe_b64encode(json.dumps({"email": email}).encode()).decode().rstrip("=")
+        return {"requestContext": {"elb": {}}, "httpMethod": "POST", "path": "/wake", "headers": {"x-amzn-oidc-data": f"e30.{claims}.sig"}}
+
+    evening = at("2026-12-02T20:00:00+00:00")
+    wake.handle({"action": "tick"}, clients, admins_only, evening)
+    before = len(calls)
+    refused = wake.handle(request("merch@example.com"), clients, admins_only, evening)
+    assert refused["statusCode"] == 403 and "Only admins can wake the dashboard" in refused["body"]
+    assert state() == ("/*", (0, 0)) and calls[before:] == []  # refused before any AWS call
+    assert wake.handle({**request("x"), "headers": {}}, clients, admins_only, evening)["statusCode"] == 403  # no token: refused
+    assert wake.handle(request("Admin@Example.com"), clients, admins_only, evening)["statusCode"] == 200
+    assert state()[1] == (1, 3)
+    assert wake.handle(request("merch@example.com"), clients, config, evening)["statusCode"] == 200  # default: any signed-in user

@@ -122,6 +122,7 @@ class InfraConfig(BaseModel):
     dashboard_schedule: Literal["always", "business-hours"] = Field(
         "always", description="business-hours: the service runs 0 tasks outside business_hours; /wake starts it for wake_minutes.")
     wake_minutes: int = 120
+    wake_admins_only: bool = Field(False, description="Only admin_emails may press Wake (default: any signed-in user).")
     fargate_on_demand_base: int = Field(0, description="With fargate_spot: this many tasks on regular Fargate, the rest on Spot.")
     cpu: int = 512
     memory_mib: int = 1024

@@ -253,7 +253,7 @@ class Dashboard(Construct):
                 "MIN_TASKS": str(c.desired_count), "MAX_TASKS": str(c.max_count),
                 "RULE_ARN": self.closed_rule.listener_rule_arn, "HOST": c.domain_name if c.load_balancer == "shared" else "",
                 "HOURS": json.dumps({"start": hours.start, "stop": hours.stop, "days": hours.days, "timezone": hours.timezone}),
-                "WAKE_MINUTES": str(c.wake_minutes),
+                "WAKE_MINUTES": str(c.wake_minutes), "ADMINS": json.dumps(c.admin_emails if c.wake_admins_only else []),
             })
         accept_findings(fn, {
             "CKV_AWS_115": "No reserved concurrency: a reservation takes from the account's pool; the function is idempotent "

@@ -15,6 +15,7 @@ function holds no state and needs no table.
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import os
@@ -69,12 +70,27 @@ class Config:
     host: str | None
     hours: Hours
     wake_minutes: int
+    admins: tuple[str, ...] = ()  # non-empty: only these signed-in e-mails may wake it (cdk.json wake_admins_only)
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> "Config":
         hours = json.loads(env["HOURS"])
         return cls(env["RESOURCE_ID"], int(env["MIN_TASKS"]), int(env["MAX_TASKS"]), env["RULE_ARN"], env.get("HOST") or None,
-                   Hours(hours["start"], hours["stop"], hours["days"], hours.get("timezone", "UTC")), int(env["WAKE_MINUTES"]))
+                   Hours(hours["start"], hours["stop"], hours["days"], hours.get("timezone", "UTC")), int(env["WAKE_MINUTES"]),
+                   tuple(e.lower() for e in json.loads(env.get("ADMINS") or "[]")))
+
+
+def signed_in_email(headers: dict) -> str | None:
+    """The e-mail claim of the ALB's x-amzn-oidc-data token. The ALB sets this header itself after its authenticate
+    action (replacing any the browser sent) and only the ALB may invoke the function, so it is read, not re-verified."""
+    token = {k.lower(): v for k, v in (headers or {}).items()}.get("x-amzn-oidc-data", "")
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return None
+    email = claims.get("email")
+    return email.lower() if isinstance(email, str) else None
 
 
 def open_until(conditions: list[dict]) -> int | None:
@@ -138,7 +154,7 @@ def page(title: str, body: str, *, refresh_to: str | None = None, status: int = 
     refresh = f'<meta http-equiv="refresh" content="{STARTUP_SECONDS};url={refresh_to}">' if refresh_to else ""
     document = (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>{refresh}</head>"
                 f"<body style=\"font-family:sans-serif;max-width:40em;margin:4em auto\"><h1>{html.escape(title)}</h1>{body}</body></html>")
-    return {"statusCode": status, "statusDescription": f"{status} {'OK' if status == 200 else 'Error'}", "isBase64Encoded": False,
+    return {"statusCode": status, "statusDescription": f"{status} {'OK' if status == 200 else 'Forbidden'}", "isBase64Encoded": False,
             "headers": {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}, "body": document}
 
 
@@ -147,6 +163,9 @@ def handle(event: dict, clients, config: Config, now: datetime) -> dict:
         return tick(clients, config, now)
     method = (event.get("httpMethod") or "GET").upper()
     if method == "POST":
+        if config.admins and signed_in_email(event.get("headers") or {}) not in config.admins:
+            return page("Only admins can wake the dashboard",
+                        f"<p>Ask an admin, or come back in business hours ({html.escape(config.hours.label())}).</p>", status=403)
         until = wake(clients, config, now)
         ends = config.hours.local(datetime.fromtimestamp(until, timezone.utc)).strftime("%H:%M")
         return page("Starting the dashboard", f"<p>It takes about 2 minutes; this page opens it by itself. It stays on until "
