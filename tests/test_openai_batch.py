@@ -305,6 +305,11 @@ def test_stop_while_waiting_leaves_items_pending_and_resume_collects(make_stages
     assert progress.cancelled and progress.done == 0
     items = stages.store.list_items(batch.id)
     assert all(i.status == "pending" and i.lease_owner is None for i in items)  # leases released: resumable at once
+    from pipeline.batches.worker import BatchWorker
+
+    view = BatchWorker(stages, concurrency=2).view(batch.id)  # what the Tag page shows meanwhile
+    assert view.state == "stopped" and view.notice.startswith("The summaries of 3 photos are still at OpenAI's Batch API (sent ")
+    assert view.notice.endswith("press Resume to collect them without paying again.")
     for openai_batch in server.state.batches.values():
         openai_batch["_plan"] = BatchPlan(looks_in_progress=0)
     again = make_stages()

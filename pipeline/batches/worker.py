@@ -16,6 +16,7 @@ import logging
 import queue
 import threading
 import time
+from datetime import datetime, timezone
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -165,8 +166,22 @@ class BatchWorker:
             state = "stopped"
         eta = self._eta(batch, run) if running else None
         jobs = self.stages.store.transform_jobs(batch_id) if self.transform is not None else []
-        return BatchView(batch=batch, state=state, eta_s=eta, problem=problem, notice=self._notice() if running else None,
+        notice = (self._notice() if running else None) or self._summaries_notice(batch_id, state)
+        return BatchView(batch=batch, state=state, eta_s=eta, problem=problem, notice=notice,
                          job=jobs[0] if jobs else None, runner=elsewhere)
+
+    def _summaries_notice(self, batch_id: int, state: str) -> str | None:
+        """While summaries are at OpenAI's Batch API (Cheapest, or a batch job): since when, and what Resume does."""
+        if self.stages.batch_summarizer is None or state == "finished":
+            return None
+        record = self.stages.store.pending_openai_batch(batch_id)
+        if record is None:
+            return None
+        since = datetime.fromtimestamp(record.submitted_at, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        if state == "stopped":
+            return (f"The summaries of {record.requests} photos are still at OpenAI's Batch API (sent {since}); "
+                    "press Resume to collect them without paying again.")
+        return f"Every photo is captioned; {record.requests} summaries are at OpenAI's Batch API since {since} (within 24 h, usually far sooner)."
 
     def _notice(self) -> str | None:
         readiness = captioner_readiness(self.stages.captioner)
