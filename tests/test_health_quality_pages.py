@@ -146,7 +146,15 @@ def test_health_page_shows_throughput_latency_failures_cache_and_endpoint(seeded
                                                                           ["ann", "started", "running"]]  # newest first
     assert_hostile_text_is_inert(app)
 
+    assert "Nothing measured in this process yet." in [i.value for i in app.info]
+    from pipeline.observability import metrics  # what the runner records in this process (the page's expander)
+    metrics.count("CaptionCacheHits", 3)
+    metrics.observe("StageLatency", 42.0, dimensions={"Stage": "caption"})
     app.selectbox(key="health-period").set_value("Last 24 hours").run()
+    [counters] = [f.value for f in app.dataframe if "Counter" in f.value.columns]
+    assert counters[["Counter", "Value"]].values.tolist() == [["CaptionCacheHits", 3.0]]
+    [latency] = [f.value for f in app.dataframe if "Latency" in f.value.columns]
+    assert latency[["Latency", "Dimensions", "Samples", "p50 (ms)"]].values.tolist() == [["StageLatency", "Stage=caption", 1, 42.0]]
     assert not app.exception, app.exception
     assert {m.label: m.value for m in app.metric}["Items processed"] == "5"
     assert sum(sum(trace["y"]) for trace in charts(app)["Items per hour (UTC)"]["data"]) == 5

@@ -16,6 +16,7 @@ from dashboard.text import say
 from pipeline.admin import analytics
 from pipeline.admin.endpoint import aws_problem
 from pipeline.errors import UserFacingError
+from pipeline.observability import registry
 
 restart_through_app_if_opened_directly()
 
@@ -123,3 +124,15 @@ if history.events:
                  hide_index=True, width="stretch")
 else:
     st.info("No endpoint start or stop in this period.")
+
+with st.expander("This dashboard process since it started (in-memory metrics)"):
+    snapshot = registry().snapshot() if registry() is not None else {"counters": [], "histograms": []}
+    st.caption("What this server process measured itself (the figures above come from the store and cover every task).")
+    if snapshot["counters"] or snapshot["histograms"]:
+        st.dataframe([{"Counter": c["name"], "Dimensions": ", ".join(f"{k}={v}" for k, v in c["dimensions"].items()),
+                       "Value": c["value"]} for c in snapshot["counters"]], hide_index=True, width="stretch")
+        st.dataframe([{"Latency": h["name"], "Dimensions": ", ".join(f"{k}={v}" for k, v in h["dimensions"].items()),
+                       "Samples": h["count"], "p50 (ms)": h["p50"], "p95 (ms)": h["p95"], "Max (ms)": h["max"]}
+                      for h in snapshot["histograms"]], hide_index=True, width="stretch")
+    else:
+        st.info("Nothing measured in this process yet.")
