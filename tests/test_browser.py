@@ -178,3 +178,51 @@ def test_a_page_typed_as_the_first_url_of_a_fresh_server_shows_the_apps_menu(pat
         assert first.url.rstrip("/").endswith("" if path == "tag" else f"/{path}")  # Tag is the default page: /
         other.close()
         first.close()
+
+
+def seed_processed(data: Path, count: int) -> None:
+    """`count` finished items with their own photos in a fresh store under `data` (no model run)."""
+    from pipeline.models import (
+        AttributeValue, CaptionResult, IngestReport, ItemResult, PhotoChecks, SourceItem, SourceRef, SummaryResult,
+    )
+    from pipeline.store.sqlite_store import SqliteStore
+
+    data.mkdir(parents=True)
+    store = SqliteStore(data / "pipeline.sqlite3")
+    sources = [SourceItem(source=f"shirt-{i}.jpg", ref=SourceRef("file", f"/nowhere/{i}.jpg"), sku=f"SKU-{i}") for i in range(count)]
+    batch = store.create_batch("fit", "test", IngestReport(items=sources))
+    for index, item in enumerate(store.list_items(batch.id)):
+        photo = data / f"photo-{index}.jpg"
+        photo.write_bytes(jpeg_bytes(color=(200, 40 * index % 256, 60), seed=index))
+        store.save_result(item.id, ItemResult(
+            content_key=f"{index:064x}", image_path=str(photo), word_count=20,
+            checks=PhotoChecks(800, 600, False, 400.0, False, 180.0, False, False, True, True, ["red"]),
+            caption=CaptionResult(caption="a red cotton shirt with black stripes on a white background", answers={}, model_id="test"),
+            attributes=[AttributeValue(name, "red", "red", True) for name in ("category", "color", "material", "pattern", "style")],
+            summary=SummaryResult(summary="A red cotton shirt with black stripes, cut for a relaxed fit. Breathable and soft, it "
+                                          "pairs with denim for weekends.", title="Red shirt", tags=["shirt"], attributes={},
+                                  model="offline", offline=True),
+        ), [])
+
+
+def test_review_grid_fits_a_1366_px_screen_with_the_sidebar_open(chromium, tiny_model, tmp_path):
+    """Issue 16: photo, caption, attributes and summary visible without scrolling sideways on a 1366 x 768
+    screen (sidebar open, wide layout): the grid is inside the window and does not scroll horizontally."""
+    seed_processed(tmp_path / "data", 3)
+    with serve(tmp_path / "data", tiny_model) as url:
+        page = chromium.new_page(viewport={"width": 1366, "height": 768})
+        page.goto(f"{url}/review")
+        expect(page.get_by_role("heading", name="Review", exact=True)).to_be_visible(timeout=60_000)
+        grid = page.get_by_test_id("stDataFrame").first
+        expect(grid).to_be_visible(timeout=30_000)
+        expect(idle(page)).to_have_count(1, timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "review-1366.png"))
+        assert page.get_by_test_id("stSidebar").bounding_box()["width"] > 200  # the sidebar is open
+        box = grid.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 1366, box
+        headers = page.evaluate("() => [...document.querySelectorAll('[data-testid=stDataFrame] [role=columnheader]')].map(h => h.innerText.trim())")
+        assert {"Photo", "Caption", "Attributes", "Summary"} <= set(headers), headers
+        widths = page.evaluate("""() => [...document.querySelectorAll('[data-testid=stDataFrame] .dvn-scroller')]
+                                       .map(s => [s.scrollWidth, s.clientWidth])""")
+        assert widths and all(scroll <= client for scroll, client in widths), widths  # nothing to scroll to sideways
+        assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
