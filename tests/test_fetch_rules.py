@@ -89,7 +89,8 @@ def test_results_this_deployment_writes_are_read_or_not_there_yet():
 
 
 class _StatusS3(BaseHTTPRequestHandler):
-    """An S3 endpoint that answers every request with one status (boto3 reads HEAD errors by status)."""
+    """An S3 endpoint that answers every request with one status (boto3 reads HEAD errors by status),
+    and GETs with S3's XML error body when `code` is set."""
 
     status = 403
 
@@ -97,6 +98,14 @@ class _StatusS3(BaseHTTPRequestHandler):
         self.send_response(self.server.status)  # type: ignore[attr-defined]
         self.send_header("Content-Length", "0")
         self.end_headers()
+
+    def do_GET(self):
+        code = getattr(self.server, "code", None)
+        body = f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>m</Message></Error>".encode() if code else b""
+        self.send_response(self.server.status)  # type: ignore[attr-defined]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def log_message(self, *args):
         pass
@@ -393,3 +402,44 @@ def test_staging_waits_for_answers_within_its_time_and_no_longer():
     finally:
         hold.set()
     assert refused == {} and elapsed < 1.5  # 0.2 s for both hosts together, not a second each
+
+
+@pytest.mark.parametrize("status, code, missing", [
+    (404, "NoSuchKey", True), (404, None, True), (404, "NotFound", True), (403, "AccessDenied", False), (500, "InternalError", False),
+])
+def test_a_result_not_written_yet_is_none_and_other_s3_errors_are_told(status, code, missing):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _StatusS3)
+    server.status, server.code = status, code  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = boto3.client("s3", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{server.server_address[1]}",
+                              config=Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"}))
+        if missing:
+            assert read_s3_object_if_exists(client, "s3://results/out/1.json") is None
+        else:
+            with pytest.raises(ServiceError) as refused:
+                read_s3_object_if_exists(client, "s3://results/out/1.json")
+            assert str(refused.value) == "A result could not be read from S3; try again."
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_sizes_are_told_in_mebibytes_to_one_decimal(tmp_path):
+    photo = tmp_path / "big.jpg"
+    photo.write_bytes(b"x" * 1_101_112)  # 1.0501 MiB
+    with pytest.raises(BadInputError) as refused:
+        read_file(photo, MB)
+    assert str(refused.value) == "The file is 1.1 MB; the limit is 1.0 MB."
+
+
+def test_zip_members_are_read_by_reference(tmp_path):
+    import zipfile
+
+    archive = tmp_path / "photos.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("a.jpg", b"first")
+        zipped.writestr("dir/b.jpg", b"second")
+    limits = FetchLimits(max_bytes=MB)
+    assert read_source(SourceRef(kind="zip", location=str(archive), member="dir/b.jpg"), limits) == b"second"
+    assert read_source(SourceRef(kind="zip", location=str(archive), member="a.jpg"), limits) == b"first"

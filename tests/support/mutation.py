@@ -59,6 +59,7 @@ class Score:
     not_checked: int = 0
     other: int = 0
     survivors: tuple[str, ...] = ()
+    untested: tuple[str, ...] = ()  # "no tests": no listed test reached the function
 
     @property
     def total(self) -> int:
@@ -124,7 +125,8 @@ def score(module: str, work: Path, names: list[str] | None = None) -> Score:
     if not meta.exists():
         return result
     codes = json.loads(meta.read_text())["exit_code_by_key"]
-    survivors = []
+    survivors: list[str] = []
+    untested: list[str] = []
     for name, code in sorted(codes.items()):
         if names and not any(fnmatch.fnmatch(name, pattern) for pattern in names):
             continue
@@ -138,11 +140,12 @@ def score(module: str, work: Path, names: list[str] | None = None) -> Score:
             result.timeout += 1
         elif status == "no tests":
             result.no_tests += 1
+            untested.append(name)
         elif status == "not checked":
             result.not_checked += 1
         else:
             result.other += 1
-    result.survivors = tuple(survivors)
+    result.survivors, result.untested = tuple(survivors), tuple(untested)
     return result
 
 
@@ -173,18 +176,30 @@ def run_in(module: str, work: Path, *, names: list[str], max_children: int) -> S
     return score(module, work, names)
 
 
-def run_module(module: str, *, names: list[str], max_children: int, timeout_s: int, fresh: bool, quiet: bool) -> Score:
+def run_module(module: str, *, names: list[str], max_children: int, timeout_s: int, fresh: bool, quiet: bool,
+               retest_survivors: bool = False) -> Score:
     work = WORK / stem(module)
     if fresh:
         shutil.rmtree(work, ignore_errors=True)
     prepare(module, work, MODULES[module], timeout_s)
+    if retest_survivors and not names:
+        before = score(module, work)  # their earlier verdicts stand otherwise
+        names = [*before.survivors, *before.untested]
+        if not names:
+            return score(module, work)
     started = time.monotonic()
-    result = run_in(module, work, names=names, max_children=max_children)
+    run_in(module, work, names=names, max_children=max_children)
+    result = score(module, work)  # the whole module, earlier verdicts included
     (work / "survivors.txt").write_text(diffs(module, work, result.survivors))
     if not quiet:
         print(f"{module}: {result.killed} killed, {result.survived} survived, {result.timeout} timeout, "
               f"{result.no_tests} no tests ({time.monotonic() - started:.0f} s); survivors in {work / 'survivors.txt'}")
     return result
+
+
+def _commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return out.stdout.strip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,12 +209,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-children", type=int, default=2)
     parser.add_argument("--timeout", type=int, default=30, help="seconds one test may run under a mutant")
     parser.add_argument("--fresh", action="store_true", help="forget earlier results")
+    parser.add_argument("--retest-survivors", action="store_true", help="run surviving and untested mutants again (after adding tests)")
     args = parser.parse_args(argv)
     modules = [module_for(name) for name in args.modules] or list(MODULES)
     scores = {}
     for module in modules:
-        result = run_module(module, names=args.names, max_children=args.max_children, timeout_s=args.timeout, fresh=args.fresh, quiet=False)
-        scores[module] = {k: getattr(result, k) for k in ("killed", "survived", "timeout", "no_tests", "not_checked", "other")} | {"survivors": list(result.survivors)}
+        result = run_module(module, names=args.names, max_children=args.max_children, timeout_s=args.timeout, fresh=args.fresh, quiet=False,
+                            retest_survivors=args.retest_survivors)
+        scores[module] = {k: getattr(result, k) for k in ("killed", "survived", "timeout", "no_tests", "not_checked", "other")} | {
+            "survivors": list(result.survivors), "date": time.strftime("%Y-%m-%d"), "commit": _commit()}
     WORK.mkdir(exist_ok=True)
     previous = json.loads((WORK / "scores.json").read_text()) if (WORK / "scores.json").exists() else {}
     (WORK / "scores.json").write_text(json.dumps(previous | scores, indent=2))
