@@ -95,8 +95,8 @@ class _StatusS3(BaseHTTPRequestHandler):
     status = 403
 
     def do_HEAD(self):
-        self.send_response(self.server.status)  # type: ignore[attr-defined]
-        self.send_header("Content-Length", "0")
+        self.send_response(getattr(self.server, "head_status", None) or self.server.status)  # type: ignore[attr-defined]
+        self.send_header("Content-Length", "5")
         self.end_headers()
 
     def do_GET(self):
@@ -443,3 +443,24 @@ def test_zip_members_are_read_by_reference(tmp_path):
     limits = FetchLimits(max_bytes=MB)
     assert read_source(SourceRef(kind="zip", location=str(archive), member="dir/b.jpg"), limits) == b"second"
     assert read_source(SourceRef(kind="zip", location=str(archive), member="a.jpg"), limits) == b"first"
+
+
+@pytest.mark.parametrize("code, error, message", [
+    ("NoSuchKey", BadInputError, "s3://uploads/a.jpg does not exist."),  # deleted between the size check and the read
+    ("NotFound", BadInputError, "s3://uploads/a.jpg does not exist."),
+    ("AccessDenied", BadInputError, "No permission to read s3://uploads/a.jpg."),
+    ("SlowDown", ServiceError, "S3 could not return s3://uploads/a.jpg (SlowDown); try again later."),
+])
+def test_s3_read_errors_after_the_size_check_are_told_apart(code, error, message):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _StatusS3)
+    server.head_status, server.status, server.code = 200, 404 if "Not" in code else 403 if code == "AccessDenied" else 503, code  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = boto3.client("s3", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{server.server_address[1]}",
+                              config=Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"}))
+        with pytest.raises(error) as refused:
+            fetch_s3("s3://uploads/a.jpg", FetchLimits(max_bytes=MB, s3_allowed_buckets=("uploads",)), client)
+        assert str(refused.value) == message
+    finally:
+        server.shutdown()
+        server.server_close()
