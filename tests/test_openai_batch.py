@@ -471,3 +471,42 @@ def test_tag_page_offers_cheapest_and_runs_it_through_the_batch_api(monkeypatch,
         assert len(server.state.batch_creates) == 1 and realtime_requests(server) == 0
     finally:
         st.cache_resource.clear()
+
+
+def test_killed_between_creating_the_batch_and_keeping_its_id_still_pays_once(make_stages, server, tmp_path):
+    first = make_stages()
+    remember = first.store.remember_openai_batch
+
+    def dies_before_keeping_the_batch_id(record):
+        if not record.openai_batch_id.startswith("unsent:"):
+            raise Killed  # batches.create answered; the process dies before the id is stored
+        remember(record)
+
+    first.store.remember_openai_batch = dies_before_keeping_the_batch_id
+    batch = new_batch(first, tmp_path, count=3)
+    with pytest.raises(Killed):
+        run_batch(first, batch.id, concurrency=2, cheapest=True, owner="gone-host/1/a")
+    assert len(server.state.batch_creates) == 1
+    restarted = make_stages()
+    assert run_batch(restarted, batch.id, concurrency=2, clock=lambda: time.time() + 3600).ok == 3
+    assert len(server.state.batch_creates) == 1 and realtime_requests(server) == 0  # found by its input file
+    assert kinds(restarted, batch.id) == ["llm_batch"] * 3
+    assert restarted.store.pending_openai_batch(batch.id) is None
+
+
+def test_killed_after_the_upload_before_the_batch_is_created_sends_it_once(make_stages, server, tmp_path):
+    first = make_stages()
+
+    def dies_before_creating(unsent):
+        raise Killed
+
+    first.batch_summarizer._create = dies_before_creating
+    batch = new_batch(first, tmp_path, count=3)
+    with pytest.raises(Killed):
+        run_batch(first, batch.id, concurrency=2, cheapest=True, owner="gone-host/1/a")
+    assert server.state.batch_creates == [] and len(server.state.files) == 1
+    restarted = make_stages()
+    assert run_batch(restarted, batch.id, concurrency=2, clock=lambda: time.time() + 3600).ok == 3
+    (created,) = server.state.batch_creates
+    assert created["input_file_id"] == "file-1"  # the file uploaded before the crash, not a second upload
+    assert [f["object"]["purpose"] for f in server.state.files.values()].count("batch") == 1

@@ -7,8 +7,10 @@ summary. The run captions every item first; then:
     submit   one JSONL file, a /v1/chat/completions request per item (`custom_id` = item-<id>), built
              by the real-time summarizer (`request_body`: same model, structured output, shared system
              prompt first so prompt caching applies), `files.create(purpose="batch")`,
-             `batches.create(completion_window="24h")`; the OpenAI batch id is remembered in the store
-             at once, so a resumed or restarted run waits for it instead of paying again
+             `batches.create(completion_window="24h")`; the uploaded file is remembered in the store
+             before the batch is created and the batch id right after, so a resumed or restarted run
+             waits for that batch (found by its input file if the process died in between) instead
+             of paying again
     wait     `batches.retrieve` with backoff (5 s growing 1.5x up to OPENAI_BATCH_POLL_S) until the batch
              ends, a Stop (the items stay pending, the batch keeps running at OpenAI, Resume picks it
              up), or OPENAI_BATCH_DEADLINE_S after submission (then it is cancelled; answers it has are used)
@@ -54,6 +56,7 @@ FIRST_LOOK_S = 5.0
 LOOK_GROWTH = 1.5
 SUBMIT_TRIES = 3
 ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
+UNSENT = "unsent:"  # id prefix of a record kept between the upload and batches.create (see _submit)
 
 Outcome = Union[SummaryResult, Exception]  # an exception carries the calls paid for (pipeline.errors.usage_of)
 
@@ -126,11 +129,11 @@ class OpenAIBatchSummarizer:
         if not requests:
             return {}
         record = self.store.pending_openai_batch(batch_id)
-        if record is None:
+        if record is None or record.openai_batch_id.startswith(UNSENT):
             if cancel is not None and cancel.is_set():
                 return None
             try:
-                record = self._submit(batch_id, requests)
+                record = self._submit(batch_id, requests) if record is None else self._adopt_or_create(record)
             except ConfigError as exc:  # key, quota, permission: the same for every item, and for real-time
                 return {item_id: exc for item_id in requests}
             except UserFacingError as exc:
@@ -153,7 +156,7 @@ class OpenAIBatchSummarizer:
         """The JSONL input file: the real-time request of each item, on the main model."""
         model = self.realtime.model
         lines = [json.dumps({"custom_id": custom_id(item_id), "method": "POST", "url": ENDPOINT,
-                             "body": self.realtime.request_body(build_messages(request), model)}, ensure_ascii=False)
+                             "body": self.realtime.request_body(build_messages(request), model, request.languages)}, ensure_ascii=False)
                  for item_id, request in requests.items()]
         return ("\n".join(lines) + "\n").encode()
 
@@ -161,13 +164,29 @@ class OpenAIBatchSummarizer:
         content = self.request_lines(requests)
         uploaded = self._call(lambda: self.client.files.create(
             file=(f"product-tagger-batch-{batch_id}.jsonl", content, "application/jsonl"), purpose="batch"))
+        unsent = OpenAIBatchRecord(batch_id=batch_id, openai_batch_id=UNSENT + uploaded.id, input_file_id=uploaded.id,
+                                   submitted_at=self.clock(), requests=len(requests), status="uploaded")
+        self.store.remember_openai_batch(unsent)  # a crash from here on: the next run looks for a batch made from this file
+        return self._create(unsent)
+
+    def _create(self, unsent: OpenAIBatchRecord) -> OpenAIBatchRecord:
         created = self._call(lambda: self.client.batches.create(
-            input_file_id=uploaded.id, endpoint=ENDPOINT, completion_window="24h",
-            metadata={"product_tagger_batch": str(batch_id)}))
-        record = OpenAIBatchRecord(batch_id=batch_id, openai_batch_id=created.id, input_file_id=uploaded.id,
-                                   submitted_at=self.clock(), requests=len(requests), status=created.status)
-        self.store.remember_openai_batch(record)  # before anything else can fail: a restart waits for this one
+            input_file_id=unsent.input_file_id, endpoint=ENDPOINT, completion_window="24h",
+            metadata={"product_tagger_batch": str(unsent.batch_id)}))
+        return self._sent(unsent, created)
+
+    def _sent(self, unsent: OpenAIBatchRecord, batch: Any) -> OpenAIBatchRecord:
+        record = replace(unsent, openai_batch_id=batch.id, status=batch.status)
+        self.store.remember_openai_batch(record)  # a restart waits for this one
+        self.store.forget_openai_batch(unsent.batch_id, unsent.openai_batch_id)
         return record
+
+    def _adopt_or_create(self, unsent: OpenAIBatchRecord) -> OpenAIBatchRecord:
+        """The file was uploaded but the batch id never kept (the process died around batches.create): the
+        batch made from that file if OpenAI has one (among its 100 newest), else create it now."""
+        page = self._call(lambda: self.client.batches.list(limit=100))
+        made = next((b for b in page.data if b.input_file_id == unsent.input_file_id), None)
+        return self._sent(unsent, made) if made is not None else self._create(unsent)
 
     def _call(self, request: Callable[[], Any]) -> Any:
         """One Files / Batches request, transient errors retried with backoff; else one plain error."""
