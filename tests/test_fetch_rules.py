@@ -464,3 +464,17 @@ def test_s3_read_errors_after_the_size_check_are_told_apart(code, error, message
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_body_that_stalls_or_breaks_off_fails_the_item_with_its_own_sentence():
+    from support.servers import DripServer
+
+    stalls = FetchLimits(max_bytes=MB, timeout_s=0.5, allow_private=True, deadline_s=60.0)
+    with DripServer(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc", drip=b"", max_s=60) as origin:  # then silent
+        with pytest.raises(BadInputError) as refused:
+            fetch_url(origin.url + "/a.jpg", stalls)
+    assert str(refused.value) == "The image URL stopped sending data (timed out)."
+    with DripServer(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc", drip=b"", max_s=0) as origin:  # then hangs up
+        with pytest.raises(BadInputError) as refused:
+            fetch_url(origin.url + "/a.jpg", LOCAL)
+    assert str(refused.value) == "The download from the image URL broke off."
