@@ -252,3 +252,17 @@ def test_moving_to_another_item_does_not_drop_what_was_typed_in_the_one_item_vie
     assert caption_field(app).value == "caption 1" and store.get_item(items[1].id).caption == "caption 1"
     button(app, "Previous").click().run()
     assert app.selectbox(key="focus-item").value == items[0].id
+
+
+def test_after_a_save_in_the_one_item_view_the_grid_shows_it_and_still_saves_that_item(batch):
+    """A one-item save no longer re-keys the grid (the browser rebuilt it: most of a save's time), so the
+    grid must both show the stored value and accept the next edit of the same item (not 'changed by you')."""
+    store, batch_id, items = batch
+    app = review_page()
+    caption_field(app).set_value("saved from the one-item view").run()
+    button(app, "Save").click().run()
+    assert grid(app).value["Caption"].iloc[0] == "saved from the one-item view"
+    edit_grid(app, f"grid-{batch_id}-0", {0: {"Summary": "Then edited in the grid."}})
+    button(app, "Save changes").click().run()
+    assert not app.error, [e.value for e in app.error]
+    assert store.get_item(items[0].id).summary == "Then edited in the grid."

@@ -10,16 +10,20 @@ import streamlit as st
 from dashboard.components import cached_thumbnail, choose_batch
 from dashboard.runtime import current_user, get_runtime
 from dashboard.text import inert, say
+from pipeline.batches.review import language_column
+from pipeline.wordlimit import limit_text, measure, within_limit
 from pipeline.batches.review import (
     REVIEW_STATES, SaveReport, attributes_to_review, filter_items, grid_rows, item_label, photo_warnings, real_changes,
     regenerate_summaries, review_item, review_state, save_changes, set_review_status, summary_word_problems,
 )
+from pipeline.admin.taxonomy import active_taxonomy
 from pipeline.models import ItemRecord
 from pipeline.wordlimit import MAX_SUMMARY_WORDS, count_words
 
 runtime = get_runtime()
 user = current_user(runtime)
-store, schema = runtime.stages.store, runtime.stages.schema
+store = runtime.stages.store
+schema = active_taxonomy(store, runtime.stages.base_schema or runtime.stages.schema)[1]  # filters/fields: the active taxonomy
 EDITABLE = ["Select", "Status", "Title", "Caption", "Summary", "Tags", *schema.names()]
 # Shown by default: photo, caption, attributes and summary fit a 1366 px screen with the sidebar open
 # (about 890 px of content in the wide layout). Pixel widths add up to that; long text wraps in the
@@ -171,6 +175,7 @@ def shown_values(item: ItemRecord) -> dict[str, str]:
     for name in schema.names():
         attribute = item.attribute(name)
         values[name] = attribute.value if attribute else ""
+    values.update({language_column(code): text for code, text in item.summaries.items()})  # extra languages (issue 19)
     return values
 
 
@@ -200,7 +205,13 @@ def act(item_id: int, shown: dict[str, str], status: str | None, move_to: int | 
     done = {"approved": "Approved", "rejected": "Rejected"}.get(status or "", "Saved")
     st.session_state["flash"] = flash_for(report, done)
     if report.saved or report.ok:
-        bump_grid()  # the grid shows what the store now has
+        # The grid keeps its key (re-keying made the browser build it again: most of a save's time). It holds no
+        # typed cells (saving here waits until they are saved or discarded) and shows the stored values on this
+        # rerun; only its record of the version shown moves on, so a later grid edit of this item is not refused.
+        grid_versions = st.session_state.get(f"{st.session_state.get('grid-shown')}-versions")
+        saved = store.get_item(item_id)
+        if grid_versions is not None and item_id in grid_versions and saved is not None:
+            grid_versions[item_id] = saved.version
     if report.ok:
         st.session_state.pop(f"opened-{item_id}", None)  # reopen on the stored values
         st.session_state.pop(f"shown-{item_id}", None)
@@ -242,6 +253,8 @@ def render_focus(items: list[ItemRecord], grid_edits: int) -> None:
     next_after_review = after if after is not None else before  # where Approve / Reject lead (the item may leave the filter)
     st.caption(f"{position + 1} of {len(ids)} · {REVIEW_STATES[review_state(item)]}" + (f" by {inert(item.updated_by)}" if item.review_status != "pending" and item.updated_by else "")
                + " · keys: A approve, X reject, N next, P previous, S save (outside text fields)")
+    if item.status == "ok":
+        st.caption(f"Tagged with attribute taxonomy version {item.taxonomy_version}" + (" (the default)" if item.taxonomy_version == 0 else ""))
 
     photo, fields = st.columns([2, 3])
     photo_url = runtime.stages.images.photo_url(item.image_path)
@@ -276,6 +289,11 @@ def render_focus(items: list[ItemRecord], grid_edits: int) -> None:
     text = fields.text_area("Summary", value=shown["Summary"], key=field_key(item, "Summary"), disabled=not editable)
     words = count_words(text or "")
     fields.caption(f"{words} / {MAX_SUMMARY_WORDS} words" + (" — too long, shorten before saving" if words > MAX_SUMMARY_WORDS else ""))
+    for code in item.summaries:  # extra-language summaries (issue 19): saved with the same version check
+        column = language_column(code)
+        other = fields.text_area(column, value=shown[column], key=field_key(item, column), disabled=not editable)
+        fields.caption(f"{measure(other or '', code)} / {limit_text(code)}"
+                       + ("" if within_limit(other or "", code) else " — too long, shorten before saving"))
     fields.text_input("Tags", value=shown["Tags"], key=field_key(item, "Tags"), disabled=not editable, help="Comma-separated")
 
     typed = typed_changes(item.id, shown)

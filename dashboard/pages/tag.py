@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard.components import choose_batch
+from dashboard.components import cached_thumbnail, choose_batch
 from dashboard.runtime import current_user, get_runtime
 from dashboard.text import inert
 from pipeline.batches.batch_transform import job_estimate, use_job_by_default
@@ -22,6 +22,7 @@ store, schema, worker, images = runtime.stages.store, runtime.stages.schema, run
 JOB_STATES = {"InProgress": "running in AWS", "Completed": "finished, saving results", "Failed": "failed part way",
               "Stopped": "stopped", "Ingested": "done", "Summarizing": "captioned, summaries at OpenAI's Batch API (within 24 h)"}
 UPLOAD_TYPES = sorted({ext.lstrip(".") for ext in IMAGE_EXTENSIONS} | {"zip", "csv"})
+THUMBNAIL_TTL_S = max(1, min(300, runtime.settings.presign_expiry_s // 2))  # as the Review page
 
 
 def stage_uploads(files) -> dict:
@@ -61,8 +62,11 @@ def render_upload() -> None:
     name = st.text_input("Batch name", value=staged["default_name"])
     as_job = choose_run_mode(len(ready))
     cheapest = choose_cheapest(len(ready), as_job)
+    languages = choose_languages()
     if st.button("Run", type="primary", disabled=not ready):
         batch = store.create_batch(name.strip() or staged["default_name"], user.email, report)
+        if languages:
+            store.set_batch_languages(batch.id, languages)  # before the worker starts: every summary request carries them
         worker.submit(batch.id, as_job=as_job, cheapest=cheapest)
         st.session_state["batch_id"] = batch.id
         st.session_state["upload_round"] = st.session_state.get("upload_round", 0) + 1  # clears the uploader
@@ -95,6 +99,20 @@ def choose_cheapest(photos: int, as_job: bool) -> bool:
                             f"arrive within 24 hours, usually far sooner (batches of {later.min_items} photos or more).")
 
 
+def choose_languages() -> tuple[str, ...]:
+    """Extra summary languages (issue 19): offered with OpenAI summaries; the offline template writes English only."""
+    from pipeline.admin.brand import LANGUAGES
+
+    if getattr(runtime.stages.summarizer, "name", None) == "offline":
+        st.caption("Summaries in English only: the offline summarizer does not translate (SUMMARIZER=openai writes other languages).")
+        return ()
+    codes = [code for code in LANGUAGES if code != "en"]
+    chosen = st.multiselect("Also summarize in", codes, format_func=lambda code: f"{LANGUAGES[code]} ({code})", key="languages",
+                            help="English is always written; each language adds one summary per photo, held to the word limit "
+                                 "(Japanese and Chinese: a character budget).")
+    return tuple(chosen)
+
+
 def format_eta(seconds: float | None) -> str:
     if seconds is None:
         return "estimating…"
@@ -102,11 +120,11 @@ def format_eta(seconds: float | None) -> str:
     return f"about {minutes} min {secs:02d} s" if minutes else f"about {secs} s"
 
 
-def render_progress(batch_id: int) -> None:
+def render_progress(batch_id: int):
     """Progress as the store has it: it survives reloads because the worker owns the run."""
     view = worker.view(batch_id)
     if view is None:
-        return
+        return None
     batch = view.batch
     st.progress(view.fraction, text=f"{batch.done} of {batch.total} done · {batch.failed} failed · {view.state}"
                 + (f" · {format_eta(view.eta_s)} left" if view.state == "running" else ""))
@@ -136,9 +154,17 @@ def render_progress(batch_id: int) -> None:
             st.rerun()
     if view.state in ("running", "queued") and st.button("Stop", key=f"stop-{batch_id}"):
         worker.stop(batch_id, user.email)  # this batch only, wherever it runs
-    if st.session_state.get(f"seen-done-{batch_id}") != batch.done:
-        st.session_state[f"seen-done-{batch_id}"] = batch.done
-        st.rerun()  # refresh the results table below as items finish
+    return view
+
+
+def render_live(batch_id: int) -> None:
+    """While the batch runs (a fragment, every 2 s): its progress and the results so far. The whole page is
+    not rerun as items finish: that st.rerun() raced a click on another page in the sidebar (Streamlit merges
+    the two requests and the click was lost) and redrew the uploader every 2 s."""
+    view = render_progress(batch_id)
+    render_results(batch_id)
+    if view is None or view.state not in ("running", "queued"):
+        st.rerun()  # once, when it finishes or stops: the page draws it outside the fragment (Resume, Retry failed)
 
 
 def upload_limits() -> str:
@@ -160,7 +186,7 @@ def render_results(batch_id: int) -> None:
     rows = []
     for item in finished[(page - 1) * size: page * size]:
         row = {
-            "Photo": (images.thumbnail_url(item.image_path) if item.image_path else None) or "",  # a failed row: empty, not "None"
+            "Photo": cached_thumbnail(images, item.image_path, THUMBNAIL_TTL_S) or "",  # a failed row: empty, not "None"
             "Item": item_label(item),
             "Result": result_label(item),  # tagged / failed: <why>, the words every page uses
             "Caption": item.caption or "",
@@ -185,7 +211,7 @@ batch_id = choose_batch(store, lambda b: f"{b.name} (#{b.id}, {b.done}/{b.total}
 if batch_id is not None:
     view = worker.view(batch_id)
     if view is not None and view.state in ("running", "queued"):
-        st.fragment(render_progress, run_every=2.0)(batch_id)  # re-read every 2 s only while it runs
+        st.fragment(render_live, run_every=2.0)(batch_id)  # re-read every 2 s only while it runs
     else:
         render_progress(batch_id)
-    render_results(batch_id)
+        render_results(batch_id)
