@@ -479,7 +479,7 @@ def test_killed_between_creating_the_batch_and_keeping_its_id_still_pays_once(ma
     remember = first.store.remember_openai_batch
 
     def dies_before_keeping_the_batch_id(record):
-        if not record.openai_batch_id.startswith("unsent:"):
+        if not record.openai_batch_id.startswith(("unsent:", "intent:")):
             raise Killed  # batches.create answered; the process dies before the id is stored
         remember(record)
 
@@ -511,3 +511,21 @@ def test_killed_after_the_upload_before_the_batch_is_created_sends_it_once(make_
     (created,) = server.state.batch_creates
     assert created["input_file_id"] == "file-1"  # the file uploaded before the crash, not a second upload
     assert [f["object"]["purpose"] for f in server.state.files.values()].count("batch") == 1
+
+
+def test_a_cheapest_run_restarted_before_submission_still_uses_the_batch_api(make_stages, server, tmp_path):
+    first = make_stages()
+
+    def dies_before_submitting(batch_id, requests):
+        raise Killed  # every photo captioned; the server restarts before the summaries are sent
+
+    first.batch_summarizer._submit = dies_before_submitting
+    batch = new_batch(first, tmp_path, count=3)
+    with pytest.raises(Killed):
+        run_batch(first, batch.id, concurrency=2, cheapest=True, owner="gone-host/1/a")
+    restarted = make_stages()
+    # A plain resume: the restarted server's worker was not told that Cheapest was picked.
+    assert run_batch(restarted, batch.id, concurrency=2, clock=lambda: time.time() + 3600).ok == 3
+    assert len(server.state.batch_creates) == 1 and realtime_requests(server) == 0
+    assert kinds(restarted, batch.id) == ["llm_batch"] * 3
+    assert restarted.store.pending_openai_batch(batch.id) is None  # nothing left to steer a later Retry failed

@@ -177,6 +177,9 @@ class BatchWorker:
         record = self.stages.store.pending_openai_batch(batch_id)
         if record is None:
             return None
+        if record.openai_batch_id.startswith("intent:"):  # Cheapest picked, captions still running
+            return ("Cheapest: the summaries go to OpenAI's Batch API once every photo is captioned (within 24 h)."
+                    if state == "running" else None)
         since = datetime.fromtimestamp(record.submitted_at, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         if state == "stopped":
             return (f"The summaries of {record.requests} photos are still at OpenAI's Batch API (sent {since}); "

@@ -57,6 +57,7 @@ LOOK_GROWTH = 1.5
 SUBMIT_TRIES = 3
 ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 UNSENT = "unsent:"  # id prefix of a record kept between the upload and batches.create (see _submit)
+INTENT = "intent:cheapest"  # record kept from the start of a Cheapest run, so a resume after a restart keeps the Batch API
 
 Outcome = Union[SummaryResult, Exception]  # an exception carries the calls paid for (pipeline.errors.usage_of)
 
@@ -119,7 +120,11 @@ class OpenAIBatchSummarizer:
             return False
         if self.store.pending_openai_batch(batch_id) is not None:
             return True
-        return items >= self.min_items and (cheapest or (job and self.for_jobs))
+        chosen = items >= self.min_items and (cheapest or (job and self.for_jobs))
+        if chosen and cheapest:  # kept: a run resumed by a restarted server (which was not told) still uses it
+            self.store.remember_openai_batch(OpenAIBatchRecord(batch_id=batch_id, openai_batch_id=INTENT, input_file_id="",
+                                                               submitted_at=self.clock() - 1, requests=items, status="captioning"))
+        return chosen
 
     # --- the whole round ------------------------------------------------------------------------
     def summarize_many(self, batch_id: int, requests: dict[int, SummaryRequest], *,
@@ -129,6 +134,8 @@ class OpenAIBatchSummarizer:
         if not requests:
             return {}
         record = self.store.pending_openai_batch(batch_id)
+        if record is not None and record.openai_batch_id == INTENT:
+            record = None  # nothing submitted yet
         if record is None or record.openai_batch_id.startswith(UNSENT):
             if cancel is not None and cancel.is_set():
                 return None
@@ -146,9 +153,8 @@ class OpenAIBatchSummarizer:
         return self._collect(ended, requests)
 
     def forget(self, batch_id: int) -> None:
-        """Every answer of the batch's OpenAI batch is saved: a later run (Retry failed) submits anew."""
-        record = self.store.pending_openai_batch(batch_id)
-        if record is not None:
+        """Every answer of the batch's OpenAI batch is saved: a later run (Retry failed) decides anew."""
+        while (record := self.store.pending_openai_batch(batch_id)) is not None:
             self.store.forget_openai_batch(batch_id, record.openai_batch_id)
 
     # --- submit ---------------------------------------------------------------------------------
