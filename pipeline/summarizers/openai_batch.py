@@ -10,7 +10,8 @@ summary. The run captions every item first; then:
              `batches.create(completion_window="24h")`; the uploaded file is remembered in the store
              before the batch is created and the batch id right after, so a resumed or restarted run
              waits for that batch (found by its input file if the process died in between) instead
-             of paying again
+             of paying again; a Cheapest run also keeps an intent record from its start, so a run
+             resumed by a restarted server (which was not told) still summarizes through the Batch API
     wait     `batches.retrieve` with backoff (5 s growing 1.5x up to OPENAI_BATCH_POLL_S) until the batch
              ends, a Stop (the items stay pending, the batch keeps running at OpenAI, Resume picks it
              up), or OPENAI_BATCH_DEADLINE_S after submission (then it is cancelled; answers it has are used)
