@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import sys
+import threading
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any, TextIO
@@ -22,6 +23,8 @@ ITEM_LOGGER = "pipeline.items"  # one event per item stage (docs/operations.md "
 OUR_LOGGERS = ("pipeline", "dashboard")  # at LOG_LEVEL; everything else (boto, httpx, …) at WARNING and above
 EVENT_FIELDS = ("batch_id", "item_id", "stage", "duration_ms", "outcome", "error_kind")
 MAX_TEXT = 2000  # longer strings are cut: a log line never carries a blob
+# Log lines and EMF lines share stderr from many threads: one lock for both, so no line is split by another.
+OUTPUT_LOCK = threading.RLock()
 REDACTED = "[redacted]"
 
 # LogRecord's own attributes: anything else on a record is a field a caller passed in `extra`.
@@ -162,6 +165,7 @@ def configure_logging(level: str = "WARNING", fmt: str = "text", *, stream: Text
             root.removeHandler(handler)
             handler.close()
     handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
+    handler.lock = OUTPUT_LOCK  # type: ignore[assignment]  # emit runs under it (logging.Handler.handle)
     handler._tagger = True  # type: ignore[attr-defined]
     redactor = Redactor([*secrets, *secret_values_from_environment()])
     handler.setFormatter(JsonFormatter(redactor) if fmt == "json" else TextFormatter(redactor))

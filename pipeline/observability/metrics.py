@@ -24,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from pipeline.observability.logs import Redactor
+from pipeline.observability.logs import OUTPUT_LOCK, Redactor
 
 METRICS_LOGGER = "pipeline.metrics"
 DEFAULT_NAMESPACE = "ProductTagger"
@@ -172,6 +172,7 @@ class EmfHandler(logging.Handler):
 
     def __init__(self, namespace: str = DEFAULT_NAMESPACE, stream: TextIO | None = None, redactor: Redactor | None = None) -> None:
         super().__init__(logging.INFO)
+        self.lock = OUTPUT_LOCK  # type: ignore[assignment]  # the log handler's too: whole lines on a shared stream
         self.namespace, self.stream, self.redactor = namespace, stream, redactor or Redactor()
 
     def emit(self, record: logging.LogRecord) -> None:
