@@ -22,6 +22,7 @@ class AttributeSpec(BaseModel):
     prefix: str  # for captioning-only models (BLIP): conditional caption start, e.g. "the product is made of"
     vocabulary: list[str] = Field(min_length=1)
     synonyms: dict[str, str] = Field(default_factory=dict)
+    required: bool = False  # the summarizer must choose one of the values (structured output: not nullable)
 
     @field_validator("synonyms")
     @classmethod

@@ -179,6 +179,7 @@ class ItemRecord:
     lease_until: float | None = None  # epoch seconds
     stage_ms: dict[str, float] = field(default_factory=dict)  # stage -> ms of its last processing (fetch … summarize)
     error_kind: str | None = None  # short stable code of why it failed (fetch_timeout, bad_image, summary_quota, …)
+    taxonomy_version: int = 0  # the attribute taxonomy version it was tagged with (0: the shipped default schema)
 
     def attribute(self, name: str) -> AttributeValue | None:
         return next((a for a in self.attributes if a.name == name), None)
@@ -195,6 +196,7 @@ class ItemResult:
     summary: SummaryResult
     checks: PhotoChecks
     word_count: int
+    taxonomy_version: int = 0  # the active attribute taxonomy when it was tagged (pipeline/admin/taxonomy.py)
 
 
 @dataclass
@@ -307,3 +309,18 @@ class OpenAIBatchRecord:
     submitted_at: float  # epoch seconds; OPENAI_BATCH_DEADLINE_S counts from here, across restarts
     requests: int = 0  # lines in the input file (one per item)
     status: str = "in_progress"  # the last status seen
+
+
+@dataclass
+class TaxonomyVersion:
+    """One saved version of the attribute taxonomy (pipeline/admin/taxonomy.py): immutable once saved;
+    `document` is the JSON text (attributes, allowed values, synonyms, required). Version 0 is the shipped
+    default (pipeline/attribute_schema.json), never stored."""
+
+    version: int
+    document: str
+    created_by: str
+    created_at: str
+    active: bool = False
+    activated_by: str | None = None
+    activated_at: str | None = None

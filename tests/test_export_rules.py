@@ -39,7 +39,7 @@ def tagged_item(**overrides) -> ItemRecord:
         summary_offline=False, created_at="2026-01-01T00:00:00Z", processed_at="2026-01-01T00:01:00Z", updated_at="2026-01-01T00:02:00Z",
         attributes=[AttributeValue("color", "blue-ish", "blue", True), AttributeValue("material", "cotton", "cotton", True),
                     AttributeValue("pattern", "zigzags", "zigzags", False)],
-        checks=checks(),
+        checks=checks(), taxonomy_version=2,
     )
     values.update(overrides)
     return ItemRecord(**values)
@@ -60,7 +60,9 @@ def test_every_column_of_a_tagged_item_carries_its_own_value():
         "caption_model": "blip2", "summary_model": "gpt-4o", "summary_offline": "False", "content_key": "abc123",
         "created_at": "2026-01-01T00:00:00Z", "processed_at": "2026-01-01T00:01:00Z", "updated_at": "2026-01-01T00:02:00Z",
         "hint_title": "Hint title", "hint_brand": "Acme", "hint_category": "tops", "hint_notes": "Cold wash",
+        "taxonomy_version": "2",
     }
+    assert header[-1] == "taxonomy_version"  # added last: existing spreadsheets keep their column positions
 
 
 def test_a_pending_item_says_not_processed_and_leaves_missing_values_blank():

@@ -49,6 +49,7 @@ def report_columns(schema: AttributeSchema) -> list[str]:
         "photo_width", "photo_height", "photo_warnings", "blur_score", "brightness", "white_background", "dominant_colors",
         "caption_model", "summary_model", "summary_offline", "content_key", "created_at", "processed_at", "updated_at",
         *[f"hint_{name}" for name in ("title", "brand", "category", "notes")],
+        "taxonomy_version",  # the attribute taxonomy the item was tagged with (0: the default); blank until tagged
     ]
 
 
@@ -88,6 +89,7 @@ def report_row(item: ItemRecord, schema: AttributeSchema) -> dict[str, Any]:
         row[name] = attribute.value if attribute else ""
     for name in ("title", "brand", "category", "notes"):
         row[f"hint_{name}"] = item.hints.get(name, "")
+    row["taxonomy_version"] = item.taxonomy_version if item.status == "ok" else ""
     return row
 
 

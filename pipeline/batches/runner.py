@@ -75,6 +75,8 @@ class Stages:
     s3_client_factory: Callable[[], Any] | None = None
     leases: LeaseOptions = field(default_factory=LeaseOptions)
     batch_summarizer: Any = None  # OpenAIBatchSummarizer: summaries through OpenAI's Batch API (None: never)
+    taxonomy_version: int = 0  # the attribute taxonomy `schema` is (0: the configured default); see run_batch
+    base_schema: AttributeSchema | None = None  # version 0 once another version was followed
 
 
 @dataclass
@@ -139,7 +141,7 @@ def caption_once(stages: Stages, image: NormalizedImage, usage: list[Usage], run
     with _slot(run.key_lock(key), run.cancel):
         if stages.use_cache:
             known = run.captions.get(key) or stages.store.cached_caption(*key)
-            if known is not None:
+            if known is not None and set(stages.schema.names()) <= set(known.answers):  # a newer taxonomy asks more
                 return replace(known, cached=True)
         with _slot(run.caption_slots, run.cancel):
             if run.cancel.is_set():
@@ -236,7 +238,7 @@ def complete_item(
     usage.extend(summary.usage)
     return ItemResult(
         content_key=content_key, image_path=image_path, caption=caption, attributes=attributes,
-        summary=summary, checks=checks, word_count=count_words(summary.summary),
+        summary=summary, checks=checks, word_count=count_words(summary.summary), taxonomy_version=stages.taxonomy_version,
     )
 
 
@@ -290,6 +292,9 @@ def run_batch(
         take_batch(store, batch_id, owner, options, clock)
     started = time.perf_counter()
     try:
+        from pipeline.admin.taxonomy import follow_active_taxonomy
+
+        stages = follow_active_taxonomy(stages)  # questions, mapping and summary schema of the version active now
         progress = _run_items(stages, batch_id, concurrency=concurrency, on_progress=on_progress, cancel=cancel,
                               retry_failed=retry_failed, owner=owner, clock=clock, claiming=claiming, holds_batch=holds_batch,
                               cheapest=cheapest)

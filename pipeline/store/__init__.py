@@ -21,6 +21,7 @@ from pipeline.models import (
     ItemRecord,
     ItemResult,
     OpenAIBatchRecord,
+    TaxonomyVersion,
     TransformJobRecord,
     Usage,
 )
@@ -139,6 +140,12 @@ class Store(Protocol):
     # Analytics (see pipeline.admin.analytics)
     def edits_since(self, since: str | None = None) -> list[Edit]:
         """Every edit saved at or after `since` (ISO-8601 UTC; None: all), oldest first, in one bulk read."""
+    # Attribute taxonomy versions (pipeline/admin/taxonomy.py): immutable, one active, saves conditional on the newest
+    def save_taxonomy(self, document: str, who: str, *, expected_latest: int) -> TaxonomyVersion: ...
+    def taxonomy_versions(self) -> list[TaxonomyVersion]: ...
+    def get_taxonomy(self, version: int) -> TaxonomyVersion | None: ...
+    def activate_taxonomy(self, version: int, who: str) -> None: ...
+    def active_taxonomy(self) -> TaxonomyVersion | None: ...
 
 
 class ImageStore(Protocol):

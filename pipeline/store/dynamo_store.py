@@ -19,6 +19,7 @@ Single-table design (every key is a string; docs/operations.md's "DynamoDB table
     ASYNC#<content key>   MODEL#<model id>           async invocation paid for, not yet collected
     LASTUSE               <kind>                     time of the last billable call of a kind
     AUDIT                 <at>#<ns:020d>#<rand>      admin audit log
+    TAXONOMY              V#<version:06d> | ACTIVE   attribute taxonomy versions (immutable; conditional Put) and the active one
 
 Why this shape: every page's read is one Query on one partition (a batch's items, an item's edits)
 with strongly consistent reads; counters change in the same transaction as the item they count, so
@@ -49,6 +50,7 @@ from pipeline.models import (
     ItemRecord,
     ItemResult,
     OpenAIBatchRecord,
+    TaxonomyVersion,
     TransformJobRecord,
     Usage,
 )
@@ -351,7 +353,7 @@ class DynamoStore:
             "word_count": result.word_count, "checks": json.dumps(result.checks.to_dict()),
             "caption_model": result.caption.model_id, "summary_model": result.summary.model,
             "summary_offline": int(result.summary.offline), "processed_at": now, "updated_at": now,
-            "stage_ms": json.dumps(stage_ms or {}), "error_kind": None,
+            "stage_ms": json.dumps(stage_ms or {}), "error_kind": None, "taxonomy_version": result.taxonomy_version,
         }
         extra = []
         if not result.caption.cached:
@@ -573,10 +575,56 @@ class DynamoStore:
         return [Edit(item_id=r["item_id"], field=r["field"], old=r.get("old"), new=r.get("new"), who=r["who"], at=r["at"])
                 for r in sorted(rows, key=lambda r: r["GSI1SK"])]
 
+    # Attribute taxonomy versions (pipeline/admin/taxonomy.py): PK TAXONOMY, SK V#<version:06d> / ACTIVE ------
+    def save_taxonomy(self, document: str, who: str, *, expected_latest: int) -> TaxonomyVersion:
+        """Version expected_latest + 1, written only if no item has that key yet (a conditional Put): of two
+        admins saving from the same version, one wins and the other gets StaleTaxonomyError."""
+        from pipeline.admin.taxonomy import StaleTaxonomyError
+
+        latest = self._latest_taxonomy()
+        if (latest.version if latest else 0) != expected_latest:
+            raise StaleTaxonomyError(expected_latest, latest.version, latest.created_by, latest.created_at)
+        now, version = utc_now(), expected_latest + 1
+        try:
+            self.client.put_item(TableName=self.table, ConditionExpression="attribute_not_exists(PK)", Item=_dump({
+                "PK": "TAXONOMY", "SK": f"V#{version:06d}", "version": version, "document": document,
+                "created_by": who, "created_at": now}))
+        except self.client.exceptions.ConditionalCheckFailedException:
+            latest = self._latest_taxonomy()
+            raise StaleTaxonomyError(expected_latest, latest.version if latest else version, latest.created_by if latest else None,
+                                     latest.created_at if latest else None) from None
+        return TaxonomyVersion(version=version, document=document, created_by=who, created_at=now)
+
+    def _latest_taxonomy(self) -> TaxonomyVersion | None:
+        row = next(self._query("TAXONOMY", prefix="V#", forward=False, limit=1), None)
+        return _taxonomy(row, None) if row else None
+
+    def taxonomy_versions(self) -> list[TaxonomyVersion]:
+        active = self._get("TAXONOMY", "ACTIVE")
+        return [_taxonomy(r, active) for r in self._query("TAXONOMY", prefix="V#")]
+
+    def get_taxonomy(self, version: int) -> TaxonomyVersion | None:
+        row = self._get("TAXONOMY", f"V#{version:06d}")
+        return _taxonomy(row, self._get("TAXONOMY", "ACTIVE")) if row else None
+
+    def activate_taxonomy(self, version: int, who: str) -> None:
+        if version and self._get("TAXONOMY", f"V#{version:06d}") is None:
+            raise ValueError(f"no taxonomy version {version}")
+        self._put({"PK": "TAXONOMY", "SK": "ACTIVE", "version": version, "activated_by": who, "activated_at": utc_now()})
+
+    def active_taxonomy(self) -> TaxonomyVersion | None:
+        active = self._get("TAXONOMY", "ACTIVE")
+        if active is None:
+            return None
+        if active["version"] == 0:
+            return TaxonomyVersion(version=0, document="", created_by="", created_at="", active=True,
+                                   activated_by=active["activated_by"], activated_at=active["activated_at"])
+        return self.get_taxonomy(active["version"])
+
 
 _RESULT_COLUMNS = ("content_key", "image_path", "caption", "title", "summary", "word_count", "checks",
                    "caption_model", "summary_model", "processed_at", "updated_at", "error", "sku", "ref",
-                   "updated_by", "lease_owner", "lease_until", "stage_ms", "error_kind")
+                   "updated_by", "lease_owner", "lease_until", "stage_ms", "error_kind", "taxonomy_version")
 
 
 def _item(row: dict[str, Any]) -> ItemRecord:
@@ -607,6 +655,12 @@ def _run(row: dict[str, Any]) -> BatchRun | None:
     return BatchRun(owner=row.get("run_owner"), host=row.get("run_host"), started_at=number("run_started_at"),
                     heartbeat_at=number("run_heartbeat_at"), lease_until=number("run_lease_until"),
                     stop_requested_by=row.get("stop_requested_by"), stop_requested_at=number("stop_requested_at"))
+
+
+def _taxonomy(row: dict[str, Any], active: dict[str, Any] | None) -> TaxonomyVersion:
+    on = active is not None and active["version"] == row["version"]
+    return TaxonomyVersion(version=row["version"], document=row["document"], created_by=row["created_by"], created_at=row["created_at"],
+                           active=on, activated_by=active["activated_by"] if on else None, activated_at=active["activated_at"] if on else None)
 
 
 def _usage(row: dict[str, Any]) -> Usage:

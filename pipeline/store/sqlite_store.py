@@ -25,6 +25,7 @@ from pipeline.models import (
     OpenAIBatchRecord,
     PhotoChecks,
     SourceRef,
+    TaxonomyVersion,
     TransformJobRecord,
     Usage,
 )
@@ -134,12 +135,24 @@ CREATE TABLE IF NOT EXISTS openai_batches (
     requests INTEGER NOT NULL DEFAULT 0,
     status TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS taxonomy_versions (
+    version INTEGER PRIMARY KEY,
+    document TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS taxonomy_active (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL,
+    activated_by TEXT NOT NULL,
+    activated_at TEXT NOT NULL
+);
 """
 
 # Columns added after the first release: added in place to an existing database file.
 MIGRATIONS = {
     "items": {"version": "INTEGER NOT NULL DEFAULT 0", "updated_by": "TEXT", "lease_owner": "TEXT", "lease_until": "REAL",
-              "stage_ms": "TEXT", "error_kind": "TEXT"},
+              "stage_ms": "TEXT", "error_kind": "TEXT", "taxonomy_version": "INTEGER NOT NULL DEFAULT 0"},
     "batches": {"run_owner": "TEXT", "run_host": "TEXT", "run_started_at": "REAL", "run_heartbeat_at": "REAL",
                 "run_lease_until": "REAL", "stop_requested_by": "TEXT", "stop_requested_at": "REAL"},
 }
@@ -288,14 +301,14 @@ class SqliteStore:
                        attributes = ?, title = ?, tags = ?, summary = ?, word_count = ?, checks = ?,
                        caption_model = ?, summary_model = ?, summary_offline = ?, processed_at = ?, updated_at = ?,
                        version = version + 1, updated_by = ?, lease_owner = NULL, lease_until = NULL,
-                       stage_ms = ?, error_kind = NULL
+                       stage_ms = ?, error_kind = NULL, taxonomy_version = ?
                    WHERE id = ?""",
                 (
                     result.content_key, result.image_path, result.caption.caption,
                     json.dumps([a.__dict__ for a in result.attributes]), result.summary.title,
                     json.dumps(result.summary.tags), result.summary.summary, result.word_count,
                     json.dumps(result.checks.to_dict()), result.caption.model_id, result.summary.model,
-                    int(result.summary.offline), now, now, PROCESSING, json.dumps(stage_ms or {}), item_id,
+                    int(result.summary.offline), now, now, PROCESSING, json.dumps(stage_ms or {}), result.taxonomy_version, item_id,
                 ),
             )
         return True
@@ -510,6 +523,50 @@ class SqliteStore:
         rows = self._connection().execute("SELECT * FROM edits WHERE at >= ? ORDER BY at, id", (since or "",)).fetchall()
         return [Edit(item_id=r["item_id"], field=r["field"], old=r["old"], new=r["new"], who=r["who"], at=r["at"]) for r in rows]
 
+    # Attribute taxonomy versions (pipeline/admin/taxonomy.py) -------------------------------------
+    def save_taxonomy(self, document: str, who: str, *, expected_latest: int) -> TaxonomyVersion:
+        """Store `document` as version expected_latest + 1, only if expected_latest is still the newest version
+        (StaleTaxonomyError otherwise: another admin saved meanwhile). Versions are never changed afterwards."""
+        from pipeline.admin.taxonomy import StaleTaxonomyError
+
+        now = utc_now()
+        with self._tx() as db:  # BEGIN IMMEDIATE: the check and the insert are one write
+            latest = db.execute("SELECT * FROM taxonomy_versions ORDER BY version DESC LIMIT 1").fetchone()
+            if (latest["version"] if latest else 0) != expected_latest:
+                raise StaleTaxonomyError(expected_latest, latest["version"], latest["created_by"], latest["created_at"])
+            db.execute("INSERT INTO taxonomy_versions (version, document, created_by, created_at) VALUES (?, ?, ?, ?)",
+                       (expected_latest + 1, document, who, now))
+        return TaxonomyVersion(version=expected_latest + 1, document=document, created_by=who, created_at=now)
+
+    def taxonomy_versions(self) -> list[TaxonomyVersion]:
+        """Every stored version, oldest first (version 0, the default, is never stored)."""
+        db = self._connection()
+        active = db.execute("SELECT * FROM taxonomy_active WHERE id = 1").fetchone()
+        return [_taxonomy(r, active) for r in db.execute("SELECT * FROM taxonomy_versions ORDER BY version").fetchall()]
+
+    def get_taxonomy(self, version: int) -> TaxonomyVersion | None:
+        db = self._connection()
+        row = db.execute("SELECT * FROM taxonomy_versions WHERE version = ?", (version,)).fetchone()
+        return _taxonomy(row, db.execute("SELECT * FROM taxonomy_active WHERE id = 1").fetchone()) if row else None
+
+    def activate_taxonomy(self, version: int, who: str) -> None:
+        """Make `version` the active one (0: the configured default)."""
+        with self._tx() as db:
+            if version and db.execute("SELECT 1 FROM taxonomy_versions WHERE version = ?", (version,)).fetchone() is None:
+                raise ValueError(f"no taxonomy version {version}")
+            db.execute("INSERT OR REPLACE INTO taxonomy_active (id, version, activated_by, activated_at) VALUES (1, ?, ?, ?)",
+                       (version, who, utc_now()))
+
+    def active_taxonomy(self) -> TaxonomyVersion | None:
+        """The active version; None while none was ever activated (the default, version 0, runs)."""
+        active = self._connection().execute("SELECT * FROM taxonomy_active WHERE id = 1").fetchone()
+        if active is None:
+            return None
+        if active["version"] == 0:
+            return TaxonomyVersion(version=0, document="", created_by="", created_at="", active=True,
+                                   activated_by=active["activated_by"], activated_at=active["activated_at"])
+        return self.get_taxonomy(active["version"])
+
 
 
 def _apply_edit(item: ItemRecord, field: str, new_value: Any) -> tuple[str | None, str | None, dict[str, Any]]:
@@ -553,6 +610,12 @@ def _run(row: Any) -> BatchRun | None:
                     stop_requested_by=row["stop_requested_by"], stop_requested_at=row["stop_requested_at"])
 
 
+def _taxonomy(row: Any, active: Any) -> TaxonomyVersion:
+    on = active is not None and active["version"] == row["version"]
+    return TaxonomyVersion(version=row["version"], document=row["document"], created_by=row["created_by"], created_at=row["created_at"],
+                           active=on, activated_by=active["activated_by"] if on else None, activated_at=active["activated_at"] if on else None)
+
+
 def _usage(row: sqlite3.Row) -> Usage:
     return Usage(kind=row["kind"], model=row["model"], input_tokens=row["input_tokens"], output_tokens=row["output_tokens"],
                  invocations=row["invocations"], latency_ms=row["latency_ms"])
@@ -572,6 +635,7 @@ def _item(row: sqlite3.Row) -> ItemRecord:
         version=int(row["version"] or 0), updated_by=row["updated_by"], lease_owner=row["lease_owner"],
         lease_until=float(row["lease_until"]) if row["lease_until"] is not None else None,
         stage_ms=_stage_ms(row["stage_ms"]), error_kind=row["error_kind"],
+        taxonomy_version=int(row["taxonomy_version"] or 0),
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from pipeline.attributes import AttributeSchema
 from pipeline.models import SummaryRequest, SummaryResult
 from pipeline.wordlimit import MAX_SUMMARY_WORDS, trim_to_word_limit
@@ -14,6 +16,12 @@ class OfflineSummarizer:
 
     def __init__(self, schema: AttributeSchema) -> None:
         self.schema = schema
+
+    def with_schema(self, schema: AttributeSchema) -> "OfflineSummarizer":
+        """This summarizer for another attribute taxonomy version (pipeline/admin/taxonomy.py)."""
+        twin = copy.copy(self)
+        twin.schema = schema
+        return twin
 
     def summarize(self, request: SummaryRequest) -> SummaryResult:
         known = {a.name: a.value for a in request.attributes if a.in_vocab and a.value}

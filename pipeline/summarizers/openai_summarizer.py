@@ -20,6 +20,8 @@ usage) are in the result's `usage`, or, when the call fails, on the exception (`
 
 from __future__ import annotations
 
+import copy
+
 import json
 import random
 import time
@@ -64,7 +66,8 @@ TOO_LONG_MESSAGE = "This product's caption and hints are too long for OpenAI; sh
 def build_response_model(schema: AttributeSchema) -> type[BaseModel]:
     """Pydantic model for structured output; each attribute is one of its vocabulary words or null."""
     attribute_fields: dict[str, Any] = {
-        spec.name: (Optional[Literal[tuple(spec.vocabulary)]], Field(description=spec.question))  # type: ignore[valid-type]
+        spec.name: ((Literal[tuple(spec.vocabulary)] if spec.required else Optional[Literal[tuple(spec.vocabulary)]]),  # type: ignore[valid-type]
+                    Field(description=spec.question))  # required (taxonomy): one of the values, never null
         for spec in schema.attributes
     }
     attributes_model = create_model("ProductAttributes", **attribute_fields)
@@ -140,6 +143,16 @@ class OpenAISummarizer:
         self.sleep = sleep
         self.response_model = build_response_model(schema)
         self.response_format = type_to_response_format_param(self.response_model)
+
+    def with_schema(self, schema: AttributeSchema) -> "OpenAISummarizer":
+        """This summarizer (same client, models, deadlines) answering with another attribute taxonomy version:
+        the structured-output schema follows it (pipeline/admin/taxonomy.py)."""
+        twin = copy.copy(self)
+        twin.schema = schema
+        twin.response_model = build_response_model(schema)
+        twin.response_format = type_to_response_format_param(twin.response_model)
+        twin._by_languages = {(): (twin.response_model, twin.response_format)}
+        return twin
 
     @classmethod
     def from_settings(cls, settings, schema: AttributeSchema) -> "OpenAISummarizer":

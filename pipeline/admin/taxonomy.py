@@ -1,0 +1,226 @@
+"""The attribute taxonomy as versioned data in the store (Admin → Taxonomy, issue 19).
+
+A taxonomy is the attribute schema (pipeline/attribute_schema.json's shape): per attribute its question,
+the caption prefix, the allowed values (`vocabulary`), synonyms mapped onto allowed values, and whether
+it is `required` (the summarizer's structured output must then choose one of the values; otherwise it
+may answer null). `category` is itself an attribute: its allowed values are the product categories.
+
+Versions are immutable: saving stores version N+1 (who, when) only if the newest version is still the
+one the editor started from (a conditional write in both stores), so two admins saving at once never
+lose one: the second is told who saved meanwhile. Activation is a separate, explicit step. Version 0
+is the configured default (ATTRIBUTE_SCHEMA, else the shipped file) and is what runs while the store
+has never activated a version. A batch run reads the active version when it starts
+(`follow_active_taxonomy`): the captioner's questions, the vocabulary mapping and the summarizer's
+structured-output schema follow it, and every item records the version it was tagged with.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import replace
+from importlib import resources
+from typing import Any
+
+from pipeline.attributes import AttributeSchema
+from pipeline.errors import UserFacingError
+
+MAX_TAXONOMY_BYTES = 256_000  # well inside DynamoDB's 400 KB item (the version is stored as one item)
+MAX_ATTRIBUTES = 50
+MAX_VALUES = 1_000  # per attribute
+TOP_KEYS = ("attributes",)
+ATTRIBUTE_KEYS = ("name", "question", "prefix", "vocabulary", "synonyms", "required")
+
+
+class TaxonomyError(UserFacingError):
+    """An imported or edited taxonomy that cannot be used (one plain sentence)."""
+
+
+class StaleTaxonomyError(TaxonomyError):
+    """Another admin saved a version since this editor loaded the one it started from."""
+
+    def __init__(self, based_on: int, latest: int, who: str | None, at: str | None) -> None:
+        super().__init__(f"Version {latest} was saved by {who or 'someone'} at {at or 'an unknown time'} after you started "
+                         f"from version {based_on}; reload it and apply your changes again.")
+        self.based_on, self.latest = based_on, latest
+
+
+def default_schema_text() -> str:
+    return resources.files("pipeline").joinpath("attribute_schema.json").read_text(encoding="utf-8")
+
+
+def parse_taxonomy(text: str | bytes) -> AttributeSchema:
+    """A taxonomy from JSON text (an upload or the editor), or TaxonomyError with one plain sentence."""
+    size = len(text.encode("utf-8") if isinstance(text, str) else text)
+    if size > MAX_TAXONOMY_BYTES:
+        raise TaxonomyError(f"The taxonomy is {size // 1000} KB; at most {MAX_TAXONOMY_BYTES // 1000} KB is accepted.")
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise TaxonomyError("The file is not UTF-8 text; save it as UTF-8 JSON and upload it again.") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TaxonomyError(f"The taxonomy is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.") from None
+    return AttributeSchema.model_validate(check_document(data))
+
+
+def check_document(data: Any) -> dict[str, Any]:
+    """Every rule a taxonomy must follow, each failure one sentence naming the attribute and value."""
+    if not isinstance(data, dict):
+        raise TaxonomyError('The taxonomy must be a JSON object with an "attributes" list.')
+    for key in data:
+        if key not in TOP_KEYS:
+            raise TaxonomyError(f'Unknown key "{_short(key)}" at the top of the taxonomy; the only key allowed there is "attributes".')
+    attributes = data.get("attributes")
+    if not isinstance(attributes, list) or not attributes:
+        raise TaxonomyError('The taxonomy needs an "attributes" list with at least one attribute.')
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise TaxonomyError(f"The taxonomy has {len(attributes)} attributes; at most {MAX_ATTRIBUTES} are allowed.")
+    seen: set[str] = set()
+    for position, attribute in enumerate(attributes, start=1):
+        _check_attribute(attribute, position)
+        if attribute["name"] in seen:
+            raise TaxonomyError(f'The attribute "{attribute["name"]}" is defined twice.')
+        seen.add(attribute["name"])
+    return data
+
+
+def _check_attribute(attribute: Any, position: int) -> None:
+    if not isinstance(attribute, dict):
+        raise TaxonomyError(f"Attribute {position} must be a JSON object.")
+    name = attribute.get("name")
+    if not isinstance(name, str) or not _is_name(name):
+        raise TaxonomyError(f"Attribute {position} needs a name of lower-case letters, digits and _ (starting with a letter), "
+                            f"like \"color\" or \"sleeve_length\".")
+    label = f'Attribute "{name}"'
+    for key in attribute:
+        if key not in ATTRIBUTE_KEYS:
+            raise TaxonomyError(f'{label} has an unknown key "{_short(key)}"; allowed keys are {", ".join(ATTRIBUTE_KEYS)}.')
+    for key in ("question", "prefix"):
+        if not isinstance(attribute.get(key), str) or not attribute[key].strip():
+            raise TaxonomyError(f'{label} needs a "{key}" text.')
+    values = attribute.get("vocabulary")
+    if not isinstance(values, list) or not values or not all(isinstance(v, str) and v.strip() for v in values):
+        raise TaxonomyError(f'{label} needs a "vocabulary" list of allowed values (non-empty texts).')
+    if len(values) > MAX_VALUES:
+        raise TaxonomyError(f"{label} has {len(values)} allowed values; at most {MAX_VALUES} are allowed.")
+    folded: set[str] = set()
+    for value in values:
+        key = value.strip().lower()
+        if key in folded:
+            raise TaxonomyError(f'{label} lists the value "{_short(value)}" twice.')
+        if value != key:
+            raise TaxonomyError(f'{label}: the value "{_short(value)}" must be written in lower case without spaces around it '
+                                f'(answers are matched in lower case).')
+        folded.add(key)
+    synonyms = attribute.get("synonyms", {})
+    if not isinstance(synonyms, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in synonyms.items()):
+        raise TaxonomyError(f'{label}: "synonyms" must be an object of "word": "allowed value".')
+    for word, target in synonyms.items():
+        if target not in folded:
+            raise TaxonomyError(f'{label}: the synonym "{_short(word)}" points at "{_short(target)}", which is not one of its allowed values.')
+        if word.strip().lower() != word or not word:
+            raise TaxonomyError(f'{label}: the synonym "{_short(word)}" must be written in lower case without spaces around it.')
+        if word in folded:
+            raise TaxonomyError(f'{label}: "{_short(word)}" is both an allowed value and a synonym.')
+    if "required" in attribute and not isinstance(attribute["required"], bool):
+        raise TaxonomyError(f'{label}: "required" must be true or false.')
+
+
+def _is_name(name: str) -> bool:
+    import re
+
+    return re.fullmatch(r"[a-z][a-z0-9_]*", name) is not None and len(name) <= 40
+
+
+def _short(text: Any, limit: int = 60) -> str:
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def dump_taxonomy(schema: AttributeSchema) -> str:
+    """The canonical JSON text of a taxonomy (what is stored, downloaded and diffed)."""
+    return json.dumps(schema.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
+
+
+# The store -----------------------------------------------------------------------------------------
+def active_taxonomy(store: Any, default: AttributeSchema) -> tuple[int, AttributeSchema]:
+    """(version, schema) that runs now: the store's active version, else version 0 (`default`)."""
+    active = store.active_taxonomy()
+    if active is None or active.version == 0:
+        return 0, default
+    return active.version, AttributeSchema.model_validate_json(active.document)
+
+
+def save_taxonomy(store: Any, text: str | bytes, who: str, *, based_on: int) -> Any:
+    """Validate `text` and store it as the next version (not active yet). `based_on` is the newest version
+    the editor started from; StaleTaxonomyError when someone saved another version meanwhile."""
+    schema = parse_taxonomy(text)
+    return store.save_taxonomy(dump_taxonomy(schema), who, expected_latest=based_on)
+
+
+def latest_version(store: Any) -> int:
+    versions = store.taxonomy_versions()
+    return versions[-1].version if versions else 0
+
+
+def activate_taxonomy(store: Any, version: int, who: str) -> None:
+    """Make `version` the one batches use from their next run (0: back to the configured default)."""
+    if version != 0 and store.get_taxonomy(version) is None:
+        raise TaxonomyError(f"There is no taxonomy version {version}.")
+    store.activate_taxonomy(version, who)
+    store.add_audit(who, "taxonomy_activate", "ok", f"version {version}")
+
+
+def diff_taxonomies(old: AttributeSchema, new: AttributeSchema) -> list[str]:
+    """Plain lines saying what `new` changes against `old` (attributes, values, synonyms, required, texts)."""
+    lines: list[str] = []
+    old_by, new_by = {s.name: s for s in old.attributes}, {s.name: s for s in new.attributes}
+    for name in new_by.keys() - old_by.keys():
+        lines.append(f"{name}: new attribute ({len(new_by[name].vocabulary)} values)")
+    for name in old_by.keys() - new_by.keys():
+        lines.append(f"{name}: removed")
+    for name in [n for n in new_by if n in old_by]:
+        a, b = old_by[name], new_by[name]
+        added = [v for v in b.vocabulary if v not in a.vocabulary]
+        removed = [v for v in a.vocabulary if v not in b.vocabulary]
+        if added:
+            lines.append(f"{name}: values added: {', '.join(added)}")
+        if removed:
+            lines.append(f"{name}: values removed: {', '.join(removed)}")
+        for word in sorted(b.synonyms.keys() | a.synonyms.keys()):
+            if a.synonyms.get(word) != b.synonyms.get(word):
+                before, after = a.synonyms.get(word), b.synonyms.get(word)
+                lines.append(f"{name}: synonym {word}: {before or '(none)'} → {after or '(none)'}")
+        if a.required != b.required:
+            lines.append(f"{name}: {'now required' if b.required else 'no longer required'}")
+        for key in ("question", "prefix"):
+            if getattr(a, key) != getattr(b, key):
+                lines.append(f"{name}: {key}: {getattr(a, key)} → {getattr(b, key)}")
+    if [s.name for s in old.attributes if s.name in new_by] != [s.name for s in new.attributes if s.name in old_by]:
+        lines.append("attribute order changed")
+    return lines
+
+
+# The pipeline ---------------------------------------------------------------------------------------
+def with_schema(summarizer: Any, schema: AttributeSchema) -> Any:
+    """The same summarizer answering with `schema` (its structured output follows it)."""
+    retarget = getattr(summarizer, "with_schema", None)
+    return retarget(schema) if callable(retarget) else summarizer
+
+
+def follow_active_taxonomy(stages: Any) -> Any:
+    """`stages` for the taxonomy active now: a batch run calls this when it starts. The schema, the
+    summarizer (and its Batch API twin) follow the active version; `taxonomy_version` is recorded per item."""
+    base = stages.base_schema or stages.schema
+    version, schema = active_taxonomy(stages.store, base)
+    if version == stages.taxonomy_version and schema == stages.schema:
+        return stages
+    summarizer = with_schema(stages.summarizer, schema)
+    later = stages.batch_summarizer
+    if later is not None and getattr(later, "realtime", None) is stages.summarizer:
+        later = copy.copy(later)
+        later.realtime = summarizer
+    return replace(stages, schema=schema, summarizer=summarizer, batch_summarizer=later, taxonomy_version=version, base_schema=base)
