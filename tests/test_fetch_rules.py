@@ -478,3 +478,71 @@ def test_a_body_that_stalls_or_breaks_off_fails_the_item_with_its_own_sentence()
         with pytest.raises(BadInputError) as refused:
             fetch_url(origin.url + "/a.jpg", LOCAL)
     assert str(refused.value) == "The download from the image URL broke off."
+
+
+def _self_signed(tmp_path, name: str):
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_https_connects_to_the_checked_address_but_sends_and_verifies_the_host_name(tmp_path, monkeypatch):
+    import ssl
+
+    image_cert, image_key = _self_signed(tmp_path, "images.test")
+    other_cert, other_key = _self_signed(tmp_path, "default.test")
+    trusted = tmp_path / "trusted.pem"
+    trusted.write_bytes(image_cert.read_bytes() + other_cert.read_bytes())
+    monkeypatch.setenv("SSL_CERT_FILE", str(trusted))  # these two are the only trusted roots
+    by_name = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    by_name.load_cert_chain(image_cert, image_key)
+    default = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    default.load_cert_chain(other_cert, other_key)
+
+    def choose(sock, server_name, _context):  # like a CDN: the certificate follows the name sent (SNI)
+        if server_name == "images.test":
+            sock.context = by_name
+
+    default.sni_callback = choose
+
+    class Image(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "5")
+            self.end_headers()
+            self.wfile.write(b"image")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Image)
+    server.socket = default.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    real = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: real("127.0.0.1" if host.endswith(".test") else host, *a, **k))
+    try:
+        assert fetch_url(f"https://images.test:{port}/a.jpg", LOCAL) == b"image"
+        with pytest.raises(BadInputError) as refused:
+            fetch_url(f"https://other.test:{port}/a.jpg", LOCAL)  # served default.test's certificate
+        assert str(refused.value) == "The image URL's HTTPS certificate is not valid."
+    finally:
+        server.shutdown()
+        server.server_close()
