@@ -34,14 +34,34 @@ class AttributeSpec(BaseModel):
         return synonyms
 
 
+class CategoryRule(BaseModel):
+    """Per product category (a value of the `category` attribute): which attributes apply and which of them are
+    required for it (pipeline/admin/taxonomy.py checks the names)."""
+
+    attributes: list[str] | None = None  # None: every attribute applies
+    required: list[str] = Field(default_factory=list)
+
+
 class AttributeSchema(BaseModel):
     attributes: list[AttributeSpec] = Field(min_length=1)
+    categories: dict[str, CategoryRule] = Field(default_factory=dict)  # category value -> its rule (the taxonomy editor)
 
     def names(self) -> list[str]:
         return [spec.name for spec in self.attributes]
 
     def spec(self, name: str) -> AttributeSpec:
         return next(spec for spec in self.attributes if spec.name == name)
+
+    def applies(self, category: str | None) -> set[str]:
+        """The attributes an item of `category` gets (every one unless the taxonomy narrows that category)."""
+        rule = self.categories.get(category or "")
+        if rule is None or rule.attributes is None:
+            return set(self.names())
+        return {"category", *rule.attributes}
+
+    def required_for(self, category: str | None) -> set[str]:
+        rule = self.categories.get(category or "")
+        return {spec.name for spec in self.attributes if spec.required} | set(rule.required if rule else ())
 
 
 def load_attribute_schema(path: Path | None = None) -> AttributeSchema:
@@ -79,7 +99,12 @@ def map_answer(spec: AttributeSpec, raw: str) -> AttributeValue:
 
 
 def map_answers(schema: AttributeSchema, answers: dict[str, str]) -> list[AttributeValue]:
-    return [map_answer(spec, answers.get(spec.name, "")) for spec in schema.attributes]
+    """Every attribute's answer mapped; an attribute the taxonomy does not apply to the item's category
+    (e.g. `pattern` for a mug) is left out, so it is neither shown, flagged nor exported."""
+    values = [map_answer(spec, answers.get(spec.name, "")) for spec in schema.attributes]
+    category = next((v.value for v in values if v.name == "category" and v.in_vocab), None)
+    keep = schema.applies(category)
+    return [v for v in values if v.name in keep]
 
 
 def _match_vocabulary(spec: AttributeSpec, text: str) -> str | None:

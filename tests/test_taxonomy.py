@@ -44,6 +44,7 @@ def taxonomy(*, sleeve_question: str = "How long are the sleeves?", color_requir
             attribute["required"] = color_required
     data["attributes"].append({"name": "sleeve", "question": sleeve_question, "prefix": "the sleeves are",
                                "vocabulary": ["short", "long", "sleeveless"], "synonyms": {"long sleeves": "long"}})
+    data["categories"] = {"shirt": {"attributes": ["color", "sleeve"], "required": ["sleeve"]}}  # no pattern/material/style
     return data
 
 
@@ -150,7 +151,15 @@ def colour(data: dict) -> dict:
 @pytest.mark.parametrize("text, message", [
     ('{"attributes": [', "The taxonomy is not valid JSON: Expecting value at line 1, column 17."),
     ("[1, 2]", 'The taxonomy must be a JSON object with an "attributes" list.'),
-    (broken(lambda d: d.update(colours=[])), 'Unknown key "colours" at the top of the taxonomy; the only key allowed there is "attributes".'),
+    (broken(lambda d: d.update(colours=[])), 'Unknown key "colours" at the top of the taxonomy; the keys allowed there are "attributes" and "categories".'),
+    (broken(lambda d: d.update(categories={"spaceship": {"attributes": ["color"]}})),
+     'The rule for category "spaceship": "spaceship" is not one of the "category" attribute\'s allowed values.'),
+    (broken(lambda d: d.update(categories={"mug": {"attributes": ["color", "handle"]}})),
+     'The rule for category "mug" names the attribute "handle", which the taxonomy does not define.'),
+    (broken(lambda d: d.update(categories={"mug": {"attributes": ["color"], "required": ["material"]}})),
+     'The rule for category "mug" requires "material" but does not list it among its attributes.'),
+    (broken(lambda d: d.update(categories={"mug": {"attributes": ["color"], "optional": []}})),
+     'The rule for category "mug" has an unknown key "optional"; allowed keys are attributes, required.'),
     (broken(lambda d: colour(d).update(allowed=["red"])),
      'Attribute "color" has an unknown key "allowed"; allowed keys are name, question, prefix, vocabulary, synonyms, required.'),
     (broken(lambda d: colour(d)["synonyms"].update(scarlet="crimsonish")),
@@ -182,8 +191,12 @@ def test_export_then_import_gives_the_same_taxonomy_and_the_diff_names_each_chan
     new = parse_taxonomy(json.dumps(taxonomy(color_required=True)))
     assert parse_taxonomy(dump_taxonomy(new)) == new
     assert parse_taxonomy(dump_taxonomy(DEFAULT).encode("utf-8")) == DEFAULT
-    assert diff_taxonomies(DEFAULT, new) == ["sleeve: new attribute (3 values)", "color: synonym crimson: (none) → red", "color: now required"]
-    assert diff_taxonomies(new, DEFAULT) == ["sleeve: removed", "color: synonym crimson: red → (none)", "color: no longer required"]
+    assert diff_taxonomies(DEFAULT, new) == ["sleeve: new attribute (3 values)", "color: synonym crimson: (none) → red", "color: now required",
+                                             "category shirt: attributes: color, sleeve; required: sleeve"]
+    assert diff_taxonomies(new, DEFAULT) == ["sleeve: removed", "color: synonym crimson: red → (none)", "color: no longer required",
+                                             "category shirt: rule removed (every attribute applies)"]
+    assert (new.applies("shirt"), new.applies("mug")) == ({"category", "color", "sleeve"}, set(new.names()))
+    assert (new.required_for("shirt"), new.required_for("mug")) == ({"color", "sleeve"}, {"color"})
 
 
 # The pipeline follows the active version ------------------------------------------------------------------
@@ -194,7 +207,7 @@ def answering(summaries: list[dict]):
         schema = request["response_format"]["json_schema"]["schema"]
         if image_parts(request):
             names = list(schema["properties"]["answers"]["properties"])
-            answers = {name: {"color": "Crimson", "sleeve": "long sleeves"}.get(name, "unknown") for name in names}
+            answers = {name: {"category": "shirt", "color": "Crimson", "sleeve": "long sleeves"}.get(name, "unknown") for name in names}
             return Reply({"caption": "a crimson shirt", "answers": answers})
         summaries.append(request)
         attributes = schema["properties"]["attributes"]
@@ -267,6 +280,8 @@ def test_a_batch_asks_the_active_versions_questions_maps_its_synonyms_and_record
     assert new.attribute("color").value == "red" and new.attribute("color").in_vocab  # crimson -> red (new synonym)
     assert old.attribute("color").raw == "Crimson" and not old.attribute("color").in_vocab  # the default has no 'crimson'
     assert (new.attribute("sleeve").value, new.attribute("sleeve").in_vocab) == ("long", True)  # long sleeves -> long
+    assert [a.name for a in old.attributes] == ["category", "color", "material", "pattern", "style"]
+    assert [a.name for a in new.attributes] == ["category", "color", "sleeve"]  # the shirt rule: only these apply
 
     active_schema = active_taxonomy(stages.store, DEFAULT)[1]
     rows = list(csv.DictReader(io.StringIO(export_csv([old, new], active_schema).decode("utf-8"))))

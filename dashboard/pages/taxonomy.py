@@ -28,6 +28,7 @@ stages = runtime.stages
 store = stages.store
 default = stages.base_schema or stages.schema  # version 0: ATTRIBUTE_SCHEMA or the shipped file
 WHOLE = "(whole taxonomy)"
+CATEGORIES = "(per-category rules)"
 
 st.title("Attribute taxonomy")
 try:
@@ -70,14 +71,16 @@ st.subheader("Edit")
 choices = [0, *[v.version for v in versions]]
 start = st.selectbox("Start from version", choices, index=len(choices) - 1, key="taxonomy-start")
 base = schema_of(int(start))
-names = [WHOLE, *base.names()]
+names = [WHOLE, *base.names(), CATEGORIES]
 part = st.selectbox("Attribute", names, key="taxonomy-part", help="Edit one attribute's JSON, or the whole taxonomy")
 document = base.model_dump(mode="json")
-shown = document if part == WHOLE else next(a for a in document["attributes"] if a["name"] == part)
+shown = (document if part == WHOLE else document["categories"] if part == CATEGORIES
+         else next(a for a in document["attributes"] if a["name"] == part))
 editor = st.session_state.get("taxonomy-editor", 0)
 text = st.text_area("JSON", value=json.dumps(shown, indent=2, ensure_ascii=False), height=360,
                     key=f"taxonomy-text-{editor}-{start}-{part}",
-                    help='Attribute keys: name, question, prefix, vocabulary (allowed values), synonyms ("word": "allowed value"), required')
+                    help='Attribute keys: name, question, prefix, vocabulary (allowed values), synonyms ("word": "allowed value"), required. '
+                         'Per-category rules: {"mug": {"attributes": ["color", "material"], "required": ["color"]}}')
 
 
 def draft_text() -> str:
@@ -88,6 +91,8 @@ def draft_text() -> str:
         edited = json.loads(text)
     except json.JSONDecodeError as exc:
         raise TaxonomyError(f"The attribute is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.") from None
+    if part == CATEGORIES:
+        return json.dumps({**document, "categories": edited}, ensure_ascii=False)
     attributes = [edited if a["name"] == part else a for a in document["attributes"]]
     return json.dumps({**document, "attributes": attributes}, ensure_ascii=False)
 

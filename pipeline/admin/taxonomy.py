@@ -28,7 +28,8 @@ from pipeline.errors import UserFacingError
 MAX_TAXONOMY_BYTES = 256_000  # well inside DynamoDB's 400 KB item (the version is stored as one item)
 MAX_ATTRIBUTES = 50
 MAX_VALUES = 1_000  # per attribute
-TOP_KEYS = ("attributes",)
+TOP_KEYS = ("attributes", "categories")
+CATEGORY_KEYS = ("attributes", "required")
 ATTRIBUTE_KEYS = ("name", "question", "prefix", "vocabulary", "synonyms", "required")
 
 
@@ -72,7 +73,7 @@ def check_document(data: Any) -> dict[str, Any]:
         raise TaxonomyError('The taxonomy must be a JSON object with an "attributes" list.')
     for key in data:
         if key not in TOP_KEYS:
-            raise TaxonomyError(f'Unknown key "{_short(key)}" at the top of the taxonomy; the only key allowed there is "attributes".')
+            raise TaxonomyError(f'Unknown key "{_short(key)}" at the top of the taxonomy; the keys allowed there are "attributes" and "categories".')
     attributes = data.get("attributes")
     if not isinstance(attributes, list) or not attributes:
         raise TaxonomyError('The taxonomy needs an "attributes" list with at least one attribute.')
@@ -84,7 +85,43 @@ def check_document(data: Any) -> dict[str, Any]:
         if attribute["name"] in seen:
             raise TaxonomyError(f'The attribute "{attribute["name"]}" is defined twice.')
         seen.add(attribute["name"])
+    _check_categories(data.get("categories", {}), attributes)
     return data
+
+
+def _check_categories(categories: Any, attributes: list[dict[str, Any]]) -> None:
+    """Per-category rules: keys are values of the `category` attribute; listed attributes exist."""
+    if not isinstance(categories, dict):
+        raise TaxonomyError('"categories" must be an object of "category value": {"attributes": [...], "required": [...]}.')
+    if not categories:
+        return
+    by_name = {a["name"]: a for a in attributes}
+    if "category" not in by_name:
+        raise TaxonomyError('Per-category rules need a "category" attribute whose values are the product categories.')
+    known = set(by_name["category"]["vocabulary"])
+    for category, rule in categories.items():
+        label = f'The rule for category "{_short(category)}"'
+        if category not in known:
+            raise TaxonomyError(f'{label}: "{_short(category)}" is not one of the "category" attribute\'s allowed values.')
+        if not isinstance(rule, dict):
+            raise TaxonomyError(f"{label} must be a JSON object.")
+        for key in rule:
+            if key not in CATEGORY_KEYS:
+                raise TaxonomyError(f'{label} has an unknown key "{_short(key)}"; allowed keys are attributes, required.')
+        for key in CATEGORY_KEYS:
+            names = rule.get(key, [])
+            if names is None and key == "attributes":
+                continue
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise TaxonomyError(f'{label}: "{key}" must be a list of attribute names.')
+            for name in names:
+                if name not in by_name:
+                    raise TaxonomyError(f'{label} names the attribute "{_short(name)}", which the taxonomy does not define.')
+        applies = rule.get("attributes")
+        if applies is not None:
+            for name in rule.get("required", []):
+                if name not in applies and name != "category":
+                    raise TaxonomyError(f'{label} requires "{_short(name)}" but does not list it among its attributes.')
 
 
 def _check_attribute(attribute: Any, position: int) -> None:
@@ -199,9 +236,18 @@ def diff_taxonomies(old: AttributeSchema, new: AttributeSchema) -> list[str]:
         for key in ("question", "prefix"):
             if getattr(a, key) != getattr(b, key):
                 lines.append(f"{name}: {key}: {getattr(a, key)} → {getattr(b, key)}")
+    for category in sorted(old.categories.keys() | new.categories.keys()):
+        before, after = old.categories.get(category), new.categories.get(category)
+        if before != after:
+            lines.append(f"category {category}: " + (_rule_text(after) if after else "rule removed (every attribute applies)"))
     if [s.name for s in old.attributes if s.name in new_by] != [s.name for s in new.attributes if s.name in old_by]:
         lines.append("attribute order changed")
     return lines
+
+
+def _rule_text(rule: Any) -> str:
+    applies = "every attribute" if rule.attributes is None else ", ".join(rule.attributes) or "no attribute"
+    return f"attributes: {applies}; required: {', '.join(rule.required) or 'none'}"
 
 
 # The pipeline ---------------------------------------------------------------------------------------
