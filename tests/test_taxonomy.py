@@ -388,3 +388,39 @@ def test_page_saves_and_activates_a_version_shows_hostile_text_literally_and_ref
     refused = open_page(AppTest.from_file(APP, default_timeout=60))
     assert [e.value for e in refused.error] == ["This page is for admins. Ask an admin if you need access."]
     assert not refused.button and not refused.text_area
+
+
+def test_review_shows_the_active_versions_fields_and_each_items_version(page_env):
+    """Review's fields and filters follow the active taxonomy (a `sleeve` field once v1 is active); the
+    one-item view says which version each item was tagged with."""
+    from pipeline.models import AttributeValue, CaptionResult, IngestReport, ItemResult, PhotoChecks, SourceItem, SourceRef, SummaryResult
+    from pipeline.service import open_store
+    from pipeline.settings import Settings
+
+    store = open_store(Settings())
+    save_taxonomy(store, json.dumps(taxonomy()), "ana", based_on=0)
+    activate_taxonomy(store, 1, "ana")
+    record = store.create_batch("shirts", "test", IngestReport(items=[
+        SourceItem(source=f"s{i}.jpg", ref=SourceRef("file", f"/nowhere/{i}.jpg"), sku=f"SKU-{i}") for i in range(2)]))
+    checks = PhotoChecks(800, 600, False, 400.0, False, 180.0, False, False, True, True, ["red"])
+    for index, (item, version) in enumerate(zip(store.list_items(record.id), (1, 0))):
+        photo = page_env / f"p{index}.jpg"
+        photo.write_bytes(jpeg_bytes(seed=index + 1))
+        attributes = [AttributeValue("category", "shirt", "shirt", True), AttributeValue("color", "crimson", "red", True)]
+        if version == 1:
+            attributes.append(AttributeValue("sleeve", "long sleeves", "long", True))
+        store.save_result(item.id, ItemResult(
+            content_key=f"{index:064x}", image_path=str(photo), checks=checks, word_count=3, taxonomy_version=version,
+            caption=CaptionResult(caption="a shirt", answers={}, model_id="test"), attributes=attributes,
+            summary=SummaryResult(summary="A red shirt.", title="Shirt", tags=[], attributes={}, model="offline", offline=True)), [])
+
+    app = AppTest.from_file(APP, default_timeout=60).run()
+    app.switch_page("pages/review.py").run()
+    assert not app.exception, app.exception
+    captions = [shown(c.value) for c in app.caption]
+    assert "Tagged with attribute taxonomy version 1" in captions
+    first, second = store.list_items(record.id)
+    (sleeve,) = [box for box in app.selectbox if box.label == "sleeve"]  # the v1 attribute is a field
+    assert sleeve.value == "long" and sleeve.options == ["short", "long", "sleeveless"]
+    app.selectbox(key="focus-item").set_value(second.id).run()
+    assert "Tagged with attribute taxonomy version 0 (the default)" in [shown(c.value) for c in app.caption]
