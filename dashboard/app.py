@@ -25,6 +25,7 @@ pages = [
     st.Page("pages/admin.py", title="Admin", icon=":material/settings:", visibility="visible" if user.is_admin else "hidden"),
     st.Page("pages/health.py", title="Health", icon=":material/monitor_heart:", visibility="visible" if user.is_admin else "hidden"),
     st.Page("pages/quality.py", title="Quality", icon=":material/fact_check:", visibility="visible" if user.is_admin else "hidden"),
+    st.Page("pages/brand.py", title="Brand voice", icon=":material/record_voice_over:", visibility="visible" if user.is_admin else "hidden"),
     st.Page("pages/compare.py", title="Compare captioners", icon=":material/compare:", visibility="visible" if user.is_admin else "hidden"),
     st.Page("pages/taxonomy.py", title="Taxonomy", icon=":material/category:", visibility="visible" if user.is_admin else "hidden"),
 ]

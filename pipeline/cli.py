@@ -24,12 +24,14 @@ def build_parser() -> argparse.ArgumentParser:
     tag = commands.add_parser("tag", help="tag images, zips and CSVs and write a CSV report")
     tag.add_argument("paths", nargs="*", type=Path, help="images, .zip archives or .csv files")
     tag.add_argument("--out", type=Path, required=True, help="where to write the CSV report")
-    tag.add_argument("--captioner", choices=["local", "sagemaker", "sagemaker-async"])
+    tag.add_argument("--captioner", choices=["local", "sagemaker", "sagemaker-async", "openai-vision"])
     tag.add_argument("--job", choices=["auto", "always", "never"], default="auto",
                      help="run as a SageMaker batch transform job: auto = when the batch has TRANSFORM_THRESHOLD photos or more")
     tag.add_argument("--summarizer", choices=["openai", "offline"])
     tag.add_argument("--cheapest", action="store_true",
                      help="summaries through OpenAI's Batch API: half the price, within 24 h (OPENAI_BATCH_MIN_ITEMS items or more)")
+    tag.add_argument("--languages", default="",
+                     help="summary languages, e.g. en,de,ja: English always, one more summary per other language (SUMMARIZER=openai)")
     tag.add_argument("--concurrency", type=int)
     tag.add_argument("--name", help="batch name (default: the first file's name)")
     tag.add_argument("--resume", type=int, metavar="BATCH_ID", help="finish an earlier batch instead of starting one")
@@ -53,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     estimate.add_argument("--summary-mode", choices=["auto", "realtime", "batch"],
                           help="auto (default): batch transform sends summaries through the OpenAI Batch API at half price; "
                                "realtime: none does; batch: every scenario does (answers within 24 h)")
+    estimate.add_argument("--languages", type=int, dest="extra_languages", metavar="N",
+                          help="summaries in N languages besides English (tag --languages): N more summaries per photo")
     estimate.add_argument("--json", action="store_true", help="print JSON: {assumptions, scenarios: [{name, monthly_usd, breakdown}]}")
 
     export = commands.add_parser("export", help="write a batch as the CSV report, a Shopify / WooCommerce CSV or a Google Merchant feed")
@@ -194,6 +198,10 @@ def tag_command(args: argparse.Namespace) -> int:
     overrides = {key: getattr(args, key) for key in ("captioner", "summarizer", "concurrency") if getattr(args, key)}
     settings = Settings(**overrides)
     stages = build_stages(settings)
+    from pipeline.admin.brand import check_languages_supported, parse_languages
+
+    languages = parse_languages(args.languages) if args.resume is None else ()  # a resumed batch keeps its own
+    check_languages_supported(stages.summarizer, languages)  # before a model loads or a batch exists: one sentence, exit 2
     if args.resume is not None:
         refuse_if_running(stages.store, args.resume)  # one sentence and exit 2, never a second runner
     stages.captioner.warm_up()  # a model that cannot load is a fatal configuration error, not N failed rows
@@ -208,6 +216,8 @@ def tag_command(args: argparse.Namespace) -> int:
         if missing:
             raise UserFacingError(f"Not found: {', '.join(missing)}")
         batch = create_batch(stages.store, settings, args.paths, name=args.name or args.paths[0].name, created_by=_user())
+        if languages:
+            stages.store.set_batch_languages(batch.id, languages)
     print(f"batch {batch.id}: {batch.name} ({batch.total} items)", file=sys.stderr)
     for notice in batch.notices:
         print(f"note: {notice}", file=sys.stderr)
@@ -276,7 +286,7 @@ def estimate_command(args: argparse.Namespace) -> int:
     from pipeline.settings import Settings
 
     settings = Settings()
-    keys = ("working_days", "hours_per_day", "batches_per_month", "summary_model", "summary_mode")
+    keys = ("working_days", "hours_per_day", "batches_per_month", "summary_model", "summary_mode", "extra_languages")
     overrides = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
     assumptions = replace(Assumptions(instance_type=settings.sagemaker_instance_type), images_per_month=args.images_per_month, **overrides)
     profile = args.profile or settings.deployment_profile

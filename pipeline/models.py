@@ -116,7 +116,9 @@ class Usage:
     # transform: one image captioned by a batch transform job; transform_job: the job's billed
     # instance time, carried in latency_ms (instance-milliseconds) with invocations = 0.
     # llm_batch: one summary answered through OpenAI's Batch API (billed at half the token price).
-    kind: Literal["llm", "endpoint", "local", "transform", "transform_job", "llm_batch"]
+    # vision: one photo captioned by the OpenAI vision captioner (CAPTIONER=openai-vision), billed by tokens;
+    # vision_sample: the same call made by the captioner comparison on a sample (paid, but no item captioned).
+    kind: Literal["llm", "endpoint", "local", "transform", "transform_job", "llm_batch", "vision", "vision_sample"]
     model: str
     input_tokens: int = 0
     output_tokens: int = 0
@@ -131,6 +133,8 @@ class SummaryRequest:
     checks: PhotoChecks | None
     hints: dict[str, str]
     sku: str | None = None
+    style: "StyleGuide | None" = None  # the admin's brand voice, sent in the shared system prompt (pipeline/admin/brand.py)
+    languages: tuple[str, ...] = ()  # extra summary languages (ISO 639-1) besides English, one summary each
 
 
 @dataclass
@@ -142,6 +146,7 @@ class SummaryResult:
     model: str
     offline: bool
     usage: list[Usage] = field(default_factory=list)
+    summaries: dict[str, str] = field(default_factory=dict)  # extra language -> summary (English is `summary`)
 
 
 @dataclass
@@ -180,6 +185,7 @@ class ItemRecord:
     stage_ms: dict[str, float] = field(default_factory=dict)  # stage -> ms of its last processing (fetch … summarize)
     error_kind: str | None = None  # short stable code of why it failed (fetch_timeout, bad_image, summary_quota, …)
     taxonomy_version: int = 0  # the attribute taxonomy version it was tagged with (0: the shipped default schema)
+    summaries: dict[str, str] = field(default_factory=dict)  # extra language -> summary (issue 19); English is `summary`
 
     def attribute(self, name: str) -> AttributeValue | None:
         return next((a for a in self.attributes if a.name == name), None)
@@ -309,6 +315,23 @@ class OpenAIBatchRecord:
     submitted_at: float  # epoch seconds; OPENAI_BATCH_DEADLINE_S counts from here, across restarts
     requests: int = 0  # lines in the input file (one per item)
     status: str = "in_progress"  # the last status seen
+
+
+@dataclass
+class StyleGuide:
+    """The admin-edited brand voice sent with every summary request (pipeline/admin/brand.py checks its sizes).
+    `version` +1 on every save: a save sends the version it showed, as Review saves do."""
+
+    tone: str = ""
+    avoid: list[str] = field(default_factory=list)  # words/phrases an answer must not contain
+    prefer: list[str] = field(default_factory=list)  # words/phrases to use where they fit
+    version: int = 0  # 0: never saved
+    updated_by: str | None = None
+    updated_at: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.tone.strip() or self.avoid or self.prefer)
 
 
 @dataclass

@@ -158,3 +158,16 @@ def test_a_character_whose_compatibility_form_begins_a_formula_is_quoted():
     from pipeline.batches.export import escape_formula
 
     assert escape_formula("\u2a751+1") == "'\u2a751+1"
+
+
+def test_extra_language_summaries_are_columns_at_the_end_of_the_report():
+    """Issue 19: one summary_<lang> column per extra language any item has, after every usual column, in the order
+    they first appear; an item without that language gets a blank; a batch without languages keeps its columns."""
+    german = tagged_item(summaries={"de": "Ein blaues Hemd.", "ja": "青いシャツ。"})
+    english_only = tagged_item(id=8, seq=5, summaries={})
+    columns, rows = read(export_csv([german, english_only], SCHEMA))
+    assert columns == report_columns(SCHEMA) + ["summary_de", "summary_ja"]
+    assert [(r["summary_de"], r["summary_ja"]) for r in rows] == [("Ein blaues Hemd.", "青いシャツ。"), ("", "")]
+    assert read(export_csv([english_only], SCHEMA))[0] == report_columns(SCHEMA)
+    hostile = tagged_item(summaries={"de": "=HYPERLINK(\"http://evil\")"})  # escaped like every other cell
+    assert read(export_csv([hostile], SCHEMA))[1][0]["summary_de"].startswith("'=")

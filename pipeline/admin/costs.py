@@ -72,6 +72,12 @@ class Assumptions:
     summary_mode: str = "auto"  # auto | realtime | batch (OpenAI Batch API: half price, results within 24 h)
     input_tokens_per_image: int = 700
     output_tokens_per_image: int = 150
+    # Summaries in other languages (issue 19: `tag --languages`): each extra language adds one more summary of at most
+    # 50 words / 125 Japanese or 75 Chinese characters to the same answer (~70 tokens in English; non-Latin scripts take
+    # more tokens per word, so 100 is assumed, not measured) and a line of instructions + one schema field to the prompt.
+    extra_languages: int = 0
+    output_tokens_per_extra_language: int = 100
+    input_tokens_per_extra_language: int = 30
     # The always-on infrastructure: defaults are infra/cdk.json's, the "own-alb" profile (PROFILES below;
     # InfraConfig.cost_assumptions maps a deployment, tests tie both to the synthesized template).
     dashboard_vcpu: float = 0.5
@@ -220,8 +226,10 @@ def fixed_infra_costs(a: Assumptions, prices: PriceTable) -> dict[str, float]:
 def summary_costs(a: Assumptions, prices: PriceTable, *, batch: bool) -> dict[str, float]:
     """Summary tokens for the volume: {"openai": …} in real time, {"openai_batch": …} through the Batch API."""
     kind = "openai_batch" if batch else "openai"
-    usd = a.images_per_month * (a.input_tokens_per_image * prices.usd(f"{kind}_input_per_million:{a.summary_model}")
-                                + a.output_tokens_per_image * prices.usd(f"{kind}_output_per_million:{a.summary_model}")) / 1e6
+    input_tokens = a.input_tokens_per_image + a.extra_languages * a.input_tokens_per_extra_language
+    output_tokens = a.output_tokens_per_image + a.extra_languages * a.output_tokens_per_extra_language
+    usd = a.images_per_month * (input_tokens * prices.usd(f"{kind}_input_per_million:{a.summary_model}")
+                                + output_tokens * prices.usd(f"{kind}_output_per_million:{a.summary_model}")) / 1e6
     return {kind: usd}
 
 
@@ -444,6 +452,11 @@ def month_to_date(store, prices: PriceTable, a: Assumptions, *, running_now: boo
             model = usage.model if f"{kind}_input_per_million:{usage.model}" in prices.prices else a.summary_model
             add(day, kind, (usage.input_tokens * prices.usd(f"{kind}_input_per_million:{model}")
                             + usage.output_tokens * prices.usd(f"{kind}_output_per_million:{model}")) / 1e6)
+        elif usage.kind in ("vision", "vision_sample"):  # the vision captioner's tokens (vision_sample: the comparison's, no image)
+            model = token_price_model(usage.model, prices) or a.summary_model  # "gpt-4o-mini-2024-07-18" -> gpt-4o-mini
+            add(day, "openai_vision", (usage.input_tokens * prices.usd(f"openai_input_per_million:{model}")
+                                       + usage.output_tokens * prices.usd(f"openai_output_per_million:{model}")) / 1e6)
+            images += usage.invocations if usage.kind == "vision" else 0
         else:
             images += usage.invocations  # one caption call per new image
     by_component: dict[str, float] = {}
@@ -453,3 +466,9 @@ def month_to_date(store, prices: PriceTable, a: Assumptions, *, running_now: boo
     return Ledger(month_start, now, {k: round(v, 2) for k, v in by_component.items()},
                   {d: {k: round(v, 4) for k, v in c.items()} for d, c in sorted(daily.items())}, images, round(endpoint_hours, 2), tokens,
                   frozenset(fixed))
+
+
+def token_price_model(model: str, prices: PriceTable) -> str | None:
+    """The prices.json model name for a billed model id ("gpt-4o-mini-2024-07-18" -> "gpt-4o-mini"), None when none has a price."""
+    names = sorted((key.split(":", 1)[1] for key in prices.prices if key.startswith("openai_input_per_million:")), key=len, reverse=True)
+    return next((name for name in names if model == name or model.startswith(name + "-")), None)

@@ -55,8 +55,11 @@ def summarize_captioned(stages: Stages, batch_id: int, captioned: list[Captioned
         if not entry.caption.cached:  # as save_result would: a resumed run reads it instead of paying again
             store.cache_caption(entry.content_key, entry.caption)
     attributes = {entry.item.id: map_answers(stages.schema, entry.caption.answers) for entry in captioned}
+    from pipeline.admin.brand import request_options
+
+    options = request_options(store, batch_id)  # style guide + the batch's languages (issue 19)
     requests = {entry.item.id: SummaryRequest(caption=entry.caption.caption, attributes=attributes[entry.item.id],
-                                              checks=entry.checks, hints=entry.item.hints, sku=entry.item.sku)
+                                              checks=entry.checks, hints=entry.item.hints, sku=entry.item.sku, **options)
                 for entry in captioned}
     outcomes = summarizer.summarize_many(batch_id, requests, cancel=cancel)
     if outcomes is None:

@@ -104,8 +104,19 @@ def result_label(item: ItemRecord) -> str:
 
 def export_csv(items: list[ItemRecord], schema: AttributeSchema, *, excel_bom: bool = False) -> bytes:
     """CSV bytes (UTF-8; with a BOM when `excel_bom` so Excel detects the encoding)."""
-    data = _write_rows(report_columns(schema), [report_row(item, schema) for item in items])
+    languages = summary_languages(items)  # extra-language summaries (issue 19): columns at the END of the report
+    rows = [report_row(item, schema) | {f"summary_{code}": item.summaries.get(code, "") for code in languages} for item in items]
+    data = _write_rows(report_columns(schema) + [f"summary_{code}" for code in languages], rows)
     return ("\ufeff".encode() + data) if excel_bom else data
+
+
+def summary_languages(items: list[ItemRecord]) -> list[str]:
+    """The extra summary languages any of `items` has, in the order they first appear (a batch tagged with
+    --languages de,ja gives summary_de, summary_ja); none: the report keeps exactly its usual columns."""
+    seen: list[str] = []
+    for item in items:
+        seen += [code for code in item.summaries if code not in seen]
+    return seen
 
 
 def filter_items(items: list[ItemRecord], which: ExportFilter) -> list[ItemRecord]:

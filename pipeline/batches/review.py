@@ -113,7 +113,21 @@ def field_for_column(column: str, schema: AttributeSchema) -> str | None:
         return TEXT_COLUMNS[column]
     if column in schema.names():
         return f"attribute:{column}"
+    code = language_of_column(column)
+    if code is not None:
+        return f"summary:{code}"  # an extra-language summary, held to its language's limit when saved
     return None  # not editable (Select, Words, Warnings, ...)
+
+
+def language_column(code: str) -> str:
+    """The column / field label of an extra-language summary: 'Summary (de)'."""
+    return f"Summary ({code})"
+
+
+def language_of_column(column: str) -> str | None:
+    if column.startswith("Summary (") and column.endswith(")") and 2 <= len(column) - len("Summary ()") <= 5:
+        return column[len("Summary ("):-1]
+    return None
 
 
 def real_changes(changes: dict[int, dict[str, Any]], schema: AttributeSchema) -> dict[int, dict[str, Any]]:
@@ -131,6 +145,7 @@ def changed_fields(item: ItemRecord, values: dict[str, Any], schema: AttributeSc
     for name in schema.names():
         attribute = item.attribute(name)
         current[name] = attribute.value if attribute else ""
+    current.update({language_column(code): text for code, text in item.summaries.items()})
     changed = {}
     for column, value in values.items():
         if column == "Tags":
@@ -225,7 +240,11 @@ def regenerate_summary(store: Store, summarizer: Summarizer, item_id: int, who: 
     item = store.get_item(item_id)
     if item is None or item.status != "ok":
         raise UserFacingError("Only tagged items can get a new summary.")
-    request = SummaryRequest(caption=item.caption or "", attributes=item.attributes, checks=item.checks, hints=item.hints, sku=item.sku)
+    from pipeline.admin.brand import request_options
+
+    options = request_options(store, item.batch_id)  # style guide, and the batch's languages: written, not saved here
+    request = SummaryRequest(caption=item.caption or "", attributes=item.attributes, checks=item.checks, hints=item.hints,
+                             sku=item.sku, style=options["style"])
     try:
         result = summarizer.summarize(request)
     except Exception as exc:

@@ -36,6 +36,7 @@ from pipeline.images.normalize import normalize_image
 from pipeline.observability import ItemTrace, NoTrace, error_kind
 from pipeline.observability.trace import ITEM_TIMEOUT
 from pipeline.store import BatchBusyError, ImageStore, Store, new_runner_id, runner_is_dead_here
+from pipeline.admin.brand import request_options
 from pipeline.summarizers import Summarizer
 from pipeline.wordlimit import count_words
 
@@ -228,7 +229,8 @@ def complete_item(
 ) -> ItemResult:
     """From a caption to the item's result: attributes, then the summary (a billable call)."""
     attributes = map_answers(stages.schema, caption.answers)
-    request = SummaryRequest(caption=caption.caption, attributes=attributes, checks=checks, hints=item.hints, sku=item.sku)
+    request = SummaryRequest(caption=caption.caption, attributes=attributes, checks=checks, hints=item.hints, sku=item.sku,
+                             **request_options(stages.store, item.batch_id))  # style guide + the batch's languages (issue 19)
     with summary_slots or nullcontext():
         try:
             summary = stages.summarizer.summarize(request)

@@ -13,6 +13,8 @@ Single-table design (every key is a string; docs/operations.md's "DynamoDB table
     BATCH#<id>            TRANSFORM#<job name>       a batch transform job       ACTIVEJOBS / <created_at> (while active)
     BATCH#<id>            OPENAIBATCH#<openai id>    OpenAI Batch API job whose
                                                      answers are not saved yet
+    BATCH#<id>            LANGUAGES                  the batch's extra summary languages
+    CONFIG                STYLE_GUIDE                brand style guide, version (conditional Put)
     ITEMIDS               <first item id:012d>       item-id block of one batch
     ITEM#<id>             EDIT#<ns:020d>#<rand>      one edit (who, when, old, new)  EDITS#<yyyy-mm> / <at>#<ns:020d>#<rand>
     CAPTION#<content key> MODEL#<model id>           caption cache
@@ -54,6 +56,7 @@ from pipeline.models import (
     TransformJobRecord,
     Usage,
 )
+from pipeline.models import StyleGuide
 from pipeline.store import StaleEditError
 from pipeline.store.sqlite_store import PROCESSING, _apply_edit, _item as _sqlite_item, utc_now
 
@@ -355,6 +358,7 @@ class DynamoStore:
             "summary_offline": int(result.summary.offline), "processed_at": now, "updated_at": now,
             "stage_ms": json.dumps(stage_ms or {}), "error_kind": None, "taxonomy_version": result.taxonomy_version,
         }
+        updates["summaries"] = json.dumps(result.summary.summaries, ensure_ascii=False)  # extra languages (issue 19)
         extra = []
         if not result.caption.cached:
             extra.append({"Put": {"TableName": self.table, "Item": _dump({
@@ -621,10 +625,47 @@ class DynamoStore:
                                    activated_by=active["activated_by"], activated_at=active["activated_at"])
         return self.get_taxonomy(active["version"])
 
+    # Brand voice and languages (issue 19) -------------------------------------------------------
+    def style_guide(self) -> StyleGuide:
+        row = self._get("CONFIG", "STYLE_GUIDE")
+        if row is None:
+            return StyleGuide()
+        return StyleGuide(tone=row["tone"], avoid=json.loads(row["avoid"]), prefer=json.loads(row["prefer"]),
+                          version=int(row["version"]), updated_by=row.get("updated_by"), updated_at=row.get("updated_at"))
+
+    def save_style_guide(self, guide: StyleGuide, who: str, *, expected_version: int) -> StyleGuide:
+        """Conditional PutItem: written only while the stored version is `expected_version` (0: none stored yet)."""
+        from pipeline.admin.brand import StyleGuideConflict
+
+        now = utc_now()
+        item = {"PK": "CONFIG", "SK": "STYLE_GUIDE", "tone": guide.tone, "avoid": json.dumps(guide.avoid, ensure_ascii=False),
+                "prefer": json.dumps(guide.prefer, ensure_ascii=False), "version": expected_version + 1,
+                "updated_by": who, "updated_at": now}
+        condition = "attribute_not_exists(PK)" if expected_version == 0 else "#version = :v"
+        args: dict[str, Any] = {"TableName": self.table, "Item": _dump(item), "ConditionExpression": condition}
+        if expected_version:
+            args |= {"ExpressionAttributeNames": {"#version": "version"},
+                     "ExpressionAttributeValues": _dump({":v": expected_version})}
+        try:
+            self.client.put_item(**args)
+        except self.client.exceptions.ConditionalCheckFailedException:
+            current = self.style_guide()
+            raise StyleGuideConflict(current.updated_by, current.updated_at) from None
+        return self.style_guide()
+
+    def set_batch_languages(self, batch_id: int, languages: list[str] | tuple[str, ...]) -> None:
+        self._put({"PK": f"BATCH#{batch_id}", "SK": "LANGUAGES", "languages": json.dumps(list(languages))})
+
+    def batch_languages(self, batch_id: int) -> list[str]:
+        row = self._get(f"BATCH#{batch_id}", "LANGUAGES")
+        return list(json.loads(row["languages"])) if row else []
+
 
 _RESULT_COLUMNS = ("content_key", "image_path", "caption", "title", "summary", "word_count", "checks",
                    "caption_model", "summary_model", "processed_at", "updated_at", "error", "sku", "ref",
                    "updated_by", "lease_owner", "lease_until", "stage_ms", "error_kind", "taxonomy_version")
+
+_RESULT_COLUMNS += ("summaries",)  # issue 19: extra-language summaries (absent on items written before)
 
 
 def _item(row: dict[str, Any]) -> ItemRecord:

@@ -29,6 +29,7 @@ from pipeline.models import (
     TransformJobRecord,
     Usage,
 )
+from pipeline.models import StyleGuide
 from pipeline.store import EDITABLE_FIELDS, StaleEditError
 from pipeline.wordlimit import MAX_SUMMARY_WORDS, count_words
 
@@ -127,6 +128,19 @@ CREATE TABLE IF NOT EXISTS caption_cache (
     created_at TEXT NOT NULL,
     PRIMARY KEY (content_key, model_id)
 );
+CREATE TABLE IF NOT EXISTS style_guide (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    tone TEXT NOT NULL,
+    avoid TEXT NOT NULL,
+    prefer TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    updated_by TEXT,
+    updated_at TEXT
+);
+CREATE TABLE IF NOT EXISTS batch_languages (
+    batch_id INTEGER PRIMARY KEY REFERENCES batches(id),
+    languages TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS openai_batches (
     openai_batch_id TEXT PRIMARY KEY,
     batch_id INTEGER NOT NULL REFERENCES batches(id),
@@ -152,7 +166,7 @@ CREATE TABLE IF NOT EXISTS taxonomy_active (
 # Columns added after the first release: added in place to an existing database file.
 MIGRATIONS = {
     "items": {"version": "INTEGER NOT NULL DEFAULT 0", "updated_by": "TEXT", "lease_owner": "TEXT", "lease_until": "REAL",
-              "stage_ms": "TEXT", "error_kind": "TEXT", "taxonomy_version": "INTEGER NOT NULL DEFAULT 0"},
+              "stage_ms": "TEXT", "error_kind": "TEXT", "summaries": "TEXT", "taxonomy_version": "INTEGER NOT NULL DEFAULT 0"},
     "batches": {"run_owner": "TEXT", "run_host": "TEXT", "run_started_at": "REAL", "run_heartbeat_at": "REAL",
                 "run_lease_until": "REAL", "stop_requested_by": "TEXT", "stop_requested_at": "REAL"},
 }
@@ -291,6 +305,8 @@ class SqliteStore:
             if not self._holds(db, item_id, owner):
                 return False
             self._insert_usage(db, item_id, usage, now)
+            db.execute("UPDATE items SET summaries = ? WHERE id = ?",  # extra-language summaries (issue 19)
+                       (json.dumps(result.summary.summaries, ensure_ascii=False), item_id))
             if not result.caption.cached:
                 db.execute(
                     "INSERT OR REPLACE INTO caption_cache (content_key, model_id, caption, answers, created_at) VALUES (?, ?, ?, ?, ?)",
@@ -567,6 +583,40 @@ class SqliteStore:
                                    activated_by=active["activated_by"], activated_at=active["activated_at"])
         return self.get_taxonomy(active["version"])
 
+    # Brand voice and languages (issue 19) -------------------------------------------------------
+    def style_guide(self) -> StyleGuide:
+        row = self._connection().execute("SELECT * FROM style_guide WHERE id = 1").fetchone()
+        if row is None:
+            return StyleGuide()
+        return StyleGuide(tone=row["tone"], avoid=json.loads(row["avoid"]), prefer=json.loads(row["prefer"]),
+                          version=row["version"], updated_by=row["updated_by"], updated_at=row["updated_at"])
+
+    def save_style_guide(self, guide: StyleGuide, who: str, *, expected_version: int) -> StyleGuide:
+        """Replace the style guide if its version is still `expected_version` (0: never saved), else StyleGuideConflict."""
+        from pipeline.admin.brand import StyleGuideConflict
+
+        now = utc_now()
+        values = (guide.tone, json.dumps(guide.avoid, ensure_ascii=False), json.dumps(guide.prefer, ensure_ascii=False))
+        with self._tx() as db:
+            if expected_version == 0:
+                done = db.execute("INSERT OR IGNORE INTO style_guide (id, tone, avoid, prefer, version, updated_by, updated_at)"
+                                  " VALUES (1, ?, ?, ?, 1, ?, ?)", (*values, who, now)).rowcount
+            else:
+                done = db.execute("UPDATE style_guide SET tone = ?, avoid = ?, prefer = ?, version = version + 1, updated_by = ?,"
+                                  " updated_at = ? WHERE id = 1 AND version = ?", (*values, who, now, expected_version)).rowcount
+        if not done:
+            current = self.style_guide()
+            raise StyleGuideConflict(current.updated_by, current.updated_at)
+        return self.style_guide()
+
+    def set_batch_languages(self, batch_id: int, languages: list[str] | tuple[str, ...]) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO batch_languages (batch_id, languages) VALUES (?, ?)",
+                       (batch_id, json.dumps(list(languages))))
+
+    def batch_languages(self, batch_id: int) -> list[str]:
+        row = self._connection().execute("SELECT languages FROM batch_languages WHERE batch_id = ?", (batch_id,)).fetchone()
+        return list(json.loads(row["languages"])) if row else []
 
 
 def _apply_edit(item: ItemRecord, field: str, new_value: Any) -> tuple[str | None, str | None, dict[str, Any]]:
@@ -586,6 +636,18 @@ def _apply_edit(item: ItemRecord, field: str, new_value: Any) -> tuple[str | Non
         current.value = str(new_value or "").strip()
         current.in_vocab = True  # a person chose it: no longer needs review
         return old, current.value, {"attributes": json.dumps([a.__dict__ for a in attributes])}
+    if field.startswith("summary:"):  # an extra-language summary (issue 19), held to its language's limit
+        from pipeline.wordlimit import limit_text, measure, within_limit
+
+        code = field.split(":", 1)[1]
+        summaries = dict(item.summaries)
+        old_text = summaries.get(code)
+        new_text = " ".join(str(new_value or "").split())
+        if not within_limit(new_text, code):
+            raise BadInputError(f"The {code} summary has {measure(new_text, code)} "
+                                f"{limit_text(code).split()[1]}; the limit is {limit_text(code)}. Shorten it and save again.")
+        summaries[code] = new_text
+        return old_text, new_text, {"summaries": json.dumps(summaries, ensure_ascii=False)}
     if field not in EDITABLE_FIELDS:
         raise ValueError(f"{field} cannot be edited")
     old = getattr(item, field)
@@ -635,8 +697,18 @@ def _item(row: sqlite3.Row) -> ItemRecord:
         version=int(row["version"] or 0), updated_by=row["updated_by"], lease_owner=row["lease_owner"],
         lease_until=float(row["lease_until"]) if row["lease_until"] is not None else None,
         stage_ms=_stage_ms(row["stage_ms"]), error_kind=row["error_kind"],
+        summaries=_summaries(row["summaries"] if "summaries" in row.keys() else None),
         taxonomy_version=int(row["taxonomy_version"] or 0),
     )
+
+
+def _summaries(text: str | None) -> dict[str, str]:
+    """Extra-language summaries (JSON); {} for items written before they were kept."""
+    try:
+        data = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
 def _stage_ms(text: str | None) -> dict[str, float]:

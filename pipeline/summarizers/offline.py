@@ -1,4 +1,8 @@
-"""Deterministic, network-free summaries from caption + attributes + CSV hints (SUMMARIZER=offline)."""
+"""Deterministic, network-free summaries from caption + attributes + CSV hints (SUMMARIZER=offline).
+
+English only: a template does not translate, so `SummaryRequest.languages` is not written here (`summaries`
+stays empty); `pipeline.admin.brand.check_languages_supported` refuses extra languages before a batch starts.
+The style guide is not applied either (the template uses only the facts given)."""
 
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model
 from pipeline.attributes import AttributeSchema
 from pipeline.errors import BadInputError, ConfigError, ServiceError, UserFacingError, attach_usage
 from pipeline.models import SummaryRequest, SummaryResult, Usage
-from pipeline.wordlimit import MAX_SUMMARY_WORDS, count_words, trim_to_word_limit
+from pipeline.wordlimit import MAX_SUMMARY_WORDS, count_words, limit_text, measure, trim_to_language_limit, trim_to_word_limit
 
 SYSTEM_PROMPT = f"""You write e-commerce product copy for merchandisers.
 Use only the facts provided: the image caption, the attribute answers, the photo checks and the merchant's hints.
@@ -63,20 +63,29 @@ CONTENT_FILTER_MESSAGE = ("OpenAI's content filter blocked the summary for this 
 TOO_LONG_MESSAGE = "This product's caption and hints are too long for OpenAI; shorten the hints, then retry the item."
 
 
-def build_response_model(schema: AttributeSchema) -> type[BaseModel]:
-    """Pydantic model for structured output; each attribute is one of its vocabulary words or null."""
+def build_response_model(schema: AttributeSchema, languages: tuple[str, ...] = ()) -> type[BaseModel]:
+    """Pydantic model for structured output; each attribute is one of its vocabulary words or null; with
+    `languages`, a `summaries` object holding one summary per extra language (issue 19)."""
     attribute_fields: dict[str, Any] = {
         spec.name: ((Literal[tuple(spec.vocabulary)] if spec.required else Optional[Literal[tuple(spec.vocabulary)]]),  # type: ignore[valid-type]
                     Field(description=spec.question))  # required (taxonomy): one of the values, never null
         for spec in schema.attributes
     }
     attributes_model = create_model("ProductAttributes", **attribute_fields)
+    extra: dict[str, Any] = {}
+    if languages:
+        from pipeline.admin.brand import LANGUAGES
+
+        extra["summaries"] = (create_model("LanguageSummaries", **{
+            code: (str, Field(description=f"The summary in {LANGUAGES.get(code, code)}, at most {limit_text(code)}."))
+            for code in languages}), ...)
     return create_model(
         "ProductSummary",
         title=(str, ...),
         summary=(str, Field(description=f"At most {MAX_SUMMARY_WORDS} words.")),
         tags=(list[str], ...),
         attributes=(attributes_model, ...),
+        **extra,
     )
 
 
@@ -99,6 +108,11 @@ class _Call:
     models: list[str] = field(default_factory=list)
     corrections_left: int = 1
     requests: int = 0
+    request: SummaryRequest | None = None  # its style guide and languages (issue 19)
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return self.request.languages if self.request is not None else ()
 
     def remaining(self) -> float:
         return self.deadline - self.clock()
@@ -143,6 +157,14 @@ class OpenAISummarizer:
         self.sleep = sleep
         self.response_model = build_response_model(schema)
         self.response_format = type_to_response_format_param(self.response_model)
+        self._by_languages: dict[tuple[str, ...], tuple[type[BaseModel], Any]] = {(): (self.response_model, self.response_format)}
+
+    def response_for(self, languages: tuple[str, ...] = ()) -> tuple[type[BaseModel], Any]:
+        """(response model, response_format) for a request with these extra languages."""
+        if languages not in self._by_languages:
+            model = build_response_model(self.schema, languages)
+            self._by_languages[languages] = (model, type_to_response_format_param(model))
+        return self._by_languages[languages]
 
     def with_schema(self, schema: AttributeSchema) -> "OpenAISummarizer":
         """This summarizer (same client, models, deadlines) answering with another attribute taxonomy version:
@@ -170,7 +192,7 @@ class OpenAISummarizer:
 
     def summarize(self, request: SummaryRequest) -> SummaryResult:
         now = self.clock()
-        call = _Call(started=now, deadline=now + self.deadline_s, clock=self.clock)
+        call = _Call(started=now, deadline=now + self.deadline_s, clock=self.clock, request=request)
         try:
             return self._summarize(request, call)
         except Exception as exc:  # whatever failed, the calls already paid for travel with the error
@@ -181,17 +203,17 @@ class OpenAISummarizer:
         completion, model = self._complete(messages, call)
         return self._finish(messages, completion, model, call)
 
-    def request_body(self, messages: list[dict[str, str]], model: str) -> dict[str, Any]:
+    def request_body(self, messages: list[dict[str, str]], model: str, languages: tuple[str, ...] = ()) -> dict[str, Any]:
         """The chat-completions request for `messages` (structured output, temperature 0): sent as is here,
         and as the body of each line of an OpenAI Batch API file (pipeline.summarizers.openai_batch)."""
-        return {"model": model, "messages": messages, "response_format": self.response_format, "temperature": 0}
+        return {"model": model, "messages": messages, "response_format": self.response_for(languages)[1], "temperature": 0}
 
     def summarize_answer(self, request: SummaryRequest, completion: Any, model: str, usage: list[Usage]) -> SummaryResult:
         """The result from a completion that was obtained elsewhere (a Batch API output line, already paid:
         `usage`), through the same checks as `summarize`: refusal / content filter, schema, vocabulary, and the
         50-word rule with its one corrective request (sent here, real-time, within OPENAI_DEADLINE_S)."""
         now = self.clock()
-        call = _Call(started=now, deadline=now + self.deadline_s, clock=self.clock, usage=list(usage))
+        call = _Call(started=now, deadline=now + self.deadline_s, clock=self.clock, usage=list(usage), request=request)
         call.tried(model)
         try:
             return self._finish(build_messages(request), completion, model, call)
@@ -201,21 +223,28 @@ class OpenAISummarizer:
     def _finish(self, messages: list[dict[str, str]], completion: Any, model: str, call: _Call) -> SummaryResult:
         """From the first answer to the result: read it (one corrective retry when unusable), hold the word limit."""
         draft, model = self._answer(messages, completion, model, call)
-        words = count_words(draft.summary)
-        if words > MAX_SUMMARY_WORDS and call.corrections_left:
+        problems = _problems(draft, call)
+        if problems and call.corrections_left:
             call.corrections_left -= 1
             messages = messages + [
                 {"role": "assistant", "content": draft.model_dump_json()},
-                {"role": "user", "content": f"The summary has {words} words. Rewrite it in at most {MAX_SUMMARY_WORDS} words; keep the other fields."},
+                {"role": "user", "content": " ".join(problems) + " Rewrite accordingly; keep the other fields."},
             ]
             try:
                 completion, retry_model = self._complete(messages, call, first_model=model)
-                retry = self._read(completion)
+                retry = self._read(completion, call.languages)
             except (UserFacingError, _Unusable):
                 retry = None  # the draft is usable: trim it rather than fail the item
-            if retry is not None and count_words(retry.summary) < words:
+            if retry is not None and _badness(retry, call) < _badness(draft, call):
                 draft, model = retry, retry_model
+        style = call.request.style if call.request is not None else None
+        banned = _banned(draft, style, call.languages)
+        if banned:
+            raise BadInputError(f"The summary still used {', '.join(repr(w) for w in banned)} from the style guide's words "
+                                f"to avoid after it was asked again ({call.models_text()}); retry the item or write the "
+                                "summary by hand.")
         attributes = draft.attributes.model_dump()
+        extra = draft.summaries.model_dump() if call.languages else {}
         return SummaryResult(
             summary=trim_to_word_limit(draft.summary, MAX_SUMMARY_WORDS),
             title=" ".join(draft.title.split()),
@@ -224,12 +253,13 @@ class OpenAISummarizer:
             model=model,
             offline=False,
             usage=list(call.usage),
+            summaries={code: trim_to_language_limit(" ".join(str(extra.get(code) or "").split()), code) for code in call.languages},
         )
 
     def _answer(self, messages: list[dict[str, str]], completion: Any, model: str, call: _Call) -> tuple[Any, str]:
         """A usable structured answer from `completion`; a cut-off or malformed one gets one corrective retry."""
         try:
-            return self._read(completion), model
+            return self._read(completion, call.languages), model
         except _Unusable as first:
             problem = first.problem
         if not call.corrections_left:
@@ -243,7 +273,7 @@ class OpenAISummarizer:
         except ServiceError as exc:
             raise ServiceError(_unusable_message(problem, call) + f" Asking again failed too: {exc}") from exc
         try:
-            return self._read(completion), model
+            return self._read(completion, call.languages), model
         except _Unusable as second:
             raise ServiceError(_unusable_message(second.problem, call, retried=True)) from second
 
@@ -270,7 +300,7 @@ class OpenAISummarizer:
                 started = self.clock()
                 try:
                     completion = self.client.chat.completions.create(
-                        **self.request_body(messages, model), timeout=min(self.request_timeout_s, remaining),
+                        **self.request_body(messages, model, call.languages), timeout=min(self.request_timeout_s, remaining),
                     )
                 except openai.APITimeoutError as exc:
                     last = exc
@@ -297,7 +327,7 @@ class OpenAISummarizer:
                 break
         raise _gave_up_error(last, call, out_of_time or call.remaining() < self.min_request_s, self.deadline_s)
 
-    def _read(self, completion: Any) -> Any:
+    def _read(self, completion: Any, languages: tuple[str, ...] = ()) -> Any:
         """The parsed answer, or BadInputError (content filter, refusal), or _Unusable (cut off, not the JSON asked for)."""
         choices = getattr(completion, "choices", None)
         if not choices:
@@ -318,16 +348,70 @@ class OpenAISummarizer:
         except ValueError:
             looks_cut = message.content.lstrip().startswith(("{", "["))
             raise _Unusable("was not valid JSON (it looks cut off)" if looks_cut else "was not JSON") from None
+        response_model = self.response_for(languages)[0]
         try:
-            return self.response_model.model_validate(data)
+            return response_model.model_validate(data)
         except ValidationError as exc:
             cleaned = _drop_out_of_vocabulary(data, exc)
             if cleaned is None:
                 raise _Unusable("did not follow the requested JSON format") from None
         try:
-            return self.response_model.model_validate(cleaned)
+            return response_model.model_validate(cleaned)
         except ValidationError:
             raise _Unusable("did not follow the requested JSON format") from None
+
+
+def _texts(draft: Any, languages: tuple[str, ...]) -> dict[str, str]:
+    """The answer's texts a reader sees: title, English summary, one per extra language."""
+    texts = {"title": draft.title, "summary": draft.summary}
+    if languages:
+        extra = draft.summaries.model_dump()
+        texts.update({f"summary ({code})": str(extra.get(code) or "") for code in languages})
+    return texts
+
+
+def _banned(draft: Any, style: Any, languages: tuple[str, ...]) -> list[str]:
+    from pipeline.admin.brand import banned_words_in
+
+    found: list[str] = []
+    for text in _texts(draft, languages).values():
+        found += [w for w in banned_words_in(text, style) if w not in found]
+    return found
+
+
+def _problems(draft: Any, call: _Call) -> list[str]:
+    """What the corrective request asks to fix: too long (per language), words to avoid used."""
+    problems = []
+    words = count_words(draft.summary)
+    if words > MAX_SUMMARY_WORDS:
+        problems.append(f"The summary has {words} words. Rewrite it in at most {MAX_SUMMARY_WORDS} words.")
+    if call.languages:
+        extra = draft.summaries.model_dump()
+        for code in call.languages:
+            text = str(extra.get(code) or "")
+            if _excess(text, code):
+                problems.append(f"The {code} summary is longer than {limit_text(code)}; shorten it.")
+    banned = _banned(draft, call.request.style if call.request is not None else None, call.languages)
+    if banned:
+        problems.append(f"Do not use these words from the style guide's words to avoid: {', '.join(banned)}.")
+    return problems
+
+
+def _excess(text: str, language: str) -> int:
+    from pipeline.wordlimit import character_budget
+
+    budget = character_budget(language)
+    return max(0, measure(text, language) - (MAX_SUMMARY_WORDS if budget is None else budget))
+
+
+def _badness(draft: Any, call: _Call) -> tuple[int, int]:
+    """(words to avoid used, how far over the limits): lower is better; a retry is kept only when lower."""
+    style = call.request.style if call.request is not None else None
+    over = max(0, count_words(draft.summary) - MAX_SUMMARY_WORDS)
+    if call.languages:
+        extra = draft.summaries.model_dump()
+        over += sum(_excess(str(extra.get(code) or ""), code) for code in call.languages)
+    return len(_banned(draft, style, call.languages)), over
 
 
 def _drop_out_of_vocabulary(data: Any, error: ValidationError) -> dict[str, Any] | None:
@@ -458,10 +542,26 @@ def _short(text: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def system_prompt(request: SummaryRequest) -> str:
+    """SYSTEM_PROMPT, then the style guide, then the batch's extra languages: the same for every item of a batch."""
+    from pipeline.admin.brand import LANGUAGES, style_prompt
+
+    parts = [SYSTEM_PROMPT]
+    style = style_prompt(request.style)
+    if style:
+        parts.append(style)
+    if request.languages:
+        names = ", ".join(f"{LANGUAGES.get(code, code)} ({code}, at most {limit_text(code)})" for code in request.languages)
+        parts.append(f"Also write the summary in: {names}. Put each in `summaries` under its language code; "
+                     "same facts as the English summary, written natively, not word for word.")
+    return "\n\n".join(parts)
+
+
 def build_messages(request: SummaryRequest) -> list[dict[str, str]]:
-    """The shared system prompt first (identical in every request, so OpenAI's prompt caching applies), then this product's facts."""
+    """The shared system prompt first (identical in every request of a batch: instructions, style guide, languages,
+    so OpenAI's prompt caching applies), then this product's facts."""
     return [
-        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "system", "content": system_prompt(request)},
         {"role": "user", "content": json.dumps(facts_for(request), ensure_ascii=False)},
     ]
 

@@ -1,0 +1,136 @@
+"""Brand voice and summary languages (issue 19).
+
+Style guide: an admin edits the tone, words to avoid and words to prefer (sizes bounded below); the store keeps
+one current guide with who saved it, when, and a version (a save sends the version it showed; a concurrent save
+is refused with a sentence, in both stores). Every summary request (real-time and OpenAI Batch API) carries it in
+the shared system prompt, after the fixed instructions and before the product's facts, so the prefix stays the
+same for every item and OpenAI's prompt caching still applies.
+
+Words to avoid are checked on the answer (summary, title and every extra-language summary; whole words, any
+case): an answer containing one gets the one corrective request, and if the answer still contains it the item
+FAILS with a plain sentence. Failing, not flagging: a flag can be missed and the banned word would then reach the
+shop through the export; a failed item cannot be exported as tagged and its sentence tells the reviewer to retry
+or write the summary by hand.
+
+Languages: a batch has zero or more extra summary languages (LANGUAGES); each gets its own summary, held to the
+word limit (pipeline/wordlimit.py: characters for Japanese and Chinese). The offline summarizer writes English
+only: asking it for another language is refused before the batch starts (`check_languages_supported`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pipeline.errors import BadInputError, ConfigError
+from pipeline.models import StyleGuide
+
+MAX_TONE_CHARS = 1000
+MAX_WORDS_LISTED = 50  # per list (avoid / prefer)
+MAX_WORD_CHARS = 40  # per entry
+
+# ISO 639-1 code -> name given to the model. Thai is left out: see pipeline/wordlimit.py.
+LANGUAGES = {
+    "en": "English", "de": "German", "fr": "French", "es": "Spanish", "it": "Italian", "nl": "Dutch",
+    "pt": "Portuguese", "pl": "Polish", "sv": "Swedish", "da": "Danish", "ko": "Korean", "ja": "Japanese",
+    "zh": "Chinese (Simplified)",
+}
+
+
+class StyleGuideConflict(BadInputError):
+    """A style guide save sent a version that is no longer current: another admin saved meanwhile."""
+
+    def __init__(self, who: str | None, at: str | None) -> None:
+        self.who, self.at = who or "someone", at or "an unknown time"
+        super().__init__(f"Not saved: {self.who} saved the style guide at {self.at} since you opened it; "
+                         "reload to see their version, then make your change again.")
+
+
+def _entries(values: Any, what: str) -> list[str]:
+    if isinstance(values, str):
+        values = re.split(r"[,\n]", values)
+    out: list[str] = []
+    for value in values or []:
+        entry = " ".join(str(value).split())
+        if not entry:
+            continue
+        if len(entry) > MAX_WORD_CHARS:
+            raise BadInputError(f"'{entry[:MAX_WORD_CHARS]}…' in {what} is longer than {MAX_WORD_CHARS} characters; "
+                                "list single words or short phrases.")
+        if entry.lower() not in (e.lower() for e in out):
+            out.append(entry)
+    if len(out) > MAX_WORDS_LISTED:
+        raise BadInputError(f"{what.capitalize()} lists {len(out)} entries; the limit is {MAX_WORDS_LISTED}.")
+    return out
+
+
+def clean_style_guide(tone: str, avoid: Any, prefer: Any) -> StyleGuide:
+    """A StyleGuide from what an admin typed (lists as lists, or comma/line separated text), sizes checked."""
+    tone = (tone or "").strip()
+    if len(tone) > MAX_TONE_CHARS:
+        raise BadInputError(f"The tone has {len(tone)} characters; the limit is {MAX_TONE_CHARS}.")
+    avoid_list, prefer_list = _entries(avoid, "words to avoid"), _entries(prefer, "words to prefer")
+    both = {w.lower() for w in avoid_list} & {w.lower() for w in prefer_list}
+    if both:
+        raise BadInputError(f"'{sorted(both)[0]}' is both a word to avoid and a word to prefer; keep it in one list.")
+    return StyleGuide(tone=tone, avoid=avoid_list, prefer=prefer_list)
+
+
+def style_prompt(guide: StyleGuide | None) -> str:
+    """The style guide as the block appended to the shared system prompt ('' when there is none). Entries are
+    given as JSON strings so an entry cannot read as another instruction line."""
+    import json
+
+    if guide is None or guide.empty:
+        return ""
+    lines = ["Brand style guide (set by the merchant's admin; follow it in every language):"]
+    if guide.tone:
+        lines.append(f"Tone: {json.dumps(guide.tone, ensure_ascii=False)}")
+    if guide.avoid:
+        lines.append(f"Never use these words or phrases: {json.dumps(guide.avoid, ensure_ascii=False)}")
+    if guide.prefer:
+        lines.append(f"Prefer these words or phrases where they are true of the product: {json.dumps(guide.prefer, ensure_ascii=False)}")
+    return "\n".join(lines)
+
+
+def banned_words_in(text: str, guide: StyleGuide | None) -> list[str]:
+    """The words to avoid that `text` contains (whole words / phrases, any case), in the guide's order."""
+    if guide is None or not guide.avoid or not text:
+        return []
+    found = []
+    for word in guide.avoid:
+        pattern = r"(?<!\w)" + r"\s+".join(re.escape(part) for part in word.split()) + r"(?!\w)"
+        if re.search(pattern, text, flags=re.IGNORECASE):
+            found.append(word)
+    return found
+
+
+def parse_languages(value: Any) -> tuple[str, ...]:
+    """Extra summary languages from 'en,de,ja' or a list: known ISO 639-1 codes, English dropped (it is always
+    written), order kept, no repeats. Raises BadInputError naming an unknown code."""
+    codes = re.split(r"[,\s]+", value) if isinstance(value, str) else list(value or [])
+    out: list[str] = []
+    for code in codes:
+        code = str(code).strip().lower()
+        if not code:
+            continue
+        if code not in LANGUAGES:
+            raise BadInputError(f"'{code}' is not a summary language offered here; use one of {', '.join(LANGUAGES)}.")
+        if code != "en" and code not in out:
+            out.append(code)
+    return tuple(out)
+
+
+def check_languages_supported(summarizer: Any, languages: tuple[str, ...]) -> None:
+    """The offline summarizer writes English only (it is a template, it does not translate): refuse before the
+    batch starts rather than leave every extra-language summary empty."""
+    if languages and getattr(summarizer, "name", None) == "offline":
+        raise ConfigError(f"The offline summarizer writes English only; summaries in {', '.join(languages)} need "
+                          "SUMMARIZER=openai (or tag without --languages).")
+
+
+def request_options(store: Any, batch_id: int | None) -> dict[str, Any]:
+    """The SummaryRequest fields this module adds: the current style guide and the batch's extra languages."""
+    guide = store.style_guide() if hasattr(store, "style_guide") else None
+    languages = tuple(store.batch_languages(batch_id)) if batch_id is not None and hasattr(store, "batch_languages") else ()
+    return {"style": None if guide is None or guide.empty else guide, "languages": languages}

@@ -1,0 +1,280 @@
+"""Summaries in several languages (issue 19): the limit per language (words; characters for Japanese and Chinese),
+one summary per language through the real `openai` client against tests/support/servers.py (real time and Batch
+API), stored in both stores, edited in Review with the version check, exported, refused by the offline summarizer,
+and priced by the estimator."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import openai
+import pytest
+from moto import mock_aws
+
+from pipeline.admin.brand import check_languages_supported, parse_languages
+from pipeline.admin.costs import Assumptions, PriceTable, summary_costs
+from pipeline.attributes import load_attribute_schema
+from pipeline.batches.export import export_csv, report_columns
+from pipeline.batches.review import review_item
+from pipeline.batches.runner import run_batch
+from pipeline.errors import BadInputError, ConfigError
+from pipeline.models import CaptionResult, IngestReport, ItemResult, PhotoChecks, SourceItem, SourceRef, SummaryRequest, SummaryResult
+from pipeline.service import build_stages
+from pipeline.store.dynamo_store import DynamoStore
+from pipeline.store.sqlite_store import SqliteStore
+from pipeline.summarizers.offline import OfflineSummarizer
+from pipeline.summarizers.openai_summarizer import OpenAISummarizer
+from pipeline.wordlimit import character_budget, count_characters, count_words, limit_text, trim_to_language_limit, within_limit
+from support.images import jpeg_bytes
+from support.servers import FakeOpenAI, Reply
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = load_attribute_schema()
+JA = "赤い綿のTシャツです。丸首で柔らかく、毎日着られます。"  # 26 characters
+JA_LONG = "赤い綿のTシャツです。" * 14  # 154 characters > 125
+DE = "Ein rotes T-Shirt aus Baumwolle mit Rundhalsausschnitt."
+DE_LONG = " ".join(["Ein"] + ["rotes"] * 60 + ["Shirt."])
+
+
+def answer(de: str = DE, ja: str = JA) -> dict:
+    return {"title": "Red tee", "summary": "A red cotton tee with a crew neck.", "tags": ["tee"],
+            "attributes": {"category": None, "color": "red", "material": None, "pattern": None, "style": None},
+            "summaries": {"de": de, "ja": ja}}
+
+
+# --- the rule ------------------------------------------------------------------------------------------------
+def test_japanese_and_chinese_are_held_to_a_character_budget_from_the_published_ratios():
+    assert (character_budget("ja"), character_budget("zh"), character_budget("de"), character_budget("ko")) == (125, 75, None, None)
+    assert (limit_text("ja"), limit_text("zh"), limit_text("de")) == ("125 characters", "75 characters", "50 words")
+    assert count_words(JA_LONG) == 1  # why words cannot be the unit: no spaces
+    assert count_characters("赤い シャツ。") == 6  # spaces are not characters of the text
+    assert within_limit("あ" * 125, "ja") and not within_limit("あ" * 126, "ja")
+    assert within_limit("中" * 75, "zh") and not within_limit("中" * 76, "zh")
+    assert within_limit(" ".join(["wort"] * 50), "de") and not within_limit(" ".join(["wort"] * 51), "de")
+    assert within_limit(" ".join(["단어"] * 50), "ko") and not within_limit(" ".join(["단어"] * 51), "ko")  # Korean has spaces
+
+
+def test_trimming_keeps_whole_sentences_within_the_budget():
+    trimmed = trim_to_language_limit(JA_LONG, "ja")
+    assert trimmed == "赤い綿のTシャツです。" * 11 and count_characters(trimmed) == 121  # 12 sentences would be 132
+    one_long = "あ" * 300
+    cut = trim_to_language_limit(one_long, "ja")
+    assert cut == "あ" * 124 + "。" and count_characters(cut) == 125
+    assert trim_to_language_limit(JA, "ja") == JA
+    assert count_words(trim_to_language_limit(DE_LONG, "de")) <= 50
+
+
+def test_languages_are_parsed_with_one_sentence_for_an_unknown_code():
+    assert parse_languages("en, de,JA,de") == ("de", "ja")  # English is always written; order kept; no repeats
+    assert parse_languages("") == ()
+    with pytest.raises(BadInputError, match="^'th' is not a summary language offered here; use one of en, de,"):
+        parse_languages("de,th")
+
+
+# --- the summarizer ------------------------------------------------------------------------------------------
+@pytest.fixture
+def server():
+    with FakeOpenAI() as fake:
+        fake.state.default = Reply(content=answer(), prompt_tokens=300, completion_tokens=120)
+        yield fake
+
+
+def summarizer_for(server) -> OpenAISummarizer:
+    client = openai.OpenAI(api_key="sk-test", base_url=server.base_url, max_retries=0, timeout=10)
+    return OpenAISummarizer(client, SCHEMA, max_retries=0, deadline_s=30)
+
+
+def request(languages=("de", "ja")) -> SummaryRequest:
+    return SummaryRequest(caption="a red t-shirt", attributes=[], checks=None, hints={}, languages=tuple(languages))
+
+
+def test_one_summary_per_language_is_asked_for_and_returned_within_the_limit(server):
+    result = summarizer_for(server).summarize(request())
+    assert result.summaries == {"de": DE, "ja": JA} and result.summary == "A red cotton tee with a crew neck."
+    (body,) = server.state.requests
+    schema = body["response_format"]["json_schema"]["schema"]
+    languages = schema["$defs"]["LanguageSummaries"]
+    assert languages["required"] == ["de", "ja"] and "summaries" in schema["required"]
+    assert "125 characters" in languages["properties"]["ja"]["description"]
+    assert "Also write the summary in: German (de, at most 50 words), Japanese (ja, at most 125 characters)." in body["messages"][0]["content"]
+
+
+def test_an_over_long_japanese_summary_gets_the_corrective_request_then_is_trimmed_at_a_sentence(server):
+    server.state.default = Reply(content=answer(ja=JA_LONG))
+    result = summarizer_for(server).summarize(request())
+    assert len(server.state.requests) == 2
+    assert "The ja summary is longer than 125 characters; shorten it." in server.state.requests[1]["messages"][-1]["content"]
+    assert result.summaries["ja"] == "赤い綿のTシャツです。" * 11 and count_characters(result.summaries["ja"]) <= 125
+    assert result.summaries["de"] == DE
+
+
+def test_a_corrected_answer_within_the_limits_is_kept(server):
+    server.state.script = [Reply(content=answer(de=DE_LONG)), Reply(content=answer())]
+    result = summarizer_for(server).summarize(request())
+    assert result.summaries == {"de": DE, "ja": JA} and len(server.state.requests) == 2
+
+
+def test_without_languages_the_request_is_unchanged(server):
+    server.state.default = Reply(content={k: v for k, v in answer().items() if k != "summaries"})
+    result = summarizer_for(server).summarize(request(()))
+    assert result.summaries == {}
+    assert "summaries" not in server.state.requests[0]["response_format"]["json_schema"]["schema"]["properties"]
+    assert "Also write" not in server.state.requests[0]["messages"][0]["content"]
+
+
+def test_the_offline_summarizer_writes_english_only_and_is_refused_languages_up_front():
+    offline = OfflineSummarizer(SCHEMA)
+    assert offline.summarize(request()).summaries == {}  # no fake translation
+    with pytest.raises(ConfigError) as refused:
+        check_languages_supported(offline, ("de", "ja"))
+    assert str(refused.value) == ("The offline summarizer writes English only; summaries in de, ja need SUMMARIZER=openai "
+                                  "(or tag without --languages).")
+    check_languages_supported(offline, ())  # English only: fine
+
+
+def test_cli_tag_with_languages_and_the_offline_summarizer_is_one_sentence(tmp_path, tiny_model):
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(jpeg_bytes(size=(64, 64), seed=1))
+    env = {"PATH": "/usr/bin:/bin", "DATA_DIR": str(tmp_path / "data"), "CAPTION_MODEL": str(tiny_model), "SUMMARIZER": "offline",
+           "HF_HUB_OFFLINE": "1", "AWS_DEFAULT_REGION": "us-east-1"}
+    done = subprocess.run([sys.executable, "-m", "pipeline", "tag", str(photo), "--out", str(tmp_path / "r.csv"), "--languages", "en,de"],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert (done.returncode, done.stderr.strip()) == (2, "error: The offline summarizer writes English only; summaries in de need "
+                                                          "SUMMARIZER=openai (or tag without --languages).")
+    assert not (tmp_path / "r.csv").exists()
+
+
+# --- a batch: run, store, review, export ----------------------------------------------------------------------
+def new_batch(store, tmp_path: Path, count: int = 2):
+    items = []
+    for number in range(count):
+        path = tmp_path / f"p{number}.jpg"
+        path.write_bytes(jpeg_bytes(size=(200, 160), seed=number + 1))
+        items.append(SourceItem(source=path.name, ref=SourceRef("file", str(path)), sku=f"SKU-{number}"))
+    return store.create_batch("langs", "ann", IngestReport(items=items))
+
+
+@pytest.mark.parametrize("cheapest", [False, True], ids=["real-time", "batch-api"])
+def test_a_batch_with_languages_stores_reviews_and_exports_each_summary(make_settings, local_captioner, server, tmp_path, cheapest):
+    stages = build_stages(make_settings(summarizer="openai", openai_api_key="sk-test-1", openai_base_url=server.base_url,
+                                        openai_batch_min_items=2, openai_max_retries=0), captioner=local_captioner)
+    stages.batch_summarizer.wait = lambda cancel, seconds: False
+    batch = new_batch(stages.store, tmp_path)
+    stages.store.set_batch_languages(batch.id, parse_languages("en,de,ja"))
+    progress = run_batch(stages, batch.id, concurrency=2, cheapest=cheapest)
+    assert (progress.ok, progress.failed) == (2, 0)
+    if cheapest:
+        (create,) = server.state.batch_creates
+        lines = [json.loads(line) for line in server.state.files[create["input_file_id"]]["content"].decode().splitlines()]
+        bodies = [line["body"] for line in lines]
+    else:
+        bodies = server.state.requests
+    assert len(bodies) == 2
+    assert all(b["response_format"]["json_schema"]["schema"]["$defs"]["LanguageSummaries"]["required"] == ["de", "ja"] for b in bodies)
+    items = stages.store.list_items(batch.id)
+    assert [i.summaries for i in items] == [{"de": DE, "ja": JA}] * 2
+
+    first, second = items
+    ok = review_item(stages.store, first.id, {"Summary (ja)": "青いシャツ。"}, None, SCHEMA, "rev@example.com", {first.id: first.version})
+    assert ok.ok and stages.store.get_item(first.id).summaries == {"de": DE, "ja": "青いシャツ。"}
+    stale = review_item(stages.store, first.id, {"Summary (de)": "Alt."}, None, SCHEMA, "bob@example.com", {first.id: first.version})
+    assert not stale.ok and "Not saved: changed by rev@example.com" in stale.refused[0]
+    too_long = review_item(stages.store, second.id, {"Summary (ja)": "あ" * 126}, None, SCHEMA, "rev@example.com", {second.id: second.version})
+    assert too_long.refused == ["#2 SKU-1: The ja summary has 126 characters; the limit is 125 characters. Shorten it and save again."]
+    assert stages.store.get_item(second.id).summaries["ja"] == JA
+
+    header = export_csv(stages.store.list_items(batch.id), SCHEMA).decode("utf-8").splitlines()[0].split(",")
+    assert header == report_columns(SCHEMA) + ["summary_de", "summary_ja"]
+
+
+def test_dynamodb_keeps_and_edits_summaries_per_language(tmp_path):
+    with mock_aws():
+        store = DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "tagging-test")
+        store.create_table()
+        batch = new_batch(store, tmp_path, count=1)
+        store.set_batch_languages(batch.id, ("de", "ja"))
+        assert store.batch_languages(batch.id) == ["de", "ja"] and store.batch_languages(batch.id + 1) == []
+        (item,) = store.list_items(batch.id)
+        assert item.summaries == {}
+        checks = PhotoChecks(10, 10, False, 1.0, False, 100.0, False, False, True, True, ["red"])
+        result = ItemResult(content_key="k", image_path="p", caption=CaptionResult("a tee", {}, "m"), attributes=[],
+                            summary=SummaryResult("A tee.", "Tee", [], {}, "gpt-4o", False, summaries={"de": DE, "ja": JA}),
+                            checks=checks, word_count=2)
+        assert store.save_result(item.id, result, [])
+        saved = store.get_item(item.id)
+        assert saved.summaries == {"de": DE, "ja": JA}
+        edit = store.edit_item(item.id, "summary:de", "Kurz.", "rev", expected_version=saved.version)
+        assert (edit.old, edit.new) == (DE, "Kurz.")
+        assert store.get_item(item.id).summaries == {"de": "Kurz.", "ja": JA}
+        with pytest.raises(BadInputError, match="The ja summary has 126 characters"):
+            store.edit_item(item.id, "summary:ja", "あ" * 126, "rev")
+
+
+def test_an_older_sqlite_file_gains_the_summaries_column(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    SqliteStore(path)
+    with sqlite3.connect(path) as db:  # as a file written before issue 19
+        db.execute("ALTER TABLE items DROP COLUMN summaries")
+    store = SqliteStore(path)
+    batch = new_batch(store, tmp_path, count=1)
+    assert store.list_items(batch.id)[0].summaries == {}
+
+
+# --- cost -----------------------------------------------------------------------------------------------------
+def test_the_estimate_adds_tokens_per_extra_summary(tmp_path):
+    prices = PriceTable.load()
+    base = summary_costs(Assumptions(images_per_month=10_000), prices, batch=False)["openai"]
+    two = summary_costs(Assumptions(images_per_month=10_000, extra_languages=2), prices, batch=False)["openai"]
+    per_in = prices.usd("openai_input_per_million:gpt-4o")
+    per_out = prices.usd("openai_output_per_million:gpt-4o")
+    assert two - base == pytest.approx(10_000 * 2 * (30 * per_in + 100 * per_out) / 1e6)
+    done = subprocess.run([sys.executable, "-m", "pipeline", "estimate", "--images-per-month", "10000", "--languages", "2", "--json"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    data = json.loads(done.stdout)
+    assert data["assumptions"]["extra_languages"] == 2
+    assert any(s["breakdown"].get("openai") == pytest.approx(round(two, 2), abs=0.01) for s in data["scenarios"])
+
+
+# --- Review page: the one-item view shows and saves each language ------------------------------------------
+def test_review_one_item_view_shows_and_saves_each_language_with_the_version_check(monkeypatch, tmp_path):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard.text import shown
+    from pipeline.settings import Settings
+
+    for key, value in {"DATA_DIR": str(tmp_path / "data"), "SUMMARIZER": "offline", "AUTH_MODE": "dev"}.items():
+        monkeypatch.setenv(key, value)
+    st.cache_resource.clear()
+    store = SqliteStore(Settings().db_path)
+    batch = new_batch(store, tmp_path, count=1)
+    (item,) = store.list_items(batch.id)
+    checks = PhotoChecks(10, 10, False, 400.0, False, 150.0, False, False, True, True, ["red"])
+    store.save_result(item.id, ItemResult(content_key="k" * 64, image_path=str(tmp_path / "p0.jpg"), caption=CaptionResult("a tee", {}, "m"),
+                                          attributes=[], checks=checks, word_count=2,
+                                          summary=SummaryResult("A tee.", "Tee", [], {}, "gpt-4o", False,
+                                                                summaries={"de": "**Ein** <b>Shirt</b>.", "ja": JA})), [])
+    app = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=60).run()
+    app.switch_page("pages/review.py").run()
+    assert not app.exception, app.exception
+    fields = {t.label: t for t in app.text_area}
+    assert fields["Summary (de)"].value == "**Ein** <b>Shirt</b>." and fields["Summary (ja)"].value == JA  # as stored, literally
+    assert f"{len(JA)} / 125 characters" in [shown(c.value) for c in app.caption]
+    store.edit_item(item.id, "summary:de", "Von jemand anderem.", "bob@example.com")  # someone else, meanwhile
+    fields["Summary (ja)"].set_value("青いシャツ。").run()
+    [save] = [b for b in app.button if b.label == "Save"]
+    save.click().run()
+    assert not app.exception, app.exception
+    saved = store.get_item(item.id)
+    # the field holding an older text than bob's is refused, naming him (his text stays); as for every field of this
+    # view, the refusal moves the shown version on, so the other typed field (ja) is saved
+    assert saved.summaries == {"de": "Von jemand anderem.", "ja": "青いシャツ。"}
+    errors = [shown(e.value) for e in app.error]
+    assert len(errors) == 1 and errors[0].startswith("#1 SKU-0: Summary (de): Not saved: changed by bob@example.com at "), errors
+    st.cache_resource.clear()
