@@ -21,7 +21,7 @@ from streamlit.testing.v1 import AppTest
 from dashboard.text import shown
 from pipeline.admin.taxonomy import (
     MAX_TAXONOMY_BYTES, StaleTaxonomyError, TaxonomyError, activate_taxonomy, active_taxonomy, default_schema_text, diff_taxonomies,
-    dump_taxonomy, follow_active_taxonomy, latest_version, parse_taxonomy, save_taxonomy,
+    current_schema, dump_taxonomy, follow_active_taxonomy, latest_version, parse_taxonomy, save_taxonomy,
 )
 from pipeline.attributes import load_attribute_schema
 from pipeline.store.dynamo_store import DynamoStore
@@ -135,6 +135,28 @@ def test_two_admins_saving_at_once_never_lose_one(store):
     assert str(loser).startswith(f"Version 1 was saved by {winner} at ")
     (stored,) = store.taxonomy_versions()
     assert stored.created_by == winner and parse_taxonomy(stored.document).spec("sleeve").question == f"Sleeves of {winner}?"
+
+
+def test_an_item_keeps_the_version_it_was_tagged_with_in_both_stores(store, tmp_path):
+    from pipeline.models import AttributeValue, CaptionResult, IngestReport, ItemResult, PhotoChecks, SourceItem, SourceRef, SummaryResult
+
+    record = store.create_batch("b", "test", IngestReport(items=[SourceItem(source=f"{i}.jpg", ref=SourceRef("file", f"/x/{i}.jpg"))
+                                                                 for i in range(3)]))
+    first, second, third = store.list_items(record.id)
+    checks = PhotoChecks(800, 600, False, 400.0, False, 180.0, False, False, True, True, ["red"])
+
+    def tagged(version: int) -> ItemResult:
+        return ItemResult(content_key="k" * 64, image_path="p.jpg", checks=checks, word_count=2, taxonomy_version=version,
+                          caption=CaptionResult(caption="a mug", answers={"color": "red"}, model_id="m"),
+                          attributes=[AttributeValue("color", "red", "red", True)],
+                          summary=SummaryResult(summary="A mug.", title="Mug", tags=[], attributes={}, model="offline", offline=True))
+
+    store.save_result(first.id, tagged(3), [])
+    store.save_result(second.id, tagged(0), [])
+    store.save_error(third.id, "Could not read the image.", [])
+    assert [store.get_item(i.id).taxonomy_version for i in (first, second, third)] == [3, 0, 0]
+    store.save_result(first.id, tagged(4), [])  # tagged again (retry) under a newer version
+    assert [i.taxonomy_version for i in store.list_items(record.id)] == [4, 0, 0]
 
 
 # Import validation -------------------------------------------------------------------------------------
@@ -297,6 +319,7 @@ def test_stages_follow_activation_back_to_the_default_and_the_offline_summarizer
     v1 = follow_active_taxonomy(stages)
     assert v1.taxonomy_version == 1 and "sleeve" in v1.schema.names() and v1.summarizer.schema == v1.schema
     assert stages.summarizer.schema == DEFAULT  # the original stages are not changed
+    assert current_schema(stages) == v1.schema == current_schema(v1)  # what pages and exports should use
     activate_taxonomy(stages.store, 0, "ana")
     back = follow_active_taxonomy(v1)
     assert back.taxonomy_version == 0 and back.schema == DEFAULT and back.summarizer.schema == DEFAULT

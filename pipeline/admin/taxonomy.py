@@ -257,6 +257,11 @@ def with_schema(summarizer: Any, schema: AttributeSchema) -> Any:
     return retarget(schema) if callable(retarget) else summarizer
 
 
+def current_schema(stages: Any) -> AttributeSchema:
+    """The schema a page or an export should use now: the active taxonomy (version 0: the configured default)."""
+    return active_taxonomy(stages.store, stages.base_schema or stages.schema)[1]
+
+
 def follow_active_taxonomy(stages: Any) -> Any:
     """`stages` for the taxonomy active now: a batch run calls this when it starts. The schema, the
     summarizer (and its Batch API twin) follow the active version; `taxonomy_version` is recorded per item."""
