@@ -395,6 +395,7 @@ def test_page_saves_and_activates_a_version_shows_hostile_text_literally_and_ref
     pattern["synonyms"][HOSTILE.lower()] = "tartan <script>"
     app.text_area[0].set_value(json.dumps(pattern)).run()
     (error,) = [shown(e.value) for e in app.error]
+    assert "**bold**" not in app.error[0].value and "](http" not in app.error[0].value  # escaped Markdown: shown as text
     assert error == f'Attribute "pattern": the synonym "{HOSTILE.lower()}" points at "tartan <script>", which is not one of its allowed values.'
     assert app.button(key="taxonomy-save").disabled
 
