@@ -286,11 +286,13 @@ def test_a_batch_asks_the_active_versions_questions_maps_its_synonyms_and_record
         summaries.clear()
         after = create_batch(stages.store, settings, paths[1:], name="after", created_by="test")
         run_batch(run_stages, after.id, concurrency=1)  # the same Stages object: the run reads the active version
+        again = create_batch(stages.store, settings, paths[:1], name="again", created_by="test")  # photo cached under v0
+        run_batch(run_stages, again.id, concurrency=1)
 
-    vision = next(r for r in server.state.requests if image_parts(r))
+    vision = next(r for r in server.state.requests if image_parts(r))  # the after batch's photo
     assert "How long are the sleeves?" in json.dumps(vision["messages"])  # the new question is asked
     assert "sleeve" in vision["response_format"]["json_schema"]["schema"]["properties"]["answers"]["properties"]
-    (summary_request,) = summaries
+    summary_request = summaries[0]
     assert attribute_field(summary_request, "sleeve")["anyOf"][0]["enum"] == ["short", "long", "sleeveless"]
     color = attribute_field(summary_request, "color")
     assert "anyOf" not in color and color["enum"][0] == "black"  # required: one of the values, never null
@@ -305,6 +307,9 @@ def test_a_batch_asks_the_active_versions_questions_maps_its_synonyms_and_record
     assert [a.name for a in old.attributes] == ["category", "color", "material", "pattern", "style"]
     assert [a.name for a in new.attributes] == ["category", "color", "sleeve"]  # the shirt rule: only these apply
 
+    (recaptioned,) = stages.store.list_items(again.id)  # its cached v0 caption has no sleeve answer: asked again
+    assert len([r for r in server.state.requests if image_parts(r)]) == 2
+    assert recaptioned.attribute("sleeve").value == "long" and recaptioned.taxonomy_version == 1
     active_schema = active_taxonomy(stages.store, DEFAULT)[1]
     rows = list(csv.DictReader(io.StringIO(export_csv([old, new], active_schema).decode("utf-8"))))
     assert [r["taxonomy_version"] for r in rows] == ["0", "1"]
