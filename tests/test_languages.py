@@ -278,3 +278,83 @@ def test_review_one_item_view_shows_and_saves_each_language_with_the_version_che
     errors = [shown(e.value) for e in app.error]
     assert len(errors) == 1 and errors[0].startswith("#1 SKU-0: Summary (de): Not saved: changed by bob@example.com at "), errors
     st.cache_resource.clear()
+
+
+# --- the CLI and the Tag page ask for languages ----------------------------------------------------------------
+def test_cli_tag_languages_writes_one_summary_per_language_into_the_report(monkeypatch, tmp_path, tiny_model, server, capsys):
+    import csv
+
+    from pipeline.cli import main
+
+    for key, value in {"DATA_DIR": str(tmp_path / "data"), "CAPTION_MODEL": str(tiny_model), "SUMMARIZER": "openai",
+                       "OPENAI_API_KEY": "sk-test-1234", "OPENAI_BASE_URL": server.base_url, "MAX_NEW_TOKENS": "8",
+                       "CONCURRENCY": "2"}.items():
+        monkeypatch.setenv(key, value)
+    photos = []
+    for number in range(2):
+        photos.append(tmp_path / f"c{number}.jpg")
+        photos[-1].write_bytes(jpeg_bytes(size=(200, 160), seed=number + 1))
+    assert main(["tag", *map(str, photos), "--languages", "en,de,ja", "--out", str(tmp_path / "report.csv")]) == 0
+    assert "2 tagged, 0 failed" in capsys.readouterr().out
+    with open(tmp_path / "report.csv", encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+    assert reader.fieldnames[-2:] == ["summary_de", "summary_ja"]
+    assert [(r["summary_de"], r["summary_ja"]) for r in rows] == [(DE, JA)] * 2
+
+
+def test_tag_page_languages_are_kept_with_the_batch_and_each_summary_is_written(monkeypatch, tmp_path, tiny_model, server):
+    import io
+    import zipfile
+
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard.runtime import get_runtime
+
+    for key, value in {"DATA_DIR": str(tmp_path / "data"), "CAPTION_MODEL": str(tiny_model), "SUMMARIZER": "openai",
+                       "OPENAI_API_KEY": "sk-test-1234", "OPENAI_BASE_URL": server.base_url, "MAX_NEW_TOKENS": "8",
+                       "CONCURRENCY": "2", "AUTH_MODE": "dev"}.items():
+        monkeypatch.setenv(key, value)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for index in range(2):
+            archive.writestr(f"shirt-{index}.jpg", jpeg_bytes(seed=index))
+    st.cache_resource.clear()
+    try:
+        app = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=60).run()
+        assert not app.exception, app.exception
+        app.file_uploader[0].set_value([("photos.zip", buffer.getvalue(), "application/zip")]).run()
+        languages = app.multiselect(key="languages")
+        assert "English (en)" not in languages.options  # always written
+        assert {"German (de)", "Japanese (ja)", "Chinese (Simplified) (zh)"} <= set(languages.options)
+        languages.set_value(["de", "ja"]).run()
+        [run] = [b for b in app.button if b.label == "Run"]
+        run.click().run()
+        assert not app.exception, app.exception
+        assert get_runtime().worker.wait_idle(120)
+        batch_id = app.session_state["batch_id"]
+        store = get_runtime().stages.store
+        assert store.batch_languages(batch_id) == ["de", "ja"]
+        assert [i.summaries for i in store.list_items(batch_id)] == [{"de": DE, "ja": JA}] * 2
+    finally:
+        st.cache_resource.clear()
+
+
+def test_tag_page_with_the_offline_summarizer_offers_no_languages_and_says_why(monkeypatch, tmp_path, tiny_model):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    for key, value in {"DATA_DIR": str(tmp_path / "data"), "CAPTION_MODEL": str(tiny_model), "SUMMARIZER": "offline",
+                       "AUTH_MODE": "dev"}.items():
+        monkeypatch.setenv(key, value)
+    st.cache_resource.clear()
+    try:
+        app = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=60).run()
+        app.file_uploader[0].set_value([("p.jpg", jpeg_bytes(seed=1), "image/jpeg")]).run()
+        assert not app.exception, app.exception
+        assert not [m for m in app.multiselect if m.key == "languages"]
+        assert "Summaries in English only: the offline summarizer does not translate (SUMMARIZER=openai writes other languages)." \
+            in [c.value for c in app.caption]
+    finally:
+        st.cache_resource.clear()
