@@ -171,3 +171,12 @@ def test_extra_language_summaries_are_columns_at_the_end_of_the_report():
     assert read(export_csv([english_only], SCHEMA))[0] == report_columns(SCHEMA)
     hostile = tagged_item(summaries={"de": "=HYPERLINK(\"http://evil\")"})  # escaped like every other cell
     assert read(export_csv([hostile], SCHEMA))[1][0]["summary_de"].startswith("'=")
+
+
+def test_every_flagged_attribute_is_listed_for_review_and_blank_shopify_fields_stay_blank():
+    flagged = tagged_item(attributes=[AttributeValue("pattern", "zigzags", "zigzags", False), AttributeValue("style", "zany", "zany", False),
+                                      AttributeValue("color", "blue", "blue", True)])
+    _, (row,) = read(export_csv([flagged], SCHEMA))
+    assert row["attributes_to_review"] == "pattern, style"
+    _, (shopify,) = read(export_shopify_csv([tagged_item(title=None, caption=None)]))
+    assert shopify["Title"] == "" and shopify["Image Alt Text"] == ""

@@ -60,6 +60,7 @@ class Score:
     other: int = 0
     survivors: tuple[str, ...] = ()
     untested: tuple[str, ...] = ()  # "no tests": no listed test reached the function
+    unchecked: tuple[str, ...] = ()  # not run yet (new, changed since, or an interrupted run)
 
     @property
     def total(self) -> int:
@@ -127,6 +128,7 @@ def score(module: str, work: Path, names: list[str] | None = None) -> Score:
     codes = json.loads(meta.read_text())["exit_code_by_key"]
     survivors: list[str] = []
     untested: list[str] = []
+    unchecked: list[str] = []
     for name, code in sorted(codes.items()):
         if names and not any(fnmatch.fnmatch(name, pattern) for pattern in names):
             continue
@@ -143,9 +145,10 @@ def score(module: str, work: Path, names: list[str] | None = None) -> Score:
             untested.append(name)
         elif status == "not checked":
             result.not_checked += 1
+            unchecked.append(name)
         else:
             result.other += 1
-    result.survivors, result.untested = tuple(survivors), tuple(untested)
+    result.survivors, result.untested, result.unchecked = tuple(survivors), tuple(untested), tuple(unchecked)
     return result
 
 
@@ -184,7 +187,7 @@ def run_module(module: str, *, names: list[str], max_children: int, timeout_s: i
     prepare(module, work, MODULES[module], timeout_s)
     if retest_survivors and not names:
         before = score(module, work)  # their earlier verdicts stand otherwise
-        names = [*before.survivors, *before.untested]
+        names = [*before.survivors, *before.untested, *before.unchecked]
         if not names:
             return score(module, work)
     started = time.monotonic()
@@ -193,7 +196,7 @@ def run_module(module: str, *, names: list[str], max_children: int, timeout_s: i
     (work / "survivors.txt").write_text(diffs(module, work, result.survivors))
     if not quiet:
         print(f"{module}: {result.killed} killed, {result.survived} survived, {result.timeout} timeout, "
-              f"{result.no_tests} no tests ({time.monotonic() - started:.0f} s); survivors in {work / 'survivors.txt'}")
+              f"{result.no_tests} no tests, {result.not_checked} not checked ({time.monotonic() - started:.0f} s); survivors in {work / 'survivors.txt'}")
     return result
 
 
