@@ -233,7 +233,7 @@ def test_the_estimate_adds_tokens_per_extra_summary(tmp_path):
     two = summary_costs(Assumptions(images_per_month=10_000, extra_languages=2), prices, batch=False)["openai"]
     per_in = prices.usd("openai_input_per_million:gpt-4o")
     per_out = prices.usd("openai_output_per_million:gpt-4o")
-    assert two - base == pytest.approx(10_000 * 2 * (30 * per_in + 100 * per_out) / 1e6)
+    assert two - base == pytest.approx(10_000 * 2 * (80 * per_in + 100 * per_out) / 1e6)
     done = subprocess.run([sys.executable, "-m", "pipeline", "estimate", "--images-per-month", "10000", "--languages", "2", "--json"],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     data = json.loads(done.stdout)

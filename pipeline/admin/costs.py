@@ -74,10 +74,11 @@ class Assumptions:
     output_tokens_per_image: int = 150
     # Summaries in other languages (issue 19: `tag --languages`): each extra language adds one more summary of at most
     # 50 words / 125 Japanese or 75 Chinese characters to the same answer (~70 tokens in English; non-Latin scripts take
-    # more tokens per word, so 100 is assumed, not measured) and a line of instructions + one schema field to the prompt.
+    # more tokens per word, so 100 is assumed, not measured) and a line of instructions + one schema field to the prompt
+    # (measured: 2 languages add 219 characters of instructions and 417 of response schema, ~80 tokens each at ~4 chars/token).
     extra_languages: int = 0
     output_tokens_per_extra_language: int = 100
-    input_tokens_per_extra_language: int = 30
+    input_tokens_per_extra_language: int = 80
     # The always-on infrastructure: defaults are infra/cdk.json's, the "own-alb" profile (PROFILES below;
     # InfraConfig.cost_assumptions maps a deployment, tests tie both to the synthesized template).
     dashboard_vcpu: float = 0.5
