@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import openai
@@ -15,7 +16,8 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard.text import shown
 from pipeline.admin.comparison import CaptionerRun, compare_captioners, report_table
-from pipeline.admin.costs import PriceTable
+from pipeline.admin import analytics
+from pipeline.admin.costs import Assumptions, PriceTable, month_to_date
 from pipeline.captioners.openai_vision import OpenAIVisionCaptioner
 from support.images import jpeg_bytes
 from support.servers import FakeOpenAI, Reply, vision_responder
@@ -65,6 +67,8 @@ def test_both_captioners_on_a_sample_cost_latency_acceptance_and_the_items_stay_
     store.edit_item(items[1].id, "review_status", "approved", "reviewer")
     before = [(i.caption, i.caption_model, i.summary, i.review_status) for i in store.list_items(batch_id)]
     ledger_before = len(store.usage())
+    health_window = (datetime.now(timezone.utc) - timedelta(hours=1), datetime.now(timezone.utc) + timedelta(hours=1))
+    cache_before = analytics.health(store, *health_window).cache
 
     now = [0.0]
     steps = iter([0.1, 0.2, 0.9])  # seconds each vision answer takes, on the captioner's clock
@@ -88,11 +92,16 @@ def test_both_captioners_on_a_sample_cost_latency_acceptance_and_the_items_stay_
     assert comparison.rows[1].errors["vision LLM gpt-4o-mini"].startswith('OpenAI declined to describe this photo ("I can\'t describe this.")')
     assert all(r.stored_caption for r in comparison.rows)
 
-    # nothing about the items changed; the vision model's three paid calls are in the ledger, the local ones are not
+    # nothing about the items changed; the vision model's three paid calls are in the ledger (as the sample's,
+    # priced month to date but no paid caption of an item: Health's cache figures stay as they were), the local ones are not
     assert [(i.caption, i.caption_model, i.summary, i.review_status) for i in store.list_items(batch_id)] == before
     new_rows = store.usage()[ledger_before:]
     assert [(u.kind, u.model, u.input_tokens, u.output_tokens) for u in new_rows] == [
-        ("llm", "gpt-4o-mini", 300 + 2833, 40), ("llm", "gpt-4o-mini", 120, 60), ("llm", "gpt-4o-mini", 300 + 2833, 40)]
+        ("vision_sample", "gpt-4o-mini", 300 + 2833, 40), ("vision_sample", "gpt-4o-mini", 120, 60), ("vision_sample", "gpt-4o-mini", 300 + 2833, 40)]
+    assert analytics.health(store, *health_window).cache == cache_before
+    ledger = month_to_date(store, PRICES, Assumptions(), running_now=False)
+    assert sum(day.get("openai_vision", 0.0) for day in ledger.daily.values()) == pytest.approx(
+        (2 * (3133 * MINI_IN + 40 * MINI_OUT) + (120 * MINI_IN + 60 * MINI_OUT)) / 1e6, abs=1e-4)
 
     blip, llm = comparison.reports
     expected_total = (2 * (3133 * MINI_IN + 40 * MINI_OUT) + (120 * MINI_IN + 60 * MINI_OUT)) / 1e6

@@ -7,7 +7,7 @@ draw them. Everything comes from the store, so the figures are the same on every
 Sources:
 - items processed in the period (`processed_at`): status, `stage_ms` (stage -> milliseconds) and
   `error_kind`, where the runner recorded them (items processed before timings were kept have none);
-- the usage ledger: paid caption calls (kinds local / endpoint / transform). A cache hit makes no
+- the usage ledger: paid caption calls (kinds local / endpoint / transform / vision). A cache hit makes no
   call and no usage row, so hits = items that got a caption - paid caption calls in the period;
 - the audit log: endpoint start / stop / auto-stop and what each did;
 - the edit history (`Store.edits_since`): who changed which field from what to what.
@@ -28,7 +28,8 @@ from pipeline.models import AuditEntry, Edit, ItemRecord
 from pipeline.store import Store
 
 STAGES = ("fetch", "normalize", "checks", "caption", "summarize", "save")
-CAPTION_USAGE_KINDS = ("local", "endpoint", "transform")  # one row per captioned photo that was paid for
+CAPTION_USAGE_KINDS = ("local", "endpoint", "transform", "vision")  # one row per captioned photo that was paid for
+# (vision_sample, the captioner comparison's calls, is paid but captions no item: not counted here)
 TEXT_FIELDS = ("caption", "title", "summary", "tags")
 SUMMARY_FIELDS = ("title", "summary", "tags")  # written by the summarizer; caption and attributes by the captioner
 UNCLASSIFIED = "unclassified"

@@ -8,8 +8,9 @@ What it does, per photo of the sample (at most MAX_SAMPLE, one call at a time so
 queueing time): reads the item's photo from its source and normalizes it as the runner does, then asks
 each captioner for the caption and the attribute answers. Nothing about the items changes: no result,
 caption, cache entry or edit is written. The vision model's calls are paid, so each leaves its usage row
-in the ledger under its item (month-to-date costs count them); the local / endpoint calls write none (the
-Health page counts those rows as paid captions of real runs).
+in the ledger under its item, as kind `vision_sample` (month-to-date costs count them; the Health page
+does not, since no item was captioned); the local / endpoint calls write none (the Health page counts
+those rows as paid captions of real runs).
 
 What it reports, per captioner:
 - cost per photo: priced from the calls' usage rows with prices.json — OpenAI tokens at the model's
@@ -28,13 +29,13 @@ What it reports, per captioner:
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from pipeline.admin import analytics
-from pipeline.admin.costs import PriceTable
+from pipeline.admin.costs import PriceTable, token_price_model
 from pipeline.errors import ConfigError, UserFacingError, describe_error, usage_of
 from pipeline.models import CaptionResult, ItemRecord, Usage
 
@@ -168,20 +169,15 @@ def _ask(run: CaptionerRun, image, questions, row: SampleRow, store) -> None:
 
 
 def _record_paid(store, item_id: int, usage: list[Usage]) -> None:
-    paid = [u for u in usage if u.kind == "llm"]
+    """The sample's paid vision calls, as `vision_sample`: priced month to date, not paid captions of items on Health."""
+    paid = [replace(u, kind="vision_sample") for u in usage if u.kind == "vision"]
     if paid:
         store.record_usage(item_id, paid)
 
 
-def token_price_model(model: str, prices: PriceTable) -> str | None:
-    """The prices.json model name for a billed model id ("gpt-4o-mini-2024-07-18" -> "gpt-4o-mini")."""
-    names = sorted((key.split(":", 1)[1] for key in prices.prices if key.startswith("openai_input_per_million:")), key=len, reverse=True)
-    return next((name for name in names if model == name or model.startswith(name + "-")), None)
-
-
 def usage_usd(usage: Usage, prices: PriceTable, instance_type: str) -> float | None:
     """What one call cost, from its usage row (see the module docstring); None when no price applies."""
-    if usage.kind == "llm":
+    if usage.kind in ("llm", "vision", "vision_sample"):
         model = token_price_model(usage.model, prices)
         if model is None:
             return None
@@ -196,7 +192,7 @@ def usage_usd(usage: Usage, prices: PriceTable, instance_type: str) -> float | N
 
 
 def _basis(kinds: set[str], instance_type: str) -> str:
-    if kinds == {"llm"}:
+    if kinds and kinds <= {"llm", "vision", "vision_sample"}:
         return "OpenAI tokens billed (input incl. the photo, output) at prices.json's per-million price."
     if kinds == {"endpoint"}:
         return (f"Endpoint instance time the photo took at the {instance_type} hourly price (a lower bound: the "

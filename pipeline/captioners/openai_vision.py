@@ -23,7 +23,7 @@ honoured) within one deadline per photo (OPENAI_VISION_DEADLINE_S), each request
 time left; quota, key, permission, unknown model and other 4xx are never retried; a refusal or the
 content filter fails that photo (BadInputError); an answer cut off or not the requested JSON fails that
 photo (ServiceError, retryable). Every answered request is one paid call and leaves exactly one usage
-row with its tokens: on success in the returned Usage, on failure attached to the error
+row (kind `vision`: a paid caption call on the Health page, the model's token price month to date) with its tokens: on success in the returned Usage, on failure attached to the error
 (`pipeline.errors.usage_of`), so the runner records it with the failed item. There is no fallback model:
 a caption from another model would be cached under this model's id.
 """
@@ -144,7 +144,7 @@ class OpenAIVisionCaptioner:
         completion = self._complete(body, started + self.deadline_s)
         latency = (self.clock() - started) * 1000
         billed = getattr(completion, "usage", None)
-        call = Usage("llm", getattr(completion, "model", None) or self.model,
+        call = Usage("vision", getattr(completion, "model", None) or self.model,
                      (billed.prompt_tokens or 0) if billed else 0, (billed.completion_tokens or 0) if billed else 0, 1, latency)
         usage.append(call)
         caption, answers = self._read(completion, questions)

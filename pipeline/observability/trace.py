@@ -159,8 +159,8 @@ class ItemTrace:
     def count_usage(self, usage: list[Any]) -> None:
         """Billable calls as counters: endpoint invocations and OpenAI tokens."""
         invocations = sum(u.invocations for u in usage if u.kind in ("endpoint", "transform"))
-        tokens_in = sum(u.input_tokens for u in usage if u.kind in ("llm", "llm_batch"))
-        tokens_out = sum(u.output_tokens for u in usage if u.kind in ("llm", "llm_batch"))
+        tokens_in = sum(u.input_tokens for u in usage if u.kind in ("llm", "llm_batch", "vision"))
+        tokens_out = sum(u.output_tokens for u in usage if u.kind in ("llm", "llm_batch", "vision"))
         for name, value in ((metrics.ENDPOINT_INVOCATIONS, invocations), (metrics.OPENAI_INPUT_TOKENS, tokens_in),
                             (metrics.OPENAI_OUTPUT_TOKENS, tokens_out)):
             if value:
