@@ -241,14 +241,14 @@ def test_brand_page_saves_the_guide_shows_text_literally_and_refuses_non_admins(
     app = AppTest.from_file(APP, default_timeout=120).run()
     app.switch_page("pages/brand.py").run()
     assert not app.exception, app.exception
-    app.text_area(key="brand-tone").set_value(HOSTILE)
-    app.text_area(key="brand-avoid").set_value("cheap\n<b>x</b>")
-    app.text_area(key="brand-prefer").set_value("**soft**")
+    app.text_area(key="brand-tone-0").set_value(HOSTILE)
+    app.text_area(key="brand-avoid-0").set_value("cheap\n<b>x</b>")
+    app.text_area(key="brand-prefer-0").set_value("**soft**")
     app.button[0].click().run()
     assert not app.exception and not app.error, [e.value for e in app.error]
-    assert [s.value for s in app.success] == ["Saved as version 1."]
+    assert [shown(s.value) for s in app.success] == ["Saved as version 1."]
     app.switch_page("pages/brand.py").run()  # reopened: the stored guide, shown as typed
-    assert app.text_area(key="brand-tone").value == HOSTILE
+    assert app.text_area(key="brand-tone-0").value == HOSTILE
     (lists,) = app.dataframe
     assert list(lists.value["Words to avoid"]) == ["cheap", "<b>x</b>"]
     assert list(lists.value["Words to prefer"]) == ["**soft**", ""]
@@ -274,7 +274,21 @@ def test_brand_page_refuses_a_save_over_another_admins_and_keeps_theirs(page_env
 
     other = build_stages(Settings(), captioner=local_captioner).store  # another admin, another task: same store
     other.save_style_guide(clean_style_guide("theirs", [], []), "bob@example.com", expected_version=0)
-    app.text_area(key="brand-tone").set_value("mine")
+    app.text_area(key="brand-tone-0").set_value("mine")
     app.button[0].click().run()
     assert [shown(e.value) for e in app.error][0].startswith("Not saved: bob@example.com saved the style guide at ")
     assert other.style_guide().tone == "theirs"
+    assert app.text_area(key="brand-tone-1").value == "theirs"  # the fields now show the guide as bob saved it
+    app.text_area(key="brand-tone-1").set_value("mine, over theirs")
+    app.button[0].click().run()  # from the version now shown: saved
+    assert [shown(s.value) for s in app.success] == ["Saved as version 2."] and not app.error
+    assert other.style_guide().tone == "mine, over theirs"
+
+
+def test_brand_page_says_a_size_problem_in_one_sentence_and_keeps_the_text(page_env):
+    app = AppTest.from_file(APP, default_timeout=120).run()
+    app.switch_page("pages/brand.py").run()
+    app.text_area(key="brand-avoid-0").set_value("x" * 41)
+    app.button[0].click().run()
+    assert [shown(e.value) for e in app.error] == [f"'{'x' * 40}…' in words to avoid is longer than 40 characters; list single words or short phrases."]
+    assert app.text_area(key="brand-avoid-0").value == "x" * 41

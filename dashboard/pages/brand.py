@@ -9,7 +9,7 @@ import streamlit as st
 from dashboard.navigation import restart_through_app_if_opened_directly
 from dashboard.runtime import current_user, get_runtime, require_admin
 from dashboard.text import say
-from pipeline.admin.brand import LANGUAGES, MAX_TONE_CHARS, MAX_WORD_CHARS, MAX_WORDS_LISTED, clean_style_guide
+from pipeline.admin.brand import LANGUAGES, MAX_TONE_CHARS, MAX_WORD_CHARS, MAX_WORDS_LISTED, StyleGuideConflict, clean_style_guide
 from pipeline.errors import describe_error
 
 restart_through_app_if_opened_directly()
@@ -36,24 +36,37 @@ if guide.version:
 else:
     st.caption("No style guide saved yet: summaries follow the built-in instructions only.")
 
+flash = st.session_state.pop("brand-flash", None)  # what the last save did, shown after the page re-read the guide
+if flash is not None:
+    (st.success if flash[0] == "ok" else st.error)(say("{text}", text=flash[1]))
+
+# The version the fields were filled from: a save sends it. After another admin's save was found, the fields are
+# refilled from the stored guide (a new round of widget keys) and that version is the one sent next.
 shown_version = st.session_state.setdefault("brand-version", guide.version)
+round_ = st.session_state.get("brand-round", 0)
 with st.form("brand-form"):
-    tone = st.text_area("Tone", value=guide.tone, max_chars=MAX_TONE_CHARS, key="brand-tone",
+    tone = st.text_area("Tone", value=guide.tone, max_chars=MAX_TONE_CHARS, key=f"brand-tone-{round_}",
                         help="How the copy should sound, e.g. warm and plain, no exclamation marks.")
-    avoid = st.text_area("Words to avoid (one per line or comma separated)", value="\n".join(guide.avoid), key="brand-avoid",
+    avoid = st.text_area("Words to avoid (one per line or comma separated)", value="\n".join(guide.avoid), key=f"brand-avoid-{round_}",
                          help=f"At most {MAX_WORDS_LISTED} entries of up to {MAX_WORD_CHARS} characters.")
-    prefer = st.text_area("Words to prefer (one per line or comma separated)", value="\n".join(guide.prefer), key="brand-prefer",
+    prefer = st.text_area("Words to prefer (one per line or comma separated)", value="\n".join(guide.prefer), key=f"brand-prefer-{round_}",
                           help=f"At most {MAX_WORDS_LISTED} entries of up to {MAX_WORD_CHARS} characters.")
     saved = st.form_submit_button("Save style guide", type="primary")
 
 if saved:
     try:
         new = store.save_style_guide(clean_style_guide(tone, avoid, prefer), user.email, expected_version=int(shown_version))
-    except Exception as error:
+    except StyleGuideConflict as conflict:  # someone saved meanwhile: show theirs, keep nothing of this attempt
+        st.session_state["brand-flash"] = ("error", str(conflict))
+        st.session_state["brand-version"] = store.style_guide().version
+        st.session_state["brand-round"] = round_ + 1
+        st.rerun()
+    except Exception as error:  # a size limit or the store: one sentence, the typed text stays to be fixed
         st.error(say("{why}", why=describe_error(error)))
     else:
+        st.session_state["brand-flash"] = ("ok", f"Saved as version {new.version}.")
         st.session_state["brand-version"] = new.version
-        st.success(say("Saved as version {version}.", version=new.version))
+        st.rerun()
 
 if guide.avoid or guide.prefer:
     st.subheader("Current lists")
