@@ -515,3 +515,48 @@ def test_a_batch_picked_on_the_tag_page_stays_picked_while_another_batch_progres
     app.switch_page("pages/review.py").run()  # the choice follows to the other pages
     [picker] = [s for s in app.selectbox if s.label == "Batch"]
     assert picker.value == quiet.id
+
+
+def test_while_a_batch_runs_elsewhere_the_tag_page_shows_new_results_without_rerunning_the_whole_page(app_env, monkeypatch):
+    """The progress part (a fragment, every 2 s) draws the results too. It used to rerun the whole page each
+    time an item finished: with another runner writing that was every 2 s, and a click on another page made
+    meanwhile was merged into that rerun and lost (seen in Chromium, bench/browser.py). One whole-page rerun
+    is left, from the fragment when it sees the batch stop running (to draw it outside the fragment; not
+    covered here)."""
+    import time
+
+    from pipeline.ingest.sources import collect_sources
+    from pipeline.service import ingest_limits
+    from pipeline.settings import Settings
+    from pipeline.store.sqlite_store import SqliteStore
+
+    settings = Settings()
+    photo = app_env / "one.jpg"
+    photo.write_bytes(jpeg_bytes())
+    store = SqliteStore(settings.db_path)
+    batch = store.create_batch("cli batch", "someone", collect_sources([photo, photo, photo], ingest_limits(settings)))
+    elsewhere = "cli-host/4242/abcd"
+    store.claim_batch(batch.id, elsewhere, 600, now=time.time())
+    app = AppTest.from_file(APP, default_timeout=60)
+    app.session_state["batch_id"] = batch.id
+    app.run()
+    deadline = time.monotonic() + 60  # the new server's worker looks at unfinished batches first
+    while runtime().worker.view(batch.id).runner is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    whole_page_reruns: list[dict] = []
+    rerun = st.rerun
+
+    def recording(*args, **kwargs):
+        whole_page_reruns.append(kwargs)
+        return rerun(*args, **kwargs)
+
+    monkeypatch.setattr(st, "rerun", recording)
+    items = store.list_items(batch.id)
+    for done, item in enumerate(items[:2], start=1):
+        store.save_error(item.id, f"Could not read photo {done}.", [])  # the other runner writes
+        app.run()
+        assert not app.exception, app.exception
+        progress = [p.proto.text for p in app.get("progress")]  # running there, queued here (waiting for that runner)
+        assert progress in ([f"{done} of 3 done · {done} failed · running"], [f"{done} of 3 done · {done} failed · queued"]), progress
+        assert list(app.dataframe[-1].value["Result"]) == [f"failed: Could not read photo {n}." for n in range(1, done + 1)]
+    assert whole_page_reruns == []
