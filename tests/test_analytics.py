@@ -270,3 +270,19 @@ def test_health_of_a_real_run_reads_what_the_runner_recorded(stages, make_settin
     assert recorded["fetch"].count == 4 and recorded["caption"].count == 3
     assert all(s.p50_ms is not None and 0 <= s.p50_ms <= s.p95_ms for s in health.stages)
     assert health.items_with_timings == 4
+
+
+def test_vision_caption_calls_are_paid_captions_and_the_comparisons_sample_is_not(store):
+    """Issue 19 follow-up, in both stores: a `vision` row (CAPTIONER=openai-vision) is a paid caption call like a
+    local one; a `vision_sample` row (the captioner comparison's call) captions no item; old `llm` rows are summaries."""
+    items = batch(store, [None] * 4)
+    vision = Usage(kind="vision", model="gpt-4o-mini-2024-07-18", input_tokens=3133, output_tokens=40)
+    summary = Usage(kind="llm", model="gpt-4o", input_tokens=700, output_tokens=90)
+    store.save_result(items[0].id, result("k0", "openai-vision:gpt-4o-mini"), [vision, summary])  # paid caption
+    store.save_result(items[1].id, result("k1", "openai-vision:gpt-4o-mini"), [vision, summary])  # paid caption
+    store.save_result(items[2].id, result("k0", "openai-vision:gpt-4o-mini", cached=True), [summary])  # cache hit
+    store.record_usage(items[3].id, [Usage(kind="vision_sample", model="gpt-4o-mini", input_tokens=3133, output_tokens=40)])
+    health = analytics.health(store, *window())
+    assert [u.kind for u in store.usage()].count("vision") == 2  # the kind survives the store
+    assert (health.cache.captioned, health.cache.paid_calls, health.cache.hits) == (3, 2, 1)
+    assert health.cache.hit_rate == pytest.approx(1 / 3)

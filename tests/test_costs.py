@@ -340,3 +340,25 @@ def test_admin_page_prices_a_profile_and_charts_cost_by_volume_with_break_even_p
         assert any("(shared-alb-business-hours)" in c.proto.spec for c in app.get("plotly_chart"))
     finally:
         st.cache_resource.clear()
+
+
+def test_ledger_prices_vision_caption_tokens_at_the_models_price_and_old_llm_rows_as_before(tmp_path, prices):
+    """Issue 19 follow-up: `vision` rows (CAPTIONER=openai-vision) at the vision model's token price, dated ids
+    included, each one a captioned image; `vision_sample` rows (the captioner comparison) priced, no image; old
+    `llm` rows still summary tokens at the summary price."""
+    store = SqliteStore(tmp_path / "db.sqlite3")
+    from pipeline.ingest.sources import IngestLimits, collect_sources
+    from support.images import jpeg_bytes
+
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(jpeg_bytes())
+    batch = store.create_batch("b", "t", collect_sources([photo], IngestLimits()))
+    [item] = store.list_items(batch.id)
+    store.record_usage(item.id, [Usage("vision", "gpt-4o-mini-2024-07-18", input_tokens=1_000_000, output_tokens=100_000),
+                                 Usage("vision_sample", "gpt-4o", input_tokens=1_000_000, output_tokens=0),
+                                 Usage("llm", "gpt-4o-mini", input_tokens=1_000_000, output_tokens=0)])
+    ledger = month_to_date(store, prices, Assumptions(summary_model="gpt-4o"), running_now=False)
+    assert ledger.by_component["openai_vision"] == pytest.approx(0.15 + 0.06 + 2.50, abs=0.01)  # mini in + out, gpt-4o sample in
+    assert ledger.by_component["openai"] == pytest.approx(0.15, abs=0.01)  # the summary row, as before
+    assert ledger.tokens == 1_000_000 and ledger.images == 1  # summary tokens only; one image captioned, the sample none
+    assert "openai_vision" not in ledger.estimated and ledger.measured_usd == pytest.approx(2.71 + 0.15, abs=0.02)
