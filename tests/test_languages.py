@@ -358,3 +358,27 @@ def test_tag_page_with_the_offline_summarizer_offers_no_languages_and_says_why(m
             in [c.value for c in app.caption]
     finally:
         st.cache_resource.clear()
+
+
+def test_regenerate_in_review_rewrites_every_language_with_the_current_style_guide(tmp_path, server):
+    from pipeline.admin.brand import clean_style_guide
+    from pipeline.batches.review import regenerate_summary
+
+    store = SqliteStore(tmp_path / "t.db")
+    batch = new_batch(store, tmp_path, count=1)
+    store.set_batch_languages(batch.id, ("de", "ja"))
+    (item,) = store.list_items(batch.id)
+    checks = PhotoChecks(10, 10, False, 400.0, False, 150.0, False, False, True, True, ["red"])
+    store.save_result(item.id, ItemResult(content_key="k" * 64, image_path="p", caption=CaptionResult("a tee", {}, "m"), attributes=[],
+                                          checks=checks, word_count=2, summary=SummaryResult("Old.", "Tee", [], {}, "gpt-4o", False,
+                                                                                             summaries={"de": "Alt.", "ja": "古い。"})), [])
+    store.save_style_guide(clean_style_guide("plain", ["cheap"], []), "ann", expected_version=0)
+    regenerate_summary(store, summarizer_for(server), item.id, "rev")
+    (body,) = server.state.requests
+    assert 'Never use these words or phrases: ["cheap"]' in body["messages"][0]["content"]
+    assert body["response_format"]["json_schema"]["schema"]["$defs"]["LanguageSummaries"]["required"] == ["de", "ja"]
+    again = store.get_item(item.id)
+    assert (again.summary, again.summaries) == ("A red cotton tee with a crew neck.", {"de": DE, "ja": JA})
+    assert sorted(e.field for e in store.edits(item.id)) == ["summary", "summary:de", "summary:ja"]
+    assert all(e.who == "rev (regenerated)" for e in store.edits(item.id))
+    assert len(store.usage(batch.id)) == 1  # one paid call for all three

@@ -242,16 +242,21 @@ def regenerate_summary(store: Store, summarizer: Summarizer, item_id: int, who: 
         raise UserFacingError("Only tagged items can get a new summary.")
     from pipeline.admin.brand import request_options
 
-    options = request_options(store, item.batch_id)  # style guide, and the batch's languages: written, not saved here
+    options = request_options(store, item.batch_id)  # the style guide and the batch's extra languages (issue 19)
+    if getattr(summarizer, "name", None) == "offline":
+        options["languages"] = ()  # English only: the other languages' summaries are kept as they are
     request = SummaryRequest(caption=item.caption or "", attributes=item.attributes, checks=item.checks, hints=item.hints,
-                             sku=item.sku, style=options["style"])
+                             sku=item.sku, **options)
     try:
         result = summarizer.summarize(request)
     except Exception as exc:
         store.record_usage(item_id, usage_of(exc))  # a failed regeneration may still have been paid for
         raise
     store.record_usage(item_id, result.usage)  # paid for even if the text happens to be unchanged
-    return store.edit_item(item_id, "summary", result.summary, f"{who} (regenerated)")
+    edit = store.edit_item(item_id, "summary", result.summary, f"{who} (regenerated)")
+    for code, text in result.summaries.items():  # each extra language rewritten from the same facts
+        store.edit_item(item_id, f"summary:{code}", text, f"{who} (regenerated)")
+    return edit
 
 
 def regenerate_summaries(store: Store, summarizer: Summarizer, item_ids: list[int], who: str) -> SaveReport:
