@@ -546,3 +546,22 @@ def test_https_connects_to_the_checked_address_but_sends_and_verifies_the_host_n
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_resolver_left_behind_at_the_deadline_never_holds_the_process_open(monkeypatch):
+    from pipeline.ingest.fetch import DownloadTimedOut
+
+    hold = threading.Event()
+
+    def hung(*args, **kwargs):
+        hold.wait(30)
+        raise socket.gaierror("late")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hung)
+    try:
+        with pytest.raises(DownloadTimedOut):
+            fetch_url("http://hung-dns.example/a.jpg", FetchLimits(max_bytes=MB, deadline_s=0.3))
+        left = [t for t in threading.enumerate() if t.name == "fetch-resolve"]
+        assert left and all(t.daemon for t in left)
+    finally:
+        hold.set()
