@@ -560,3 +560,37 @@ def test_while_a_batch_runs_elsewhere_the_tag_page_shows_new_results_without_rer
         assert progress in ([f"{done} of 3 done · {done} failed · running"], [f"{done} of 3 done · {done} failed · queued"]), progress
         assert list(app.dataframe[-1].value["Result"]) == [f"failed: Could not read photo {n}." for n in range(1, done + 1)]
     assert whole_page_reruns == []
+
+
+def test_admin_with_the_vision_captioner_says_which_captioner_runs_and_prices_its_tokens(app_env, monkeypatch, tmp_path):
+    """Issue 19 follow-up: CAPTIONER=openai-vision needs no endpoint (it is no unreachable endpoint); the page says
+    which captioner and model caption the photos, and month to date prices its calls as measured vision tokens."""
+    from pipeline.ingest.sources import IngestLimits, collect_sources
+    from pipeline.models import Usage
+    from support.servers import FakeOpenAI
+
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in {"AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": str(tmp_path / "none"),
+                       "AWS_EC2_METADATA_DISABLED": "true", "CAPTIONER": "openai-vision", "OPENAI_API_KEY": "test-key",
+                       "OPENAI_VISION_MODEL": "gpt-4o-mini"}.items():
+        monkeypatch.setenv(key, value)
+    with FakeOpenAI() as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        app = start()
+        store = runtime().stages.store
+        (tmp_path / "p.jpg").write_bytes(jpeg_bytes())
+        batch = store.create_batch("b", "t", collect_sources([tmp_path / "p.jpg"], IngestLimits()))
+        [item] = store.list_items(batch.id)
+        store.record_usage(item.id, [Usage("vision", "gpt-4o-mini-2024-07-18", input_tokens=1_000_000, output_tokens=100_000)])
+        app.switch_page("pages/admin.py").run()
+        assert not app.exception, app.exception
+        assert server.state.requests == []  # showing the page asks OpenAI nothing
+    panel = " ".join(shown(m.value) for m in app.markdown)
+    assert "Photos are captioned by OpenAI's vision model gpt-4o-mini (CAPTIONER=openai-vision, OPENAI_VISION_MODEL)" in panel, panel
+    assert "There is no endpoint to start or stop from here." in panel and "cannot reach it" not in panel
+    assert not [b for b in app.button if "endpoint" in b.label.lower()]
+    metrics = {m.label: m.value for m in app.metric}
+    assert (metrics["Measured this month"], metrics["Images captioned"], metrics["Summary tokens"]) == ("$0.21", "1", "0")  # 0.15 + 0.06
+    charts = " ".join(c.proto.spec for c in app.get("plotly_chart"))
+    assert "openai_vision (measured)" in charts

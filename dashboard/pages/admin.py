@@ -47,13 +47,24 @@ def setup_problem() -> str | None:
     return st.session_state["aws_setup_problem"]
 
 
+CAPTIONERS_WITHOUT_ENDPOINT = ("local", "openai-vision")  # caption without a SageMaker endpoint
+
+
+def captioner_in_use(settings) -> str:
+    """One sentence (inert) on the configured captioner that needs no endpoint."""
+    if settings.captioner == "openai-vision":
+        return say("Photos are captioned by OpenAI's vision model {model} (CAPTIONER={captioner}, OPENAI_VISION_MODEL), billed by tokens.",
+                   model=settings.openai_vision_model, captioner=settings.captioner)
+    return say("Photos are captioned on this machine (CAPTIONER={captioner}, CAPTION_MODEL {model}).",
+               captioner=settings.captioner, model=settings.caption_model)
+
+
 def render_local_mode(why: str) -> None:
     """What runs here and what to set to manage a SageMaker endpoint from this page."""
     with st.container(border=True):
         st.markdown(say("**Local mode**: {why}", why=why))
-        st.markdown(say("Photos are captioned on this machine (CAPTIONER={captioner}, CAPTION_MODEL {model}); "
-                        "there is no endpoint to start or stop from here.", captioner=settings.captioner, model=settings.caption_model)
-                    if settings.captioner == "local" else
+        st.markdown(captioner_in_use(settings) + " There is no endpoint to start or stop from here."
+                    if settings.captioner in CAPTIONERS_WITHOUT_ENDPOINT else
                     say("This dashboard is set to caption through the endpoint (CAPTIONER={captioner}), but cannot reach it.",
                         captioner=settings.captioner))
         st.markdown("To manage a captioning endpoint here, set these (environment or `.env`) and restart the dashboard:")
@@ -94,9 +105,8 @@ def render_endpoint_card() -> bool:
         st.warning(problem)
         render_local_mode("the endpoint's status cannot be read with this configuration.")
         return False
-    if settings.captioner == "local":
-        st.caption(say("This dashboard captions on this machine (CAPTIONER={captioner}); the endpoint below is managed, not used, here.",
-                       captioner=settings.captioner))
+    if settings.captioner in CAPTIONERS_WITHOUT_ENDPOINT:
+        st.caption(captioner_in_use(settings) + " The endpoint below is managed, not used, here.")
     label = STATE_LABELS.get(status.state, status.state)
     columns = st.columns(4)
     columns[0].metric("Status", label)
@@ -146,7 +156,7 @@ def render_month_to_date(running_now: bool, local: bool) -> int:
     ledger = month_to_date(store, prices, assumptions, running_now=running_now)
     measured, per_image, images, hours, tokens = st.columns(5)
     measured.metric("Measured this month", f"${ledger.measured_usd:,.2f}",
-                    help="Endpoint uptime from the audit log, batch jobs and summary tokens from the usage ledger, at list prices.")
+                    help="Endpoint uptime from the audit log, batch jobs, summary and vision-caption tokens from the usage ledger, at list prices.")
     per_image.metric("Measured cost per image", f"${ledger.usd_per_image:,.4f}" if ledger.usd_per_image is not None else "—")
     images.metric("Images captioned", f"{ledger.images:,}")
     hours.metric("Endpoint hours (audit log)", f"{ledger.endpoint_hours:,.1f}")
