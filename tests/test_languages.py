@@ -272,11 +272,14 @@ def test_review_one_item_view_shows_and_saves_each_language_with_the_version_che
     save.click().run()
     assert not app.exception, app.exception
     saved = store.get_item(item.id)
-    # the field holding an older text than bob's is refused, naming him (his text stays); as for every field of this
-    # view, the refusal moves the shown version on, so the other typed field (ja) is saved
-    assert saved.summaries == {"de": "Von jemand anderem.", "ja": "青いシャツ。"}
+    # the item changed since the view showed it: nothing typed is written over bob's change blind (his text stays,
+    # the typed ja is kept on screen, not saved); the refusal names him
+    assert saved.summaries == {"de": "Von jemand anderem.", "ja": JA}
     errors = [shown(e.value) for e in app.error]
-    assert len(errors) == 1 and errors[0].startswith("#1 SKU-0: Summary (de): Not saved: changed by bob@example.com at "), errors
+    assert any(e.startswith("#1 SKU-0: Summary (de): Not saved: changed by bob@example.com at ") for e in errors), errors
+    assert any("Summary (ja): Not saved: this item changed meanwhile" in e for e in errors), errors
+    save.click().run()  # saving again is a knowing choice: both typed fields replace the other change
+    assert store.get_item(item.id).summaries == {"de": "**Ein** <b>Shirt</b>.", "ja": "青いシャツ。"}
     st.cache_resource.clear()
 
 

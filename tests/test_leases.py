@@ -238,3 +238,20 @@ def test_review_save_of_an_item_changed_since_is_refused_with_who_when_and_the_v
     assert [(e.who, e.new) for e in store.edits(item.id) if e.field == "summary"] == [("bob", "Bob's text."), ("ann", "Ann's text.")]
     with pytest.raises(StaleEditError):
         store.edit_item(item.id, "caption", "x", "carl", expected_version=item.version)
+
+
+def test_a_save_refused_for_one_field_writes_no_other_field_of_that_item_blind(store, settings, tmp_path):
+    """Bob changed the tags; Ann's save (summary, then tags, from the older view) is refused for the summary and must
+    not then write her tags over Bob's because the first refusal moved her version on. Saving again is knowing."""
+    stages = make(store, settings, CountingCaptioner())
+    batch = new_batch(stages, settings, tmp_path, 1)
+    run_batch(stages, batch.id)
+    [item] = store.list_items(batch.id)
+    shown_to_ann = {item.id: item.version}
+    assert save_changes(store, {item.id: {"Tags": "bob, tags"}}, stages.schema, "bob", {item.id: item.version}).ok
+    report = save_changes(store, {item.id: {"Summary": "Ann's text.", "Tags": "ann, tags"}}, stages.schema, "ann", shown_to_ann)
+    assert not report.saved and len(report.refused) == 2
+    assert [k["Field"] for k in report.kept] == ["Summary", "Tags"]
+    assert store.get_item(item.id).tags == ["bob", "tags"] and store.get_item(item.id).summary != "Ann's text."
+    assert save_changes(store, {item.id: {"Summary": "Ann's text.", "Tags": "ann, tags"}}, stages.schema, "ann", shown_to_ann).ok
+    assert store.get_item(item.id).tags == ["ann", "tags"] and store.get_item(item.id).summary == "Ann's text."

@@ -29,6 +29,9 @@ class SaveReport:
     saved: list[Edit] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # one message per refused cell, naming the item
     kept: list[dict[str, Any]] = field(default_factory=list)  # the values typed for refused cells: {"Item", "Field", "Your value"}
+    # items someone else changed since the page showed them -> their current version; the page's versions move
+    # on to it only after the whole save, so saving again knowingly replaces the other change
+    stale_items: dict[int, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -173,14 +176,18 @@ def _edit(store: Store, report: SaveReport, item_id: int, field_name: str, value
     """One cell. `versions` ({item_id: version the page showed}) makes a save of an item someone else
     changed since be refused with who and when; it is updated as edits land (and, after a refusal,
     to the current version, so saving again knowingly replaces the other change)."""
+    if item_id in report.stale_items:  # changed by someone else: the rest typed for it is kept, not written blind
+        label = report.refuse(store, item_id, f"{column}: Not saved: this item changed meanwhile (see above); your text is kept.")
+        report.kept.append({"Item": label, "Field": column, "Your value": str(value)})
+        return
     expected = versions.get(item_id) if versions is not None else None
     try:
         edit = store.edit_item(item_id, field_name, value, who, expected_version=expected)
     except StaleEditError as stale:
         label = report.refuse(store, item_id, f"{column}: {stale}")
         report.kept.append({"Item": label, "Field": column, "Your value": str(value)})
-        if versions is not None and stale.current_version is not None:
-            versions[item_id] = stale.current_version
+        if stale.current_version is not None:
+            report.stale_items[item_id] = stale.current_version
         return
     except UserFacingError as error:
         label = report.refuse(store, item_id, str(error))
@@ -204,7 +211,13 @@ def save_changes(store: Store, changes: dict[int, dict[str, Any]], schema: Attri
             if field_name is None:
                 continue
             _edit(store, report, item_id, field_name, value, who, versions, column)
+    _move_versions_on(report, versions)
     return report
+
+
+def _move_versions_on(report: SaveReport, versions: dict[int, int] | None) -> None:
+    if versions is not None:
+        versions.update(report.stale_items)
 
 
 def set_review_status(store: Store, item_ids: list[int], status: str, who: str,
@@ -219,6 +232,7 @@ def set_review_status(store: Store, item_ids: list[int], status: str, who: str,
             report.refused.append(f"{item_label(item)}: failed items cannot be approved.")
             continue
         _edit(store, report, item_id, "review_status", status, who, versions, "Status")
+    _move_versions_on(report, versions)
     return report
 
 
