@@ -79,3 +79,14 @@ def test_a_sentence_that_would_pass_fifty_words_is_left_out_whole():
     assert result.summary == "A shoe. A shoe. By Acme."
     fits = " ".join(f"word{i}" for i in range(44))  # 6 + 44 = 50 words: kept
     assert count_words(summarize("a shoe", hints={"notes": fits, "brand": "Acme"}).summary) == 50
+
+
+def test_a_summarizer_for_another_taxonomy_version_answers_with_that_versions_attributes():
+    from pipeline.attributes import AttributeSchema
+
+    original = OfflineSummarizer(SCHEMA)
+    smaller = AttributeSchema.model_validate({"attributes": [SCHEMA.attributes[1].model_dump()]})  # colour only
+    twin = original.with_schema(smaller)
+    request = SummaryRequest(caption="", attributes=[attr("color", "red"), attr("material", "wool")], checks=None, hints={})
+    assert twin.summarize(request).attributes == {"color": "red"}
+    assert original.summarize(request).attributes == {"category": None, "color": "red", "material": "wool", "pattern": None, "style": None}
