@@ -246,7 +246,9 @@ def tag_command(args: argparse.Namespace) -> int:
                       cheapest=args.cheapest)
 
     items = stages.store.list_items(batch.id)
-    args.out.write_bytes(export_csv(items, stages.schema, excel_bom=args.excel))
+    from pipeline.admin.taxonomy import current_schema
+
+    args.out.write_bytes(export_csv(items, current_schema(stages), excel_bom=args.excel))
     tagged = sum(item.status == "ok" for item in items)
     print(f"{tagged} tagged, {len(items) - tagged} failed")
     return 0
@@ -352,7 +354,10 @@ def export_command(args: argparse.Namespace) -> int:
             raise UserFacingError("Failed items have no product data: a product file lists tagged items only (try --items approved or all).")
         hint = " (--items all exports every tagged item)" if args.items == "approved" else ""
         raise UserFacingError(f"Batch {batch.id} has no {which} items to export{hint}.")
-    exported = export_file(args.export_format, items, load_attribute_schema(settings.attribute_schema),
+    from pipeline.admin.taxonomy import active_taxonomy
+
+    schema = active_taxonomy(store, load_attribute_schema(settings.attribute_schema))[1]  # the active taxonomy's columns
+    exported = export_file(args.export_format, items, schema,
                            name=f"batch-{batch.id}-{args.items}", excel_bom=args.excel and args.export_format == "report")
     for notice in exported.notices:
         print(f"note: {notice}", file=sys.stderr)

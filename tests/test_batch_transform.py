@@ -217,3 +217,27 @@ def test_a_second_task_cannot_start_a_second_job_while_one_is_being_prepared(set
     stages.store.release_batch(batch.id, "other-host/123/abc")
     job = runner.run(batch.id)  # free again: this task runs it
     assert job.status == "Ingested" and len(emulator.jobs) == 1
+
+
+def test_a_job_asks_the_active_taxonomys_questions_and_records_its_version(setup, monkeypatch, responder, tmp_path):
+    """A batch transform job follows the taxonomy active when it starts, as a plain run does: the new attribute is
+    asked in every request and answered on every item, and the items record the version (fails when the job uses
+    the default schema)."""
+    import json
+    from pathlib import Path
+
+    from pipeline.admin.taxonomy import activate_taxonomy, save_taxonomy
+
+    settings, stages, runner = setup
+    document = json.loads((Path(__file__).resolve().parent.parent / "pipeline" / "attribute_schema.json").read_text())
+    document["attributes"].append({"name": "sleeve", "question": "How long are the sleeves?", "prefix": "sleeves are",
+                                   "vocabulary": ["short", "long", "sleeveless"], "synonyms": {}})
+    save_taxonomy(stages.store, json.dumps(document), "ana@example.com", based_on=0)
+    activate_taxonomy(stages.store, 1, "ana@example.com")
+    TransformEmulator(responder).install(monkeypatch)
+    batch = create_batch(stages.store, settings, photos(tmp_path, [1, 2]), name="big", created_by="ann")
+    job = runner.run(batch.id)
+    assert job.status == "Ingested"
+    items = stages.store.list_items(batch.id)
+    assert all(i.status == "ok" and [a.name for a in i.attributes][-1] == "sleeve" for i in items), items
+    assert [i.taxonomy_version for i in items] == [1, 1]

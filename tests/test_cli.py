@@ -1,5 +1,6 @@
 import csv
 import io
+import json
 import os
 import signal
 import sqlite3
@@ -7,6 +8,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from pathlib import Path
 
 from support.images import jpeg_bytes
 
@@ -296,3 +298,24 @@ def test_export_problems_are_one_plain_sentence(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().err.strip() == (f"error: There is no batch 1: no store at {tmp_path / 'elsewhere' / 'pipeline.sqlite3'} yet "
                                                "(is DATA_DIR set as when you tagged?).")
     assert not (tmp_path / "elsewhere").exists()  # nothing created by looking
+
+
+def test_export_report_has_the_active_taxonomys_columns(tmp_path, monkeypatch):
+    """An attribute added by the active taxonomy version is a report column of `export` (fails when the command
+    reads the configured default schema)."""
+    from pipeline.admin.taxonomy import activate_taxonomy, save_taxonomy
+    from pipeline.cli import main
+    from pipeline.store.sqlite_store import SqliteStore
+
+    batch_id, _ = seeded_export_store(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    store = SqliteStore(tmp_path / "data" / "pipeline.sqlite3")
+    document = json.loads((Path(__file__).resolve().parent.parent / "pipeline" / "attribute_schema.json").read_text())
+    document["attributes"].append({"name": "sleeve", "question": "How long are the sleeves?", "prefix": "sleeves are",
+                                   "vocabulary": ["short", "long"], "synonyms": {}})
+    save_taxonomy(store, json.dumps(document), "ana@example.com", based_on=0)
+    activate_taxonomy(store, 1, "ana@example.com")
+    out = tmp_path / "report.csv"
+    assert main(["export", str(batch_id), "--items", "all", "--out", str(out)]) == 0
+    header = next(csv.reader(io.StringIO(out.read_text(encoding="utf-8"))))
+    assert "sleeve" in header and "color" in header

@@ -8,6 +8,7 @@ import streamlit as st
 from dashboard.navigation import restart_through_app_if_opened_directly
 from dashboard.runtime import current_user, get_runtime
 from dashboard.text import inert
+from pipeline.admin.taxonomy import current_schema
 from pipeline.batches.export import filter_items
 from pipeline.batches.feeds import FORMAT_LABELS, export_file
 
@@ -15,7 +16,7 @@ restart_through_app_if_opened_directly()
 
 runtime = get_runtime()
 user = current_user(runtime)
-store, schema = runtime.stages.store, runtime.stages.schema
+store, schema = runtime.stages.store, current_schema(runtime.stages)  # the active taxonomy's columns
 
 st.title("Export")
 batches = store.list_batches()

@@ -7,6 +7,7 @@ import streamlit as st
 from dashboard.components import cached_thumbnail, choose_batch
 from dashboard.runtime import current_user, get_runtime
 from dashboard.text import inert
+from pipeline.admin.taxonomy import current_schema
 from pipeline.batches.batch_transform import job_estimate, use_job_by_default
 from pipeline.ingest.sources import collect_sources, stage_sources
 from pipeline.images.normalize import IMAGE_EXTENSIONS
@@ -18,7 +19,8 @@ from pipeline.ingest.uploads import save_uploads
 
 runtime = get_runtime()
 user = current_user(runtime)
-store, schema, worker, images = runtime.stages.store, runtime.stages.schema, runtime.worker, runtime.stages.images
+store, worker, images = runtime.stages.store, runtime.worker, runtime.stages.images
+schema = current_schema(runtime.stages)  # results show the active taxonomy's attributes
 JOB_STATES = {"InProgress": "running in AWS", "Completed": "finished, saving results", "Failed": "failed part way",
               "Stopped": "stopped", "Ingested": "done", "Summarizing": "captioned, summaries at OpenAI's Batch API (within 24 h)"}
 UPLOAD_TYPES = sorted({ext.lstrip(".") for ext in IMAGE_EXTENSIONS} | {"zip", "csv"})

@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 from pipeline.captioners.contract import build_request, parse_response
 from pipeline.admin.costs import Assumptions, JobEstimate, PriceTable, estimate_transform_job
+from pipeline.admin.taxonomy import follow_active_taxonomy
 from pipeline.errors import ConfigError, ServiceError, describe_error
 from pipeline.ingest.fetch import parse_s3_prefix, read_s3_object_if_exists
 from pipeline.models import CaptionResult, ItemRecord, PhotoChecks, TransformJobRecord, Usage
@@ -107,6 +108,7 @@ class BatchTransformRunner:
                 store.release_batch(batch_id, owner)
 
     def _start(self, batch_id: int, *, retry_failed: bool) -> TransformJobRecord | None:
+        self.stages = follow_active_taxonomy(self.stages)  # the questions of the taxonomy active when the job starts
         items = self.stages.store.items_to_process(batch_id, retry_failed=retry_failed)
         job_name = f"tag-b{batch_id}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"  # unique, ≤ 63 chars
         job_prefix = f"{self.prefix}/{job_name}".lstrip("/")
@@ -177,6 +179,9 @@ class BatchTransformRunner:
 
     def ingest(self, job: TransformJobRecord, described: dict | None = None, *,
                cancel: threading.Event | None = None) -> TransformJobRecord:
+        # answers map onto the active taxonomy (a restarted task's stages start at the default); one activated
+        # while the job ran applies here too: an attribute the job was not asked is left unanswered
+        self.stages = follow_active_taxonomy(self.stages)
         later = self.stages.batch_summarizer
         if later is not None and later.wanted(job.batch_id, job.total, job=True):
             return self._ingest_later(job, described, cancel)
