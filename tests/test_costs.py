@@ -362,3 +362,28 @@ def test_ledger_prices_vision_caption_tokens_at_the_models_price_and_old_llm_row
     assert ledger.by_component["openai"] == pytest.approx(0.15, abs=0.01)  # the summary row, as before
     assert ledger.tokens == 1_000_000 and ledger.images == 1  # summary tokens only; one image captioned, the sample none
     assert "openai_vision" not in ledger.estimated and ledger.measured_usd == pytest.approx(2.71 + 0.15, abs=0.02)
+
+
+def test_readme_cost_table_is_what_the_estimator_says():
+    """README's "What it costs" table: each profile's cheapest scenario at 1,000 and 100,000 photos a month, and the
+    GPU (batch transform) figures quoted under it, are the estimator's."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `([a-z0-9-]+)`[^|]*\| \$([\d.,]+) \| \$([\d.,]+) \|", readme, flags=re.M)
+    assert [name for name, _, _ in rows] == ["own-alb", "own-alb-business-hours", "own-alb-ipv6-business-hours", "shared-alb-business-hours"]
+    prices = PriceTable.load()
+
+    def scenarios(name: str, photos: int) -> dict[str, float]:
+        return {s.name: s.monthly_usd for s in estimate_monthly_cost(Assumptions(images_per_month=photos), prices, profile=name).scenarios}
+
+    for name, small, large in rows:
+        assert float(small.replace(",", "")) == pytest.approx(min(scenarios(name, 1000).values()), abs=0.005), name
+        assert float(large.replace(",", "")) == pytest.approx(min(scenarios(name, 100_000).values()), abs=0.005), name
+    assert "$25.94 on the IPv6 profile" in readme and "$9.52 on a shared ALB" in readme
+    assert scenarios("own-alb-ipv6-business-hours", 1000)["batch transform"] == pytest.approx(25.94, abs=0.005)
+    assert scenarios("shared-alb-business-hours", 1000)["batch transform"] == pytest.approx(9.52, abs=0.005)
+    per_thousand = [scenarios(name, 100_000)["batch transform"] / 100 for name, _, _ in rows]
+    assert "$2.03–2.43 per 1,000 photos" in readme
+    assert (round(min(per_thousand), 2), round(max(per_thousand), 2)) == (2.03, 2.43)
