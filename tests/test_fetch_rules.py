@@ -565,3 +565,51 @@ def test_a_resolver_left_behind_at_the_deadline_never_holds_the_process_open(mon
         assert left and all(t.daemon for t in left)
     finally:
         hold.set()
+
+
+def test_keys_keep_their_own_letters():
+    assert parse_s3_uri("s3://bucket/X") == ("bucket", "X")
+    assert parse_s3_uri("s3://bucket/Xray.jpg") == ("bucket", "Xray.jpg")
+
+
+def test_an_origin_that_never_answers_or_hangs_up_fails_the_item_with_its_own_sentence():
+    from support.servers import DripServer
+
+    quick = FetchLimits(max_bytes=MB, timeout_s=0.5, allow_private=True, deadline_s=60.0)
+    with DripServer(b"", drip=b"", max_s=60) as origin:  # reads the request, then says nothing
+        with pytest.raises(BadInputError) as refused:
+            fetch_url(origin.url + "/a.jpg", quick)
+    assert str(refused.value) == "The image URL did not answer in time."
+    with DripServer(b"", drip=b"", max_s=0) as origin:  # reads the request, then hangs up
+        with pytest.raises(BadInputError) as refused:
+            fetch_url(origin.url + "/a.jpg", LOCAL)
+    assert str(refused.value) == "The image URL could not be reached."
+
+
+def test_the_download_watchdog_never_holds_the_process_open():
+    from support.servers import DripServer
+
+    from pipeline.ingest.fetch import DownloadCancelled
+
+    stop = threading.Event()
+    outcome = {}
+
+    def download():
+        try:
+            fetch_url(origin.url + "/a.jpg", FetchLimits(max_bytes=MB, timeout_s=30, allow_private=True), should_stop=stop)
+        except DownloadCancelled as exc:
+            outcome["error"] = exc
+
+    with DripServer(b"", drip=b"", max_s=60) as origin:
+        worker = threading.Thread(target=download)
+        worker.start()
+        watchdogs: list[threading.Thread] = []
+        for _ in range(400):  # the watchdog starts with the download
+            watchdogs = [t for t in threading.enumerate() if t.name == "fetch-watchdog"]
+            if watchdogs:
+                break
+            stop.wait(0.025)
+        stop.set()
+        worker.join(30)
+    assert watchdogs and all(t.daemon for t in watchdogs)
+    assert isinstance(outcome.get("error"), DownloadCancelled)
