@@ -375,12 +375,12 @@ def export_command(args: argparse.Namespace) -> int:
 
 
 def compare_command(args: argparse.Namespace) -> int:
-    """Both captioners on a sample of one batch (pipeline/admin/comparison.py): a table per captioner, then
+    """Both captioners on a sample of one batch (pipeline/batches/comparison.py): a table per captioner, then
     each photo's captions. Nothing about the items changes; the vision model's calls are paid and recorded."""
     import json
     from dataclasses import asdict
 
-    from pipeline.admin.comparison import captioners_to_compare, compare_captioners, report_table
+    from pipeline.batches.comparison import captioners_to_compare, compare_captioners, report_table
     from pipeline.admin.costs import PriceTable
     from pipeline.service import build_stages
     from pipeline.settings import Settings

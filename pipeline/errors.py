@@ -23,6 +23,29 @@ class ConfigError(UserFacingError):
     """The deployment is misconfigured (missing key, unknown backend, model not loadable)."""
 
 
+# Conflicts the stores raise for admin-edited documents (pipeline/admin/taxonomy.py, brand.py); defined here so
+# the stores need nothing from the admin layer above them.
+class TaxonomyError(UserFacingError):
+    """An imported or edited taxonomy that cannot be used (one plain sentence)."""
+
+
+class StaleTaxonomyError(TaxonomyError):
+    """Another admin saved a version since this editor loaded the one it started from."""
+
+    def __init__(self, based_on: int, latest: int, who: str | None, at: str | None) -> None:
+        super().__init__(f"Version {latest} was saved by {who or 'someone'} at {at or 'an unknown time'} after you started "
+                         f"from version {based_on}; reload it and apply your changes again.")
+        self.based_on, self.latest = based_on, latest
+
+
+class StyleGuideConflict(BadInputError):
+    """A style guide save sent a version that is no longer current: another admin saved meanwhile."""
+
+    def __init__(self, who: str | None, at: str | None) -> None:
+        self.who, self.at = who or "someone", at or "an unknown time"
+        super().__init__(f"Not saved: {self.who} saved the style guide at {self.at} since you opened it; "
+                         "reload to see their version, then make your change again.")
+
 def describe_error(exc: BaseException) -> str:
     """One line a merchandiser can act on, for any exception."""
     if isinstance(exc, UserFacingError):

@@ -15,7 +15,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from dashboard.text import shown
-from pipeline.admin.comparison import CaptionerRun, compare_captioners, report_table
+from pipeline.batches.comparison import CaptionerRun, compare_captioners, report_table
 from pipeline.admin import analytics
 from pipeline.admin.costs import Assumptions, PriceTable, month_to_date
 from pipeline.captioners.openai_vision import OpenAIVisionCaptioner

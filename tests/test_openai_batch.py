@@ -529,3 +529,21 @@ def test_a_cheapest_run_restarted_before_submission_still_uses_the_batch_api(mak
     assert len(server.state.batch_creates) == 1 and realtime_requests(server) == 0
     assert kinds(restarted, batch.id) == ["llm_batch"] * 3
     assert restarted.store.pending_openai_batch(batch.id) is None  # nothing left to steer a later Retry failed
+
+
+def test_items_summarized_through_the_batch_api_record_the_active_taxonomy_version(make_stages, server, tmp_path):
+    """Like a real-time run, a Cheapest run's items record the taxonomy version they were tagged with (they were
+    saved as version 0 under an active version 1 before)."""
+    from pathlib import Path
+
+    from pipeline.admin.taxonomy import activate_taxonomy, save_taxonomy
+
+    stages = make_stages()
+    document = (Path(__file__).resolve().parent.parent / "pipeline" / "attribute_schema.json").read_text()
+    save_taxonomy(stages.store, document, "ana@example.com", based_on=0)
+    activate_taxonomy(stages.store, 1, "ana@example.com")
+    batch = new_batch(stages, tmp_path)
+    progress = run_batch(stages, batch.id, concurrency=2, cheapest=True)
+    assert (progress.ok, progress.failed) == (4, 0)
+    assert len(server.state.batch_creates) == 1
+    assert [i.taxonomy_version for i in stages.store.list_items(batch.id)] == [1, 1, 1, 1]

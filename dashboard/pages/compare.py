@@ -1,6 +1,6 @@
 """Admin → Compare captioners: the configured captioner (BLIP-2 / BLIP) and the vision LLM on a sample of one
 batch's photos — cost per photo, latency p50/p95, acceptance from the quality analytics, and each photo's
-captions side by side (pipeline.admin.comparison does the work; this page only asks and draws)."""
+captions side by side (pipeline.batches.comparison does the work; this page only asks and draws)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import streamlit as st
 from dashboard.navigation import restart_through_app_if_opened_directly
 from dashboard.runtime import current_user, get_runtime, require_admin
 from dashboard.text import say
-from pipeline.admin.comparison import MAX_SAMPLE, captioners_to_compare, compare_captioners, report_table
+from pipeline.batches.comparison import MAX_SAMPLE, captioners_to_compare, compare_captioners, report_table
 from pipeline.admin.costs import PriceTable
 from pipeline.errors import describe_error
 

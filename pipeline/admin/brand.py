@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pipeline.errors import BadInputError, ConfigError
+from pipeline.errors import BadInputError, ConfigError, StyleGuideConflict  # noqa: F401 (the stores raise it; pages import it here)
 from pipeline.models import StyleGuide
 
 MAX_TONE_CHARS = 1000
@@ -36,14 +36,6 @@ LANGUAGES = {
     "zh": "Chinese (Simplified)",
 }
 
-
-class StyleGuideConflict(BadInputError):
-    """A style guide save sent a version that is no longer current: another admin saved meanwhile."""
-
-    def __init__(self, who: str | None, at: str | None) -> None:
-        self.who, self.at = who or "someone", at or "an unknown time"
-        super().__init__(f"Not saved: {self.who} saved the style guide at {self.at} since you opened it; "
-                         "reload to see their version, then make your change again.")
 
 
 def _entries(values: Any, what: str) -> list[str]:

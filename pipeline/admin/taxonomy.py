@@ -23,7 +23,7 @@ from importlib import resources
 from typing import Any
 
 from pipeline.attributes import AttributeSchema
-from pipeline.errors import UserFacingError
+from pipeline.errors import StaleTaxonomyError, TaxonomyError, UserFacingError  # noqa: F401 (the stores raise them; pages import them here)
 
 MAX_TAXONOMY_BYTES = 256_000  # well inside DynamoDB's 400 KB item (the version is stored as one item)
 MAX_ATTRIBUTES = 50
@@ -32,18 +32,6 @@ TOP_KEYS = ("attributes", "categories")
 CATEGORY_KEYS = ("attributes", "required")
 ATTRIBUTE_KEYS = ("name", "question", "prefix", "vocabulary", "synonyms", "required")
 
-
-class TaxonomyError(UserFacingError):
-    """An imported or edited taxonomy that cannot be used (one plain sentence)."""
-
-
-class StaleTaxonomyError(TaxonomyError):
-    """Another admin saved a version since this editor loaded the one it started from."""
-
-    def __init__(self, based_on: int, latest: int, who: str | None, at: str | None) -> None:
-        super().__init__(f"Version {latest} was saved by {who or 'someone'} at {at or 'an unknown time'} after you started "
-                         f"from version {based_on}; reload it and apply your changes again.")
-        self.based_on, self.latest = based_on, latest
 
 
 def default_schema_text() -> str:

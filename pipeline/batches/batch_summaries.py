@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from pipeline.attributes import map_answers
-from pipeline.batches.runner import RunContext, Stages, caption_once, prepare_image
 from pipeline.errors import describe_error, usage_of
 from pipeline.models import CaptionResult, ItemRecord, ItemResult, PhotoChecks, SummaryRequest, Usage
 from pipeline.wordlimit import count_words
@@ -32,19 +31,11 @@ class Captioned:
     usage: list[Usage] = field(default_factory=list)  # paid for this item so far (its caption)
 
 
-def caption_item(stages: Stages, item: ItemRecord, usage: list[Usage], run: RunContext, trace: Any = None) -> Captioned:
-    """Every stage before the summary (the runner's own `prepare_image` and `caption_once`); `trace`: the
-    runner's ItemTrace of this item (stage timings)."""
-    image, image_path = prepare_image(stages, item, run.cancel) if trace is None else prepare_image(stages, item, run.cancel, trace)
-    caption = caption_once(stages, image, usage, run)
-    return Captioned(item=item, content_key=image.content_key, image_path=image_path, checks=image.checks,
-                     caption=caption, usage=usage)
-
-
-def summarize_captioned(stages: Stages, batch_id: int, captioned: list[Captioned], summarizer: Any, *,
+def summarize_captioned(stages: Any, batch_id: int, captioned: list[Captioned], summarizer: Any, *,
                         cancel: threading.Event | None = None, owner: str | None = None,
                         on_saved: Callable[[int, bool | None], None] | None = None) -> bool:
-    """Summarize `captioned` through `summarizer` (an OpenAIBatchSummarizer) and save each item. False
+    """Summarize `captioned` through `summarizer` (an OpenAIBatchSummarizer) and save each item (`stages`: the
+    runner's Stages; the runner's caption_item made `captioned`). False
     when stopped first: the items stay pending (their leases released when `owner` holds them).
     `owner`: save only while this runner holds each item's lease. `on_saved(item_id, ok)`: after each
     save (ok None: nothing saved, the lease was lost)."""
@@ -76,7 +67,7 @@ def summarize_captioned(stages: Stages, batch_id: int, captioned: list[Captioned
             usage = list(outcome.usage)
             result = ItemResult(content_key=entry.content_key, image_path=entry.image_path, caption=entry.caption,
                                 attributes=attributes[entry.item.id], summary=outcome, checks=entry.checks,
-                                word_count=count_words(outcome.summary))
+                                word_count=count_words(outcome.summary), taxonomy_version=stages.taxonomy_version)
             saved = store.save_result(entry.item.id, result, usage, owner=owner)
         if not saved and usage:
             store.record_usage(entry.item.id, usage)  # paid for, but the lease was lost: the ledger still counts it

@@ -37,6 +37,8 @@ from pipeline.observability import ItemTrace, NoTrace, error_kind
 from pipeline.observability.trace import ITEM_TIMEOUT
 from pipeline.store import BatchBusyError, ImageStore, Store, new_runner_id, runner_is_dead_here
 from pipeline.admin.brand import request_options
+from pipeline.batches import batch_summaries
+from pipeline.batches.batch_summaries import Captioned
 from pipeline.summarizers import Summarizer
 from pipeline.wordlimit import count_words
 
@@ -372,6 +374,15 @@ class _Attempt:
     trace: ItemTrace = field(default_factory=NoTrace)  # stage timings, log events and metrics of this item
 
 
+def caption_item(stages: Stages, item: ItemRecord, usage: list[Usage], run: RunContext, trace: Any = None) -> Captioned:
+    """Every stage before the summary, for a run whose summaries go through the Batch API
+    (pipeline/batches/batch_summaries.py); `trace`: this item's ItemTrace (stage timings)."""
+    image, image_path = prepare_image(stages, item, run.cancel) if trace is None else prepare_image(stages, item, run.cancel, trace)
+    caption = caption_once(stages, image, usage, run)
+    return Captioned(item=item, content_key=image.content_key, image_path=image_path, checks=image.checks,
+                     caption=caption, usage=usage)
+
+
 def _run_items(stages: Stages, batch_id: int, *, concurrency: int, on_progress: ProgressCallback | None,
                cancel: threading.Event | None, retry_failed: bool, owner: str, clock: Callable[[], float],
                claiming: bool, holds_batch: bool, cheapest: bool = False) -> BatchProgress:
@@ -379,7 +390,7 @@ def _run_items(stages: Stages, batch_id: int, *, concurrency: int, on_progress: 
     items = store.items_to_process(batch_id, retry_failed=retry_failed)
     later, waiting = None, []  # Batch API summaries: the captioned items wait here, keeping their leases
     if stages.batch_summarizer is not None and (holds_batch or not claiming) and stages.batch_summarizer.wanted(batch_id, len(items), cheapest=cheapest):
-        from pipeline.batches import batch_summaries as later
+        later = batch_summaries
     concurrency = max(1, concurrency)
     # An async endpoint queues requests itself: keep more photos in flight than summary calls.
     caption_concurrency = max(concurrency, getattr(stages.captioner, "max_in_flight", 0) or 0)
@@ -419,7 +430,7 @@ def _run_items(stages: Stages, batch_id: int, *, concurrency: int, on_progress: 
         trace = attempt.trace
         try:
             if later is not None:
-                result = later.caption_item(stages, item, usage, run, trace)  # summarized once every caption is in
+                result = caption_item(stages, item, usage, run, trace)  # summarized once every caption is in
             else:
                 result = process_item(stages, item, usage, run, trace)
         except Cancelled:

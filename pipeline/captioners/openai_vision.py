@@ -15,7 +15,7 @@ pipeline/admin/prices.json (2025-06) that is $0.000213 (gpt-4o) / $0.000425 (gpt
 photo; the instructions, the questions with their suggested words and the JSON schema (~2,000
 characters, ~500 tokens at 4 characters a token) and the answer (~60 tokens) come on top: about
 $0.0021 per photo on gpt-4o and $0.0005 on gpt-4o-mini. The usage rows record what OpenAI actually
-billed (its `usage` block), and the Admin comparison (pipeline/admin/comparison.py) prices those.
+billed (its `usage` block), and the Admin comparison (pipeline/batches/comparison.py) prices those.
 
 Failures follow the OpenAI summarizer (pipeline/summarizers/openai_summarizer.py, whose classification
 is reused): rate limits, 5xx, 408/409 and connection errors are retried with backoff (Retry-After

@@ -583,7 +583,7 @@ class DynamoStore:
     def save_taxonomy(self, document: str, who: str, *, expected_latest: int) -> TaxonomyVersion:
         """Version expected_latest + 1, written only if no item has that key yet (a conditional Put): of two
         admins saving from the same version, one wins and the other gets StaleTaxonomyError."""
-        from pipeline.admin.taxonomy import StaleTaxonomyError
+        from pipeline.errors import StaleTaxonomyError
 
         latest = self._latest_taxonomy()
         if (latest.version if latest else 0) != expected_latest:
@@ -635,7 +635,7 @@ class DynamoStore:
 
     def save_style_guide(self, guide: StyleGuide, who: str, *, expected_version: int) -> StyleGuide:
         """Conditional PutItem: written only while the stored version is `expected_version` (0: none stored yet)."""
-        from pipeline.admin.brand import StyleGuideConflict
+        from pipeline.errors import StyleGuideConflict
 
         now = utc_now()
         item = {"PK": "CONFIG", "SK": "STYLE_GUIDE", "tone": guide.tone, "avoid": json.dumps(guide.avoid, ensure_ascii=False),

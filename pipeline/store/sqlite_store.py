@@ -543,7 +543,7 @@ class SqliteStore:
     def save_taxonomy(self, document: str, who: str, *, expected_latest: int) -> TaxonomyVersion:
         """Store `document` as version expected_latest + 1, only if expected_latest is still the newest version
         (StaleTaxonomyError otherwise: another admin saved meanwhile). Versions are never changed afterwards."""
-        from pipeline.admin.taxonomy import StaleTaxonomyError
+        from pipeline.errors import StaleTaxonomyError
 
         now = utc_now()
         with self._tx() as db:  # BEGIN IMMEDIATE: the check and the insert are one write
@@ -593,7 +593,7 @@ class SqliteStore:
 
     def save_style_guide(self, guide: StyleGuide, who: str, *, expected_version: int) -> StyleGuide:
         """Replace the style guide if its version is still `expected_version` (0: never saved), else StyleGuideConflict."""
-        from pipeline.admin.brand import StyleGuideConflict
+        from pipeline.errors import StyleGuideConflict
 
         now = utc_now()
         values = (guide.tone, json.dumps(guide.avoid, ensure_ascii=False), json.dumps(guide.prefer, ensure_ascii=False))
