@@ -90,6 +90,7 @@ class NormalizedImage:
     content_key: str  # sha256 of `jpeg`
     checks: PhotoChecks
     checks_ms: float = 0.0  # time spent computing `checks` (reported as its own stage)
+    phash: str | None = None  # 64-bit perceptual hash, 16 hex digits (pipeline/images/perceptual.py; issue 19)
 
 
 @dataclass
@@ -147,6 +148,10 @@ class SummaryResult:
     offline: bool
     usage: list[Usage] = field(default_factory=list)
     summaries: dict[str, str] = field(default_factory=dict)  # extra language -> summary (English is `summary`)
+    # SEO and accessibility (issue 19; limits in pipeline/wordlimit.py SEO_LIMITS): "" when not written
+    seo_title: str = ""
+    meta_description: str = ""
+    alt_text: str = ""
 
 
 @dataclass
@@ -186,6 +191,15 @@ class ItemRecord:
     error_kind: str | None = None  # short stable code of why it failed (fetch_timeout, bad_image, summary_quota, …)
     taxonomy_version: int = 0  # the attribute taxonomy version it was tagged with (0: the shipped default schema)
     summaries: dict[str, str] = field(default_factory=dict)  # extra language -> summary (issue 19); English is `summary`
+    # near-duplicate photos (issue 19, pipeline/images/perceptual.py): the photo's perceptual hash, the earlier item it
+    # looks like ("batch 3 item 12, 4 bits apart"), and where its caption was copied from when it was reused
+    phash: str | None = None
+    near_duplicate: str | None = None
+    reused_from: str | None = None
+    # SEO and accessibility (issue 19): "" for items written before they were kept
+    seo_title: str = ""
+    meta_description: str = ""
+    alt_text: str = ""
 
     def attribute(self, name: str) -> AttributeValue | None:
         return next((a for a in self.attributes if a.name == name), None)
@@ -203,6 +217,9 @@ class ItemResult:
     checks: PhotoChecks
     word_count: int
     taxonomy_version: int = 0  # the active attribute taxonomy when it was tagged (pipeline/admin/taxonomy.py)
+    phash: str | None = None  # near-duplicates (issue 19): see ItemRecord
+    near_duplicate: str | None = None
+    reused_from: str | None = None
 
 
 @dataclass

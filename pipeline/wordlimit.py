@@ -98,3 +98,62 @@ def trim_to_language_limit(text: str, language: str, words: int = MAX_SUMMARY_WO
         out += ch
         used += 0 if ch.isspace() else 1
     return out.rstrip("、，,;: ") + "。"
+
+
+# --- SEO and accessibility fields (issue 19) ----------------------------------------------------------
+# Character limits (code points, spaces included, as search engines and screen readers count them):
+# seo_title 70 (what a results page shows before cutting), meta_description 160, alt_text 125 (screen
+# readers' customary chunk). A model's answer over a limit gets the summary's corrective request, then is
+# cut at a word boundary (cut_to_characters), as an over-long summary is trimmed; a person's edit over a
+# limit is refused on save with a sentence, never cut.
+SEO_LIMITS = {"seo_title": 70, "meta_description": 160, "alt_text": 125}
+SEO_LABELS = {"seo_title": "SEO title", "meta_description": "Meta description", "alt_text": "Alt text"}
+
+# Alt text describes what the photo shows; these are marketing, prices or calls to action, not description.
+_MARKETING = re.compile(
+    r"\b(buy|buying|best|shop|shopping|order now|order today|sale|discount|deal|deals|cheap|affordable|bargain|offer|"
+    r"must[- ]have|perfect|amazing|stunning|premium|luxury|exclusive|limited|free shipping|add to cart|"
+    r"click|get yours|grab|don'?t miss|save)\b"
+    r"|[$€£¥]\s*\d+(?:[.,]\d+)?|\d+(?:[.,]\d+)?\s*(?:usd|eur|gbp|dollars?|euros?)\b",
+    re.IGNORECASE,
+)
+
+
+def seo_problem(field: str, text: str) -> str | None:
+    """The sentence refusing a person's `text` for `field` (too long; alt text with marketing words), or None."""
+    limit, label = SEO_LIMITS[field], SEO_LABELS[field]
+    if len(text) > limit:
+        return f"The {label.lower()} has {len(text)} characters; the limit is {limit}. Shorten it and save again."
+    if field == "alt_text":
+        found = marketing_words_in(text)
+        if found:
+            return (f"The alt text says {', '.join(repr(w) for w in found)}: alt text describes what the photo shows, "
+                    "without marketing, prices or calls to action. Rewrite it and save again.")
+    return None
+
+
+def marketing_words_in(text: str) -> list[str]:
+    """Marketing words, prices and calls to action found in `text` (lowercased, in order, once each)."""
+    found: list[str] = []
+    for match in _MARKETING.finditer(text or ""):
+        word = match.group(0).lower().strip()
+        if word not in found:
+            found.append(word)
+    return found
+
+
+def without_marketing(text: str) -> str:
+    """`text` with its marketing words, prices and calls to action taken out (whitespace collapsed)."""
+    return " ".join(_MARKETING.sub(" ", text or "").split())
+
+
+def cut_to_characters(text: str, limit: int) -> str:
+    """`text` (whitespace collapsed) within `limit` characters, cut at the last word boundary that fits
+    (a single word longer than the limit is cut at the limit); trailing punctuation left by the cut dropped."""
+    text = " ".join((text or "").split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit + 1]
+    space = cut.rfind(" ")
+    kept = cut[:space] if space > 0 else text[:limit]
+    return kept.rstrip(" ,;:-–—")

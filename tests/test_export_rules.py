@@ -60,9 +60,10 @@ def test_every_column_of_a_tagged_item_carries_its_own_value():
         "caption_model": "blip2", "summary_model": "gpt-4o", "summary_offline": "False", "content_key": "abc123",
         "created_at": "2026-01-01T00:00:00Z", "processed_at": "2026-01-01T00:01:00Z", "updated_at": "2026-01-01T00:02:00Z",
         "hint_title": "Hint title", "hint_brand": "Acme", "hint_category": "tops", "hint_notes": "Cold wash",
-        "taxonomy_version": "2",
+        "taxonomy_version": "2", "seo_title": "", "meta_description": "", "alt_text": "",
     }
-    assert header[-1] == "taxonomy_version"  # added last: existing spreadsheets keep their column positions
+    # added last (taxonomy_version, then the SEO fields of issue 19): existing spreadsheets keep their column positions
+    assert header[-4:] == ["taxonomy_version", "seo_title", "meta_description", "alt_text"]
 
 
 def test_a_pending_item_says_not_processed_and_leaves_missing_values_blank():
@@ -121,14 +122,16 @@ def test_the_shopify_file_has_one_row_per_tagged_item_with_its_fields():
         tagged_item(id=3, sku=None, title=None, caption="a red hat", summary=None, tags=[], ref=SourceRef(kind="s3", location="s3://b/k.jpg")),
     ]
     header, rows = read(export_shopify_csv(items))
-    assert header == ["Handle", "Title", "Body (HTML)", "Tags", "Image Src", "Image Alt Text", "Variant SKU"]
+    assert header == ["Handle", "Title", "Body (HTML)", "Tags", "Image Src", "Image Alt Text", "Variant SKU", "SEO Title", "SEO Description"]
     assert rows == [
         {"Handle": "sku-9", "Title": "Blue shirt", "Body (HTML)": "<p>Soft &amp; &lt;warm&gt;</p>", "Tags": "blue, cotton",
-         "Image Src": "https://cdn.example.com/shirt.jpg", "Image Alt Text": "a blue shirt", "Variant SKU": "SKU-9"},
+         "Image Src": "https://cdn.example.com/shirt.jpg", "Image Alt Text": "a blue shirt", "Variant SKU": "SKU-9",
+         "SEO Title": "", "SEO Description": ""},
         {"Handle": "item-3", "Title": "a red hat", "Body (HTML)": "<p></p>", "Tags": "", "Image Src": "", "Image Alt Text": "a red hat",
-         "Variant SKU": ""},
+         "Variant SKU": "", "SEO Title": "", "SEO Description": ""},
     ]
-    assert export_shopify_csv([]).split(b"\r\n") == [b"Handle,Title,Body (HTML),Tags,Image Src,Image Alt Text,Variant SKU", b""]
+    assert export_shopify_csv([]).split(b"\r\n") == [
+        b"Handle,Title,Body (HTML),Tags,Image Src,Image Alt Text,Variant SKU,SEO Title,SEO Description", b""]
 
 
 def test_shopify_handles_are_lowercase_words_and_unique_within_the_file():

@@ -11,6 +11,8 @@ from dashboard.components import cached_thumbnail, choose_batch
 from dashboard.runtime import current_user, get_runtime
 from dashboard.text import inert, say
 from pipeline.batches.review import language_column
+from pipeline.batches.review import SEO_COLUMNS, seo_problems
+from pipeline.wordlimit import SEO_LIMITS
 from pipeline.wordlimit import limit_text, measure, within_limit
 from pipeline.batches.review import (
     REVIEW_STATES, SaveReport, attributes_to_review, filter_items, grid_rows, item_label, photo_warnings, real_changes,
@@ -25,6 +27,7 @@ user = current_user(runtime)
 store = runtime.stages.store
 schema = active_taxonomy(store, runtime.stages.base_schema or runtime.stages.schema)[1]  # filters/fields: the active taxonomy
 EDITABLE = ["Select", "Status", "Title", "Caption", "Summary", "Tags", *schema.names()]
+EDITABLE += list(SEO_COLUMNS)  # SEO title, meta description, alt text (issue 19): shown under "All columns" only
 # Shown by default: photo, caption, attributes and summary fit a 1366 px screen with the sidebar open
 # (about 890 px of content in the wide layout). Pixel widths add up to that; long text wraps in the
 # taller rows (Streamlit wraps cell text when row_height is over 4rem) and opens in full on double-click.
@@ -119,6 +122,7 @@ def render_grid(batch_id: int, items: list[ItemRecord], key: str, all_columns: b
     versions = st.session_state.setdefault(f"{key}-versions", {item.id: item.version for item in items})  # as first shown
     if all_columns:
         order = ["Select", "Photo", "Item", "Result", "Status", "Title", "Caption", *schema.names(), "Summary", "Words", "Tags", "Warnings"]
+        order += list(SEO_COLUMNS)  # issue 19: last, so the default (compact) view keeps photo/caption/attributes/summary
     else:
         order = list(COMPACT)
     config: dict[str, Any] = {
@@ -132,6 +136,9 @@ def render_grid(batch_id: int, items: list[ItemRecord], key: str, all_columns: b
         "Notes": st.column_config.TextColumn("Notes", width=72, help="Photo-check warnings, or why the item failed"),
         "Words": st.column_config.NumberColumn("Words", help="Word count of the saved summary"),
     }
+    config.update({column: st.column_config.TextColumn(column, width=160, help=f"At most {SEO_LIMITS[name]} characters"
+                                                       + ("; what the photo shows, no marketing" if name == "alt_text" else ""))
+                   for column, name in SEO_COLUMNS.items()})
     st.data_editor(
         frame, key=key, hide_index=True, width="stretch", column_order=order, row_height=ROW_HEIGHT,
         disabled=[column for column in frame.columns if column not in EDITABLE], column_config=config,
@@ -143,6 +150,8 @@ def render_grid(batch_id: int, items: list[ItemRecord], key: str, all_columns: b
     labels = {item.id: item_label(item) for item in items}
     for problem in summary_word_problems(changes, labels):
         st.warning(inert(problem) + " It will not be saved until it is shorter.")
+    for problem in seo_problems(changes, labels):  # SEO limits / alt text's marketing words (issue 19)
+        st.warning(inert(problem))
 
     if changes:
         st.caption(f"Unsaved edits in {len(changes)} item{'s' * (len(changes) != 1)}: filters, pages and the one-item view's "
@@ -176,6 +185,7 @@ def shown_values(item: ItemRecord) -> dict[str, str]:
         attribute = item.attribute(name)
         values[name] = attribute.value if attribute else ""
     values.update({language_column(code): text for code, text in item.summaries.items()})  # extra languages (issue 19)
+    values.update({column: getattr(item, name) or "" for column, name in SEO_COLUMNS.items()})  # SEO fields (issue 19)
     return values
 
 
@@ -295,6 +305,12 @@ def render_focus(items: list[ItemRecord], grid_edits: int) -> None:
         fields.caption(f"{measure(other or '', code)} / {limit_text(code)}"
                        + ("" if within_limit(other or "", code) else " — too long, shorten before saving"))
     fields.text_input("Tags", value=shown["Tags"], key=field_key(item, "Tags"), disabled=not editable, help="Comma-separated")
+    for column, name in SEO_COLUMNS.items():  # SEO and accessibility (issue 19): a counter each; over the limit is refused on save
+        typed_text = fields.text_input(column, value=shown[column], key=field_key(item, column), disabled=not editable,
+                                       help="What the photo shows, for someone who cannot see it; no marketing, prices or calls to action"
+                                       if name == "alt_text" else None)
+        size, limit = len(" ".join((typed_text or "").split())), SEO_LIMITS[name]
+        fields.caption(f"{size} / {limit} characters" + (" — too long, shorten before saving" if size > limit else ""))
 
     typed = typed_changes(item.id, shown)
     if st.session_state.get("focus-held") == item.id and typed:

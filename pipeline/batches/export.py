@@ -20,7 +20,9 @@ from pipeline.models import ItemRecord
 FORMULA_STARTS = frozenset("=+-@\u2212")
 ALWAYS_ESCAPED_FIRST = ("\t", "\r", "\n")
 ExportFilter = Literal["approved", "all", "failed"]
-SHOPIFY_COLUMNS = ["Handle", "Title", "Body (HTML)", "Tags", "Image Src", "Image Alt Text", "Variant SKU"]
+SHOPIFY_COLUMNS = ["Handle", "Title", "Body (HTML)", "Tags", "Image Src", "Image Alt Text", "Variant SKU",
+                   "SEO Title", "SEO Description"]  # Shopify's product CSV SEO columns (issue 19)
+SEO_REPORT_COLUMNS = ["seo_title", "meta_description", "alt_text"]  # issue 19: the report's last fixed columns
 
 
 def escape_formula(value: Any) -> Any:
@@ -50,6 +52,7 @@ def report_columns(schema: AttributeSchema) -> list[str]:
         "caption_model", "summary_model", "summary_offline", "content_key", "created_at", "processed_at", "updated_at",
         *[f"hint_{name}" for name in ("title", "brand", "category", "notes")],
         "taxonomy_version",  # the attribute taxonomy the item was tagged with (0: the default); blank until tagged
+        *SEO_REPORT_COLUMNS,  # added after it: existing spreadsheets keep their column positions
     ]
 
 
@@ -90,6 +93,7 @@ def report_row(item: ItemRecord, schema: AttributeSchema) -> dict[str, Any]:
     for name in ("title", "brand", "category", "notes"):
         row[f"hint_{name}"] = item.hints.get(name, "")
     row["taxonomy_version"] = item.taxonomy_version if item.status == "ok" else ""
+    row.update({name: getattr(item, name) or "" for name in SEO_REPORT_COLUMNS})
     return row
 
 
@@ -164,8 +168,10 @@ def export_shopify_csv(items: list[ItemRecord]) -> bytes:
             "Body (HTML)": f"<p>{html.escape(item.summary or '')}</p>",
             "Tags": ", ".join(item.tags),
             "Image Src": shopify_image_src(item),
-            "Image Alt Text": item.caption or "",
+            "Image Alt Text": item.alt_text or item.caption or "",  # the caption for items tagged before alt text was kept
             "Variant SKU": item.sku or "",
+            "SEO Title": item.seo_title or "",  # blank: Shopify uses the product title
+            "SEO Description": item.meta_description or "",  # blank: Shopify uses the description
         }
         for item in items
         if item.status == "ok"

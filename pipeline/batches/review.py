@@ -20,6 +20,9 @@ from pipeline.wordlimit import MAX_SUMMARY_WORDS, count_words
 # Grid column -> store field. Attribute columns map to "attribute:<name>".
 TEXT_COLUMNS = {"Title": "title", "Caption": "caption", "Summary": "summary", "Tags": "tags", "Status": "review_status"}
 
+# SEO and accessibility columns (issue 19): grid column -> store field, each held to SEO_LIMITS on save
+SEO_COLUMNS = {"SEO title": "seo_title", "Meta description": "meta_description", "Alt text": "alt_text"}
+
 # Where an item stands for a reviewer (the Review page's status filter): failed items, then the review status.
 REVIEW_STATES = {"pending": "Pending review", "approved": "Approved", "rejected": "Rejected", "failed": "Failed"}
 
@@ -60,7 +63,14 @@ def attributes_to_review(item: ItemRecord) -> list[str]:
 
 
 def photo_warnings(item: ItemRecord) -> list[str]:
-    return item.checks.warnings() if item.checks else []
+    """Photo-check warnings, then near-duplicate notes (issue 19): both show in Review's notes and its
+    "Photo warnings" filter."""
+    notes = item.checks.warnings() if item.checks else []
+    if item.near_duplicate:
+        notes.append(f"near-duplicate: {item.near_duplicate}")
+    if item.reused_from:
+        notes.append(item.reused_from)
+    return notes
 
 
 def filter_items(items: Iterable[ItemRecord], states: Iterable[str] | None = None, *, low_confidence: bool = False,
@@ -107,6 +117,7 @@ def grid_rows(items: list[ItemRecord], schema: AttributeSchema,
             attribute = item.attribute(name)
             row[name] = attribute.value if attribute else ""
         row["Warnings"] = "; ".join(photo_warnings(item))
+        row.update({column: getattr(item, name) or "" for column, name in SEO_COLUMNS.items()})  # issue 19
         rows.append(row)
     return rows
 
@@ -114,6 +125,8 @@ def grid_rows(items: list[ItemRecord], schema: AttributeSchema,
 def field_for_column(column: str, schema: AttributeSchema) -> str | None:
     if column in TEXT_COLUMNS:
         return TEXT_COLUMNS[column]
+    if column in SEO_COLUMNS:
+        return SEO_COLUMNS[column]
     if column in schema.names():
         return f"attribute:{column}"
     code = language_of_column(column)
@@ -149,6 +162,7 @@ def changed_fields(item: ItemRecord, values: dict[str, Any], schema: AttributeSc
         attribute = item.attribute(name)
         current[name] = attribute.value if attribute else ""
     current.update({language_column(code): text for code, text in item.summaries.items()})
+    current.update({column: getattr(item, name) or "" for column, name in SEO_COLUMNS.items()})
     changed = {}
     for column, value in values.items():
         if column == "Tags":
@@ -158,6 +172,21 @@ def changed_fields(item: ItemRecord, values: dict[str, Any], schema: AttributeSc
         if not same:
             changed[column] = value
     return changed
+
+
+def seo_problems(changes: dict[int, dict[str, Any]], labels: dict[int, str]) -> list[str]:
+    """Live check of edited SEO title / meta description / alt text (limits, alt text's marketing words), before saving;
+    the same sentences the store refuses such a save with."""
+    from pipeline.wordlimit import seo_problem
+
+    problems = []
+    for item_id, columns in changes.items():
+        for column, name in SEO_COLUMNS.items():
+            if column in columns:
+                problem = seo_problem(name, " ".join(str(columns[column] or "").split()))
+                if problem:
+                    problems.append(f"{labels.get(item_id, item_id)}: {problem}")
+    return problems
 
 
 def summary_word_problems(changes: dict[int, dict[str, Any]], labels: dict[int, str]) -> list[str]:
@@ -270,6 +299,9 @@ def regenerate_summary(store: Store, summarizer: Summarizer, item_id: int, who: 
     edit = store.edit_item(item_id, "summary", result.summary, f"{who} (regenerated)")
     for code, text in result.summaries.items():  # each extra language rewritten from the same facts
         store.edit_item(item_id, f"summary:{code}", text, f"{who} (regenerated)")
+    for name in SEO_COLUMNS.values():  # SEO title, meta description, alt text from the same answer (issue 19)
+        if getattr(result, name, ""):
+            store.edit_item(item_id, name, getattr(result, name), f"{who} (regenerated)")
     return edit
 
 

@@ -14,6 +14,9 @@ Single-table design (every key is a string; docs/operations.md's "DynamoDB table
     BATCH#<id>            OPENAIBATCH#<openai id>    OpenAI Batch API job whose
                                                      answers are not saved yet
     BATCH#<id>            LANGUAGES                  the batch's extra summary languages
+    BATCH#<id>            REUSE                      near-duplicates reuse earlier captions (issue 19)
+    PHASH                 <item id:012d>             a tagged photo's perceptual hash, batch id, seq
+                                                     (the near-duplicate catalogue: one Query, newest first)
     CONFIG                STYLE_GUIDE                brand style guide, version (conditional Put)
     ITEMIDS               <first item id:012d>       item-id block of one batch
     ITEM#<id>             EDIT#<ns:020d>#<rand>      one edit (who, when, old, new)  EDITS#<yyyy-mm> / <at>#<ns:020d>#<rand>
@@ -59,6 +62,7 @@ from pipeline.models import (
 from pipeline.models import StyleGuide
 from pipeline.store import StaleEditError
 from pipeline.store.sqlite_store import PROCESSING, _apply_edit, _item as _sqlite_item, utc_now
+from pipeline.store.sqlite_store import SEO_FIELDS
 
 ITEM_MAX_BYTES = 350_000  # DynamoDB's hard limit is 400 KB per item; leave room for results and edits
 _TX_RETRIES = 8
@@ -359,11 +363,14 @@ class DynamoStore:
             "stage_ms": json.dumps(stage_ms or {}), "error_kind": None, "taxonomy_version": result.taxonomy_version,
         }
         updates["summaries"] = json.dumps(result.summary.summaries, ensure_ascii=False)  # extra languages (issue 19)
+        updates.update({"phash": result.phash, "near_duplicate": result.near_duplicate, "reused_from": result.reused_from})
+        updates.update({name: getattr(result.summary, name) for name in SEO_FIELDS})  # SEO and alt text (issue 19)
         extra = []
         if not result.caption.cached:
             extra.append({"Put": {"TableName": self.table, "Item": _dump({
                 "PK": f"CAPTION#{result.content_key}", "SK": f"MODEL#{result.caption.model_id}",
                 "caption": result.caption.caption, "answers": json.dumps(result.caption.answers), "created_at": now})}})
+        extra += self._phash_put(item_id, result.phash)  # near-duplicates (issue 19): the catalogue's own key
         return self._finish_item(item_id, updates, usage, extra, owner)
 
     def save_error(self, item_id: int, message: str, usage: list[Usage], *, owner: str | None = None,
@@ -660,12 +667,40 @@ class DynamoStore:
         row = self._get(f"BATCH#{batch_id}", "LANGUAGES")
         return list(json.loads(row["languages"])) if row else []
 
+    # Near-duplicate photos (issue 19) --------------------------------------------------------------
+    def _phash_put(self, item_id: int, phash: str | None) -> list[dict[str, Any]]:
+        """PK PHASH / SK <item id:012d>: one small row per tagged photo, so the catalogue is one Query (newest
+        first), never a Scan. Written in the item's result transaction."""
+        key = self._item_key(item_id) if phash else None
+        if key is None:
+            return []
+        batch_id, seq = int(key[0].split("#", 1)[1]), int(key[1].split("#", 1)[1])
+        return [{"Put": {"TableName": self.table, "Item": _dump({
+            "PK": "PHASH", "SK": f"{item_id:012d}", "phash": phash, "batch_id": batch_id, "seq": seq})}}]
+
+    def near_duplicate_catalogue(self, limit: int) -> list[tuple[str, int, int, int]]:
+        """(phash, batch id, item id, seq) of the newest `limit` tagged photos: one paged Query on PK PHASH
+        (about 60 bytes a row: 100,000 rows are about 6 MB, 6 pages of 1 MB)."""
+        if limit <= 0:
+            return []
+        return [(row["phash"], int(row["batch_id"]), int(row["SK"]), int(row["seq"]))
+                for row in self._query("PHASH", forward=False, limit=int(limit))]
+
+    def set_reuse_near_duplicates(self, batch_id: int, reuse: bool) -> None:
+        self._put({"PK": f"BATCH#{batch_id}", "SK": "REUSE", "reuse": int(bool(reuse))})
+
+    def reuse_near_duplicates(self, batch_id: int) -> bool:
+        row = self._get(f"BATCH#{batch_id}", "REUSE")
+        return bool(row and row.get("reuse"))
+
 
 _RESULT_COLUMNS = ("content_key", "image_path", "caption", "title", "summary", "word_count", "checks",
                    "caption_model", "summary_model", "processed_at", "updated_at", "error", "sku", "ref",
                    "updated_by", "lease_owner", "lease_until", "stage_ms", "error_kind", "taxonomy_version")
 
 _RESULT_COLUMNS += ("summaries",)  # issue 19: extra-language summaries (absent on items written before)
+_RESULT_COLUMNS += ("phash", "near_duplicate", "reused_from")  # issue 19: near-duplicate photos (absent: None)
+_RESULT_COLUMNS += SEO_FIELDS  # issue 19: SEO title, meta description, alt text (absent on items written before: "")
 
 
 def _item(row: dict[str, Any]) -> ItemRecord:

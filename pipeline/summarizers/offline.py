@@ -10,7 +10,7 @@ import copy
 
 from pipeline.attributes import AttributeSchema
 from pipeline.models import SummaryRequest, SummaryResult
-from pipeline.wordlimit import MAX_SUMMARY_WORDS, trim_to_word_limit
+from pipeline.wordlimit import MAX_SUMMARY_WORDS, SEO_LIMITS, cut_to_characters, trim_to_word_limit, without_marketing
 
 OFFLINE_MODEL = "offline-template-v1"
 
@@ -41,14 +41,40 @@ class OfflineSummarizer:
         if request.hints.get("notes"):
             sentences.append(_sentence(request.hints["notes"]))
         tags = _unique([*known.values(), request.hints.get("category", ""), request.hints.get("brand", "")])
+        summary = trim_to_word_limit(" ".join(sentences), MAX_SUMMARY_WORDS)
         return SummaryResult(
-            summary=trim_to_word_limit(" ".join(sentences), MAX_SUMMARY_WORDS),
+            summary=summary,
             title=title,
             tags=tags,
             attributes={spec.name: known.get(spec.name) for spec in self.schema.attributes},
             model=OFFLINE_MODEL,
             offline=True,
+            **seo_fields(title, summary, request.caption, known, request.hints.get("brand", "")),
         )
+
+
+def seo_fields(title: str, summary: str, caption: str, known: dict[str, str], brand: str = "") -> dict[str, str]:
+    """SEO title, meta description and alt text from the same facts, each within its limit (SEO_LIMITS):
+    title (+ " | brand" when it fits); the summary cut at a word boundary; the photo described from the
+    caption (else colour/material/category), marketing words, prices and calls to action left out."""
+    seo_title = title.rstrip(".")
+    if brand and brand.lower() not in seo_title.lower() and len(f"{seo_title} | {brand}") <= SEO_LIMITS["seo_title"]:
+        seo_title = f"{seo_title} | {brand}"
+    return {"seo_title": cut_to_characters(seo_title, SEO_LIMITS["seo_title"]),
+            "meta_description": cut_to_characters(summary, SEO_LIMITS["meta_description"]),
+            "alt_text": alt_text_from(caption, known)}
+
+
+def alt_text_from(caption: str, known: dict[str, str]) -> str:
+    """What the photo shows, as a screen reader should read it: the caption (or the colour, material and
+    category answers), without marketing words, within 125 characters."""
+    text = " ".join((caption or "").split())
+    if not text:
+        text = " ".join(known.get(name, "") for name in ("color", "material", "category") if known.get(name)) or "product"
+        text = f"Photo of a {text}"
+    text = without_marketing(text).strip(" ,;:-")  # a caption may echo a label ("sale", "$20"): not description
+    text = text[:1].upper() + text[1:]
+    return cut_to_characters(text.rstrip("."), SEO_LIMITS["alt_text"])
 
 
 def _title_from(known: dict[str, str], caption: str) -> str:

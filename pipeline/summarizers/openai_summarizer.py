@@ -36,13 +36,18 @@ from pipeline.attributes import AttributeSchema
 from pipeline.errors import BadInputError, ConfigError, ServiceError, UserFacingError, attach_usage
 from pipeline.models import SummaryRequest, SummaryResult, Usage
 from pipeline.wordlimit import MAX_SUMMARY_WORDS, count_words, limit_text, measure, trim_to_language_limit, trim_to_word_limit
+from pipeline.wordlimit import SEO_LIMITS, cut_to_characters, marketing_words_in, without_marketing
 
 SYSTEM_PROMPT = f"""You write e-commerce product copy for merchandisers.
 Use only the facts provided: the image caption, the attribute answers, the photo checks and the merchant's hints.
 Never invent a brand, material, size or claim that is not given or visible. If a fact is unknown, leave it out.
 Write the summary in plain English, at most {MAX_SUMMARY_WORDS} words, no marketing superlatives.
 Title: at most 10 words. Tags: 3 to 8 short lowercase tags.
-Attributes: pick a value from the allowed list only when the facts support it, else null."""
+Attributes: pick a value from the allowed list only when the facts support it, else null.
+SEO title: at most {SEO_LIMITS["seo_title"]} characters, the product's name and its main facts.
+Meta description: at most {SEO_LIMITS["meta_description"]} characters, a plain description for search results.
+Alt text: at most {SEO_LIMITS["alt_text"]} characters describing what the photo shows (the product, its colour, material, \
+setting) for someone who cannot see it; no marketing words, no prices, no calls to action such as "buy" or "shop"."""
 
 # The merchant's hints a summary may use. A CSV's feed columns (link, price, availability, size; see
 # pipeline/ingest/sources.py HINT_COLUMNS) go to the product feeds, not into the prompt: a price or a stock
@@ -85,6 +90,12 @@ def build_response_model(schema: AttributeSchema, languages: tuple[str, ...] = (
         summary=(str, Field(description=f"At most {MAX_SUMMARY_WORDS} words.")),
         tags=(list[str], ...),
         attributes=(attributes_model, ...),
+        # SEO and accessibility (issue 19): required in the schema sent (strict mode lists every property);
+        # the default only reads an answer without them (left empty, see _seo_fields)
+        seo_title=(str, Field("", description=f"At most {SEO_LIMITS['seo_title']} characters.")),
+        meta_description=(str, Field("", description=f"At most {SEO_LIMITS['meta_description']} characters.")),
+        alt_text=(str, Field("", description=f"At most {SEO_LIMITS['alt_text']} characters; what the photo shows, "
+                                              "no marketing, prices or calls to action.")),
         **extra,
     )
 
@@ -245,8 +256,9 @@ class OpenAISummarizer:
                                 "summary by hand.")
         attributes = draft.attributes.model_dump()
         extra = draft.summaries.model_dump() if call.languages else {}
+        summary = trim_to_word_limit(draft.summary, MAX_SUMMARY_WORDS)
         return SummaryResult(
-            summary=trim_to_word_limit(draft.summary, MAX_SUMMARY_WORDS),
+            summary=summary,
             title=" ".join(draft.title.split()),
             tags=_clean_tags(draft.tags),
             attributes={name: attributes.get(name) for name in self.schema.names()},
@@ -254,6 +266,7 @@ class OpenAISummarizer:
             offline=False,
             usage=list(call.usage),
             summaries={code: trim_to_language_limit(" ".join(str(extra.get(code) or "").split()), code) for code in call.languages},
+            **_seo_fields(draft),
         )
 
     def _answer(self, messages: list[dict[str, str]], completion: Any, model: str, call: _Call) -> tuple[Any, str]:
@@ -361,6 +374,36 @@ class OpenAISummarizer:
             raise _Unusable("did not follow the requested JSON format") from None
 
 
+def _seo_fields(draft: Any) -> dict[str, str]:
+    """The answer's SEO title, meta description and alt text after the corrective request: over a limit, cut at a
+    word boundary (as an over-long summary is trimmed); marketing words left in the alt text taken out. The schema
+    sent requires all three, so OpenAI answers them; an answer read without them (another server) leaves them empty,
+    for a person to fill in Review (Shopify's alt text then falls back to the caption)."""
+    out = {}
+    for name, limit in SEO_LIMITS.items():
+        text = " ".join(str(getattr(draft, name, "") or "").split())
+        if name == "alt_text":
+            text = without_marketing(text)
+        out[name] = cut_to_characters(text, limit)
+    return out
+
+
+def _seo_excess(draft: Any) -> tuple[list[str], int]:
+    """(the corrective request's sentences for the SEO fields, characters over the limits + marketing words)."""
+    problems, over = [], 0
+    for name, limit in SEO_LIMITS.items():
+        size = len(" ".join(str(getattr(draft, name, "") or "").split()))
+        if size > limit:
+            problems.append(f"The {name} has {size} characters. Rewrite it in at most {limit} characters.")
+            over += size - limit
+    marketing = marketing_words_in(str(getattr(draft, "alt_text", "") or ""))
+    if marketing:
+        problems.append(f"The alt_text must describe what the photo shows, without {', '.join(marketing)}: "
+                        "no marketing words, prices or calls to action.")
+        over += 10 * len(marketing)
+    return problems, over
+
+
 def _texts(draft: Any, languages: tuple[str, ...]) -> dict[str, str]:
     """The answer's texts a reader sees: title, English summary, one per extra language."""
     texts = {"title": draft.title, "summary": draft.summary}
@@ -391,6 +434,7 @@ def _problems(draft: Any, call: _Call) -> list[str]:
             text = str(extra.get(code) or "")
             if _excess(text, code):
                 problems.append(f"The {code} summary is longer than {limit_text(code)}; shorten it.")
+    problems += _seo_excess(draft)[0]
     banned = _banned(draft, call.request.style if call.request is not None else None, call.languages)
     if banned:
         problems.append(f"Do not use these words from the style guide's words to avoid: {', '.join(banned)}.")
@@ -411,6 +455,7 @@ def _badness(draft: Any, call: _Call) -> tuple[int, int]:
     if call.languages:
         extra = draft.summaries.model_dump()
         over += sum(_excess(str(extra.get(code) or ""), code) for code in call.languages)
+    over += _seo_excess(draft)[1]
     return len(_banned(draft, style, call.languages)), over
 
 
