@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="summaries through OpenAI's Batch API: half the price, within 24 h (OPENAI_BATCH_MIN_ITEMS items or more)")
     tag.add_argument("--languages", default="",
                      help="summary languages, e.g. en,de,ja: English always, one more summary per other language (SUMMARIZER=openai)")
+    tag.add_argument("--reuse-near-duplicates", action=argparse.BooleanOptionalAction, default=None,
+                     help="copy the caption and attributes of an already tagged near-duplicate photo instead of captioning it "
+                          "again (default: REUSE_NEAR_DUPLICATES, off)")
     tag.add_argument("--concurrency", type=int)
     tag.add_argument("--name", help="batch name (default: the first file's name)")
     tag.add_argument("--resume", type=int, metavar="BATCH_ID", help="finish an earlier batch instead of starting one")
@@ -218,6 +221,9 @@ def tag_command(args: argparse.Namespace) -> int:
         batch = create_batch(stages.store, settings, args.paths, name=args.name or args.paths[0].name, created_by=_user())
         if languages:
             stages.store.set_batch_languages(batch.id, languages)
+    if args.resume is None or args.reuse_near_duplicates is not None:  # issue 19: a resumed batch keeps its own unless told
+        reuse = settings.reuse_near_duplicates if args.reuse_near_duplicates is None else args.reuse_near_duplicates
+        stages.store.set_reuse_near_duplicates(batch.id, reuse)
     print(f"batch {batch.id}: {batch.name} ({batch.total} items)", file=sys.stderr)
     for notice in batch.notices:
         print(f"note: {notice}", file=sys.stderr)

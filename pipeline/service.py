@@ -10,7 +10,7 @@ from pipeline.images.decode_budget import configure_default_budget, configure_ra
 from pipeline.ingest.fetch import FetchLimits
 from pipeline.ingest.sources import IngestLimits, collect_sources, stage_sources
 from pipeline.models import BatchRecord
-from pipeline.batches.runner import LeaseOptions, NormalizeOptions, Stages
+from pipeline.batches.runner import LeaseOptions, NearDuplicateOptions, NormalizeOptions, Stages
 from pipeline.settings import Settings
 from pipeline.store import ImageStore, LocalImageStore, Store
 from pipeline.store.sqlite_store import SqliteStore
@@ -77,6 +77,7 @@ def build_stages(
         s3_client_factory=lambda: _s3_client(settings),
         leases=lease_options(settings),
         batch_summarizer=make_batch_summarizer(settings, summarizer, store),  # OpenAI Batch API (openai_batch.py)
+        near_duplicates=NearDuplicateOptions(settings.near_duplicate_max_distance, settings.near_duplicate_catalogue_max),  # issue 19
     )
 
 

@@ -130,6 +130,17 @@ class Settings(BaseSettings):
         "from before the read until the normalized JPEG exists; a URL or S3 object counts as MAX_FILE_BYTES until downloaded. 0: no limit.",
     )
 
+    # Near-duplicate photos (issue 19; pipeline/images/perceptual.py, docs/operations.md "Near-duplicate photos")
+    near_duplicate_max_distance: int = Field(
+        10, ge=0, le=64, description="Two photos whose 64-bit perceptual hashes differ in at most this many bits are near-duplicates "
+        "(measured: re-encoded / resized / slightly cropped / brightened copies 0-6, different products on white 18 or more).")
+    reuse_near_duplicates: bool = Field(
+        False, description="Default of the batch option that copies the caption and attributes of an already tagged near-duplicate "
+        "instead of calling the captioner (Tag page checkbox, CLI tag --reuse-near-duplicates).")
+    near_duplicate_catalogue_max: int = Field(
+        100_000, ge=0, description="Most tagged photos (newest first) a run compares new photos with; loaded once per run. 0: within "
+        "the batch only.")
+
     # Runner
     concurrency: int = 4
     lease_s: float = Field(

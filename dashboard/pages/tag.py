@@ -16,6 +16,7 @@ from pipeline.batches.export import result_label
 from pipeline.service import ingest_limits
 from pipeline.store import BatchBusyError
 from pipeline.ingest.uploads import save_uploads
+from pipeline.images.perceptual import CatalogueEntry, HashIndex, hash_staged, staging_notices
 
 runtime = get_runtime()
 user = current_user(runtime)
@@ -40,9 +41,22 @@ def stage_uploads(files) -> dict:
         with st.spinner("Checking the files…"):
             report = stage_sources(collect_sources(paths, ingest_limits(runtime.settings)),
                                    allow_private_urls=runtime.settings.allow_private_urls)
-        staged = {"key": key, "report": report, "default_name": files[0].name if len(files) == 1 else f"{files[0].name} and {len(files) - 1} more"}
+        with st.spinner("Comparing the photos…"):
+            near = near_duplicate_notices(report)
+        staged = {"key": key, "report": report, "near": near,
+                  "default_name": files[0].name if len(files) == 1 else f"{files[0].name} and {len(files) - 1} more"}
         st.session_state["staged"] = staged
     return staged
+
+
+def near_duplicate_notices(report) -> list[str]:
+    """Issue 19: which staged photos look alike, and which look like photos tagged before (plain sentences).
+    Uploaded photos are hashed cheaply (JPEG at 1/8 scale, other formats up to 4 MP) under the decode budget;
+    the catalogue's hashes are one store read, capped at NEAR_DUPLICATE_CATALOGUE_MAX."""
+    settings = runtime.settings
+    limit = settings.near_duplicate_catalogue_max
+    catalogue = HashIndex([CatalogueEntry(*row) for row in store.near_duplicate_catalogue(limit)]) if limit > 0 else None
+    return staging_notices(hash_staged(report), settings.near_duplicate_max_distance, catalogue)
 
 
 def render_upload() -> None:
@@ -61,14 +75,20 @@ def render_upload() -> None:
         st.dataframe([{"File": item.source, "Why": item.error} for item in rejected], hide_index=True, width="stretch")
     for notice in report.notices:
         st.info(inert(notice))  # names files, SKUs, manifest problems
+    for notice in staged.get("near", []):
+        st.info(inert(notice), icon=":material/content_copy:")  # near-duplicate photos (issue 19): names files
     name = st.text_input("Batch name", value=staged["default_name"])
     as_job = choose_run_mode(len(ready))
     cheapest = choose_cheapest(len(ready), as_job)
     languages = choose_languages()
+    reuse = st.checkbox("Reuse captions of near-duplicates", value=runtime.settings.reuse_near_duplicates, key="reuse-near",
+                        help="A photo that looks like one already tagged gets that item's caption and attributes instead of a new "
+                             "caption (no caption cost); its summary is still written for its own SKU. Review says where it came from.")
     if st.button("Run", type="primary", disabled=not ready):
         batch = store.create_batch(name.strip() or staged["default_name"], user.email, report)
         if languages:
             store.set_batch_languages(batch.id, languages)  # before the worker starts: every summary request carries them
+        store.set_reuse_near_duplicates(batch.id, reuse)  # issue 19: before the worker starts
         worker.submit(batch.id, as_job=as_job, cheapest=cheapest)
         st.session_state["batch_id"] = batch.id
         st.session_state["upload_round"] = st.session_state.get("upload_round", 0) + 1  # clears the uploader

@@ -33,6 +33,7 @@ from pipeline.ingest.fetch import DownloadCancelled, FetchLimits, read_source
 from pipeline.ingest.zips import OPEN_ZIPS, zip_entry
 from pipeline.models import CaptionResult, ItemRecord, ItemResult, NormalizedImage, PhotoChecks, SourceRef, SummaryRequest, Usage
 from pipeline.images.normalize import normalize_image
+from pipeline.images.perceptual import CatalogueEntry, HashIndex, Match
 from pipeline.observability import ItemTrace, NoTrace, error_kind
 from pipeline.observability.trace import ITEM_TIMEOUT
 from pipeline.store import BatchBusyError, ImageStore, Store, new_runner_id, runner_is_dead_here
@@ -63,6 +64,14 @@ class LeaseOptions:
     enabled: bool = True  # False: no claims at all (the behaviour before leases; bench comparison only)
 
 
+@dataclass(frozen=True)
+class NearDuplicateOptions:
+    """Near-duplicate photos (issue 19; settings NEAR_DUPLICATE_MAX_DISTANCE, NEAR_DUPLICATE_CATALOGUE_MAX)."""
+
+    max_distance: int = 10  # bits of the 64-bit perceptual hash (pipeline/images/perceptual.py)
+    catalogue_max: int = 100_000  # newest tagged photos loaded once per run (0: this batch's run only)
+
+
 @dataclass
 class Stages:
     """Everything processing one item needs, assembled once (see `pipeline.service.build_stages`)."""
@@ -80,6 +89,7 @@ class Stages:
     batch_summarizer: Any = None  # OpenAIBatchSummarizer: summaries through OpenAI's Batch API (None: never)
     taxonomy_version: int = 0  # the attribute taxonomy `schema` is (0: the configured default); see run_batch
     base_schema: AttributeSchema | None = None  # version 0 once another version was followed
+    near_duplicates: NearDuplicateOptions = field(default_factory=NearDuplicateOptions)  # issue 19
 
 
 @dataclass
@@ -112,6 +122,8 @@ class RunContext:
     summary_slots: threading.Semaphore
     cancel: threading.Event
     captions: dict[tuple[str, str], CaptionResult] = field(default_factory=dict)
+    near: HashIndex | None = None  # near-duplicates (issue 19): catalogue + this run's photos (None: not looked up)
+    reuse: bool = False  # the batch's "reuse near-duplicates" option
     _key_locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -254,13 +266,51 @@ def process_item(stages: Stages, item: ItemRecord, usage: list[Usage], run: RunC
     run = run or RunContext.create()
     trace = trace or NoTrace()
     image, image_path = prepare_image(stages, item, run.cancel, trace)
+    match = near_duplicate_of(stages, item, image, run)
+    reused = reused_caption(stages, match, run) if match is not None and run.reuse else None
     with trace.stage("caption") as span:
-        caption = caption_once(stages, image, usage, run)
+        caption = reused or caption_once(stages, image, usage, run)
         span.fields["cached"] = caption.cached
     trace.cache(caption.cached)
     with trace.stage("summarize"):
-        return complete_item(stages, item, content_key=image.content_key, image_path=image_path, checks=image.checks,
-                             caption=caption, usage=usage, summary_slots=run.summary_slots)
+        result = complete_item(stages, item, content_key=image.content_key, image_path=image_path, checks=image.checks,
+                               caption=caption, usage=usage, summary_slots=run.summary_slots)
+    result.phash = image.phash
+    if match is not None:
+        result.near_duplicate = f"looks like {match.entry.label} ({match.distance} bits apart)"
+        result.reused_from = f"caption reused from {match.entry.label}" if reused is not None else None
+    return result
+
+
+def near_duplicate_index(stages: Stages, batch_id: int) -> tuple[HashIndex, bool]:
+    """Once per run: the newest NEAR_DUPLICATE_CATALOGUE_MAX tagged photos' hashes (one store read) and the
+    batch's reuse option. A store without them (an older adapter) compares within the run only."""
+    store, limit = stages.store, stages.near_duplicates.catalogue_max
+    rows = store.near_duplicate_catalogue(limit) if limit > 0 and hasattr(store, "near_duplicate_catalogue") else []
+    reuse = bool(store.reuse_near_duplicates(batch_id)) if hasattr(store, "reuse_near_duplicates") else False
+    return HashIndex([CatalogueEntry(*row) for row in rows]), reuse
+
+
+def near_duplicate_of(stages: Stages, item: ItemRecord, image: NormalizedImage, run: RunContext) -> Match | None:
+    """The closest earlier photo (catalogue, or this run) within NEAR_DUPLICATE_MAX_DISTANCE; this photo joins the
+    run's index in the same step, so of two look-alikes in flight together the second always finds the first."""
+    if run.near is None or not image.phash:
+        return None
+    return run.near.nearest_then_add(image.phash, stages.near_duplicates.max_distance,
+                                     CatalogueEntry(image.phash, item.batch_id, item.id, item.seq))
+
+
+def reused_caption(stages: Stages, match: Match, run: RunContext) -> CaptionResult | None:
+    """The matched item's caption and answers, as the exact caption cache would give them (cached: no call, no
+    usage); None when that item has no finished result yet or its answers lack an attribute asked now."""
+    earlier = stages.store.get_item(match.entry.item_id)
+    if earlier is None or earlier.status != "ok" or not earlier.caption or not earlier.caption_model:
+        return None
+    known = stages.store.cached_caption(earlier.content_key, earlier.caption_model) if earlier.content_key else None
+    answers = dict(known.answers) if known is not None else {a.name: a.raw for a in earlier.attributes}
+    if not set(stages.schema.names()) <= set(answers):  # a newer taxonomy asks more: caption this photo
+        return None
+    return CaptionResult(caption=earlier.caption, answers=answers, model_id=earlier.caption_model, cached=True)
 
 
 def run_batch(
@@ -395,6 +445,7 @@ def _run_items(stages: Stages, batch_id: int, *, concurrency: int, on_progress: 
     # An async endpoint queues requests itself: keep more photos in flight than summary calls.
     caption_concurrency = max(concurrency, getattr(stages.captioner, "max_in_flight", 0) or 0)
     run = RunContext.create(concurrency, cancel, caption_concurrency)
+    run.near, run.reuse = near_duplicate_index(stages, batch_id)  # issue 19: loaded once per run
     progress = BatchProgress(total=len(items))
     lock = threading.Lock()
     held: set[int] = set()  # item leases this run holds (renewed by the heartbeat)

@@ -19,6 +19,7 @@ from pipeline.images.decode_budget import MB, DecodeBudget, default_budget
 from pipeline.errors import BadInputError
 from pipeline.models import NormalizedImage
 from pipeline.images.photo_checks import compute_photo_checks
+from pipeline.images.perceptual import phash
 
 pillow_heif.register_heif_opener()  # lets Image.open read iPhone HEIC/HEIF photos
 
@@ -71,6 +72,7 @@ def normalize_image(
         content_key=hashlib.sha256(jpeg).hexdigest(),
         checks=checks,
         checks_ms=checks_ms,
+        phash=phash(image),  # near-duplicates (issue 19): the small RGB image made anyway
     )
 
 
