@@ -99,6 +99,10 @@ _PRICE = re.compile(r"^(?:(?P<before>[A-Za-z]{3})\s*)?(?P<amount>\d{1,12}(?:[.,]
 # WooCommerce ----------------------------------------------------------------------------------
 WOO_BASE_COLUMNS = ["SKU", "Name", "Type", "Published", "Short description", "Description", "Regular price", "Categories",
                     "Tags", "Images"]
+# WooCommerce's core product importer fetches each Images URL into the media library but has no column for the image's
+# alt text (it belongs to the attachment, not the product), and no core SEO column: neither is carried (issue 19).
+WOO_ALT_TEXT_NOTICE = ("Alt text, SEO title and meta description are not in this file: WooCommerce's product importer has no "
+                       "column for them; the report and the Shopify file carry them.")
 WOO_DRAFT = -1  # a number, so never formula-escaped; the importer's Published: 1 published, 0 private, -1 draft; a draft waits for its price and a person
 
 
@@ -370,6 +374,9 @@ def woocommerce_rows(items: list[ItemRecord], schema: AttributeSchema) -> tuple[
         notices.append(f"Images is empty for {no_image} of {len(rows)} products: only photos fetched from an http(s) address have one.")
     if currencies:
         notices.append(f"Regular price is the amount without its currency ({', '.join(sorted(currencies))}): WooCommerce uses the store's currency.")
+    with_alt = sum(1 for item in products(items) if (item.alt_text or "").strip())  # issue 19
+    if rows and with_alt:
+        notices.append(WOO_ALT_TEXT_NOTICE)
     return rows, notices
 
 
