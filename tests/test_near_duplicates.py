@@ -228,6 +228,9 @@ def test_tag_page_lists_look_alikes_before_run_and_keeps_the_reuse_option_with_t
         items = store.list_items(batch_id)
         flagged = [i for i in items if i.near_duplicate]
         assert len(flagged) == 1 and flagged[0].source.endswith(("shirt.jpg", "shirt-again.jpg"))
+        app.run()  # the results table's photo checks carry the flag
+        checks = [str(v) for frame in app.dataframe for v in (frame.value["Photo checks"] if "Photo checks" in frame.value else [])]
+        assert len([c for c in checks if c.endswith("near-duplicate: " + flagged[0].near_duplicate)]) == 1, checks
     finally:
         st.cache_resource.clear()
 
@@ -351,3 +354,42 @@ def test_cli_tag_reuse_option_sets_the_batch_and_defaults_off(monkeypatch, tmp_p
     [reused] = store.list_items(second.id)
     assert reused.reused_from == f"caption reused from batch {first.id} item 1"
     assert caption_calls(store, second.id) == 0
+
+
+def test_review_shows_the_flag_and_the_photo_warnings_filter_finds_it(monkeypatch, tmp_path):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from pipeline.models import CaptionResult, ItemResult, PhotoChecks, SummaryResult
+
+    for key, value in {"DATA_DIR": str(tmp_path / "data"), "SUMMARIZER": "offline", "AUTH_MODE": "dev"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    store = SqliteStore(Settings().db_path)
+    record = store.create_batch("review", "test", IngestReport(items=[
+        SourceItem(source=f"p{i}.jpg", ref=SourceRef("file", f"/nowhere/{i}.jpg"), sku=f"SKU-{i}") for i in range(3)]))
+    for index, item in enumerate(store.list_items(record.id)):
+        photo = tmp_path / f"p{index}.jpg"
+        photo.write_bytes(encoded(product("shirt", size=200)))
+        store.save_result(item.id, ItemResult(
+            content_key=f"{index:064x}", image_path=str(photo), word_count=4,
+            checks=PhotoChecks(800, 600, False, 400.0, False, 180.0, False, False, True, True, ["red"]),
+            caption=CaptionResult(caption=f"caption {index}", answers={}, model_id="test"), attributes=[],
+            summary=SummaryResult(summary="A red shirt.", title="Shirt", tags=[], attributes={}, model="offline", offline=True),
+            phash="0" * 16, near_duplicate="looks like batch 1 item 1 (0 bits apart)" if index == 2 else None,
+            reused_from="caption reused from batch 1 item 1" if index == 2 else None), [])
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    try:
+        app = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=60).run()
+        app.switch_page("pages/review.py").run()
+        assert not app.exception, app.exception
+        assert len(app.data_editor[0].value) == 3
+        app.checkbox(key="filter-photo").check().run()
+        assert not app.exception, app.exception
+        grid = app.data_editor[0].value
+        assert list(grid["Item"]) == ["#3 SKU-2"]
+        assert list(grid["Notes"]) == ["near-duplicate: looks like batch 1 item 1 (0 bits apart); caption reused from batch 1 item 1"]
+    finally:
+        st.cache_resource.clear()
+        st.cache_data.clear()

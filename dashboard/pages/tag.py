@@ -11,7 +11,7 @@ from pipeline.admin.taxonomy import current_schema
 from pipeline.batches.batch_transform import job_estimate, use_job_by_default
 from pipeline.ingest.sources import collect_sources, stage_sources
 from pipeline.images.normalize import IMAGE_EXTENSIONS
-from pipeline.batches.review import item_label
+from pipeline.batches.review import item_label, photo_warnings
 from pipeline.batches.export import result_label
 from pipeline.service import ingest_limits
 from pipeline.store import BatchBusyError
@@ -218,7 +218,7 @@ def render_results(batch_id: int) -> None:
             row[name] = attribute.value if attribute else ""
         row.update({
             "Tags": ", ".join(item.tags), "Summary": item.summary or "", "Words": item.word_count,
-            "Photo checks": "; ".join(item.checks.warnings()) if item.checks else "",
+            "Photo checks": "; ".join(photo_warnings(item)),  # photo checks + near-duplicate notes (issue 19)
         })
         rows.append(row)
     st.dataframe(rows, hide_index=True, width="stretch",

@@ -23,7 +23,6 @@ NEAR_DUPLICATE_CATALOGUE_MAX, newest first) and compared with one vectorised XOR
 
 from __future__ import annotations
 
-import io
 import threading
 import zipfile
 from dataclasses import dataclass
