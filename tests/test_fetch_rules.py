@@ -613,3 +613,59 @@ def test_the_download_watchdog_never_holds_the_process_open():
         worker.join(30)
     assert watchdogs and all(t.daemon for t in watchdogs)
     assert isinstance(outcome.get("error"), DownloadCancelled)
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("ftp://cdn.example.com/a.jpg", "Only http:// and https:// image URLs are allowed."),
+    ("http:///a.jpg", "The image URL has no host name."),
+    ("http://user@cdn.example.com/a.jpg", "Image URLs with embedded credentials are not allowed."),
+    ("http://:pw@cdn.example.com/a.jpg", "Image URLs with embedded credentials are not allowed."),
+])
+def test_fetch_refuses_with_the_same_sentence_as_staging(url, reason):
+    with pytest.raises(BadInputError) as refused:
+        fetch_url(url, FetchLimits(max_bytes=MB))
+    assert str(refused.value) == reason == url_refusal(url, allow_private=False)
+
+
+@pytest.mark.parametrize("url, port", [("https://images.example/a.jpg", 443), ("http://images.example/a.jpg", 80),
+                                       ("https://images.example:8443/a.jpg", 8443)])
+def test_the_host_is_resolved_for_the_port_the_download_will_use(monkeypatch, url, port):
+    asked = []
+
+    def resolve(host, port_asked, type=0, **_):
+        asked.append((host, port_asked))
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.5", port_asked))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    with pytest.raises(BadInputError, match="private or internal"):
+        fetch_url(url, FetchLimits(max_bytes=MB))
+    assert asked == [("images.example", port)]
+
+
+def test_the_deadline_is_measured_on_the_given_clock():
+    from pipeline.ingest.fetch import DownloadTimedOut
+
+    with FileServer() as server:
+        url = server.add("/a.jpg", b"image")
+        late = iter([0.0] + [30.0] * 10_000)  # the deadline (30 s) is reached at once, to the second
+        with pytest.raises(DownloadTimedOut):
+            fetch_url(url, FetchLimits(max_bytes=MB, allow_private=True, deadline_s=30.0), clock=lambda: next(late))
+        early = iter([0.0] + [29.0] * 10_000)
+        assert fetch_url(url, FetchLimits(max_bytes=MB, allow_private=True, deadline_s=30.0), clock=lambda: next(early)) == b"image"
+
+
+def test_an_error_with_time_left_is_reported_as_itself_not_as_the_deadline():
+    with FileServer() as server:
+        with pytest.raises(BadInputError) as refused:
+            fetch_url(server.url + "/missing.jpg", FetchLimits(max_bytes=MB, allow_private=True, deadline_s=0.9))
+    assert str(refused.value) == "The image URL answered HTTP 404."
+
+
+def test_a_stop_seen_by_the_download_itself_is_a_cancellation():
+    from pipeline.ingest.fetch import DownloadCancelled
+
+    caller = threading.current_thread()
+    with FileServer() as server:
+        url = server.add("/a.jpg", b"image")
+        with pytest.raises(DownloadCancelled):  # only the downloading thread sees the stop, not the watchdog
+            fetch_url(url, FetchLimits(max_bytes=MB, allow_private=True), should_stop=lambda: threading.current_thread() is caller)
