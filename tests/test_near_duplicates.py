@@ -265,9 +265,12 @@ def test_run_flags_near_duplicates_in_the_batch_and_against_the_catalogue_and_re
         store, tmp_path, make_settings, local_captioner):
     stages = build_stages(make_settings(), store=store, captioner=local_captioner)
     first = batch_of(store, tmp_path, "first", {"shirt.jpg": encoded(product("shirt")), "mug.jpg": encoded(product("mug")),
-                                                "shirt-copy.jpg": encoded(product("shirt").resize((600, 600)), quality=60)})
+                                                "shirt-copy.jpg": encoded(product("shirt").resize((600, 600)), quality=60),
+                                                "broken.jpg": encoded(product("bag"))[:3000]})
     run_batch(stages, first, concurrency=2)
     items = {i.source: i for i in store.list_items(first)}
+    broken = items.pop("broken.jpg")  # a damaged photo fails its own row; the batch goes on
+    assert broken.status == "error" and broken.phash is None and "damaged" in broken.error
     assert all(i.status == "ok" and i.phash and len(i.phash) == 16 for i in items.values())
     shirts = [items["shirt.jpg"], items["shirt-copy.jpg"]]
     flagged = [i for i in shirts if i.near_duplicate]
