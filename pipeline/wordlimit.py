@@ -111,7 +111,7 @@ SEO_LABELS = {"seo_title": "SEO title", "meta_description": "Meta description", 
 
 # Alt text describes what the photo shows; these are marketing, prices or calls to action, not description.
 _MARKETING = re.compile(
-    r"\b(buy|buying|best|shop|shopping|order now|order today|sale|discount|deal|deals|cheap|affordable|bargain|offer|"
+    r"\b(on sale|for sale|buy|buying|best|shop|shopping|order now|order today|sale|discount|deal|deals|cheap|affordable|bargain|offer|"
     r"must[- ]have|perfect|amazing|stunning|premium|luxury|exclusive|limited|free shipping|add to cart|"
     r"click|get yours|grab|don'?t miss|save)\b"
     r"|[$€£¥]\s*\d+(?:[.,]\d+)?|\d+(?:[.,]\d+)?\s*(?:usd|eur|gbp|dollars?|euros?)\b",
@@ -143,8 +143,13 @@ def marketing_words_in(text: str) -> list[str]:
 
 
 def without_marketing(text: str) -> str:
-    """`text` with its marketing words, prices and calls to action taken out (whitespace collapsed)."""
-    return " ".join(_MARKETING.sub(" ", text or "").split())
+    """`text` with its marketing words, prices and calls to action taken out (whitespace collapsed, the
+    punctuation they leave behind tidied: no space before a comma, no doubled or leading/trailing commas)."""
+    text = " ".join(_MARKETING.sub(" ", text or "").split())
+    text = re.sub(r"\s+([,.;:!?])", r"\1", text)
+    text = re.sub(r"([,;:])(?:\s*[,;:])+", r"\1", text)
+    text = re.sub(r"[,;:]+(?=[.!?])", "", text)
+    return text.strip(" ,;:-")
 
 
 def cut_to_characters(text: str, limit: int) -> str:

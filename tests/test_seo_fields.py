@@ -31,7 +31,7 @@ from pipeline.store.dynamo_store import DynamoStore
 from pipeline.store.sqlite_store import SqliteStore
 from pipeline.summarizers.offline import OfflineSummarizer
 from pipeline.summarizers.openai_summarizer import OpenAISummarizer
-from pipeline.wordlimit import SEO_LIMITS, cut_to_characters, marketing_words_in, seo_problem
+from pipeline.wordlimit import SEO_LIMITS, cut_to_characters, marketing_words_in, seo_problem, without_marketing
 from support.images import jpeg_bytes
 from support.servers import FakeOpenAI, Reply
 
@@ -68,6 +68,7 @@ def test_the_limits_and_the_cut_at_a_word_boundary():
 def test_alt_text_refuses_marketing_prices_and_calls_to_action_but_not_plain_description():
     assert marketing_words_in("Buy now: the best red tee, only $19.99 - shop today") == ["buy", "best", "$19.99", "shop"]
     assert marketing_words_in("Red tee for 20 EUR, add to cart") == ["20 eur", "add to cart"]
+    assert without_marketing("Buy: a red tee, on sale.") == "a red tee."
     assert marketing_words_in("A red cotton t-shirt with a crew neck on a wooden hanger") == []
     assert marketing_words_in("A bestowed ornament on a shopfront shelf") == []  # whole words only
     assert seo_problem("alt_text", "Best red tee") == ("The alt text says 'best': alt text describes what the photo shows, "
@@ -85,7 +86,7 @@ def test_the_offline_template_fills_each_field_within_its_limit_and_describes_th
     result = offline.summarize(request)
     assert within_limits(result) and all(getattr(result, name) for name in SEO_LIMITS)
     assert marketing_words_in(result.alt_text) == []
-    assert result.alt_text.startswith("A red cotton t-shirt on")  # the caption, as the photo shows it
+    assert result.alt_text.startswith("A red cotton t-shirt, now for at the price on a hanger")  # the caption, marketing out
     assert result.meta_description == cut_to_characters(result.summary, 160)
     assert offline.summarize(request) == result  # deterministic
     short = offline.summarize(SummaryRequest(caption="", attributes=known, checks=None, hints={"brand": "Acme"}))
@@ -148,7 +149,7 @@ def test_marketing_in_the_alt_text_is_asked_again_and_taken_out_if_it_stays(serv
     server.state.default = Reply(content=answer(alt_text="Best red cotton tee, only $19.99, shop now"))
     result = summarizer_for(server).summarize(request())
     assert len(server.state.requests) == 2
-    assert marketing_words_in(result.alt_text) == [] and result.alt_text == "red cotton tee, only , now"
+    assert marketing_words_in(result.alt_text) == [] and result.alt_text == "red cotton tee, only, now"
 
 
 # --- a batch: real time and Batch API, stored in SQLite --------------------------------------------------------
@@ -191,6 +192,7 @@ def test_the_offline_summarizer_fills_the_fields_of_a_batch(stages, tmp_path):
 def tagged(store, tmp_path: Path, **seo):
     batch = new_batch(store, tmp_path, count=1)
     (item,) = store.list_items(batch.id)
+    assert (item.seo_title, item.meta_description, item.alt_text) == ("", "", "")  # a row without them reads as empty
     checks = PhotoChecks(10, 10, False, 400.0, False, 150.0, False, False, True, True, ["red"])
     store.save_result(item.id, ItemResult(content_key="k" * 64, image_path="p", caption=CaptionResult("a tee", {}, "m"), attributes=[],
                                           checks=checks, word_count=2,
