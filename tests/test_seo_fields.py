@@ -326,3 +326,40 @@ def test_review_one_item_view_shows_counters_and_refuses_an_over_long_alt_text_w
         assert (saved.alt_text, saved.meta_description) == (SEO["alt_text"], "A red tee.")  # refused, not cut; the other saved
     finally:
         st.cache_resource.clear()
+
+
+def test_review_grid_shows_the_fields_only_under_all_columns_and_refuses_marketing_alt_text(monkeypatch, tmp_path):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard.text import shown
+    from pipeline.settings import Settings
+
+    for key, value in {"DATA_DIR": str(tmp_path / "data"), "SUMMARIZER": "offline", "AUTH_MODE": "dev"}.items():
+        monkeypatch.setenv(key, value)
+    st.cache_resource.clear()
+    try:
+        store = SqliteStore(Settings().db_path)
+        item = tagged(store, tmp_path)
+        app = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=60).run()
+        app.switch_page("pages/review.py").run()
+        assert not app.exception, app.exception
+        compact = list(app.data_editor[0].proto.column_order)
+        assert not {"SEO title", "Meta description", "Alt text"} & set(compact)  # the 1366 px view is unchanged
+        app.toggle(key="grid-all-columns").set_value(True).run()
+        editor = app.data_editor[0]
+        assert list(editor.proto.column_order)[-3:] == ["SEO title", "Meta description", "Alt text"]
+        assert editor.value["Alt text"].iloc[0] == SEO["alt_text"]
+        key = app.session_state["grid-shown"]
+        app.session_state[key] = {"edited_rows": {0: {"Alt text": "Buy the best red tee"}}, "added_rows": [], "deleted_rows": []}
+        app.run()
+        sentence = ("#1 SKU-0: The alt text says 'buy', 'best': alt text describes what the photo shows, without marketing, "
+                    "prices or calls to action. Rewrite it and save again.")
+        assert sentence in [shown(w.value) for w in app.warning]  # said before saving
+        [save] = [b for b in app.button if b.label == "Save changes"]
+        save.click().run()
+        assert not app.exception, app.exception
+        assert sentence in [shown(e.value) for e in app.error]
+        assert store.get_item(item.id).alt_text == SEO["alt_text"]
+    finally:
+        st.cache_resource.clear()
