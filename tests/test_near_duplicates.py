@@ -19,9 +19,8 @@ from pipeline.batches.runner import run_batch
 from pipeline.errors import BadInputError
 from pipeline.images.decode_budget import MB, DecodeBudget
 from pipeline.images.normalize import normalize_image
-from pipeline.images.perceptual import (
-    CatalogueEntry, HashIndex, NotCheap, StagedHashes, distance, hash_staged, phash, staging_hash, staging_notices,
-)
+from pipeline.images.perceptual import CatalogueEntry, HashIndex, distance, phash
+from pipeline.images.staging_hashes import NotCheap, StagedHashes, hash_staged, staging_hash, staging_notices
 from pipeline.ingest.sources import collect_sources
 from pipeline.models import IngestReport, SourceItem, SourceRef
 from pipeline.service import build_stages

@@ -16,7 +16,8 @@ from pipeline.batches.export import result_label
 from pipeline.service import ingest_limits
 from pipeline.store import BatchBusyError
 from pipeline.ingest.uploads import save_uploads
-from pipeline.images.perceptual import CatalogueEntry, HashIndex, hash_staged, staging_notices
+from pipeline.images.perceptual import CatalogueEntry, HashIndex
+from pipeline.images.staging_hashes import hash_staged, staging_notices
 
 runtime = get_runtime()
 user = current_user(runtime)
