@@ -178,6 +178,14 @@ class Settings(BaseSettings):
             return value
         return value.strip().upper() if value.strip().upper() in ("DEBUG", "INFO", "WARNING", "ERROR") else value.strip().lower()
 
+    # An empty secret is no secret: `OPENAI_API_KEY=` (the .env template's line) or spaces mean unset, so every path
+    # that needs the key says so in its own sentence instead of the openai client failing on an empty one.
+    @field_validator("openai_api_key", mode="before")
+    @classmethod
+    def _blank_secret_is_unset(cls, value: object) -> object:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return None if isinstance(raw, str) and not raw.strip() else value
+
     @model_validator(mode="after")
     def _default_summarizer(self) -> "Settings":
         if self.summarizer is None:

@@ -319,3 +319,37 @@ def test_export_report_has_the_active_taxonomys_columns(tmp_path, monkeypatch):
     assert main(["export", str(batch_id), "--items", "all", "--out", str(out)]) == 0
     header = next(csv.reader(io.StringIO(out.read_text(encoding="utf-8"))))
     assert "sleeve" in header and "color" in header
+
+
+# An empty OPENAI_API_KEY (the .env template's `OPENAI_API_KEY=` line) is no key: every path that needs one says so
+def test_an_empty_openai_key_is_unset_on_every_path_that_needs_one(tmp_path, tiny_model, monkeypatch, capsys):
+    from pipeline.cli import main
+    from pipeline.settings import Settings
+
+    batch_id, _ = seeded_export_store(tmp_path)
+    image = tmp_path / "a.jpg"
+    image.write_bytes(jpeg_bytes())
+    for key, value in {"DATA_DIR": str(tmp_path / "data"), "CAPTION_MODEL": str(tiny_model), "CAPTIONER": "local",
+                       "SUMMARIZER": "offline"}.items():
+        monkeypatch.setenv(key, value)
+    out = str(tmp_path / "r.csv")
+    cases = [
+        (["compare-captioners", str(batch_id)], {}, "error: The comparison needs OPENAI_API_KEY for the vision model (OPENAI_VISION_MODEL)."),
+        (["tag", str(image), "--out", out], {"CAPTIONER": "openai-vision"},
+         "error: CAPTIONER=openai-vision needs OPENAI_API_KEY (or use CAPTIONER=local)."),
+        (["tag", str(image), "--out", out, "--summarizer", "openai"], {},
+         "error: SUMMARIZER=openai needs OPENAI_API_KEY (or use SUMMARIZER=offline)."),
+    ]
+    for blank in ("", "   "):
+        monkeypatch.setenv("OPENAI_API_KEY", blank)
+        for argv, env, message in cases:
+            for key, value in env.items():
+                monkeypatch.setenv(key, value)
+            assert main(argv) == 2, argv
+            assert capsys.readouterr().err.strip().splitlines() == [message], argv
+            monkeypatch.setenv("CAPTIONER", "local")
+        monkeypatch.delenv("SUMMARIZER")
+        assert Settings().summarizer == "offline"  # "openai when OPENAI_API_KEY is set": an empty one is not set
+        assert Settings().openai_api_key is None
+        monkeypatch.setenv("SUMMARIZER", "offline")
+    assert not Path(out).exists()
