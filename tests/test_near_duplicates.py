@@ -281,6 +281,11 @@ def test_run_flags_near_duplicates_in_the_batch_and_against_the_catalogue_and_re
     # Review: the flag is a photo warning, and the "Photo warnings" filter finds it
     assert any(w.startswith("near-duplicate: looks like batch") for w in photo_warnings(flagged[0]))
     assert flagged[0] in filter_items(items.values(), photo_problems=True)
+    # ... and the report's photo_warnings column says the same (it used to carry the photo checks only)
+    from pipeline.batches.export import report_row
+
+    assert report_row(flagged[0], stages.schema)["photo_warnings"] == "; ".join(photo_warnings(flagged[0]))
+    assert "near-duplicate: looks like batch" in report_row(flagged[0], stages.schema)["photo_warnings"]
 
     # a later batch: the catalogue (earlier batches) flags it; with reuse on, no caption call and no usage row
     second = batch_of(store, tmp_path, "second", {"mug-reshot.jpg": encoded(ImageEnhance.Brightness(product("mug", seed=4)).enhance(1.1)),

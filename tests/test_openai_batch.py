@@ -547,3 +547,22 @@ def test_items_summarized_through_the_batch_api_record_the_active_taxonomy_versi
     assert (progress.ok, progress.failed) == (4, 0)
     assert len(server.state.batch_creates) == 1
     assert [i.taxonomy_version for i in stages.store.list_items(batch.id)] == [1, 1, 1, 1]
+
+
+def test_a_cheapest_run_flags_near_duplicates_as_a_real_time_run_does(make_stages, server, tmp_path):
+    """Two copies of one photo in a Cheapest run: the second is flagged as looking like the first and both keep
+    their perceptual hash (before, items summarized through the Batch API had neither)."""
+    stages = make_stages()
+    paths = []
+    for number, seed in enumerate((1, 1, 2)):
+        path = tmp_path / f"p{number}.jpg"
+        path.write_bytes(jpeg_bytes(size=(200, 160), seed=seed))
+        paths.append(path)
+    report = IngestReport(items=[SourceItem(source=p.name, ref=SourceRef("file", str(p)), sku=f"SKU-{n}") for n, p in enumerate(paths)])
+    batch = stages.store.create_batch("cheap", "ann", report)
+    progress = run_batch(stages, batch.id, concurrency=1, cheapest=True)
+    assert (progress.ok, progress.failed) == (3, 0) and len(server.state.batch_creates) == 1
+    first, second, other = stages.store.list_items(batch.id)
+    assert first.phash and first.phash == second.phash and other.phash
+    assert second.near_duplicate == f"looks like batch {batch.id} item 1 (0 bits apart)"
+    assert first.near_duplicate is None and second.reused_from is None  # reuse is off by default

@@ -29,6 +29,9 @@ class Captioned:
     checks: PhotoChecks
     caption: CaptionResult
     usage: list[Usage] = field(default_factory=list)  # paid for this item so far (its caption)
+    phash: str | None = None  # near-duplicates (issue 19), as a real-time run records them
+    near_duplicate: str | None = None
+    reused_from: str | None = None
 
 
 def summarize_captioned(stages: Any, batch_id: int, captioned: list[Captioned], summarizer: Any, *,
@@ -67,7 +70,8 @@ def summarize_captioned(stages: Any, batch_id: int, captioned: list[Captioned], 
             usage = list(outcome.usage)
             result = ItemResult(content_key=entry.content_key, image_path=entry.image_path, caption=entry.caption,
                                 attributes=attributes[entry.item.id], summary=outcome, checks=entry.checks,
-                                word_count=count_words(outcome.summary), taxonomy_version=stages.taxonomy_version)
+                                word_count=count_words(outcome.summary), taxonomy_version=stages.taxonomy_version,
+                                phash=entry.phash, near_duplicate=entry.near_duplicate, reused_from=entry.reused_from)
             saved = store.save_result(entry.item.id, result, usage, owner=owner)
         if not saved and usage:
             store.record_usage(entry.item.id, usage)  # paid for, but the lease was lost: the ledger still counts it

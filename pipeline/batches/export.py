@@ -44,6 +44,17 @@ def _starts_formula(text: str) -> bool:
     return False
 
 
+def photo_warnings(item: ItemRecord) -> list[str]:
+    """Photo-check warnings, then near-duplicate notes (issue 19): both show in Review's notes, its
+    "Photo warnings" filter and the report's photo_warnings column."""
+    notes = item.checks.warnings() if item.checks else []
+    if item.near_duplicate:
+        notes.append(f"near-duplicate: {item.near_duplicate}")
+    if item.reused_from:
+        notes.append(item.reused_from)
+    return notes
+
+
 def report_columns(schema: AttributeSchema) -> list[str]:
     return [
         "batch_id", "item_number", "source", "sku", "status", "error", "review_status", "title", "caption", "summary", "word_count",
@@ -74,7 +85,7 @@ def report_row(item: ItemRecord, schema: AttributeSchema) -> dict[str, Any]:
         "tags": ", ".join(item.tags),
         "photo_width": checks.width if checks else "",
         "photo_height": checks.height if checks else "",
-        "photo_warnings": "; ".join(checks.warnings()) if checks else "",
+        "photo_warnings": "; ".join(photo_warnings(item)),  # the notes Review shows, near-duplicates included
         "blur_score": checks.blur_score if checks else "",
         "brightness": checks.brightness if checks else "",
         "white_background": checks.white_background if checks else "",

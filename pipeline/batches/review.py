@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.attributes import AttributeSchema
-from pipeline.batches.export import result_label
+from pipeline.batches.export import photo_warnings, result_label
 from pipeline.errors import UserFacingError, describe_error, usage_of
 from pipeline.models import Edit, ItemRecord, SummaryRequest
 from pipeline.store import StaleEditError, Store
@@ -60,17 +60,6 @@ def review_state(item: ItemRecord) -> str:
 def attributes_to_review(item: ItemRecord) -> list[str]:
     """Attributes whose answer is not in the vocabulary (kept as answered, flagged for a person)."""
     return [a.name for a in item.attributes if not a.in_vocab]
-
-
-def photo_warnings(item: ItemRecord) -> list[str]:
-    """Photo-check warnings, then near-duplicate notes (issue 19): both show in Review's notes and its
-    "Photo warnings" filter."""
-    notes = item.checks.warnings() if item.checks else []
-    if item.near_duplicate:
-        notes.append(f"near-duplicate: {item.near_duplicate}")
-    if item.reused_from:
-        notes.append(item.reused_from)
-    return notes
 
 
 def filter_items(items: Iterable[ItemRecord], states: Iterable[str] | None = None, *, low_confidence: bool = False,

@@ -428,9 +428,13 @@ def caption_item(stages: Stages, item: ItemRecord, usage: list[Usage], run: RunC
     """Every stage before the summary, for a run whose summaries go through the Batch API
     (pipeline/batches/batch_summaries.py); `trace`: this item's ItemTrace (stage timings)."""
     image, image_path = prepare_image(stages, item, run.cancel) if trace is None else prepare_image(stages, item, run.cancel, trace)
-    caption = caption_once(stages, image, usage, run)
+    match = near_duplicate_of(stages, item, image, run)  # flagged and reused as process_item does
+    reused = reused_caption(stages, match, run) if match is not None and run.reuse else None
+    caption = reused or caption_once(stages, image, usage, run)
     return Captioned(item=item, content_key=image.content_key, image_path=image_path, checks=image.checks,
-                     caption=caption, usage=usage)
+                     caption=caption, usage=usage, phash=image.phash,
+                     near_duplicate=f"looks like {match.entry.label} ({match.distance} bits apart)" if match is not None else None,
+                     reused_from=f"caption reused from {match.entry.label}" if reused is not None else None)
 
 
 def _run_items(stages: Stages, batch_id: int, *, concurrency: int, on_progress: ProgressCallback | None,
