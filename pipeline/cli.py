@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "realtime: none does; batch: every scenario does (answers within 24 h)")
     estimate.add_argument("--languages", type=int, dest="extra_languages", metavar="N",
                           help="summaries in N languages besides English (tag --languages): N more summaries per photo")
+    estimate.add_argument("--seo-fields-by", choices=["template", "model"],
+                          help="who writes SEO title / meta description / alt text (default: SEO_FIELDS_BY, template): "
+                               "model adds about 199 input and 102 output tokens per photo")
     estimate.add_argument("--json", action="store_true", help="print JSON: {assumptions, scenarios: [{name, monthly_usd, breakdown}]}")
 
     export = commands.add_parser("export", help="write a batch as the CSV report, a Shopify / WooCommerce CSV or a Google Merchant feed")
@@ -198,6 +201,7 @@ def tag_command(args: argparse.Namespace) -> int:
 
     if not args.out.parent.is_dir():  # before any work: a batch must not run only to find nowhere to write
         raise UserFacingError(f"The folder for --out does not exist: {args.out.parent}")
+    check_range("--concurrency", args.concurrency, 1, MAX_CONCURRENCY)  # before Settings: 0 would be dropped below
     overrides = {key: getattr(args, key) for key in ("captioner", "summarizer", "concurrency") if getattr(args, key)}
     settings = Settings(**overrides)
     stages = build_stages(settings)
@@ -286,6 +290,32 @@ def endpoint_command(args: argparse.Namespace) -> int:
     return 1 if result.result == "refused" else 0
 
 
+# The estimator's numbers, bounded as the Admin page's "What if…" form bounds the same inputs (dashboard/pages/admin.py
+# render_estimator); --languages: at most the extra summary languages offered (pipeline/admin/brand.py, English always).
+ESTIMATE_BOUNDS = {"images_per_month": ("--images-per-month", 1, None), "working_days": ("--working-days", 1, 31),
+                   "hours_per_day": ("--hours-per-day", 1, 24), "batches_per_month": ("--batches-per-month", 1, 1000),
+                   "max_latency_s": ("--max-latency-s", 1, 86_400), "extra_languages": ("--languages", 0, None)}
+MAX_CONCURRENCY = 64  # tag --concurrency and CONCURRENCY (Settings.concurrency's bound)
+
+
+def check_range(flag: str, value: float | None, low: float, high: float | None) -> None:
+    """One sentence for a number out of its range (NaN included); None: not given."""
+    if value is None or (low <= value and (high is None or value <= high)):
+        return
+    def shown(number: float) -> str:
+        return f"{number:,}" if isinstance(number, int) else f"{number:g}"
+
+    allowed = f"from {shown(low)} to {shown(high)}" if high is not None else f"{shown(low)} or more"
+    raise UserFacingError(f"{flag} must be {allowed} (got {shown(value)}).")
+
+
+def check_estimate_bounds(args: argparse.Namespace) -> None:
+    from pipeline.admin.brand import LANGUAGES
+
+    for key, (flag, low, high) in ESTIMATE_BOUNDS.items():
+        check_range(flag, getattr(args, key), low, len(LANGUAGES) - 1 if key == "extra_languages" else high)
+
+
 def estimate_command(args: argparse.Namespace) -> int:
     import json
     from dataclasses import replace
@@ -293,9 +323,11 @@ def estimate_command(args: argparse.Namespace) -> int:
     from pipeline.admin.costs import PROFILES, Assumptions, PriceTable, break_even_points, estimate_monthly_cost
     from pipeline.settings import Settings
 
+    check_estimate_bounds(args)
     settings = Settings()
     keys = ("working_days", "hours_per_day", "batches_per_month", "summary_model", "summary_mode", "extra_languages")
     overrides = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
+    overrides["seo_fields_by"] = args.seo_fields_by or settings.seo_fields_by
     assumptions = replace(Assumptions(instance_type=settings.sagemaker_instance_type), images_per_month=args.images_per_month, **overrides)
     profile = args.profile or settings.deployment_profile
     prices = PriceTable.load(settings.prices_file)
@@ -306,7 +338,7 @@ def estimate_command(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
         return 0
     print(f"{args.images_per_month:,} images/month, summaries by {assumptions.summary_model} ({assumptions.summary_mode}), "
-          f"profile {profile}: {PROFILES[profile].what}")
+          f"SEO fields by {assumptions.seo_fields_by}, profile {profile}: {PROFILES[profile].what}")
     print(f"  gives up: {PROFILES[profile].gives_up}")
     for scenario in estimate.scenarios:
         print(f"  {scenario.name:<40} ${scenario.monthly_usd:>9,.2f}/month   first result: {scenario.latency}")

@@ -86,6 +86,14 @@ class Settings(BaseSettings):
         "low", description="Image detail sent with each photo; `low` is a fixed token price per photo.")
     openai_vision_deadline_s: float = Field(60.0, gt=0, description="Most time one photo's caption may take, retries included.")
 
+    # SEO fields (issue 19; pipeline/summarizers/openai_summarizer.py SEO_PROMPT, docs/costs.md): who writes seo_title,
+    # meta_description and alt_text when SUMMARIZER=openai (real time, Batch API, Regenerate). The offline summarizer
+    # always uses its template.
+    seo_fields_by: Literal["template", "model"] = Field(
+        "template", description="`template`: filled after the answer from the title, summary, caption and attributes by the "
+        "offline template (same limits, no marketing words in the alt text; free); `model`: GPT-4o writes them (about 199 more "
+        "input and up to 102 more output tokens per photo, `estimate --seo-fields-by model`).")
+
     # Storage for more than one task
     store: Literal["sqlite", "dynamodb"] = Field("sqlite", description="`dynamodb` for more than one dashboard task.")
     dynamodb_table: str = "product-tagging"
@@ -142,7 +150,7 @@ class Settings(BaseSettings):
         "the batch only.")
 
     # Runner
-    concurrency: int = 4
+    concurrency: int = Field(4, ge=1, le=64, description="Captioner (and summarizer) calls in flight per batch, 1 to 64.")
     lease_s: float = Field(
         120.0, gt=0, description="How long a runner's claim on a batch and on each item lasts without a heartbeat "
         "(renewed every third of it); a crashed runner's items are taken over after this.")

@@ -353,3 +353,24 @@ def test_an_empty_openai_key_is_unset_on_every_path_that_needs_one(tmp_path, tin
         assert Settings().openai_api_key is None
         monkeypatch.setenv("SUMMARIZER", "offline")
     assert not Path(out).exists()
+
+
+def test_tag_concurrency_out_of_range_is_one_sentence_before_any_work(tmp_path, tiny_model, monkeypatch, capsys):
+    from pipeline.cli import main
+
+    image = tmp_path / "a.jpg"
+    image.write_bytes(jpeg_bytes())
+    for key, value in {"DATA_DIR": str(tmp_path / "data"), "CAPTION_MODEL": str(tiny_model), "CAPTIONER": "local",
+                       "SUMMARIZER": "offline"}.items():
+        monkeypatch.setenv(key, value)
+    out = tmp_path / "r.csv"
+    for given in ("-1", "0", "65", "100000"):
+        assert main(["tag", str(image), "--out", str(out), "--concurrency", given]) == 2
+        shown = f"{int(given):,}"
+        assert capsys.readouterr().err.strip().splitlines() == [f"error: --concurrency must be from 1 to 64 (got {shown})."]
+    for given in ("0", "65"):  # the setting has the same bounds
+        monkeypatch.setenv("CONCURRENCY", given)
+        assert main(["tag", str(image), "--out", str(out)]) == 2
+        [line] = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith("error: setting CONCURRENCY: Input should be "), line
+    assert not out.exists() and not (tmp_path / "data" / "pipeline.sqlite3").exists()  # no batch was started

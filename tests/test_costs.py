@@ -387,3 +387,84 @@ def test_readme_cost_table_is_what_the_estimator_says():
     per_thousand = [scenarios(name, 100_000)["batch transform"] / 100 for name, _, _ in rows]
     assert "$2.03–2.43 per 1,000 photos" in readme
     assert (round(min(per_thousand), 2), round(max(per_thousand), 2)) == (2.03, 2.43)
+
+
+# The estimator's inputs are bounded: a negative or absurd number is refused in one sentence, never priced ------------
+def test_cli_estimate_refuses_numbers_out_of_range_in_one_sentence(monkeypatch, capsys):
+    from pipeline.admin.brand import LANGUAGES
+    from pipeline.cli import main
+
+    monkeypatch.delenv("PRICES_FILE", raising=False)
+    offered = len(LANGUAGES) - 1  # extra languages: English is always written
+    cases = [
+        (["--images-per-month", "-5"], "--images-per-month must be 1 or more (got -5)."),
+        (["--images-per-month", "0"], "--images-per-month must be 1 or more (got 0)."),
+        (["--languages", "-3"], f"--languages must be from 0 to {offered} (got -3)."),
+        (["--languages", "99999999"], f"--languages must be from 0 to {offered} (got 99,999,999)."),
+        (["--languages", str(offered + 1)], f"--languages must be from 0 to {offered} (got {offered + 1})."),
+        (["--working-days", "-5", "--hours-per-day", "100"], "--working-days must be from 1 to 31 (got -5)."),
+        (["--working-days", "32"], "--working-days must be from 1 to 31 (got 32)."),
+        (["--hours-per-day", "100"], "--hours-per-day must be from 1 to 24 (got 100)."),
+        (["--hours-per-day", "nan"], "--hours-per-day must be from 1 to 24 (got nan)."),
+        (["--batches-per-month", "0"], "--batches-per-month must be from 1 to 1,000 (got 0)."),
+        (["--max-latency-s", "-1"], "--max-latency-s must be from 1 to 86,400 (got -1)."),
+    ]
+    for extra, message in cases:
+        assert main(["estimate", "--images-per-month", "1000", *extra]) == 2, extra
+        captured = capsys.readouterr()
+        assert (captured.err.strip().splitlines(), captured.out) == ([f"error: {message}"], ""), extra
+    edges = ["--images-per-month", "1", "--working-days", "31", "--hours-per-day", "24", "--batches-per-month", "1000",
+             "--languages", str(offered), "--max-latency-s", "86400", "--json"]
+    assert main(["estimate", *edges]) == 0
+    scenarios = json.loads(capsys.readouterr().out)["scenarios"]
+    assert all(s["monthly_usd"] >= 0 and min(s["breakdown"].values()) >= 0 for s in scenarios)
+    assert main(["estimate", "--images-per-month", "1000", "--working-days", "1", "--hours-per-day", "1", "--languages", "0"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_prices_file_with_a_negative_price_or_an_unknown_key_is_refused_naming_the_key(tmp_path, monkeypatch, capsys):
+    from pipeline.cli import main
+
+    def load(entries):
+        override = tmp_path / "prices.json"
+        override.write_text(json.dumps(entries))
+        return PriceTable.load(override)
+
+    sourced = {"unit": "instance-hour", "source": "our EDP rate", "as_of": "2026-11"}
+    with pytest.raises(ConfigError, match=r"the usd of 'alb_hour' must be a number, 0 or more \(it is -0.5\)"):
+        load({"alb_hour": {"usd": -0.5}})
+    for bad in ("cheap", None, True, float("inf")):
+        with pytest.raises(ConfigError, match="the usd of 'alb_hour' must be a number"):
+            load({"alb_hour": {"usd": bad}})
+    with pytest.raises(ConfigError, match=r"'alb_hourr' is not a price this estimator uses"):
+        load({"alb_hourr": {"usd": 0.02, **sourced}})
+    with pytest.raises(ConfigError, match=r"'sagemaker_hosting_hours:ml.g5.xlarge' is not a price"):
+        load({"sagemaker_hosting_hours:ml.g5.xlarge": {"usd": 1.4, **sourced}})
+    # another instance type or model of a shipped family is a price the estimator can use; 0 is a price; "_" keys are notes
+    table = load({"sagemaker_hosting_hour:ml.g5.xlarge": {"usd": 1.408, **sourced}, "alb_hour": {"usd": 0},
+                  "_note": "our rates"})
+    assert table.usd("sagemaker_hosting_hour:ml.g5.xlarge") == 1.408 and table.usd("alb_hour") == 0
+    (tmp_path / "prices.json").write_text(json.dumps({"openai_input_per_million:gpt-4o": {"usd": -2.5}}))
+    monkeypatch.setenv("PRICES_FILE", str(tmp_path / "prices.json"))
+    assert main(["estimate", "--images-per-month", "1000"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.strip().splitlines() == [
+        f"error: PRICES_FILE {tmp_path / 'prices.json'}: the usd of 'openai_input_per_million:gpt-4o' must be a number, "
+        "0 or more (it is -2.5)."]
+
+
+def test_a_deeply_nested_prices_file_is_refused_with_one_sentence(tmp_path, monkeypatch, capsys):
+    """200 KB of `[[[…]]]` in PRICES_FILE exhausts the JSON parser (RecursionError): one sentence, not
+    "unexpected problem (RecursionError…)", from the library and from the CLI."""
+    from pipeline.cli import main
+
+    deep = tmp_path / "prices.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigError) as refused:
+        PriceTable.load(deep)
+    assert str(refused.value) == (f"PRICES_FILE {deep} is nested too deeply to be a price table "
+                                  "(an object of entries with usd, unit, source and as_of).")
+    monkeypatch.setenv("PRICES_FILE", str(deep))
+    assert main(["estimate", "--images-per-month", "1000"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.strip().splitlines() == [f"error: {refused.value}"]

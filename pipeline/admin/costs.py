@@ -7,6 +7,7 @@ Every assumption of the estimator is a field of `Assumptions`, printed with the 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -40,8 +41,12 @@ class PriceTable:
                 extra = json.loads(Path(override).read_text())
             except (OSError, ValueError) as error:
                 raise ConfigError(f"PRICES_FILE {override} cannot be read: {error}") from error
+            except RecursionError:  # a deeply nested document exhausts the JSON parser
+                raise ConfigError(f"PRICES_FILE {override} is nested too deeply to be a price table "
+                                  f"(an object of entries with usd, unit, source and as_of).") from None
             for key, value in extra.items():
                 if not key.startswith("_"):
+                    _check_override(override, key, value, entries)
                     entries[key] = {**entries.get(key, {}), **value}
         try:
             return cls({key: Price(**value) for key, value in entries.items()})
@@ -54,7 +59,22 @@ class PriceTable:
         return self.prices[key].usd
 
 
+def _check_override(override: Path, key: str, value: object, shipped: dict) -> None:
+    """A PRICES_FILE entry must name a price the estimator knows (a shipped key, or a shipped family such as
+    `sagemaker_hosting_hour:<instance type>` for another type) and carry a usd that is a number, 0 or more:
+    a misspelled key would be ignored silently and a negative price gives negative costs."""
+    families = {name.split(":", 1)[0] for name in shipped if ":" in name}
+    if key not in shipped and not (":" in key and key.split(":", 1)[0] in families):
+        raise ConfigError(f"PRICES_FILE {override}: {key!r} is not a price this estimator uses; use the keys of "
+                          "pipeline/admin/prices.json (a `name:variant` key may name another instance type or model).")
+    usd = value.get("usd") if isinstance(value, dict) else None
+    if isinstance(value, dict) and "usd" in value and (isinstance(usd, bool) or not isinstance(usd, (int, float))
+                                                       or not math.isfinite(usd) or usd < 0):
+        raise ConfigError(f"PRICES_FILE {override}: the usd of {key!r} must be a number, 0 or more (it is {usd!r}).")
+
+
 SUMMARY_MODES = ("auto", "realtime", "batch")  # auto: only scenarios that can wait (batch transform) use the Batch API
+SEO_FIELDS_BY = ("template", "model")  # who writes the SEO fields (Settings.seo_fields_by)
 
 
 @dataclass(frozen=True)
@@ -79,6 +99,14 @@ class Assumptions:
     extra_languages: int = 0
     output_tokens_per_extra_language: int = 100
     input_tokens_per_extra_language: int = 80
+    # SEO fields (issue 19, SEO_FIELDS_BY): `template` (default) fills them after the answer, no tokens; `model` asks GPT-4o
+    # for them. Measured (tests/test_seo_fields.py sends the request both ways through the openai client): `model` adds 371
+    # characters of system prompt and 425 of response schema (compact JSON, as sent) = 796 ≈ 199 tokens at ~4 characters a
+    # token; the answer gains the three fields, 406 characters with their keys at the limits (70 + 160 + 125) ≈ 102 tokens
+    # (an upper bound: the prompt asks for at most those lengths). A corrective request for an over-long field is not counted.
+    seo_fields_by: str = "template"  # template | model
+    seo_input_tokens_per_image: int = 199
+    seo_output_tokens_per_image: int = 102
     # The always-on infrastructure: defaults are infra/cdk.json's, the "own-alb" profile (PROFILES below;
     # InfraConfig.cost_assumptions maps a deployment, tests tie both to the synthesized template).
     dashboard_vcpu: float = 0.5
@@ -229,6 +257,9 @@ def summary_costs(a: Assumptions, prices: PriceTable, *, batch: bool) -> dict[st
     kind = "openai_batch" if batch else "openai"
     input_tokens = a.input_tokens_per_image + a.extra_languages * a.input_tokens_per_extra_language
     output_tokens = a.output_tokens_per_image + a.extra_languages * a.output_tokens_per_extra_language
+    if a.seo_fields_by == "model":  # the model writes the SEO fields: more prompt and schema, three more answers
+        input_tokens += a.seo_input_tokens_per_image
+        output_tokens += a.seo_output_tokens_per_image
     usd = a.images_per_month * (input_tokens * prices.usd(f"{kind}_input_per_million:{a.summary_model}")
                                 + output_tokens * prices.usd(f"{kind}_output_per_million:{a.summary_model}")) / 1e6
     return {kind: usd}
@@ -254,6 +285,8 @@ def estimate_monthly_cost(a: Assumptions, prices: PriceTable, profile: str | Non
     """Every scenario all-in. `profile` (PROFILES) sets the always-on part; without it, `a` as given."""
     if a.summary_mode not in SUMMARY_MODES:
         raise ConfigError(f"summary_mode {a.summary_mode!r}: choose one of {', '.join(SUMMARY_MODES)}.")
+    if a.seo_fields_by not in SEO_FIELDS_BY:
+        raise ConfigError(f"seo_fields_by {a.seo_fields_by!r}: choose one of {', '.join(SEO_FIELDS_BY)}.")
     if profile is not None:
         a = profile_assumptions(profile, a)
     shared = shared_costs(a, prices, batch_summaries=a.summary_mode == "batch")
