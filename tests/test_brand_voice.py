@@ -169,6 +169,42 @@ def test_words_to_avoid_match_whole_words_in_any_case():
     assert banned_words_in("anything", None) == []
 
 
+def test_a_word_to_avoid_in_a_script_without_spaces_is_found_inside_the_text():
+    style = clean_style_guide("", ["安い", "便宜", "ถูก", "cheap", "싼"], [])
+    assert banned_words_in("とても安いTシャツです。", style) == ["安い"]  # Japanese: no space around the word
+    assert banned_words_in("这件T恤很便宜。", style) == ["便宜"]  # Chinese
+    assert banned_words_in("เสื้อยืดราคาถูกมาก", style) == ["ถูก"]  # Thai
+    assert banned_words_in("とてもcheapなTシャツ", style) == ["cheap"]  # a Latin word inside Japanese text
+    # spaced scripts keep whole words: neither an English word inside a longer one nor Korean "싼" inside "비싼" (expensive)
+    assert banned_words_in("cheaply made, 비싼 셔츠", style) == []
+    assert banned_words_in("싼 셔츠", style) == ["싼"]
+
+
+def test_a_word_to_avoid_in_the_tags_or_seo_fields_gets_the_corrective_request_then_fails(server):
+    dirty = {**answer(), "tags": ["tee", "cheap tee"]}
+    server.state.script = [Reply(content=dirty), Reply(content=answer())]
+    result = summarizer_for(server).summarize(request(guide()))
+    assert result.tags == ["tee", "red"]  # the clean retry is kept: no word to avoid reaches the shop's Tags column
+    correction = server.state.requests[1]["messages"][-1]["content"]
+    assert "Do not use these words from the style guide's words to avoid: cheap. They are in: tag 2." in correction
+
+    server.state.requests.clear()
+    server.state.script = []
+    server.state.default = Reply(content={**answer(), "seo_title": "Red tee", "meta_description": "A red cotton tee.",
+                                          "alt_text": "A budget red tee on a white background."})
+    client = openai.OpenAI(api_key="sk-test", base_url=server.base_url, max_retries=0, timeout=10)
+    seo_by_model = OpenAISummarizer(client, load_attribute_schema(), max_retries=0, deadline_s=30, seo_fields_by="model")
+    with pytest.raises(BadInputError, match=r"^The summary still used 'budget' from the style guide's words to avoid"):
+        seo_by_model.summarize(request(guide()))
+    assert len(server.state.requests) == 2  # asked once more, then the item fails
+    assert "They are in: alt_text." in server.state.requests[1]["messages"][-1]["content"]
+
+    server.state.requests.clear()
+    server.state.default = Reply(content={**answer(), "tags": ["tee", "Must-Have"]})
+    with pytest.raises(BadInputError, match=r"^The summary still used 'must-have' "):
+        summarizer_for(server).summarize(request(guide()))
+
+
 # --- the style guide's sizes and versions ------------------------------------------------------------------
 def test_style_guide_sizes_are_bounded_with_one_sentence_each():
     with pytest.raises(BadInputError, match=f"the limit is {MAX_TONE_CHARS}"):

@@ -6,8 +6,9 @@ is refused with a sentence, in both stores). Every summary request (real-time an
 the shared system prompt, after the fixed instructions and before the product's facts, so the prefix stays the
 same for every item and OpenAI's prompt caching still applies.
 
-Words to avoid are checked on the answer (summary, title and every extra-language summary; whole words, any
-case): an answer containing one gets the one corrective request, and if the answer still contains it the item
+Words to avoid are checked on the answer (summary, title, tags, SEO title, meta description, alt text and every
+extra-language summary; whole words in any case, or anywhere in the text for a word in a script written without
+spaces such as Japanese or Chinese): an answer containing one gets the one corrective request, and if the answer still contains it the item
 FAILS with a plain sentence. Failing, not flagging: a flag can be missed and the banned word would then reach the
 shop through the export; a failed item cannot be exported as tagged and its sentence tells the reviewer to retry
 or write the summary by hand.
@@ -85,16 +86,30 @@ def style_prompt(guide: StyleGuide | None) -> str:
     return "\n".join(lines)
 
 
+# Scripts written without spaces between words (Han, Hiragana, Katakana, Thai, Lao, Khmer, Myanmar, Tibetan): a
+# word to avoid in one of them is found anywhere in the text ("安い" in "とても安いTシャツです。"), as no space marks where
+# a word ends. Korean (Hangul) is written with spaces and keeps whole-word matching.
+_UNSPACED = ("\u0e00-\u0eff\u0f00-\u0fff\u1000-\u109f\u1780-\u17ff\u2e80-\u2fdf\u3005-\u3007\u3021-\u3029"
+             "\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f")
+_UNSPACED_CHAR = re.compile(f"[{_UNSPACED}]")
+# A word of a spaced script ends where a letter or digit of a spaced script does not follow: "cheap" is found in
+# "とてもcheapです", not in "cheaply".
+_SPACED_WORD_CHAR = f"[^\\W{_UNSPACED}]"
+
+
+def _avoid_pattern(word: str) -> str:
+    parts = [re.escape(part) for part in word.split()]
+    if _UNSPACED_CHAR.search(word):
+        return r"\s*".join(parts)
+    return f"(?<!{_SPACED_WORD_CHAR})" + r"\s+".join(parts) + f"(?!{_SPACED_WORD_CHAR})"
+
+
 def banned_words_in(text: str, guide: StyleGuide | None) -> list[str]:
-    """The words to avoid that `text` contains (whole words / phrases, any case), in the guide's order."""
+    """The words to avoid that `text` contains, any case, in the guide's order: whole words / phrases in scripts
+    written with spaces; anywhere in the text for a word in a script written without them (Japanese, Chinese, Thai)."""
     if guide is None or not guide.avoid or not text:
         return []
-    found = []
-    for word in guide.avoid:
-        pattern = r"(?<!\w)" + r"\s+".join(re.escape(part) for part in word.split()) + r"(?!\w)"
-        if re.search(pattern, text, flags=re.IGNORECASE):
-            found.append(word)
-    return found
+    return [word for word in guide.avoid if re.search(_avoid_pattern(word), text, flags=re.IGNORECASE)]
 
 
 def parse_languages(value: Any) -> tuple[str, ...]:

@@ -43,11 +43,15 @@ Use only the facts provided: the image caption, the attribute answers, the photo
 Never invent a brand, material, size or claim that is not given or visible. If a fact is unknown, leave it out.
 Write the summary in plain English, at most {MAX_SUMMARY_WORDS} words, no marketing superlatives.
 Title: at most 10 words. Tags: 3 to 8 short lowercase tags.
-Attributes: pick a value from the allowed list only when the facts support it, else null.
-SEO title: at most {SEO_LIMITS["seo_title"]} characters, the product's name and its main facts.
+Attributes: pick a value from the allowed list only when the facts support it, else null."""
+# SEO_FIELDS_BY=model only (issue 19): appended to SYSTEM_PROMPT (one newline) when the model writes the SEO fields;
+# with `template` (the default) neither these lines nor the schema's three fields are sent (they cost ~199 input and
+# up to ~102 output tokens per item, see pipeline/admin/costs.py) and the offline template fills the fields after the answer.
+SEO_PROMPT = f"""SEO title: at most {SEO_LIMITS["seo_title"]} characters, the product's name and its main facts.
 Meta description: at most {SEO_LIMITS["meta_description"]} characters, a plain description for search results.
 Alt text: at most {SEO_LIMITS["alt_text"]} characters describing what the photo shows (the product, its colour, material, \
 setting) for someone who cannot see it; no marketing words, no prices, no calls to action such as "buy" or "shop"."""
+SEO_FIELDS_BY = ("template", "model")
 
 # The merchant's hints a summary may use. A CSV's feed columns (link, price, availability, size; see
 # pipeline/ingest/sources.py HINT_COLUMNS) go to the product feeds, not into the prompt: a price or a stock
@@ -68,9 +72,10 @@ CONTENT_FILTER_MESSAGE = ("OpenAI's content filter blocked the summary for this 
 TOO_LONG_MESSAGE = "This product's caption and hints are too long for OpenAI; shorten the hints, then retry the item."
 
 
-def build_response_model(schema: AttributeSchema, languages: tuple[str, ...] = ()) -> type[BaseModel]:
+def build_response_model(schema: AttributeSchema, languages: tuple[str, ...] = (), seo_fields: bool = False) -> type[BaseModel]:
     """Pydantic model for structured output; each attribute is one of its vocabulary words or null; with
-    `languages`, a `summaries` object holding one summary per extra language (issue 19)."""
+    `languages`, a `summaries` object holding one summary per extra language (issue 19); with `seo_fields`
+    (SEO_FIELDS_BY=model), seo_title / meta_description / alt_text too."""
     attribute_fields: dict[str, Any] = {
         spec.name: ((Literal[tuple(spec.vocabulary)] if spec.required else Optional[Literal[tuple(spec.vocabulary)]]),  # type: ignore[valid-type]
                     Field(description=spec.question))  # required (taxonomy): one of the values, never null
@@ -84,18 +89,22 @@ def build_response_model(schema: AttributeSchema, languages: tuple[str, ...] = (
         extra["summaries"] = (create_model("LanguageSummaries", **{
             code: (str, Field(description=f"The summary in {LANGUAGES.get(code, code)}, at most {limit_text(code)}."))
             for code in languages}), ...)
+    # SEO and accessibility (issue 19), SEO_FIELDS_BY=model only: required in the schema sent (strict mode lists every
+    # property); the default only reads an answer without them (left empty, see _seo_fields). Without them the schema
+    # is the one sent before the fields existed, byte for byte.
+    seo: dict[str, Any] = {} if not seo_fields else {
+        "seo_title": (str, Field("", description=f"At most {SEO_LIMITS['seo_title']} characters.")),
+        "meta_description": (str, Field("", description=f"At most {SEO_LIMITS['meta_description']} characters.")),
+        "alt_text": (str, Field("", description=f"At most {SEO_LIMITS['alt_text']} characters; what the photo shows, "
+                                                "no marketing, prices or calls to action.")),
+    }
     return create_model(
         "ProductSummary",
         title=(str, ...),
         summary=(str, Field(description=f"At most {MAX_SUMMARY_WORDS} words.")),
         tags=(list[str], ...),
         attributes=(attributes_model, ...),
-        # SEO and accessibility (issue 19): required in the schema sent (strict mode lists every property);
-        # the default only reads an answer without them (left empty, see _seo_fields)
-        seo_title=(str, Field("", description=f"At most {SEO_LIMITS['seo_title']} characters.")),
-        meta_description=(str, Field("", description=f"At most {SEO_LIMITS['meta_description']} characters.")),
-        alt_text=(str, Field("", description=f"At most {SEO_LIMITS['alt_text']} characters; what the photo shows, "
-                                              "no marketing, prices or calls to action.")),
+        **seo,
         **extra,
     )
 
@@ -152,10 +161,16 @@ class OpenAISummarizer:
         min_request_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        seo_fields_by: str = "template",
     ) -> None:
         """`max_retries` / `request_timeout_s` default to the client's own settings; the client's SDK
         retries are switched off and done here instead (see the module docstring). `min_request_s`:
-        no request is started with less time than this left before the deadline."""
+        no request is started with less time than this left before the deadline. `seo_fields_by`
+        (SEO_FIELDS_BY): `template` fills the SEO fields with the offline template after the answer (not asked
+        for, no tokens); `model` asks for them in the prompt and schema (corrective request, then cut)."""
+        if seo_fields_by not in SEO_FIELDS_BY:
+            raise ConfigError(f"SEO_FIELDS_BY={seo_fields_by!r}: choose one of {', '.join(SEO_FIELDS_BY)}.")
+        self.seo_by_model = seo_fields_by == "model"
         self.max_retries = client.max_retries if max_retries is None else max(0, max_retries)
         self.request_timeout_s = request_timeout_s or _read_timeout(client.timeout)
         self.client = client.with_options(max_retries=0)
@@ -166,14 +181,14 @@ class OpenAISummarizer:
         self.min_request_s = min(min_request_s, deadline_s)
         self.clock = clock
         self.sleep = sleep
-        self.response_model = build_response_model(schema)
+        self.response_model = build_response_model(schema, seo_fields=self.seo_by_model)
         self.response_format = type_to_response_format_param(self.response_model)
         self._by_languages: dict[tuple[str, ...], tuple[type[BaseModel], Any]] = {(): (self.response_model, self.response_format)}
 
     def response_for(self, languages: tuple[str, ...] = ()) -> tuple[type[BaseModel], Any]:
         """(response model, response_format) for a request with these extra languages."""
         if languages not in self._by_languages:
-            model = build_response_model(self.schema, languages)
+            model = build_response_model(self.schema, languages, seo_fields=self.seo_by_model)
             self._by_languages[languages] = (model, type_to_response_format_param(model))
         return self._by_languages[languages]
 
@@ -182,7 +197,7 @@ class OpenAISummarizer:
         the structured-output schema follows it (pipeline/admin/taxonomy.py)."""
         twin = copy.copy(self)
         twin.schema = schema
-        twin.response_model = build_response_model(schema)
+        twin.response_model = build_response_model(schema, seo_fields=self.seo_by_model)
         twin.response_format = type_to_response_format_param(twin.response_model)
         twin._by_languages = {(): (twin.response_model, twin.response_format)}
         return twin
@@ -199,7 +214,7 @@ class OpenAISummarizer:
         )
         return cls(client, schema, model=settings.openai_model, fallback_model=settings.openai_fallback_model,
                    max_retries=settings.openai_max_retries, request_timeout_s=settings.openai_timeout_s,
-                   deadline_s=settings.openai_deadline_s)
+                   deadline_s=settings.openai_deadline_s, seo_fields_by=settings.seo_fields_by)
 
     def summarize(self, request: SummaryRequest) -> SummaryResult:
         now = self.clock()
@@ -209,8 +224,12 @@ class OpenAISummarizer:
         except Exception as exc:  # whatever failed, the calls already paid for travel with the error
             raise attach_usage(exc, call.usage)
 
+    def messages_for(self, request: SummaryRequest) -> list[dict[str, str]]:
+        """build_messages for this summarizer: the SEO lines in the system prompt only with SEO_FIELDS_BY=model."""
+        return build_messages(request, seo_fields=self.seo_by_model)
+
     def _summarize(self, request: SummaryRequest, call: _Call) -> SummaryResult:
-        messages = build_messages(request)
+        messages = self.messages_for(request)
         completion, model = self._complete(messages, call)
         return self._finish(messages, completion, model, call)
 
@@ -227,7 +246,7 @@ class OpenAISummarizer:
         call = _Call(started=now, deadline=now + self.deadline_s, clock=self.clock, usage=list(usage), request=request)
         call.tried(model)
         try:
-            return self._finish(build_messages(request), completion, model, call)
+            return self._finish(self.messages_for(request), completion, model, call)
         except Exception as exc:
             raise attach_usage(exc, call.usage)
 
@@ -266,7 +285,7 @@ class OpenAISummarizer:
             offline=False,
             usage=list(call.usage),
             summaries={code: trim_to_language_limit(" ".join(str(extra.get(code) or "").split()), code) for code in call.languages},
-            **_seo_fields(draft),
+            **(_seo_fields(draft) if self.seo_by_model else _template_seo_fields(draft, summary, call)),
         )
 
     def _answer(self, messages: list[dict[str, str]], completion: Any, model: str, call: _Call) -> tuple[Any, str]:
@@ -388,6 +407,18 @@ def _seo_fields(draft: Any) -> dict[str, str]:
     return out
 
 
+def _template_seo_fields(draft: Any, summary: str, call: _Call) -> dict[str, str]:
+    """SEO_FIELDS_BY=template: the offline summarizer's template (same limits, alt text without marketing words) from
+    the answer's title and summary, the caption, the captioner's answers in the vocabulary and the brand hint."""
+    from pipeline.summarizers.offline import seo_fields
+
+    request = call.request
+    if request is None:
+        return {}
+    known = {a.name: a.value for a in request.attributes if a.in_vocab and a.value}
+    return seo_fields(" ".join(draft.title.split()), summary, request.caption, known, request.hints.get("brand", ""))
+
+
 def _seo_excess(draft: Any) -> tuple[list[str], int]:
     """(the corrective request's sentences for the SEO fields, characters over the limits + marketing words)."""
     problems, over = [], 0
@@ -405,8 +436,11 @@ def _seo_excess(draft: Any) -> tuple[list[str], int]:
 
 
 def _texts(draft: Any, languages: tuple[str, ...]) -> dict[str, str]:
-    """The answer's texts a reader sees: title, English summary, one per extra language."""
+    """The answer's texts a reader sees: title, English summary, each tag (the shop files' Tags columns), the SEO
+    title, meta description and alt text when the answer has them, one summary per extra language."""
     texts = {"title": draft.title, "summary": draft.summary}
+    texts.update({f"tag {number}": str(tag or "") for number, tag in enumerate(getattr(draft, "tags", None) or [], start=1)})
+    texts.update({name: str(getattr(draft, name, "") or "") for name in SEO_LIMITS})
     if languages:
         extra = draft.summaries.model_dump()
         texts.update({f"summary ({code})": str(extra.get(code) or "") for code in languages})
@@ -435,9 +469,14 @@ def _problems(draft: Any, call: _Call) -> list[str]:
             if _excess(text, code):
                 problems.append(f"The {code} summary is longer than {limit_text(code)}; shorten it.")
     problems += _seo_excess(draft)[0]
-    banned = _banned(draft, call.request.style if call.request is not None else None, call.languages)
+    style = call.request.style if call.request is not None else None
+    banned = _banned(draft, style, call.languages)
     if banned:
-        problems.append(f"Do not use these words from the style guide's words to avoid: {', '.join(banned)}.")
+        from pipeline.admin.brand import banned_words_in
+
+        where = [field for field, text in _texts(draft, call.languages).items() if banned_words_in(text, style)]
+        problems.append(f"Do not use these words from the style guide's words to avoid: {', '.join(banned)}. "
+                        f"They are in: {', '.join(where)}.")
     return problems
 
 
@@ -587,11 +626,12 @@ def _short(text: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def system_prompt(request: SummaryRequest) -> str:
-    """SYSTEM_PROMPT, then the style guide, then the batch's extra languages: the same for every item of a batch."""
+def system_prompt(request: SummaryRequest, seo_fields: bool = False) -> str:
+    """SYSTEM_PROMPT (+ SEO_PROMPT with SEO_FIELDS_BY=model), then the style guide, then the batch's extra languages:
+    the same for every item of a batch."""
     from pipeline.admin.brand import LANGUAGES, style_prompt
 
-    parts = [SYSTEM_PROMPT]
+    parts = [SYSTEM_PROMPT + "\n" + SEO_PROMPT if seo_fields else SYSTEM_PROMPT]
     style = style_prompt(request.style)
     if style:
         parts.append(style)
@@ -602,11 +642,11 @@ def system_prompt(request: SummaryRequest) -> str:
     return "\n\n".join(parts)
 
 
-def build_messages(request: SummaryRequest) -> list[dict[str, str]]:
+def build_messages(request: SummaryRequest, seo_fields: bool = False) -> list[dict[str, str]]:
     """The shared system prompt first (identical in every request of a batch: instructions, style guide, languages,
     so OpenAI's prompt caching applies), then this product's facts."""
     return [
-        {"role": "system", "content": system_prompt(request)},
+        {"role": "system", "content": system_prompt(request, seo_fields)},
         {"role": "user", "content": json.dumps(facts_for(request), ensure_ascii=False)},
     ]
 
