@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import html
+import time
 from collections.abc import Callable
+from datetime import datetime
+from typing import Any
 
 import streamlit as st
 
+from pipeline.admin import analytics
+from pipeline.admin.endpoint import aws_problem
+from pipeline.errors import UserFacingError
 from pipeline.models import BatchRecord
 from pipeline.store import Store
+
+PERIOD_REUSE_S = 60.0  # analytics pages keep a period's figures this long while only the view changes
 
 
 BATCH_PICKER = "batch-picker"
@@ -58,3 +67,30 @@ def cached_thumbnail(images, location: str | None, ttl_s: float, max_entries: in
     _THUMBNAILS.pop(location, None)
     _THUMBNAILS[location] = (now, url)
     return url
+
+
+def chart_text(value: object) -> str:
+    """A label inside a plotly chart, shown literally (plotly reads <b>, <a href> and entities in labels)."""
+    return html.escape(str(value), quote=False)
+
+
+def store_problem(error: Exception, region: str) -> str:
+    """One sentence: what AWS said (DynamoDB), the store's own words, or the kind of failure and what to do."""
+    if isinstance(error, UserFacingError):
+        return str(error)
+    first_line = (str(error).splitlines() or [""])[0][:200]
+    return aws_problem(error, region) or (
+        f"{type(error).__name__}{': ' + first_line if first_line else ''}. Try again; if it persists, check the STORE settings.")
+
+
+def period_figures(key: str, choice: str, compute: Callable[[datetime, datetime], Any]) -> tuple[datetime, datetime, Any]:
+    """(since, until, compute(since, until)) for a period of analytics.PERIODS, kept for this session for
+    PERIOD_REUSE_S while only the view changes (a widget on the page reruns the script; on DynamoDB a
+    fresh read is one Query per batch). Popping session_state[key] forces a fresh read."""
+    kept = st.session_state.get(key)
+    if kept and kept[0] == choice and time.monotonic() - kept[1] < PERIOD_REUSE_S:
+        return kept[2]
+    since, until = analytics.period_bounds(choice)
+    loaded = (since, until, compute(since, until))
+    st.session_state[key] = (choice, time.monotonic(), loaded)
+    return loaded

@@ -3,19 +3,15 @@ a chosen period (pipeline.admin.analytics reads the store; this page only draws)
 
 from __future__ import annotations
 
-import html
-import time
-
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
 from dashboard.navigation import restart_through_app_if_opened_directly
+from dashboard.components import chart_text, period_figures, store_problem
 from dashboard.runtime import current_user, get_runtime, require_admin
 from dashboard.text import say
 from pipeline.admin import analytics
-from pipeline.admin.endpoint import aws_problem
-from pipeline.errors import UserFacingError
 from pipeline.observability import registry
 
 restart_through_app_if_opened_directly()
@@ -24,37 +20,10 @@ runtime = get_runtime()
 user = current_user(runtime)
 require_admin(user)  # on every run, not only in the navigation
 store = runtime.stages.store
-REUSE_S = 60.0
-
-
-def chart_text(value: object) -> str:
-    """A label inside a plotly chart, shown literally (plotly reads <b>, <a href> and entities in labels)."""
-    return html.escape(str(value), quote=False)
 
 
 def number(value: float | None, suffix: str = "", digits: int = 0) -> str:
     return "—" if value is None else f"{value:,.{digits}f}{suffix}"
-
-
-def store_problem(error: Exception) -> str:
-    """One sentence: what AWS said (DynamoDB), the store's own words, or the kind of failure and what to do."""
-    if isinstance(error, UserFacingError):
-        return str(error)
-    first_line = (str(error).splitlines() or [""])[0][:200]
-    return aws_problem(error, runtime.settings.aws_region) or (
-        f"{type(error).__name__}{': ' + first_line if first_line else ''}. Try again; if it persists, check the STORE settings.")
-
-
-def load(choice: str):
-    """The period's figures, kept for this session for REUSE_S while only the view changes (a widget
-    on the page reruns the script; on DynamoDB a fresh read is one Query per batch)."""
-    kept = st.session_state.get("health-data")
-    if kept and kept[0] == choice and time.monotonic() - kept[1] < REUSE_S:
-        return kept[2]
-    since, until = analytics.period_bounds(choice)
-    loaded = (since, until, analytics.health(store, since, until))
-    st.session_state["health-data"] = (choice, time.monotonic(), loaded)
-    return loaded
 
 
 st.title("Health")
@@ -62,9 +31,9 @@ choice = st.selectbox("Period", list(analytics.PERIODS), index=1, key="health-pe
 if st.button("Refresh", key="health-refresh"):
     st.session_state.pop("health-data", None)
 try:
-    since, until, health = load(choice)
+    since, until, health = period_figures("health-data", choice, lambda since, until: analytics.health(store, since, until))
 except Exception as error:  # the store unreachable: say so in one sentence
-    st.error(say("Could not read the store: {why}", why=store_problem(error)))
+    st.error(say("Could not read the store: {why}", why=store_problem(error, runtime.settings.aws_region)))
     st.stop()
 st.caption(say("{since} to {until} UTC, from the store (every dashboard task and the CLI write there).",
                since=f"{since:%Y-%m-%d %H:%M}", until=f"{until:%Y-%m-%d %H:%M}"))

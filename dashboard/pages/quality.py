@@ -3,20 +3,16 @@ by category, and the most common edits (pipeline.admin.analytics reads the store
 
 from __future__ import annotations
 
-import html
-import time
-
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
 from dashboard.navigation import restart_through_app_if_opened_directly
+from dashboard.components import chart_text, period_figures, store_problem
 from dashboard.runtime import current_user, get_runtime, require_admin
 from dashboard.text import say
 from pipeline.admin import analytics
 from pipeline.admin.analytics import FieldQuality
-from pipeline.admin.endpoint import aws_problem
-from pipeline.errors import UserFacingError
 
 restart_through_app_if_opened_directly()
 
@@ -24,14 +20,8 @@ runtime = get_runtime()
 user = current_user(runtime)
 require_admin(user)  # on every run, not only in the navigation
 store = runtime.stages.store
-REUSE_S = 60.0
 OUTCOMES = (("accepted", "Accepted unchanged"), ("edited", "Edited"), ("rejected", "Rejected"))
 COLORS = {"Accepted unchanged": "#2e7d32", "Edited": "#f9a825", "Rejected": "#c62828"}
-
-
-def chart_text(value: object) -> str:
-    """A label inside a plotly chart, shown literally (plotly reads <b>, <a href> and entities in labels)."""
-    return html.escape(str(value), quote=False)
 
 
 def percent(value: float | None) -> float | None:
@@ -54,35 +44,14 @@ def shares_chart(rows: list[FieldQuality], x: str, title: str, key: str) -> None
                            range_y=[0, 100]), key=key)
 
 
-def store_problem(error: Exception) -> str:
-    """One sentence: what AWS said (DynamoDB), the store's own words, or the kind of failure and what to do."""
-    if isinstance(error, UserFacingError):
-        return str(error)
-    first_line = (str(error).splitlines() or [""])[0][:200]
-    return aws_problem(error, runtime.settings.aws_region) or (
-        f"{type(error).__name__}{': ' + first_line if first_line else ''}. Try again; if it persists, check the STORE settings.")
-
-
-def load(choice: str):
-    """The period's figures, kept for this session for REUSE_S while only the view changes (a widget
-    on the page reruns the script; on DynamoDB a fresh read is one Query per batch)."""
-    kept = st.session_state.get("quality-data")
-    if kept and kept[0] == choice and time.monotonic() - kept[1] < REUSE_S:
-        return kept[2]
-    since, until = analytics.period_bounds(choice)
-    loaded = (since, until, analytics.quality(store, since, until))
-    st.session_state["quality-data"] = (choice, time.monotonic(), loaded)
-    return loaded
-
-
 st.title("Quality")
 choice = st.selectbox("Period (items tagged in it)", list(analytics.PERIODS), index=2, key="quality-period")
 if st.button("Refresh", key="quality-refresh"):
     st.session_state.pop("quality-data", None)
 try:
-    since, until, quality = load(choice)
+    since, until, quality = period_figures("quality-data", choice, lambda since, until: analytics.quality(store, since, until))
 except Exception as error:  # the store unreachable: say so in one sentence
-    st.error(say("Could not read the store: {why}", why=store_problem(error)))
+    st.error(say("Could not read the store: {why}", why=store_problem(error, runtime.settings.aws_region)))
     st.stop()
 st.caption(say("Items tagged {since} to {until} UTC and what reviewers did with them. Accepted: approved with the model's "
                "value; edited: a person changed it; rejected: the item was rejected. Shares are of reviewed items.",
