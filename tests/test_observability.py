@@ -460,3 +460,46 @@ def test_a_batch_the_worker_cannot_run_is_logged_for_operators_with_its_tracebac
     assert (event["logger"], event["level"], event["batch_id"], event["error_type"]) == ("pipeline.batches", "WARNING", batch.id, "RuntimeError")
     assert "Traceback" in event["exception"] and "warm_up" in event["exception"]
     assert SESSION_TOKEN not in out.getvalue() and API_KEY not in out.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_basic_credentials_and_url_encoded_keys_are_redacted(fmt, unconfigure, monkeypatch):
+    """`Authorization: Basic <base64 user:password>` loses the credential whatever the header's form, and a key
+    written URL-encoded (sk%2D…, in a query or form body) goes like the plain one."""
+    monkeypatch.setenv("OPENAI_API_KEY", "no-shape-but-SECRET-value-7")
+    out = io.StringIO()
+    configure_logging("DEBUG", fmt, stream=out)
+    log = logging.getLogger("pipeline.anything")
+    basic = "dXNlcjpwYXNzd29yZA=="  # user:password
+    log.info("request headers Authorization: Basic %s", basic)
+    log.info("headers %s", {"Authorization": f"Basic {basic}"})
+    log.info("httpx pairs %s", [(b"authorization", f"Basic {basic}".encode())])
+    log.info("proxy-authorization=Negotiate YIIGhgYGKwYBBQUCoIIGejCCBnagMDAuBgkqhkiC9xIBAgI")
+    encoded = API_KEY.replace("-", "%2D")
+    log.info("form body api%%5Fkey%%3D%s&x=1 and %s alone", encoded, encoded.replace("%2D", "%2d"))
+    log.info("quoted secret %s", "no-shape-but-SECRET-value-7".replace("-", "%2D"))
+    text = out.getvalue()
+    for secret in (basic, "dXNlcjpwYXNzd29yZA", "PLANTEDkey0123456789", "YIIGhgYGKwYBBQUC", "SECRET%2Dvalue",
+                   "SECRET-value"):
+        assert secret not in text, (secret, text)
+    assert "Basic [redacted]" in text and "form body" in text
+    log.info("a basic white mug, basic colours")  # an ordinary word is not a scheme
+    assert "a basic white mug, basic colours" in out.getvalue()
+
+
+def test_a_newline_in_a_text_log_line_cannot_forge_another_entry(unconfigure):
+    out = io.StringIO()
+    configure_logging("INFO", "text", stream=out)
+    log = logging.getLogger("pipeline.anything")
+    forged = "12:00:00 ERROR pipeline.admin: admin rights granted to mallory"
+    log.info("photo name %s", f"mug.jpg\n{forged}", extra={"source": f"a.jpg\r\n{forged}"})
+    try:
+        raise BadInputError(f"bad caption\n{forged}")
+    except BadInputError:
+        log.exception("caption refused\r%s", forged)
+    lines = out.getvalue().splitlines()
+    entries = [line for line in lines if not line.startswith(" ")]  # continuation lines (a traceback) are indented
+    assert len(entries) == 2 and all(" INFO pipeline.anything: " in e or " ERROR pipeline.anything: " in e for e in entries), lines
+    assert not any(line.startswith("12:00:00 ERROR pipeline.admin") for line in lines)
+    assert "mug.jpg\\n12:00:00 ERROR pipeline.admin" in entries[0] and "caption refused\\r12:00:00" in entries[1]
+    assert any("BadInputError: bad caption" in line for line in lines)

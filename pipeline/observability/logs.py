@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any, TextIO
+from urllib.parse import quote
 
 ITEM_LOGGER = "pipeline.items"  # one event per item stage (docs/operations.md "Logs and metrics")
 OUR_LOGGERS = ("pipeline", "dashboard")  # at LOG_LEVEL; everything else (boto, httpx, …) at WARNING and above
@@ -40,9 +41,13 @@ _PATTERNS: list[tuple[re.Pattern[str], Any]] = [
     (re.compile(r"""(?i)\b((?:https?|s3|wss?)://[^\s?#'"<>]*)[?#][^\s'"<>]*"""), r"\1?[query removed]"),
     (re.compile(r"""(?<=[\s"'(])(/[^\s?#"'<>]*)\?[^\s"'<>]+"""), r"\1?[query removed]"),  # a request line's path?query
     # keys and tokens by their shape
-    (re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"), "sk-" + REDACTED),
+    (re.compile(r"(?:\b|(?<=%[0-9A-Fa-f]{2}))sk(?:-|%2[dD])[A-Za-z0-9_\-%]{8,}"), "sk-" + REDACTED),  # also URL-encoded: …%3Dsk%2D…
     (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), "[aws key id removed]"),
     (re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=\-]+"), "Bearer " + REDACTED),
+    # Basic user:password in base64 (a header value without its name too: httpx logs headers as pairs)
+    (re.compile(r"(?i)\bbasic\s+(?=[A-Za-z0-9+/]*[0-9+/=])[A-Za-z0-9+/]{8,}={0,2}"), "Basic " + REDACTED),
+    # an Authorization value of any scheme (Basic, Digest, Negotiate, AWS4-HMAC-SHA256 …): the scheme word stays
+    (re.compile(r"""(?i)(authorization["']?\s*[:=]\s*["']?[A-Za-z][\w-]*\s+)[^\s"'&,;}]+"""), r"\1" + REDACTED),
     (re.compile(r"\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"), "[jwt removed]"),
     # name=value / "name": "value" pairs whose name says secret
     (re.compile(r"""(?i)((?:x-amz-)?(?:api[_-]?key|apikey|secret(?:[_-]?access[_-]?key)?|security[_-]?token|session[_-]?token|"""
@@ -62,7 +67,9 @@ class Redactor:
     """Removes secrets, URL query strings and photo bytes from text and from field values."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 8}, key=len, reverse=True)
+        known = {s for s in secrets if s and len(s) >= 8}
+        encoded = {quote(s, safe="") for s in known} | {quote(s, safe="").replace("-", "%2D") for s in known}
+        self.secrets = sorted(known | encoded, key=len, reverse=True)  # as given and URL-encoded (a query, a form body)
 
     def text(self, value: str) -> str:
         for secret in self.secrets:
@@ -127,10 +134,16 @@ class TextFormatter(logging.Formatter):
         when = datetime.fromtimestamp(record.created, timezone.utc).strftime("%H:%M:%S")
         fields = " ".join(f"{k}={json.dumps(r.value(v, k), default=str) if not isinstance(v, (int, float)) else v}"
                           for k, v in record_fields(record).items() if v is not None)
-        text = f"{when} {record.levelname} {record.name}: {r.text(_message(record))}" + (f" {fields}" if fields else "")
-        if record.exc_info:
-            text += "\n" + r.text(self.formatException(record.exc_info))
+        text = f"{when} {record.levelname} {record.name}: {_one_line(r.text(_message(record)))}" + (f" {fields}" if fields else "")
+        if record.exc_info:  # indented, so no line of it (an exception's own message included) looks like an entry
+            text += "\n" + "\n".join("    " + line for line in r.text(self.formatException(record.exc_info)).splitlines())
         return text
+
+
+def _one_line(text: str) -> str:
+    """A newline in a message would start a line that looks like its own entry (and a carriage return would
+    overwrite the line on a terminal): written as the two characters \\n and \\r."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _message(record: logging.LogRecord) -> str:
