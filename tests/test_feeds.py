@@ -154,6 +154,50 @@ def test_woocommerce_csv_follows_the_importer_rules_and_is_formula_safe():
     assert "price 'cheap' is not a number" in said and "imported as drafts" in said and "(EUR, USD)" in said
 
 
+def flagged(record: ItemRecord, name: str, value: str, in_vocab: bool) -> ItemRecord:
+    """`record` with attribute `name` set to `value`: in_vocab=False as the pipeline flags an answer outside the
+    vocabulary (attributes_to_review), in_vocab=True as after a person's edit in Review."""
+    record.attributes = [a for a in record.attributes if a.name != name] + [AttributeValue(name, value, value, in_vocab)]
+    return record
+
+
+def test_attribute_values_outside_the_vocabulary_are_left_out_of_both_feeds_and_named():
+    checked = "checked checked checked checked checked checked"  # the captioner's answer, flagged for review
+    items = [
+        flagged(item(1), "color", "<b>red</b>", True),  # a person typed a value that is not in the list: not exported
+        flagged(item(2), "pattern", "Striped", True),  # a person chose a listed value (any case): exported as listed
+        flagged(item(3), "material", checked, False),
+        flagged(item(4, hints={"material": "Merino wool"}), "material", "merino", False),  # the CSV's own value instead
+        flagged(item(5), "category", "kaftan", False),
+    ]
+    header, google = read_google_tsv(google_merchant_tsv(items, SCHEMA)[0])
+    notices = google_merchant_tsv(items, SCHEMA)[2]
+    by_id = {row["id"]: row for row in google}
+    assert by_id["SKU-1"]["color"] == "" and by_id["SKU-2"]["pattern"] == "striped"
+    assert by_id["SKU-3"]["material"] == "" and by_id["SKU-4"]["material"] == "Merino wool"
+    assert by_id["SKU-5"]["google_product_category"] == "" and by_id["SKU-1"]["google_product_category"] == "212"
+    expected = ["color of #1 not exported: '<b>red</b>' is not one of the allowed values; fix it in Review.",
+                "material of #3 not exported: 'checked checked checked checked checked…' is not one of the allowed values; "
+                "fix it in Review.",
+                "material of #4 not exported: 'merino' is not one of the allowed values; fix it in Review.",
+                "category of #5 not exported: 'kaftan' is not one of the allowed values; fix it in Review."]
+    assert sorted(n for n in notices if "not exported" in n) == sorted(expected)
+
+    data, _, woo_notices = woocommerce_csv(items, SCHEMA)
+    assert woocommerce_problems(data) == []
+    by_sku = {row["SKU"]: row for row in read_woo_csv(data)[1]}
+    assert SCHEMA.names() == ["category", "color", "material", "pattern", "style"]  # Attribute 1 .. 5
+    assert by_sku["SKU-1"]["Attribute 2 name"] == by_sku["SKU-1"]["Attribute 2 value(s)"] == ""  # no value, no attribute
+    assert (by_sku["SKU-2"]["Attribute 4 name"], by_sku["SKU-2"]["Attribute 4 value(s)"]) == ("Pattern", "striped")
+    assert by_sku["SKU-3"]["Attribute 3 value(s)"] == "" and "checked" not in "".join(by_sku["SKU-3"].values())
+    assert by_sku["SKU-5"]["Categories"] == "" and by_sku["SKU-1"]["Categories"] == "Shirt"
+    assert sorted(n for n in woo_notices if "not exported" in n) == sorted(expected)
+
+    many = [flagged(item(number), "color", "reddish", False) for number in range(1, 13)]
+    said = [n for n in google_merchant_tsv(many, SCHEMA)[2] if "not exported" in n]
+    assert len(said) == 11 and said[-1] == "color of 2 more products not exported: not one of the allowed values; fix them in Review."
+
+
 def test_filters_match_the_report_and_failed_items_never_reach_a_product_file():
     items = [item(1), item(2, review="pending"), item(3, review="rejected"), item(4, status="error", summary="", caption="")]
     for which, expected in (("approved", {"SKU-1"}), ("all", {"SKU-1", "SKU-2", "SKU-3"}), ("failed", set())):

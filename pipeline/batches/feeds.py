@@ -5,7 +5,10 @@ Only what we know goes into a feed. Link, price, availability, condition, gender
 are read from the item's CSV hints when ingest recorded them (and gender / age_group / size from the
 attribute schema when it has such attributes); anything a feed requires that we do not have is left
 empty and named in a notice, never made up. A row whose identity is unusable (an id over 50
-characters, the same id twice) is left out with a notice; the other rows go on.
+characters, the same id twice) is left out with a notice; the other rows go on. An attribute value is
+exported only when it is one of the active taxonomy's values (the captioner's answer or a person's
+edit): a value flagged for review (`attributes_to_review`), or edited to something outside the list,
+is left out and named in a notice (the CSV hint of the same name, when there is one, is used instead).
 
 Google Merchant Center product data specification: https://support.google.com/merchants/answer/7052112
 (text feeds: https://support.google.com/merchants/answer/160588; quoted fields, on by default for
@@ -162,6 +165,7 @@ class _Notes:
     def __init__(self, items: list[ItemRecord]) -> None:
         self.several_batches = len({item.batch_id for item in items}) > 1
         self.found: dict[str, list[str]] = {}
+        self.not_exported: dict[str, list[str]] = {}  # attribute name -> one sentence per value left out
 
     def label(self, item: ItemRecord) -> str:
         return f"batch {item.batch_id} #{item.seq + 1}" if self.several_batches else f"#{item.seq + 1}"
@@ -174,18 +178,43 @@ class _Notes:
         for sentence, labels in self.found.items():
             shown = ", ".join(labels[:10]) + (f" and {len(labels) - 10} more" if len(labels) > 10 else "")
             out.append(f"{len(labels)} product{'s' * (len(labels) != 1)} ({shown}): {sentence}")
+        for name, sentences in self.not_exported.items():  # ten named per attribute, the rest counted
+            out += sentences[:10]
+            if len(sentences) > 10:
+                more = len(sentences) - 10
+                out.append(f"{name} of {more} more product{'s' * (more != 1)} not exported: not one of the allowed values; "
+                           "fix them in Review.")
         return out
 
+    def left_out(self, name: str, value: str, item: ItemRecord) -> None:
+        shown = value if len(value) <= 40 else value[:40].rstrip() + "…"
+        self.not_exported.setdefault(name, []).append(
+            f"{name} of {self.label(item)} not exported: {shown!r} is not one of the allowed values; fix it in Review.")
 
-def _hint_or_attribute(item: ItemRecord, name: str) -> str:
+
+def _vocabulary_value(item: ItemRecord, name: str, schema: AttributeSchema, notes: _Notes) -> str:
+    """The item's `name` attribute when it is one of the active taxonomy's values (as the vocabulary spells it), else
+    "": a value the pipeline flagged as outside the vocabulary, or a person's edit to such a value, is named in a
+    notice and not exported."""
     attribute = item.attribute(name)
-    if attribute is not None and attribute.value:
-        return one_line(attribute.value)
-    return one_line(item.hints.get(name, ""))
+    value = one_line(attribute.value) if attribute is not None else ""
+    if not value:
+        return ""
+    vocabulary = schema.spec(name).vocabulary if name in schema.names() else []
+    allowed = next((word for word in vocabulary if word.lower() == value.lower()), None)
+    if allowed is None:
+        notes.left_out(name, value, item)
+        return ""
+    return allowed
 
 
-def _choice(item: ItemRecord, name: str, allowed: tuple[str, ...], notes: _Notes, aliases: dict[str, str] | None = None) -> str:
-    raw = _hint_or_attribute(item, name)
+def _hint_or_attribute(item: ItemRecord, name: str, schema: AttributeSchema, notes: _Notes) -> str:
+    return _vocabulary_value(item, name, schema, notes) or one_line(item.hints.get(name, ""))
+
+
+def _choice(item: ItemRecord, name: str, allowed: tuple[str, ...], notes: _Notes, schema: AttributeSchema,
+            aliases: dict[str, str] | None = None) -> str:
+    raw = _hint_or_attribute(item, name, schema, notes)
     if not raw:
         return ""
     key = re.sub(r"[\s\-]+", "_", raw.lower())
@@ -237,7 +266,7 @@ def google_merchant_rows(items: list[ItemRecord], schema: AttributeSchema) -> tu
         row["link"] = link
         image = shopify_image_src(item)
         row["image_link"] = image if len(image) <= GOOGLE_LIMITS["image_link"] else ""
-        row["availability"] = _choice(item, "availability", AVAILABILITY, notes,
+        row["availability"] = _choice(item, "availability", AVAILABILITY, notes, schema,
                                       {"instock": "in_stock", "outofstock": "out_of_stock", "pre_order": "preorder", "back_order": "backorder"})
         price = one_line(item.hints.get("price", ""))
         if price:
@@ -247,21 +276,21 @@ def google_merchant_rows(items: list[ItemRecord], schema: AttributeSchema) -> tu
             else:
                 row["price"] = f"{parsed[0]} {parsed[1]}"
         row["brand"] = _limited(one_line(item.hints.get("brand", "")), "brand", item, notes)
-        row["condition"] = _choice(item, "condition", CONDITIONS, notes)
-        category = item.attribute("category")
-        if category is not None and category.value in GOOGLE_CATEGORY_IDS:
-            row["google_product_category"] = str(GOOGLE_CATEGORY_IDS[category.value][0])
+        row["condition"] = _choice(item, "condition", CONDITIONS, notes, schema)
+        category = _vocabulary_value(item, "category", schema, notes)
+        if category in GOOGLE_CATEGORY_IDS:
+            row["google_product_category"] = str(GOOGLE_CATEGORY_IDS[category][0])
         row["product_type"] = _limited(one_line(item.hints.get("category", "")), "product_type", item, notes)
         for name in ("color", "material", "pattern"):
-            value = _hint_or_attribute(item, name)
+            value = _hint_or_attribute(item, name, schema, notes)
             if value.lower() in NOT_A_VALUE.get(name, set()):
                 if name == "color":
                     notes.add(f"colour {value!r} is not one Google accepts (name up to three, like red/white/blue); left empty.", item)
                 value = ""
             row[name] = _limited(value, name, item, notes)
-        row["gender"] = _choice(item, "gender", GENDERS, notes, {"men": "male", "mens": "male", "women": "female", "womens": "female"})
-        row["age_group"] = _choice(item, "age_group", AGE_GROUPS, notes, {"kid": "kids", "adults": "adult"})
-        row["size"] = _limited(_hint_or_attribute(item, "size"), "size", item, notes)
+        row["gender"] = _choice(item, "gender", GENDERS, notes, schema, {"men": "male", "mens": "male", "women": "female", "womens": "female"})
+        row["age_group"] = _choice(item, "age_group", AGE_GROUPS, notes, schema, {"kid": "kids", "adults": "adult"})
+        row["size"] = _limited(_hint_or_attribute(item, "size", schema, notes), "size", item, notes)
         for name, why in MISSING_WHY.items():
             if not row[name]:
                 notes.add(f"{name} is empty: {why}.", item)
@@ -350,15 +379,15 @@ def woocommerce_rows(items: list[ItemRecord], schema: AttributeSchema) -> tuple[
             notes.add(f"price {price[:40]!r} is not a number; left empty.", item)
         no_price += not row["Regular price"]
         no_image += not row["Images"]
-        category = item.attribute("category")
         merchant_category = one_line(item.hints.get("category", ""))
+        values = {name: _vocabulary_value(item, name, schema, notes) for name in schema.names()}  # once per item: one notice each
+        category = values.get("category", "")
         if merchant_category:
             row["Categories"] = woo_list([merchant_category])
-        elif category is not None and category.value and category.value != "other":
-            row["Categories"] = woo_list([one_line(category.value).capitalize()])
+        elif category and category != "other":
+            row["Categories"] = woo_list([category.capitalize()])
         for number, name in enumerate(schema.names(), start=1):
-            attribute = item.attribute(name)
-            value = one_line(attribute.value) if attribute is not None else ""
+            value = values[name]
             value = "" if value.lower() == "other" else value
             row[f"Attribute {number} name"] = woo_attribute_label(name) if value else ""
             row[f"Attribute {number} value(s)"] = woo_list([value])
