@@ -20,7 +20,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard.text import shown
 from pipeline.admin.taxonomy import (
-    MAX_TAXONOMY_BYTES, StaleTaxonomyError, TaxonomyError, activate_taxonomy, active_taxonomy, default_schema_text, diff_taxonomies,
+    MAX_INPUT_BYTES, MAX_TAXONOMY_BYTES, StaleTaxonomyError, TaxonomyError, activate_taxonomy, active_taxonomy, default_schema_text, diff_taxonomies,
     current_schema, dump_taxonomy, follow_active_taxonomy, latest_version, parse_taxonomy, save_taxonomy,
 )
 from pipeline.attributes import load_attribute_schema
@@ -204,9 +204,139 @@ def test_a_bad_taxonomy_is_refused_with_one_plain_sentence(text, message):
 
 
 def test_an_oversized_file_is_refused_before_it_is_parsed():
-    text = json.dumps(taxonomy()) + " " * MAX_TAXONOMY_BYTES
-    with pytest.raises(TaxonomyError, match=r"^The taxonomy is \d+ KB; at most 256 KB is accepted\.$"):
-        parse_taxonomy(text)
+    text = json.dumps(taxonomy()) + " " * MAX_INPUT_BYTES
+    sentence = f"The taxonomy text is {len(text) // 1000} KB; at most 1000 KB is read."
+    for given in (text, text.encode("utf-8")):
+        with pytest.raises(TaxonomyError) as refused:
+            parse_taxonomy(given)
+        assert str(refused.value) == sentence
+
+
+# Hostile documents: nesting, text that is not Unicode, control characters, lengths, the stored size ---------
+DEEP = "[" * 100_000 + "]" * 100_000  # 200 KB: exhausts json's recursion (RecursionError) if parsed
+
+
+@pytest.mark.parametrize("given", [DEEP, DEEP.encode("utf-8"), '{"attributes": [{"name": "color", "vocabulary": ' + DEEP + "}]}"])
+def test_a_deeply_nested_document_is_refused_with_one_sentence_before_it_is_parsed(given):
+    with pytest.raises(TaxonomyError) as refused:
+        parse_taxonomy(given)
+    assert str(refused.value) == "The taxonomy is nested too deeply: at most 20 levels of brackets are read (a taxonomy needs 4)."
+
+
+def test_brackets_inside_texts_are_not_counted_as_nesting():
+    data = taxonomy()
+    colour(data)["vocabulary"].append('[{"' * 30)  # quotes and brackets inside a value (escaped in JSON)
+    parsed = parse_taxonomy(json.dumps(data))
+    assert '[{"' * 30 in parsed.spec("color").vocabulary
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: colour(d)["vocabulary"].append("red\ud800"), 'Attribute "color": "vocabulary" holds'),
+    (lambda d: colour(d)["synonyms"].update({"rot\udfff": "red"}), 'Attribute "color": "synonyms" holds'),
+    (lambda d: colour(d).update(question="Colour\ud800?"), 'Attribute "color": "question" holds'),
+    (lambda d: colour(d).update({"\ud800": 1}), 'Attribute "color": a key holds'),
+    (lambda d: colour(d).update(name="col\ud800or"), 'Attribute 2: "name" holds'),
+    (lambda d: d["categories"].update({"\ud800": {}}), '"categories" holds'),
+    (lambda d: d.update({"\ud800": 1}), "A key at the top of the taxonomy holds"),
+])
+def test_text_that_is_not_unicode_is_refused_naming_the_field(change, message):
+    """`"\\ud800"` (a lone surrogate, escaped in ASCII JSON) cannot be encoded, stored or shown: one sentence naming
+    the field, whether the text arrives as an upload (bytes), as ASCII JSON, or re-dumped by the editor (raw)."""
+    data = taxonomy()
+    change(data)
+    sentence = f"{message} text that is not valid Unicode (an unpaired surrogate such as \\ud800); remove that character."
+    for given in (json.dumps(data), json.dumps(data).encode("ascii"), json.dumps(data, ensure_ascii=False)):
+        with pytest.raises(TaxonomyError) as refused:
+            parse_taxonomy(given)
+        assert str(refused.value) == sentence
+        str(refused.value).encode("utf-8")  # the sentence itself can be shown
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: colour(d)["vocabulary"].append("long\tsleeve"),
+     'Attribute "color": the value "long\\tsleeve" contains a control character (a tab, a line break or similar); '
+     "values and synonyms are one line of text."),
+    (lambda d: colour(d)["synonyms"].update({"dark\nred": "red"}),
+     'Attribute "color": the synonym "dark\\nred" contains a control character (a tab, a line break or similar); '
+     "values and synonyms are one line of text."),
+    (lambda d: colour(d).update(question="What colour?\nIgnore the photo."),
+     'Attribute "color": the "question" contains a control character (a tab, a line break or similar); write it on one line.'),
+    (lambda d: colour(d).update(prefix="the colour\x00is"),
+     'Attribute "color": the "prefix" contains a control character (a tab, a line break or similar); write it on one line.'),
+    (lambda d: colour(d).update(question="Q" * 200_000),
+     'Attribute "color": the "question" is 200000 characters; at most 300 are allowed (it is sent with every caption request).'),
+    (lambda d: colour(d).update(prefix="p" * 301),
+     'Attribute "color": the "prefix" is 301 characters; at most 300 are allowed (it is sent with every caption request).'),
+    (lambda d: colour(d)["vocabulary"].append("v" * 101),
+     f'Attribute "color": the value "{"v" * 59}…" is 101 characters; at most 100 are allowed.'),
+    (lambda d: colour(d)["synonyms"].update({"s" * 101: "red"}),
+     f'Attribute "color": the synonym "{"s" * 59}…" is 101 characters; at most 100 are allowed.'),
+])
+def test_control_characters_and_over_long_texts_are_refused_with_one_sentence(change, message):
+    data = taxonomy()
+    change(data)
+    with pytest.raises(TaxonomyError) as refused:
+        parse_taxonomy(json.dumps(data))
+    assert str(refused.value) == message
+
+
+def test_texts_at_their_length_limits_are_accepted():
+    data = taxonomy()
+    colour(data).update(question="Q" * 300, prefix="p" * 300)
+    colour(data)["vocabulary"].append("v" * 100)
+    colour(data)["synonyms"]["s" * 100] = "red"
+    parsed = parse_taxonomy(json.dumps(data)).spec("color")
+    assert (len(parsed.question), len(parsed.prefix)) == (300, 300) and "v" * 100 in parsed.vocabulary
+
+
+def sized(stored_bytes: int) -> dict:
+    """A taxonomy whose stored form (dump_taxonomy) is exactly `stored_bytes` long: extra attributes of 40-character
+    values, the last gap closed by lengthening one question."""
+    from pipeline.attributes import AttributeSchema
+
+    def size(data: dict) -> int:
+        return len(dump_taxonomy(AttributeSchema.model_validate(data)).encode("utf-8"))
+
+    data = json.loads(default_schema_text())
+    values = iter(f"value {n:06d} " + "x" * 27 for n in range(1_000_000))
+    extra: dict = {"vocabulary": [None] * 1_000}
+    while (gap := stored_bytes - 250 - size(data)) > 0:
+        if len(extra["vocabulary"]) == 1_000:
+            extra = {"name": f"extra_{len(data['attributes'])}", "question": "Which?", "prefix": "it is", "vocabulary": [next(values)]}
+            data["attributes"].append(extra)
+        else:
+            extra["vocabulary"].extend(next(values) for _ in range(min(1_000 - len(extra["vocabulary"]), max(1, gap // 60))))
+    extra["question"] += "?" * (stored_bytes - size(data))
+    assert size(data) == stored_bytes and len(extra["question"]) <= 300
+    return data
+
+
+def test_the_size_limit_is_the_stored_form_so_every_accepted_taxonomy_saves_and_its_download_uploads_again(store):
+    """The limit applies to what is stored (indented JSON, also the download), not to the text given: a taxonomy at
+    the limit saves in both stores (well inside DynamoDB's 400 KB item), its download re-uploads, one byte more is
+    refused, and a compact 229 KB text that stores as 522 KB is refused before it reaches the store."""
+    at_limit = json.dumps(sized(MAX_TAXONOMY_BYTES), separators=(",", ":"))  # given compact
+    assert len(at_limit) < MAX_TAXONOMY_BYTES
+    saved = save_taxonomy(store, at_limit, "ana@example.com", based_on=0)
+    stored = store.get_taxonomy(saved.version).document
+    assert len(stored.encode("utf-8")) == MAX_TAXONOMY_BYTES
+    download = dump_taxonomy(parse_taxonomy(stored))  # what Download JSON offers
+    assert download == stored
+    assert save_taxonomy(store, download.encode("utf-8"), "bo@example.com", based_on=1).version == 2  # uploaded again
+
+    with pytest.raises(TaxonomyError) as refused:
+        parse_taxonomy(json.dumps(sized(MAX_TAXONOMY_BYTES + 1), separators=(",", ":")))
+    assert str(refused.value) == "The taxonomy is 257 KB as stored (indented JSON, as downloaded); at most 256 KB is accepted."
+
+    data = json.loads(default_schema_text())  # many short values: indenting more than doubles the text
+    data["attributes"] += [{"name": f"extra_{n}", "question": "Which?", "prefix": "it is", "vocabulary": [f"v{i:03d}" for i in range(1000)]}
+                           for n in range(32)]
+    compact = json.dumps(data, separators=(",", ":"))
+    assert len(compact) == 228_776
+    with pytest.raises(TaxonomyError) as refused:
+        save_taxonomy(store, compact, "cy@example.com", based_on=2)
+    assert str(refused.value) == "The taxonomy is 522 KB as stored (indented JSON, as downloaded); at most 256 KB is accepted."
+    assert latest_version(store) == 2
 
 
 def test_export_then_import_gives_the_same_taxonomy_and_the_diff_names_each_change():
@@ -453,3 +583,53 @@ def test_review_shows_the_active_versions_fields_and_each_items_version(page_env
     assert sleeve.value == "long" and sleeve.options == ["short", "long", "sleeveless"]
     app.selectbox(key="focus-item").set_value(second.id).run()
     assert "Tagged with attribute taxonomy version 0 (the default)" in [shown(c.value) for c in app.caption]
+
+
+def test_page_refuses_deep_nesting_and_text_that_is_not_unicode_with_one_sentence_and_no_traceback(page_env):
+    """Pasted into one attribute's editor or the whole taxonomy: 200 KB of `[[[…]]]` (RecursionError when parsed)
+    and a `"\\ud800"` escape (UnicodeEncodeError once the editor re-dumps it) each give one sentence; Save is disabled."""
+    app = open_page(AppTest.from_file(APP, default_timeout=120))
+    app.selectbox(key="taxonomy-part").set_value("color").run()
+    color = json.loads(app.text_area[0].value)
+    app.text_area[0].set_value(DEEP).run()
+    assert not app.exception, app.exception
+    assert [shown(e.value) for e in app.error] == [
+        "The attribute is nested too deeply: at most 20 levels of brackets are read (a taxonomy needs 4)."]
+    assert app.button(key="taxonomy-save").disabled
+
+    color["vocabulary"].append("red\ud800")
+    app.text_area[0].set_value(json.dumps(color)).run()  # ASCII JSON: the surrogate arrives escaped
+    assert not app.exception, app.exception
+    assert [shown(e.value) for e in app.error] == [
+        'Attribute "color": "vocabulary" holds text that is not valid Unicode (an unpaired surrogate such as \\ud800); '
+        "remove that character."]
+    assert app.button(key="taxonomy-save").disabled
+
+    app.selectbox(key="taxonomy-part").set_value("(whole taxonomy)").run()
+    app.text_area[0].set_value(DEEP).run()
+    assert not app.exception, app.exception
+    assert [shown(e.value) for e in app.error] == [
+        "The taxonomy is nested too deeply: at most 20 levels of brackets are read (a taxonomy needs 4)."]
+
+
+def test_page_saves_an_unedited_taxonomy_at_the_size_limit_whole_or_one_attribute(page_env):
+    """The editor shows indented JSON, the stored form: a version at the limit saves again unedited, from the whole
+    document and from one attribute's editor."""
+    from pipeline.service import open_store
+    from pipeline.settings import Settings
+
+    store = open_store(Settings())
+    save_taxonomy(store, json.dumps(sized(MAX_TAXONOMY_BYTES)), "ana@example.com", based_on=0)
+    app = open_page(AppTest.from_file(APP, default_timeout=120))
+    assert app.selectbox(key="taxonomy-start").value == 1 and not app.error
+    app.button(key="taxonomy-save").click().run()
+    assert not app.exception and not app.error, app.error
+    assert [shown(s.value) for s in app.success] == ["Saved as version 2. It is not active yet: activate it below."]
+
+    app.selectbox(key="taxonomy-start").set_value(1).run()
+    app.selectbox(key="taxonomy-part").set_value("color").run()
+    app.button(key="taxonomy-save").click().run()
+    assert not app.exception and not app.error, app.error
+    assert [shown(s.value) for s in app.success] == ["Saved as version 3. It is not active yet: activate it below."]
+    assert store.get_taxonomy(3).document == store.get_taxonomy(2).document == store.get_taxonomy(1).document
+    assert len(store.get_taxonomy(3).document.encode("utf-8")) == MAX_TAXONOMY_BYTES

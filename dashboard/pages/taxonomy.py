@@ -14,7 +14,7 @@ from dashboard.runtime import current_user, get_runtime, require_admin
 from dashboard.text import say
 from pipeline.admin.taxonomy import (
     StaleTaxonomyError, TaxonomyError, activate_taxonomy, active_taxonomy, diff_taxonomies, dump_taxonomy, latest_version,
-    parse_taxonomy, save_taxonomy,
+    load_json, parse_taxonomy, save_taxonomy,
 )
 from pipeline.attributes import AttributeSchema
 from pipeline.errors import describe_error
@@ -87,10 +87,7 @@ def draft_text() -> str:
     """The whole taxonomy with the edited part in place (raises TaxonomyError when the part is not JSON)."""
     if part == WHOLE:
         return text
-    try:
-        edited = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise TaxonomyError(f"The attribute is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.") from None
+    edited = load_json(text, "The attribute")  # one sentence when not JSON or nested too deeply
     if part == CATEGORIES:
         return json.dumps({**document, "categories": edited}, ensure_ascii=False)
     attributes = [edited if a["name"] == part else a for a in document["attributes"]]

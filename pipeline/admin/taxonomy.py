@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+import unicodedata
 from dataclasses import replace
 from importlib import resources
 from typing import Any
@@ -25,9 +27,14 @@ from typing import Any
 from pipeline.attributes import AttributeSchema
 from pipeline.errors import StaleTaxonomyError, TaxonomyError, UserFacingError  # noqa: F401 (the stores raise them; pages import them here)
 
-MAX_TAXONOMY_BYTES = 256_000  # well inside DynamoDB's 400 KB item (the version is stored as one item)
+MAX_TAXONOMY_BYTES = 256_000  # the STORED form (dump_taxonomy: indented, also what is downloaded): well inside DynamoDB's 400 KB item
+MAX_INPUT_BYTES = 1_000_000  # an upload or the editor's text, read before parsing (any formatting of a storable taxonomy fits)
+MAX_JSON_DEPTH = 20  # [ / { nesting read at most; a taxonomy is 4 deep ({"attributes": [{"vocabulary": [...]}]})
 MAX_ATTRIBUTES = 50
 MAX_VALUES = 1_000  # per attribute
+MAX_TEXT_CHARS = 300  # a question or prefix (sent with every caption request; the SageMaker endpoint refuses longer ones)
+MAX_VALUE_CHARS = 100  # an allowed value or synonym
+NOT_UNICODE = "holds text that is not valid Unicode (an unpaired surrogate such as \\ud800); remove that character."
 TOP_KEYS = ("attributes", "categories")
 CATEGORY_KEYS = ("attributes", "required")
 ATTRIBUTE_KEYS = ("name", "question", "prefix", "vocabulary", "synonyms", "required")
@@ -39,20 +46,95 @@ def default_schema_text() -> str:
 
 
 def parse_taxonomy(text: str | bytes) -> AttributeSchema:
-    """A taxonomy from JSON text (an upload or the editor), or TaxonomyError with one plain sentence."""
-    size = len(text.encode("utf-8") if isinstance(text, str) else text)
-    if size > MAX_TAXONOMY_BYTES:
-        raise TaxonomyError(f"The taxonomy is {size // 1000} KB; at most {MAX_TAXONOMY_BYTES // 1000} KB is accepted.")
+    """A taxonomy from JSON text (an upload or the editor), or TaxonomyError with one plain sentence. The size
+    limit applies to the stored form (dump_taxonomy), so every accepted taxonomy saves and its download re-uploads."""
+    size = len(text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text)
+    if size > MAX_INPUT_BYTES:
+        raise TaxonomyError(f"The taxonomy text is {size // 1000} KB; at most {MAX_INPUT_BYTES // 1000} KB is read.")
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise TaxonomyError("The file is not UTF-8 text; save it as UTF-8 JSON and upload it again.") from None
+    data = load_json(text, "The taxonomy")
+    _check_unicode(data)
+    schema = AttributeSchema.model_validate(check_document(data))
+    stored = len(dump_taxonomy(schema).encode("utf-8"))
+    if stored > MAX_TAXONOMY_BYTES:
+        raise TaxonomyError(f"The taxonomy is {-(-stored // 1000)} KB as stored (indented JSON, as downloaded); "
+                            f"at most {MAX_TAXONOMY_BYTES // 1000} KB is accepted.")
+    return schema
+
+
+_JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[][{}]')  # a string (to its end if unterminated: linear) or a bracket
+
+
+def load_json(text: str, what: str) -> Any:
+    """json.loads with the nesting counted first (a deeply nested document exhausts the parser's recursion);
+    TaxonomyError with one sentence starting with `what` ("The taxonomy", "The attribute") when it cannot be used."""
+    depth = 0
+    for token in _JSON_TOKENS.findall(text):
+        if token in ("[", "{"):
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise TaxonomyError(f"{what} is nested too deeply: at most {MAX_JSON_DEPTH} levels of brackets are read "
+                                    f"(a taxonomy needs 4).")
+        elif token in ("]", "}"):
+            depth -= 1
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise TaxonomyError(f"The taxonomy is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.") from None
-    return AttributeSchema.model_validate(check_document(data))
+        raise TaxonomyError(f"{what} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.") from None
+
+
+def _is_unicode(data: Any) -> bool:
+    """No lone surrogate anywhere (JSON's "\\ud800" escape decodes to one; it cannot be stored, shown or encoded)."""
+    if isinstance(data, str):
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(data, dict):
+        return all(_is_unicode(k) and _is_unicode(v) for k, v in data.items())
+    if isinstance(data, list):
+        return all(_is_unicode(v) for v in data)
+    return True
+
+
+def _check_unicode(data: Any) -> None:
+    """Refuse text that is not valid Unicode before any message quotes it, naming the field that holds it."""
+    if _is_unicode(data):
+        return
+    if not isinstance(data, dict):
+        raise TaxonomyError(f"The taxonomy {NOT_UNICODE}")
+    for key, value in data.items():
+        if not _is_unicode(key):
+            raise TaxonomyError(f"A key at the top of the taxonomy {NOT_UNICODE}")
+        if key == "attributes" and isinstance(value, list):
+            for position, attribute in enumerate(value, start=1):
+                if _is_unicode(attribute):
+                    continue
+                if not isinstance(attribute, dict):
+                    raise TaxonomyError(f"Attribute {position} {NOT_UNICODE}")
+                name = attribute.get("name")
+                label = f'Attribute "{_short(name)}"' if isinstance(name, str) and _is_unicode(name) else f"Attribute {position}"
+                for field, text in attribute.items():
+                    if not _is_unicode(field):
+                        raise TaxonomyError(f"{label}: a key {NOT_UNICODE}")
+                    if not _is_unicode(text):
+                        raise TaxonomyError(f'{label}: "{field}" {NOT_UNICODE}')
+        if not _is_unicode(value):
+            raise TaxonomyError(f'"{key}" {NOT_UNICODE}')
+
+
+def _has_control(text: str) -> bool:
+    return any(unicodedata.category(ch) == "Cc" for ch in text)
+
+
+def _shown(text: str) -> str:
+    """`text` for a message with tabs, line breaks and other control characters written as escapes (\\t, \\n)."""
+    return _short(json.dumps(text, ensure_ascii=False)[1:-1])
 
 
 def check_document(data: Any) -> dict[str, Any]:
@@ -126,6 +208,11 @@ def _check_attribute(attribute: Any, position: int) -> None:
     for key in ("question", "prefix"):
         if not isinstance(attribute.get(key), str) or not attribute[key].strip():
             raise TaxonomyError(f'{label} needs a "{key}" text.')
+        if len(attribute[key]) > MAX_TEXT_CHARS:
+            raise TaxonomyError(f'{label}: the "{key}" is {len(attribute[key])} characters; at most {MAX_TEXT_CHARS} are allowed '
+                                f'(it is sent with every caption request).')
+        if _has_control(attribute[key]):
+            raise TaxonomyError(f'{label}: the "{key}" contains a control character (a tab, a line break or similar); write it on one line.')
     values = attribute.get("vocabulary")
     if not isinstance(values, list) or not values or not all(isinstance(v, str) and v.strip() for v in values):
         raise TaxonomyError(f'{label} needs a "vocabulary" list of allowed values (non-empty texts).')
@@ -133,6 +220,7 @@ def _check_attribute(attribute: Any, position: int) -> None:
         raise TaxonomyError(f"{label} has {len(values)} allowed values; at most {MAX_VALUES} are allowed.")
     folded: set[str] = set()
     for value in values:
+        _check_word(label, "value", value)
         key = value.strip().lower()
         if key in folded:
             raise TaxonomyError(f'{label} lists the value "{_short(value)}" twice.')
@@ -144,6 +232,7 @@ def _check_attribute(attribute: Any, position: int) -> None:
     if not isinstance(synonyms, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in synonyms.items()):
         raise TaxonomyError(f'{label}: "synonyms" must be an object of "word": "allowed value".')
     for word, target in synonyms.items():
+        _check_word(label, "synonym", word)
         if target not in folded:
             raise TaxonomyError(f'{label}: the synonym "{_short(word)}" points at "{_short(target)}", which is not one of its allowed values.')
         if word.strip().lower() != word or not word:
@@ -154,9 +243,16 @@ def _check_attribute(attribute: Any, position: int) -> None:
         raise TaxonomyError(f'{label}: "required" must be true or false.')
 
 
-def _is_name(name: str) -> bool:
-    import re
+def _check_word(label: str, kind: str, word: str) -> None:
+    """An allowed value or synonym: one line of text, at most MAX_VALUE_CHARS characters."""
+    if _has_control(word):
+        raise TaxonomyError(f'{label}: the {kind} "{_shown(word)}" contains a control character (a tab, a line break or similar); '
+                            f'values and synonyms are one line of text.')
+    if len(word) > MAX_VALUE_CHARS:
+        raise TaxonomyError(f'{label}: the {kind} "{_short(word)}" is {len(word)} characters; at most {MAX_VALUE_CHARS} are allowed.')
 
+
+def _is_name(name: str) -> bool:
     return re.fullmatch(r"[a-z][a-z0-9_]*", name) is not None and len(name) <= 40
 
 
