@@ -31,10 +31,30 @@ def get_runtime() -> Runtime:
     the loaded model outlive any one browser tab. Unfinished batches resume on the first page view."""
     settings = Settings()
     configure_observability(settings)  # logs and metrics of this server process, once (LOG_*, METRICS_*)
+    if settings.log_format == "json":
+        route_streamlit_logs()
     stages = build_stages(settings)
     worker = BatchWorker(stages, concurrency=settings.concurrency, transform=build_transform_runner(settings, stages))
     worker.resume_unfinished()
     return Runtime(settings, stages, worker, AlbKeyCache(settings.alb_key_url, settings.aws_region))
+
+
+def route_streamlit_logs() -> None:
+    """LOG_FORMAT=json: Streamlit's own lines go through our handler too, so every stderr line is one redacted JSON
+    object. Streamlit gives each of its loggers a console handler of its own (streamlit/logger.py, also for loggers it
+    creates later) and prints an uncaught page exception with Rich (colours, boxes; streamlit/error_util.py) unless
+    `logger.enableRich` is off, when it logs it as `streamlit.error_util` ERROR with the traceback."""
+    import logging
+
+    from streamlit import logger as streamlit_logger
+
+    from pipeline.observability.logs import adopt_library_logger
+
+    st.set_option("logger.enableRich", False)
+    streamlit_logger.setup_formatter = adopt_library_logger  # called for every logger Streamlit makes from now on
+    for logger in [*streamlit_logger._loggers.values(), logging.getLogger("streamlit")]:
+        adopt_library_logger(logger)
+    logging.captureWarnings(True)  # warnings.warn() of any library: a py.warnings record, not a raw stderr line
 
 
 def current_user(runtime: Runtime) -> User:

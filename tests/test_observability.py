@@ -503,3 +503,62 @@ def test_a_newline_in_a_text_log_line_cannot_forge_another_entry(unconfigure):
     assert not any(line.startswith("12:00:00 ERROR pipeline.admin") for line in lines)
     assert "mug.jpg\\n12:00:00 ERROR pipeline.admin" in entries[0] and "caption refused\\r12:00:00" in entries[1]
     assert any("BadInputError: bad caption" in line for line in lines)
+
+
+BROKEN_PAGE = '''
+import logging
+
+from streamlit.logger import get_logger
+
+from dashboard.runtime import get_runtime
+
+get_runtime()
+get_logger("streamlit.made_after_start").warning("Streamlit logger with its own handler: key %s", "{key}")
+logging.getLogger("dashboard.page").warning("page line one\\nforged second line with {key}")
+raise ValueError("page broke with {key}\\nsecond line of the message")
+'''
+
+
+def test_the_dashboard_server_writes_only_redacted_json_lines_to_stderr_even_for_a_page_exception(tmp_path, tiny_model):
+    """LOG_FORMAT=json on a real `streamlit run`, page opened in Chromium: the page's uncaught exception (printed by
+    Streamlit with Rich and colours unless told otherwise) and Streamlit's own loggers come out as JSON lines, one
+    object per line, with the key removed."""
+    from playwright.sync_api import sync_playwright
+    from test_browser import CHROMIUM, CHROMIUM_FLAGS, REPO, free_port, wait_healthy
+
+    page_file = tmp_path / "broken.py"
+    page_file.write_text(BROKEN_PAGE.format(key=API_KEY))
+    port = free_port()
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), "CAPTION_MODEL": str(tiny_model), "SUMMARIZER": "offline",
+           "AUTH_MODE": "dev", "LOG_FORMAT": "json", "LOG_LEVEL": "INFO", "OPENAI_API_KEY": API_KEY, "PYTHONPATH": str(REPO),
+           "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+    command = [sys.executable, "-m", "streamlit", "run", str(page_file), "--server.port", str(port), "--server.address", "127.0.0.1",
+               "--server.headless", "true", "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"]
+    errors = tmp_path / "stderr.txt"
+    with errors.open("w") as stderr:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_healthy(url, process)
+            started = errors.stat().st_size  # Streamlit's start-up lines come before any of our code runs
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+                page = browser.new_page()
+                page.goto(url)
+                page.get_by_test_id("stException").wait_for(timeout=60_000)  # the page ran and failed
+                browser.close()
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    text = errors.read_bytes()[started:].decode()
+    assert "PLANTEDkey" not in errors.read_text()
+    lines = [line for line in text.splitlines() if line.strip()]
+    rows = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert "PLANTEDkey" not in text and "\x1b[" not in text
+    [failure] = [row for row in rows if row["logger"] == "streamlit.error_util"]
+    assert failure["level"] == "ERROR" and "ValueError: page broke with [redacted]" in failure["exception"]
+    assert any(row["logger"] == "streamlit.made_after_start" for row in rows)
+    assert any(row["logger"] == "dashboard.page" and "forged second line" in row["message"] for row in rows)

@@ -187,3 +187,14 @@ def configure_logging(level: str = "WARNING", fmt: str = "text", *, stream: Text
     for name in OUR_LOGGERS:
         logging.getLogger(name).setLevel(level.upper())
     return handler
+
+
+def adopt_library_logger(logger: logging.Logger) -> None:
+    """A library logger that writes to the console through its own handler (Streamlit gives each of its loggers one,
+    and no propagation) writes through ours instead: its handlers go, its records reach the root handler (format,
+    redaction, the output lock), and like other libraries it logs WARNING and above."""
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    logger.propagate = True
+    if logger.level < logging.WARNING:
+        logger.setLevel(logging.WARNING)
