@@ -113,6 +113,8 @@ TOO_DEEP = json.dumps({"image": base64.b64encode(jpeg_bytes()).decode(), "questi
         (json_request(max_new_tokens="30"), "application/json", None, "from 1 to 64"),
         (TOO_DEEP, "application/json", None, "nested more than 4 levels"),
         (b"[" * 100_000 + b"]" * 100_000, "application/json", None, "nested more than 4 levels"),
+        # brackets inside an unterminated string are text, not nesting: the body is simply not JSON
+        (b'{"image": "' + b'\\"' * 2000 + b"[[[[[[[[", "application/json", None, "not valid JSON"),
         (jpeg_bytes(), "image/jpeg", "text/csv", "Unsupported Accept"),
     ],
 )

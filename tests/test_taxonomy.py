@@ -633,3 +633,22 @@ def test_page_saves_an_unedited_taxonomy_at_the_size_limit_whole_or_one_attribut
     assert [shown(s.value) for s in app.success] == ["Saved as version 3. It is not active yet: activate it below."]
     assert store.get_taxonomy(3).document == store.get_taxonomy(2).document == store.get_taxonomy(1).document
     assert len(store.get_taxonomy(3).document.encode("utf-8")) == MAX_TAXONOMY_BYTES
+
+
+def test_a_taxonomy_asks_at_most_as_many_questions_as_the_endpoint_answers():
+    """Every attribute is a question in each caption request and the SageMaker handler refuses more than
+    MAX_QUESTIONS (16): a 17-attribute taxonomy would fail every photo there, so it is refused when saved."""
+    import re
+
+    from pipeline.admin.taxonomy import parse_taxonomy
+
+    handler = (Path(__file__).resolve().parent.parent / "sagemaker" / "code" / "inference.py").read_text()
+    max_questions = int(re.search(r"^MAX_QUESTIONS = (\d+)$", handler, flags=re.M).group(1))
+
+    def document(count: int) -> str:
+        return json.dumps({"attributes": [{"name": f"a{i}", "question": "Which?", "prefix": "it is", "vocabulary": ["x", "y"],
+                                           "synonyms": {}} for i in range(count)]})
+
+    assert len(parse_taxonomy(document(max_questions)).attributes) == max_questions
+    with pytest.raises(TaxonomyError, match=f"at most {max_questions} are allowed"):
+        parse_taxonomy(document(max_questions + 1))

@@ -30,7 +30,7 @@ from pipeline.errors import StaleTaxonomyError, TaxonomyError, UserFacingError  
 MAX_TAXONOMY_BYTES = 256_000  # the STORED form (dump_taxonomy: indented, also what is downloaded): well inside DynamoDB's 400 KB item
 MAX_INPUT_BYTES = 1_000_000  # an upload or the editor's text, read before parsing (any formatting of a storable taxonomy fits)
 MAX_JSON_DEPTH = 20  # [ / { nesting read at most; a taxonomy is 4 deep ({"attributes": [{"vocabulary": [...]}]})
-MAX_ATTRIBUTES = 50
+MAX_ATTRIBUTES = 16  # every attribute is a question in each caption request; the SageMaker endpoint answers at most 16 (MAX_QUESTIONS)
 MAX_VALUES = 1_000  # per attribute
 MAX_TEXT_CHARS = 300  # a question or prefix (sent with every caption request; the SageMaker endpoint refuses longer ones)
 MAX_VALUE_CHARS = 100  # an allowed value or synonym
