@@ -189,6 +189,18 @@ def refuse_if_running(store, batch_id: int) -> None:
         raise BatchBusyError(batch_id, run)
 
 
+def refuse_out_in_store(out: Path, settings) -> None:
+    """An --out that is the SQLite store (or its journal) or a file under DATA_DIR's image or upload folders would
+    overwrite data the dashboard and --resume rely on: refused before anything runs (real paths: symlinks followed)."""
+    target = Path(os.path.realpath(out))
+    db = Path(os.path.realpath(settings.db_path))
+    store_files = {db, *(db.with_name(db.name + suffix) for suffix in ("-wal", "-shm", "-journal"))}
+    folders = [Path(os.path.realpath(folder)) for folder in (settings.image_dir, settings.data_dir / "uploads")]
+    if target in store_files or any(target.is_relative_to(folder) for folder in folders):
+        raise UserFacingError(f"--out {out} is inside the pipeline's own data (DATA_DIR={settings.data_dir}): writing it "
+                              "would overwrite the store or its photos; write the file somewhere else.")
+
+
 def tag_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -204,6 +216,7 @@ def tag_command(args: argparse.Namespace) -> int:
     check_range("--concurrency", args.concurrency, 1, MAX_CONCURRENCY)  # before Settings: 0 would be dropped below
     overrides = {key: getattr(args, key) for key in ("captioner", "summarizer", "concurrency") if getattr(args, key)}
     settings = Settings(**overrides)
+    refuse_out_in_store(args.out, settings)  # before the store opens: the report must never replace it
     stages = build_stages(settings)
     from pipeline.admin.brand import check_languages_supported, parse_languages
 
@@ -242,6 +255,16 @@ def tag_command(args: argparse.Namespace) -> int:
         readiness = captioner_readiness(stages.captioner)
         if readiness is not None and not readiness.ready:
             print(f"note: {readiness.message}", file=sys.stderr)
+        # said before the progress bar starts, so each is a line of its own
+        if args.cheapest and stages.batch_summarizer is not None and stages.batch_summarizer.wanted(batch.id, to_process, cheapest=True):
+            print("summaries through OpenAI's Batch API once every photo is captioned: half the price, within 24 h "
+                  "(Ctrl-C stops waiting; --resume picks the same OpenAI batch up)", file=sys.stderr)
+        elif args.cheapest and stages.batch_summarizer is None:
+            print("note: --cheapest does nothing with the offline summarizer: it makes no paid calls "
+                  "(--cheapest is for SUMMARIZER=openai).", file=sys.stderr)
+        elif args.cheapest and to_process:
+            print(f"note: --cheapest: {to_process} photo{'s' * (to_process != 1)} to summarize is below OPENAI_BATCH_MIN_ITEMS "
+                  f"({stages.batch_summarizer.min_items}), so summaries run real time at the full price.", file=sys.stderr)
         # JSON logs on stderr are read by machines: no bar redrawn in between (the item events show progress)
         with tqdm(total=to_process, unit="img", file=sys.stderr, disable=settings.log_format == "json") as bar:
             def on_progress(progress) -> None:
@@ -249,9 +272,6 @@ def tag_command(args: argparse.Namespace) -> int:
                 bar.set_postfix(failed=progress.failed, refresh=False)
                 bar.refresh()
 
-            if args.cheapest and stages.batch_summarizer is not None and stages.batch_summarizer.wanted(batch.id, to_process, cheapest=True):
-                print("summaries through OpenAI's Batch API once every photo is captioned: half the price, within 24 h "
-                      "(Ctrl-C stops waiting; --resume picks the same OpenAI batch up)", file=sys.stderr)
             run_batch(stages, batch.id, concurrency=settings.concurrency, on_progress=on_progress, retry_failed=args.retry_failed,
                       cheapest=args.cheapest)
 
@@ -375,6 +395,8 @@ def export_command(args: argparse.Namespace) -> int:
         if not out.parent.is_dir():
             raise UserFacingError(f"The folder for --out does not exist: {out.parent}")
     settings = Settings()
+    if not to_stdout:
+        refuse_out_in_store(out, settings)
     if settings.store == "sqlite" and not settings.db_path.exists():  # say so without creating an empty store
         raise UserFacingError(f"There is no batch {args.batch_id}: no store at {settings.db_path} yet (is DATA_DIR set as when you tagged?).")
     store = open_store(settings)

@@ -374,3 +374,76 @@ def test_tag_concurrency_out_of_range_is_one_sentence_before_any_work(tmp_path, 
         [line] = capsys.readouterr().err.strip().splitlines()
         assert line.startswith("error: setting CONCURRENCY: Input should be "), line
     assert not out.exists() and not (tmp_path / "data" / "pipeline.sqlite3").exists()  # no batch was started
+
+
+# --out never overwrites the pipeline's own data (the SQLite store, its photos and uploads) -----------------------
+def test_out_pointing_at_the_store_or_its_photos_is_refused_for_export_and_tag(tmp_path, tiny_model, monkeypatch, capsys):
+    from pipeline.cli import main
+
+    batch_id, _ = seeded_export_store(tmp_path)
+    data = tmp_path / "data"
+    for key, value in {"DATA_DIR": str(data), "CAPTION_MODEL": str(tiny_model), "CAPTIONER": "local", "SUMMARIZER": "offline"}.items():
+        monkeypatch.setenv(key, value)
+    db = data / "pipeline.sqlite3"
+    before = store_rows(db)
+    (data / "images").mkdir(exist_ok=True)
+    photo = data / "images" / "ab.jpg"
+    photo.write_bytes(b"a stored photo")
+    (tmp_path / "link.csv").symlink_to(db)  # a symlink elsewhere that leads to the store
+    (tmp_path / "photos").symlink_to(data / "images")
+    image = tmp_path / "a.jpg"
+    image.write_bytes(jpeg_bytes())
+    targets = [db, tmp_path / "link.csv", data / "images" / ".." / "pipeline.sqlite3", data / "pipeline.sqlite3-wal", photo,
+               tmp_path / "photos" / "new.csv", data / "uploads" / "x" / "report.csv"]
+    (data / "uploads" / "x").mkdir(parents=True)
+    for target in targets:
+        for argv in (["export", str(batch_id), "--items", "all", "--out", str(target)],
+                     ["tag", str(image), "--out", str(target), "--summarizer", "offline"]):
+            assert main(argv) == 2, argv
+            captured = capsys.readouterr()
+            assert captured.err.strip().splitlines() == [
+                f"error: --out {target} is inside the pipeline's own data (DATA_DIR={data}): writing it would overwrite "
+                "the store or its photos; write the file somewhere else."], argv
+    assert store_rows(db) == before and photo.read_bytes() == b"a stored photo"  # the store still opens, unchanged
+    assert not (data / "uploads" / "x" / "report.csv").exists() and not (data / "images" / "new.csv").exists()
+
+    beside = data / "report.csv"  # a file of its own in DATA_DIR (say, the only mounted volume) is fine
+    assert main(["export", str(batch_id), "--items", "all", "--out", str(beside)]) == 0
+    assert len(list(csv.DictReader(io.StringIO(beside.read_text(encoding="utf-8"))))) == 4 and store_rows(db) == before
+
+
+def store_rows(db: Path) -> tuple[list, list]:
+    """Every batch and item row of the SQLite file (fails if it is no longer a database)."""
+    with sqlite3.connect(db) as connection:
+        return (connection.execute("SELECT * FROM batches ORDER BY id").fetchall(),
+                connection.execute("SELECT id, status, summary, review_status FROM items ORDER BY id").fetchall())
+
+
+# tag --cheapest says when it cannot save anything -------------------------------------------------------------
+def test_tag_cheapest_says_when_it_runs_at_full_price_or_does_nothing(tmp_path, tiny_model, monkeypatch, capsys):
+    from pipeline.cli import main
+    from support.servers import FakeOpenAI, Reply
+
+    image = tmp_path / "a.jpg"
+    image.write_bytes(jpeg_bytes())
+    for key, value in {"DATA_DIR": str(tmp_path / "data"), "CAPTION_MODEL": str(tiny_model), "CAPTIONER": "local",
+                       "MAX_NEW_TOKENS": "6"}.items():
+        monkeypatch.setenv(key, value)
+    assert main(["tag", str(image), "--out", str(tmp_path / "offline.csv"), "--summarizer", "offline", "--cheapest"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "--cheapest" in line]
+    assert notes == ["note: --cheapest does nothing with the offline summarizer: it makes no paid calls (--cheapest is for SUMMARIZER=openai)."]
+
+    answer = {"title": "Red tee", "summary": "A red cotton tee.", "tags": ["tee"],
+              "attributes": {"category": None, "color": "red", "material": None, "pattern": None, "style": None}}
+    with FakeOpenAI() as server:
+        server.state.default = Reply(content=answer, prompt_tokens=300, completion_tokens=40)
+        for key, value in {"OPENAI_API_KEY": "sk-test-1234", "OPENAI_BASE_URL": server.base_url, "OPENAI_BATCH_MIN_ITEMS": "5",
+                           "OPENAI_MAX_RETRIES": "0"}.items():
+            monkeypatch.setenv(key, value)
+        assert main(["tag", str(image), "--out", str(tmp_path / "openai.csv"), "--summarizer", "openai", "--cheapest"]) == 0
+        captured = capsys.readouterr()
+        notes = [line for line in captured.err.splitlines() if "--cheapest" in line]
+        assert notes == ["note: --cheapest: 1 photo to summarize is below OPENAI_BATCH_MIN_ITEMS (5), so summaries run real time "
+                         "at the full price."]
+        assert "1 tagged, 0 failed" in captured.out
+        assert len(server.state.requests) == 1 and server.state.batch_creates == []  # it did run real time
