@@ -191,6 +191,38 @@ def test_a_batch_with_languages_stores_reviews_and_exports_each_summary(make_set
     assert header == report_columns(SCHEMA) + ["summary_de", "summary_ja"]
 
 
+def test_review_refuses_a_summary_in_a_language_the_batch_was_not_tagged_with(tmp_path):
+    store = SqliteStore(tmp_path / "t.db")
+    checks = PhotoChecks(10, 10, False, 1.0, False, 100.0, False, False, True, True, ["red"])
+    tagged = {}
+    for languages in (("de",), ()):
+        batch = new_batch(store, tmp_path, count=1)
+        store.set_batch_languages(batch.id, languages)
+        (stored,) = store.list_items(batch.id)
+        result = ItemResult(content_key=f"k{batch.id}", image_path="p", caption=CaptionResult("a tee", {}, "m"), attributes=[],
+                            summary=SummaryResult("A tee.", "Tee", [], {}, "gpt-4o", False, summaries={c: DE for c in languages}),
+                            checks=checks, word_count=2)
+        assert store.save_result(stored.id, result, [])
+        tagged[languages] = store.get_item(stored.id)
+
+    german = tagged[("de",)]
+    report = review_item(store, german.id, {"Summary (zh)": "一件红色T恤。"}, "approved", SCHEMA, "rev@example.com", {german.id: german.version})
+    assert report.refused == [f"#1 SKU-0: Summary (zh): Not saved: batch {german.batch_id} was not tagged with zh summaries "
+                              "(its summary languages are English, de)."]
+    assert report.kept == [{"Item": "#1 SKU-0", "Field": "Summary (zh)", "Your value": "一件红色T恤。"}]
+    after = store.get_item(german.id)
+    assert after.summaries == {"de": DE} and after.review_status == "pending"  # nothing added, not approved with a change missing
+    header = export_csv(store.list_items(german.batch_id), SCHEMA).decode("utf-8").splitlines()[0].split(",")
+    assert "summary_zh" not in header and "summary_de" in header
+    assert review_item(store, german.id, {"Summary (de)": "Kurz."}, None, SCHEMA, "rev@example.com").ok  # its own language saves
+
+    english = tagged[()]
+    report = review_item(store, english.id, {"Summary (ja)": "赤いTシャツ。"}, None, SCHEMA, "rev@example.com")
+    assert report.refused == [f"#1 SKU-0: Summary (ja): Not saved: batch {english.batch_id} was not tagged with ja summaries "
+                              "(it has English summaries only)."]
+    assert store.get_item(english.id).summaries == {}
+
+
 def test_dynamodb_keeps_and_edits_summaries_per_language(tmp_path):
     with mock_aws():
         store = DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "tagging-test")

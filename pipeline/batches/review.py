@@ -228,9 +228,30 @@ def save_changes(store: Store, changes: dict[int, dict[str, Any]], schema: Attri
             field_name = field_for_column(column, schema)
             if field_name is None:
                 continue
+            refusal = _language_refusal(store, item_id, field_name)
+            if refusal is not None:
+                label = report.refuse(store, item_id, f"{column}: {refusal}")
+                report.kept.append({"Item": label, "Field": column, "Your value": str(value)})
+                continue
             _edit(store, report, item_id, field_name, value, who, versions, column)
     _move_versions_on(report, versions)
     return report
+
+
+def _language_refusal(store: Store, item_id: int, field_name: str) -> str | None:
+    """The sentence refusing a summary in a language the item's batch was not tagged with (None when it was, or when
+    the item already has a summary in it): a `Summary (zh)` typed in would add a column no run writes or checks."""
+    if not field_name.startswith("summary:"):
+        return None
+    code = field_name.split(":", 1)[1]
+    item = store.get_item(item_id)
+    if item is None or code in item.summaries:
+        return None
+    languages = list(store.batch_languages(item.batch_id)) if hasattr(store, "batch_languages") else []
+    if code in languages:
+        return None
+    tagged = f"its summary languages are English, {', '.join(languages)}" if languages else "it has English summaries only"
+    return f"Not saved: batch {item.batch_id} was not tagged with {code} summaries ({tagged})."
 
 
 def _move_versions_on(report: SaveReport, versions: dict[int, int] | None) -> None:
