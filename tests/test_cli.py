@@ -447,3 +447,31 @@ def test_tag_cheapest_says_when_it_runs_at_full_price_or_does_nothing(tmp_path, 
                          "at the full price."]
         assert "1 tagged, 0 failed" in captured.out
         assert len(server.state.requests) == 1 and server.state.batch_creates == []  # it did run real time
+
+
+def test_the_cli_block_in_the_docs_lists_every_option_of_each_command():
+    """docs/dashboard-and-cli.md's CLI block against the parser (what --help prints): every option and choice of each
+    command is written there, and nothing the parser does not know."""
+    import argparse
+    import re
+
+    from pipeline.cli import build_parser
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "dashboard-and-cli.md").read_text(encoding="utf-8")
+    block = text.split("## CLI", 1)[1].split("```bash", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    written: dict[str, str] = {}
+    for line in block.splitlines():
+        match = re.match(r"python -m pipeline (\S+)(.*)", line.strip())
+        if match:
+            written[match[1]] = written.get(match[1], "") + match[2]
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(written) == set(commands)
+    for name, parser in commands.items():
+        shown = set(re.findall(r"--[a-z][a-z0-9-]*", written[name]))
+        known = {option for action in parser._actions if action.help != argparse.SUPPRESS
+                 for option in action.option_strings if option.startswith("--") and option != "--help"}
+        assert shown == known, (name, sorted(known - shown), sorted(shown - known))
+        for action in parser._actions:
+            for choice in action.choices or []:
+                if action.option_strings and action.help != argparse.SUPPRESS:
+                    assert re.search(rf"(?<![\w-]){re.escape(str(choice))}(?![\w-])", written[name]), (name, choice)
