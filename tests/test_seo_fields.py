@@ -6,6 +6,7 @@ cut), Regenerate; kept in both stores (an older SQLite file gains the columns), 
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -17,6 +18,7 @@ import openai
 import pytest
 from moto import mock_aws
 
+from pipeline.admin.costs import Assumptions
 from pipeline.attributes import load_attribute_schema
 from pipeline.batches.export import export_csv, export_shopify_csv, report_columns
 from pipeline.batches.feeds import WOO_ALT_TEXT_NOTICE, google_merchant_rows, woocommerce_rows
@@ -29,8 +31,8 @@ from pipeline.models import (
 from pipeline.service import build_stages
 from pipeline.store.dynamo_store import DynamoStore
 from pipeline.store.sqlite_store import SqliteStore
-from pipeline.summarizers.offline import OfflineSummarizer
-from pipeline.summarizers.openai_summarizer import OpenAISummarizer
+from pipeline.summarizers.offline import OfflineSummarizer, seo_fields
+from pipeline.summarizers.openai_summarizer import SEO_PROMPT, SYSTEM_PROMPT, OpenAISummarizer
 from pipeline.wordlimit import SEO_LIMITS, cut_to_characters, marketing_words_in, seo_problem, without_marketing
 from support.images import jpeg_bytes
 from support.servers import FakeOpenAI, Reply
@@ -101,9 +103,10 @@ def server():
         yield fake
 
 
-def summarizer_for(server) -> OpenAISummarizer:
+def summarizer_for(server, seo_fields_by: str = "model") -> OpenAISummarizer:
+    """SEO_FIELDS_BY=model: the model writes the fields (the tests of this section); `template`: see further down."""
     client = openai.OpenAI(api_key="sk-test", base_url=server.base_url, max_retries=0, timeout=10)
-    return OpenAISummarizer(client, SCHEMA, max_retries=0, deadline_s=30)
+    return OpenAISummarizer(client, SCHEMA, max_retries=0, deadline_s=30, seo_fields_by=seo_fields_by)
 
 
 def request() -> SummaryRequest:
@@ -166,7 +169,7 @@ def new_batch(store, tmp_path: Path, count: int = 2):
 def test_a_batch_keeps_each_field_within_its_limit_on_both_openai_paths(make_settings, local_captioner, server, tmp_path, cheapest):
     server.state.default = Reply(content=answer(**LONG))
     stages = build_stages(make_settings(summarizer="openai", openai_api_key="sk-test-1", openai_base_url=server.base_url,
-                                        openai_batch_min_items=2, openai_max_retries=0), captioner=local_captioner)
+                                        openai_batch_min_items=2, openai_max_retries=0, seo_fields_by="model"), captioner=local_captioner)
     stages.batch_summarizer.wait = lambda cancel, seconds: False
     batch = new_batch(stages.store, tmp_path)
     progress = run_batch(stages, batch.id, concurrency=2, cheapest=cheapest)
@@ -176,6 +179,7 @@ def test_a_batch_keeps_each_field_within_its_limit_on_both_openai_paths(make_set
         lines = [json.loads(line) for line in server.state.files[create["input_file_id"]]["content"].decode().splitlines()]
         assert len(lines) == 2 and all({"seo_title", "meta_description", "alt_text"}
                                        <= set(line["body"]["response_format"]["json_schema"]["schema"]["required"]) for line in lines)
+        assert all(line["body"]["messages"][0]["content"] == SYSTEM_PROMPT + "\n" + SEO_PROMPT for line in lines)
     items = stages.store.list_items(batch.id)
     assert [(i.seo_title, i.meta_description, i.alt_text) for i in items] == \
         [tuple(cut_to_characters(LONG[name], limit) for name, limit in SEO_LIMITS.items())] * 2
@@ -186,6 +190,90 @@ def test_the_offline_summarizer_fills_the_fields_of_a_batch(stages, tmp_path):
     assert run_batch(stages, batch.id, concurrency=1).ok == 1
     (item,) = stages.store.list_items(batch.id)
     assert item.seo_title and item.meta_description and item.alt_text and within_limits(item)
+
+
+# --- SEO_FIELDS_BY=template (the default): the model is not asked, the offline template fills the fields ---------------
+PLAIN = {name: value for name, value in answer().items() if name not in SEO_LIMITS}  # an answer to a request without them
+
+
+def test_by_default_the_model_is_not_asked_and_the_template_fills_the_fields_without_marketing(server):
+    server.state.default = Reply(content=PLAIN)
+    known = [AttributeValue("color", "red", "red", True), AttributeValue("material", "cotton", "cotton", True)]
+    marketing = SummaryRequest(caption="a red cotton t-shirt on sale, buy now for $20 at the best price, on a wooden hanger",
+                               attributes=known, checks=None, hints={"brand": "Acme"})
+    client = openai.OpenAI(api_key="sk-test", base_url=server.base_url, max_retries=0, timeout=10)
+    result = OpenAISummarizer(client, SCHEMA, max_retries=0, deadline_s=30).summarize(marketing)  # SEO_FIELDS_BY's default
+    (body,) = server.state.requests  # no corrective request: nothing of the SEO rules is the model's to keep
+    schema = body["response_format"]["json_schema"]["schema"]
+    assert not set(SEO_LIMITS) & (set(schema["properties"]) | set(schema["required"]))
+    assert body["messages"][0]["content"] == SYSTEM_PROMPT and "SEO title" not in json.dumps(body)
+    assert (result.seo_title, result.meta_description, result.alt_text) == (
+        "Red tee | Acme", "A red cotton tee with a crew neck.", "A red cotton t-shirt, now for at the price, on a wooden hanger")
+    assert (result.seo_title, result.meta_description, result.alt_text) == tuple(  # the offline summarizer's template
+        seo_fields(result.title, result.summary, marketing.caption, {"color": "red", "material": "cotton"}, "Acme").values())
+    assert within_limits(result) and marketing_words_in(result.alt_text) == []
+    server.state.default = Reply(content=answer(alt_text="Buy the best red tee, $19.99"))  # a server answering them anyway
+    assert summarizer_for(server, "template").summarize(marketing).alt_text == result.alt_text  # not used: the template's
+
+
+@pytest.mark.parametrize("cheapest", [False, True], ids=["real-time", "batch-api"])
+def test_by_default_a_batch_on_both_openai_paths_stores_template_fields_within_their_limits(make_settings, local_captioner, server,
+                                                                                             tmp_path, cheapest):
+    server.state.default = Reply(content=PLAIN)
+    stages = build_stages(make_settings(summarizer="openai", openai_api_key="sk-test-1", openai_base_url=server.base_url,
+                                        openai_batch_min_items=2, openai_max_retries=0), captioner=local_captioner)
+    stages.batch_summarizer.wait = lambda cancel, seconds: False
+    batch = new_batch(stages.store, tmp_path)
+    assert run_batch(stages, batch.id, concurrency=2, cheapest=cheapest).ok == 2
+    bodies = list(server.state.requests)
+    if cheapest:
+        (create,) = server.state.batch_creates
+        bodies = [json.loads(line)["body"] for line in server.state.files[create["input_file_id"]]["content"].decode().splitlines()]
+    assert len(bodies) == 2 and all(not set(SEO_LIMITS) & set(body["response_format"]["json_schema"]["schema"]["properties"])
+                                    and body["messages"][0]["content"] == SYSTEM_PROMPT for body in bodies)
+    for item in stages.store.list_items(batch.id):
+        known = {a.name: a.value for a in item.attributes if a.in_vocab and a.value}
+        assert (item.seo_title, item.meta_description, item.alt_text) == tuple(seo_fields(item.title, item.summary, item.caption, known).values())
+        assert all(getattr(item, name) for name in SEO_LIMITS) and within_limits(item) and marketing_words_in(item.alt_text) == []
+
+
+def test_regenerate_by_default_fills_the_fields_from_the_template(tmp_path, server):
+    store = SqliteStore(tmp_path / "t.db")
+    item = tagged(store, tmp_path, seo_title="Old title", meta_description="Old.", alt_text="Old photo")
+    server.state.default = Reply(content=PLAIN)
+    regenerate_summary(store, summarizer_for(server, "template"), item.id, "rev")
+    again = store.get_item(item.id)
+    assert (again.seo_title, again.meta_description, again.alt_text) == ("Red tee", "A red cotton tee with a crew neck.", "A tee")
+    assert "seo_title" not in server.state.requests[0]["response_format"]["json_schema"]["schema"]["properties"]
+
+
+def test_what_model_adds_to_each_request_is_what_the_estimator_prices_and_nothing_else_differs(server):
+    """The estimator's seo_input/output_tokens_per_image, measured: one request each way through the openai client, the
+    characters SEO_FIELDS_BY=model adds to the system prompt and to the response schema as sent (compact JSON), at ~4
+    characters a token; the answer's three fields at their limits with their keys (an upper bound)."""
+    for by in ("template", "model"):
+        summarizer_for(server, by).summarize(request())
+    template, model = server.state.requests
+
+    def compact(value) -> str:  # as the openai client serializes a request body
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+    prompt = len(model["messages"][0]["content"]) - len(template["messages"][0]["content"])
+    schema = len(compact(model["response_format"])) - len(compact(template["response_format"]))
+    assert (prompt, schema) == (371, 425)
+    assert Assumptions().seo_input_tokens_per_image == round((prompt + schema) / 4) == 199
+    fields = len(compact({name: "x" * limit for name, limit in SEO_LIMITS.items()})) - 1  # without {}, with the comma before
+    assert Assumptions().seo_output_tokens_per_image == round(fields / 4) == 102
+    # nothing else differs: the template request is the model's without SEO_PROMPT and the three schema properties
+    assert model["messages"][0]["content"] == template["messages"][0]["content"] + "\n" + SEO_PROMPT
+    stripped = copy.deepcopy(model["response_format"])
+    properties = stripped["json_schema"]["schema"]
+    for name in SEO_LIMITS:
+        del properties["properties"][name]
+        properties["required"].remove(name)
+    assert compact(stripped) == compact(template["response_format"])
+    assert compact({**model, "messages": None, "response_format": None}) == compact({**template, "messages": None, "response_format": None})
+    assert model["messages"][1:] == template["messages"][1:]
 
 
 # --- stores, Review, Regenerate -----------------------------------------------------------------------------------
