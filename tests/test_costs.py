@@ -468,3 +468,32 @@ def test_a_deeply_nested_prices_file_is_refused_with_one_sentence(tmp_path, monk
     assert main(["estimate", "--images-per-month", "1000"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.strip().splitlines() == [f"error: {refused.value}"]
+
+
+def test_seo_fields_by_model_adds_the_measured_tokens_and_template_keeps_todays_figures(prices):
+    """SEO_FIELDS_BY=model: 199 more input and 102 more output tokens per photo (measured from the request in
+    tests/test_seo_fields.py); template (the default) is today's estimate, so README's figures stand."""
+    from pipeline.admin.costs import summary_costs
+
+    assert Assumptions().seo_fields_by == "template"
+    for photos in (1000, 100_000):
+        template = replace(Assumptions(images_per_month=photos), seo_fields_by="template")
+        model = replace(template, seo_fields_by="model")
+        # real time: photos x (199 x $2.50 + 102 x $10.00) / 1e6; the Batch API: half
+        assert summary_costs(model, prices, batch=False)["openai"] - summary_costs(template, prices, batch=False)["openai"] == \
+            pytest.approx(photos * 1517.5 / 1e6, abs=1e-9)
+        assert summary_costs(model, prices, batch=True)["openai_batch"] - summary_costs(template, prices, batch=True)["openai_batch"] == \
+            pytest.approx(photos * 758.75 / 1e6, abs=1e-9)
+        assert [s.monthly_usd for s in estimate_monthly_cost(template, prices, "own-alb").scenarios] == \
+            [s.monthly_usd for s in estimate_monthly_cost(Assumptions(images_per_month=photos), prices, "own-alb").scenarios]
+    at_volume = {s.name: s.monthly_usd for s in estimate_monthly_cost(Assumptions(images_per_month=100_000, seo_fields_by="model"),
+                                                                        prices, "own-alb").scenarios}
+    assert at_volume["batch transform"] == pytest.approx(319.18, abs=0.005)  # docs/costs.md: $3.19 per 1,000, over issue 17's $2.50
+    with pytest.raises(ConfigError, match="seo_fields_by 'gpt': choose one of template, model"):
+        estimate_monthly_cost(Assumptions(seo_fields_by="gpt"), prices)
+    out = subprocess.run([sys.executable, "-m", "pipeline", "estimate", "--images-per-month", "100000", "--seo-fields-by", "model",
+                          "--json"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["assumptions"]["seo_fields_by"] == "model"
+    assert {s["name"]: s["monthly_usd"] for s in data["scenarios"]}["batch transform"] == pytest.approx(at_volume["batch transform"], abs=0.005)
