@@ -338,6 +338,12 @@ def test_admin_page_prices_a_profile_and_charts_cost_by_volume_with_break_even_p
         table = next(df.value for df in app.dataframe if "Scenario" in df.value.columns)
         assert dict(zip(table["Scenario"], table["USD / month"]))["batch transform"] <= 10.0
         assert any("(shared-alb-business-hours)" in c.proto.spec for c in app.get("plotly_chart"))
+        [seo] = [s for s in app.selectbox if s.label == "SEO fields written by"]
+        assert seo.value == "template"  # SEO_FIELDS_BY's default: today's figures above
+        seo.set_value("model").run()
+        table = next(df.value for df in app.dataframe if "Scenario" in df.value.columns)
+        priced = estimate_monthly_cost(Assumptions(seo_fields_by="model"), Prices.load(), "shared-alb-business-hours")
+        assert dict(zip(table["Scenario"], table["USD / month"])) == {s.name: s.monthly_usd for s in priced.scenarios}
     finally:
         st.cache_resource.clear()
 

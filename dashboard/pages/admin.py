@@ -11,7 +11,7 @@ import streamlit as st
 from dashboard.navigation import restart_through_app_if_opened_directly
 from dashboard.runtime import current_user, get_endpoint_controller, get_runtime, require_admin
 from dashboard.text import inert, say
-from pipeline.admin.costs import (PROFILES, QUOTED_SUFFIX, REFERENCE_PRICES, SUMMARY_MODES, Assumptions, PriceTable, break_even_points,
+from pipeline.admin.costs import (PROFILES, QUOTED_SUFFIX, REFERENCE_PRICES, SEO_FIELDS_BY, SUMMARY_MODES, Assumptions, PriceTable, break_even_points,
                                   cost_lines, estimate_monthly_cost, month_to_date, profile_assumptions)
 from pipeline.admin.endpoint import Actor, NotAllowed, aws_problem, aws_setup_problem
 from pipeline.errors import describe_error
@@ -190,13 +190,16 @@ def render_estimator(images_this_month: int) -> None:
     model = right.selectbox("Summary model", ["gpt-4o", "gpt-4o-mini"])
     mode = right.selectbox("Summaries", SUMMARY_MODES, format_func=SUMMARY_MODE_LABELS.get,
                            help="The OpenAI Batch API costs half the token price and answers within 24 hours (usually far sooner).")
+    seo = right.selectbox("SEO fields written by", SEO_FIELDS_BY, index=SEO_FIELDS_BY.index(settings.seo_fields_by),
+                          help="template (SEO_FIELDS_BY default): filled after the answer, no tokens; model: GPT-4o writes them, "
+                               "about 199 more input and 102 more output tokens per photo.")
     latency = right.number_input("First result needed within (seconds)", 1, 86_400, 60)
     names = list(PROFILES)
     profile = left.selectbox("Deployment profile", names, index=names.index(settings.deployment_profile),
                              help="The always-on part: dashboard hours, task size, load balancer, addresses (docs/deploy.md).")
     st.caption(say("{what}. Gives up: {gives_up}.", what=PROFILES[profile].what, gives_up=PROFILES[profile].gives_up))
     chosen = replace(assumptions, images_per_month=int(images), working_days=int(days), hours_per_day=float(hours),
-                     batches_per_month=int(batches), summary_model=model, summary_mode=mode)
+                     batches_per_month=int(batches), summary_model=model, summary_mode=mode, seo_fields_by=seo)
     estimate = estimate_monthly_cost(chosen, prices, profile)
     best = estimate.cheapest_meeting(latency)
     if best:
