@@ -140,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished items are saved; run again with --resume to continue", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader stopped early (`... | head`): nothing more to say, no error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python would complain at exit flushing stdout
+        return 0
     except Exception as exc:  # never a traceback for a person
         print(f"error: {plain_problem(exc)}", file=sys.stderr)
         return 2

@@ -475,3 +475,13 @@ def test_the_cli_block_in_the_docs_lists_every_option_of_each_command():
             for choice in action.choices or []:
                 if action.option_strings and action.help != argparse.SUPPRESS:
                     assert re.search(rf"(?<![\w-]){re.escape(str(choice))}(?![\w-])", written[name]), (name, choice)
+
+
+def test_output_into_a_closed_pipe_is_no_error():
+    """`python -m pipeline estimate ... | head -1`: the reader stops early; the command ends quietly instead of
+    printing 'unexpected problem (BrokenPipeError ...)'."""
+    process = subprocess.Popen([sys.executable, "-m", "pipeline", "estimate", "--images-per-month", "1000"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parent.parent)
+    process.stdout.close()  # the reader is gone before the first line is written
+    errors = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 0 and errors == "", errors
