@@ -393,6 +393,9 @@ def test_readme_cost_table_is_what_the_estimator_says():
     per_thousand = [scenarios(name, 100_000)["batch transform"] / 100 for name, _, _ in rows]
     assert "$2.03–2.43 per 1,000 photos" in readme
     assert (round(min(per_thousand), 2), round(max(per_thousand), 2)) == (2.03, 2.43)
+    seo_by_model = estimate_monthly_cost(Assumptions(images_per_month=100_000, seo_fields_by="model"), prices, profile="own-alb")
+    assert "comes to $3.19 per 1,000" in readme
+    assert round(min(s.monthly_usd for s in seo_by_model.scenarios) / 100, 2) == 3.19
 
 
 # The estimator's inputs are bounded: a negative or absurd number is refused in one sentence, never priced ------------
