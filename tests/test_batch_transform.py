@@ -241,3 +241,22 @@ def test_a_job_asks_the_active_taxonomys_questions_and_records_its_version(setup
     items = stages.store.list_items(batch.id)
     assert all(i.status == "ok" and [a.name for a in i.attributes][-1] == "sleeve" for i in items), items
     assert [i.taxonomy_version for i in items] == [1, 1]
+
+
+def test_job_items_carry_stage_timings_and_error_kinds_like_a_run(setup, monkeypatch, responder, tmp_path):
+    """Health reads ItemRecord.stage_ms / error_kind: a job's photos get them too (fetch .. checks when the job is
+    prepared, caption = reading the job's answer, summarize, save), a cached photo and an unreadable one as well."""
+    settings, stages, runner = setup
+    TransformEmulator(responder).install(monkeypatch)
+    first = create_batch(stages.store, settings, photos(tmp_path, [1, 2]), name="first", created_by="ann")
+    assert runner.run(first.id).status == "Ingested"
+    for item in stages.store.list_items(first.id):
+        assert {"fetch", "normalize", "checks", "caption", "summarize"} <= set(item.stage_ms), item.stage_ms
+        assert item.error_kind is None
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(jpeg_bytes(size=(640, 480), seed=9)[:2000])  # a JPEG header, the picture cut off: fails when decoded
+    again = create_batch(stages.store, settings, photos(tmp_path, [1], name="q") + [broken], name="again", created_by="ann")
+    assert runner.run(again.id) is None
+    cached, bad = stages.store.list_items(again.id)
+    assert cached.status == "ok" and {"fetch", "normalize", "summarize"} <= set(cached.stage_ms)
+    assert bad.status == "error" and bad.error_kind == "bad_image" and "fetch" in bad.stage_ms

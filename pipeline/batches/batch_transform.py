@@ -33,6 +33,7 @@ from pipeline.admin.taxonomy import follow_active_taxonomy
 from pipeline.errors import ConfigError, ServiceError, describe_error
 from pipeline.ingest.fetch import parse_s3_prefix, read_s3_object_if_exists
 from pipeline.models import CaptionResult, ItemRecord, PhotoChecks, TransformJobRecord, Usage
+from pipeline.observability import ItemTrace, error_kind
 from pipeline.batches.runner import Stages, complete_item, prepare_image, take_batch
 from pipeline.store import new_runner_id
 
@@ -126,20 +127,28 @@ class BatchTransformRunner:
     def _prepare(self, item: ItemRecord, job_prefix: str) -> dict | None:
         """Photo stored and request written: the manifest entry. Cached or unreadable photos finish here."""
         usage: list[Usage] = []
+        trace = ItemTrace(item.batch_id, item.id)  # stage events, metrics and stage_ms, as a run's items get them
         try:
-            image, image_path = prepare_image(self.stages, item)
+            image, image_path = prepare_image(self.stages, item, None, trace)
             cached = self.stages.store.cached_caption(image.content_key, self._model_id()) if self.stages.use_cache else None
             if cached is not None:
-                result = complete_item(self.stages, item, content_key=image.content_key, image_path=image_path,
-                                       checks=image.checks, caption=cached, usage=usage)
-                self.stages.store.save_result(item.id, result, usage)
+                trace.cache(True)
+                with trace.stage("summarize"):
+                    result = complete_item(self.stages, item, content_key=image.content_key, image_path=image_path,
+                                           checks=image.checks, caption=cached, usage=usage)
+                with trace.stage("save"):
+                    self.stages.store.save_result(item.id, result, usage, stage_ms=dict(trace.stage_ms))
+                trace.finish(ok=True)
                 return None
             body = build_request(image.jpeg, self.stages.schema.attributes, max_new_tokens=self.options.max_new_tokens)
             self._write(f"{job_prefix}/input/{image.content_key}.json", body)  # duplicates overwrite: one record per photo
         except Exception as exc:  # one bad photo fails its own row; the job goes on without it
-            self.stages.store.save_error(item.id, describe_error(exc), usage)
+            self.stages.store.save_error(item.id, describe_error(exc), usage, error_kind=trace.error_kind or error_kind(exc, "item"),
+                                         stage_ms=dict(trace.stage_ms))
+            trace.finish(ok=False)
             return None
-        return {"item_id": item.id, "content_key": image.content_key, "image_path": image_path, "checks": image.checks.to_dict()}
+        return {"item_id": item.id, "content_key": image.content_key, "image_path": image_path, "checks": image.checks.to_dict(),
+                "stage_ms": dict(trace.stage_ms)}
 
     def _create_job(self, job_name: str, job_prefix: str) -> None:
         from botocore.exceptions import ClientError
@@ -197,18 +206,27 @@ class BatchTransformRunner:
                 first = entry["content_key"] not in billed_keys
                 billed_keys.add(entry["content_key"])
             usage = [Usage(kind="transform", model=job.job_name, invocations=1)] if first else []
+            trace = ItemTrace(job.batch_id, item.id)
+            trace.stage_ms.update(entry.get("stage_ms") or {})  # fetch .. checks, timed (and logged) when the job was prepared
             try:
-                body = read_s3_object_if_exists(self.s3, self._uri(job, f"output/{entry['content_key']}.json.out"))
-                if body is None:
-                    raise ServiceError(self._missing_reason(job))
-                data = parse_response(body)
+                with trace.stage("caption"):  # reading and checking the job's answer for this photo
+                    body = read_s3_object_if_exists(self.s3, self._uri(job, f"output/{entry['content_key']}.json.out"))
+                    if body is None:
+                        raise ServiceError(self._missing_reason(job))
+                    data = parse_response(body)
                 caption = CaptionResult(caption=data["caption"], answers=data["answers"], model_id=self._model_id(), cached=not first)
-                result = complete_item(self.stages, item, content_key=entry["content_key"], image_path=entry["image_path"],
-                                       checks=PhotoChecks.from_dict(entry["checks"]), caption=caption, usage=usage)
+                trace.cache(caption.cached)
+                with trace.stage("summarize"):
+                    result = complete_item(self.stages, item, content_key=entry["content_key"], image_path=entry["image_path"],
+                                           checks=PhotoChecks.from_dict(entry["checks"]), caption=caption, usage=usage)
             except Exception as exc:
-                self.stages.store.save_error(item.id, describe_error(exc), [u for u in usage if u.kind != "transform"])
+                self.stages.store.save_error(item.id, describe_error(exc), [u for u in usage if u.kind != "transform"],
+                                             error_kind=trace.error_kind or error_kind(exc, "item"), stage_ms=dict(trace.stage_ms))
+                trace.finish(ok=False)
                 return
-            self.stages.store.save_result(item.id, result, usage)
+            with trace.stage("save"):
+                self.stages.store.save_result(item.id, result, usage, stage_ms=dict(trace.stage_ms))
+            trace.finish(ok=True)
 
         with ThreadPoolExecutor(max_workers=max(1, self.options.concurrency)) as pool:
             list(pool.map(ingest_entry, manifest))
