@@ -414,6 +414,8 @@ def test_regenerate_in_review_rewrites_every_language_with_the_current_style_gui
     assert body["response_format"]["json_schema"]["schema"]["$defs"]["LanguageSummaries"]["required"] == ["de", "ja"]
     again = store.get_item(item.id)
     assert (again.summary, again.summaries) == ("A red cotton tee with a crew neck.", {"de": DE, "ja": JA})
-    assert sorted(e.field for e in store.edits(item.id)) == ["summary", "summary:de", "summary:ja"]
+    fields = sorted(e.field for e in store.edits(item.id))  # every language rewritten; the SEO fields follow the new summary
+    assert [f for f in fields if f.startswith("summary")] == ["summary", "summary:de", "summary:ja"]
+    assert set(fields) - {"summary", "summary:de", "summary:ja"} <= {"seo_title", "meta_description", "alt_text"}
     assert all(e.who == "rev (regenerated)" for e in store.edits(item.id))
     assert len(store.usage(batch.id)) == 1  # one paid call for all three

@@ -550,19 +550,30 @@ def test_items_summarized_through_the_batch_api_record_the_active_taxonomy_versi
 
 
 def test_a_cheapest_run_flags_near_duplicates_as_a_real_time_run_does(make_stages, server, tmp_path):
-    """Two copies of one photo in a Cheapest run: the second is flagged as looking like the first and both keep
-    their perceptual hash (before, items summarized through the Batch API had neither)."""
+    """Two copies of one photo in a Cheapest run: whichever is captioned second is flagged as looking like the other,
+    and every item keeps its perceptual hash (before, items summarized through the Batch API had neither)."""
+    import io
+
+    from PIL import Image, ImageDraw
+
     stages = make_stages()
+    different = Image.new("RGB", (200, 160), "white")
+    ImageDraw.Draw(different).ellipse((20, 20, 180, 140), fill="black")  # nothing like the copies
+    buffer = io.BytesIO()
+    different.save(buffer, format="JPEG")
     paths = []
-    for number, seed in enumerate((1, 1, 2)):
+    for number, data in enumerate((jpeg_bytes(size=(200, 160), seed=1), jpeg_bytes(size=(200, 160), seed=1), buffer.getvalue())):
         path = tmp_path / f"p{number}.jpg"
-        path.write_bytes(jpeg_bytes(size=(200, 160), seed=seed))
+        path.write_bytes(data)
         paths.append(path)
     report = IngestReport(items=[SourceItem(source=p.name, ref=SourceRef("file", str(p)), sku=f"SKU-{n}") for n, p in enumerate(paths)])
     batch = stages.store.create_batch("cheap", "ann", report)
     progress = run_batch(stages, batch.id, concurrency=1, cheapest=True)
     assert (progress.ok, progress.failed) == (3, 0) and len(server.state.batch_creates) == 1
-    first, second, other = stages.store.list_items(batch.id)
-    assert first.phash and first.phash == second.phash and other.phash
-    assert second.near_duplicate == f"looks like batch {batch.id} item 1 (0 bits apart)"
-    assert first.near_duplicate is None and second.reused_from is None  # reuse is off by default
+    copies, other = stages.store.list_items(batch.id)[:2], stages.store.list_items(batch.id)[2]
+    assert copies[0].phash and copies[0].phash == copies[1].phash and other.phash
+    flagged = [i for i in copies if i.near_duplicate]
+    assert len(flagged) == 1, [i.near_duplicate for i in copies]
+    first = next(i for i in copies if i is not flagged[0])
+    assert flagged[0].near_duplicate == f"looks like batch {batch.id} item {first.seq + 1} (0 bits apart)"
+    assert other.near_duplicate is None and flagged[0].reused_from is None  # reuse is off by default
