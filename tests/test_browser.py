@@ -220,7 +220,10 @@ def test_review_grid_fits_a_1366_px_screen_with_the_sidebar_open(chromium, tiny_
         assert page.get_by_test_id("stSidebar").bounding_box()["width"] > 200  # the sidebar is open
         box = grid.bounding_box()
         assert box["x"] >= 0 and box["x"] + box["width"] <= 1366, box
-        headers = page.evaluate("() => [...document.querySelectorAll('[data-testid=stDataFrame] [role=columnheader]')].map(h => h.innerText.trim())")
+        # The grid draws on a canvas and fills its accessible header cells a moment later: wait for them.
+        header_js = "() => [...document.querySelectorAll('[data-testid=stDataFrame] [role=columnheader]')].map(h => h.innerText.trim())"
+        page.wait_for_function(f"() => ({header_js})().includes('Summary')", timeout=30_000)
+        headers = page.evaluate(header_js)
         assert {"Photo", "Caption", "Attributes", "Summary"} <= set(headers), headers
         widths = page.evaluate("""() => [...document.querySelectorAll('[data-testid=stDataFrame] .dvn-scroller')]
                                        .map(s => [s.scrollWidth, s.clientWidth])""")
