@@ -36,4 +36,6 @@ USER 10001:10001
 EXPOSE 8501
 HEALTHCHECK --interval=30s --timeout=5s --start-period=40s --retries=3 \
   CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health', timeout=4).status != 200)"]
-CMD ["streamlit", "run", "dashboard/app.py", "--server.port=8501", "--server.address=0.0.0.0"]
+# `streamlit run dashboard/app.py` through dashboard/serve.py: with LOG_FORMAT=json every line it writes (Streamlit's
+# own start-up and shutdown text included) is one JSON object for CloudWatch Logs Insights.
+CMD ["python", "-m", "dashboard.serve", "--server.port=8501", "--server.address=0.0.0.0"]

@@ -3,6 +3,7 @@ from the file itself, instruction by instruction."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -56,7 +57,9 @@ def test_health_check_and_port():
     assert "/_stcore/health" in health and "--interval" in health
     assert [rest for keyword, rest in instructions() if keyword == "EXPOSE"] == ["8501"]
     [cmd] = [rest for keyword, rest in instructions() if keyword == "CMD"]
-    assert "streamlit" in cmd and "--server.port=8501" in cmd
+    # Exec form (the server is PID 1 and gets SIGTERM itself), through dashboard/serve.py: JSON lines only.
+    assert json.loads(cmd)[:3] == ["python", "-m", "dashboard.serve"] and "--server.port=8501" in json.loads(cmd)
+    assert (REPO / "dashboard" / "serve.py").is_file()
 
 
 def test_no_secrets_in_the_image():

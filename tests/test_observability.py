@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 
 import boto3
 import openai
@@ -562,3 +563,105 @@ def test_the_dashboard_server_writes_only_redacted_json_lines_to_stderr_even_for
     assert failure["level"] == "ERROR" and "ValueError: page broke with [redacted]" in failure["exception"]
     assert any(row["logger"] == "streamlit.made_after_start" for row in rows)
     assert any(row["logger"] == "dashboard.page" and "forged second line" in row["message"] for row in rows)
+
+
+def test_the_container_command_writes_only_json_lines_on_stdout_and_stderr(tmp_path):
+    """The Dockerfile's CMD with its ENV (LOG_FORMAT=json, LOG_LEVEL=INFO, METRICS_FORMAT=emf, CAPTIONER=sagemaker,
+    AUTH_MODE=alb), started here on a free port: from the first line (Streamlit prints a welcome text with the URLs)
+    through a page view whose worker resumes a batch left unfinished (stage events, EMF metrics, a captioning failure
+    against an unreachable endpoint) to SIGTERM (Streamlit prints "Stopping..."), every non-empty line on stdout and
+    on stderr is one JSON object with a level and a message (or an EMF document), and no secret is in any."""
+    from playwright.sync_api import sync_playwright
+    from test_browser import CHROMIUM, CHROMIUM_FLAGS, REPO, free_port
+    from test_dockerfile import instructions
+
+    from pipeline.ingest.sources import collect_sources
+    from pipeline.service import ingest_limits
+
+    [cmd] = [json.loads(rest) for keyword, rest in instructions() if keyword == "CMD"]
+    image_env: dict[str, str] = {}
+    for keyword, rest in instructions():
+        if keyword == "ENV":
+            image_env.update(word.split("=", 1) for word in rest.split() if "=" in word)
+    port = free_port()
+    assert cmd[0] == "python" and "--server.port=8501" in cmd
+    command = [sys.executable, *(f"--server.port={port}" if arg == "--server.port=8501" else arg for arg in cmd[1:])]
+    data = tmp_path / "data"
+    secret = "PLANTEDsecretAccessKey0123456789"
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("LOG_", "METRICS_", "STREAMLIT_"))}
+    env.update({name: value for name, value in image_env.items() if name not in ("PATH", "DATA_DIR")})
+    env.update({"DATA_DIR": str(data), "OPENAI_API_KEY": API_KEY, "AWS_ACCESS_KEY_ID": "AKIAPLANTED000000000",
+                "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+    assert (env["LOG_FORMAT"], env["LOG_LEVEL"], env["CAPTIONER"]) == ("json", "INFO", "sagemaker")
+    # A batch a previous server left unfinished: the first page view's worker resumes it (stage events, metrics).
+    settings = Settings(_env_file=None, data_dir=data)
+    data.mkdir()
+    photo = data / "one.jpg"
+    photo.write_bytes(jpeg_bytes())
+    store = SqliteStore(settings.db_path)
+    batch = store.create_batch("left over", "ann", collect_sources([photo], ingest_limits(settings)))
+
+    out_file, err_file = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with out_file.open("w") as stdout, err_file.open("w") as stderr:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=stdout, stderr=stderr, text=True)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 90
+            while True:
+                assert process.poll() is None, err_file.read_text()[-3000:]
+                assert time.monotonic() < deadline, "the dashboard did not answer /_stcore/health"
+                try:
+                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    time.sleep(0.3)
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+                page = browser.new_page()
+                page.goto(url)
+                page.get_by_test_id("stAlert").first.wait_for(timeout=60_000)  # no ALB sign-in here: the page says so
+                browser.close()
+            deadline = time.monotonic() + 90
+            while store.get_batch(batch.id).done < 1:  # ok + failed
+                assert time.monotonic() < deadline, "the resumed batch did not finish"
+                time.sleep(0.2)
+        finally:
+            process.terminate()
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    rows = {}
+    for name, path in (("stdout", out_file), ("stderr", err_file)):
+        text = path.read_text()
+        assert secret not in text and "PLANTEDkey" not in text and "\x1b[" not in text
+        rows[name] = [json.loads(line) for line in text.splitlines() if line.strip()]  # every line is one JSON object
+        assert all(isinstance(row, dict) for row in rows[name])
+        for row in rows[name]:
+            assert "_aws" in row or (row["level"] in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL") and row["message"]), row
+    assert {"logger": "stdout", "level": "INFO", "message": "Stopping..."}.items() <= rows["stdout"][-1].items()
+    stages = [row["stage"] for row in rows["stderr"] if row.get("logger") == "pipeline.items" and row["item_id"] == 1]
+    assert stages[-1] == "item" and "caption" in stages
+    assert any("_aws" in row for row in rows["stderr"])
+    assert [row for row in rows["stderr"] if row.get("logger") == "stderr"] == []  # nothing known left to the catch-all
+    assert rows["stderr"][0]["message"] == "dashboard server starting"
+
+
+def test_json_line_stream_turns_printed_text_into_redacted_objects_and_passes_json_lines_through():
+    """What dashboard/serve.py puts in place of stdout/stderr: a line printed in pieces (click's nl=False, then a
+    flush) is one object, colours are stripped, blank lines dropped, secrets and query strings removed, a JSON line
+    (a log record, an EMF document) is written as it is, an unterminated last line is written on close."""
+    from pipeline.observability.logs import JsonLineStream, Redactor
+
+    out = io.StringIO()
+    stream = JsonLineStream(out, "stdout", "INFO", Redactor([API_KEY]))
+    stream.write("\n  \x1b[34mURL: \x1b[0m")
+    stream.flush()
+    assert out.getvalue() == ""  # the line is not finished yet
+    stream.write(f"http://h/p.jpg?X-Amz-Signature=abc\n\n{{\"_aws\": {{}}, \"x\": 1}}\nkey {API_KEY}")
+    stream.close()
+    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [row.get("message") for row in rows] == ["URL: http://h/p.jpg?[query removed]", None, "key [redacted]"]
+    assert rows[1] == {"_aws": {}, "x": 1} and {rows[0]["logger"], rows[2]["level"]} == {"stdout", "INFO"}
+    assert not out.closed  # the real stream stays usable

@@ -9,6 +9,7 @@ even when a caller (or a library's own log) puts them there.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -198,3 +199,85 @@ def adopt_library_logger(logger: logging.Logger) -> None:
     logger.propagate = True
     if logger.level < logging.WARNING:
         logger.setLevel(logging.WARNING)
+
+
+class JsonLineStream(io.TextIOBase):
+    """Stands in for sys.stdout / sys.stderr in a process whose every output line must be one JSON object (the
+    dashboard server with LOG_FORMAT=json, whose output CloudWatch Logs Insights queries by field). A line that already
+    is a JSON object (our log handler's, an EMF document) passes through unchanged; any other non-blank line — text a
+    library prints instead of logging it (Streamlit's start-up and "Stopping..." lines, a raw traceback) — becomes an
+    object of its own (`logger` "stdout" or "stderr", `level` INFO or WARNING), redacted like every log line; blank
+    lines are dropped. Text is held until its newline, so a line printed in pieces (click's `nl=False`) is one object;
+    a line that never ends is cut at MAX_PENDING characters. It has no binary `buffer`, so writers that look for one
+    (click) write text here. Writes straight to the file descriptor (C code, child processes) are not seen."""
+
+    MAX_PENDING = 64 * 1024
+
+    def __init__(self, target: TextIO, name: str, level: str, redactor: Redactor | None = None) -> None:
+        super().__init__()
+        self.target, self.stream_name, self.level = target, name, level
+        self.formatter = JsonFormatter(redactor)
+        self._pending = ""
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        return "backslashreplace"
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self.target.fileno()
+
+    def write(self, text: str) -> int:  # type: ignore[override]
+        with OUTPUT_LOCK:
+            pending = self._pending + text
+            *lines, pending = pending.split("\n")
+            while len(pending) > self.MAX_PENDING:
+                lines.append(pending[:self.MAX_PENDING])
+                pending = pending[self.MAX_PENDING:]
+            self._pending = pending
+            out = [converted for converted in map(self._convert, lines) if converted is not None]
+            if out:
+                self.target.write("".join(line + "\n" for line in out))
+        return len(text)
+
+    def flush(self) -> None:  # a partial line stays pending: click flushes after `nl=False`
+        with OUTPUT_LOCK:
+            self.target.flush()
+
+    def close(self) -> None:
+        """Writes a last unterminated line; the target stream stays open."""
+        with OUTPUT_LOCK:
+            if self._pending:
+                converted = self._convert(self._pending)
+                self._pending = ""
+                if converted is not None:
+                    self.target.write(converted + "\n")
+            self.target.flush()
+        super().close()
+
+    def _convert(self, line: str) -> str | None:
+        line = line.rstrip("\r")
+        text = line.strip()
+        if not text:
+            return None
+        if text.startswith("{") and text.endswith("}"):
+            try:
+                if isinstance(json.loads(text), dict):
+                    return text
+            except ValueError:
+                pass
+        record = logging.makeLogRecord({"name": self.stream_name, "levelname": self.level,
+                                        "levelno": logging.getLevelName(self.level), "msg": _ANSI.sub("", text)})
+        return self.formatter.format(record)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colours and cursor moves a library meant for a terminal
