@@ -266,3 +266,42 @@ def test_after_a_save_in_the_one_item_view_the_grid_shows_it_and_still_saves_tha
     button(app, "Save changes").click().run()
     assert not app.error, [e.value for e in app.error]
     assert store.get_item(items[0].id).summary == "Then edited in the grid."
+
+
+def test_required_attributes_are_flagged_filtered_and_block_approval(batch):
+    """Issue 19: an active taxonomy requiring colour flags the item whose colour is outside the list, and Approve refuses
+    it with a sentence naming the attribute while the others approve."""
+    from pipeline.admin.taxonomy import activate_taxonomy, default_schema_text, save_taxonomy
+
+    store, batch_id, items = batch
+    data = json.loads(default_schema_text())
+    next(a for a in data["attributes"] if a["name"] == "color")["required"] = True
+    save_taxonomy(store, json.dumps(data), "admin", based_on=0)
+    activate_taxonomy(store, 1, "admin")
+    app = review_page()
+    assert "required: color (\"maroonish\" is not an allowed value)" in grid(app).value["Notes"].iloc[2]
+    app.checkbox(key="filter-required").check().run()
+    assert list(grid(app).value["Item"]) == ["#3 SKU-2"]
+    app.checkbox(key="filter-required").uncheck().run()
+    edit_grid(app, f"grid-{batch_id}-0", {0: {"Select": True}, 2: {"Select": True}})
+    button(app, "Approve selected (2)").click().run()
+    assert not app.exception, app.exception
+    assert [shown(e.value) for e in app.error] == [
+        '#3 SKU-2: Not approved: the taxonomy requires color ("maroonish" is not an allowed value) for every item. '
+        "Set it to one of the allowed values, then approve."]
+    assert [store.get_item(i.id).review_status for i in items[:3]] == ["approved", "pending", "pending"]
+
+
+def test_a_grid_edit_with_a_word_to_avoid_is_saved_with_a_warning_and_flagged(batch):
+    from pipeline.admin.brand import clean_style_guide
+
+    store, batch_id, items = batch
+    store.save_style_guide(clean_style_guide("", "cheap", ""), "admin", expected_version=0)
+    app = review_page()
+    edit_grid(app, f"grid-{batch_id}-0", {0: {"Summary": "A cheap red shirt."}})
+    assert any("Summary uses 'cheap', from the style guide's words to avoid. It will be saved" in shown(w.value) for w in app.warning)
+    button(app, "Save changes").click().run()
+    assert not app.exception, app.exception
+    assert store.get_item(items[0].id).summary == "A cheap red shirt."  # saved
+    assert any("#1 SKU-0: Summary saved, but it uses 'cheap'" in shown(w.value) for w in app.warning)
+    assert "words to avoid: Summary: 'cheap'" in grid(app).value["Notes"].iloc[0]

@@ -12,10 +12,11 @@ from dashboard.runtime import current_user, get_runtime
 from dashboard.text import inert, say
 from pipeline.batches.review import language_column
 from pipeline.batches.review import SEO_COLUMNS, seo_problems
+from pipeline.batches.review import avoided_words, current_style_guide, style_problems
 from pipeline.wordlimit import SEO_LIMITS
 from pipeline.wordlimit import limit_text, measure, within_limit
 from pipeline.batches.review import (
-    REVIEW_STATES, SaveReport, attributes_to_review, filter_items, grid_rows, item_label, photo_warnings, real_changes,
+    REVIEW_STATES, SaveReport, attributes_to_review, filter_items, grid_rows, item_label, missing_required, photo_warnings, real_changes,
     regenerate_summaries, review_item, review_state, save_changes, set_review_status, summary_word_problems,
 )
 from pipeline.admin.taxonomy import active_taxonomy
@@ -34,6 +35,7 @@ EDITABLE += list(SEO_COLUMNS)  # SEO title, meta description, alt text (issue 19
 COMPACT = {"Select": 40, "Photo": 72, "Item": 100, "Status": 96, "Caption": 180, "Attributes": 130, "Summary": 200, "Notes": 72}
 ROW_HEIGHT = 72
 FIELDS = ["Title", "Caption", "Summary", "Tags", *schema.names()]  # the one-item view's editable fields
+guide = current_style_guide(store)  # words to avoid: a person's edit using one is saved with a warning and flagged
 
 
 PAGE_SIZE = runtime.settings.results_page_size  # grid rows per page: only those rows' thumbnails are made and sent
@@ -66,6 +68,7 @@ def show_flash() -> None:
 def flash_for(report: SaveReport, done: str) -> list[tuple[str, Any]]:
     flash: list[tuple[str, Any]] = [("success", f"{done}: {len(report.saved)} change{'s' * (len(report.saved) != 1)} saved.")] if report.saved else []
     flash += [("error", inert(message)) for message in report.refused]  # they name the item (SKU / file name)
+    flash += [("warning", inert(message)) for message in report.warnings]  # saved, with a word to avoid (issue 19)
     if report.kept:
         flash.append(("kept", report.kept))
     return flash or [("info", "Nothing changed.")]
@@ -94,34 +97,46 @@ def pending_changes(key: str, frame: pd.DataFrame) -> dict[int, dict]:
     return real_changes({int(frame.index[int(row)]): columns for row, columns in edited_rows.items()}, schema)
 
 
-def render_filters(locked: bool) -> tuple[list[str], bool, bool, bool]:
-    status, low, photo, wide = st.columns([3, 2, 2, 2], vertical_alignment="bottom")
+def render_filters(locked: bool) -> tuple[list[str], bool, bool, bool, bool]:
+    status, low, required, photo, wide = st.columns([3, 2, 2, 2, 2], vertical_alignment="bottom")
     states = status.multiselect("Status", list(REVIEW_STATES), default=list(REVIEW_STATES), format_func=REVIEW_STATES.get,
                                 key="filter-status", disabled=locked)
     low_confidence = low.checkbox("Attributes to check", key="filter-low", disabled=locked,
                                   help="Only items with an answer outside the attribute's list (marked ? in Attributes)")
+    missing = required.checkbox("Required missing", key="filter-required", disabled=locked,
+                                help="Only items whose category needs an attribute that has no allowed value yet (they cannot be approved)")
     photo_problems = photo.checkbox("Photo warnings", key="filter-photo", disabled=locked, help="Only items whose photo looks blurry, dark, small…")
     all_columns = wide.toggle("All columns", key="grid-all-columns", disabled=locked,
                               help="Title, tags and each attribute in its own column (scrolls sideways)")
-    return states, low_confidence, photo_problems, all_columns
+    return states, low_confidence, photo_problems, all_columns, missing
 
 
 def grid_key(batch_id: int, view: tuple, page: int) -> str:
     """`grid-<batch>-<version>`; a filtered or widened view or another page gets its own editor (row positions differ)."""
     key = f"grid-{batch_id}-{st.session_state.get('grid_version', 0)}"
-    states, low_confidence, photo_problems, all_columns = view
-    if not (set(states) == set(REVIEW_STATES) and not (low_confidence or photo_problems or all_columns)):
-        key += f"-{'+'.join(sorted(states))}-{int(low_confidence)}{int(photo_problems)}{int(all_columns)}"
+    states, low_confidence, photo_problems, all_columns, missing = view
+    if not (set(states) == set(REVIEW_STATES) and not (low_confidence or photo_problems or all_columns or missing)):
+        key += f"-{'+'.join(sorted(states))}-{int(low_confidence)}{int(photo_problems)}{int(all_columns)}{int(missing)}"
     return key if page == 1 else f"{key}-p{page}"
+
+
+def notes(item: ItemRecord) -> str:
+    """The compact grid's Notes cell: why it failed, else what stops or deserves a look before approving."""
+    if item.status == "error":
+        return "failed: " + (item.error or "")
+    missing = missing_required(item, schema)
+    avoided = avoided_words(item, guide)
+    return "; ".join([*(["required: " + ", ".join(missing)] if missing else []),
+                      *(["words to avoid: " + "; ".join(avoided)] if avoided else []), *photo_warnings(item)])
 
 
 def render_grid(batch_id: int, items: list[ItemRecord], key: str, all_columns: bool) -> int:
     """The grid and its buttons; returns how many items have unsaved edits in it."""
-    frame = pd.DataFrame(grid_rows(items, schema, thumbnail)).set_index("id")
-    frame["Notes"] = ["failed: " + (item.error or "") if item.status == "error" else "; ".join(photo_warnings(item)) for item in items]
+    frame = pd.DataFrame(grid_rows(items, schema, thumbnail, guide)).set_index("id")
+    frame["Notes"] = [notes(item) for item in items]
     versions = st.session_state.setdefault(f"{key}-versions", {item.id: item.version for item in items})  # as first shown
     if all_columns:
-        order = ["Select", "Photo", "Item", "Result", "Status", "Title", "Caption", *schema.names(), "Summary", "Words", "Tags", "Warnings"]
+        order = ["Select", "Photo", "Item", "Result", "Status", "Title", "Caption", *schema.names(), "Required", "Summary", "Words", "Tags", "Words to avoid", "Warnings"]
         order += list(SEO_COLUMNS)  # issue 19: last, so the default (compact) view keeps photo/caption/attributes/summary
     else:
         order = list(COMPACT)
@@ -133,7 +148,9 @@ def render_grid(batch_id: int, items: list[ItemRecord], key: str, all_columns: b
         "Caption": st.column_config.TextColumn("Caption", width=180),
         "Attributes": st.column_config.TextColumn("Attributes", width=130, help=" · ".join(schema.names()) + " (? = not in the list: check it)"),
         "Summary": st.column_config.TextColumn("Summary", width=200, help=f"At most {MAX_SUMMARY_WORDS} words"),
-        "Notes": st.column_config.TextColumn("Notes", width=72, help="Photo-check warnings, or why the item failed"),
+        "Notes": st.column_config.TextColumn("Notes", width=72, help="Required attributes still missing, photo-check warnings, or why the item failed"),
+        "Required": st.column_config.TextColumn("Required", help="Attributes this item's category needs before it can be approved"),
+        "Words to avoid": st.column_config.TextColumn("Words to avoid", help="The style guide's words to avoid in this item's text"),
         "Words": st.column_config.NumberColumn("Words", help="Word count of the saved summary"),
     }
     config.update({column: st.column_config.TextColumn(column, width=160, help=f"At most {SEO_LIMITS[name]} characters"
@@ -152,6 +169,8 @@ def render_grid(batch_id: int, items: list[ItemRecord], key: str, all_columns: b
         st.warning(inert(problem) + " It will not be saved until it is shorter.")
     for problem in seo_problems(changes, labels):  # SEO limits / alt text's marketing words (issue 19)
         st.warning(inert(problem))
+    for problem in style_problems(changes, labels, guide):  # words to avoid: saved anyway, the item flagged (issue 19)
+        st.warning(inert(problem) + " It will be saved, and the item flagged until it is rewritten.")
 
     if changes:
         st.caption(f"Unsaved edits in {len(changes)} item{'s' * (len(changes) != 1)}: filters, pages and the one-item view's "
@@ -161,7 +180,7 @@ def render_grid(batch_id: int, items: list[ItemRecord], key: str, all_columns: b
                    help=None if changes else "Nothing to save: edit a cell first (ticking Select is not a change)"):
         report_and_refresh(save_changes(store, changes, schema, user.email, versions), "Saved")
     if approve.button(f"Approve selected ({len(selected)})", disabled=not selected):
-        report_and_refresh(set_review_status(store, selected, "approved", user.email, versions), "Approved")
+        report_and_refresh(set_review_status(store, selected, "approved", user.email, versions, schema), "Approved")
     if reject.button(f"Reject selected ({len(selected)})", disabled=not selected):
         report_and_refresh(set_review_status(store, selected, "rejected", user.email, versions), "Rejected")
     if regenerate.button(f"Regenerate summary ({len(selected)})", disabled=not selected):
@@ -276,6 +295,12 @@ def render_focus(items: list[ItemRecord], grid_edits: int) -> None:
         photo.warning(inert(f"Photo: {warning}"), icon=":material/photo_camera:")
     if item.status == "error":
         fields.error(say("Could not be tagged: {error}", error=item.error))
+    missing = missing_required(item, schema)
+    if missing:  # approving is refused until they are set (pipeline/batches/review.py)
+        fields.warning(inert("Required before approval: " + ", ".join(missing) + "."), icon=":material/rule:")
+    avoided = avoided_words(item, guide)
+    if avoided:  # a person's edit kept a word to avoid (saved with a warning)
+        fields.warning(inert("Uses the style guide's words to avoid: " + "; ".join(avoided) + "."), icon=":material/flag:")
 
     if grid_edits:
         st.warning(f"The grid above has unsaved edits in {grid_edits} item{'s' * (grid_edits != 1)}. Save them there (Save changes) "
@@ -344,14 +369,14 @@ if batch_id is not None:
     every = store.list_items(batch_id)
     if every:
         locked = grid_has_edits()  # the grid on screen holds typed cells: keep that grid until they are saved or discarded
-        states, low_confidence, photo_problems, all_columns = render_filters(locked)
-        items = filter_items(every, states, low_confidence=low_confidence, photo_problems=photo_problems)
+        states, low_confidence, photo_problems, all_columns, missing = render_filters(locked)
+        items = filter_items(every, states, low_confidence=low_confidence, photo_problems=photo_problems, missing=missing, schema=schema)
         if not items:
             st.info(f"No items match these filters (the batch has {len(every)}).")
         else:
             if len(items) != len(every):
                 st.caption(f"Showing {len(items)} of {len(every)} items.")
-            view = (tuple(states), low_confidence, photo_problems, all_columns)
+            view = (tuple(states), low_confidence, photo_problems, all_columns, missing)
             pages = max(1, -(-len(items) // PAGE_SIZE))
             if st.session_state.get("grid-page", 1) > pages:
                 st.session_state["grid-page"] = pages  # fewer pages after a filter or an approval

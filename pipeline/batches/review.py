@@ -35,6 +35,7 @@ class SaveReport:
     # items someone else changed since the page showed them -> their current version; the page's versions move
     # on to it only after the whole save, so saving again knowingly replaces the other change
     stale_items: dict[int, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # saved, but worth a look: a word to avoid in a person's edit
 
     @property
     def ok(self) -> bool:
@@ -62,14 +63,105 @@ def attributes_to_review(item: ItemRecord) -> list[str]:
     return [a.name for a in item.attributes if not a.in_vocab]
 
 
+# Fields a person writes that reach the shop, checked against the style guide's words to avoid when saved (issue 19):
+# grid / one-item column -> how to read the item's current text. Extra-language summaries ("Summary (de)") too.
+STYLE_CHECKED = {"Title": "title", "Summary": "summary", "Tags": "tags", **SEO_COLUMNS}
+
+
+def current_style_guide(store: Store) -> Any:
+    """The style guide the store holds now (None when there is none or it lists no words to avoid)."""
+    guide = store.style_guide() if hasattr(store, "style_guide") else None
+    return guide if guide is not None and guide.avoid else None
+
+
+def _style_checked(column: str) -> bool:
+    return column in STYLE_CHECKED or language_of_column(column) is not None
+
+
+def avoided_words(item: ItemRecord, guide: Any) -> list[str]:
+    """Where the item's current text uses a word to avoid: 'Summary: "cheap"', one phrase per field (brand.py's
+    matcher: whole words in spaced scripts, anywhere in Japanese / Chinese / Thai text). Review flags such an item."""
+    from pipeline.admin.brand import banned_words_in
+
+    if guide is None or item.status != "ok":
+        return []
+    texts = {column: ", ".join(item.tags) if name == "tags" else getattr(item, name) or "" for column, name in STYLE_CHECKED.items()}
+    texts.update({language_column(code): text for code, text in item.summaries.items()})
+    found = []
+    for column, text in texts.items():
+        words = banned_words_in(text, guide)
+        if words:
+            found.append(f"{column}: {', '.join(repr(w) for w in words)}")
+    return found
+
+
+def style_problems(changes: dict[int, dict[str, Any]], labels: dict[int, str], guide: Any) -> list[str]:
+    """Live check of typed title / summary / tags / SEO fields / extra-language summaries against the words to avoid,
+    before saving: one sentence per cell (such an edit is saved anyway, see `save_changes`)."""
+    from pipeline.admin.brand import banned_words_in
+
+    problems = []
+    for item_id, columns in changes.items():
+        for column, value in columns.items():
+            words = banned_words_in(str(value or ""), guide) if _style_checked(column) else []
+            if words:
+                problems.append(f"{labels.get(item_id, item_id)}: {column} uses {', '.join(repr(w) for w in words)}, "
+                                "from the style guide's words to avoid.")
+    return problems
+
+
+def item_category(item: ItemRecord, schema: AttributeSchema) -> str | None:
+    """The item's category as the taxonomy knows it (None when it has none, or one outside the category list)."""
+    attribute = item.attribute("category")
+    if attribute is None or "category" not in schema.names():
+        return None
+    return attribute.value if attribute.value in schema.spec("category").vocabulary else None
+
+
+def missing_required(item: ItemRecord, schema: AttributeSchema) -> list[str]:
+    """What a merchandiser must fix before the item can be approved: each attribute the taxonomy requires for the
+    item's category (an attribute marked required, or listed under the category's "required") whose value is empty
+    or not one of the attribute's allowed values, as a short phrase: 'size (no value)', 'color ("reddish" is not
+    an allowed value)'. Values are read as stored now, so a person's edit to an allowed value settles it. Failed
+    items are not checked (they cannot be approved anyway)."""
+    if item.status != "ok":
+        return []
+    category = item_category(item, schema)
+    required = schema.required_for(category) & schema.applies(category)
+    problems = []
+    for name in schema.names():
+        if name not in required:
+            continue
+        attribute = item.attribute(name)
+        value = (attribute.value or "").strip() if attribute else ""
+        if not value:
+            problems.append(f"{name} (no value)")
+        elif value not in schema.spec(name).vocabulary:
+            problems.append(f'{name} ("{value}" is not an allowed value)')
+    return problems
+
+
+def required_refusal(item: ItemRecord, schema: AttributeSchema) -> str | None:
+    """The sentence refusing to approve an item with required attributes missing (None when nothing is missing)."""
+    problems = missing_required(item, schema)
+    if not problems:
+        return None
+    category = item_category(item, schema)
+    whose = f'category "{category}"' if category and category in schema.categories else "every item"
+    them = "it" if len(problems) == 1 else "them"
+    return (f"Not approved: the taxonomy requires {', '.join(problems)} for {whose}. "
+            f"Set {them} to one of the allowed values, then approve.")
+
+
 def filter_items(items: Iterable[ItemRecord], states: Iterable[str] | None = None, *, low_confidence: bool = False,
-                 photo_problems: bool = False) -> list[ItemRecord]:
+                 photo_problems: bool = False, missing: bool = False, schema: AttributeSchema | None = None) -> list[ItemRecord]:
     """Items in one of `states` (REVIEW_STATES keys; None: all), optionally only those with attributes
-    to review and/or photo-check warnings."""
+    to review and/or photo-check warnings and/or required attributes missing (`missing`, checked against `schema`)."""
     wanted = set(REVIEW_STATES if states is None else states)
     return [item for item in items if review_state(item) in wanted
             and (not low_confidence or attributes_to_review(item))
-            and (not photo_problems or photo_warnings(item))]
+            and (not photo_problems or photo_warnings(item))
+            and (not missing or schema is None or missing_required(item, schema))]
 
 
 def attributes_text(item: ItemRecord, schema: AttributeSchema) -> str:
@@ -83,9 +175,10 @@ def attributes_text(item: ItemRecord, schema: AttributeSchema) -> str:
 
 
 def grid_rows(items: list[ItemRecord], schema: AttributeSchema,
-              thumbnail: Callable[[str | None], str | None] | None = None) -> list[dict[str, Any]]:
+              thumbnail: Callable[[str | None], str | None] | None = None, guide: Any = None) -> list[dict[str, Any]]:
     """One row per item for the review grid; `id` identifies the item, the rest are shown.
-    `thumbnail` (image_path -> URL, e.g. the image store's thumbnail_url) fills the Photo column."""
+    `thumbnail` (image_path -> URL, e.g. the image store's thumbnail_url) fills the Photo column; `guide` (the style
+    guide) fills "Words to avoid"."""
     rows = []
     for item in items:
         row: dict[str, Any] = {
@@ -106,6 +199,8 @@ def grid_rows(items: list[ItemRecord], schema: AttributeSchema,
             attribute = item.attribute(name)
             row[name] = attribute.value if attribute else ""
         row["Warnings"] = "; ".join(photo_warnings(item))
+        row["Required"] = ", ".join(missing_required(item, schema))  # must be set before it can be approved
+        row["Words to avoid"] = "; ".join(avoided_words(item, guide))  # a person's edit that uses one (issue 19)
         row.update({column: getattr(item, name) or "" for column, name in SEO_COLUMNS.items()})  # issue 19
         rows.append(row)
     return rows
@@ -221,8 +316,15 @@ def save_changes(store: Store, changes: dict[int, dict[str, Any]], schema: Attri
                  versions: dict[int, int] | None = None) -> SaveReport:
     """Save every changed cell ({item_id: {column: new value}}); each cell is its own edit with
     who/when. A refused cell (e.g. an over-long summary, or an item changed by someone else since
-    the page showed `versions`) is reported with the value typed and the others still save."""
+    the page showed `versions`) is reported with the value typed and the others still save.
+
+    A saved title / summary / tags / SEO field / extra-language summary that uses one of the style guide's words to
+    avoid is SAVED, with a warning per cell in `report.warnings`, and the item stays flagged in Review (`avoided_words`)
+    while the word is there. Warned, not refused: model answers with such a word fail, because nobody has read them,
+    but here a person typed it and read it: it may be right (a brand or product name that contains the word, a
+    quotation), refusing would throw their typing back at them, and the flag keeps it in sight of whoever approves."""
     report = SaveReport()
+    guide = current_style_guide(store)
     for item_id, columns in changes.items():
         for column, value in columns.items():
             field_name = field_for_column(column, schema)
@@ -233,9 +335,23 @@ def save_changes(store: Store, changes: dict[int, dict[str, Any]], schema: Attri
                 label = report.refuse(store, item_id, f"{column}: {refusal}")
                 report.kept.append({"Item": label, "Field": column, "Your value": str(value)})
                 continue
+            saved = len(report.saved)
             _edit(store, report, item_id, field_name, value, who, versions, column)
+            if len(report.saved) > saved and guide is not None and _style_checked(column):
+                _warn_avoided(store, report, item_id, column, report.saved[-1].new or "", guide)
     _move_versions_on(report, versions)
     return report
+
+
+def _warn_avoided(store: Store, report: SaveReport, item_id: int, column: str, text: str, guide: Any) -> None:
+    from pipeline.admin.brand import banned_words_in
+
+    words = banned_words_in(text, guide)
+    if words:
+        item = store.get_item(item_id)
+        label = item_label(item) if item else str(item_id)
+        report.warnings.append(f"{label}: {column} saved, but it uses {', '.join(repr(w) for w in words)} from the style "
+                               "guide's words to avoid; the item is flagged in Review until it is rewritten.")
 
 
 def _language_refusal(store: Store, item_id: int, field_name: str) -> str | None:
@@ -260,9 +376,13 @@ def _move_versions_on(report: SaveReport, versions: dict[int, int] | None) -> No
 
 
 def set_review_status(store: Store, item_ids: list[int], status: str, who: str,
-                      versions: dict[int, int] | None = None) -> SaveReport:
-    """Approve / reject / reset many items; only tagged items can be approved."""
+                      versions: dict[int, int] | None = None, schema: AttributeSchema | None = None) -> SaveReport:
+    """Approve / reject / reset many items; only tagged items can be approved, and only when every attribute the
+    taxonomy (`schema`, the one Review shows; None: the active taxonomy over the shipped default) requires for the
+    item's category has an allowed value. Rejecting is always possible."""
     report = SaveReport()
+    if status == "approved" and schema is None:
+        schema = _active_schema(store)
     for item_id in item_ids:
         item = store.get_item(item_id)
         if item is None:
@@ -270,21 +390,34 @@ def set_review_status(store: Store, item_ids: list[int], status: str, who: str,
         if status == "approved" and item.status != "ok":
             report.refused.append(f"{item_label(item)}: failed items cannot be approved.")
             continue
+        refusal = required_refusal(item, schema) if status == "approved" and schema is not None else None
+        if refusal is not None:
+            report.refused.append(f"{item_label(item)}: {refusal}")
+            continue
         _edit(store, report, item_id, "review_status", status, who, versions, "Status")
     _move_versions_on(report, versions)
     return report
 
 
+def _active_schema(store: Store) -> AttributeSchema:
+    from pipeline.admin.taxonomy import active_taxonomy
+    from pipeline.attributes import load_attribute_schema
+
+    return active_taxonomy(store, load_attribute_schema())[1]
+
+
 def review_item(store: Store, item_id: int, changes: dict[str, Any], status: str | None, schema: AttributeSchema,
                 who: str, versions: dict[int, int] | None = None) -> SaveReport:
     """The one-item view: save its edited fields ({column: value}), then set its review status.
-    If any edit is refused the status is left alone (nothing is approved with a change missing)."""
+    If any edit is refused the status is left alone (nothing is approved with a change missing); a required
+    attribute filled in with the same press counts (the fields are saved before the approval is checked)."""
     report = save_changes(store, {item_id: changes}, schema, who, versions) if changes else SaveReport()
     if status is not None and report.ok:
-        done = set_review_status(store, [item_id], status, who, versions)
+        done = set_review_status(store, [item_id], status, who, versions, schema)
         report.saved += done.saved
         report.refused += done.refused
         report.kept += done.kept
+        report.warnings += done.warnings
     return report
 
 

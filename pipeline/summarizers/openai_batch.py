@@ -162,7 +162,8 @@ class OpenAIBatchSummarizer:
         """The JSONL input file: the real-time request of each item, on the main model."""
         model = self.realtime.model
         lines = [json.dumps({"custom_id": custom_id(item_id), "method": "POST", "url": ENDPOINT,
-                             "body": self.realtime.request_body(self.realtime.messages_for(request), model, request.languages)},
+                             "body": self.realtime.request_body(self.realtime.messages_for(request), model, request.languages,
+                                                                     self.realtime.required_for(request))},
                             ensure_ascii=False)
                  for item_id, request in requests.items()]
         return ("\n".join(lines) + "\n").encode()

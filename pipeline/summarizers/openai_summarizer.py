@@ -72,12 +72,15 @@ CONTENT_FILTER_MESSAGE = ("OpenAI's content filter blocked the summary for this 
 TOO_LONG_MESSAGE = "This product's caption and hints are too long for OpenAI; shorten the hints, then retry the item."
 
 
-def build_response_model(schema: AttributeSchema, languages: tuple[str, ...] = (), seo_fields: bool = False) -> type[BaseModel]:
-    """Pydantic model for structured output; each attribute is one of its vocabulary words or null; with
+def build_response_model(schema: AttributeSchema, languages: tuple[str, ...] = (), seo_fields: bool = False,
+                         required: frozenset[str] = frozenset()) -> type[BaseModel]:
+    """Pydantic model for structured output; each attribute is one of its vocabulary words or null (never null when
+    the attribute is marked required, or is in `required`: the ones the item's category requires); with
     `languages`, a `summaries` object holding one summary per extra language (issue 19); with `seo_fields`
     (SEO_FIELDS_BY=model), seo_title / meta_description / alt_text too."""
     attribute_fields: dict[str, Any] = {
-        spec.name: ((Literal[tuple(spec.vocabulary)] if spec.required else Optional[Literal[tuple(spec.vocabulary)]]),  # type: ignore[valid-type]
+        spec.name: ((Literal[tuple(spec.vocabulary)] if spec.required or spec.name in required  # type: ignore[valid-type]
+                     else Optional[Literal[tuple(spec.vocabulary)]]),  # type: ignore[valid-type]
                     Field(description=spec.question))  # required (taxonomy): one of the values, never null
         for spec in schema.attributes
     }
@@ -129,6 +132,7 @@ class _Call:
     corrections_left: int = 1
     requests: int = 0
     request: SummaryRequest | None = None  # its style guide and languages (issue 19)
+    required: frozenset[str] = frozenset()  # attributes its category requires (answered, never null)
 
     @property
     def languages(self) -> tuple[str, ...]:
@@ -185,12 +189,25 @@ class OpenAISummarizer:
         self.response_format = type_to_response_format_param(self.response_model)
         self._by_languages: dict[tuple[str, ...], tuple[type[BaseModel], Any]] = {(): (self.response_model, self.response_format)}
 
-    def response_for(self, languages: tuple[str, ...] = ()) -> tuple[type[BaseModel], Any]:
-        """(response model, response_format) for a request with these extra languages."""
-        if languages not in self._by_languages:
-            model = build_response_model(self.schema, languages, seo_fields=self.seo_by_model)
-            self._by_languages[languages] = (model, type_to_response_format_param(model))
-        return self._by_languages[languages]
+    def response_for(self, languages: tuple[str, ...] = (), required: frozenset[str] = frozenset()) -> tuple[type[BaseModel], Any]:
+        """(response model, response_format) for a request with these extra languages and category-required attributes."""
+        required = frozenset(required) - {spec.name for spec in self.schema.attributes if spec.required}
+        key: Any = languages if not required else (languages, tuple(sorted(required)))
+        if key not in self._by_languages:
+            model = build_response_model(self.schema, languages, seo_fields=self.seo_by_model, required=required)
+            self._by_languages[key] = (model, type_to_response_format_param(model))
+        return self._by_languages[key]
+
+    def required_for(self, request: SummaryRequest) -> frozenset[str]:
+        """The attributes the taxonomy requires for the request's category (the captioner's category answer, else the
+        CSV's category hint, when it is one of the categories): the structured output must answer them, never null."""
+        if not self.schema.categories or "category" not in self.schema.names():
+            return frozenset()
+        categories = self.schema.spec("category").vocabulary
+        answered = next((a.value for a in request.attributes if a.name == "category" and a.in_vocab), None)
+        hinted = (request.hints.get("category") or "").strip().lower()
+        category = answered if answered in categories else hinted if hinted in categories else None
+        return frozenset(self.schema.required_for(category) & self.schema.applies(category))
 
     def with_schema(self, schema: AttributeSchema) -> "OpenAISummarizer":
         """This summarizer (same client, models, deadlines) answering with another attribute taxonomy version:
@@ -218,7 +235,8 @@ class OpenAISummarizer:
 
     def summarize(self, request: SummaryRequest) -> SummaryResult:
         now = self.clock()
-        call = _Call(started=now, deadline=now + self.deadline_s, clock=self.clock, request=request)
+        call = _Call(started=now, deadline=now + self.deadline_s, clock=self.clock, request=request,
+                     required=self.required_for(request))
         try:
             return self._summarize(request, call)
         except Exception as exc:  # whatever failed, the calls already paid for travel with the error
@@ -233,17 +251,19 @@ class OpenAISummarizer:
         completion, model = self._complete(messages, call)
         return self._finish(messages, completion, model, call)
 
-    def request_body(self, messages: list[dict[str, str]], model: str, languages: tuple[str, ...] = ()) -> dict[str, Any]:
+    def request_body(self, messages: list[dict[str, str]], model: str, languages: tuple[str, ...] = (),
+                     required: frozenset[str] = frozenset()) -> dict[str, Any]:
         """The chat-completions request for `messages` (structured output, temperature 0): sent as is here,
         and as the body of each line of an OpenAI Batch API file (pipeline.summarizers.openai_batch)."""
-        return {"model": model, "messages": messages, "response_format": self.response_for(languages)[1], "temperature": 0}
+        return {"model": model, "messages": messages, "response_format": self.response_for(languages, required)[1], "temperature": 0}
 
     def summarize_answer(self, request: SummaryRequest, completion: Any, model: str, usage: list[Usage]) -> SummaryResult:
         """The result from a completion that was obtained elsewhere (a Batch API output line, already paid:
         `usage`), through the same checks as `summarize`: refusal / content filter, schema, vocabulary, and the
         50-word rule with its one corrective request (sent here, real-time, within OPENAI_DEADLINE_S)."""
         now = self.clock()
-        call = _Call(started=now, deadline=now + self.deadline_s, clock=self.clock, usage=list(usage), request=request)
+        call = _Call(started=now, deadline=now + self.deadline_s, clock=self.clock, usage=list(usage), request=request,
+                     required=self.required_for(request))
         call.tried(model)
         try:
             return self._finish(self.messages_for(request), completion, model, call)
@@ -262,7 +282,7 @@ class OpenAISummarizer:
             ]
             try:
                 completion, retry_model = self._complete(messages, call, first_model=model)
-                retry = self._read(completion, call.languages)
+                retry = self._read(completion, call.languages, call.required)
             except (UserFacingError, _Unusable):
                 retry = None  # the draft is usable: trim it rather than fail the item
             if retry is not None and _badness(retry, call) < _badness(draft, call):
@@ -291,7 +311,7 @@ class OpenAISummarizer:
     def _answer(self, messages: list[dict[str, str]], completion: Any, model: str, call: _Call) -> tuple[Any, str]:
         """A usable structured answer from `completion`; a cut-off or malformed one gets one corrective retry."""
         try:
-            return self._read(completion, call.languages), model
+            return self._read(completion, call.languages, call.required), model
         except _Unusable as first:
             problem = first.problem
         if not call.corrections_left:
@@ -305,7 +325,7 @@ class OpenAISummarizer:
         except ServiceError as exc:
             raise ServiceError(_unusable_message(problem, call) + f" Asking again failed too: {exc}") from exc
         try:
-            return self._read(completion, call.languages), model
+            return self._read(completion, call.languages, call.required), model
         except _Unusable as second:
             raise ServiceError(_unusable_message(second.problem, call, retried=True)) from second
 
@@ -332,7 +352,7 @@ class OpenAISummarizer:
                 started = self.clock()
                 try:
                     completion = self.client.chat.completions.create(
-                        **self.request_body(messages, model, call.languages), timeout=min(self.request_timeout_s, remaining),
+                        **self.request_body(messages, model, call.languages, call.required), timeout=min(self.request_timeout_s, remaining),
                     )
                 except openai.APITimeoutError as exc:
                     last = exc
@@ -359,7 +379,7 @@ class OpenAISummarizer:
                 break
         raise _gave_up_error(last, call, out_of_time or call.remaining() < self.min_request_s, self.deadline_s)
 
-    def _read(self, completion: Any, languages: tuple[str, ...] = ()) -> Any:
+    def _read(self, completion: Any, languages: tuple[str, ...] = (), required: frozenset[str] = frozenset()) -> Any:
         """The parsed answer, or BadInputError (content filter, refusal), or _Unusable (cut off, not the JSON asked for)."""
         choices = getattr(completion, "choices", None)
         if not choices:
@@ -380,7 +400,7 @@ class OpenAISummarizer:
         except ValueError:
             looks_cut = message.content.lstrip().startswith(("{", "["))
             raise _Unusable("was not valid JSON (it looks cut off)" if looks_cut else "was not JSON") from None
-        response_model = self.response_for(languages)[0]
+        response_model = self.response_for(languages, required)[0]
         try:
             return response_model.model_validate(data)
         except ValidationError as exc:
