@@ -11,7 +11,9 @@ extra-language summary; whole words in any case, or anywhere in the text for a w
 spaces such as Japanese or Chinese): an answer containing one gets the one corrective request, and if the answer still contains it the item
 FAILS with a plain sentence. Failing, not flagging: a flag can be missed and the banned word would then reach the
 shop through the export; a failed item cannot be exported as tagged and its sentence tells the reviewer to retry
-or write the summary by hand.
+or write the summary by hand. Text a template writes (the offline summarizer; SEO fields made from the caption with
+SEO_FIELDS_BY=template) has the words taken out instead (`without_avoided`): there is no model to ask again. A person's
+Review edit with one is saved with a warning and the item flagged (pipeline/batches/review.py).
 
 Languages: a batch has zero or more extra summary languages (LANGUAGES); each gets its own summary, held to the
 word limit (pipeline/wordlimit.py: characters for Japanese and Chinese). The offline summarizer writes English
@@ -110,6 +112,39 @@ def banned_words_in(text: str, guide: StyleGuide | None) -> list[str]:
     if guide is None or not guide.avoid or not text:
         return []
     return [word for word in guide.avoid if re.search(_avoid_pattern(word), text, flags=re.IGNORECASE)]
+
+
+def without_avoided(text: str, guide: StyleGuide | None) -> str:
+    """`text` with every word to avoid taken out (matched as `banned_words_in` matches them), for text a template
+    writes (pipeline/summarizers/offline.py, SEO fields from the caption): the word is dropped, never emitted, and the
+    punctuation and spaces it leaves behind tidied. Repeated until nothing matches (a removal can join a phrase)."""
+    if guide is None or not guide.avoid or not text:
+        return text
+    for _ in range(len(guide.avoid) + 1):
+        found = banned_words_in(text, guide)
+        if not found:
+            break
+        for word in found:
+            text = re.sub(_avoid_pattern(word) + r"(?:\s*,)?", "" if _UNSPACED_CHAR.search(word) else " ", text, flags=re.IGNORECASE)
+        text = re.sub(r"(?<!\S)-+|-+(?!\S)", " ", text)  # "cheap-looking" -> "looking", not "-looking"
+        text = " ".join(text.split())
+        text = re.sub(r"\s+([,.;:!?])", r"\1", text)
+        text = re.sub(r"([,;:])(?:\s*[,;:])+", r"\1", text)
+        text = re.sub(r"[,;:]+(?=[.!?])", "", text)
+        text = re.sub(r"(?:^|(?<=[.!?]))\s*[.!?](?=\s|$)", "", text)  # a sentence left empty ("Cheap." -> ".")
+        text = " ".join(text.split()).strip(" ,;:-")
+    return text
+
+
+def preferred_synonym(value: str, synonyms: dict[str, str], guide: StyleGuide | None) -> str:
+    """The word to write for an attribute `value`: a word to prefer that the taxonomy lists as a synonym of it
+    ("trainers" for sneakers), else the value itself. Only where the template has that choice."""
+    if guide is None or not guide.prefer:
+        return value
+    for word in guide.prefer:
+        if synonyms.get(word.lower()) == value and not banned_words_in(word, guide):
+            return word
+    return value
 
 
 def parse_languages(value: Any) -> tuple[str, ...]:

@@ -436,7 +436,8 @@ def _template_seo_fields(draft: Any, summary: str, call: _Call) -> dict[str, str
     if request is None:
         return {}
     known = {a.name: a.value for a in request.attributes if a.in_vocab and a.value}
-    return seo_fields(" ".join(draft.title.split()), summary, request.caption, known, request.hints.get("brand", ""))
+    return seo_fields(" ".join(draft.title.split()), summary, request.caption, known, request.hints.get("brand", ""),
+                      request.style)  # words to avoid taken out: the caption is not checked like the answer is
 
 
 def _seo_excess(draft: Any) -> tuple[list[str], int]:
