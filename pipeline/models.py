@@ -187,7 +187,7 @@ class ItemRecord:
     updated_by: str | None = None  # who made the newest change (a person, or "processing")
     lease_owner: str | None = None  # the runner (host/pid/uuid) processing it right now, while lease_until lasts
     lease_until: float | None = None  # epoch seconds
-    stage_ms: dict[str, float] = field(default_factory=dict)  # stage -> ms of its last processing (fetch … summarize)
+    stage_ms: dict[str, float] = field(default_factory=dict)  # stage -> ms of its last processing (fetch … summarize; save: the run's previous save)
     error_kind: str | None = None  # short stable code of why it failed (fetch_timeout, bad_image, summary_quota, …)
     taxonomy_version: int = 0  # the attribute taxonomy version it was tagged with (0: the shipped default schema)
     summaries: dict[str, str] = field(default_factory=dict)  # extra language -> summary (issue 19); English is `summary`

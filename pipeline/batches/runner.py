@@ -35,7 +35,7 @@ from pipeline.models import CaptionResult, ItemRecord, ItemResult, NormalizedIma
 from pipeline.images.normalize import normalize_image
 from pipeline.images.perceptual import CatalogueEntry, HashIndex, Match
 from pipeline.observability import ItemTrace, NoTrace, error_kind
-from pipeline.observability.trace import ITEM_TIMEOUT
+from pipeline.observability.trace import ITEM_TIMEOUT, SaveTimes
 from pipeline.store import BatchBusyError, ImageStore, Store, new_runner_id, runner_is_dead_here
 from pipeline.admin.brand import request_options
 from pipeline.batches import batch_summaries
@@ -454,6 +454,7 @@ def _run_items(stages: Stages, batch_id: int, *, concurrency: int, on_progress: 
     lock = threading.Lock()
     held: set[int] = set()  # item leases this run holds (renewed by the heartbeat)
     save_owner = owner if claiming else None
+    save_times = SaveTimes()  # each save stores the previous save's duration (see SaveTimes)
 
     def count(ok: bool | None, *, skipped: bool = False, timed_out: bool = False) -> None:
         with lock:
@@ -512,9 +513,11 @@ def _run_items(stages: Stages, batch_id: int, *, concurrency: int, on_progress: 
                     if error is not None:
                         saved = store.save_error(item.id, describe_error(error), usage, owner=save_owner,
                                                  error_kind=trace.error_kind or error_kind(error, "item"),
-                                                 stage_ms=dict(trace.stage_ms))
+                                                 stage_ms=save_times.stamped(trace.stage_ms))
                     else:  # one transaction: result, usage, cache
-                        saved = store.save_result(item.id, result, usage, owner=save_owner, stage_ms=dict(trace.stage_ms))
+                        saved = store.save_result(item.id, result, usage, owner=save_owner,
+                                                  stage_ms=save_times.stamped(trace.stage_ms))
+                save_times.saved(trace)  # stored with the run's next save: no write of its own
                 if saved:
                     trace.finish(ok=error is None)
                     attempt.ok = error is None
@@ -556,7 +559,7 @@ def _run_items(stages: Stages, batch_id: int, *, concurrency: int, on_progress: 
                            "Retry failed items to try again.")
                 attempt.trace.fail(ITEM_TIMEOUT)
                 if store.save_error(item.id, message, [], owner=save_owner, error_kind=ITEM_TIMEOUT,
-                                    stage_ms=dict(attempt.trace.stage_ms)):
+                                    stage_ms=save_times.stamped(attempt.trace.stage_ms)):
                     attempt.trace.finish(ok=False)
                     count(False, timed_out=True)
                 return
