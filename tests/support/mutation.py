@@ -40,7 +40,8 @@ MODULES: dict[str, list[str]] = {
     "pipeline/store/dynamo_store.py": ["tests/test_store_contract.py", "tests/test_leases.py"],
     "pipeline/batches/runner.py": ["tests/test_store_runner_export.py", "tests/test_stop_and_limits.py"],
     "pipeline/summarizers/offline.py": ["tests/test_summarizers.py", "tests/test_summarizer_rules.py"],
-    "pipeline/summarizers/openai_summarizer.py": ["tests/test_summarizers.py", "tests/test_summarizer_rules.py"],
+    "pipeline/summarizers/openai_summarizer.py": ["tests/test_summarizers.py", "tests/test_openai_failures.py",
+                                                  "tests/test_openai_summarizer_rules.py"],
     "pipeline/admin/costs.py": ["tests/test_costs.py"],
 }
 

@@ -1,0 +1,493 @@
+"""The OpenAI summarizer's rules, one by one (written from mutants that survived tests/test_summarizers.py and
+tests/test_openai_failures.py, docs/mutation.md). Requests go through the real `openai` client to the local
+OpenAI-compatible server (tests/support/servers.py); clocks and sleeps are injected, never waited on."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+from openai.types.chat import ChatCompletion
+
+from pipeline.attributes import AttributeSchema, load_attribute_schema, map_answers
+from pipeline.errors import BadInputError, ConfigError, ServiceError, usage_of
+from pipeline.models import StyleGuide, SummaryRequest, Usage
+from pipeline.settings import Settings
+from pipeline.summarizers.openai_summarizer import (
+    CONTENT_FILTER_MESSAGE, QUOTA_MESSAGE, SUMMARY_HINTS, TOO_LONG_MESSAGE, OpenAISummarizer, build_messages,
+    classify_error_answer, facts_for,
+)
+from pipeline.wordlimit import count_words
+from support.servers import FakeOpenAI, Reply
+
+SCHEMA = load_attribute_schema()
+MODELS = ["gpt-4o", "gpt-4o-mini"]
+
+
+def request(**changes) -> SummaryRequest:
+    values = dict(caption="a pair of red leather sneakers", attributes=map_answers(SCHEMA, {"color": "red"}),
+                  checks=None, hints={"brand": "Acme"}, sku="SKU-1")
+    values.update(changes)
+    return SummaryRequest(**values)
+
+
+def answer(summary: str = "Red leather sneakers by Acme.", *, title: str = "Red leather sneakers", tags=("sneakers", "red"),
+           **fields) -> dict:
+    attributes = {name: None for name in SCHEMA.names()}
+    attributes.update(fields.pop("attributes", {}))
+    return {"title": title, "summary": summary, "tags": list(tags), "attributes": attributes, **fields}
+
+
+def words(count: int, word: str = "word") -> str:
+    return " ".join([word] * (count - 1) + [word + "."])
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Waits:
+    """Records the backoff waits instead of sleeping them (moving `clock` when given)."""
+
+    def __init__(self, clock: FakeClock | None = None) -> None:
+        self.waits: list[float] = []
+        self.clock = clock
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        if self.clock is not None:
+            self.clock.now += seconds
+
+
+@pytest.fixture
+def server():
+    with FakeOpenAI() as running:
+        yield running
+
+
+def summarizer_for(server: FakeOpenAI, *, max_retries: int = 1, timeout: float = 5.0, **options) -> OpenAISummarizer:
+    client = openai.OpenAI(api_key="sk-test-1234", base_url=server.base_url, max_retries=max_retries, timeout=timeout)
+    options.setdefault("sleep", Waits())
+    return OpenAISummarizer(client, SCHEMA, model="gpt-4o", fallback_model="gpt-4o-mini", **options)
+
+
+def outcome(server: FakeOpenAI, the_request: SummaryRequest | None = None, **options):
+    """summarize() -> (the exception or result, models requested)."""
+    try:
+        result = summarizer_for(server, **options).summarize(the_request or request())
+    except Exception as exc:  # noqa: BLE001 - the test looks at it
+        result = exc
+    return result, [r["model"] for r in server.state.requests]
+
+
+# --- what the model is given --------------------------------------------------------------------
+def test_the_prompt_carries_the_summary_hints_but_not_the_feed_columns():
+    hints = {"brand": "Acme", "notes": "Limited run", "price": "19.99 EUR", "link": "https://shop.example/x",
+             "availability": "in stock", "size": "42"}
+    facts = facts_for(request(hints=hints))
+    assert facts["merchant_hints"] == {"brand": "Acme", "notes": "Limited run"}
+    assert set(SUMMARY_HINTS) >= set(facts["merchant_hints"])
+    user = build_messages(request(hints=hints))[1]
+    assert user["role"] == "user" and json.loads(user["content"]) == facts
+
+
+# --- one plain sentence per failure, word for word ----------------------------------------------
+REFUSALS = [
+    (Reply(status=429, error_code="insufficient_quota", error_type="insufficient_quota"), ConfigError, QUOTA_MESSAGE),
+    (Reply(status=400, error_type="insufficient_quota"), ConfigError, QUOTA_MESSAGE),  # the type alone says quota
+    (Reply(status=401, error_code="invalid_api_key", error_message="Incorrect API key provided: sk-test-****1234."), ConfigError,
+     "OpenAI rejected the API key (OPENAI_API_KEY) — an admin must set a valid key, then retry the failed items."),
+    (Reply(status=403, error_code="unsupported_country_region_territory"), ConfigError,
+     "OpenAI denied this API key access to gpt-4o (HTTP 403, unsupported_country_region_territory) — an admin must give "
+     "the key's project access to the model or change OPENAI_MODEL / OPENAI_FALLBACK_MODEL."),
+    (Reply(status=403), ConfigError,
+     "OpenAI denied this API key access to gpt-4o (HTTP 403) — an admin must give "
+     "the key's project access to the model or change OPENAI_MODEL / OPENAI_FALLBACK_MODEL."),
+    (Reply(status=404, error_code="model_not_found"), ConfigError,
+     "OpenAI does not know the model gpt-4o or this API key cannot use it (HTTP 404, model_not_found) — an admin must fix "
+     "OPENAI_MODEL / OPENAI_FALLBACK_MODEL (or OPENAI_BASE_URL)."),
+    (Reply(status=400, error_code="content_filter"), BadInputError, CONTENT_FILTER_MESSAGE),
+    (Reply(status=400, error_code="context_length_exceeded"), BadInputError, TOO_LONG_MESSAGE),
+    (Reply(status=400, error_code="string_above_max_length"), BadInputError, TOO_LONG_MESSAGE),
+    (Reply(status=413), BadInputError, TOO_LONG_MESSAGE),
+    (Reply(status=400, error_code="invalid_value", error_message="Invalid   parameter:\n'response_format'."), ConfigError,
+     "OpenAI refused the request as invalid (HTTP 400, invalid_value: Error code: 400 - Invalid parameter: 'response_format'.) — an admin "
+     "should check that gpt-4o supports structured outputs (OPENAI_MODEL)."),
+    (Reply(status=422, error_code="unprocessable"), ServiceError,
+     "OpenAI refused the request (HTTP 422, unprocessable); retry the item later or ask an admin."),
+    (Reply(status=422), ServiceError, "OpenAI refused the request (HTTP 422); retry the item later or ask an admin."),
+]
+
+
+@pytest.mark.parametrize("reply, error_class, message", REFUSALS)
+def test_each_error_retrying_cannot_fix_is_one_exact_sentence_after_one_request(server, reply, error_class, message):
+    server.state.default = reply
+    error, models = outcome(server)
+    assert models == ["gpt-4o"]
+    assert type(error) is error_class and str(error) == message
+
+
+def test_a_long_error_message_from_openai_is_shortened_to_200_characters(server):
+    long = "x" * 150 + " " + "y" * 150  # 301 characters
+    server.state.default = Reply(status=400, error_message=long)
+    error, _ = outcome(server)
+    shown = str(error).split("(HTTP 400: ")[1].split(") — ")[0]
+    assert shown == ("Error code: 400 - " + long)[:199] + "…" and len(shown) == 200  # the SDK's prefix, then OpenAI's text
+    exactly = "z" * 200  # at the limit: shown whole
+    assert classify_error_answer(400, {"message": exactly}, "gpt-4o")[1].args[0].count("z") == 200
+
+
+GAVE_UP = [
+    (Reply(status=429, error_type="rate_limit_error"),
+     "OpenAI is rate-limiting this account right now (gpt-4o and gpt-4o-mini); retry the failed items in a few minutes "
+     "or lower CONCURRENCY."),
+    (Reply(status=503), "OpenAI is unavailable right now (HTTP 503 from gpt-4o and gpt-4o-mini); retry the failed items later."),
+    (Reply(status=408), "OpenAI is unavailable right now (HTTP 408 from gpt-4o and gpt-4o-mini); retry the failed items later."),
+    (Reply(status=409), "OpenAI is unavailable right now (HTTP 409 from gpt-4o and gpt-4o-mini); retry the failed items later."),
+]
+
+
+@pytest.mark.parametrize("reply, message", GAVE_UP)
+def test_transient_errors_on_both_models_end_in_one_exact_sentence(server, reply, message):
+    server.state.default = reply
+    error, models = outcome(server, max_retries=1)
+    assert models == ["gpt-4o", "gpt-4o", "gpt-4o-mini", "gpt-4o-mini"]
+    assert type(error) is ServiceError and str(error) == message
+
+
+@pytest.mark.parametrize("reply, message", [
+    (Reply(status=500), "OpenAI is unavailable right now (HTTP 500 from gpt-4o)"),
+    (Reply(status=429), "OpenAI is rate-limiting this account right now (gpt-4o)"),
+])
+def test_out_of_time_says_what_the_last_error_was_and_the_deadline(server, reply, message):
+    clock = FakeClock()
+    server.state.default = reply
+    server.state.on_request = lambda _request: setattr(clock, "now", clock.now + 20.0)
+    error, models = outcome(server, max_retries=5, deadline_s=45, clock=clock, sleep=Waits(clock))
+    assert models == ["gpt-4o"] * 3  # 20 s each; no time for a fourth, nor for the fallback
+    assert str(error).startswith(message) and str(error).endswith("Gave up after 45 s (OPENAI_DEADLINE_S).")
+
+
+def test_an_answer_that_stays_unusable_because_asking_again_failed_says_both(server):
+    server.state.script = [Reply(raw_content='{"title": "Re', finish_reason="length", prompt_tokens=4, completion_tokens=2)]
+    server.state.default = Reply(status=503)
+    error, models = outcome(server, max_retries=0)
+    assert models == ["gpt-4o", "gpt-4o", "gpt-4o-mini"]
+    assert type(error) is ServiceError
+    assert str(error) == ("OpenAI's answer was cut off before it finished (gpt-4o and gpt-4o-mini); the item was not summarized — retry it, "
+                          "or write the summary by hand. Asking again failed too: OpenAI is unavailable right now "
+                          "(HTTP 503 from gpt-4o and gpt-4o-mini); retry the failed items later.")
+    assert [(u.model, u.input_tokens, u.output_tokens) for u in usage_of(error)] == [("gpt-4o", 4, 2)]
+
+
+def test_an_answer_still_unusable_after_asking_again_is_one_exact_sentence(server):
+    server.state.default = Reply(raw_content="[]")  # JSON, but not the object asked for
+    error, models = outcome(server)
+    assert models == ["gpt-4o", "gpt-4o"]
+    assert str(error) == ("OpenAI's answer did not follow the requested JSON format even after it was asked again (gpt-4o); "
+                          "the item was not summarized — retry it, or write the summary by hand.")
+    assert "Your previous answer did not follow the requested JSON format." in server.state.requests[1]["messages"][-1]["content"]
+
+
+def test_a_refusal_is_quoted_shortened_and_on_one_line(server):
+    refusal = "I'm sorry,\n  I can't   help. " + "z" * 250
+    server.state.default = Reply(refusal=refusal)
+    error, _ = outcome(server)
+    quoted = " ".join(refusal.split())[:199] + "…"
+    assert type(error) is BadInputError
+    assert str(error) == (f"OpenAI declined to describe this product (\"{quoted}\"); check the photo and the hints, "
+                          "or write the summary by hand.")
+
+
+# --- answers that are nearly right ----------------------------------------------------------------
+def test_a_missing_attribute_is_a_format_problem_not_a_value_to_drop(server):
+    broken = answer()
+    del broken["attributes"]["color"]
+    server.state.script = [Reply(broken), Reply(answer(attributes={"color": "red"}))]
+    result, models = outcome(server)
+    assert models == ["gpt-4o", "gpt-4o"]  # asked again: the schema requires every attribute
+    assert "did not follow the requested JSON format" in server.state.requests[1]["messages"][-1]["content"]
+    assert result.attributes["color"] == "red"
+
+
+def test_out_of_vocabulary_values_are_dropped_only_inside_the_attributes(server):
+    server.state.default = Reply(answer(attributes={"color": "chartreuse", "material": "tweed", "pattern": "solid"}))
+    result, models = outcome(server)
+    assert models == ["gpt-4o"] and result.attributes == {"category": None, "color": None, "material": None,
+                                                          "pattern": "solid", "style": None}
+
+
+# --- settings reach the summarizer ---------------------------------------------------------------
+def test_the_settings_choose_the_server_the_models_the_retries_and_the_timeout(server):
+    settings = Settings(_env_file=None, openai_api_key="sk-x", openai_base_url=server.base_url, openai_model="main-model",
+                        openai_fallback_model="cheap-model", openai_max_retries=1, openai_timeout_s=12, openai_deadline_s=45,
+                        seo_fields_by="model")
+    summarizer = OpenAISummarizer.from_settings(settings, SCHEMA)
+    summarizer.sleep = Waits()
+    server.state.default = Reply(status=500)
+    with pytest.raises(ServiceError, match=r"Gave up|unavailable"):
+        summarizer.summarize(request())
+    assert [r["model"] for r in server.state.requests] == ["main-model", "main-model", "cheap-model", "cheap-model"]
+    assert {float(h["x-stainless-read-timeout"]) for h in server.state.headers} == {12.0}
+    assert {h["x-stainless-retry-count"] for h in server.state.headers} == {"0"}  # the SDK's own retries are off
+    schema = server.state.requests[0]["response_format"]["json_schema"]["schema"]
+    assert "seo_title" in schema["properties"]  # SEO_FIELDS_BY=model asks the model for them
+    assert summarizer.deadline_s == 45
+
+
+def test_without_a_key_the_openai_summarizer_says_which_setting_is_missing():
+    with pytest.raises(ConfigError) as refused:
+        OpenAISummarizer.from_settings(Settings(_env_file=None, openai_api_key=None), SCHEMA)
+    assert str(refused.value) == "SUMMARIZER=openai needs OPENAI_API_KEY (or use SUMMARIZER=offline)."
+
+
+# --- Batch API error lines are classified as the real-time path classifies them ----------------------
+@pytest.mark.parametrize("status, error, transient, error_class, message", [
+    (429, {"code": None, "type": "rate_limit_error", "message": "slow down"}, True, ServiceError,
+     "OpenAI could not answer for this product (HTTP 429 from gpt-4o)."),
+    ("503", None, True, ServiceError, "OpenAI could not answer for this product (HTTP 503 from gpt-4o)."),
+    (500, {"code": "server_error"}, True, ServiceError, "OpenAI could not answer for this product (HTTP 500, server_error from gpt-4o)."),
+    (408, "not a dict", True, ServiceError, "OpenAI could not answer for this product (HTTP 408 from gpt-4o)."),
+    (409, {}, True, ServiceError, "OpenAI could not answer for this product (HTTP 409 from gpt-4o)."),
+    (429, {"code": "insufficient_quota"}, False, ConfigError, QUOTA_MESSAGE),
+    (429, {"type": "insufficient_quota"}, False, ConfigError, QUOTA_MESSAGE),
+    (403, {"code": "billing_not_active"}, False, ConfigError, QUOTA_MESSAGE),
+    (400, {"code": "billing_hard_limit_reached"}, False, ConfigError, QUOTA_MESSAGE),
+    (401, {"message": "Incorrect API key provided: sk-****"}, False, ConfigError,
+     "OpenAI rejected the API key (OPENAI_API_KEY) — an admin must set a valid key, then retry the failed items."),
+    (400, {"code": "content_filter"}, False, BadInputError, CONTENT_FILTER_MESSAGE),
+    (400, {"code": None, "message": None}, False, ConfigError,
+     "OpenAI refused the request as invalid (HTTP 400: ) — an admin should check that gpt-4o supports structured outputs (OPENAI_MODEL)."),
+    (400, {"code": "invalid_value", "message": "Bad\n value"}, False, ConfigError,
+     "OpenAI refused the request as invalid (HTTP 400, invalid_value: Bad value) — an admin should check that gpt-4o supports "
+     "structured outputs (OPENAI_MODEL)."),
+    (404, {"code": "model_not_found"}, False, ConfigError,
+     "OpenAI does not know the model gpt-4o or this API key cannot use it (HTTP 404, model_not_found) — an admin must fix "
+     "OPENAI_MODEL / OPENAI_FALLBACK_MODEL (or OPENAI_BASE_URL)."),
+])
+def test_a_batch_error_line_is_classified_like_a_real_time_error(status, error, transient, error_class, message):
+    retry, problem = classify_error_answer(status, error, "gpt-4o")
+    assert (retry, type(problem), str(problem)) == (transient, error_class, message)
+
+
+# --- a corrective answer is kept only when it is better -------------------------------------------
+GUIDE = StyleGuide(avoid=["budget"])
+
+
+def test_a_corrective_answer_without_the_word_to_avoid_is_kept(server):
+    server.state.script = [Reply(answer("A budget red sneaker.")), Reply(answer("A red sneaker."))]
+    result, models = outcome(server, request(style=GUIDE))
+    assert models == ["gpt-4o", "gpt-4o"] and result.summary == "A red sneaker."
+    assert len(result.usage) == 2
+
+
+def test_a_corrective_answer_further_over_the_limit_is_not_kept(server):
+    first, second = words(55, "first"), words(58, "second")
+    server.state.script = [Reply(answer(first)), Reply(answer(second))]
+    result, _ = outcome(server)
+    assert result.summary.startswith("first") and count_words(result.summary) <= 50
+
+
+def test_a_corrective_answer_less_far_over_the_limit_is_kept_and_trimmed(server):
+    server.state.script = [Reply(answer(words(58, "first"))), Reply(answer(words(52, "second")))]
+    result, _ = outcome(server)
+    assert result.summary.startswith("second") and count_words(result.summary) <= 50
+
+
+def test_an_answer_within_every_limit_is_not_asked_again(server):
+    server.state.default = Reply(answer(words(50)))
+    result, models = outcome(server, request(style=GUIDE))
+    assert models == ["gpt-4o"] and count_words(result.summary) == 50
+
+
+# --- the corrective request says exactly what to fix ----------------------------------------------
+def test_the_corrective_request_lists_every_problem_in_one_message(server):
+    long_ja = "赤い革のスニーカーです。" * 12  # 12 x 12 = 144 characters: over the 125 of Japanese
+    first = answer(words(53), tags=["sneakers", "budget"], summaries={"de": "Rote Ledersneaker.", "ja": long_ja},
+                   seo_title="T" * 75, meta_description="A red leather sneaker.", alt_text="Buy a red sneaker")
+    server.state.script = [Reply(first), Reply(first)]
+    summarizer = summarizer_for(server, seo_fields_by="model")
+    with pytest.raises(BadInputError, match="still used 'budget'"):  # the same answer again: the word stayed
+        summarizer.summarize(request(style=GUIDE, languages=("de", "ja")))
+    asked = server.state.requests[1]["messages"]
+    assert asked[-2] == {"role": "assistant", "content": asked[-2]["content"]} and json.loads(asked[-2]["content"])["summary"] == words(53)
+    assert asked[-1] == {"role": "user", "content": (
+        "The summary has 53 words. Rewrite it in at most 50 words. "
+        "The ja summary is longer than 125 characters; shorten it. "
+        "The seo_title has 75 characters. Rewrite it in at most 70 characters. "
+        "The alt_text must describe what the photo shows, without buy: no marketing words, prices or calls to action. "
+        "Do not use these words from the style guide's words to avoid: budget. They are in: tag 2. "
+        "Rewrite accordingly; keep the other fields.")}
+
+
+def test_a_word_to_avoid_that_stays_fails_the_item_naming_the_word(server):
+    server.state.default = Reply(answer("A budget red sneaker.", title="Budget sneaker"))
+    error, models = outcome(server, request(style=StyleGuide(avoid=["cheap", "budget"])))
+    assert models == ["gpt-4o", "gpt-4o"]
+    assert type(error) is BadInputError and str(error) == (
+        "The summary still used 'budget' from the style guide's words to avoid after it was asked again (gpt-4o); "
+        "retry the item or write the summary by hand.")
+    assert "They are in: title, summary." in server.state.requests[1]["messages"][-1]["content"]
+
+
+# --- extra languages -------------------------------------------------------------------------------
+def test_each_extra_language_is_asked_for_and_its_summary_tidied_and_held_to_its_limit(server):
+    long_de = words(60, "Schuh")
+    server.state.default = Reply(answer(summaries={"de": "  Rote \n Ledersneaker.  ", "ja": "赤いスニーカー。", "fr": long_de}))
+    result, models = outcome(server, request(languages=("de", "ja", "fr")))
+    schema = server.state.requests[0]["response_format"]["json_schema"]["schema"]
+    summaries = schema["$defs"]["LanguageSummaries"]["properties"]
+    assert set(summaries) == {"de", "ja", "fr"}
+    assert summaries["ja"]["description"] == "The summary in Japanese, at most 125 characters."
+    assert summaries["de"]["description"] == "The summary in German, at most 50 words."
+    assert models == ["gpt-4o", "gpt-4o"]  # fr was over its limit: asked again, still over, trimmed
+    assert result.summaries["de"] == "Rote Ledersneaker." and result.summaries["ja"] == "赤いスニーカー。"
+    assert count_words(result.summaries["fr"]) == 50
+
+
+def test_a_corrective_answer_that_brings_a_language_within_its_limit_is_kept(server):
+    long_ja = "赤い革のスニーカーです。" * 12
+    server.state.script = [Reply(answer(words(30, "first"), summaries={"ja": long_ja})),
+                           Reply(answer(words(45, "second"), summaries={"ja": "赤いスニーカー。"}))]
+    result, _ = outcome(server, request(languages=("ja",)))
+    assert result.summary.startswith("second") and result.summaries == {"ja": "赤いスニーカー。"}
+
+
+def test_a_corrective_answer_is_weighed_over_the_english_and_the_language_summaries_together(server):
+    # first: 52 words (2 over), Japanese 5 characters over; second: 57 words (7 over), Japanese within: 7 > 2 + 5? no, 7 = 7
+    long_ja = "あ" * 130
+    server.state.script = [Reply(answer(words(52, "first"), summaries={"ja": long_ja})),
+                           Reply(answer(words(56, "second"), summaries={"ja": "あ" * 20}))]
+    result, _ = outcome(server, request(languages=("ja",)))
+    assert result.summary.startswith("second")  # 6 over < 2 + 5 over: the second answer is better
+    server.state.requests.clear()
+    server.state.script = [Reply(answer(words(52, "first"), summaries={"ja": long_ja})),
+                           Reply(answer(words(58, "second"), summaries={"ja": "あ" * 20}))]
+    result, _ = outcome(server, request(languages=("ja",)))
+    assert result.summary.startswith("first")  # 8 over > 7 over: the first answer stays (trimmed)
+
+
+# --- SEO fields written by the model (SEO_FIELDS_BY=model) -------------------------------------------
+def test_model_written_seo_fields_are_tidied_cut_at_a_word_and_free_of_marketing(server):
+    title = "Red leather sneakers with white soles and laces for everyday city walking and weekends"  # 86
+    server.state.default = Reply(answer(seo_title=title, meta_description="  A red \n leather sneaker. ",
+                                        alt_text="Buy these red leather sneakers, on sale"))
+    result, models = outcome(server, seo_fields_by="model")
+    assert models == ["gpt-4o", "gpt-4o"]
+    assert result.seo_title == "Red leather sneakers with white soles and laces for everyday city" and len(result.seo_title) <= 70
+    assert result.meta_description == "A red leather sneaker."
+    assert result.alt_text == "these red leather sneakers"
+
+
+def test_seo_fields_missing_from_an_answer_are_left_empty_for_a_person(server):
+    server.state.default = Reply(answer())  # another OpenAI-compatible server that leaves them out
+    result, models = outcome(server, seo_fields_by="model")
+    assert models == ["gpt-4o"] and (result.seo_title, result.meta_description, result.alt_text) == ("", "", "")
+
+
+def test_a_shorter_seo_title_makes_the_corrective_answer_better(server):
+    server.state.script = [Reply(answer(seo_title="A" * 90)), Reply(answer(seo_title="Red sneakers"))]
+    result, _ = outcome(server, seo_fields_by="model")
+    assert result.seo_title == "Red sneakers"
+
+
+def test_an_unknown_seo_fields_by_is_refused_with_the_choices(server):
+    with pytest.raises(ConfigError) as refused:
+        summarizer_for(server, seo_fields_by="human")
+    assert str(refused.value) == "SEO_FIELDS_BY='human': choose one of template, model."
+
+
+# --- another taxonomy version ------------------------------------------------------------------------
+def test_a_twin_for_another_taxonomy_asks_and_answers_with_that_version_only(server):
+    smaller = AttributeSchema.model_validate({"attributes": [SCHEMA.spec("color").model_dump()]})
+    original = summarizer_for(server)
+    original.response_for(("de",))  # cached on the original before the twin exists
+    twin = original.with_schema(smaller)
+    server.state.default = Reply({"title": "Red sneakers", "summary": "Red sneakers.", "tags": ["red"],
+                                  "attributes": {"color": "red"}, "summaries": {"de": "Rote Sneaker."}})
+    result = twin.summarize(request(languages=("de",)))
+    sent = server.state.requests[0]["response_format"]["json_schema"]["schema"]
+    assert set(sent["$defs"]["ProductAttributes"]["properties"]) == {"color"}
+    assert result.attributes == {"color": "red"} and result.summaries == {"de": "Rote Sneaker."}
+    assert twin.request_body([], "gpt-4o")["response_format"]["json_schema"]["schema"]["$defs"]["ProductAttributes"]["required"] == ["color"]
+    assert set(original.response_for()[0].model_fields["attributes"].annotation.model_fields) == set(SCHEMA.names())
+    assert (twin.model, twin.fallback_model, twin.deadline_s) == (original.model, original.fallback_model, original.deadline_s)
+
+
+# --- a Batch API answer goes through the same checks --------------------------------------------------
+def completion(content: dict | None = None, *, refusal: str | None = None, finish_reason: str = "stop") -> ChatCompletion:
+    return ChatCompletion.model_validate({
+        "id": "batch-1", "object": "chat.completion", "created": 0, "model": "gpt-4o-2024-08-06",
+        "choices": [{"index": 0, "finish_reason": finish_reason, "logprobs": None,
+                     "message": {"role": "assistant", "content": None if content is None else json.dumps(content), "refusal": refusal}}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150}})
+
+
+BATCH_USAGE = [Usage("llm_batch", "gpt-4o", 100, 50, 1, 0.0)]
+
+
+def test_a_batch_answer_within_the_limits_is_used_as_is(server):
+    summarizer = summarizer_for(server)
+    result = summarizer.summarize_answer(request(), completion(answer("Red sneakers by Acme.")), "gpt-4o", BATCH_USAGE)
+    assert server.state.requests == []  # nothing asked in real time
+    assert (result.summary, result.model, result.usage) == ("Red sneakers by Acme.", "gpt-4o", BATCH_USAGE)
+    assert result.attributes["color"] is None and result.tags == ["sneakers", "red"]
+
+
+def test_an_over_long_batch_answer_is_corrected_in_real_time_and_both_calls_are_kept(server):
+    server.state.default = Reply(answer("Short red sneakers."), prompt_tokens=9, completion_tokens=4)
+    summarizer = summarizer_for(server)
+    result = summarizer.summarize_answer(request(), completion(answer(words(60))), "gpt-4o", BATCH_USAGE)
+    assert [r["model"] for r in server.state.requests] == ["gpt-4o"]
+    assert server.state.requests[0]["messages"][-1]["content"].startswith("The summary has 60 words.")
+    assert result.summary == "Short red sneakers." and result.model == "gpt-4o"
+    assert [(u.kind, u.model, u.input_tokens) for u in result.usage] == [("llm_batch", "gpt-4o", 100), ("llm", "gpt-4o", 9)]
+
+
+def test_a_refused_batch_answer_fails_the_item_and_keeps_what_was_paid(server):
+    summarizer = summarizer_for(server)
+    with pytest.raises(BadInputError, match="declined to describe this product") as refused:
+        summarizer.summarize_answer(request(), completion(refusal="No."), "gpt-4o", BATCH_USAGE)
+    assert usage_of(refused.value) == BATCH_USAGE and server.state.requests == []
+
+
+# --- what an answer may look like ----------------------------------------------------------------------
+@pytest.mark.parametrize("content, problem", [
+    ("", "was empty"),
+    ("   ", "was not JSON"),
+    ('  {"title": "Red', "was not valid JSON (it looks cut off)"),
+    ('[{"title"', "was not valid JSON (it looks cut off)"),
+])
+def test_an_unusable_answer_is_named_in_the_corrective_request(server, content, problem):
+    server.state.script = [Reply(raw_content=content), Reply(answer())]
+    result, models = outcome(server)
+    assert models == ["gpt-4o", "gpt-4o"] and result.summary == "Red leather sneakers by Acme."
+    assert server.state.requests[1]["messages"][-1]["content"] == (
+        f"Your previous answer {problem}. Answer again with one complete JSON object that follows the schema; "
+        "keep the summary under 50 words.")
+
+
+def test_tags_are_lowercased_tidied_unique_and_at_most_twelve(server):
+    tags = ["  Red   Sneakers ", "red sneakers", "", "LEATHER"] + [f"t{i}" for i in range(20)]
+    server.state.default = Reply(answer(tags=tags, title="  Red \n sneakers  "))
+    result, _ = outcome(server)
+    assert result.tags == ["red sneakers", "leather"] + [f"t{i}" for i in range(10)]
+    assert result.title == "Red sneakers"
+
+
+def test_the_facts_carry_the_sku_and_the_photo_checks_only_when_known():
+    from pipeline.models import PhotoChecks
+
+    facts = facts_for(request(sku=None))
+    assert "sku" not in facts and "photo" not in facts
+    assert facts["attributes"]["color"] == {"answer": "red", "in_allowed_list": True}
+    checks = PhotoChecks(width=100, height=80, too_small=True, blur_score=5.0, blurry=True, brightness=120.0, too_dark=False,
+                         too_bright=False, plain_background=True, white_background=True, dominant_colors=["red", "white"])
+    assert checks.warnings()  # the photo's problems reach the model
+    facts = facts_for(request(checks=checks))
+    assert facts["sku"] == "SKU-1" and facts["photo"] == {"dominant_colours": ["red", "white"], "warnings": checks.warnings()}
