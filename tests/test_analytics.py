@@ -266,8 +266,9 @@ def test_health_of_a_real_run_reads_what_the_runner_recorded(stages, make_settin
     assert failure.count == 1 and failure.error_kind.startswith("fetch_") and failure.example_item_id == stages.store.list_items(created.id)[3].id
     assert (health.cache.captioned, health.cache.paid_calls, health.cache.hits) == (3, 2, 1)
     recorded = {s.stage: s for s in health.stages}
-    assert list(recorded) == ["fetch", "normalize", "checks", "caption", "summarize"]  # save's time is known only after the write
+    assert list(recorded) == ["fetch", "normalize", "checks", "caption", "summarize", "save"]
     assert recorded["fetch"].count == 4 and recorded["caption"].count == 3
+    assert 1 <= recorded["save"].count <= 3  # each save stores the run's previous one: the first stores none
     assert all(s.p50_ms is not None and 0 <= s.p50_ms <= s.p95_ms for s in health.stages)
     assert health.items_with_timings == 4
 
@@ -286,3 +287,44 @@ def test_vision_caption_calls_are_paid_captions_and_the_comparisons_sample_is_no
     assert [u.kind for u in store.usage()].count("vision") == 2  # the kind survives the store
     assert (health.cache.captioned, health.cache.paid_calls, health.cache.hits) == (3, 2, 1)
     assert health.cache.hit_rate == pytest.approx(1 / 3)
+
+
+def test_quality_counts_seo_fields_and_language_summaries_under_who_wrote_them(store):
+    """Every field a person can edit in Review is judged: the SEO fields (grouped under the offline template with
+    SEO_FIELDS_BY=template, the default, or under the summary model with `model`; the offline summarizer's are always
+    the template's) and each extra-language summary (under the summary model). An item tagged before SEO fields were
+    kept has none to judge."""
+    items = batch(store, ["shoes", "shoes", "bags", "bags", "bags"])
+    for index, item in enumerate(items[:4]):
+        written = result(f"s{index}", "blip2@rev1", "offline-template-v1" if index == 3 else "gpt-4o-2024-08-06")
+        written.summary.offline = index == 3
+        written.summary.seo_title, written.summary.meta_description, written.summary.alt_text = (
+            "Red shoe | Shop", "A red shoe for every day.", "A red shoe on a white background")
+        written.summary.summaries = {"de": "Ein roter Schuh."}
+        store.save_result(item.id, written, [])
+    store.save_result(items[4].id, result("old", "blip2@rev1"), [])  # before issue 19: no SEO fields, no languages
+    one, two, three, four, _ = items
+    store.edit_item(one.id, "seo_title", "Red leather shoe | Shop", "ann")
+    store.edit_item(one.id, "review_status", "approved", "ann")
+    store.edit_item(two.id, "summary:de", "Ein roter Lederschuh.", "ann")
+    store.edit_item(two.id, "review_status", "approved", "ann")
+    store.edit_item(three.id, "alt_text", "A red shoe", "bob")  # edited, still pending review
+    store.edit_item(four.id, "review_status", "rejected", "bob")
+    since, until = window()
+    quality = analytics.quality(store, since, until)
+    assert [r.field for r in quality.by_field] == ["caption", "title", "summary", "summary:de", "tags", "seo_title",
+                                                   "meta_description", "alt_text", "attribute:color"]
+    # (accepted, edited, rejected, awaiting)
+    assert counts(quality.by_field, "seo_title") == (1, 1, 1, 1)
+    assert counts(quality.by_field, "meta_description") == (2, 0, 1, 1)
+    assert counts(quality.by_field, "alt_text") == (2, 1, 1, 0)
+    assert counts(quality.by_field, "summary:de") == (1, 1, 1, 1)
+    assert counts(quality.by_field, "summary") == (2, 0, 1, 2)  # the old item is judged on the fields it has
+    assert counts(quality.by_model, "seo_title", "template") == (1, 1, 1, 1)
+    assert counts(quality.by_model, "summary:de", "gpt-4o-2024-08-06") == (1, 1, 0, 1)
+    assert counts(quality.by_category, "alt_text", "bags") == (0, 1, 1, 0)
+    assert CommonEdit("seo_title", "Red shoe | Shop", "Red leather shoe | Shop", 1) in quality.common_edits
+    by_model = analytics.quality(store, since, until, seo_fields_by="model").by_model
+    assert counts(by_model, "seo_title", "gpt-4o-2024-08-06") == (1, 1, 0, 1)
+    assert counts(by_model, "seo_title", "template") == (0, 0, 1, 0)  # the offline summarizer's own template
+    assert {r.group for r in by_model if r.field == "alt_text"} == {"gpt-4o-2024-08-06", "template"}

@@ -284,3 +284,20 @@ def test_an_unreadable_store_is_one_sentence_not_a_traceback(seeded, tmp_path):
         assert shown(error.value).startswith("Could not read the store: OperationalError: no such table: ")
         assert shown(error.value).endswith("Try again; if it persists, check the STORE settings.")
         assert not app.dataframe and "Traceback" not in error.value
+
+
+@pytest.mark.parametrize("seo_fields_by, writer", [("template", "template"), ("model", "gpt-4o")])
+def test_quality_page_judges_seo_fields_under_who_writes_them(seeded, monkeypatch, seo_fields_by, writer):
+    """The SEO fields are judged like every other field a reviewer can edit, grouped under the offline template or
+    the summary model as SEO_FIELDS_BY says (the page passes the setting it runs with)."""
+    monkeypatch.setenv("SEO_FIELDS_BY", seo_fields_by)
+    first = seeded.list_items(seeded.list_batches()[0].id)[0]  # approved as tagged
+    seeded.edit_item(first.id, "seo_title", "Red leather shoe | Shop", "ann")
+    app = open_page("pages/quality.py")
+    assert "seo_title" in app.dataframe[0].value["Field"].tolist()
+    app.selectbox(key="quality-field").set_value("seo_title").run()
+    assert not app.exception, app.exception
+    by_model = app.dataframe[1].value.set_index("Model")
+    assert by_model.index.tolist() == [writer] and by_model.loc[writer, "Edited %"] == 100.0
+    assert any(f"by {'the summary model' if seo_fields_by == 'model' else 'the offline template'}" in shown(c.value)
+               for c in app.caption)

@@ -49,7 +49,8 @@ choice = st.selectbox("Period (items tagged in it)", list(analytics.PERIODS), in
 if st.button("Refresh", key="quality-refresh"):
     st.session_state.pop("quality-data", None)
 try:
-    since, until, quality = period_figures("quality-data", choice, lambda since, until: analytics.quality(store, since, until))
+    since, until, quality = period_figures("quality-data", choice, lambda since, until: analytics.quality(
+        store, since, until, seo_fields_by=runtime.settings.seo_fields_by))
 except Exception as error:  # the store unreachable: say so in one sentence
     st.error(say("Could not read the store: {why}", why=store_problem(error, runtime.settings.aws_region)))
     st.stop()
@@ -77,7 +78,10 @@ fields = [r.field for r in quality.by_field]
 field_name = st.selectbox("Field to compare", fields, key="quality-field")
 
 st.subheader("By model")
-st.caption("Caption and attributes by captioning model (revision as recorded), title, summary and tags by summary model.")
+st.caption(say("Caption and attributes by captioning model (revision as recorded); title, summary, summaries in other "
+               "languages and tags by summary model; SEO title, meta description and alt text by {seo}.",
+               seo="the summary model (SEO_FIELDS_BY=model)" if runtime.settings.seo_fields_by == "model"
+               else "the offline template (SEO_FIELDS_BY=template; the summary model does not write them)"))
 shares_chart([r for r in quality.by_model if r.field == field_name], "model", f"{field_name} by model", "by-model")
 st.dataframe(table([r for r in quality.by_model if r.field == field_name], "Model"), hide_index=True, width="stretch")
 

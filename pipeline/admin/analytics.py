@@ -32,6 +32,12 @@ CAPTION_USAGE_KINDS = ("local", "endpoint", "transform", "vision")  # one row pe
 # (vision_sample, the captioner comparison's calls, is paid but captions no item: not counted here)
 TEXT_FIELDS = ("caption", "title", "summary", "tags")
 SUMMARY_FIELDS = ("title", "summary", "tags")  # written by the summarizer; caption and attributes by the captioner
+# SEO and accessibility fields (issue 19), editable in Review: written by the summary model (SEO_FIELDS_BY=model) or by
+# the offline template (SEO_FIELDS_BY=template, and always with the offline summarizer), grouped as TEMPLATE then.
+SEO_FIELDS = ("seo_title", "meta_description", "alt_text")
+TEMPLATE = "template"
+LANGUAGE_PREFIX = "summary:"  # an extra-language summary, "summary:de" (written by the summary model)
+FIELD_ORDER = (*TEXT_FIELDS, *SEO_FIELDS)  # then summary:<code> right after summary, then attribute:<name>
 UNCLASSIFIED = "unclassified"
 NO_CATEGORY = "(no category)"
 NO_MODEL = "(unknown model)"
@@ -323,12 +329,28 @@ class Quality:
     common_edits: list[CommonEdit]
 
 
-def fields_of(item: ItemRecord) -> list[str]:
-    return list(TEXT_FIELDS) + [f"attribute:{a.name}" for a in item.attributes]
+def fields_of(item: ItemRecord, edited: Iterable[str] = ()) -> list[str]:
+    """Every field of the item a person can edit in Review: caption, title, summary, each extra-language summary
+    (`summary:<code>`), tags, the SEO fields and each attribute. `edited`: the item's fields with edits. An SEO field
+    or a language summary counts where something was written (items tagged before they existed have none) or edited."""
+    edited = set(edited)
+    languages = sorted(set(item.summaries) | {f[len(LANGUAGE_PREFIX):] for f in edited if f.startswith(LANGUAGE_PREFIX)})
+    seo = [name for name in SEO_FIELDS if getattr(item, name, "") or name in edited]
+    return (["caption", "title", "summary", *(LANGUAGE_PREFIX + code for code in languages), "tags", *seo]
+            + [f"attribute:{a.name}" for a in item.attributes])
 
 
-def model_of(item: ItemRecord, field_name: str) -> str:
-    model = item.summary_model if field_name in SUMMARY_FIELDS else item.caption_model
+def model_of(item: ItemRecord, field_name: str, seo_fields_by: str = TEMPLATE) -> str:
+    """Who wrote the field: caption and attributes the captioning model (as recorded, revision included); title,
+    summary, language summaries and tags the summary model; SEO fields the summary model with SEO_FIELDS_BY=model,
+    else the offline template (items do not record who wrote them: `seo_fields_by` is the setting the page runs with;
+    the offline summarizer always uses its template)."""
+    if field_name in SEO_FIELDS:
+        if seo_fields_by == TEMPLATE or item.summary_offline:
+            return TEMPLATE
+        return item.summary_model or NO_MODEL
+    summarizer = field_name in SUMMARY_FIELDS or field_name.startswith(LANGUAGE_PREFIX)
+    model = item.summary_model if summarizer else item.caption_model
     return model or NO_MODEL
 
 
@@ -353,22 +375,30 @@ def field_outcome(item: ItemRecord, edits: list[Edit]) -> Outcome:
 
 def _sort_key(row: FieldQuality) -> tuple:
     field_name = row.field
-    return (TEXT_FIELDS.index(field_name) if field_name in TEXT_FIELDS else len(TEXT_FIELDS), field_name, row.group)
+    if field_name.startswith(LANGUAGE_PREFIX):
+        rank: float = FIELD_ORDER.index("summary") + 0.5
+    else:
+        rank = FIELD_ORDER.index(field_name) if field_name in FIELD_ORDER else len(FIELD_ORDER)
+    return (rank, field_name, row.group)
 
 
-def quality(store: Store, since: datetime, until: datetime, *, top_edits: int = 20) -> Quality:
+def quality(store: Store, since: datetime, until: datetime, *, top_edits: int = 20, seo_fields_by: str = TEMPLATE) -> Quality:
     """Everything the Quality page shows: items tagged in [since, until) and what people did with
-    them (all their edits from `since` on); the most common edits made in the period."""
+    them (all their edits from `since` on); the most common edits made in the period. `seo_fields_by`: the
+    SEO_FIELDS_BY setting, who wrote the SEO fields (see `model_of`)."""
     items = [i for i in items_processed(store, since, until) if i.status == "ok"]
     edits = store.edits_since(since.isoformat(timespec="seconds"))
     per_item: dict[tuple[int, str], list[Edit]] = defaultdict(list)
     for edit in edits:
         per_item[(edit.item_id, edit.field)].append(edit)
     tables: dict[str, dict[tuple[str, str], FieldQuality]] = {"all": {}, "model": {}, "category": {}}
+    edited_fields: dict[int, set[str]] = defaultdict(set)
+    for item_id, field_name in per_item:
+        edited_fields[item_id].add(field_name)
     for item in items:
-        for field_name in fields_of(item):
+        for field_name in fields_of(item, edited_fields.get(item.id, ())):
             outcome = field_outcome(item, per_item.get((item.id, field_name), []))
-            for table, group in (("all", "all"), ("model", model_of(item, field_name)), ("category", category_of(item))):
+            for table, group in (("all", "all"), ("model", model_of(item, field_name, seo_fields_by)), ("category", category_of(item))):
                 row = tables[table].setdefault((field_name, group), FieldQuality(field_name, group))
                 setattr(row, outcome, getattr(row, outcome) + 1)
     pairs = Counter((e.field, e.old or "", e.new or "") for e in edits if e.field != "review_status" and _inside(e.at, since, until))
