@@ -1,0 +1,256 @@
+"""The batch runner's rules, one by one (written from mutants that survived tests/test_store_runner_export.py,
+tests/test_stop_and_limits.py and tests/test_leases.py; docs/mutation.md): what a read may cost, who may run a
+batch, what is counted, cached, saved and logged. A fast stand-in captioner (the Captioner protocol, no model)
+and the SQLite store; gates are Events and clocks are injected."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import zipfile
+from collections import Counter
+from dataclasses import replace
+
+import pytest
+
+from pipeline.batches.runner import LeaseOptions, Stages, raw_read_cost, run_batch, take_batch
+from pipeline.errors import ServiceError
+from pipeline.models import CaptionResult, IngestReport, SourceItem, SourceRef, Usage
+from pipeline.service import build_stages, create_batch
+from pipeline.settings import Settings
+from pipeline.store import BatchBusyError
+from pipeline.store.sqlite_store import SqliteStore
+from support.images import jpeg_bytes
+
+FAST = LeaseOptions(lease_s=120.0, item_deadline_s=600.0, stop_grace_s=0.0, poll_s=0.02)
+WAIT = 60  # upper bound for Events; passing tests never wait this long
+
+
+class Captioner:
+    """Answers at once (or when `gate` opens); counts calls per photo; fails photos in `fail_on`."""
+
+    model_id = "stand-in"
+
+    def __init__(self, gate: threading.Event | None = None, fail_on: set[str] | None = None, answers=None) -> None:
+        self.calls: Counter[str] = Counter()
+        self.entered = threading.Event()
+        self.gate, self.fail_on = gate, fail_on or set()
+        self.answers = answers if answers is not None else {"color": "red", "category": "shirt"}
+        self._lock = threading.Lock()
+
+    def warm_up(self) -> None:
+        pass
+
+    def caption(self, image, questions):
+        with self._lock:
+            self.calls[image.content_key] += 1
+        self.entered.set()
+        if self.gate is not None:
+            assert self.gate.wait(WAIT)
+        if image.content_key in self.fail_on:
+            raise ServiceError("The captioning endpoint is busy (throttled); try again shortly.")
+        return (CaptionResult(caption="a red shirt", answers=dict(self.answers), model_id=self.model_id),
+                Usage(kind="endpoint", model=self.model_id, invocations=1))
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return Settings(_env_file=None, data_dir=tmp_path / "data", summarizer="offline")
+
+
+def make(settings, captioner, leases=FAST, store=None) -> Stages:
+    store = store or SqliteStore(settings.data_dir / "store.sqlite3")
+    return replace(build_stages(settings, store=store, captioner=captioner), leases=leases)
+
+
+def photos(tmp_path, count: int, name: str = "p", same: bool = False) -> list:
+    folder = tmp_path / name
+    folder.mkdir()
+    paths = []
+    for index in range(count):
+        path = folder / f"{name}{index}.jpg"
+        path.write_bytes(jpeg_bytes(seed=0 if same else index + 1, color=(20 * (0 if same else index) % 255, 90, 160)))
+        paths.append(path)
+    return paths
+
+
+# --- what reading a photo may hold in memory ---------------------------------------------------------
+def test_the_raw_bytes_a_read_may_hold_are_known_before_reading(tmp_path, settings):
+    stages = make(settings, Captioner())
+    limit = stages.fetch_limits.max_bytes
+    small = tmp_path / "small.jpg"
+    small.write_bytes(b"x" * 1234)
+    assert raw_read_cost(stages, SourceRef("file", str(small))) == 1234
+    exact = tmp_path / "exact.jpg"
+    with open(exact, "wb") as handle:
+        handle.truncate(limit)  # sparse: the size counts, not the disk
+    assert raw_read_cost(stages, SourceRef("file", str(exact))) == limit
+    huge = tmp_path / "huge.jpg"
+    with open(huge, "wb") as handle:
+        handle.truncate(limit + 1)
+    assert raw_read_cost(stages, SourceRef("file", str(huge))) == 0  # refused from its size, never read
+    assert raw_read_cost(stages, SourceRef("file", str(tmp_path / "gone.jpg"))) == limit
+    assert raw_read_cost(stages, SourceRef("url", "https://shop.example/a.jpg")) == limit
+    assert raw_read_cost(stages, SourceRef("s3", "s3://bucket/a.jpg")) == limit
+    archive = tmp_path / "photos.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as out:
+        out.writestr("a.jpg", b"y" * 5000)
+    assert raw_read_cost(stages, SourceRef("zip", str(archive), member="a.jpg")) == 2 * 5000  # chunks and their join
+    assert raw_read_cost(stages, SourceRef("zip", str(archive), member="missing.jpg")) == limit
+    not_a_zip = tmp_path / "fake.zip"
+    not_a_zip.write_bytes(b"not a zip")
+    assert raw_read_cost(stages, SourceRef("zip", str(not_a_zip), member="a.jpg")) == limit
+
+
+# --- who runs a batch ------------------------------------------------------------------------------------
+def dead_owner_here() -> str:
+    """The owner id of a process on this host that has ended (a killed CLI run)."""
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    return f"{socket.gethostname()}/{int(finished.stdout)}/abc"
+
+
+def test_a_batch_held_by_a_process_that_ended_on_this_host_is_taken_over_at_once(tmp_path, settings):
+    stages = make(settings, Captioner())
+    batch = create_batch(stages.store, settings, photos(tmp_path, 2), name="b", created_by="ann")
+    stages.store.claim_batch(batch.id, dead_owner_here(), 120, now=1000.0)
+    first = stages.store.list_items(batch.id)[0]
+    assert stages.store.claim_item(first.id, dead_owner_here(), 120, version=first.version, now=1000.0)
+    progress = run_batch(stages, batch.id, owner="me/1/x", clock=lambda: 1001.0)  # its leases run till 1120
+    assert (progress.ok, progress.skipped) == (2, 0)
+
+
+def test_a_batch_held_by_a_live_runner_elsewhere_is_refused_naming_it(tmp_path, settings):
+    stages = make(settings, Captioner())
+    batch = create_batch(stages.store, settings, photos(tmp_path, 1), name="b", created_by="ann")
+    stages.store.claim_batch(batch.id, "task-a/7/abc", 120, now=1000.0)
+    with pytest.raises(BatchBusyError, match="already running on task-a since"):
+        take_batch(stages.store, batch.id, "me/1/x", FAST, clock=lambda: 1010.0)
+    take_batch(stages.store, batch.id, "task-a/7/abc", FAST, clock=lambda: 1010.0)  # its own runner renews
+    assert stages.store.get_batch(batch.id).run.lease_until == 1010.0 + FAST.lease_s
+    here_alive = f"{socket.gethostname()}/{os.getpid()}/abc"  # this very process: alive
+    stages.store.release_batch(batch.id, "task-a/7/abc")
+    stages.store.claim_batch(batch.id, here_alive, 120, now=1000.0)
+    with pytest.raises(BatchBusyError):
+        take_batch(stages.store, batch.id, "me/1/x", FAST, clock=lambda: 1010.0)
+
+
+def test_after_a_run_the_batch_and_every_item_are_released(tmp_path, settings):
+    stages = make(settings, Captioner())
+    batch = create_batch(stages.store, settings, photos(tmp_path, 3), name="b", created_by="ann")
+    run_batch(stages, batch.id, concurrency=2, owner="me/1/x")
+    assert stages.store.get_batch(batch.id).run is None
+    assert all(item.lease_owner is None for item in stages.store.list_items(batch.id))
+
+
+# --- what is counted ---------------------------------------------------------------------------------------
+def test_progress_counts_each_outcome_once_and_reports_after_each(tmp_path, settings):
+    from pipeline.images.normalize import normalize_image
+
+    paths = photos(tmp_path, 4)
+    bad = normalize_image(paths[1].read_bytes()).content_key
+    captioner = Captioner(fail_on={bad})
+    stages = make(settings, captioner)
+    batch = create_batch(stages.store, settings, paths, name="b", created_by="ann")
+    seen: list[tuple[int, int, int]] = []
+    progress = run_batch(stages, batch.id, concurrency=0, on_progress=lambda p: seen.append((p.ok, p.failed, p.done)))
+    assert (progress.total, progress.ok, progress.failed, progress.done, progress.skipped, progress.timed_out) == (4, 3, 1, 4, 0, 0)
+    assert not progress.cancelled and progress.stopped_by is None
+    assert sorted(done for _, _, done in seen) == [1, 2, 3, 4] and seen[-1][:2] in {(3, 1)}
+    failed = [item for item in stages.store.list_items(batch.id) if item.status == "error"]
+    assert [item.error for item in failed] == ["The captioning endpoint is busy (throttled); try again shortly."]
+    retry = run_batch(stages, batch.id, retry_failed=True)
+    assert (retry.total, retry.ok) == (1, 0) or (retry.total, retry.failed) == (1, 1)  # only the failed one again
+    assert captioner.calls[bad] == 2
+
+
+def test_an_item_another_runner_holds_is_skipped_and_counted(tmp_path, settings):
+    stages = make(settings, Captioner())
+    batch = create_batch(stages.store, settings, photos(tmp_path, 3), name="b", created_by="ann")
+    held = stages.store.list_items(batch.id)[1]
+    assert stages.store.claim_item(held.id, "other/2/y", 120, version=held.version, now=5000.0)
+    progress = run_batch(stages, batch.id, owner="me/1/x", clock=lambda: 5001.0, join=True)
+    assert (progress.total, progress.ok, progress.skipped, progress.done) == (3, 2, 1, 2)
+    assert stages.store.get_item(held.id).status == "pending"
+
+
+def test_a_run_stopped_before_it_starts_leaves_every_item_pending(tmp_path, settings):
+    captioner = Captioner()
+    stages = make(settings, captioner)
+    batch = create_batch(stages.store, settings, photos(tmp_path, 3), name="b", created_by="ann")
+    stop = threading.Event()
+    stop.set()
+    progress = run_batch(stages, batch.id, cancel=stop)
+    assert progress.cancelled and (progress.ok, progress.failed, progress.skipped) == (0, 0, 0)
+    assert sum(captioner.calls.values()) == 0 and len(stages.store.items_to_process(batch.id)) == 3
+
+
+def test_the_item_deadline_message_names_the_limit_and_what_to_do(tmp_path, settings):
+    now = [3_000_000.0]
+    gate = threading.Event()
+    captioner = Captioner(gate)
+    stages = make(settings, captioner, replace(FAST, item_deadline_s=45.5))
+    batch = create_batch(stages.store, settings, photos(tmp_path, 1), name="b", created_by="ann")
+    done: dict = {}
+    thread = threading.Thread(target=lambda: done.update(p=run_batch(stages, batch.id, clock=lambda: now[0])), daemon=True)
+    thread.start()
+    assert captioner.entered.wait(WAIT)
+    now[0] += 45.4  # not yet
+    assert not thread.join(0.2) and thread.is_alive()
+    now[0] += 0.1  # exactly at the deadline
+    thread.join(WAIT)
+    gate.set()
+    [item] = stages.store.list_items(batch.id)
+    assert item.error == "Processing this photo took longer than 45.5 s, so it was stopped. Retry failed items to try again."
+    assert item.error_kind == "item_timeout" and (done["p"].failed, done["p"].timed_out, done["p"].ok) == (1, 1, 0)
+
+
+# --- the caption cache -----------------------------------------------------------------------------------------
+def test_the_same_photo_is_captioned_once_and_then_comes_from_the_cache(tmp_path, settings):
+    captioner = Captioner(answers={name: "x" for name in ("category", "color", "material", "pattern", "style")})
+    stages = make(settings, captioner)
+    first = create_batch(stages.store, settings, photos(tmp_path, 2, "a", same=True), name="a", created_by="ann")
+    run_batch(stages, first.id, concurrency=2)
+    assert sum(captioner.calls.values()) == 1  # the copy in flight waited for the first answer
+    assert [u.kind for u in stages.store.usage(first.id)] == ["endpoint"]  # one paid call, not two
+    again = create_batch(stages.store, settings, photos(tmp_path, 1, "b", same=True), name="b", created_by="ann")
+    run_batch(stages, again.id)
+    assert sum(captioner.calls.values()) == 1 and stages.store.usage(again.id) == []  # from the store's cache
+    third = create_batch(stages.store, settings, photos(tmp_path, 1, "c", same=True), name="c", created_by="ann")
+    run_batch(replace(stages, use_cache=False), third.id)
+    assert sum(captioner.calls.values()) == 2  # without the cache (CAPTION_CACHE=false): a new call
+
+
+def test_a_cached_caption_that_lacks_an_attribute_asked_now_is_not_reused(tmp_path, settings):
+    captioner = Captioner(answers={"color": "red"})  # answered before the taxonomy asked more
+    stages = make(settings, captioner)
+    first = create_batch(stages.store, settings, photos(tmp_path, 1, "a", same=True), name="a", created_by="ann")
+    run_batch(stages, first.id)
+    again = create_batch(stages.store, settings, photos(tmp_path, 1, "b", same=True), name="b", created_by="ann")
+    run_batch(stages, again.id)
+    assert sum(captioner.calls.values()) == 2  # asked again: the cached answers lack category, material, ...
+
+
+# --- what a run logs -------------------------------------------------------------------------------------------
+def test_one_batch_event_per_run_with_its_counts(tmp_path, settings, caplog):
+    stages = make(settings, Captioner())
+    batch = create_batch(stages.store, settings, photos(tmp_path, 2), name="b", created_by="ann")
+    with caplog.at_level(logging.INFO, logger="pipeline.batches"):
+        run_batch(stages, batch.id)
+    [event] = [r for r in caplog.records if r.name == "pipeline.batches" and r.getMessage() == "batch run ended"]
+    assert (event.batch_id, event.total, event.ok, event.failed, event.skipped, event.timed_out) == (batch.id, 2, 2, 0, 0, 0)
+    assert event.outcome == "ok" and event.stopped_by is None and event.duration_ms >= 0
+
+
+def test_an_item_saved_by_the_run_records_its_words_usage_and_taxonomy_version(tmp_path, settings):
+    stages = make(settings, Captioner())
+    batch = create_batch(stages.store, settings, photos(tmp_path, 1), name="b", created_by="ann")
+    run_batch(stages, batch.id)
+    [item] = stages.store.list_items(batch.id)
+    assert item.status == "ok", item.error
+    assert item.word_count == len(item.summary.split())
+    assert [(u.kind, u.model) for u in stages.store.usage(batch.id)] == [("endpoint", "stand-in")]
+    assert item.taxonomy_version == 0
