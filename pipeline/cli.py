@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--sample", type=int, default=10, help="photos to caption with both (1-50, default 10); the items are not changed")
     compare.add_argument("--json", action="store_true", help="print JSON: {reports: [...], rows: [...], notes: [...]}")
 
+    store = commands.add_parser("store", help="store upkeep: backfill-edits indexes edits saved before the edits index (STORE=dynamodb)")
+    store.add_argument("action", choices=["backfill-edits"])
+    store.add_argument("--page-size", type=int, default=500, help="rows the Scan reads per page (1-1000, default 500)")
+
     model = commands.add_parser("make-test-model", help="write a tiny random BLIP-2 checkpoint for offline demos and tests")
     model.add_argument("directory", type=Path)
     return parser
@@ -125,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
             return export_command(args)
         if args.command == "compare-captioners":
             return compare_command(args)
+        if args.command == "store":
+            return store_command(args)
         if args.command == "make-test-model":
             from pipeline.testmodel import make_test_model
 
@@ -475,4 +481,28 @@ def compare_command(args: argparse.Namespace) -> int:
         for report in comparison.reports:
             said = row.captions.get(report.label)
             print(f"  {report.label}: {said if said is not None else 'failed: ' + row.errors.get(report.label, '')}")
+    return 0
+
+
+def store_command(args: argparse.Namespace) -> int:
+    """`store backfill-edits`: edits a DynamoDB table holds from before its edits index get their entry, so the Quality
+    page counts them (DynamoStore.backfill_edit_index: idempotent, safe on two machines at once). One line of result."""
+    import logging
+
+    from pipeline.service import open_store
+    from pipeline.settings import Settings
+
+    if not 1 <= args.page_size <= 1000:
+        raise UserFacingError("--page-size must be between 1 and 1000 rows.")
+    settings = Settings()
+    if settings.store != "dynamodb":
+        print("Nothing to do: the SQLite store's edits index covers every edit (backfill-edits is for STORE=dynamodb).")
+        return 0
+    log = logging.getLogger("pipeline.store")
+    report = open_store(settings).backfill_edit_index(  # type: ignore[attr-defined]
+        page_size=args.page_size,
+        on_page=lambda r: log.info("edits index backfill page", extra={"pages": r.pages, "rows_read": r.rows_read,
+                                                                       "indexed": r.indexed, "done_elsewhere": r.done_elsewhere}))
+    print(f"Edits index: {report.indexed:,} older edit(s) added, {report.done_elsewhere:,} added meanwhile by another run, "
+          f"{report.no_time:,} without a time left as they are; {report.rows_read:,} rows read in {report.pages:,} page(s).")
     return 0

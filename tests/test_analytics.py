@@ -328,3 +328,69 @@ def test_quality_counts_seo_fields_and_language_summaries_under_who_wrote_them(s
     assert counts(by_model, "seo_title", "gpt-4o-2024-08-06") == (1, 1, 0, 1)
     assert counts(by_model, "seo_title", "template") == (0, 0, 1, 0)  # the offline summarizer's own template
     assert {r.group for r in by_model if r.field == "alt_text"} == {"gpt-4o-2024-08-06", "template"}
+
+
+def strip_edit_index(client, table: str) -> int:
+    """Edit rows as an older DynamoStore wrote them: without GSI1PK / GSI1SK. Returns how many."""
+    rows = [r for page in client.get_paginator("scan").paginate(TableName=table) for r in page["Items"]
+            if r["SK"]["S"].startswith("EDIT#")]
+    for row in rows:
+        client.update_item(TableName=table, Key={"PK": row["PK"], "SK": row["SK"]}, UpdateExpression="REMOVE GSI1PK, GSI1SK")
+    return len(rows)
+
+
+def test_backfill_indexes_old_edits_once_and_quality_counts_them(tmp_path, monkeypatch, capsys):
+    """Edits saved before the edits index existed are invisible to Quality on DynamoDB; `python -m pipeline store
+    backfill-edits` gives them their entry (page by page), a second run writes nothing, and Quality then counts each
+    edit once. Item versions are untouched (a Review save in progress is not refused because of it)."""
+    from pipeline.cli import main
+
+    for name, value in {"STORE": "dynamodb", "DYNAMODB_TABLE": "old-edits", "IMAGE_BUCKET": "photos", "AWS_REGION": "us-east-1",
+                        "AWS_DEFAULT_REGION": "us-east-1", "DATA_DIR": str(tmp_path / "data"), "LOG_LEVEL": "WARNING"}.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        store = DynamoStore(client, "old-edits")
+        store.create_table()
+        items = seed_reviews(store)
+        assert strip_edit_index(client, "old-edits") == 9
+        client.put_item(TableName="old-edits", Item={"PK": {"S": "ITEM#999"}, "SK": {"S": "EDIT#00000000000000000001#ab"},
+                                                     "field": {"S": "caption"}})  # no time: left alone
+        versions = {i.id: store.get_item(i.id).version for i in items}
+        since, until = window()
+        hidden = analytics.quality(store, since, until)
+        assert hidden.common_edits == [] and counts(hidden.by_field, "caption") == (3, 0, 1, 1)  # the edit is not seen
+
+        assert main(["store", "backfill-edits", "--page-size", "4"]) == 0
+        first = capsys.readouterr().out
+        assert main(["store", "backfill-edits"]) == 0
+        second = capsys.readouterr().out
+        assert first.startswith("Edits index: 9 older edit(s) added, 0 added meanwhile by another run, 1 without a time")
+        assert second.startswith("Edits index: 0 older edit(s) added, 0 added meanwhile by another run, 1 without a time")
+        assert len(first.splitlines()) == len(second.splitlines()) == 1
+        seen = analytics.quality(store, since, until)
+        assert len(store.edits_since(since.isoformat(timespec="seconds"))) == 9  # each once
+        assert {i.id: store.get_item(i.id).version for i in items} == versions
+    assert counts(seen.by_field, "caption") == (2, 1, 1, 1) and counts(seen.by_field, "attribute:color") == (2, 2, 1, 0)
+    assert seen.common_edits[0] == CommonEdit("attribute:color", "red", "crimson", 2)
+
+
+def test_two_backfills_at_once_write_each_edit_once():
+    """Two machines backfilling together: the second one's conditional writes find the rows indexed by the first
+    between its read and its write, and leave them (counted as done elsewhere)."""
+    with mock_aws():
+        one = DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "race")
+        one.create_table()
+        seed_reviews(one)
+        assert strip_edit_index(one.client, "race") == 9
+        other = DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "race")
+        reports = []
+
+        def the_other_machine_goes_first(**_: object) -> None:
+            if not reports:
+                reports.append(other.backfill_edit_index(page_size=100))
+
+        one.client.meta.events.register("before-call.dynamodb.UpdateItem", the_other_machine_goes_first)
+        mine = one.backfill_edit_index(page_size=100)
+        assert (reports[0].indexed, mine.indexed, mine.done_elsewhere) == (9, 0, 9)
+        assert len(one.edits_since("2000-01-01")) == 9

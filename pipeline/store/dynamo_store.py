@@ -41,6 +41,8 @@ import random
 import time
 import uuid
 from decimal import Decimal
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 from pipeline.errors import ServiceError
@@ -106,6 +108,17 @@ def _key(pk: str, sk: str) -> dict[str, Any]:
 
 def _unique_suffix() -> str:
     return f"{time.time_ns():020d}#{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class EditIndexBackfill:
+    """What `DynamoStore.backfill_edit_index` did."""
+
+    indexed: int = 0  # edit rows given their index entry by this run
+    done_elsewhere: int = 0  # found without it, but indexed by another run before this one's conditional write
+    no_time: int = 0  # edit rows without a readable `at`: left as they are
+    rows_read: int = 0  # rows the Scan read (what it cost: about 0.5 read units per 4 KB)
+    pages: int = 0
 
 
 class DynamoStore:
@@ -578,13 +591,53 @@ class DynamoStore:
     def edits_since(self, since: str | None = None) -> list[Edit]:
         """One GSI1 Query per month from `since` (partition EDITS#<yyyy-mm>, sort key from `since`),
         then the edit rows by BatchGetItem: never item by item. Edits saved before the index entry
-        existed (older versions of this store) are not listed."""
+        existed (older versions of this store) are listed once `backfill_edit_index` has run."""
         rows: list[dict[str, Any]] = []
         for month in _months(since or "2000-01", utc_now()):
             keys = [(k["PK"], k["SK"]) for k in self._query_index(f"EDITS#{month}", sk_from=since)]
             rows.extend(self._batch_get(keys))
         return [Edit(item_id=r["item_id"], field=r["field"], old=r.get("old"), new=r.get("new"), who=r["who"], at=r["at"])
                 for r in sorted(rows, key=lambda r: r["GSI1SK"])]
+
+    def backfill_edit_index(self, *, page_size: int = 500,
+                            on_page: Callable[["EditIndexBackfill"], None] | None = None) -> "EditIndexBackfill":
+        """Give edit rows saved before GSI1 listed edits (older versions of this store) the index entry edit_item
+        writes (GSI1PK EDITS#<yyyy-mm>, GSI1SK <at>#<ns>#<rand>), so `edits_since` (the Quality page) finds them.
+
+        No index lists such rows, so this is the one Scan in the store: `page_size` rows read a page (keys and `at`
+        only, filtered to edit rows without the entry), each found row updated with a condition (still there and still
+        without the entry). Running it again, after a stop or on two machines at once, writes each row once and changes
+        nothing else (no item version, no other attribute); a row without a readable `at` is counted and left alone."""
+        report = EditIndexBackfill()
+        args: dict[str, Any] = {
+            "TableName": self.table, "Limit": max(1, page_size), "ProjectionExpression": "PK, SK, #at",
+            "FilterExpression": "begins_with(PK, :item) AND begins_with(SK, :edit) AND attribute_not_exists(GSI1PK)",
+            "ExpressionAttributeNames": {"#at": "at"},
+            "ExpressionAttributeValues": {":item": {"S": "ITEM#"}, ":edit": {"S": "EDIT#"}},
+        }
+        while True:
+            page = self.client.scan(**args)
+            report.pages += 1
+            report.rows_read += int(page.get("ScannedCount", 0))
+            for raw in page.get("Items", []):
+                row = _load(raw)
+                at = row.get("at")
+                if not isinstance(at, str) or len(at) < 7:
+                    report.no_time += 1
+                    continue
+                try:
+                    self.client.update_item(
+                        TableName=self.table, Key=_key(row["PK"], row["SK"]), UpdateExpression="SET GSI1PK = :pk, GSI1SK = :sk",
+                        ConditionExpression="attribute_exists(PK) AND attribute_not_exists(GSI1PK)",
+                        ExpressionAttributeValues={":pk": {"S": f"EDITS#{at[:7]}"}, ":sk": {"S": f"{at}#{row['SK'][len('EDIT#'):]}"}})
+                    report.indexed += 1
+                except self.client.exceptions.ConditionalCheckFailedException:
+                    report.done_elsewhere += 1  # another run indexed it between our read and write (or it was deleted)
+            if on_page is not None:
+                on_page(report)
+            if "LastEvaluatedKey" not in page:
+                return report
+            args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     # Attribute taxonomy versions (pipeline/admin/taxonomy.py): PK TAXONOMY, SK V#<version:06d> / ACTIVE ------
     def save_taxonomy(self, document: str, who: str, *, expected_latest: int) -> TaxonomyVersion:
