@@ -1,0 +1,240 @@
+"""The stores' rules for edits, saves, leases, the audit log and the caption cache, one by one, on both stores
+(written from mutants that survived tests/test_store_contract.py and tests/test_leases.py; docs/mutation.md)."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from pipeline.errors import BadInputError
+from pipeline.models import (
+    AttributeValue, CaptionResult, IngestReport, ItemResult, PhotoChecks, SourceItem, SourceRef, SummaryResult, Usage,
+)
+from pipeline.store import StaleEditError
+from pipeline.store.dynamo_store import DynamoStore
+from pipeline.store.sqlite_store import SqliteStore
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        yield SqliteStore(tmp_path / "store.sqlite3")
+        return
+    with mock_aws():
+        dynamo = DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "rules-test")
+        dynamo.create_table()
+        yield dynamo
+
+
+def checks() -> PhotoChecks:
+    return PhotoChecks(width=400, height=300, too_small=False, blur_score=120.5, blurry=False, brightness=130.0,
+                       too_dark=False, too_bright=False, plain_background=True, white_background=True, dominant_colors=["red"])
+
+
+def result(key: str = "k1", *, cached: bool = False, **summary) -> ItemResult:
+    fields = dict(summary="A red shoe.", title="Red shoe", tags=["shoe", "red"], attributes={"color": "red"}, model="gpt-4o",
+                  offline=False, summaries={"de": "Ein roter Schuh."}, seo_title="Red shoe | Acme",
+                  meta_description="A red shoe.", alt_text="A red shoe on white")
+    fields.update(summary)
+    outcome = ItemResult(
+        content_key=key, image_path=f"/images/{key}.jpg",
+        caption=CaptionResult(caption="a red shoe", answers={"color": "red", "category": "shoes"}, model_id="blip", cached=cached),
+        attributes=[AttributeValue(name="color", raw="red", value="red", in_vocab=True),
+                    AttributeValue(name="pattern", raw="zigzag", value="", in_vocab=False)],
+        summary=SummaryResult(**fields), checks=checks(), word_count=3, taxonomy_version=2,
+    )
+    outcome.phash, outcome.near_duplicate, outcome.reused_from = "00ff00ff00ff00ff", "looks like #1 of batch 1", None
+    return outcome
+
+
+def one_item(store, *, saved: bool = True):
+    batch = store.create_batch("b", "ann", IngestReport(items=[SourceItem(source="p.jpg", ref=SourceRef("file", "/p.jpg"))]))
+    item = store.list_items(batch.id)[0]
+    if saved:
+        store.save_result(item.id, result(), [])
+    return batch, store.get_item(item.id)
+
+
+# --- what a save writes ----------------------------------------------------------------------------
+def test_a_saved_result_keeps_every_field_and_frees_the_item(store):
+    batch, item = one_item(store, saved=False)
+    assert store.claim_item(item.id, "me", 120, version=item.version, now=1000.0)
+    assert store.save_result(item.id, result(), [Usage(kind="llm", model="gpt-4o", input_tokens=5)], owner="me",
+                             stage_ms={"caption": 12.5, "summarize": 3.0})
+    saved = store.get_item(item.id)
+    assert (saved.status, saved.error, saved.error_kind, saved.lease_owner, saved.version) == ("ok", None, None, None, 1)
+    assert (saved.content_key, saved.image_path, saved.caption, saved.caption_model) == ("k1", "/images/k1.jpg", "a red shoe", "blip")
+    assert (saved.title, saved.summary, saved.tags, saved.word_count) == ("Red shoe", "A red shoe.", ["shoe", "red"], 3)
+    assert (saved.summary_model, saved.summary_offline, saved.taxonomy_version) == ("gpt-4o", False, 2)
+    assert [(a.name, a.raw, a.value, a.in_vocab) for a in saved.attributes] == [("color", "red", "red", True), ("pattern", "zigzag", "", False)]
+    assert saved.summaries == {"de": "Ein roter Schuh."} and saved.checks == checks()
+    assert (saved.seo_title, saved.meta_description, saved.alt_text) == ("Red shoe | Acme", "A red shoe.", "A red shoe on white")
+    assert (saved.phash, saved.near_duplicate, saved.reused_from) == ("00ff00ff00ff00ff", "looks like #1 of batch 1", None)
+    assert saved.stage_ms == {"caption": 12.5, "summarize": 3.0} and saved.processed_at
+    assert [(u.kind, u.input_tokens) for u in store.usage(batch.id)] == [("llm", 5)]
+    cached = store.cached_caption("k1", "blip")
+    assert (cached.caption, cached.answers, cached.model_id, cached.cached) == ("a red shoe", {"color": "red", "category": "shoes"}, "blip", True)
+
+
+def test_a_result_from_the_cache_does_not_rewrite_the_cache(store):
+    _, item = one_item(store, saved=False)
+    store.save_result(item.id, result("k9", cached=True), [])
+    assert store.cached_caption("k9", "blip") is None  # only answers the captioner gave are cached
+    assert store.get_item(item.id).status == "ok"
+
+
+def test_a_saved_error_clears_nothing_it_should_keep_and_names_its_kind(store):
+    batch, item = one_item(store, saved=False)
+    assert store.save_error(item.id, "The photo is empty.", [Usage(kind="endpoint", model="blip")], error_kind="input",
+                            stage_ms={"fetch": 4.0})
+    failed = store.get_item(item.id)
+    assert (failed.status, failed.error, failed.error_kind, failed.stage_ms, failed.version) == ("error", "The photo is empty.", "input", {"fetch": 4.0}, 1)
+    assert len(store.usage(batch.id)) == 1
+    store.save_result(item.id, result(), [])
+    assert (store.get_item(item.id).error, store.get_item(item.id).error_kind) == (None, None)  # a retry that worked
+
+
+# --- edits ------------------------------------------------------------------------------------------
+def test_tags_are_edited_from_a_list_or_comma_text_tidied(store):
+    _, item = one_item(store)
+    edit = store.edit_item(item.id, "tags", ["  trail ", "", "red"], "ann")
+    assert (edit.old, edit.new, edit.field, edit.who) == ("shoe, red", "trail, red", "tags", "ann")
+    store.edit_item(item.id, "tags", " a , ,b,", "ann")
+    assert store.get_item(item.id).tags == ["a", "b"]
+    store.edit_item(item.id, "tags", None, "ann")
+    assert store.get_item(item.id).tags == []
+
+
+def test_an_attribute_edit_is_a_persons_choice_and_may_add_an_attribute(store):
+    _, item = one_item(store)
+    edit = store.edit_item(item.id, "attribute:pattern", "  striped ", "ann")
+    assert (edit.old, edit.new) == ("", "striped")
+    pattern = store.get_item(item.id).attribute("pattern")
+    assert (pattern.raw, pattern.value, pattern.in_vocab) == ("zigzag", "striped", True)  # chosen: no longer flagged
+    added = store.edit_item(item.id, "attribute:style", "casual", "ann")
+    assert (added.old, added.new) == ("", "casual")
+    assert [(a.name, a.value) for a in store.get_item(item.id).attributes] == [("color", "red"), ("pattern", "striped"), ("style", "casual")]
+    store.edit_item(item.id, "attribute:color", None, "ann")
+    assert store.get_item(item.id).attribute("color").value == ""
+
+
+def test_a_language_summary_edit_is_tidied_and_held_to_its_languages_limit(store):
+    _, item = one_item(store)
+    assert store.edit_item(item.id, "summary:de", "  Ein   roter\nSchuh. ", "ann") is None  # the same text, tidied
+    edit = store.edit_item(item.id, "summary:fr", "Une chaussure rouge.", "ann")
+    assert (edit.old, edit.new) == (None, "Une chaussure rouge.")
+    assert store.get_item(item.id).summaries == {"de": "Ein roter Schuh.", "fr": "Une chaussure rouge."}
+    with pytest.raises(BadInputError) as words:
+        store.edit_item(item.id, "summary:de", " ".join(["Wort"] * 51), "ann")
+    assert str(words.value) == "The de summary has 51 words; the limit is 50 words. Shorten it and save again."
+    with pytest.raises(BadInputError) as characters:
+        store.edit_item(item.id, "summary:ja", "あ" * 126, "ann")
+    assert str(characters.value) == "The ja summary has 126 characters; the limit is 125 characters. Shorten it and save again."
+    assert store.edit_item(item.id, "summary:ja", "あ" * 125, "ann").new == "あ" * 125  # at the limit: kept
+
+
+def test_an_seo_field_edit_is_tidied_and_refused_over_its_limit_never_cut(store):
+    _, item = one_item(store)
+    edit = store.edit_item(item.id, "seo_title", "  Red   shoe ", "ann")
+    assert (edit.old, edit.new) == ("Red shoe | Acme", "Red shoe")
+    with pytest.raises(BadInputError) as refused:
+        store.edit_item(item.id, "meta_description", "x" * 161, "ann")
+    assert str(refused.value) == "The meta description has 161 characters; the limit is 160. Shorten it and save again."
+    assert store.get_item(item.id).meta_description == "A red shoe."
+    with pytest.raises(BadInputError, match="alt text says 'buy'"):
+        store.edit_item(item.id, "alt_text", "Buy this red shoe", "ann")
+    assert store.edit_item(item.id, "alt_text", "A" * 125, "ann").new == "A" * 125
+
+
+def test_an_seo_field_never_written_reads_as_empty_in_its_history(store):
+    batch = store.create_batch("b", "ann", IngestReport(items=[SourceItem(source="p.jpg", ref=SourceRef("file", "/p.jpg"))]))
+    item = store.list_items(batch.id)[0]
+    assert store.edit_item(item.id, "alt_text", "A red shoe", "ann").old == ""
+
+
+def test_the_summary_is_held_to_fifty_words_and_its_word_count_follows(store):
+    _, item = one_item(store)
+    fifty = " ".join(["word"] * 50)
+    assert store.edit_item(item.id, "summary", f"  {fifty}  ", "ann").new == fifty
+    assert store.get_item(item.id).word_count == 50
+    with pytest.raises(BadInputError) as refused:
+        store.edit_item(item.id, "summary", fifty + " more", "ann")
+    assert str(refused.value) == "The summary has 51 words; the limit is 50. Shorten it and save again."
+    store.edit_item(item.id, "summary", None, "ann")
+    assert (store.get_item(item.id).summary, store.get_item(item.id).word_count) == (None, 0)
+
+
+def test_review_status_takes_three_values_and_other_fields_are_not_editable(store):
+    _, item = one_item(store)
+    for status in ("approved", "rejected", "pending"):
+        assert store.edit_item(item.id, "review_status", f" {status} ", "ann").new == status
+    with pytest.raises(BadInputError) as refused:
+        store.edit_item(item.id, "review_status", "done", "ann")
+    assert str(refused.value) == "Review status must be pending, approved or rejected."
+    with pytest.raises(ValueError) as not_editable:
+        store.edit_item(item.id, "status", "ok", "ann")
+    assert str(not_editable.value) == "status cannot be edited"
+    with pytest.raises(KeyError):
+        store.edit_item(10_000, "summary", "x", "ann")
+
+
+def test_an_edit_moves_the_version_on_and_says_who_and_when(store):
+    _, item = one_item(store)
+    edit = store.edit_item(item.id, "title", " Red trail shoe ", "ann", expected_version=item.version)
+    now = store.get_item(item.id)
+    assert (edit.new, edit.version, now.version, now.updated_by, now.updated_at) == ("Red trail shoe", item.version + 1, item.version + 1, "ann", edit.at)
+    with pytest.raises(StaleEditError) as stale:
+        store.edit_item(item.id, "title", "Another", "bob", expected_version=item.version)
+    assert (stale.value.who, stale.value.at) == ("ann", edit.at)
+    [kept] = store.edits(item.id)
+    assert (kept.item_id, kept.field, kept.old, kept.new, kept.who, kept.at) == (item.id, "title", "Red shoe", "Red trail shoe", "ann", edit.at)
+
+
+# --- leases --------------------------------------------------------------------------------------------------
+def test_a_lease_lasts_until_its_end_inclusive_and_follows_the_items_version(store):
+    _, item = one_item(store, saved=False)
+    assert not store.claim_item(item.id, "a", 100, version=item.version + 1, now=1000.0)  # changed since it was read
+    assert store.claim_item(item.id, "a", 100, version=item.version, now=1000.0)
+    assert store.get_item(item.id).lease_until == 1100.0
+    assert not store.claim_item(item.id, "b", 100, version=item.version, now=1100.0)  # still a's at its last second
+    assert store.claim_item(item.id, "a", 100, version=item.version, now=1050.0)  # its holder may claim again
+    assert store.get_item(item.id).lease_until == 1150.0
+    assert store.renew_items([item.id], "a", 30, now=1140.0) == [item.id] and store.get_item(item.id).lease_until == 1170.0
+    assert store.renew_items([item.id], "b", 30, now=1140.0) == []
+    store.release_item(item.id, "b")  # not b's to release
+    assert store.get_item(item.id).lease_owner == "a"
+    store.release_item(item.id, "a")
+    assert (store.get_item(item.id).lease_owner, store.get_item(item.id).lease_until) == (None, None)
+
+
+def test_a_batch_lease_names_its_host_and_lasts_until_its_end_inclusive(store):
+    batch, _ = one_item(store, saved=False)
+    run = store.claim_batch(batch.id, "task-9/1/x", 60, now=500.0)
+    assert (run.owner, run.host, run.started_at, run.heartbeat_at, run.lease_until) == ("task-9/1/x", "task-9", 500.0, 500.0, 560.0)
+    assert store.claim_batch(batch.id, "other/2/y", 60, now=560.0).owner == "task-9/1/x"
+    assert store.claim_batch(batch.id, "other/2/y", 60, now=500.0, stale_owners=("task-9/1/x",)).owner == "other/2/y"
+    with pytest.raises(KeyError):
+        store.claim_batch(10_000, "x/1/z", 60, now=1.0)
+
+
+# --- audit log and cache --------------------------------------------------------------------------------------
+def test_the_audit_log_keeps_each_entry_whole_newest_first_up_to_the_limit(store):
+    first = store.add_audit("ann", "start", "ok", "ml.g4dn.xlarge")
+    assert (first.who, first.action, first.result, first.detail) == ("ann", "start", "ok", "ml.g4dn.xlarge") and first.at
+    store.add_audit("bob", "stop", "refused")
+    for number in range(3):
+        store.add_audit("carl", f"action {number}", "ok", "")
+    log = store.audit_log()
+    assert [e.action for e in log] == ["action 2", "action 1", "action 0", "stop", "start"]
+    assert (log[-1].who, log[-1].result, log[-1].detail, log[-1].at) == ("ann", "ok", "ml.g4dn.xlarge", first.at)
+    assert (log[-2].detail, log[-2].result) == ("", "refused")
+    assert [e.action for e in store.audit_log(limit=2)] == ["action 2", "action 1"]
+
+
+def test_the_caption_cache_is_per_photo_and_model(store):
+    store.cache_caption("k1", CaptionResult(caption="a red shoe", answers={"color": "red"}, model_id="blip"))
+    store.cache_caption("k1", CaptionResult(caption="a crimson shoe", answers={"color": "red"}, model_id="vision"))
+    assert store.cached_caption("k1", "blip").caption == "a red shoe"
+    assert store.cached_caption("k1", "vision").caption == "a crimson shoe"
+    assert store.cached_caption("k2", "blip") is None
