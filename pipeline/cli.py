@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     estimate.add_argument("--batches-per-month", type=int)
     estimate.add_argument("--summary-model", choices=["gpt-4o", "gpt-4o-mini"])
     estimate.add_argument("--max-latency-s", type=float, help="also name the cheapest scenario that answers within this")
-    estimate.add_argument("--profile", choices=["own-alb", "own-alb-business-hours", "own-alb-ipv6-business-hours", "shared-alb-business-hours"],
+    estimate.add_argument("--profile", choices=["own-alb", "own-alb-business-hours", "own-alb-ipv6-business-hours", "shared-alb-business-hours", "own-alb-ipv6-batch"],
                           help="deployment profile whose always-on part is priced (default: DEPLOYMENT_PROFILE, own-alb)")
     estimate.add_argument("--summary-mode", choices=["auto", "realtime", "batch"],
                           help="auto (default): batch transform sends summaries through the OpenAI Batch API at half price; "

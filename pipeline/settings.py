@@ -102,8 +102,12 @@ class Settings(BaseSettings):
 
     prices_file: Path | None = Field(None, description="JSON price overrides (same keys as pipeline/admin/prices.json).")
     # Deployment cost profile (issue 17): the always-on shape the Admin estimator and month-to-date use (costs.PROFILES)
-    deployment_profile: Literal["own-alb", "own-alb-business-hours", "own-alb-ipv6-business-hours", "shared-alb-business-hours"] = Field(
+    deployment_profile: Literal["own-alb", "own-alb-business-hours", "own-alb-ipv6-business-hours", "shared-alb-business-hours",
+                                "own-alb-ipv6-batch"] = Field(
         "own-alb", description="The deployment profile this dashboard runs under (the CDK stack sets it).")
+    endpoint_enabled: bool = Field(
+        True, description="false: this deployment has no SageMaker endpoint (the CDK stack's realtime_endpoint false): photos "
+        "are captioned by batch transform jobs only; the Admin page offers no Start / Stop and `endpoint start` refuses.")
     autostop_idle_minutes: float = Field(30.0, description="Idle time after which `endpoint autostop` stops the endpoint.")
     endpoint_warmup_minutes: float = Field(10.0, description="Expected start-up time shown when starting the endpoint.")
 

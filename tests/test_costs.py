@@ -22,8 +22,10 @@ from pipeline.store.sqlite_store import SqliteStore
 #   scheduled tasks: autostop every 15 min (730 × 4 = 2,920) + start/stop on 22 days (44) = 2,964 runs × 1 min = 49.4 h
 #              49.4 h × (0.5 × 0.03238 + 1 × 0.00356)            =  0.97565
 #   public IPv4 (2 ALB × 730 h + 730 task-hours + 49.4 h) × 0.005 = 11.197
-#   alarms 5 × 0.10 = 0.50, logs 0.53, secret 0.40
-#   fixed infrastructure                                         = 45.32515
+#   alarms 5 × 0.10 = 0.50, secret 0.40
+#   logs (fixed) (2,964 scheduled runs + 30 dashboard starts) × 550 B = 1,646,700 B × $0.53/GB = 0.000873
+#   fixed infrastructure                                         = 44.795
+#   logs (volume) 1,000 × (8,400 + 2,000) B + 20 runs × (450 + 100,000) B = 12,409,000 B × $0.53/GB = 0.006577
 #   S3         0.1465 GB × 0.023 + 3,000 PUT × 0.005/1k          =  0.018
 #   OpenAI     1,000 × (700 × 2.50 + 150 × 10.00) / 1e6          =  3.250   (Batch API: × 1.25 / 5.00 = 1.625)
 #   24x7        730 × 0.7364 = 537.572        brief: 730 × 1.2 = 876.000
@@ -31,14 +33,15 @@ from pipeline.store.sqlite_store import SqliteStore
 #   async       (20 × 25/60 + 1,000 × 1.5/3,600) h = 8.75 h × 0.7364 = 6.4435
 #   batch       (20 × 12/60 + 0.41667) h = 4.41667 h × 0.7364       = 3.2524 (summaries through the Batch API: it can wait)
 #   local CPU   11.111 h × (4 × 0.03238 + 16 × 0.00356)             = 2.0720
-FIXED = 14.4175 + 17.305 + 0.97565 + 11.197 + 0.50 + 0.53 + 0.40
-SHARED = FIXED + 0.018 + 3.25
+FIXED = 14.4175 + 17.305 + 0.97565 + 11.197 + 0.50 + 0.000873 + 0.40
+VOLUME_LOGS = 0.006577
+SHARED = FIXED + VOLUME_LOGS + 0.018 + 3.25
 EXPECTED = {
     "real-time 24x7": 537.572 + SHARED,
     "real-time 24x7 (quoted $1.2/h)": 876.0 + SHARED,
     "real-time business hours + auto-stop": 162.008 + SHARED,
     "async scale-to-zero": 6.4435 + SHARED,
-    "batch transform": 3.2524 + FIXED + 0.018 + 1.625,
+    "batch transform": 3.2524 + FIXED + VOLUME_LOGS + 0.018 + 1.625,
     "local CPU": 2.0720 + SHARED,
 }
 
@@ -174,8 +177,9 @@ from pipeline.admin.costs import PROFILES, break_even_points, cost_lines, profil
 #   scheduled  (730 × 2 + 44) = 1,504 runs × 1 min = 25.0667 h × (0.25 × 0.03238 + 0.00356) = 0.292152 (launch type FARGATE)
 #   IPv4       (2 × 730 + 224 + 25.0667) h × 0.005                = 8.545333
 #   wake       2,920 ticks × (0.20/1e6 + 0.128 GB × 0.5 s × 0.0000133334) = 0.003078
+#   logs       (1,504 runs + 30 dashboard starts) × 550 B + 2,920 ticks × 400 B = 2,011,700 B × $0.53/GB = 0.001066
 BUSINESS_FIXED = {"fargate_dashboard": 0.783216, "alb": 17.305, "public_ipv4": 8.545333, "scheduled_tasks": 0.292152,
-                  "wake_lambda": 0.003078, "cloudwatch_logs": 0.53, "cloudwatch_alarms": 0.50, "secrets_manager": 0.40}
+                  "wake_lambda": 0.003078, "cloudwatch_logs": 0.001066, "cloudwatch_alarms": 0.50, "secrets_manager": 0.40}
 
 
 def test_business_hours_profile_matches_the_hand_computed_lines(prices):
@@ -183,6 +187,7 @@ def test_business_hours_profile_matches_the_hand_computed_lines(prices):
     assert got.keys() == BUSINESS_FIXED.keys()
     for component, usd in BUSINESS_FIXED.items():
         assert got[component] == pytest.approx(usd, abs=0.0005), component
+    assert got["cloudwatch_logs"] == pytest.approx(BUSINESS_FIXED["cloudwatch_logs"], rel=1e-3)  # measured bytes, not the old 1 GB guess
     # dualstack-without-public-ipv4: the ALB's two addresses go, the task's (while it runs) stay
     ipv6 = fixed_infra_costs(profile_assumptions("own-alb-ipv6-business-hours"), prices)
     assert ipv6["public_ipv4"] == pytest.approx((224 + 25.0667) * 0.005, abs=0.001)
@@ -256,7 +261,8 @@ def test_break_even_points_are_where_the_cheapest_scenario_changes(prices):
 
 def test_goals_of_issue_17(prices):
     """At 1,000 photos a month, captions and summaries the same working day: <= $10 on a shared ALB; with its own ALB
-    the IPv6 business-hours profile is the cheapest; at 100,000 photos <= $2.50 per 1,000 with gpt-4o (was $4.07)."""
+    <= $25 on the GPU (batch transform) with the batch-only IPv6 profile; at 100,000 photos <= $2.50 per 1,000 with
+    gpt-4o (was $4.07)."""
     working_day = 8 * 3600
 
     def cheapest(profile, images):
@@ -264,10 +270,14 @@ def test_goals_of_issue_17(prices):
 
     assert cheapest("shared-alb-business-hours", 1000).monthly_usd <= 10.0
     own = {name: cheapest(name, 1000).monthly_usd for name in PROFILES if not name.startswith("shared")}
-    assert min(own, key=own.get) == "own-alb-ipv6-business-hours"
-    assert own["own-alb-ipv6-business-hours"] == pytest.approx(24.94, abs=0.01)  # local CPU (assumed 40 s/photo); docs/costs.md
-    batch = next(s for s in estimate_monthly_cost(Assumptions(), prices, "own-alb-ipv6-business-hours").scenarios if s.name == "batch transform")
-    assert batch.monthly_usd == pytest.approx(25.94, abs=0.01)  # over $25 by $0.94 on the GPU path: the ALB's own $17.31
+    assert min(own, key=own.get) == "own-alb-ipv6-batch"
+    assert own["own-alb-ipv6-batch"] == pytest.approx(23.40, abs=0.01)  # local CPU (assumed 40 s/photo); docs/costs.md
+
+    def gpu(profile):
+        return next(s for s in estimate_monthly_cost(Assumptions(), prices, profile).scenarios if s.name == "batch transform")
+
+    assert gpu("own-alb-ipv6-batch").monthly_usd == pytest.approx(24.40, abs=0.01)  # the GPU path, own ALB: under $25
+    assert gpu("own-alb-ipv6-business-hours").monthly_usd == pytest.approx(25.42, abs=0.01)  # with an endpoint and a secret
     at_volume = cheapest("own-alb", 100_000)
     assert at_volume.name == "batch transform" and at_volume.monthly_usd / 100 <= 2.50
 
@@ -378,7 +388,8 @@ def test_readme_cost_table_is_what_the_estimator_says():
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     rows = re.findall(r"^\| `([a-z0-9-]+)`[^|]*\| \$([\d.,]+) \| \$([\d.,]+) \|", readme, flags=re.M)
-    assert [name for name, _, _ in rows] == ["own-alb", "own-alb-business-hours", "own-alb-ipv6-business-hours", "shared-alb-business-hours"]
+    assert [name for name, _, _ in rows] == ["own-alb", "own-alb-business-hours", "own-alb-ipv6-business-hours", "own-alb-ipv6-batch",
+                                             "shared-alb-business-hours"]
     prices = PriceTable.load()
 
     def scenarios(name: str, photos: int) -> dict[str, float]:
@@ -387,9 +398,10 @@ def test_readme_cost_table_is_what_the_estimator_says():
     for name, small, large in rows:
         assert float(small.replace(",", "")) == pytest.approx(min(scenarios(name, 1000).values()), abs=0.005), name
         assert float(large.replace(",", "")) == pytest.approx(min(scenarios(name, 100_000).values()), abs=0.005), name
-    assert "$25.94 on the IPv6 profile" in readme and "$9.52 on a shared ALB" in readme
-    assert scenarios("own-alb-ipv6-business-hours", 1000)["batch transform"] == pytest.approx(25.94, abs=0.005)
-    assert scenarios("shared-alb-business-hours", 1000)["batch transform"] == pytest.approx(9.52, abs=0.005)
+    assert "$24.40 on `own-alb-ipv6-batch`, $25.42 on the IPv6 profile with an endpoint and $9.00 on a shared\nALB" in readme
+    assert scenarios("own-alb-ipv6-batch", 1000)["batch transform"] == pytest.approx(24.40, abs=0.005)
+    assert scenarios("own-alb-ipv6-business-hours", 1000)["batch transform"] == pytest.approx(25.42, abs=0.005)
+    assert scenarios("shared-alb-business-hours", 1000)["batch transform"] == pytest.approx(9.00, abs=0.005)
     per_thousand = [scenarios(name, 100_000)["batch transform"] / 100 for name, _, _ in rows]
     assert "$2.03–2.43 per 1,000 photos" in readme
     assert (round(min(per_thousand), 2), round(max(per_thousand), 2)) == (2.03, 2.43)
@@ -497,7 +509,7 @@ def test_seo_fields_by_model_adds_the_measured_tokens_and_template_keeps_todays_
             [s.monthly_usd for s in estimate_monthly_cost(Assumptions(images_per_month=photos), prices, "own-alb").scenarios]
     at_volume = {s.name: s.monthly_usd for s in estimate_monthly_cost(Assumptions(images_per_month=100_000, seo_fields_by="model"),
                                                                         prices, "own-alb").scenarios}
-    assert at_volume["batch transform"] == pytest.approx(319.18, abs=0.005)  # docs/costs.md: $3.19 per 1,000, over issue 17's $2.50
+    assert at_volume["batch transform"] == pytest.approx(319.20, abs=0.005)  # docs/costs.md: $3.19 per 1,000, over issue 17's $2.50
     with pytest.raises(ConfigError, match="seo_fields_by 'gpt': choose one of template, model"):
         estimate_monthly_cost(Assumptions(seo_fields_by="gpt"), prices)
     out = subprocess.run([sys.executable, "-m", "pipeline", "estimate", "--images-per-month", "100000", "--seo-fields-by", "model",
@@ -506,3 +518,119 @@ def test_seo_fields_by_model_adds_the_measured_tokens_and_template_keeps_todays_
     data = json.loads(out.stdout)
     assert data["assumptions"]["seo_fields_by"] == "model"
     assert {s["name"]: s["monthly_usd"] for s in data["scenarios"]}["batch transform"] == pytest.approx(at_volume["batch transform"], abs=0.005)
+
+
+# --- issue 17: log volume measured, not guessed ---------------------------------------------------------------------
+
+def _log_volume():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "log_volume.py"
+    spec = importlib.util.spec_from_file_location("log_volume", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_log_estimate_never_understates_what_a_real_batch_writes(tmp_path, tiny_model, local_captioner, prices):
+    """bench/log_volume.py's measurement, on a small real batch (run_batch, tiny BLIP-2, offline summarizer, the
+    container's LOG_LEVEL=INFO / LOG_FORMAT=json, EMF metrics on: the most it writes): the estimator's bytes per photo,
+    per batch run and per task start are at least what was measured, with room to spare (the figures are 2x the
+    bench's), and the estimate's log line grows with the photos by exactly those bytes."""
+    bench = _log_volume()
+    a = Assumptions()
+    per_photo, per_run = bench.per_photo_and_run(tmp_path, 4, model_dir=tiny_model, metrics_format="emf", captioner=local_captioner)
+    assert 1_000 < per_photo <= a.log_bytes_per_photo / 1.5, per_photo  # a stage line each: fetch ... save, item; EMF beside
+    assert per_run <= a.log_bytes_per_batch_run, per_run
+    task = bench.scheduled_task_bytes()  # the auto-stop schedule's command
+    assert 0 < task <= a.log_bytes_per_task_start / 1.5, task
+    # the estimator: logs scale with the photos (the app's bytes plus SageMaker's allowance per photo)
+    logs = {n: {s.name: s.breakdown["cloudwatch_logs"] for s in estimate_monthly_cost(Assumptions(images_per_month=n), prices).scenarios}
+            for n in (1_000, 1_001_000)}
+    per_million = (a.log_bytes_per_photo + a.sagemaker_log_bytes_per_photo) * 1_000_000 / 1e9 * 0.53
+    for name in logs[1_000]:
+        assert logs[1_001_000][name] - logs[1_000][name] == pytest.approx(per_million, abs=0.011), name
+
+
+def test_log_estimate_covers_a_dashboard_start(tmp_path):
+    """The container's command, `streamlit run dashboard/app.py` with LOG_FORMAT=json, writes no more at start than
+    the estimator counts per task start."""
+    started = _log_volume().dashboard_start_bytes()
+    assert 0 < started <= Assumptions().log_bytes_per_task_start / 1.5, started
+
+
+# --- issue 17: a deployment without an endpoint (profile own-alb-ipv6-batch) -------------------------------------------
+
+def test_batch_only_profile_prices_only_what_it_synthesizes_and_meets_the_own_alb_goal(prices):
+    """own-alb-ipv6-batch: no endpoint (no auto-stop/start/stop tasks, 3 alarms instead of 5), the key in SSM (no
+    secret); real-time and async scenarios are not offered; batch transform at 1,000 photos <= $25 all-in."""
+    a = profile_assumptions("own-alb-ipv6-batch")
+    assert (a.realtime_endpoint, a.secrets, a.alarms, a.endpoint_schedule, a.autostop_every_minutes) == (False, 0, 3, False, 0)
+    fixed = fixed_infra_costs(a, prices)
+    ipv6 = fixed_infra_costs(profile_assumptions("own-alb-ipv6-business-hours"), prices)
+    assert "secrets_manager" not in fixed and "scheduled_tasks" not in fixed and ipv6["secrets_manager"] == pytest.approx(0.40)
+    assert fixed["cloudwatch_alarms"] == pytest.approx(0.30)
+    assert fixed["public_ipv4"] == pytest.approx(224 * 0.005)  # the task's address while it runs; no scheduled tasks' minutes
+    scenarios = {s.name: s for s in estimate_monthly_cost(Assumptions(), prices, "own-alb-ipv6-batch").scenarios}
+    assert list(scenarios) == ["batch transform", "local CPU"]
+    batch = scenarios["batch transform"]
+    assert batch.monthly_usd <= 25.0 and batch.monthly_usd == pytest.approx(24.40, abs=0.005)
+    assert "sagemaker_endpoint" not in {k for s in scenarios.values() for k in s.breakdown}
+    [point] = break_even_points(Assumptions(), prices, 100, 200_000, "own-alb-ipv6-batch")
+    assert (point.cheaper_before, point.cheaper_after) == ("local CPU", "batch transform")
+
+
+def test_admin_page_of_a_deployment_without_endpoint_offers_no_start(monkeypatch, tmp_path, tiny_model):
+    """ENDPOINT_ENABLED=false (what the stack sets with realtime_endpoint false): the Admin page says there is no
+    endpoint, offers no Start / Stop and asks AWS nothing about one (here AWS is unreachable: with an endpoint the same
+    page tries and warns); its estimator lists only batch transform and local CPU for the profile."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard.text import inert
+    from pipeline.admin.endpoint import NO_ENDPOINT
+    from support.infra import INFRA
+
+    for key, value in {"DATA_DIR": str(tmp_path / "data"), "CAPTION_MODEL": str(tiny_model), "SUMMARIZER": "offline",
+                       "AUTH_MODE": "dev", "DEPLOYMENT_PROFILE": "own-alb-ipv6-batch", "CAPTIONER": "sagemaker",
+                       "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+
+    def admin_page():
+        st.cache_resource.clear()
+        app = AppTest.from_file(str(INFRA.parent / "dashboard" / "app.py"), default_timeout=60).run()
+        app.switch_page("pages/admin.py").run()
+        assert not app.exception, app.exception
+        return app
+
+    try:
+        monkeypatch.setenv("ENDPOINT_ENABLED", "true")
+        with_endpoint = admin_page()
+        assert any("Endpoint status unavailable" in w.value for w in with_endpoint.warning)  # it asked AWS
+        monkeypatch.setenv("ENDPOINT_ENABLED", "false")
+        app = admin_page()
+        assert [i.value for i in app.info if "captioning endpoint" in i.value] == [inert(NO_ENDPOINT)]  # as text, not Markdown
+        labels = [b.label for b in app.button]
+        assert not [label for label in labels if "endpoint" in label.lower() or "auto-stop" in label.lower()], labels
+        assert not [w.value for w in app.warning if "Endpoint status" in w.value]  # nothing asked
+        table = next(df.value for df in app.dataframe if "Scenario" in df.value.columns)
+        assert list(table["Scenario"]) == ["batch transform", "local CPU"]
+    finally:
+        st.cache_resource.clear()
+
+
+def test_endpoint_start_refuses_without_an_endpoint_and_calls_no_aws(tmp_path, capsys, monkeypatch):
+    """`python -m pipeline endpoint start` with ENDPOINT_ENABLED=false: one sentence, exit 1, the refusal in the audit
+    log, and no request (AWS is unreachable here: with an endpoint the same command fails on the call)."""
+    from pipeline.admin.endpoint import NO_ENDPOINT
+    from pipeline.cli import main
+
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ENDPOINT_ENABLED", "false")
+    assert main(["endpoint", "start", "--endpoint-url", "http://127.0.0.1:9"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.strip() == f"start: refused. {NO_ENDPOINT}" and "Traceback" not in captured.err
+    store = SqliteStore(tmp_path / "data" / "pipeline.sqlite3")
+    assert [(e.action, e.result) for e in store.audit_log(limit=5)] == [("start", "refused")]

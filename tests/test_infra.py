@@ -529,7 +529,7 @@ def test_bad_profile_context_is_one_clear_line(overrides, message):
 
 def test_profile_templates_pass_cfn_lint_and_checkov(profiles):
     files = [f for name, d in profiles.items() if name != "own-alb" for f in d.template_files() if "Registry" not in f.name]
-    assert len(files) == 3
+    assert len(files) == 4
     lint = subprocess.run([str(_tool("cfn-lint")), *map(str, files)], capture_output=True, text=True, timeout=300)
     assert lint.returncode == 0, lint.stdout + lint.stderr
     reports = json.loads(_checkov(*files).stdout)
@@ -657,3 +657,78 @@ def test_wake_can_be_kept_to_admins(wake_world):
     assert wake.handle(request("Admin@Example.com"), clients, admins_only, evening)["statusCode"] == 200
     assert state()[1] == (1, 3)
     assert wake.handle(request("merch@example.com"), clients, config, evening)["statusCode"] == 200  # default: any signed-in user
+
+
+# --- issue 17: the key in SSM Parameter Store, a deployment without an endpoint (profile own-alb-ipv6-batch) -----------
+
+ENDPOINT_ACTIONS = {"sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointAsync", "sagemaker:CreateEndpoint", "sagemaker:DeleteEndpoint",
+                    "sagemaker:DescribeEndpoint", "sagemaker:UpdateEndpointWeightsAndCapacities",
+                    "application-autoscaling:RegisterScalableTarget", "application-autoscaling:DescribeScalableTargets",
+                    "cloudwatch:GetMetricStatistics"}
+
+
+def test_batch_profile_reads_the_key_from_one_ssm_parameter_and_creates_no_secret(profiles):
+    t = Template.from_stack(profiles["own-alb-ipv6-batch"].app)
+    t.resource_count_is("AWS::SecretsManager::Secret", 0)
+    [container] = only(t, "AWS::ECS::TaskDefinition")["ContainerDefinitions"]
+    [secret] = container["Secrets"]
+    parameter_arn = {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":ssm:us-east-1:", {"Ref": "AWS::AccountId"},
+                                        ":parameter/product-tagging/openai-api-key"]]}
+    assert secret == {"Name": "OPENAI_API_KEY", "ValueFrom": parameter_arn}
+    execution = statements_of(t, "DashboardTaskExecutionRole")
+    [read] = [s for s in execution if any(a.startswith("ssm:") for a in as_list(s["Action"]))]
+    assert "ssm:GetParameters" in as_list(read["Action"]) and read["Resource"] == parameter_arn  # that one parameter only
+    assert all(a.startswith("ssm:Get") or a == "ssm:DescribeParameters" for a in as_list(read["Action"]))
+    granted = {a for s in execution for a in as_list(s["Action"])}
+    assert not {a for a in granted if a.startswith(("kms:", "secretsmanager:"))}  # aws/ssm needs no kms:Decrypt grant
+    outputs = t.to_json()["Outputs"]
+    assert outputs["OpenAiKeyParameter"]["Value"] == "/product-tagging/openai-api-key" and "OpenAiSecretArn" not in outputs
+    # the shipped stack keeps its secret, and a parameter name of one's own is used as given
+    shipped = Template.from_stack(profiles["own-alb"].app)
+    assert [s["Name"] for s in only(shipped, "AWS::ECS::TaskDefinition")["ContainerDefinitions"][0]["Secrets"]] == ["OPENAI_API_KEY"]
+    shipped.resource_count_is("AWS::SecretsManager::Secret", 1)
+
+
+def test_a_deployment_without_endpoint_has_no_endpoint_alarms_schedules_or_permissions(profiles, tmp_path):
+    from pipeline.settings import Settings
+
+    deployed = profiles["own-alb-ipv6-batch"]
+    t = Template.from_stack(deployed.app)
+    alarms = sorted(a["Properties"]["AlarmName"] for a in resources(t, "AWS::CloudWatch::Alarm").values())
+    assert alarms == ["product-tagging-alb-5xx", "product-tagging-dashboard-cpu-high", "product-tagging-unhealthy-tasks"]
+    assert [s for s in resources(t, "AWS::Scheduler::Schedule").values() if "EcsParameters" in s["Properties"]["Target"]] == []
+    task_role = {a for s in statements_of(t, "DashboardTaskRole") for a in as_list(s["Action"])}
+    assert not task_role & ENDPOINT_ACTIONS, task_role & ENDPOINT_ACTIONS
+    assert {"sagemaker:CreateTransformJob", "sagemaker:DescribeTransformJob", "sagemaker:DescribeEndpointConfig",
+            "sagemaker:ListEndpointConfigs"} <= task_role  # batch transform jobs on the deployed model stay
+    env = {e["Name"]: e["Value"] for e in only(t, "AWS::ECS::TaskDefinition")["ContainerDefinitions"][0]["Environment"]}
+    assert (env["ENDPOINT_ENABLED"], env["TRANSFORM_THRESHOLD"], env["DEPLOYMENT_PROFILE"]) == ("false", "1", "own-alb-ipv6-batch")
+    app_settings = Settings(_env_file=None, endpoint_enabled=env["ENDPOINT_ENABLED"], transform_threshold=env["TRANSFORM_THRESHOLD"])
+    assert app_settings.endpoint_enabled is False and app_settings.transform_threshold == 1
+    # the same shape with an endpoint has all of it: the difference is the option, not the profile
+    with_endpoint = Template.from_stack(profiles["own-alb-ipv6-business-hours"].app)
+    assert {a for s in statements_of(with_endpoint, "DashboardTaskRole") for a in as_list(s["Action"])} >= ENDPOINT_ACTIONS
+    assert len(resources(with_endpoint, "AWS::CloudWatch::Alarm")) == 5
+    assert deployed.config.cost_assumptions().alarms == 3 and deployed.config.cost_assumptions().secrets == 0
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"openai_key_store": "ssm", "openai_key_parameter": "openai-key"}, "must be a parameter name starting with /"),
+    ({"openai_key_parameter": "/x/openai"}, "openai_key_parameter is for openai_key_store 'ssm'"),
+    ({"realtime_endpoint": False, "async_inference": True}, "async_inference needs an endpoint"),
+])
+def test_bad_key_store_or_endpoint_context_is_one_clear_line(overrides, message):
+    from support.infra import default_context
+    from tagger_infra.config import CONTEXT_KEY, InfraConfig, InfraConfigError
+
+    with pytest.raises(InfraConfigError, match=message):
+        InfraConfig.from_context({**default_context()[CONTEXT_KEY], **overrides})
+
+
+def test_an_own_ssm_parameter_name_is_the_one_granted():
+    from support.infra import default_context
+    from tagger_infra.config import CONTEXT_KEY, InfraConfig
+
+    config = InfraConfig.from_context({**default_context()[CONTEXT_KEY], "openai_key_store": "ssm", "openai_key_parameter": "/team/tagging/key"})
+    assert config.openai_key_parameter_name == "/team/tagging/key"
+    assert InfraConfig.from_context(default_context()[CONTEXT_KEY]).openai_key_parameter_name is None

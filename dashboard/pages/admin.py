@@ -13,7 +13,7 @@ from dashboard.runtime import current_user, get_endpoint_controller, get_runtime
 from dashboard.text import inert, say
 from pipeline.admin.costs import (PROFILES, QUOTED_SUFFIX, REFERENCE_PRICES, SEO_FIELDS_BY, SUMMARY_MODES, Assumptions, PriceTable, break_even_points,
                                   cost_lines, estimate_monthly_cost, month_to_date, profile_assumptions)
-from pipeline.admin.endpoint import Actor, NotAllowed, aws_problem, aws_setup_problem
+from pipeline.admin.endpoint import NO_ENDPOINT, Actor, NotAllowed, aws_problem, aws_setup_problem
 from pipeline.errors import describe_error
 
 restart_through_app_if_opened_directly()
@@ -96,6 +96,9 @@ def act(action: str) -> None:
 
 def render_endpoint_card() -> bool:
     st.subheader("Captioning endpoint")
+    if not settings.endpoint_enabled:  # a batch-transform-only deployment: nothing to start, stop or read (no permissions)
+        st.info(inert(NO_ENDPOINT))
+        return False
     why = setup_problem()
     if why:
         render_local_mode(why)

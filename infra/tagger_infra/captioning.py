@@ -57,7 +57,8 @@ class Captioning(Construct):
         self.topics = topics
 
         self.scope = Scope(stack=Stack.of(self), endpoint_name=config.endpoint_name, bucket_arn=bucket_arn, table_arn=table_arn,
-                           queue_arn=self.queue.queue_arn if self.queue else None, source_buckets=tuple(config.s3_source_buckets))
+                           queue_arn=self.queue.queue_arn if self.queue else None, source_buckets=tuple(config.s3_source_buckets),
+                           endpoint=config.realtime_endpoint)
         model_bucket = config.model_data_url.removeprefix("s3://").split("/", 1)[0] if config.model_data_url else None
         self.execution_role = iam.Role(
             self, "ExecutionRole", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),

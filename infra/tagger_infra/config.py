@@ -134,7 +134,17 @@ class InfraConfig(BaseModel):
     log_retention_days: int = 30
     alb_idle_timeout_s: int = 600
 
+    # The OpenAI API key the tasks get as OPENAI_API_KEY: a Secrets Manager secret the stack creates (you put the key in
+    # after the first deploy; $0.40 a month), or an SSM Parameter Store SecureString (standard tier, no monthly charge)
+    # that you create BEFORE deploying: CloudFormation cannot create SecureString parameters (docs/deploy.md).
+    openai_key_store: Literal["secrets-manager", "ssm"] = Field(
+        "secrets-manager", description="secrets-manager: the stack creates a secret; ssm: a SecureString parameter you create first.")
+    openai_key_parameter: str | None = Field(None, description="With openai_key_store ssm: the parameter's name (default /<app_name>/openai-api-key).")
+
     # Captioning endpoint
+    realtime_endpoint: bool = Field(True, description="false: no real-time or async endpoint: captions only through batch "
+                                    "transform jobs; no endpoint alarms, schedules or start/stop/invoke permissions, and the "
+                                    "Admin page offers no Start (ENDPOINT_CONTROL=false).")
     endpoint_name: str = "blip2-endpoint"
     instance_type: str = "ml.g4dn.xlarge"
     async_inference: bool = False
@@ -192,6 +202,12 @@ class InfraConfig(BaseModel):
             raise ValueError("upload_expiry_days must be at least 1")
         if self.model_data_url and not (self.model_data_url.startswith("s3://") and self.image_uri):
             raise ValueError("model_data_url must be an s3:// URL, and needs image_uri")
+        if self.openai_key_parameter is not None and not re.fullmatch(r"/[A-Za-z0-9_.\-/]{1,1010}", self.openai_key_parameter):
+            raise ValueError("openai_key_parameter must be a parameter name starting with / (letters, digits, _ . - /)")
+        if self.openai_key_parameter is not None and self.openai_key_store != "ssm":
+            raise ValueError("openai_key_parameter is for openai_key_store 'ssm'")
+        if not self.realtime_endpoint and self.async_inference:
+            raise ValueError("async_inference needs an endpoint: set realtime_endpoint true, or async_inference false")
         if self.model_data_url and self.hf_model_id and not self.hf_model_revision:
             raise ValueError("model_data_url with hf_model_id needs hf_model_revision (a commit of the model repo, "
                              "as sagemaker/model-revision.json pins it), or hf_model_id null when weights are packaged")
@@ -235,6 +251,20 @@ class InfraConfig(BaseModel):
         return self.network == "public"
 
     @property
+    def openai_key_parameter_name(self) -> str | None:
+        """The SSM parameter the tasks read OPENAI_API_KEY from (openai_key_store ssm), else None."""
+        if self.openai_key_store != "ssm":
+            return None
+        return self.openai_key_parameter or f"/{self.app_name}/openai-api-key"
+
+    @property
+    def alarm_names(self) -> tuple[str, ...]:
+        """The CloudWatch alarms the stack defines (tagger_infra.monitoring.Monitoring), by name suffix."""
+        names = ALARMS if self.realtime_endpoint else tuple(a for a in ALARMS if a not in ENDPOINT_ALARMS)
+        return (names + (("async-backlog-stuck",) if self.async_inference else ())
+                + (PIPELINE_ALARMS if self.pipeline_monitoring else ()))
+
+    @property
     def sagemaker_mode(self) -> str:
         return "async" if self.async_inference else "realtime"
 
@@ -248,13 +278,13 @@ class InfraConfig(BaseModel):
             fargate_on_demand_base=self.fargate_on_demand_base if self.fargate_spot else 0,
             dashboard_always_on=self.dashboard_schedule == "always", wake_function=self.dashboard_schedule == "business-hours",
             own_alb=self.load_balancer != "shared",
-            secrets=1 + (1 if self.auth == "oidc" else 0),
+            secrets=(1 if self.openai_key_store == "secrets-manager" else 0) + (1 if self.auth == "oidc" else 0),
             public_ipv4_addresses=(self.max_azs if self.load_balancer == "own" else 0) + self.nat_gateways,  # ALB: one per AZ
             task_public_ip=self.tasks_get_public_ip,
             nat_gateways=self.nat_gateways, interface_endpoints=len(self.interface_endpoints) * self.max_azs,
-            alarms=len(ALARMS) + (1 if self.async_inference else 0) + (len(PIPELINE_ALARMS) if self.pipeline_monitoring else 0),
-            autostop_every_minutes=self.autostop_every_minutes,
-            endpoint_schedule=self.business_hours.enabled and not self.async_inference,
+            alarms=len(self.alarm_names), realtime_endpoint=self.realtime_endpoint,
+            autostop_every_minutes=self.autostop_every_minutes if self.realtime_endpoint else 0,  # 0: no auto-stop task
+            endpoint_schedule=self.realtime_endpoint and self.business_hours.enabled and not self.async_inference,
         )
 
 
@@ -268,6 +298,9 @@ PROFILES: dict[str, dict[str, Any]] = {
     "own-alb-business-hours": BUSINESS_HOURS_PROFILE,
     "own-alb-ipv6-business-hours": {**BUSINESS_HOURS_PROFILE, "load_balancer": "own-dualstack"},
     "shared-alb-business-hours": {**BUSINESS_HOURS_PROFILE, "load_balancer": "shared"},
+    # The cheapest own-ALB shape for a batch-transform-only workload: no endpoint, the key in SSM Parameter Store.
+    "own-alb-ipv6-batch": {**BUSINESS_HOURS_PROFILE, "load_balancer": "own-dualstack", "openai_key_store": "ssm",
+                           "realtime_endpoint": False},
 }
 
 
@@ -277,5 +310,6 @@ FARGATE_SIZES = {(256, m) for m in (512, 1024, 2048)} | {(512, m) for m in range
 
 # CloudWatch alarms the stack defines (names are suffixes; the async one is added with async inference).
 ALARMS = ("alb-5xx", "unhealthy-tasks", "dashboard-cpu-high", "endpoint-model-errors", "endpoint-running-long")
+ENDPOINT_ALARMS = ("endpoint-model-errors", "endpoint-running-long")  # not defined with realtime_endpoint false
 # With pipeline_monitoring: alarms on the pipeline's own EMF metrics (tagger_infra.monitoring.PipelineMonitoring).
 PIPELINE_ALARMS = ("item-failure-rate", "caption-latency-p95")

@@ -25,6 +25,7 @@ from aws_cdk import aws_route53 as route53
 from aws_cdk import aws_route53_targets as route53_targets
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from tagger_infra.checks import accept_findings
@@ -45,16 +46,24 @@ class Dashboard(Construct):
         super().__init__(scope, construct_id)
         self.config = config
         self.user_pool: cognito.UserPool | None = None  # with auth "cognito"
-        self.openai_key = secretsmanager.Secret(
-            self, "OpenAiKey", description="OpenAI API key for summaries: put the real key here after the first deploy",
-            removal_policy=RemovalPolicy.RETAIN)
+        # The OpenAI key: a secret this stack creates (filled after the first deploy), or a SecureString parameter the
+        # operator created before it (openai_key_store ssm: CloudFormation cannot create SecureString parameters).
+        self.openai_key: secretsmanager.Secret | None = None
+        self.openai_key_parameter: ssm.IStringParameter | None = None
+        if config.openai_key_store == "ssm":
+            self.openai_key_parameter = ssm.StringParameter.from_secure_string_parameter_attributes(
+                self, "OpenAiKeyParameter", parameter_name=config.openai_key_parameter_name)
+        else:
+            self.openai_key = secretsmanager.Secret(
+                self, "OpenAiKey", description="OpenAI API key for summaries: put the real key here after the first deploy",
+                removal_policy=RemovalPolicy.RETAIN)
+            accept_findings(self.openai_key, {
+                "CKV_AWS_149": "Encrypted with the AWS-managed key (aws/secretsmanager); only the task execution role can read it.",
+                "CKV2_AWS_57": "Not rotated by AWS: it is an OpenAI key, rotated in OpenAI's console and pasted here.",
+            })
         self.log_group = logs.LogGroup(self, "Logs", retention=log_retention(config.log_retention_days),
                                        removal_policy=RemovalPolicy.DESTROY)
         self.cluster = ecs.Cluster(self, "Cluster", vpc=network.vpc, enable_fargate_capacity_providers=True)
-        accept_findings(self.openai_key, {
-            "CKV_AWS_149": "Encrypted with the AWS-managed key (aws/secretsmanager); only the task execution role can read it.",
-            "CKV2_AWS_57": "Not rotated by AWS: it is an OpenAI key, rotated in OpenAI's console and pasted here.",
-        })
         accept_findings(self.log_group, {
             "CKV_AWS_158": "CloudWatch encrypts log data at rest by default; the app never logs secrets or photos, and a "
                            "customer key would cost more than the logs.",
@@ -100,7 +109,10 @@ class Dashboard(Construct):
             port_mappings=[ecs.PortMapping(container_port=PORT)],
             logging=ecs.LogDrivers.aws_logs(stream_prefix="dashboard", log_group=self.log_group),
             environment={**environment, "HOME": "/tmp"},  # read-only root: Streamlit's ~/.streamlit goes to /tmp
-            secrets={"OPENAI_API_KEY": ecs.Secret.from_secrets_manager(self.openai_key)},
+            # from_ssm_parameter grants the execution role read of that one parameter's ARN; no kms:Decrypt is needed for
+            # the AWS managed aws/ssm key, which allows Decrypt to the account's principals through Parameter Store.
+            secrets={"OPENAI_API_KEY": ecs.Secret.from_ssm_parameter(self.openai_key_parameter) if self.openai_key_parameter
+                     else ecs.Secret.from_secrets_manager(self.openai_key)},
             readonly_root_filesystem=True,
             health_check=ecs.HealthCheck(command=["CMD", "python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen("
                                                   f"'http://127.0.0.1:{PORT}/_stcore/health', timeout=4).status != 200)"],

@@ -18,7 +18,7 @@ from pipeline.admin.endpoint import VARIANT
 from pipeline.observability import metrics as m
 from pipeline.observability.trace import STAGES
 from tagger_infra.checks import accept_findings
-from tagger_infra.config import PIPELINE_ALARMS, InfraConfig
+from tagger_infra.config import ENDPOINT_ALARMS, PIPELINE_ALARMS, InfraConfig
 from tagger_infra.dashboard import Dashboard
 
 GREATER = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
@@ -53,6 +53,9 @@ class Monitoring(Construct):
                                                         dimensions_map=endpoint, period=Duration.hours(1), statistic="SampleCount"), 1, 12,
                                       "The GPU endpoint has been running for 12 hours: is auto-stop working?"),
         }
+        if not config.realtime_endpoint:  # no endpoint: nothing to watch there (transform jobs report in the app)
+            for name in ENDPOINT_ALARMS:
+                del alarms[name]
         if config.async_inference:
             alarms["async-backlog-stuck"] = (cloudwatch.Metric(namespace="AWS/SageMaker", metric_name="ApproximateBacklogSize",
                                                                dimensions_map={"EndpointName": config.endpoint_name},
@@ -68,6 +71,7 @@ class Monitoring(Construct):
         self.pipeline = PipelineMonitoring(self, "Pipeline", config, topic=self.topic) if config.pipeline_monitoring else None
         if self.pipeline is not None:
             self.alarms.update(self.pipeline.alarms)
+        assert tuple(self.alarms) == config.alarm_names  # what InfraConfig.cost_assumptions counts
         self.budget = budgets.CfnBudget(
             self, "Budget",
             budget=budgets.CfnBudget.BudgetDataProperty(

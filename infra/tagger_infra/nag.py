@@ -130,13 +130,14 @@ def _accept_app_findings(app: Stack) -> None:
     _accept(app.storage.bucket, "AwsSolutions-S1",
             "No server access logs: every writer is this stack's task or SageMaker role; CloudTrail data events are the "
             "audit trail when needed, without a second bucket and per-request log objects.")
-    _accept(dashboard.openai_key, "AwsSolutions-SMG4",
-            "An OpenAI API key: it is rotated in OpenAI's console and pasted here; a rotation Lambda cannot create one.")
+    if dashboard.openai_key is not None:  # openai_key_store ssm: no secret in this stack
+        _accept(dashboard.openai_key, "AwsSolutions-SMG4",
+                "An OpenAI API key: it is rotated in OpenAI's console and pasted here; a rotation Lambda cannot create one.")
     _accept(dashboard.cluster, "AwsSolutions-ECS4",
             "Container Insights is billed per metric; the alarms use the service and ALB metrics AWS publishes free.")
     _accept(dashboard.task_definition, "AwsSolutions-ECS2",
             "The environment holds settings only (resource names, modes, limits); the one secret, OPENAI_API_KEY, comes "
-            "from Secrets Manager through the task's `secrets`.")
+            "from Secrets Manager (or an SSM SecureString parameter) through the task's `secrets`.")
     _accept(dashboard.alb_security_group, "AwsSolutions-EC23",
             "The dashboard's front door: 443 (and 80, answered with a redirect) from cdk.json allowed_cidrs, default "
             "anywhere; the ALB signs every request in (Cognito or OIDC) before it reaches a task.")

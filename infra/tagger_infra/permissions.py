@@ -33,6 +33,7 @@ class Scope:
     table_arn: str
     queue_arn: str | None = None
     source_buckets: tuple[str, ...] = ()
+    endpoint: bool = True  # False (realtime_endpoint false): no endpoint to invoke, start, stop or scale; batch transform only
 
     def sagemaker_arn(self, resource: str, name: str) -> str:
         # SageMaker ARNs carry resource names in lower case.
@@ -63,7 +64,7 @@ class Scope:
 def dashboard_task_statements(scope: Scope) -> list[iam.PolicyStatement]:
     """What the dashboard task (and the scheduled `python -m pipeline endpoint …` tasks) may do."""
     s = scope
-    statements = [
+    endpoint = [
         iam.PolicyStatement(  # captioners/sagemaker.py, sagemaker_async.py
             sid="InvokeThisEndpoint", actions=["sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointAsync"],
             resources=[s.endpoint_arn]),
@@ -72,7 +73,9 @@ def dashboard_task_statements(scope: Scope) -> list[iam.PolicyStatement]:
             actions=["sagemaker:DescribeEndpoint", "sagemaker:CreateEndpoint", "sagemaker:DeleteEndpoint",
                      "sagemaker:UpdateEndpointWeightsAndCapacities"],
             resources=[s.endpoint_arn, s.endpoint_configs_arn]),
-        iam.PolicyStatement(  # endpoint.py: saved_config() reads the newest config deploy.py made
+    ]
+    statements = [
+        iam.PolicyStatement(  # endpoint.py: saved_config() reads the newest config deploy.py made (batch transform: its model)
             sid="ReadThisEndpointsConfigs", actions=["sagemaker:DescribeEndpointConfig"], resources=[s.endpoint_configs_arn]),
         iam.PolicyStatement(  # ListEndpointConfigs has no resource-level permissions
             sid="ListEndpointConfigs", actions=["sagemaker:ListEndpointConfigs"], resources=["*"]),
@@ -80,12 +83,6 @@ def dashboard_task_statements(scope: Scope) -> list[iam.PolicyStatement]:
             sid="TransformJobsOnThisModel",
             actions=["sagemaker:CreateTransformJob", "sagemaker:DescribeTransformJob", "sagemaker:AddTags"],
             resources=[s.sagemaker_arn("transform-job", f"{TRANSFORM_JOB_PREFIX}*"), s.models_arn]),
-        iam.PolicyStatement(  # endpoint.py: async min capacity 0 ↔ 1. Scalable-target ARNs carry a generated id.
-            sid="EndpointCapacity",
-            actions=["application-autoscaling:RegisterScalableTarget", "application-autoscaling:DescribeScalableTargets"],
-            resources=["*"]),
-        iam.PolicyStatement(  # endpoint.py: last invocation (GetMetricStatistics has no resource-level permissions)
-            sid="ReadEndpointMetrics", actions=["cloudwatch:GetMetricStatistics"], resources=["*"]),
         iam.PolicyStatement(  # s3_images.py, async requests/results, transform inputs/outputs
             sid="AppObjects", actions=["s3:GetObject", "s3:PutObject"],
             resources=[f"{s.bucket_arn}/{prefix}*" for prefix in APP_PREFIXES]),
@@ -99,6 +96,16 @@ def dashboard_task_statements(scope: Scope) -> list[iam.PolicyStatement]:
                      "dynamodb:DescribeTable"],
             resources=[s.table_arn, f"{s.table_arn}/index/*"]),
     ]
+    if s.endpoint:
+        endpoint += [
+            iam.PolicyStatement(  # endpoint.py: async min capacity 0 ↔ 1. Scalable-target ARNs carry a generated id.
+                sid="EndpointCapacity",
+                actions=["application-autoscaling:RegisterScalableTarget", "application-autoscaling:DescribeScalableTargets"],
+                resources=["*"]),
+            iam.PolicyStatement(  # endpoint.py: last invocation (GetMetricStatistics has no resource-level permissions)
+                sid="ReadEndpointMetrics", actions=["cloudwatch:GetMetricStatistics"], resources=["*"]),
+        ]
+        statements = endpoint[:2] + statements[:3] + endpoint[2:] + statements[3:]  # the order the policy always had
     if s.queue_arn:
         statements.append(iam.PolicyStatement(  # sagemaker_async.py: SNS → SQS completion notices
             sid="AsyncNotices", actions=["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"],

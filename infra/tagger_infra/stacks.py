@@ -67,7 +67,9 @@ class AppStack(Stack):
                                      table_arn=self.storage.table.table_arn)
         self.dashboard = Dashboard(self, "Dashboard", config, network=self.network, repository=repository,
                                    permissions=self.captioning.scope, environment=self._app_environment())
-        self.schedules = EndpointSchedules(self, "EndpointSchedules", config, dashboard=self.dashboard, network=self.network)
+        # The endpoint's clock (auto-stop, business-hours start/stop); none without an endpoint (realtime_endpoint false)
+        self.schedules = (EndpointSchedules(self, "EndpointSchedules", config, dashboard=self.dashboard, network=self.network)
+                          if config.realtime_endpoint else None)
         self.monitoring = Monitoring(self, "Monitoring", config, dashboard=self.dashboard)
         if config.github_repo and provider_arn:
             self._model_deploy_role(provider_arn)
@@ -79,9 +81,12 @@ class AppStack(Stack):
         outputs = {
             "DashboardUrl": f"https://{self.config.domain_name}",
             "ClusterName": d.cluster.cluster_name, "ServiceName": d.service.service_name,
-            "BucketName": self.storage.bucket.bucket_name, "OpenAiSecretArn": d.openai_key.secret_arn,
-            "SageMakerRoleArn": self.captioning.execution_role.role_arn,
+            "BucketName": self.storage.bucket.bucket_name, "SageMakerRoleArn": self.captioning.execution_role.role_arn,
         }
+        if d.openai_key is not None:
+            outputs["OpenAiSecretArn"] = d.openai_key.secret_arn
+        else:  # openai_key_store ssm: the parameter the operator created before deploying
+            outputs["OpenAiKeyParameter"] = self.config.openai_key_parameter_name
         if self.captioning.queue is not None:
             outputs["AsyncSuccessTopic"], outputs["AsyncErrorTopic"] = (t.topic_arn for t in self.captioning.topics)
         if getattr(self, "model_deploy_role", None) is not None:
@@ -105,6 +110,9 @@ class AppStack(Stack):
         }
         if self.captioning.queue is not None:
             env["ASYNC_SQS_QUEUE_URL"] = self.captioning.queue.queue_url
+        if not c.realtime_endpoint:  # no endpoint: nothing to start on the Admin page, every batch a transform job
+            env["ENDPOINT_ENABLED"] = "false"
+            env["TRANSFORM_THRESHOLD"] = "1"
         if c.profile:
             env["DEPLOYMENT_PROFILE"] = c.profile  # the Admin page prices this deployment's always-on shape
         return env

@@ -125,14 +125,29 @@ class Assumptions:
     nat_gateways: int = 0
     interface_endpoints: int = 0  # VPC interface endpoints × AZs
     alarms: int = 5
-    autostop_every_minutes: int = 15  # the scheduled endpoint auto-stop task (a one-off Fargate task of the dashboard image)
+    realtime_endpoint: bool = True  # False: no endpoint at all (batch transform only): no auto-stop task, no real-time/async scenarios
+    autostop_every_minutes: int = 15  # the scheduled endpoint auto-stop task (a one-off Fargate task of the dashboard image); 0: none
     endpoint_schedule: bool = True  # real-time endpoint start/stop tasks on working days
     scheduled_task_minutes: float = 1.0  # Fargate bills a task at least one minute
     local_cpu_seconds_per_image: float = 40.0  # BLIP-2 flan-t5-xl on 4 Fargate vCPU (assumed)
     local_cpu_vcpu: float = 4.0
     local_cpu_gb: float = 16.0
     stored_mb_per_image: float = 0.15  # normalized JPEG + report rows
-    log_gb_per_month: float = 1.0
+    # CloudWatch Logs (billed per GB ingested, and stored for the 30-day retention): what the app writes, measured by
+    # bench/log_volume.py (the app's own handlers at the container's LOG_LEVEL=INFO, LOG_FORMAT=json; each line's bytes
+    # + CloudWatch's 26 bytes per event). Latest run (40 and 80 photos, tiny BLIP-2, offline summarizer): 4,175 B per
+    # photo with METRICS_FORMAT=emf (1,818 B with metrics off, the stack's default), 216 B per batch run; a dashboard start
+    # 265 B (Streamlit's start-up lines), a scheduled `endpoint autostop` run 97 B. Each figure here is twice that
+    # (tests/test_costs.py runs a batch and fails if the measured per-photo bytes exceed log_bytes_per_photo).
+    log_bytes_per_photo: float = 8_400.0
+    log_bytes_per_batch_run: float = 450.0
+    log_bytes_per_task_start: float = 550.0  # a dashboard task start or a scheduled task run (the larger, 265 B, x 2)
+    dashboard_starts_per_month: int = 30  # assumed: a start each working day, wake-ups, deploys, Spot replacements
+    wake_log_bytes_per_invocation: float = 400.0  # the wake Lambda writes nothing; Lambda's START/END/REPORT lines (~300 B)
+    # Not measured (SageMaker's containers log to their own /aws/sagemaker/... groups): an assumed allowance per
+    # endpoint start or transform job (model server start-up) and per photo (its request lines).
+    sagemaker_log_bytes_per_start: float = 100_000.0
+    sagemaker_log_bytes_per_photo: float = 2_000.0
     secrets: int = 1
 
 
@@ -163,6 +178,13 @@ PROFILES = {p.name: p for p in (
             "as own-alb-business-hours, on a listener rule of an existing shared ALB (no ALB of its own)",
             "needs a company ALB in the same VPC (listener ARN, host name, rule priority); its owner pays its hours",
             {**BUSINESS_HOURS, "own_alb": False, "public_ipv4_addresses": 0}),
+    Profile("own-alb-ipv6-batch",
+            "as own-alb-ipv6-business-hours, without a SageMaker endpoint (captions only through batch transform jobs) and "
+            "with the OpenAI key in SSM Parameter Store instead of Secrets Manager",
+            "reachable only over IPv6; no real-time or async endpoint: every batch is a transform job, its first result 12+ "
+            "minutes after Run; the key is rotated by hand (aws ssm put-parameter --overwrite), no Secrets Manager rotation",
+            {**BUSINESS_HOURS, "public_ipv4_addresses": 0, "secrets": 0, "alarms": 3, "realtime_endpoint": False,
+             "autostop_every_minutes": 0, "endpoint_schedule": False}),
 )}
 DEFAULT_PROFILE = "own-alb"
 
@@ -178,7 +200,7 @@ def profile_assumptions(name: str, base: Assumptions | None = None) -> Assumptio
 
 PROFILES_FIXED_FIELDS = ("dashboard_vcpu", "dashboard_gb", "dashboard_tasks", "fargate_arch", "fargate_spot", "fargate_on_demand_base",
                          "dashboard_always_on", "wake_function", "own_alb", "public_ipv4_addresses", "task_public_ip", "nat_gateways",
-                         "interface_endpoints", "alarms", "autostop_every_minutes", "endpoint_schedule", "secrets")
+                         "interface_endpoints", "alarms", "realtime_endpoint", "autostop_every_minutes", "endpoint_schedule", "secrets")
 
 
 @dataclass
@@ -216,8 +238,10 @@ def dashboard_hours(a: Assumptions) -> float:
 
 
 def scheduled_task_runs(a: Assumptions) -> float:
-    """One-off Fargate tasks a month: the endpoint auto-stop check, and real-time start/stop on working days."""
-    return HOURS_PER_MONTH * 60 / a.autostop_every_minutes + (2 * a.working_days if a.endpoint_schedule else 0)
+    """One-off Fargate tasks a month: the endpoint auto-stop check, and real-time start/stop on working days
+    (none without an endpoint)."""
+    autostop = HOURS_PER_MONTH * 60 / a.autostop_every_minutes if a.realtime_endpoint and a.autostop_every_minutes else 0
+    return autostop + (2 * a.working_days if a.endpoint_schedule and a.realtime_endpoint else 0)
 
 
 WAKE_TICKS_PER_HOUR = 4  # the wake Lambda's schedule: every 15 minutes
@@ -245,11 +269,31 @@ def fixed_infra_costs(a: Assumptions, prices: PriceTable) -> dict[str, float]:
         "scheduled_tasks": scheduled_hours * _fargate_hour(prices, a.dashboard_vcpu, a.dashboard_gb, a.fargate_arch, False),
         "wake_lambda": ticks * (prices.usd("lambda_requests_per_million") / 1e6
                                 + WAKE_LAMBDA_GB * WAKE_LAMBDA_SECONDS * prices.usd("lambda_gb_second:arm")),
-        "cloudwatch_logs": a.log_gb_per_month * (prices.usd("cloudwatch_logs_ingest_gb") + prices.usd("cloudwatch_logs_store_gb_month")),
+        "cloudwatch_logs": fixed_log_bytes(a) / 1e9 * log_gb_price(prices),
         "cloudwatch_alarms": a.alarms * prices.usd("cloudwatch_alarm_month"),
         "secrets_manager": a.secrets * prices.usd("secrets_manager_secret_month"),
     }
     return {k: v for k, v in costs.items() if v}
+
+
+def log_gb_price(prices: PriceTable) -> float:
+    """One GB of logs: ingested, then stored for the retention (30 days: about one month of storage)."""
+    return prices.usd("cloudwatch_logs_ingest_gb") + prices.usd("cloudwatch_logs_store_gb_month")
+
+
+def fixed_log_bytes(a: Assumptions) -> float:
+    """Log bytes a month whatever the volume: task starts (the dashboard's and every scheduled task run) and the
+    wake Lambda's invocations."""
+    starts = scheduled_task_runs(a) + a.dashboard_starts_per_month
+    ticks = HOURS_PER_MONTH * WAKE_TICKS_PER_HOUR if a.wake_function else 0
+    return starts * a.log_bytes_per_task_start + ticks * a.wake_log_bytes_per_invocation
+
+
+def volume_log_bytes(a: Assumptions) -> float:
+    """Log bytes a month that grow with the photos: the app's per-photo lines and batch runs, and SageMaker's
+    allowance (a start per upload burst: an endpoint start, async scale-up or transform job)."""
+    return (a.images_per_month * (a.log_bytes_per_photo + a.sagemaker_log_bytes_per_photo)
+            + a.batches_per_month * (a.log_bytes_per_batch_run + a.sagemaker_log_bytes_per_start))
 
 
 def summary_costs(a: Assumptions, prices: PriceTable, *, batch: bool) -> dict[str, float]:
@@ -268,8 +312,10 @@ def summary_costs(a: Assumptions, prices: PriceTable, *, batch: bool) -> dict[st
 def shared_costs(a: Assumptions, prices: PriceTable, *, batch_summaries: bool = False) -> dict[str, float]:
     """What every scenario pays: the fixed infrastructure, plus storage and summaries for the volume."""
     stored_gb = a.images_per_month * a.stored_mb_per_image / 1024
+    fixed = fixed_infra_costs(a, prices)
     return {
-        **fixed_infra_costs(a, prices),
+        **fixed,
+        "cloudwatch_logs": fixed.get("cloudwatch_logs", 0.0) + volume_log_bytes(a) / 1e9 * log_gb_price(prices),
         "s3": stored_gb * prices.usd("s3_gb_month") + a.images_per_month * 3 / 1000 * prices.usd("s3_put_per_1k"),
         **summary_costs(a, prices, batch=batch_summaries),
     }
@@ -320,7 +366,12 @@ def estimate_monthly_cost(a: Assumptions, prices: PriceTable, profile: str | Non
                   f"~{a.local_cpu_seconds_per_image:g} s per image", a.local_cpu_seconds_per_image,
                   f"{local_h:.1f} h of a {a.local_cpu_vcpu:g} vCPU / {a.local_cpu_gb:g} GB task; no GPU" + everywhere),
     ]
+    if not a.realtime_endpoint:  # no endpoint in this deployment: only what runs without one is possible
+        scenarios = [s for s in scenarios if s.name in SCENARIOS_WITHOUT_ENDPOINT]
     return Estimate(assumptions=asdict(a), scenarios=scenarios, profile=profile)
+
+
+SCENARIOS_WITHOUT_ENDPOINT = ("batch transform", "local CPU")
 
 
 @dataclass(frozen=True)

@@ -130,11 +130,16 @@ def _parse(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+NO_ENDPOINT = ("This deployment has no captioning endpoint (ENDPOINT_ENABLED=false): photos are captioned by batch "
+               "transform jobs, each starting its own GPU machine for the batch.")
+
+
 class EndpointController:
     def __init__(self, *, endpoint_name: str, mode: str, clients: dict[str, Any], store: Store, warmup_minutes: float,
-                 clock: Callable[[], datetime] = utc_now) -> None:
+                 clock: Callable[[], datetime] = utc_now, enabled: bool = True) -> None:
         self.name, self.mode, self.clients, self.store = endpoint_name, mode, clients, store
         self.warmup_minutes, self.clock = warmup_minutes, clock
+        self.enabled = enabled  # False: the deployment has no endpoint (ENDPOINT_ENABLED=false, batch transform only)
 
     @classmethod
     def from_settings(cls, settings, store: Store, endpoint_url: str | None = None) -> "EndpointController":
@@ -146,7 +151,7 @@ class EndpointController:
         session = boto3.Session(region_name=settings.aws_region or None)  # empty: boto3's own lookup, else NoRegionError
         clients = {s: session.client(s, endpoint_url=endpoint_url, config=config) for s in ("sagemaker", "application-autoscaling", "cloudwatch")}
         return cls(endpoint_name=settings.sagemaker_endpoint, mode=settings.sagemaker_mode, clients=clients, store=store,
-                   warmup_minutes=settings.endpoint_warmup_minutes)
+                   warmup_minutes=settings.endpoint_warmup_minutes, enabled=settings.endpoint_enabled)
 
     # --- reading -----------------------------------------------------------------------------
     def _describe_endpoint(self) -> dict | None:
@@ -224,6 +229,8 @@ class EndpointController:
 
     def start(self, actor: Actor) -> ActionResult:
         self._check_admin(actor, "start")
+        if not self.enabled:  # the stack grants no endpoint permissions: refuse before any AWS call
+            return self._record(actor, "start", "refused", NO_ENDPOINT)
         status = self.status()
         if self.mode == "async":
             return self._start_async(actor, status)

@@ -54,7 +54,7 @@ def fixed_shape(template: dict) -> dict:
     nat = len(of("AWS::EC2::NatGateway"))
     schedules = of("AWS::Scheduler::Schedule")
     tasks = [s for s in schedules if "EcsParameters" in s["Target"]]
-    [autostop] = [s for s in tasks if "autostop" in s["Target"]["Input"]]
+    autostops = [s for s in tasks if "autostop" in s["Target"]["Input"]]  # none without an endpoint
     clock = [s for s in schedules if json.loads(s["Target"]["Input"]) == {"action": "tick"}]
     closed = [r for r in of("AWS::ElasticLoadBalancingV2::ListenerRule") if any(a["Type"] == "fixed-response" for a in r["Actions"])]
     interface = [e for e in of("AWS::EC2::VPCEndpoint") if e.get("VpcEndpointType") == "Interface"]
@@ -69,7 +69,8 @@ def fixed_shape(template: dict) -> dict:
         "task_public_ip": service["NetworkConfiguration"]["AwsvpcConfiguration"]["AssignPublicIp"] == "ENABLED",
         "nat_gateways": nat, "interface_endpoints": sum(len(e["SubnetIds"]) for e in interface),
         "alarms": len(of("AWS::CloudWatch::Alarm")),
-        "autostop_every_minutes": int(re.fullmatch(r"rate\((\d+) minutes\)", autostop["ScheduleExpression"]).group(1)),
+        "realtime_endpoint": '"sagemaker:InvokeEndpoint"' in json.dumps([*of("AWS::IAM::Role"), *of("AWS::IAM::Policy")]),
+        "autostop_every_minutes": sum(int(re.fullmatch(r"rate\((\d+) minutes\)", s["ScheduleExpression"]).group(1)) for s in autostops),
         "endpoint_schedule": len(tasks) > 1,
         "secrets": len(of("AWS::SecretsManager::Secret")) + (1 if "resolve:secretsmanager" in json.dumps(template) else 0),
     }
