@@ -491,3 +491,72 @@ def test_the_facts_carry_the_sku_and_the_photo_checks_only_when_known():
     assert checks.warnings()  # the photo's problems reach the model
     facts = facts_for(request(checks=checks))
     assert facts["sku"] == "SKU-1" and facts["photo"] == {"dominant_colours": ["red", "white"], "warnings": checks.warnings()}
+
+
+# --- how long to wait before trying again ------------------------------------------------------------
+def rate_limited(headers: dict[str, str]) -> openai.RateLimitError:
+    """The SDK's own error for a 429 answer with these headers (what `chat.completions.create` raises)."""
+    import httpx2  # the HTTP client this openai release is built on
+
+    response = httpx2.Response(429, headers=headers, request=httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions"))
+    return openai.RateLimitError("rate limited", response=response, body=None)
+
+
+@pytest.mark.parametrize("headers, wait", [
+    ({"retry-after-ms": "1500"}, 1.5),
+    ({"retry-after": "3"}, 3.0),  # seconds
+    ({"Retry-After": "2.5"}, 2.5),
+    ({"retry-after-ms": "soon", "retry-after": "2"}, 2.0),  # an unreadable value: the next header
+    ({"retry-after": "20"}, 20.0),  # the longest wait still taken
+    ({"retry-after": "20.5"}, float("inf")),  # longer: try the fallback model instead of waiting
+    ({"retry-after-ms": "-5"}, 0.0),
+])
+def test_the_servers_retry_after_is_honoured(headers, wait):
+    from pipeline.summarizers.openai_summarizer import _retry_wait
+
+    assert _retry_wait(rate_limited(headers), attempt=3) == wait
+
+
+def test_without_retry_after_the_wait_doubles_from_half_a_second_up_to_eight_with_jitter():
+    from pipeline.summarizers.openai_summarizer import _retry_wait
+
+    for attempt, ceiling in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (5, 8.0), (9, 8.0)]:
+        waits = [_retry_wait(rate_limited({"retry-after": "later"}), attempt) for _ in range(40)]
+        assert all(0.75 * ceiling <= w <= ceiling for w in waits), (attempt, waits)
+        assert len(set(waits)) > 1  # jittered: runners that failed together do not retry together
+    assert 0.375 <= _retry_wait(None, 1) <= 0.5
+
+
+# --- SEO fields from the template (SEO_FIELDS_BY=template, the default) --------------------------------
+def test_by_default_the_seo_fields_come_from_the_template_with_the_answers_title_and_summary(server):
+    server.state.default = Reply(answer("Red leather sneakers by Acme.", title="Red  leather sneakers"))
+    result, _ = outcome(server, request(caption="", attributes=map_answers(SCHEMA, {"color": "chartreuse", "material": "leather"})))
+    assert result.seo_title == "Red leather sneakers | Acme"
+    assert result.meta_description == "Red leather sneakers by Acme."
+    assert result.alt_text == "Photo of a leather"  # what the captioner answered in the vocabulary; not "chartreuse"
+
+
+def test_time_that_ran_out_before_any_request_says_no_model_was_tried(server):
+    clock = FakeClock()
+
+    def jumping_clock() -> float:  # the machine was suspended between the start and the first request
+        clock.now += 100.0
+        return clock.now
+
+    error, models = outcome(server, deadline_s=60, clock=jumping_clock)
+    assert models == [] and type(error) is ServiceError
+    assert str(error) == ("OpenAI did not answer in time (no model); the item was not summarized — retry the failed items "
+                          "later. Gave up after 60 s (OPENAI_DEADLINE_S).")
+
+
+def test_the_template_alt_text_describes_the_caption_when_there_is_one(server):
+    server.state.default = Reply(answer())
+    result, _ = outcome(server, request(caption="a pair of red leather sneakers on a white floor", hints={}))
+    assert result.alt_text == "A pair of red leather sneakers on a white floor"
+    assert result.seo_title == "Red leather sneakers"  # no brand hint: the title alone
+
+
+def test_seo_fields_exactly_at_their_limits_are_not_asked_again(server):
+    server.state.default = Reply(answer(seo_title="T" * 70, meta_description="M" * 160, alt_text="A" * 125))
+    result, models = outcome(server, seo_fields_by="model")
+    assert models == ["gpt-4o"] and (len(result.seo_title), len(result.meta_description), len(result.alt_text)) == (70, 160, 125)
