@@ -732,3 +732,15 @@ def test_an_own_ssm_parameter_name_is_the_one_granted():
     config = InfraConfig.from_context({**default_context()[CONTEXT_KEY], "openai_key_store": "ssm", "openai_key_parameter": "/team/tagging/key"})
     assert config.openai_key_parameter_name == "/team/tagging/key"
     assert InfraConfig.from_context(default_context()[CONTEXT_KEY]).openai_key_parameter_name is None
+
+
+def test_private_endpoints_follow_the_key_store_and_the_endpoint_option(tmp_path):
+    """Tasks without internet reach AWS through interface endpoints: with the key in SSM they need `ssm`, not
+    `secretsmanager`; without an endpoint, none of the endpoint-only APIs (runtime, metrics, autoscaling). The
+    estimator prices what is synthesized."""
+    deployed = synth(tmp_path, {"network": "private-endpoints", "openai_key_store": "ssm", "realtime_endpoint": False})
+    t = Template.from_stack(deployed.app)
+    services = sorted(json.dumps(e["Properties"]["ServiceName"]).split("com.amazonaws.")[-1].split(".", 1)[-1].strip('"]}')
+                      for e in resources(t, "AWS::EC2::VPCEndpoint").values() if e["Properties"].get("VpcEndpointType") == "Interface")
+    assert services == ["ecr.api", "ecr.dkr", "logs", "sagemaker.api", "ssm", "sts"], services
+    assert fixed_shape(t.to_json())["interface_endpoints"] == deployed.config.cost_assumptions().interface_endpoints == 12

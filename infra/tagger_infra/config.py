@@ -242,6 +242,10 @@ class InfraConfig(BaseModel):
             return []
         services = ["ecr.api", "ecr.dkr", "logs", "secretsmanager", "sagemaker.api", "sagemaker.runtime", "monitoring",
                     "application-autoscaling", "sts"]
+        if self.openai_key_store == "ssm":  # the task execution role reads the key from Parameter Store at task start
+            services[services.index("secretsmanager")] = "ssm"
+        if not self.realtime_endpoint:  # invoke, the last invocation's metric and async capacity: endpoint calls only
+            services = [s for s in services if s not in ("sagemaker.runtime", "monitoring", "application-autoscaling")]
         return services + (["sqs"] if self.async_inference else [])
 
     @property
