@@ -12,6 +12,7 @@ redacted JSON object too. With LOG_FORMAT=text it is plain `streamlit run` with 
 
 from __future__ import annotations
 
+import atexit
 import logging
 import sys
 import threading
@@ -65,6 +66,8 @@ def json_lines_only(secrets: list[str]) -> None:
     redactor = Redactor([*secrets, *secret_values_from_environment()])
     sys.stdout = JsonLineStream(sys.__stdout__, "stdout", "INFO", redactor)
     sys.stderr = JsonLineStream(sys.__stderr__, "stderr", "WARNING", redactor)
+    for stream in (sys.stdout, sys.stderr):
+        atexit.register(stream.close)  # a last line printed without its newline is still written
     # Streamlit calls setup_formatter for every logger it makes and again when its config is parsed.
     streamlit_logger.setup_formatter = adopt_library_logger
     for logger in [*streamlit_logger._loggers.values(), logging.getLogger("streamlit")]:

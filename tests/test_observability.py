@@ -705,3 +705,14 @@ def test_json_line_stream_turns_printed_text_into_redacted_objects_and_passes_js
     assert [row.get("message") for row in rows] == ["URL: http://h/p.jpg?[query removed]", None, "key [redacted]"]
     assert rows[1] == {"_aws": {}, "x": 1} and {rows[0]["logger"], rows[2]["level"]} == {"stdout", "INFO"}
     assert not out.closed  # the real stream stays usable
+
+
+def test_the_container_command_with_a_bad_log_setting_says_so_in_one_line():
+    """dashboard/serve.py reads the settings before Streamlit starts: a wrong value is one `error:` line, exit 2."""
+    from test_browser import REPO
+
+    env = {**os.environ, "LOG_FORMAT": "xml"}
+    result = subprocess.run([sys.executable, "-m", "dashboard.serve", "--server.port=1"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: setting LOG_FORMAT:") and len(result.stderr.splitlines()) == 1, result.stderr
