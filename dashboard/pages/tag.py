@@ -16,8 +16,7 @@ from pipeline.batches.export import result_label
 from pipeline.service import ingest_limits
 from pipeline.store import BatchBusyError
 from pipeline.ingest.uploads import save_uploads
-from pipeline.images.perceptual import CatalogueEntry, HashIndex
-from pipeline.images.staging_hashes import hash_staged, staging_notices
+from pipeline.images.staging_hashes import near_duplicate_notices as staged_near_duplicates
 
 runtime = get_runtime()
 user = current_user(runtime)
@@ -51,13 +50,11 @@ def stage_uploads(files) -> dict:
 
 
 def near_duplicate_notices(report) -> list[str]:
-    """Issue 19: which staged photos look alike, and which look like photos tagged before (plain sentences).
-    Uploaded photos are hashed cheaply (JPEG at 1/8 scale, other formats up to 4 MP) under the decode budget;
-    the catalogue's hashes are one store read, capped at NEAR_DUPLICATE_CATALOGUE_MAX."""
+    """Issue 19: which staged photos look alike, and which look like photos tagged before (plain sentences; the
+    CLI prints the same, pipeline/images/staging_hashes.py)."""
     settings = runtime.settings
-    limit = settings.near_duplicate_catalogue_max
-    catalogue = HashIndex([CatalogueEntry(*row) for row in store.near_duplicate_catalogue(limit)]) if limit > 0 else None
-    return staging_notices(hash_staged(report), settings.near_duplicate_max_distance, catalogue)
+    return staged_near_duplicates(store, report, max_distance=settings.near_duplicate_max_distance,
+                                  catalogue_max=settings.near_duplicate_catalogue_max)
 
 
 def render_upload() -> None:

@@ -1,6 +1,7 @@
 """Large batches through a SageMaker batch transform job on the same model as the endpoint.
 
-    prepare   read + normalize every photo here (thumbnails, content keys, photo checks), finish
+    prepare   read + normalize every photo here (thumbnails, content keys, photo checks, the perceptual hash and
+              the near-duplicate it looks like, as a run records them), finish
               photos whose caption is cached, write one request JSON per distinct photo to
               <SAGEMAKER_TRANSFORM_S3>/<job>/input/<content key>.json and a manifest.json
               (item -> content key, stored photo, checks) beside them
@@ -34,7 +35,8 @@ from pipeline.errors import ConfigError, ServiceError, describe_error
 from pipeline.ingest.fetch import parse_s3_prefix, read_s3_object_if_exists
 from pipeline.models import CaptionResult, ItemRecord, PhotoChecks, TransformJobRecord, Usage
 from pipeline.observability import ItemTrace, error_kind
-from pipeline.batches.runner import Stages, complete_item, prepare_image, take_batch
+from pipeline.batches.runner import Stages, complete_item, near_duplicate_index, prepare_image, take_batch
+from pipeline.images.perceptual import CatalogueEntry, HashIndex
 from pipeline.store import new_runner_id
 
 TERMINAL = ("Completed", "Failed", "Stopped")
@@ -113,8 +115,9 @@ class BatchTransformRunner:
         items = self.stages.store.items_to_process(batch_id, retry_failed=retry_failed)
         job_name = f"tag-b{batch_id}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"  # unique, ≤ 63 chars
         job_prefix = f"{self.prefix}/{job_name}".lstrip("/")
+        near, _ = near_duplicate_index(self.stages, batch_id)  # issue 19: the catalogue once per job, as once per run
         with ThreadPoolExecutor(max_workers=max(1, self.options.concurrency)) as pool:
-            prepared = [p for p in pool.map(lambda item: self._prepare(item, job_prefix), items) if p is not None]
+            prepared = [p for p in pool.map(lambda item: self._prepare(item, job_prefix, near), items) if p is not None]
         if not prepared:
             return None  # every photo was cached or unreadable: nothing to send
         self._write(f"{job_prefix}/manifest.json", json.dumps({"items": prepared}).encode())
@@ -124,18 +127,25 @@ class BatchTransformRunner:
         self.stages.store.save_transform_job(job)
         return job
 
-    def _prepare(self, item: ItemRecord, job_prefix: str) -> dict | None:
-        """Photo stored and request written: the manifest entry. Cached or unreadable photos finish here."""
+    def _prepare(self, item: ItemRecord, job_prefix: str, near: HashIndex | None = None) -> dict | None:
+        """Photo stored and request written: the manifest entry. Cached or unreadable photos finish here. The photo's
+        perceptual hash (and the earlier photo it looks like) is taken here, where it is normalized, and travels in
+        the manifest to be saved with the result: without it later uploads are never compared with this photo."""
         usage: list[Usage] = []
         trace = ItemTrace(item.batch_id, item.id)  # stage events, metrics and stage_ms, as a run's items get them
         try:
             image, image_path = prepare_image(self.stages, item, None, trace)
+            match = (near.nearest_then_add(image.phash, self.stages.near_duplicates.max_distance,
+                                           CatalogueEntry(image.phash, item.batch_id, item.id, item.seq))
+                     if near is not None and image.phash else None)
+            looks_like = f"looks like {match.entry.label} ({match.distance} bits apart)" if match is not None else None
             cached = self.stages.store.cached_caption(image.content_key, self._model_id()) if self.stages.use_cache else None
             if cached is not None:
                 trace.cache(True)
                 with trace.stage("summarize"):
                     result = complete_item(self.stages, item, content_key=image.content_key, image_path=image_path,
                                            checks=image.checks, caption=cached, usage=usage)
+                result.phash, result.near_duplicate = image.phash, looks_like
                 with trace.stage("save"):
                     self.stages.store.save_result(item.id, result, usage, stage_ms=dict(trace.stage_ms))
                 trace.finish(ok=True)
@@ -148,7 +158,7 @@ class BatchTransformRunner:
             trace.finish(ok=False)
             return None
         return {"item_id": item.id, "content_key": image.content_key, "image_path": image_path, "checks": image.checks.to_dict(),
-                "stage_ms": dict(trace.stage_ms)}
+                "stage_ms": dict(trace.stage_ms), "phash": image.phash, "near_duplicate": looks_like}
 
     def _create_job(self, job_name: str, job_prefix: str) -> None:
         from botocore.exceptions import ClientError
@@ -219,6 +229,7 @@ class BatchTransformRunner:
                 with trace.stage("summarize"):
                     result = complete_item(self.stages, item, content_key=entry["content_key"], image_path=entry["image_path"],
                                            checks=PhotoChecks.from_dict(entry["checks"]), caption=caption, usage=usage)
+                result.phash, result.near_duplicate = entry.get("phash"), entry.get("near_duplicate")  # absent: older manifests
             except Exception as exc:
                 self.stages.store.save_error(item.id, describe_error(exc), [u for u in usage if u.kind != "transform"],
                                              error_kind=trace.error_kind or error_kind(exc, "item"), stage_ms=dict(trace.stage_ms))
@@ -270,7 +281,8 @@ class BatchTransformRunner:
                 continue
             caption = CaptionResult(caption=data["caption"], answers=data["answers"], model_id=self._model_id(), cached=not first)
             captioned.append(Captioned(item=item, content_key=key, image_path=entry["image_path"],
-                                       checks=PhotoChecks.from_dict(entry["checks"]), caption=caption, usage=usage))
+                                       checks=PhotoChecks.from_dict(entry["checks"]), caption=caption, usage=usage,
+                                       phash=entry.get("phash"), near_duplicate=entry.get("near_duplicate")))
         job = replace(job, status="Summarizing", done=self._outputs_written(job))
         store.save_transform_job(job)
         if not summarize_captioned(self.stages, job.batch_id, captioned, self.stages.batch_summarizer, cancel=cancel):

@@ -1,5 +1,6 @@
 """Near-duplicates at staging: hash uploaded photos cheaply before anything runs (pipeline/images/perceptual.py
-holds the hash and the catalogue index), so the Tag page can list look-alikes before Run."""
+holds the hash and the catalogue index), so the Tag page and `python -m pipeline tag` list look-alikes before Run
+(`near_duplicate_notices`, shared by both)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from pipeline.images.perceptual import HashIndex, distance, phash
 
 STAGING_MAX_PIXELS = 4_000_000  # non-JPEG files larger than this are not decoded at staging (no draft mode)
 STAGING_MAX_BYTES = 25 * 1024 * 1024
+# A JPEG's draft decode is kept at least this many pixels a side: a 300 px photo read at 1/8 (38 px) hashed 30 bits
+# away from the same photo at 400 px (tests/test_transform_near_duplicates.py); at >= 128 px they agree within a few
+DRAFT_MIN_SIDE = 128
 
 
 class NotCheap(Exception):
@@ -28,8 +32,8 @@ def staging_hash(data: bytes, *, budget: DecodeBudget | None = None, max_pixels:
     OSError for a file that cannot be read (staging then leaves it to the run, which fails its own row)."""
     image = open_image(data, max_pixels=50_000_000)
     orientation = exif_orientation(image, data)
-    if image.format in ("JPEG", "MPO"):
-        image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+    if image.format in ("JPEG", "MPO"):  # at most 1/8 scale, never under DRAFT_MIN_SIDE px (a small photo's 1/8 hashes far off)
+        image.draft("RGB", (max(1, image.width // 8, min(image.width, DRAFT_MIN_SIDE)), max(1, image.height // 8, min(image.height, DRAFT_MIN_SIDE))))
     elif image.width * image.height > max_pixels:
         raise NotCheap
     width, height = image.size
@@ -115,3 +119,17 @@ def staging_notices(staged: StagedHashes, max_distance: int, catalogue: HashInde
         notices.append(f"{len(staged.skipped)} photo(s) were not compared for near-duplicates before Run "
                        f"(links, large non-JPEG files or unreadable files: {shown}); they are compared as they are tagged.")
     return notices
+
+
+def near_duplicate_notices(store, report, *, max_distance: int, catalogue_max: int,
+                           budget: DecodeBudget | None = None) -> list[str]:
+    """Which staged photos of `report` (an IngestReport) look alike, and which look like photos tagged before, as
+    plain sentences (the Tag page and the CLI print the same). Uploaded photos are hashed cheaply (JPEG at 1/8 scale,
+    other formats up to 4 MP) under the decode budget; the catalogue is one store read of at most `catalogue_max`
+    hashes (NEAR_DUPLICATE_CATALOGUE_MAX; 0: not compared with earlier photos)."""
+    catalogue = None
+    if catalogue_max > 0 and hasattr(store, "near_duplicate_catalogue"):
+        from pipeline.images.perceptual import CatalogueEntry
+
+        catalogue = HashIndex([CatalogueEntry(*row) for row in store.near_duplicate_catalogue(catalogue_max)])
+    return staging_notices(hash_staged(report, budget=budget), max_distance, catalogue)

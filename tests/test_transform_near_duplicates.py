@@ -1,0 +1,61 @@
+"""Issue 19: photos captioned by a SageMaker batch transform job get their perceptual hash (taken where the job's
+photos are normalized, saved with the result), so a look-alike uploaded later is flagged against them at staging; and a job flags its own look-alikes as a run does. moto + the emulated job running the real handler."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from PIL import Image
+
+from pipeline.batches.batch_transform import BatchTransformRunner
+from pipeline.images.staging_hashes import near_duplicate_notices
+from pipeline.ingest.sources import collect_sources, stage_sources
+from pipeline.service import build_stages, create_batch, ingest_limits
+from support import moto_sagemaker
+from support.sagemaker_emulator import TransformEmulator
+from test_near_duplicates import encoded, product  # products on a white studio background
+
+TRANSFORM_S3 = "s3://results/transform"
+
+
+@pytest.fixture
+def setup(monkeypatch, make_settings):
+    with moto_sagemaker.endpoint_in_moto(monkeypatch):
+        settings = make_settings(captioner="sagemaker", sagemaker_transform_s3=TRANSFORM_S3, transform_poll_s=0.05)
+        stages = build_stages(settings)
+        yield settings, stages, BatchTransformRunner.from_settings(settings, stages)
+
+
+def photo(tmp_path, name: str, kind: str) -> None:
+    (tmp_path / name).write_bytes(encoded(product(kind, size=400)))
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["captioned-by-the-job", "caption-cached"])
+def test_a_job_records_each_photos_hash_and_a_later_look_alike_is_flagged_against_it(setup, monkeypatch, responder, tmp_path, cached):
+    settings, stages, runner = setup
+    TransformEmulator(responder).install(monkeypatch)
+    photo(tmp_path, "red.jpg", "shirt")
+    photo(tmp_path, "blue.jpg", "mug")
+    photo(tmp_path, "red-again.jpg", "shirt")  # the same photo twice in the job: flagged as a run flags it
+    if cached:  # every caption already known: the job's prepare step finishes the items itself
+        warm = create_batch(stages.store, settings, [tmp_path / "red.jpg", tmp_path / "blue.jpg"], name="warm", created_by="ann")
+        runner.run(warm.id)
+    job_batch = create_batch(stages.store, settings, [tmp_path / n for n in ("red.jpg", "blue.jpg", "red-again.jpg")],
+                             name="job", created_by="ann")
+    runner.run(job_batch.id)
+    red, blue, again = stages.store.list_items(job_batch.id)
+    assert all(i.status == "ok" and i.phash and len(i.phash) == 16 for i in (red, blue, again))
+    assert again.near_duplicate is not None and again.near_duplicate.startswith(f"looks like batch {job_batch.id - cached} item 1 (")
+
+    # later: the same red photo re-encoded smaller, uploaded again
+    (tmp_path / "later").mkdir()
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO((tmp_path / "red.jpg").read_bytes())).resize((300, 300)).save(buffer, "JPEG", quality=60)
+    (tmp_path / "later" / "red-small.jpg").write_bytes(buffer.getvalue())
+    report = stage_sources(collect_sources([tmp_path / "later" / "red-small.jpg"], ingest_limits(settings)), allow_private_urls=False)
+    notices = near_duplicate_notices(stages.store, report, max_distance=settings.near_duplicate_max_distance,
+                                     catalogue_max=settings.near_duplicate_catalogue_max)
+    assert len(notices) == 1  # the job's red photos (item 1 or its copy, item 3), newest catalogue entry first
+    assert re.fullmatch(rf"red-small\.jpg looks like batch {job_batch.id} item [13], already tagged \(\d bits apart\)\.", notices[0])
