@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from streamlit.web import cli as streamlit_cli
 
     try:
-        streamlit_cli.main.main(args=["run", str(APP), *options, *argv], prog_name="streamlit", standalone_mode=False)
+        streamlit_cli.main.main(args=["run", str(APP), *options, *argv], prog_name="streamlit")
     finally:
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
