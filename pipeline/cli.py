@@ -217,7 +217,7 @@ def tag_command(args: argparse.Namespace) -> int:
     from pipeline.batches.runner import run_batch
     from pipeline.batches.batch_transform import use_job_by_default
     from pipeline.captioners import captioner_readiness
-    from pipeline.service import build_stages, build_transform_runner, create_batch
+    from pipeline.service import build_stages, build_transform_runner
     from pipeline.settings import Settings
 
     if not args.out.parent.is_dir():  # before any work: a batch must not run only to find nowhere to write
@@ -234,6 +234,7 @@ def tag_command(args: argparse.Namespace) -> int:
     if args.resume is not None:
         refuse_if_running(stages.store, args.resume)  # one sentence and exit 2, never a second runner
     stages.captioner.warm_up()  # a model that cannot load is a fatal configuration error, not N failed rows
+    look_alikes: list[str] = []  # a resumed batch was listed when it was staged
     if args.resume is not None:
         batch = stages.store.get_batch(args.resume)
         if batch is None:
@@ -244,7 +245,15 @@ def tag_command(args: argparse.Namespace) -> int:
         missing = [str(p) for p in args.paths if not p.exists()]
         if missing:
             raise UserFacingError(f"Not found: {', '.join(missing)}")
-        batch = create_batch(stages.store, settings, args.paths, name=args.name or args.paths[0].name, created_by=_user())
+        from pipeline.images.staging_hashes import near_duplicate_notices
+        from pipeline.ingest.sources import collect_sources, stage_sources
+        from pipeline.service import ingest_limits
+
+        # staged here rather than in create_batch: the look-alike notices read the same report (issue 19)
+        report = stage_sources(collect_sources(list(args.paths), ingest_limits(settings)), allow_private_urls=settings.allow_private_urls)
+        look_alikes = near_duplicate_notices(stages.store, report, max_distance=settings.near_duplicate_max_distance,
+                                             catalogue_max=settings.near_duplicate_catalogue_max)
+        batch = stages.store.create_batch(args.name or args.paths[0].name, _user(), report)
         if languages:
             stages.store.set_batch_languages(batch.id, languages)
     if args.resume is None or args.reuse_near_duplicates is not None:  # issue 19: a resumed batch keeps its own unless told
@@ -252,6 +261,8 @@ def tag_command(args: argparse.Namespace) -> int:
         stages.store.set_reuse_near_duplicates(batch.id, reuse)
     print(f"batch {batch.id}: {batch.name} ({batch.total} items)", file=sys.stderr)
     for notice in batch.notices:
+        print(f"note: {notice}", file=sys.stderr)
+    for notice in look_alikes:  # the Tag page's near-duplicate list, before anything runs
         print(f"note: {notice}", file=sys.stderr)
 
     to_process = len(stages.store.items_to_process(batch.id, retry_failed=args.retry_failed))
