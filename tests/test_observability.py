@@ -716,3 +716,42 @@ def test_the_container_command_with_a_bad_log_setting_says_so_in_one_line():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("error: setting LOG_FORMAT:") and len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def test_items_summarized_through_the_batch_api_keep_their_stage_timings_and_error_kind(make_settings, local_captioner,
+                                                                                        unconfigure, tmp_path):
+    """A Cheapest run (summaries through OpenAI's Batch API: tests/support's fake with the real `openai` client) saves
+    its items long after they were captioned: they keep their fetch .. caption timings for the Health page (the
+    caption stage logged and counted as a real-time run's is), and the line OpenAI's filter refused fails its item
+    with an error kind instead of `unclassified`."""
+    from test_openai_batch import Clock, answer, new_batch
+
+    from pipeline.service import build_stages
+
+    out = io.StringIO()
+    configure_logging("INFO", "json", stream=out)
+    with FakeOpenAI() as server:
+        lines = []
+
+        def responder(request):
+            if any(h == {} for h in server.state.headers[-1:]):  # a batch line
+                lines.append(request)
+                if len(lines) == 2:
+                    return Reply(status=400, error_code="content_filter", error_type="invalid_request_error")
+            return Reply(content=answer())
+
+        server.state.responder = responder
+        stages = build_stages(make_settings(summarizer="openai", openai_api_key="sk-test-1234", openai_base_url=server.base_url,
+                                            openai_batch_min_items=2, openai_max_retries=0), captioner=local_captioner)
+        clock = Clock()
+        stages.batch_summarizer.clock, stages.batch_summarizer.wait = clock, clock.wait
+        batch = new_batch(stages, tmp_path)
+        progress = run_batch(stages, batch.id, concurrency=2, cheapest=True)
+    assert (progress.ok, progress.failed) == (3, 1)
+    items = stages.store.list_items(batch.id)
+    for item in items:
+        assert {"fetch", "normalize", "checks", "caption"} <= set(item.stage_ms), item.stage_ms
+    [refused] = [i for i in items if i.status == "error"]
+    assert refused.error_kind == "summary_refused"
+    captions = [r for r in lines_of(out) if r.get("stage") == "caption"]
+    assert sorted(r["item_id"] for r in captions) == sorted(i.id for i in items) and all("cached" in r for r in captions)

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from pipeline.attributes import map_answers
 from pipeline.errors import describe_error, usage_of
 from pipeline.models import CaptionResult, ItemRecord, ItemResult, PhotoChecks, SummaryRequest, Usage
+from pipeline.observability.trace import error_kind
 from pipeline.wordlimit import count_words
 
 
@@ -32,6 +33,7 @@ class Captioned:
     phash: str | None = None  # near-duplicates (issue 19), as a real-time run records them
     near_duplicate: str | None = None
     reused_from: str | None = None
+    stage_ms: dict[str, float] = field(default_factory=dict)  # fetch .. caption, as timed (Health); saved with the item
 
 
 def summarize_captioned(stages: Any, batch_id: int, captioned: list[Captioned], summarizer: Any, *,
@@ -65,14 +67,15 @@ def summarize_captioned(stages: Any, batch_id: int, captioned: list[Captioned], 
         outcome = outcomes[entry.item.id]
         if isinstance(outcome, Exception):
             usage = usage_of(outcome)
-            saved = store.save_error(entry.item.id, describe_error(outcome), usage, owner=owner)
+            saved = store.save_error(entry.item.id, describe_error(outcome), usage, owner=owner,
+                                     error_kind=error_kind(outcome, "summarize"), stage_ms=dict(entry.stage_ms))
         else:
             usage = list(outcome.usage)
             result = ItemResult(content_key=entry.content_key, image_path=entry.image_path, caption=entry.caption,
                                 attributes=attributes[entry.item.id], summary=outcome, checks=entry.checks,
                                 word_count=count_words(outcome.summary), taxonomy_version=stages.taxonomy_version,
                                 phash=entry.phash, near_duplicate=entry.near_duplicate, reused_from=entry.reused_from)
-            saved = store.save_result(entry.item.id, result, usage, owner=owner)
+            saved = store.save_result(entry.item.id, result, usage, owner=owner, stage_ms=dict(entry.stage_ms))
         if not saved and usage:
             store.record_usage(entry.item.id, usage)  # paid for, but the lease was lost: the ledger still counts it
         if on_saved is not None:

@@ -430,11 +430,16 @@ def caption_item(stages: Stages, item: ItemRecord, usage: list[Usage], run: RunC
     image, image_path = prepare_image(stages, item, run.cancel) if trace is None else prepare_image(stages, item, run.cancel, trace)
     match = near_duplicate_of(stages, item, image, run)  # flagged and reused as process_item does
     reused = reused_caption(stages, match, run) if match is not None and run.reuse else None
-    caption = reused or caption_once(stages, image, usage, run)
+    timed = trace if trace is not None else NoTrace()
+    with timed.stage("caption") as span:  # timed, logged and counted as a real-time run's caption is
+        caption = reused or caption_once(stages, image, usage, run)
+        span.fields["cached"] = caption.cached
+    timed.cache(caption.cached)
     return Captioned(item=item, content_key=image.content_key, image_path=image_path, checks=image.checks,
                      caption=caption, usage=usage, phash=image.phash,
                      near_duplicate=f"looks like {match.entry.label} ({match.distance} bits apart)" if match is not None else None,
-                     reused_from=f"caption reused from {match.entry.label}" if reused is not None else None)
+                     reused_from=f"caption reused from {match.entry.label}" if reused is not None else None,
+                     stage_ms=dict(trace.stage_ms) if trace is not None else {})  # saved with the item once summarized
 
 
 def _run_items(stages: Stages, batch_id: int, *, concurrency: int, on_progress: ProgressCallback | None,
