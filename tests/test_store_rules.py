@@ -175,8 +175,9 @@ def test_review_status_takes_three_values_and_other_fields_are_not_editable(stor
     with pytest.raises(ValueError) as not_editable:
         store.edit_item(item.id, "status", "ok", "ann")
     assert str(not_editable.value) == "status cannot be edited"
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError) as missing:
         store.edit_item(10_000, "summary", "x", "ann")
+    assert missing.value.args == (10_000,)
 
 
 def test_an_edit_moves_the_version_on_and_says_who_and_when(store):
@@ -186,7 +187,8 @@ def test_an_edit_moves_the_version_on_and_says_who_and_when(store):
     assert (edit.new, edit.version, now.version, now.updated_by, now.updated_at) == ("Red trail shoe", item.version + 1, item.version + 1, "ann", edit.at)
     with pytest.raises(StaleEditError) as stale:
         store.edit_item(item.id, "title", "Another", "bob", expected_version=item.version)
-    assert (stale.value.who, stale.value.at) == ("ann", edit.at)
+    assert (stale.value.item_id, stale.value.who, stale.value.at, stale.value.value, stale.value.current_version) == (
+        item.id, "ann", edit.at, "Another", item.version + 1)  # Review keeps the value and the version it now has
     [kept] = store.edits(item.id)
     assert (kept.item_id, kept.field, kept.old, kept.new, kept.who, kept.at) == (item.id, "title", "Red shoe", "Red trail shoe", "ann", edit.at)
 
@@ -238,3 +240,10 @@ def test_the_caption_cache_is_per_photo_and_model(store):
     assert store.cached_caption("k1", "blip").caption == "a red shoe"
     assert store.cached_caption("k1", "vision").caption == "a crimson shoe"
     assert store.cached_caption("k2", "blip") is None
+
+
+def test_the_audit_log_shows_the_newest_200_entries_by_default(store):
+    for number in range(201):
+        store.add_audit("ann", f"action {number}", "ok")
+    log = store.audit_log()
+    assert len(log) == 200 and (log[0].action, log[-1].action) == ("action 200", "action 1")
