@@ -305,3 +305,33 @@ def test_a_grid_edit_with_a_word_to_avoid_is_saved_with_a_warning_and_flagged(ba
     assert store.get_item(items[0].id).summary == "A cheap red shirt."  # saved
     assert any("#1 SKU-0: Summary saved, but it uses 'cheap'" in shown(w.value) for w in app.warning)
     assert "words to avoid: Summary: 'cheap'" in grid(app).value["Notes"].iloc[0]
+
+
+def test_a_multi_language_batch_shows_each_languages_summary_in_the_grid_and_saves_it(batch):
+    """Issue 19: the batch's extra summary languages get a column each under All columns (the compact view keeps its
+    1366 px fit and says where they are); an edit saves with its language's limit, an over-limit one is refused."""
+    store, batch_id, items = batch
+    store.set_batch_languages(batch_id, ("de", "ja"))
+    for item in items[:4]:
+        store.edit_item(item.id, "summary:de", f"Hemd {item.seq}.", "processing")
+        store.edit_item(item.id, "summary:ja", f"シャツ{item.seq}。", "processing")
+    app = review_page()
+    assert "Summary (de)" not in grid(app).proto.column_order  # compact: unchanged
+    assert any("also has summaries in de, ja: turn on All columns" in c.value for c in app.caption)
+    app.toggle(key="grid-all-columns").set_value(True).run()
+    editor = grid(app)
+    order = list(editor.proto.column_order)
+    assert order.index("Summary") < order.index("Summary (de)") < order.index("Summary (ja)")
+    assert editor.value["Summary (de)"].tolist()[:4] == ["Hemd 0.", "Hemd 1.", "Hemd 2.", "Hemd 3."]
+    assert editor.value["Summary (ja)"].iloc[1] == "シャツ1。" and editor.value["Summary (ja)"].iloc[4] == ""  # the failed item
+    config = json.loads(editor.proto.columns)
+    assert not config["Summary (de)"].get("disabled") and "125 characters" in config["Summary (ja)"]["help"]
+
+    key = app.session_state["grid-shown"]
+    edit_grid(app, key, {0: {"Summary (de)": "Ein rotes Hemd."}, 1: {"Summary (ja)": "あ" * 126}})
+    assert any("Summary (ja) has 126 characters (limit 125 characters)" in shown(w.value) for w in app.warning)
+    button(app, "Save changes").click().run()
+    assert not app.exception, app.exception
+    assert store.get_item(items[0].id).summaries["de"] == "Ein rotes Hemd."
+    assert store.get_item(items[1].id).summaries["ja"] == "シャツ1。"  # refused, kept for the person
+    assert any("SKU-1" in shown(e.value) and "125" in shown(e.value) for e in app.error)

@@ -12,7 +12,7 @@ from dashboard.runtime import current_user, get_runtime
 from dashboard.text import inert, say
 from pipeline.batches.review import language_column
 from pipeline.batches.review import SEO_COLUMNS, seo_problems
-from pipeline.batches.review import avoided_words, current_style_guide, style_problems
+from pipeline.batches.review import avoided_words, batch_summary_languages, current_style_guide, style_problems
 from pipeline.wordlimit import SEO_LIMITS
 from pipeline.wordlimit import limit_text, measure, within_limit
 from pipeline.batches.review import (
@@ -130,13 +130,15 @@ def notes(item: ItemRecord) -> str:
                       *(["words to avoid: " + "; ".join(avoided)] if avoided else []), *photo_warnings(item)])
 
 
-def render_grid(batch_id: int, items: list[ItemRecord], key: str, all_columns: bool) -> int:
-    """The grid and its buttons; returns how many items have unsaved edits in it."""
-    frame = pd.DataFrame(grid_rows(items, schema, thumbnail, guide)).set_index("id")
+def render_grid(batch_id: int, items: list[ItemRecord], key: str, all_columns: bool, languages: list[str]) -> int:
+    """The grid and its buttons; returns how many items have unsaved edits in it. `languages`: the batch's extra
+    summary languages, a "Summary (de)" column each under All columns (the compact view keeps its 1366 px fit)."""
+    frame = pd.DataFrame(grid_rows(items, schema, thumbnail, guide, languages)).set_index("id")
+    language_columns = [language_column(code) for code in languages]
     frame["Notes"] = [notes(item) for item in items]
     versions = st.session_state.setdefault(f"{key}-versions", {item.id: item.version for item in items})  # as first shown
     if all_columns:
-        order = ["Select", "Photo", "Item", "Result", "Status", "Title", "Caption", *schema.names(), "Required", "Summary", "Words", "Tags", "Words to avoid", "Warnings"]
+        order = ["Select", "Photo", "Item", "Result", "Status", "Title", "Caption", *schema.names(), "Required", "Summary", *language_columns, "Words", "Tags", "Words to avoid", "Warnings"]
         order += list(SEO_COLUMNS)  # issue 19: last, so the default (compact) view keeps photo/caption/attributes/summary
     else:
         order = list(COMPACT)
@@ -156,10 +158,14 @@ def render_grid(batch_id: int, items: list[ItemRecord], key: str, all_columns: b
     config.update({column: st.column_config.TextColumn(column, width=160, help=f"At most {SEO_LIMITS[name]} characters"
                                                        + ("; what the photo shows, no marketing" if name == "alt_text" else ""))
                    for column, name in SEO_COLUMNS.items()})
+    config.update({column: st.column_config.TextColumn(column, width=200, help=f"At most {limit_text(code)}")
+                   for code, column in zip(languages, language_columns)})
     st.data_editor(
         frame, key=key, hide_index=True, width="stretch", column_order=order, row_height=ROW_HEIGHT,
-        disabled=[column for column in frame.columns if column not in EDITABLE], column_config=config,
+        disabled=[column for column in frame.columns if column not in EDITABLE + language_columns], column_config=config,
     )
+    if languages and not all_columns:
+        st.caption(f"This batch also has summaries in {', '.join(languages)}: turn on All columns to see and edit them here.")
     st.session_state["grid-shown"] = key
     edited_rows = st.session_state.get(key, {}).get("edited_rows", {})
     selected = [int(frame.index[int(row)]) for row, columns in edited_rows.items() if columns.get("Select")]
@@ -383,6 +389,7 @@ if batch_id is not None:
             page = st.number_input(f"Page (of {pages}, {PAGE_SIZE} rows each)", 1, pages, 1, key="grid-page", disabled=locked) if pages > 1 else 1
             page = min(int(page), pages)
             shown_rows = items[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
-            grid_edits = render_grid(batch_id, shown_rows, grid_key(batch_id, view, page), all_columns)
+            languages = batch_summary_languages(store, batch_id, every)  # extra summary languages (issue 19)
+            grid_edits = render_grid(batch_id, shown_rows, grid_key(batch_id, view, page), all_columns, languages)
             st.divider()
             render_focus(items, grid_edits)

@@ -175,10 +175,12 @@ def attributes_text(item: ItemRecord, schema: AttributeSchema) -> str:
 
 
 def grid_rows(items: list[ItemRecord], schema: AttributeSchema,
-              thumbnail: Callable[[str | None], str | None] | None = None, guide: Any = None) -> list[dict[str, Any]]:
+              thumbnail: Callable[[str | None], str | None] | None = None, guide: Any = None,
+              languages: Iterable[str] = ()) -> list[dict[str, Any]]:
     """One row per item for the review grid; `id` identifies the item, the rest are shown.
     `thumbnail` (image_path -> URL, e.g. the image store's thumbnail_url) fills the Photo column; `guide` (the style
-    guide) fills "Words to avoid"."""
+    guide) fills "Words to avoid"; `languages` (the batch's extra summary languages) add a "Summary (de)" column each,
+    editable: saved with its language's limit like the one-item view's field."""
     rows = []
     for item in items:
         row: dict[str, Any] = {
@@ -202,6 +204,7 @@ def grid_rows(items: list[ItemRecord], schema: AttributeSchema,
         row["Required"] = ", ".join(missing_required(item, schema))  # must be set before it can be approved
         row["Words to avoid"] = "; ".join(avoided_words(item, guide))  # a person's edit that uses one (issue 19)
         row.update({column: getattr(item, name) or "" for column, name in SEO_COLUMNS.items()})  # issue 19
+        row.update({language_column(code): item.summaries.get(code, "") for code in languages})  # issue 19
         rows.append(row)
     return rows
 
@@ -217,6 +220,14 @@ def field_for_column(column: str, schema: AttributeSchema) -> str | None:
     if code is not None:
         return f"summary:{code}"  # an extra-language summary, held to its language's limit when saved
     return None  # not editable (Select, Words, Warnings, ...)
+
+
+def batch_summary_languages(store: Store, batch_id: int, items: Iterable[ItemRecord] = ()) -> list[str]:
+    """The extra summary languages to show for a batch: the ones it was tagged with, then any an item holds."""
+    codes = list(store.batch_languages(batch_id)) if hasattr(store, "batch_languages") else []
+    for item in items:
+        codes += [code for code in item.summaries if code not in codes]
+    return codes
 
 
 def language_column(code: str) -> str:
@@ -274,13 +285,22 @@ def seo_problems(changes: dict[int, dict[str, Any]], labels: dict[int, str]) -> 
 
 
 def summary_word_problems(changes: dict[int, dict[str, Any]], labels: dict[int, str]) -> list[str]:
-    """Live check of edited summaries against the limit, before anything is saved."""
+    """Live check of edited summaries against the limit (an extra language's: its own, words or characters), before
+    anything is saved."""
+    from pipeline.wordlimit import limit_text, measure, within_limit
+
     problems = []
     for item_id, columns in changes.items():
         if "Summary" in columns:
             words = count_words(str(columns["Summary"] or ""))
             if words > MAX_SUMMARY_WORDS:
                 problems.append(f"{labels.get(item_id, item_id)}: summary has {words} words (limit {MAX_SUMMARY_WORDS}).")
+        for column, value in columns.items():
+            code = language_of_column(column)
+            text = " ".join(str(value or "").split())
+            if code is not None and not within_limit(text, code):
+                problems.append(f"{labels.get(item_id, item_id)}: {column} has {measure(text, code)} "
+                                f"{limit_text(code).split()[1]} (limit {limit_text(code)}).")
     return problems
 
 
