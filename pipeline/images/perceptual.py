@@ -14,7 +14,7 @@ NEAR_DUPLICATE_MAX_DISTANCE (default 10 of 64 bits; measured in tests/test_near_
 0-6 bits, different products on white 22 or more).
 
 Where: `normalize_image` hashes the small RGB image it makes anyway (`NormalizedImage.phash`); staging
-(`staging_hash` in pipeline/images/staging_hashes.py) reads uploaded files cheaply (JPEG draft mode at 1/8 scale, other formats only up to
+(`staging_hash` in pipeline/images/staging_hashes.py) reads uploaded files cheaply (JPEG draft mode at 1/8 scale but at least 128 px a side, other formats only up to
 `STAGING_MAX_PIXELS`) under the decode budget, and says which it skipped.
 
 Catalogue lookup (`HashIndex`): hashes loaded once per run into a numpy uint64 array (at most
