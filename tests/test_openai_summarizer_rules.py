@@ -560,3 +560,24 @@ def test_seo_fields_exactly_at_their_limits_are_not_asked_again(server):
     server.state.default = Reply(answer(seo_title="T" * 70, meta_description="M" * 160, alt_text="A" * 125))
     result, models = outcome(server, seo_fields_by="model")
     assert models == ["gpt-4o"] and (len(result.seo_title), len(result.meta_description), len(result.alt_text)) == (70, 160, 125)
+
+
+@pytest.mark.parametrize("first, second", [
+    ({"seo_title": "A" * 75, "meta_description": "M" * 165}, {"seo_title": "B" * 78}),  # 5 + 5 over > 8 over
+    ({"seo_title": "A" * 90}, {"seo_title": "B" * 71, "meta_description": "M" * 161}),  # 20 over > 1 + 1 over
+    ({"seo_title": "A" * 100, "alt_text": "Buy a red sneaker"}, {"seo_title": "B" * 85}),  # 30 over + marketing > 15 over
+], ids=["sum-of-fields", "characters-over-not-length", "marketing-adds-to-length"])
+def test_the_corrective_answer_less_far_over_the_seo_limits_in_total_is_kept(server, first, second):
+    server.state.script = [Reply(answer(**first)), Reply(answer(**second))]
+    result, models = outcome(server, seo_fields_by="model")
+    assert models == ["gpt-4o", "gpt-4o"] and result.seo_title.startswith("B")
+
+
+def test_a_word_to_avoid_in_a_model_written_seo_field_is_asked_again_naming_the_field(server):
+    server.state.script = [Reply(answer(seo_title="Red sneakers", meta_description="A budget sneaker.", alt_text="A red sneaker")),
+                           Reply(answer(seo_title="Red sneakers", meta_description="A red sneaker.", alt_text="A red sneaker"))]
+    result, models = outcome(server, request(style=GUIDE), seo_fields_by="model")
+    assert models == ["gpt-4o", "gpt-4o"] and result.meta_description == "A red sneaker."
+    assert server.state.requests[1]["messages"][-1]["content"] == (
+        "Do not use these words from the style guide's words to avoid: budget. They are in: meta_description. "
+        "Rewrite accordingly; keep the other fields.")
