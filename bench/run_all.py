@@ -14,6 +14,8 @@
 11. N runner processes x M items with random SIGKILLs: duplicates and lost items, leases off vs on (bench/runners.py)
 12. the dashboard in real Chromium, 2,000 items: Review interactive, one edit saved until visible, Tag page settling
     while another runner writes, each beside its target (bench/browser.py)
+13. CloudWatch Logs bytes the app writes per photo (metrics off / EMF), per batch run, per task start: the figures
+    behind the cost estimate's logs line (bench/log_volume.py)
 
 Writes bench/results.json; the README's benchmark table quotes the latest figures.
 """
@@ -209,6 +211,9 @@ def main() -> None:
     import runners
 
     runner_rows = runners.run(runners=3, items=150, kills=4)
+    import log_volume
+
+    logs = log_volume.measure(40)
     handler = bench_batched_vs_per_prompt([realistic_photo((768, 576), seed) for seed in range(4)])
     archives = archive_sizes()
     results = {
@@ -228,6 +233,7 @@ def main() -> None:
     existing["whole_run_memory"] = run_memory
     existing["runners_with_kills"] = runner_rows
     existing["dashboard_browser"] = browser
+    existing["log_volume"] = logs
     RESULTS.write_text(json.dumps(existing, indent=2) + "\n")
     print(f"1. normalize 12-MP JPEG: {normalize['ours_images_per_s']} img/s vs naive {normalize['naive_images_per_s']} img/s -> {normalize['speedup']}x (goal >= 5x)")
     print(f"2. bytes to captioner: {normalize['sent_kb_mean']} KB mean / {normalize['sent_kb_max']} KB max vs {normalize['original_kb_mean']} KB original ({normalize['bytes_ratio']:.1%}) (goal <= 80 KB)")
@@ -248,6 +254,9 @@ def main() -> None:
     for row in runner_rows:
         print(f"    {row['mode']:<10} paid calls {row['paid_calls']}, duplicates {row['duplicates']}, lost {row['lost']}, usage rows {row['usage_rows']}")
     report_browser(browser)
+    print(f"13. log bytes per photo: {logs['metrics_off']['bytes_per_photo']} (metrics off), {logs['metrics_emf']['bytes_per_photo']} (EMF); "
+          f"per batch run {logs['metrics_off']['bytes_per_batch_run']}; dashboard start {logs['dashboard_start_bytes']}, "
+          f"scheduled task {logs['scheduled_task_bytes']}")
     print(f"wrote {RESULTS.relative_to(HERE.parent)}")
 
 

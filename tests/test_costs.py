@@ -23,7 +23,7 @@ from pipeline.store.sqlite_store import SqliteStore
 #              49.4 h × (0.5 × 0.03238 + 1 × 0.00356)            =  0.97565
 #   public IPv4 (2 ALB × 730 h + 730 task-hours + 49.4 h) × 0.005 = 11.197
 #   alarms 5 × 0.10 = 0.50, secret 0.40
-#   logs (fixed) (2,964 scheduled runs + 30 dashboard starts) × 550 B = 1,646,700 B × $0.53/GB = 0.000873
+#   logs (fixed) (2,964 scheduled runs + 30 dashboard starts) × 1,020 B = 3,053,880 B × $0.53/GB = 0.001619
 #   fixed infrastructure                                         = 44.795
 #   logs (volume) 1,000 × (8,400 + 2,000) B + 20 runs × (450 + 100,000) B = 12,409,000 B × $0.53/GB = 0.006577
 #   S3         0.1465 GB × 0.023 + 3,000 PUT × 0.005/1k          =  0.018
@@ -33,7 +33,7 @@ from pipeline.store.sqlite_store import SqliteStore
 #   async       (20 × 25/60 + 1,000 × 1.5/3,600) h = 8.75 h × 0.7364 = 6.4435
 #   batch       (20 × 12/60 + 0.41667) h = 4.41667 h × 0.7364       = 3.2524 (summaries through the Batch API: it can wait)
 #   local CPU   11.111 h × (4 × 0.03238 + 16 × 0.00356)             = 2.0720
-FIXED = 14.4175 + 17.305 + 0.97565 + 11.197 + 0.50 + 0.000873 + 0.40
+FIXED = 14.4175 + 17.305 + 0.97565 + 11.197 + 0.50 + 0.001619 + 0.40
 VOLUME_LOGS = 0.006577
 SHARED = FIXED + VOLUME_LOGS + 0.018 + 3.25
 EXPECTED = {
@@ -177,9 +177,9 @@ from pipeline.admin.costs import PROFILES, break_even_points, cost_lines, profil
 #   scheduled  (730 × 2 + 44) = 1,504 runs × 1 min = 25.0667 h × (0.25 × 0.03238 + 0.00356) = 0.292152 (launch type FARGATE)
 #   IPv4       (2 × 730 + 224 + 25.0667) h × 0.005                = 8.545333
 #   wake       2,920 ticks × (0.20/1e6 + 0.128 GB × 0.5 s × 0.0000133334) = 0.003078
-#   logs       (1,504 runs + 30 dashboard starts) × 550 B + 2,920 ticks × 400 B = 2,011,700 B × $0.53/GB = 0.001066
+#   logs       (1,504 runs + 30 dashboard starts) × 1,020 B + 2,920 ticks × 400 B = 2,732,680 B × $0.53/GB = 0.001448
 BUSINESS_FIXED = {"fargate_dashboard": 0.783216, "alb": 17.305, "public_ipv4": 8.545333, "scheduled_tasks": 0.292152,
-                  "wake_lambda": 0.003078, "cloudwatch_logs": 0.001066, "cloudwatch_alarms": 0.50, "secrets_manager": 0.40}
+                  "wake_lambda": 0.003078, "cloudwatch_logs": 0.001448, "cloudwatch_alarms": 0.50, "secrets_manager": 0.40}
 
 
 def test_business_hours_profile_matches_the_hand_computed_lines(prices):

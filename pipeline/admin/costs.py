@@ -135,13 +135,13 @@ class Assumptions:
     stored_mb_per_image: float = 0.15  # normalized JPEG + report rows
     # CloudWatch Logs (billed per GB ingested, and stored for the 30-day retention): what the app writes, measured by
     # bench/log_volume.py (the app's own handlers at the container's LOG_LEVEL=INFO, LOG_FORMAT=json; each line's bytes
-    # + CloudWatch's 26 bytes per event). Latest run (40 and 80 photos, tiny BLIP-2, offline summarizer): 4,175 B per
-    # photo with METRICS_FORMAT=emf (1,818 B with metrics off, the stack's default), 216 B per batch run; a dashboard start
-    # 265 B (Streamlit's start-up lines), a scheduled `endpoint autostop` run 97 B. Each figure here is twice that
+    # + CloudWatch's 26 bytes per event). Latest run (40 and 80 photos, tiny BLIP-2, offline summarizer): 4,177 B per
+    # photo with METRICS_FORMAT=emf (1,819 B with metrics off, the stack's default), 216-253 B per batch run; a dashboard start
+    # 510 B (`python -m dashboard.serve`'s start-up events), a scheduled `endpoint autostop` run 97 B. Each figure here is twice that
     # (tests/test_costs.py runs a batch and fails if the measured per-photo bytes exceed log_bytes_per_photo).
     log_bytes_per_photo: float = 8_400.0
     log_bytes_per_batch_run: float = 450.0
-    log_bytes_per_task_start: float = 550.0  # a dashboard task start or a scheduled task run (the larger, 265 B, x 2)
+    log_bytes_per_task_start: float = 1_020.0  # a dashboard task start or a scheduled task run (the larger, 510 B, x 2)
     dashboard_starts_per_month: int = 30  # assumed: a start each working day, wake-ups, deploys, Spot replacements
     wake_log_bytes_per_invocation: float = 400.0  # the wake Lambda writes nothing; Lambda's START/END/REPORT lines (~300 B)
     # Not measured (SageMaker's containers log to their own /aws/sagemaker/... groups): an assumed allowance per
