@@ -59,3 +59,29 @@ def test_a_job_records_each_photos_hash_and_a_later_look_alike_is_flagged_agains
                                      catalogue_max=settings.near_duplicate_catalogue_max)
     assert len(notices) == 1  # the job's red photos (item 1 or its copy, item 3), newest catalogue entry first
     assert re.fullmatch(rf"red-small\.jpg looks like batch {job_batch.id} item [13], already tagged \(\d bits apart\)\.", notices[0])
+
+
+def test_a_job_whose_summaries_go_through_the_batch_api_keeps_the_hashes_too(monkeypatch, make_settings, responder, tmp_path):
+    """OPENAI_BATCH_FOR_JOBS: the captions are kept, then the summaries come from one OpenAI batch; the manifest's
+    hashes are saved with those results as well."""
+    from support.servers import FakeOpenAI, Reply
+
+    answer = {"title": "Red tee", "summary": "A red cotton tee.", "tags": ["tee"],
+              "attributes": {"category": None, "color": "red", "material": None, "pattern": None, "style": None}}
+    with moto_sagemaker.endpoint_in_moto(monkeypatch), FakeOpenAI() as server:
+        server.state.default = Reply(content=answer)
+        settings = make_settings(captioner="sagemaker", sagemaker_transform_s3=TRANSFORM_S3, transform_poll_s=0.05,
+                                 summarizer="openai", openai_api_key="sk-test-1234", openai_base_url=server.base_url,
+                                 openai_batch_min_items=2)
+        stages = build_stages(settings)
+        stages.batch_summarizer.wait = lambda cancel, seconds: False
+        TransformEmulator(responder).install(monkeypatch)
+        photo(tmp_path, "a.jpg", "shirt")
+        photo(tmp_path, "b.jpg", "mug")
+        photo(tmp_path, "a-again.jpg", "shirt")
+        batch = create_batch(stages.store, settings, [tmp_path / n for n in ("a.jpg", "b.jpg", "a-again.jpg")], name="j", created_by="ann")
+        job = BatchTransformRunner.from_settings(settings, stages).run(batch.id)
+    assert job.status == "Ingested" and len(server.state.batch_creates) == 1
+    first, second, again = stages.store.list_items(batch.id)
+    assert all(i.status == "ok" and i.phash for i in (first, second, again))
+    assert again.near_duplicate == f"looks like batch {batch.id} item 1 (0 bits apart)" and second.near_duplicate is None
