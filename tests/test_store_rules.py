@@ -184,6 +184,7 @@ def test_an_edit_moves_the_version_on_and_says_who_and_when(store):
     _, item = one_item(store)
     edit = store.edit_item(item.id, "title", " Red trail shoe ", "ann", expected_version=item.version)
     now = store.get_item(item.id)
+    assert (edit.item_id, edit.field, edit.who) == (item.id, "title", "ann")
     assert (edit.new, edit.version, now.version, now.updated_by, now.updated_at) == ("Red trail shoe", item.version + 1, item.version + 1, "ann", edit.at)
     with pytest.raises(StaleEditError) as stale:
         store.edit_item(item.id, "title", "Another", "bob", expected_version=item.version)
@@ -216,8 +217,9 @@ def test_a_batch_lease_names_its_host_and_lasts_until_its_end_inclusive(store):
     assert (run.owner, run.host, run.started_at, run.heartbeat_at, run.lease_until) == ("task-9/1/x", "task-9", 500.0, 500.0, 560.0)
     assert store.claim_batch(batch.id, "other/2/y", 60, now=560.0).owner == "task-9/1/x"
     assert store.claim_batch(batch.id, "other/2/y", 60, now=500.0, stale_owners=("task-9/1/x",)).owner == "other/2/y"
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError) as missing:
         store.claim_batch(10_000, "x/1/z", 60, now=1.0)
+    assert missing.value.args == (10_000,)
 
 
 # --- audit log and cache --------------------------------------------------------------------------------------
