@@ -755,3 +755,100 @@ def test_items_summarized_through_the_batch_api_keep_their_stage_timings_and_err
     assert refused.error_kind == "summary_refused"
     captions = [r for r in lines_of(out) if r.get("stage") == "caption"]
     assert sorted(r["item_id"] for r in captions) == sorted(i.id for i in items) and all("cached" in r for r in captions)
+
+
+def _save_chain(rows: list[dict]) -> list[tuple[int, float]]:
+    """(item id, duration) of each save that ended well, in the order they were logged."""
+    return [(r["item_id"], r["duration_ms"]) for r in rows if r.get("stage") == "save" and r["outcome"] == "ok"]
+
+
+def _assert_each_save_stores_the_previous_one(chain: list[tuple[int, float]], items: dict) -> None:
+    """Saves one after another in one process run: the first stores no `save`, each later one the one before it."""
+    assert chain
+    assert "save" not in items[chain[0][0]].stage_ms, items[chain[0][0]].stage_ms
+    for (_, before_ms), (item_id, _) in zip(chain, chain[1:]):
+        assert items[item_id].stage_ms.get("save") == before_ms, (item_id, items[item_id].stage_ms, before_ms)
+
+
+def test_batch_api_items_get_their_item_event_and_counters_once_across_a_crash_and_a_resume(make_settings, local_captioner,
+                                                                                          unconfigure, tmp_path):
+    """A Cheapest run saves its items when OpenAI's batch answers: each then gets its `save` stage, its `item` event and
+    ItemsOk / ItemsFailed (by kind), once. The process dies in the middle of those saves (two saved, the third's write
+    killed); the resumed run collects the same OpenAI batch for the other two. Over both runs (the EMF lines both
+    wrote): 3 ok and 1 summary_refused, one `item` event per item, the summaries' tokens as the ledger has them, and
+    each stored `save` is the duration of the save before it in the same run (tests/support's fake OpenAI with the
+    real `openai` client)."""
+    from test_openai_batch import Clock, Killed, answer, new_batch
+
+    from pipeline.service import build_stages
+
+    out = io.StringIO()
+    configure_logging("INFO", "json", stream=out)
+    reg = configure_metrics("off")
+    with FakeOpenAI() as server:
+        lines = []
+
+        def responder(request):
+            if any(h == {} for h in server.state.headers[-1:]):  # a batch line
+                lines.append(request)
+                if len(lines) == 2:
+                    return Reply(status=400, error_code="content_filter", error_type="invalid_request_error")
+            return Reply(content=answer(), prompt_tokens=300, completion_tokens=40)
+
+        server.state.responder = responder
+
+        def new_process():
+            stages = build_stages(make_settings(summarizer="openai", openai_api_key="sk-test-1234", openai_base_url=server.base_url,
+                                                openai_batch_min_items=2, openai_max_retries=0), captioner=local_captioner)
+            clock = Clock()
+            stages.batch_summarizer.clock, stages.batch_summarizer.wait = clock, clock.wait
+            return stages
+
+        first = new_process()
+        batch = new_batch(first, tmp_path)
+        writes: list[int] = []
+        save_result, save_error = first.store.save_result, first.store.save_error
+
+        def dies_at_the_third_write(real):
+            def write(item_id, *args, **kwargs):
+                writes.append(item_id)
+                if len(writes) == 3:
+                    raise Killed  # the process dies inside the third item's save
+                return real(item_id, *args, **kwargs)
+            return write
+
+        first.store.save_result, first.store.save_error = dies_at_the_third_write(save_result), dies_at_the_third_write(save_error)
+        with pytest.raises(Killed):
+            run_batch(first, batch.id, concurrency=2, cheapest=True, owner="gone-host/1/a")
+        crashed_at = len(out.getvalue())
+        assert [i.status for i in first.store.list_items(batch.id)].count("pending") == 2
+        assert reg.counter(metrics.ITEMS_OK) + reg.counter(metrics.ITEMS_FAILED) == 2
+
+        resumed = new_process()  # after a restart, as a plain resume (leases of the dead run expired)
+        progress = run_batch(resumed, batch.id, concurrency=2, clock=lambda: time.time() + 3600)
+    assert (progress.ok, progress.failed) == (2, 0) and len(server.state.batch_creates) == 1
+    items = {i.id: i for i in resumed.store.list_items(batch.id)}
+    [refused] = [i for i in items.values() if i.status == "error"]
+    assert refused.error_kind == "summary_refused" and sum(i.status == "ok" for i in items.values()) == 3
+
+    rows = lines_of(out)
+    ended = [r for r in rows if r.get("stage") == "item"]
+    assert sorted(r["item_id"] for r in ended) == sorted(items)  # one each, over both runs
+    for row in ended:
+        item = items[row["item_id"]]
+        assert row["outcome"] == ("ok" if item.status == "ok" else "error") and row["error_kind"] == item.error_kind
+        assert {"fetch", "normalize", "checks", "caption", "save"} <= set(row["stage_ms"])
+    assert reg.counter(metrics.ITEMS_OK) == 3 and reg.counter(metrics.ITEMS_FAILED) == 1
+    assert reg.counter(metrics.ITEMS_FAILED, ErrorKind="summary_refused") == 1
+    ledger = [u for u in resumed.store.usage(batch.id) if u.kind in ("llm", "llm_batch")]
+    assert ledger and reg.counter(metrics.OPENAI_INPUT_TOKENS) == sum(u.input_tokens for u in ledger)
+    assert reg.counter(metrics.OPENAI_OUTPUT_TOKENS) == sum(u.output_tokens for u in ledger)
+
+    # Health's save stage: each run's saves one after another, each storing the one before it
+    first_run = json.loads("[" + ",".join(out.getvalue()[:crashed_at].splitlines()) + "]")
+    second_run = json.loads("[" + ",".join(out.getvalue()[crashed_at:].splitlines()) + "]")
+    assert len(_save_chain(first_run)) == 2 and len(_save_chain(second_run)) == 2
+    for run_rows in (first_run, second_run):
+        _assert_each_save_stores_the_previous_one(_save_chain(run_rows), items)
+    for item in items.values():
+        assert {"fetch", "normalize", "checks", "caption"} <= set(item.stage_ms), item.stage_ms

@@ -16,7 +16,7 @@ from typing import Any, Callable
 from pipeline.attributes import map_answers
 from pipeline.errors import describe_error, usage_of
 from pipeline.models import CaptionResult, ItemRecord, ItemResult, PhotoChecks, SummaryRequest, Usage
-from pipeline.observability.trace import error_kind
+from pipeline.observability.trace import ItemTrace, SaveTimes, error_kind
 from pipeline.wordlimit import count_words
 
 
@@ -34,16 +34,25 @@ class Captioned:
     near_duplicate: str | None = None
     reused_from: str | None = None
     stage_ms: dict[str, float] = field(default_factory=dict)  # fetch .. caption, as timed (Health); saved with the item
+    trace: ItemTrace | None = None  # its trace from its first stage in this process (None: one is made when it is saved)
 
 
 def summarize_captioned(stages: Any, batch_id: int, captioned: list[Captioned], summarizer: Any, *,
                         cancel: threading.Event | None = None, owner: str | None = None,
-                        on_saved: Callable[[int, bool | None], None] | None = None) -> bool:
+                        on_saved: Callable[[int, bool | None], None] | None = None,
+                        save_times: SaveTimes | None = None) -> bool:
     """Summarize `captioned` through `summarizer` (an OpenAIBatchSummarizer) and save each item (`stages`: the
     runner's Stages; the runner's caption_item made `captioned`). False
     when stopped first: the items stay pending (their leases released when `owner` holds them).
     `owner`: save only while this runner holds each item's lease. `on_saved(item_id, ok)`: after each
-    save (ok None: nothing saved, the lease was lost)."""
+    save (ok None: nothing saved, the lease was lost).
+
+    Each save is the item's `save` stage, and an item whose outcome is saved gets its `item` event and the
+    ItemsOk / ItemsFailed (by error kind) counters, its summary's tokens counted, as a real-time run's items do:
+    once, at that save (a run stopped, killed or resumed before it saves nothing and counts nothing; a resumed
+    run only gets the items not saved yet). `save_times`: the process run's (the runner passes its own), so each
+    item stores the duration of the save before it (see SaveTimes); the summary's wait for OpenAI's batch is
+    not timed per item."""
     store = stages.store
     for entry in captioned:  # keep what was paid for before the (long) wait
         if entry.usage:
@@ -63,21 +72,30 @@ def summarize_captioned(stages: Any, batch_id: int, captioned: list[Captioned], 
             for entry in captioned:
                 store.release_item(entry.item.id, owner)
         return False
+    save_times = save_times if save_times is not None else SaveTimes()
     for entry in captioned:
         outcome = outcomes[entry.item.id]
-        if isinstance(outcome, Exception):
-            usage = usage_of(outcome)
-            saved = store.save_error(entry.item.id, describe_error(outcome), usage, owner=owner,
-                                     error_kind=error_kind(outcome, "summarize"), stage_ms=dict(entry.stage_ms))
-        else:
-            usage = list(outcome.usage)
-            result = ItemResult(content_key=entry.content_key, image_path=entry.image_path, caption=entry.caption,
-                                attributes=attributes[entry.item.id], summary=outcome, checks=entry.checks,
-                                word_count=count_words(outcome.summary), taxonomy_version=stages.taxonomy_version,
-                                phash=entry.phash, near_duplicate=entry.near_duplicate, reused_from=entry.reused_from)
-            saved = store.save_result(entry.item.id, result, usage, owner=owner, stage_ms=dict(entry.stage_ms))
-        if not saved and usage:
+        trace = entry.trace if entry.trace is not None else ItemTrace(batch_id, entry.item.id)
+        timings = {**entry.stage_ms, **trace.stage_ms}  # fetch .. caption (the trace's own, when it timed them)
+        with trace.stage("save"):
+            if isinstance(outcome, Exception):
+                usage = usage_of(outcome)
+                trace.fail(error_kind(outcome, "summarize"))
+                saved = store.save_error(entry.item.id, describe_error(outcome), usage, owner=owner,
+                                         error_kind=trace.error_kind, stage_ms=save_times.stamped(timings))
+            else:
+                usage = list(outcome.usage)
+                result = ItemResult(content_key=entry.content_key, image_path=entry.image_path, caption=entry.caption,
+                                    attributes=attributes[entry.item.id], summary=outcome, checks=entry.checks,
+                                    word_count=count_words(outcome.summary), taxonomy_version=stages.taxonomy_version,
+                                    phash=entry.phash, near_duplicate=entry.near_duplicate, reused_from=entry.reused_from)
+                saved = store.save_result(entry.item.id, result, usage, owner=owner, stage_ms=save_times.stamped(timings))
+        save_times.saved(trace)  # stored with the next save of this process run
+        if saved:
+            trace.finish(ok=not isinstance(outcome, Exception))
+        elif usage:
             store.record_usage(entry.item.id, usage)  # paid for, but the lease was lost: the ledger still counts it
+        trace.count_usage(usage)  # the summary's tokens (its caption's calls were counted when they were made)
         if on_saved is not None:
             on_saved(entry.item.id, (not isinstance(outcome, Exception)) if saved else None)
     summarizer.forget(batch_id)

@@ -439,7 +439,8 @@ def caption_item(stages: Stages, item: ItemRecord, usage: list[Usage], run: RunC
                      caption=caption, usage=usage, phash=image.phash,
                      near_duplicate=f"looks like {match.entry.label} ({match.distance} bits apart)" if match is not None else None,
                      reused_from=f"caption reused from {match.entry.label}" if reused is not None else None,
-                     stage_ms=dict(trace.stage_ms) if trace is not None else {})  # saved with the item once summarized
+                     stage_ms=dict(trace.stage_ms) if trace is not None else {},  # saved with the item once summarized
+                     trace=trace if isinstance(trace, ItemTrace) else None)  # its item event and counters come at that save
 
 
 def _run_items(stages: Stages, batch_id: int, *, concurrency: int, on_progress: ProgressCallback | None,
@@ -612,7 +613,7 @@ def _run_items(stages: Stages, batch_id: int, *, concurrency: int, on_progress: 
                 count(ok)
 
             later.summarize_captioned(stages, batch_id, waiting, stages.batch_summarizer, cancel=run.cancel,
-                                      owner=save_owner, on_saved=on_saved)
+                                      owner=save_owner, on_saved=on_saved, save_times=save_times)
     finally:
         stage_threads.close()
         beat_stop.set()
