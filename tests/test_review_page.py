@@ -335,3 +335,19 @@ def test_a_multi_language_batch_shows_each_languages_summary_in_the_grid_and_sav
     assert store.get_item(items[0].id).summaries["de"] == "Ein rotes Hemd."
     assert store.get_item(items[1].id).summaries["ja"] == "シャツ1。"  # refused, kept for the person
     assert any("SKU-1" in shown(e.value) and "125" in shown(e.value) for e in app.error)
+
+
+def test_the_one_item_view_warns_of_a_word_to_avoid_while_typing_and_saves_it(batch):
+    from pipeline.admin.brand import clean_style_guide
+
+    store, batch_id, items = batch
+    store.save_style_guide(clean_style_guide("", "cheap", ""), "admin", expected_version=0)
+    app = review_page()
+    [summary] = [t for t in app.text_area if t.label == "Summary"]
+    summary.input("A cheap red shirt.").run()
+    assert any("#1 SKU-0: Summary uses 'cheap', from the style guide's words to avoid. It will be saved" in shown(w.value)
+               for w in app.warning)
+    app.button(key="focus-save").click().run()
+    assert not app.exception, app.exception
+    assert store.get_item(items[0].id).summary == "A cheap red shirt."
+    assert any("Uses the style guide's words to avoid: Summary: 'cheap'." in shown(w.value) for w in app.warning)  # flagged

@@ -344,6 +344,8 @@ def render_focus(items: list[ItemRecord], grid_edits: int) -> None:
         fields.caption(f"{size} / {limit} characters" + (" — too long, shorten before saving" if size > limit else ""))
 
     typed = typed_changes(item.id, shown)
+    for problem in style_problems({item.id: typed}, {item.id: item_label(item)}, guide):  # as the grid warns (issue 19)
+        st.warning(inert(problem) + " It will be saved, and the item flagged until it is rewritten.", icon=":material/flag:")
     if st.session_state.get("focus-held") == item.id and typed:
         st.warning("This item has unsaved changes: Save them, or Discard them, before moving to another item.", icon=":material/edit_note:")
     elif st.session_state.get("focus-held") is not None:
