@@ -127,7 +127,7 @@ def test_a_batch_held_by_a_live_runner_elsewhere_is_refused_naming_it(tmp_path, 
     stages = make(settings, Captioner())
     batch = create_batch(stages.store, settings, photos(tmp_path, 1), name="b", created_by="ann")
     stages.store.claim_batch(batch.id, "task-a/7/abc", 120, now=1000.0)
-    with pytest.raises(BatchBusyError, match="already running on task-a since"):
+    with pytest.raises(BatchBusyError, match=rf"^Batch {batch.id} is already running on task-a since"):
         take_batch(stages.store, batch.id, "me/1/x", FAST, clock=lambda: 1010.0)
     take_batch(stages.store, batch.id, "task-a/7/abc", FAST, clock=lambda: 1010.0)  # its own runner renews
     assert stages.store.get_batch(batch.id).run.lease_until == 1010.0 + FAST.lease_s
@@ -254,3 +254,49 @@ def test_an_item_saved_by_the_run_records_its_words_usage_and_taxonomy_version(t
     assert item.word_count == len(item.summary.split())
     assert [(u.kind, u.model) for u in stages.store.usage(batch.id)] == [("endpoint", "stand-in")]
     assert item.taxonomy_version == 0
+
+
+def test_different_photos_are_captioned_at_the_same_time(tmp_path, settings):
+    together = threading.Barrier(2, timeout=WAIT)  # both calls must be in the captioner at once to pass it
+
+    class Meeting(Captioner):
+        def caption(self, image, questions):
+            together.wait()
+            return super().caption(image, questions)
+
+    stages = make(settings, Meeting())
+    batch = create_batch(stages.store, settings, photos(tmp_path, 2), name="b", created_by="ann")
+    progress = run_batch(stages, batch.id, concurrency=2)
+    assert progress.ok == 2 and not together.broken
+
+
+def test_stop_reaches_a_copy_waiting_for_the_first_copys_caption(tmp_path, settings):
+    gate, stop = threading.Event(), threading.Event()
+    captioner = Captioner(gate)
+    stages = make(settings, captioner)
+    saved_photos, second_saved = [], threading.Event()
+    save = stages.images.save
+
+    def saving(key, data):  # the normalized copy is stored just before the caption is asked for
+        location = save(key, data)
+        saved_photos.append(key)
+        if len(saved_photos) == 2:
+            second_saved.set()
+        return location
+
+    stages.images.save = saving
+    batch = create_batch(stages.store, settings, photos(tmp_path, 2, same=True), name="b", created_by="ann")
+    thread = threading.Thread(target=lambda: run_batch(stages, batch.id, concurrency=2, cancel=stop), daemon=True)
+    thread.start()
+    assert captioner.entered.wait(WAIT) and second_saved.wait(WAIT)  # one copy in the call, the other waiting for it
+    stop.set()
+    thread.join(WAIT)
+    for _ in range(WAIT * 50):  # the waiting copy lets go of its item (or fails) within one 50 ms poll of the Stop
+        items = stages.store.list_items(batch.id)
+        if sum(item.lease_owner is not None for item in items) <= 1 or any(item.status == "error" for item in items):
+            break
+        threading.Event().wait(0.02)
+    statuses = sorted(item.status for item in stages.store.list_items(batch.id))
+    gate.set()
+    assert statuses == ["pending", "pending"], [i.error for i in stages.store.list_items(batch.id)]  # stopped, not failed: a later run picks both up
+    assert sum(captioner.calls.values()) == 1
