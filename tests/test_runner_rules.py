@@ -300,3 +300,68 @@ def test_stop_reaches_a_copy_waiting_for_the_first_copys_caption(tmp_path, setti
     gate.set()
     assert statuses == ["pending", "pending"], [i.error for i in stages.store.list_items(batch.id)]  # stopped, not failed: a later run picks both up
     assert sum(captioner.calls.values()) == 1
+
+
+# --- what each item's caption stage says and keeps ---------------------------------------------------------
+def caption_events(caplog) -> list[tuple[int, bool]]:
+    return sorted((r.item_id, r.cached) for r in caplog.records if getattr(r, "stage", None) == "caption")
+
+
+def test_the_copy_that_waited_for_the_first_answer_is_marked_cached_and_nothing_is_paid_twice(tmp_path, settings, caplog):
+    both_summarizing = threading.Barrier(2, timeout=WAIT)  # neither copy is saved before both have their caption
+
+    class Together:
+        def __init__(self, inner):
+            self.inner, self.name = inner, inner.name
+
+        def summarize(self, request):
+            both_summarizing.wait()
+            return self.inner.summarize(request)
+
+    captioner = Captioner(answers={name: "x" for name in ("category", "color", "material", "pattern", "style")})
+    stages = make(settings, captioner)
+    stages.summarizer = Together(stages.summarizer)
+    batch = create_batch(stages.store, settings, photos(tmp_path, 2, "a", same=True), name="a", created_by="ann")
+    with caplog.at_level(logging.INFO, logger="pipeline.items"):
+        progress = run_batch(stages, batch.id, concurrency=2)
+    assert progress.ok == 2 and sum(captioner.calls.values()) == 1  # the second copy used the first one's answer
+    assert [cached for _, cached in caption_events(caplog)] in ([False, True], [True, False])
+    assert [u.kind for u in stages.store.usage(batch.id)] == ["endpoint"]
+
+
+def test_the_captioner_is_asked_the_taxonomys_questions(tmp_path, settings):
+    asked = []
+
+    class Listening(Captioner):
+        def caption(self, image, questions):
+            asked.append([q.name for q in questions])
+            return super().caption(image, questions)
+
+    stages = make(settings, Listening())
+    batch = create_batch(stages.store, settings, photos(tmp_path, 1), name="b", created_by="ann")
+    run_batch(stages, batch.id)
+    assert asked == [stages.schema.names()]
+
+
+def test_a_paid_caption_that_failed_is_kept_in_the_ledger_with_the_error(tmp_path, settings):
+    from pipeline.errors import attach_usage
+
+    class PaidButUnusable(Captioner):
+        def caption(self, image, questions):
+            raise attach_usage(ServiceError("The vision model's answer could not be read; retry the item."),
+                               [Usage(kind="vision", model="gpt-4o", input_tokens=85, output_tokens=3)])
+
+    stages = make(settings, PaidButUnusable())
+    batch = create_batch(stages.store, settings, photos(tmp_path, 1), name="b", created_by="ann")
+    run_batch(stages, batch.id)
+    [item] = stages.store.list_items(batch.id)
+    assert item.status == "error" and item.error == "The vision model's answer could not be read; retry the item."
+    assert [(u.kind, u.input_tokens) for u in stages.store.usage(batch.id)] == [("vision", 85)]
+
+
+def test_each_stage_of_a_saved_item_is_timed(tmp_path, settings):
+    stages = make(settings, Captioner())
+    batch = create_batch(stages.store, settings, photos(tmp_path, 1), name="b", created_by="ann")
+    run_batch(stages, batch.id)
+    [item] = stages.store.list_items(batch.id)
+    assert {"fetch", "normalize", "checks", "caption", "summarize"} <= set(item.stage_ms)
