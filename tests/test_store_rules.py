@@ -114,7 +114,8 @@ def test_an_attribute_edit_is_a_persons_choice_and_may_add_an_attribute(store):
     assert (pattern.raw, pattern.value, pattern.in_vocab) == ("zigzag", "striped", True)  # chosen: no longer flagged
     added = store.edit_item(item.id, "attribute:style", "casual", "ann")
     assert (added.old, added.new) == ("", "casual")
-    assert [(a.name, a.value) for a in store.get_item(item.id).attributes] == [("color", "red"), ("pattern", "striped"), ("style", "casual")]
+    assert [(a.name, a.raw, a.value, a.in_vocab) for a in store.get_item(item.id).attributes] == [
+        ("color", "red", "red", True), ("pattern", "zigzag", "striped", True), ("style", "", "casual", True)]  # no captioner answer
     store.edit_item(item.id, "attribute:color", None, "ann")
     assert store.get_item(item.id).attribute("color").value == ""
 
