@@ -365,3 +365,27 @@ def test_each_stage_of_a_saved_item_is_timed(tmp_path, settings):
     run_batch(stages, batch.id)
     [item] = stages.store.list_items(batch.id)
     assert {"fetch", "normalize", "checks", "caption", "summarize"} <= set(item.stage_ms)
+
+
+def test_an_upload_resumed_on_another_task_is_fetched_from_s3_before_it_is_read(tmp_path, settings, caplog):
+    import boto3
+    from moto import mock_aws
+
+    from pipeline.store.s3_images import S3ImageStore
+
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="photos")
+        stages = make(settings, Captioner())
+        stages.images = S3ImageStore(client, "photos", uploads_root=tmp_path / "uploads")
+        upload = tmp_path / "uploads" / "u1" / "shirt.jpg"
+        upload.parent.mkdir(parents=True)
+        upload.write_bytes(jpeg_bytes(seed=3))
+        batch = create_batch(stages.store, settings, [upload], name="b", created_by="ann")
+        stages.images.keep_upload(upload)
+        upload.unlink()  # this task never saw the upload: another task's browser sent it
+        with caplog.at_level(logging.INFO, logger="pipeline.items"):
+            run_batch(stages, batch.id)
+        [item] = stages.store.list_items(batch.id)
+    assert item.status == "ok", item.error
+    assert len([r for r in caplog.records if getattr(r, "stage", None) == "fetch"]) == 1  # one fetch stage, download included
