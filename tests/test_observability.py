@@ -14,6 +14,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -852,3 +853,136 @@ def test_batch_api_items_get_their_item_event_and_counters_once_across_a_crash_a
         _assert_each_save_stores_the_previous_one(_save_chain(run_rows), items)
     for item in items.values():
         assert {"fetch", "normalize", "checks", "caption"} <= set(item.stage_ms), item.stage_ms
+
+
+@pytest.fixture
+def transform_aws(monkeypatch):
+    from support import moto_sagemaker
+
+    with moto_sagemaker.endpoint_in_moto(monkeypatch) as clients:
+        yield clients
+
+
+def test_batch_transform_items_store_the_previous_saves_time_and_count_once(transform_aws, make_settings, monkeypatch,
+                                                                              responder, unconfigure, tmp_path):
+    """A batch transform job's items (saved when the job's answers are ingested, or when the job is prepared for a cached
+    or unreadable photo) follow the runner's save design: each save is a `save` stage, the item stores the previous save's
+    duration of the same process run, then one `item` event and ItemsOk / ItemsFailed (the job failed before its third
+    photo: caption_failed); each photo the job captioned is one EndpointInvocations. Ingesting the job again (a crash
+    right after) counts nothing twice. moto + the emulated job running the real SageMaker handler; one photo at a time,
+    so the saves follow one another."""
+    from test_batch_transform import TRANSFORM_S3, photos
+
+    from pipeline.batches.batch_transform import BatchTransformRunner
+    from pipeline.service import build_stages, create_batch
+    from support.sagemaker_emulator import TransformEmulator
+
+    out = io.StringIO()
+    configure_logging("INFO", "json", stream=out)
+    reg = configure_metrics("off")
+    settings = make_settings(captioner="sagemaker", sagemaker_transform_s3=TRANSFORM_S3, transform_poll_s=0.05, concurrency=1)
+    stages = build_stages(settings)
+    runner = BatchTransformRunner.from_settings(settings, stages)
+    TransformEmulator(responder, fail_after=2).install(monkeypatch)  # the job fails before its third photo
+
+    batch = create_batch(stages.store, settings, photos(tmp_path, [1, 2, 3, 1]), name="big", created_by="ann")
+    prepared_at = len(out.getvalue())
+    job = runner.run(batch.id)
+    assert job.status == "Ingested"
+    items = {i.id: i for i in stages.store.list_items(batch.id)}
+    failed = {i.id for i in items.values() if i.status == "error"}
+    assert failed and all(items[i].error_kind == "caption_failed" for i in failed)
+    rows = lines_of(out)
+    ended = [r for r in rows if r.get("stage") == "item"]
+    assert sorted(r["item_id"] for r in ended) == sorted(items)
+    assert all(r["outcome"] == ("error" if r["item_id"] in failed else "ok") for r in ended)
+    assert reg.counter(metrics.ITEMS_OK) == 4 - len(failed) and reg.counter(metrics.ITEMS_FAILED, ErrorKind="caption_failed") == len(failed)
+    invocations = sum(u.invocations for u in stages.store.usage(batch.id) if u.kind == "transform")
+    assert invocations == 2 and reg.counter(metrics.ENDPOINT_INVOCATIONS) == invocations  # a copy shares its photo's
+    for item in items.values():
+        assert {"fetch", "normalize", "checks", "caption"} | ({"summarize"} if item.status == "ok" else set()) <= set(item.stage_ms)
+    _assert_each_save_stores_the_previous_one(_save_chain(rows), items)
+    assert sum("save" in i.stage_ms for i in items.values()) == 3
+
+    runner.ingest(job)  # again, as after a crash right after the ingest
+    assert [r for r in lines_of(out) if r.get("stage") == "item"] == ended
+    assert (reg.counter(metrics.ITEMS_OK), reg.counter(metrics.ITEMS_FAILED)) == (4 - len(failed), len(failed))
+
+    # photos finished while the job is prepared: one cached, one unreadable (no job started)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(jpeg_bytes(size=(640, 480), seed=9)[:2000])  # a JPEG header, the picture cut off
+    again = create_batch(stages.store, settings, photos(tmp_path, [2], name="q") + [broken], name="again", created_by="ann")
+    before = len(out.getvalue())
+    assert runner.run(again.id) is None
+    items = {i.id: i for i in stages.store.list_items(again.id)}
+    rows = lines_of(io.StringIO(out.getvalue()[before:]))
+    by_id = {r["item_id"]: r for r in rows if r.get("stage") == "item"}
+    assert sorted(by_id) == sorted(items)
+    assert sorted((r["outcome"], r["error_kind"]) for r in by_id.values()) == [("error", "bad_image"), ("ok", None)]
+    assert reg.counter(metrics.ITEMS_OK) == 5 - len(failed) and reg.counter(metrics.ITEMS_FAILED, ErrorKind="bad_image") == 1
+    _assert_each_save_stores_the_previous_one(_save_chain(rows), items)
+    assert prepared_at < before
+
+
+def test_transform_items_summarized_through_the_batch_api_count_once_across_a_stop_and_restart(
+        transform_aws, make_settings, monkeypatch, responder, unconfigure, tmp_path):
+    """A job whose summaries go through OpenAI's Batch API (OPENAI_BATCH_FOR_JOBS) stops while OpenAI works and a new
+    process picks it up. The job stopped before its third photo: those items fail (caption_failed) when the answers are
+    read, once, although the restart reads them again; the others are saved with their summaries. Over both processes:
+    one `item` event per item, ItemsOk / ItemsFailed as the store has them, one EndpointInvocations per photo captioned,
+    and fetch .. caption plus each save storing the one before it in the restarted run."""
+    from test_openai_batch import Clock, answer
+    from test_batch_transform import TRANSFORM_S3, photos
+
+    from pipeline.batches.batch_transform import BatchTransformRunner
+    from pipeline.service import build_stages, create_batch
+    from support.sagemaker_emulator import TransformEmulator
+    from support.servers import BatchPlan
+
+    out = io.StringIO()
+    configure_logging("INFO", "json", stream=out)
+    reg = configure_metrics("off")
+    TransformEmulator(responder, fail_after=2).install(monkeypatch)
+    with FakeOpenAI() as server:
+        server.state.default = Reply(content=answer(), prompt_tokens=300, completion_tokens=40)
+        server.state.batch_plan = BatchPlan(end="hold")
+        settings = make_settings(captioner="sagemaker", sagemaker_transform_s3=TRANSFORM_S3, transform_poll_s=0.05,
+                                 summarizer="openai", openai_api_key="sk-test-1234", openai_base_url=server.base_url,
+                                 openai_batch_min_items=2, concurrency=1)
+        stages = build_stages(settings)
+        stop = threading.Event()
+
+        def stop_while_waiting(cancel, seconds):
+            stop.set()  # the dashboard goes away while OpenAI works on the summaries
+            return True
+
+        stages.batch_summarizer.clock, stages.batch_summarizer.wait = Clock(), stop_while_waiting
+        batch = create_batch(stages.store, settings, photos(tmp_path, [1, 2, 3, 4]), name="big", created_by="ann")
+        job = BatchTransformRunner.from_settings(settings, stages).run(batch.id, cancel=stop)
+        assert job.status == "Summarizing"
+        failed_first = {i.id for i in stages.store.list_items(batch.id) if i.status == "error"}
+        assert len(failed_first) == 2 and reg.counter(metrics.ITEMS_FAILED, ErrorKind="caption_failed") == 2
+        assert reg.counter(metrics.ITEMS_OK) == 0
+        restarted_at = len(out.getvalue())
+
+        for openai_batch in server.state.batches.values():
+            openai_batch["_plan"] = BatchPlan(looks_in_progress=0)
+        restarted = build_stages(settings)
+        clock = Clock()
+        restarted.batch_summarizer.clock, restarted.batch_summarizer.wait = clock, clock.wait
+        assert BatchTransformRunner.from_settings(settings, restarted).run(batch.id).status == "Ingested"
+    items = {i.id: i for i in restarted.store.list_items(batch.id)}
+    assert {i.id for i in items.values() if i.status == "error"} == failed_first
+    assert all(items[i].error_kind == "caption_failed" for i in failed_first)
+    rows = lines_of(out)
+    ended = [r for r in rows if r.get("stage") == "item"]
+    assert sorted(r["item_id"] for r in ended) == sorted(items)  # one each, over both processes
+    assert all(r["outcome"] == ("error" if r["item_id"] in failed_first else "ok") for r in ended)
+    assert reg.counter(metrics.ITEMS_OK) == 2 and reg.counter(metrics.ITEMS_FAILED) == 2
+    invocations = sum(u.invocations for u in restarted.store.usage(batch.id) if u.kind == "transform")
+    assert invocations == 2 and reg.counter(metrics.ENDPOINT_INVOCATIONS) == invocations
+    for item in items.values():  # a failed read of the job's answer is a failed caption stage, timed as well
+        assert {"fetch", "normalize", "checks", "caption"} <= set(item.stage_ms), item.stage_ms
+    second_run = lines_of(io.StringIO(out.getvalue()[restarted_at:]))
+    assert len(_save_chain(second_run)) == 2
+    _assert_each_save_stores_the_previous_one(_save_chain(second_run), items)

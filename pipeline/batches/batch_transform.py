@@ -35,6 +35,7 @@ from pipeline.errors import ConfigError, ServiceError, describe_error
 from pipeline.ingest.fetch import parse_s3_prefix, read_s3_object_if_exists
 from pipeline.models import CaptionResult, ItemRecord, PhotoChecks, TransformJobRecord, Usage
 from pipeline.observability import ItemTrace, error_kind
+from pipeline.observability.trace import SaveTimes
 from pipeline.batches.runner import Stages, complete_item, near_duplicate_index, prepare_image, take_batch
 from pipeline.images.perceptual import CatalogueEntry, HashIndex
 from pipeline.store import new_runner_id
@@ -116,8 +117,9 @@ class BatchTransformRunner:
         job_name = f"tag-b{batch_id}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"  # unique, ≤ 63 chars
         job_prefix = f"{self.prefix}/{job_name}".lstrip("/")
         near, _ = near_duplicate_index(self.stages, batch_id)  # issue 19: the catalogue once per job, as once per run
+        save_times = SaveTimes()  # photos finished here (cached, unreadable) store the previous save's time, as a run's do
         with ThreadPoolExecutor(max_workers=max(1, self.options.concurrency)) as pool:
-            prepared = [p for p in pool.map(lambda item: self._prepare(item, job_prefix, near), items) if p is not None]
+            prepared = [p for p in pool.map(lambda item: self._prepare(item, job_prefix, near, save_times), items) if p is not None]
         if not prepared:
             return None  # every photo was cached or unreadable: nothing to send
         self._write(f"{job_prefix}/manifest.json", json.dumps({"items": prepared}).encode())
@@ -127,12 +129,14 @@ class BatchTransformRunner:
         self.stages.store.save_transform_job(job)
         return job
 
-    def _prepare(self, item: ItemRecord, job_prefix: str, near: HashIndex | None = None) -> dict | None:
+    def _prepare(self, item: ItemRecord, job_prefix: str, near: HashIndex | None = None,
+                 save_times: SaveTimes | None = None) -> dict | None:
         """Photo stored and request written: the manifest entry. Cached or unreadable photos finish here. The photo's
         perceptual hash (and the earlier photo it looks like) is taken here, where it is normalized, and travels in
         the manifest to be saved with the result: without it later uploads are never compared with this photo."""
         usage: list[Usage] = []
         trace = ItemTrace(item.batch_id, item.id)  # stage events, metrics and stage_ms, as a run's items get them
+        save_times = save_times if save_times is not None else SaveTimes()
         try:
             image, image_path = prepare_image(self.stages, item, None, trace)
             match = (near.nearest_then_add(image.phash, self.stages.near_duplicates.max_distance,
@@ -147,15 +151,21 @@ class BatchTransformRunner:
                                            checks=image.checks, caption=cached, usage=usage)
                 result.phash, result.near_duplicate = image.phash, looks_like
                 with trace.stage("save"):
-                    self.stages.store.save_result(item.id, result, usage, stage_ms=dict(trace.stage_ms))
+                    self.stages.store.save_result(item.id, result, usage, stage_ms=save_times.stamped(trace.stage_ms))
+                save_times.saved(trace)
                 trace.finish(ok=True)
+                trace.count_usage(usage)
                 return None
             body = build_request(image.jpeg, self.stages.schema.attributes, max_new_tokens=self.options.max_new_tokens)
             self._write(f"{job_prefix}/input/{image.content_key}.json", body)  # duplicates overwrite: one record per photo
         except Exception as exc:  # one bad photo fails its own row; the job goes on without it
-            self.stages.store.save_error(item.id, describe_error(exc), usage, error_kind=trace.error_kind or error_kind(exc, "item"),
-                                         stage_ms=dict(trace.stage_ms))
+            trace.fail(trace.error_kind or error_kind(exc, "item"))
+            with trace.stage("save"):
+                self.stages.store.save_error(item.id, describe_error(exc), usage, error_kind=trace.error_kind,
+                                             stage_ms=save_times.stamped(trace.stage_ms))
+            save_times.saved(trace)
             trace.finish(ok=False)
+            trace.count_usage(usage)
             return None
         return {"item_id": item.id, "content_key": image.content_key, "image_path": image_path, "checks": image.checks.to_dict(),
                 "stage_ms": dict(trace.stage_ms), "phash": image.phash, "near_duplicate": looks_like}
@@ -207,6 +217,8 @@ class BatchTransformRunner:
         manifest = self._manifest(job)
         billed_keys: set[str] = set()
         lock = threading.Lock()
+        save_times = SaveTimes()  # each item stores the previous save's time in this ingest (see SaveTimes)
+        started = self._created_at(job)
 
         def ingest_entry(entry: dict) -> None:
             item = self.stages.store.get_item(entry["item_id"])
@@ -231,13 +243,22 @@ class BatchTransformRunner:
                                            checks=PhotoChecks.from_dict(entry["checks"]), caption=caption, usage=usage)
                 result.phash, result.near_duplicate = entry.get("phash"), entry.get("near_duplicate")  # absent: older manifests
             except Exception as exc:
-                self.stages.store.save_error(item.id, describe_error(exc), [u for u in usage if u.kind != "transform"],
-                                             error_kind=trace.error_kind or error_kind(exc, "item"), stage_ms=dict(trace.stage_ms))
+                paid = [u for u in usage if u.kind != "transform"]
+                if not paid and _failed_alike(item, exc, started):
+                    return  # saved by an earlier ingest of this job (a crash after it): nothing new to save or count
+                trace.fail(trace.error_kind or error_kind(exc, "item"))
+                with trace.stage("save"):
+                    self.stages.store.save_error(item.id, describe_error(exc), paid, error_kind=trace.error_kind,
+                                                 stage_ms=save_times.stamped(trace.stage_ms))
+                save_times.saved(trace)
                 trace.finish(ok=False)
+                trace.count_usage(paid)
                 return
             with trace.stage("save"):
-                self.stages.store.save_result(item.id, result, usage, stage_ms=dict(trace.stage_ms))
+                self.stages.store.save_result(item.id, result, usage, stage_ms=save_times.stamped(trace.stage_ms))
+            save_times.saved(trace)
             trace.finish(ok=True)
+            trace.count_usage(usage)  # the job's invocation for this photo, the summary's tokens
 
         with ThreadPoolExecutor(max_workers=max(1, self.options.concurrency)) as pool:
             list(pool.map(ingest_entry, manifest))
@@ -263,6 +284,8 @@ class BatchTransformRunner:
             if billed and manifest:
                 store.record_usage(manifest[0]["item_id"], [Usage(kind="transform_job", model=job.job_name, invocations=0, latency_ms=billed)])
         captioned, billed_keys = [], set()
+        save_times = SaveTimes()  # shared with the summaries' saves: one chain of saves in this process run
+        again = job.status == "Summarizing"  # a restart: every manifest entry was read (and failures saved) once already
         for entry in manifest:
             item = store.get_item(entry["item_id"])
             if item is None or item.status == "ok":
@@ -271,25 +294,44 @@ class BatchTransformRunner:
             first = key not in billed_keys and store.cached_caption(key, self._model_id()) is None  # cached: billed by an earlier ingest
             billed_keys.add(key)
             usage = [Usage(kind="transform", model=job.job_name, invocations=1)] if first else []
+            trace = ItemTrace(job.batch_id, item.id)
+            trace.stage_ms.update(entry.get("stage_ms") or {})  # fetch .. checks, timed (and logged) when the job was prepared
             try:
-                body = read_s3_object_if_exists(self.s3, self._uri(job, f"output/{key}.json.out"))
-                if body is None:
-                    raise ServiceError(self._missing_reason(job))
-                data = parse_response(body)
+                with trace.stage("caption"):  # reading and checking the job's answer for this photo
+                    body = read_s3_object_if_exists(self.s3, self._uri(job, f"output/{key}.json.out"))
+                    if body is None:
+                        raise ServiceError(self._missing_reason(job))
+                    data = parse_response(body)
             except Exception as exc:
-                store.save_error(item.id, describe_error(exc), [])
+                if again and item.status == "error":
+                    continue  # its answer was as unreadable in this job's first pass, which saved and counted the failure
+                with trace.stage("save"):
+                    store.save_error(item.id, describe_error(exc), [], error_kind=trace.error_kind or error_kind(exc, "caption"),
+                                     stage_ms=save_times.stamped(trace.stage_ms))
+                save_times.saved(trace)
+                trace.finish(ok=False)
                 continue
             caption = CaptionResult(caption=data["caption"], answers=data["answers"], model_id=self._model_id(), cached=not first)
+            trace.cache(caption.cached)
+            trace.count_usage(usage)  # billed once: a restart finds the caption cached (summarize_captioned keeps it first)
             captioned.append(Captioned(item=item, content_key=key, image_path=entry["image_path"],
                                        checks=PhotoChecks.from_dict(entry["checks"]), caption=caption, usage=usage,
-                                       phash=entry.get("phash"), near_duplicate=entry.get("near_duplicate")))
+                                       phash=entry.get("phash"), near_duplicate=entry.get("near_duplicate"),
+                                       stage_ms=dict(trace.stage_ms), trace=trace))
         job = replace(job, status="Summarizing", done=self._outputs_written(job))
         store.save_transform_job(job)
-        if not summarize_captioned(self.stages, job.batch_id, captioned, self.stages.batch_summarizer, cancel=cancel):
+        if not summarize_captioned(self.stages, job.batch_id, captioned, self.stages.batch_summarizer, cancel=cancel,
+                                   save_times=save_times):
             return job  # stopped: the OpenAI batch keeps running; Resume (or a restart) waits for it again
         job = replace(job, status="Ingested")
         store.save_transform_job(job)
         return job
+
+    def _created_at(self, job: TransformJobRecord) -> str:
+        """When the job's record was first saved (the store's clock, as items' processed_at)."""
+        if job.created_at:
+            return job.created_at
+        return next((j.created_at for j in self.stages.store.transform_jobs(job.batch_id) if j.job_name == job.job_name), "")
 
     def _missing_reason(self, job: TransformJobRecord) -> str:
         if job.status == "Completed":
@@ -324,6 +366,15 @@ def job_estimate(settings, photos: int) -> JobEstimate:
 
 def use_job_by_default(settings, photos: int) -> bool:
     return settings.transform_threshold > 0 and photos >= settings.transform_threshold
+
+
+def _failed_alike(item: ItemRecord, exc: Exception, job_created_at: str) -> bool:
+    """The item's stored failure already says what saving `exc` would and was saved since the job was created (by an
+    earlier ingest of this job, before a crash): saving it again would change nothing but count the failure twice. A
+    failure from before the job (a job for Retry failed) is saved anew (timestamps are to the second: one saved in the
+    second the job was created counts as this job's)."""
+    return (item.status == "error" and item.error == describe_error(exc) and bool(job_created_at)
+            and (item.processed_at or "") >= job_created_at)
 
 
 def _billed_ms(described: dict | None, instance_count: int) -> float:
