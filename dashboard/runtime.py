@@ -12,6 +12,7 @@ from dashboard.text import inert
 from pipeline.admin.identity import AlbKeyCache, AuthError, User, identify
 from pipeline.observability import configure as configure_observability
 from pipeline.batches.runner import Stages
+from pipeline.captioners import photo_by_photo_problem
 from pipeline.service import build_stages, build_transform_runner
 from pipeline.settings import Settings
 from pipeline.batches.worker import BatchWorker
@@ -34,7 +35,8 @@ def get_runtime() -> Runtime:
     if settings.log_format == "json":
         route_streamlit_logs()
     stages = build_stages(settings)
-    worker = BatchWorker(stages, concurrency=settings.concurrency, transform=build_transform_runner(settings, stages))
+    worker = BatchWorker(stages, concurrency=settings.concurrency, transform=build_transform_runner(settings, stages),
+                         no_photo_by_photo=photo_by_photo_problem(settings))  # ENDPOINT_ENABLED=false: jobs only
     worker.resume_unfinished()
     return Runtime(settings, stages, worker, AlbKeyCache(settings.alb_key_url, settings.aws_region))
 

@@ -216,7 +216,7 @@ def tag_command(args: argparse.Namespace) -> int:
     from pipeline.batches.export import export_csv
     from pipeline.batches.runner import run_batch
     from pipeline.batches.batch_transform import use_job_by_default
-    from pipeline.captioners import captioner_readiness
+    from pipeline.captioners import captioner_readiness, photo_by_photo_problem
     from pipeline.service import build_stages, build_transform_runner
     from pipeline.settings import Settings
 
@@ -226,6 +226,13 @@ def tag_command(args: argparse.Namespace) -> int:
     overrides = {key: getattr(args, key) for key in ("captioner", "summarizer", "concurrency") if getattr(args, key)}
     settings = Settings(**overrides)
     refuse_out_in_store(args.out, settings)  # before the store opens: the report must never replace it
+    no_photo_by_photo = photo_by_photo_problem(settings)  # ENDPOINT_ENABLED=false with a SageMaker captioner: jobs only
+    if no_photo_by_photo is not None and args.job == "never":  # before anything is staged or recorded
+        raise UserFacingError(f"--job never cannot run here: {no_photo_by_photo[0].lower()}{no_photo_by_photo[1:]}; "
+                              "use --job auto or always (a batch transform job), or --captioner local.")
+    if no_photo_by_photo is not None and not settings.sagemaker_transform_s3:
+        raise UserFacingError(f"{no_photo_by_photo}, and batch jobs need SAGEMAKER_TRANSFORM_S3, which is not set: "
+                              "nothing can caption these photos (set it, or use --captioner local).")
     stages = build_stages(settings)
     from pipeline.admin.brand import check_languages_supported, parse_languages
 
@@ -269,7 +276,8 @@ def tag_command(args: argparse.Namespace) -> int:
     transform = build_transform_runner(settings, stages) if args.job != "never" else None
     if transform is None and args.job == "always":
         raise UserFacingError("Batch jobs need CAPTIONER=sagemaker or sagemaker-async and SAGEMAKER_TRANSFORM_S3.")
-    if transform is not None and (args.job == "always" or transform.active_job(batch.id) or use_job_by_default(settings, to_process)):
+    if transform is not None and (args.job == "always" or no_photo_by_photo is not None or transform.active_job(batch.id)
+                                  or use_job_by_default(settings, to_process)):
         run_as_job(transform, settings, batch.id, to_process, retry_failed=args.retry_failed)
     else:
         readiness = captioner_readiness(stages.captioner)

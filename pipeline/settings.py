@@ -107,7 +107,9 @@ class Settings(BaseSettings):
         "own-alb", description="The deployment profile this dashboard runs under (the CDK stack sets it).")
     endpoint_enabled: bool = Field(
         True, description="false: this deployment has no SageMaker endpoint (the CDK stack's realtime_endpoint false): photos "
-        "are captioned by batch transform jobs only; the Admin page offers no Start / Stop and `endpoint start` refuses.")
+        "are captioned by batch transform jobs only; the Admin page offers no Start / Stop and `endpoint start` refuses. With "
+        "CAPTIONER=sagemaker or sagemaker-async every batch then runs as a job (the Tag page offers no photo by photo, CLI "
+        "`tag --job never` refuses); the local and OpenAI vision captioners need no endpoint and still run photo by photo.")
     autostop_idle_minutes: float = Field(30.0, description="Idle time after which `endpoint autostop` stops the endpoint.")
     endpoint_warmup_minutes: float = Field(10.0, description="Expected start-up time shown when starting the endpoint.")
 

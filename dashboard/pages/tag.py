@@ -9,6 +9,7 @@ from dashboard.runtime import current_user, get_runtime
 from dashboard.text import inert
 from pipeline.admin.taxonomy import current_schema
 from pipeline.batches.batch_transform import job_estimate, use_job_by_default
+from pipeline.captioners import photo_by_photo_problem
 from pipeline.ingest.sources import collect_sources, stage_sources
 from pipeline.images.normalize import IMAGE_EXTENSIONS
 from pipeline.batches.review import item_label, photo_warnings
@@ -26,6 +27,7 @@ JOB_STATES = {"InProgress": "running in AWS", "Completed": "finished, saving res
               "Stopped": "stopped", "Ingested": "done", "Summarizing": "captioned, summaries at OpenAI's Batch API (within 24 h)"}
 UPLOAD_TYPES = sorted({ext.lstrip(".") for ext in IMAGE_EXTENSIONS} | {"zip", "csv"})
 THUMBNAIL_TTL_S = max(1, min(300, runtime.settings.presign_expiry_s // 2))  # as the Review page
+NO_PHOTO_BY_PHOTO = photo_by_photo_problem(runtime.settings)  # ENDPOINT_ENABLED=false with a SageMaker captioner: jobs only
 
 
 def stage_uploads(files) -> dict:
@@ -77,12 +79,13 @@ def render_upload() -> None:
         st.info(inert(notice), icon=":material/content_copy:")  # near-duplicate photos (issue 19): names files
     name = st.text_input("Batch name", value=staged["default_name"])
     as_job = choose_run_mode(len(ready))
+    runnable = bool(ready) and (as_job or NO_PHOTO_BY_PHOTO is None)  # no endpoint and no jobs: nothing can caption them
     cheapest = choose_cheapest(len(ready), as_job)
     languages = choose_languages()
     reuse = st.checkbox("Reuse captions of near-duplicates", value=runtime.settings.reuse_near_duplicates, key="reuse-near",
                         help="A photo that looks like one already tagged gets that item's caption and attributes instead of a new "
                              "caption (no caption cost); its summary is still written for its own SKU. Review says where it came from.")
-    if st.button("Run", type="primary", disabled=not ready):
+    if st.button("Run", type="primary", disabled=not runnable):
         batch = store.create_batch(name.strip() or staged["default_name"], user.email, report)
         if languages:
             store.set_batch_languages(batch.id, languages)  # before the worker starts: every summary request carries them
@@ -95,18 +98,33 @@ def render_upload() -> None:
 
 
 def choose_run_mode(photos: int) -> bool:
-    """Photo by photo, or one batch transform job (offered when this deployment has them)."""
+    """Photo by photo, or one batch transform job (offered when this deployment has them). Without the SageMaker
+    endpoint (ENDPOINT_ENABLED=false, a SageMaker captioner) only the job is offered, or nothing when jobs are not set up."""
+    if NO_PHOTO_BY_PHOTO is not None:
+        if worker.transform is None:
+            st.error(inert(f"{NO_PHOTO_BY_PHOTO}, and batch jobs need SAGEMAKER_TRANSFORM_S3, which is not set: "
+                           "nothing can caption these photos until an admin sets it."))
+            return False
+        if not photos:
+            return True
+        st.caption(inert(f"{NO_PHOTO_BY_PHOTO}: every batch runs as a batch job, with results at the end."))
+        show_job_estimate(photos)
+        return True
     if worker.transform is None or not photos:
         return False
-    estimate = job_estimate(runtime.settings, photos)
     modes = ["Photo by photo", "Batch job"]
     default = 1 if use_job_by_default(runtime.settings, photos) else 0
     mode = st.radio("How to run", modes, index=default, horizontal=True, key="run-mode",
                     help="A batch job starts its own GPU machine for this batch and stops it when done: "
                          "cheapest for large batches, but results appear only at the end.")
+    show_job_estimate(photos)
+    return mode == "Batch job"
+
+
+def show_job_estimate(photos: int) -> None:
+    estimate = job_estimate(runtime.settings, photos)
     st.caption(f"Batch job estimate: about {estimate.minutes:g} min and ${estimate.usd:,.2f} on "
                f"{estimate.instance_count} × {estimate.instance_type} (list prices; see the Admin page for sources).")
-    return mode == "Batch job"
 
 
 def choose_cheapest(photos: int, as_job: bool) -> bool:
@@ -160,14 +178,15 @@ def render_progress(batch_id: int):
         st.caption(f"Batch {batch.id} is {view.where}.")
     if view.state == "stopped" and st.button("Resume", key=f"resume-{batch_id}"):
         try:
-            worker.submit(batch_id)
+            worker.submit(batch_id, as_job=worker.transform is not None and NO_PHOTO_BY_PHOTO is not None)
         except BatchBusyError as busy:  # started elsewhere meanwhile: say so, start nothing
             st.warning(inert(str(busy)))
         else:
             st.rerun()  # a whole-page rerun: a stopped batch is drawn outside the progress fragment
     if view.state in ("finished", "stopped") and batch.failed and st.button(f"Retry failed ({batch.failed})", key=f"retry-{batch_id}"):
         try:
-            worker.submit(batch_id, retry_failed=True, as_job=worker.transform is not None and use_job_by_default(runtime.settings, batch.failed))
+            worker.submit(batch_id, retry_failed=True, as_job=worker.transform is not None and (
+                NO_PHOTO_BY_PHOTO is not None or use_job_by_default(runtime.settings, batch.failed)))
         except BatchBusyError as busy:
             st.warning(inert(str(busy)))
         else:

@@ -67,9 +67,13 @@ class _Run:
 
 class BatchWorker:
     def __init__(self, stages: Stages, *, concurrency: int, clock: Callable[[], float] = time.monotonic,
-                 transform: "BatchTransformRunner | None" = None, wall_clock: Callable[[], float] = time.time) -> None:
+                 transform: "BatchTransformRunner | None" = None, wall_clock: Callable[[], float] = time.time,
+                 no_photo_by_photo: str | None = None) -> None:
         self.stages, self.concurrency, self.clock, self.wall_clock = stages, concurrency, clock, wall_clock
         self.transform = transform  # None: this deployment has no batch transform (local captioner)
+        # Why photos cannot be captioned one by one here (captioners.photo_by_photo_problem: ENDPOINT_ENABLED=false with a
+        # SageMaker captioner), else None: then every run, Resume and restart included, is a batch transform job.
+        self.no_photo_by_photo = no_photo_by_photo
         self._queue: queue.Queue[tuple[int, bool, bool, bool]] = queue.Queue()
         self._owner: str | None = None  # runner id of the batch this worker runs now
         self._lock = threading.Lock()
@@ -212,11 +216,16 @@ class BatchWorker:
                 self._owner = new_runner_id()
                 self._cancel.clear()
                 self._runs[batch_id] = _Run(started=self.clock(), done_at_start=batch.done if batch else 0)
-            as_job = self.transform is not None and (as_job or self.transform.active_job(batch_id) is not None)
+            as_job = self.transform is not None and (as_job or self.no_photo_by_photo is not None
+                                                     or self.transform.active_job(batch_id) is not None)
             stopped_by = None
             try:
                 if as_job:
                     self.transform.run(batch_id, retry_failed=retry_failed, cancel=self._cancel)
+                elif self.no_photo_by_photo is not None:  # no endpoint and no jobs: every photo would fail, none is tried
+                    with self._lock:
+                        self._problems[batch_id] = (f"{self.no_photo_by_photo}, and batch jobs are not set up "
+                                                    "(SAGEMAKER_TRANSFORM_S3): nothing was captioned.")
                 else:
                     self.stages.captioner.warm_up()  # a model that cannot load stops the batch, not every row
                     progress = run_batch(self.stages, batch_id, concurrency=self.concurrency, cancel=self._cancel,

@@ -24,6 +24,22 @@ def captioner_readiness(captioner: Captioner):
     return readiness() if callable(readiness) else None
 
 
+ENDPOINT_CAPTIONERS = ("sagemaker", "sagemaker-async")  # these caption photo by photo through the SageMaker endpoint
+NO_ENDPOINT_PHOTO_BY_PHOTO = ("Photo by photo needs the SageMaker captioning endpoint, which this deployment does not have "
+                              "(ENDPOINT_ENABLED=false)")
+
+
+def photo_by_photo_problem(settings) -> str | None:
+    """Why this deployment cannot caption a batch photo by photo (without a full stop, for callers to finish), or None.
+
+    Only the SageMaker captioners (real-time and async) call an endpoint per photo; with ENDPOINT_ENABLED=false (profile
+    own-alb-ipv6-batch) there is none, and their photos can only go through batch transform jobs. The local captioner
+    and the OpenAI vision captioner need no endpoint: photo by photo is what they do, whatever ENDPOINT_ENABLED says."""
+    if settings.endpoint_enabled or settings.captioner not in ENDPOINT_CAPTIONERS:
+        return None
+    return NO_ENDPOINT_PHOTO_BY_PHOTO
+
+
 def make_captioner(settings, store=None) -> Captioner:
     """`store` keeps the async captioner's journal of paid-for requests (required for sagemaker-async)."""
     if settings.captioner == "sagemaker-async":
