@@ -851,6 +851,14 @@ def test_batch_api_items_get_their_item_event_and_counters_once_across_a_crash_a
     assert len(_save_chain(first_run)) == 2 and len(_save_chain(second_run)) == 2
     for run_rows in (first_run, second_run):
         _assert_each_save_stores_the_previous_one(_save_chain(run_rows), items)
+        # each item reaching its save logged its summary's outcome first (the run's round with OpenAI as its time)
+        summarized = [r for r in run_rows if r.get("stage") == "summarize"]
+        assert [r["item_id"] for r in summarized] == [r["item_id"] for r in run_rows if r.get("stage") == "save"]
+        for row in summarized:
+            refused_line = row["item_id"] == refused.id
+            assert (row["outcome"], row["error_kind"], row["openai_batch"]) == (
+                ("error", "summary_refused", True) if refused_line else ("ok", None, True))
+    assert reg.histogram(metrics.STAGE_LATENCY, Stage="summarize") is None  # not the item's own time: no sample
     for item in items.values():
         assert {"fetch", "normalize", "checks", "caption"} <= set(item.stage_ms), item.stage_ms
 

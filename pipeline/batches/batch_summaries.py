@@ -10,6 +10,7 @@ remembered in the store and picked up by the next run.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -51,8 +52,9 @@ def summarize_captioned(stages: Any, batch_id: int, captioned: list[Captioned], 
     ItemsOk / ItemsFailed (by error kind) counters, its summary's tokens counted, as a real-time run's items do:
     once, at that save (a run stopped, killed or resumed before it saves nothing and counts nothing; a resumed
     run only gets the items not saved yet). `save_times`: the process run's (the runner passes its own), so each
-    item stores the duration of the save before it (see SaveTimes); the summary's wait for OpenAI's batch is
-    not timed per item."""
+    item stores the duration of the save before it (see SaveTimes). Each item's `summarize` event (outcome, error
+    kind, `openai_batch: true`) carries this run's whole round with OpenAI's batch as its duration_ms, in the log
+    only: it is no item's own time, so it is neither a StageLatency sample nor stored for the Health page."""
     store = stages.store
     for entry in captioned:  # keep what was paid for before the (long) wait
         if entry.usage:
@@ -66,7 +68,9 @@ def summarize_captioned(stages: Any, batch_id: int, captioned: list[Captioned], 
     requests = {entry.item.id: SummaryRequest(caption=entry.caption.caption, attributes=attributes[entry.item.id],
                                               checks=entry.checks, hints=entry.item.hints, sku=entry.item.sku, **options)
                 for entry in captioned}
+    started = time.perf_counter()
     outcomes = summarizer.summarize_many(batch_id, requests, cancel=cancel)
+    waited_ms = (time.perf_counter() - started) * 1000.0  # every item's summary, together (submit or resume, wait, collect)
     if outcomes is None:
         if owner is not None:
             for entry in captioned:
@@ -77,6 +81,9 @@ def summarize_captioned(stages: Any, batch_id: int, captioned: list[Captioned], 
         outcome = outcomes[entry.item.id]
         trace = entry.trace if entry.trace is not None else ItemTrace(batch_id, entry.item.id)
         timings = {**entry.stage_ms, **trace.stage_ms}  # fetch .. caption (the trace's own, when it timed them)
+        failed = isinstance(outcome, Exception)
+        trace.log_only("summarize", waited_ms, "error" if failed else "ok", error_kind(outcome, "summarize") if failed else None,
+                       openai_batch=True, **({"error_type": type(outcome).__name__} if failed else {}))
         with trace.stage("save"):
             if isinstance(outcome, Exception):
                 usage = usage_of(outcome)

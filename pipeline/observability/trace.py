@@ -124,6 +124,13 @@ class ItemTrace:
         metrics.observe(metrics.STAGE_LATENCY, duration_ms, dimensions={"Stage": stage},
                         properties={**self._ids(), "outcome": outcome})
 
+    def log_only(self, stage: str, duration_ms: float, outcome: str, error_kind: str | None = None, **fields: Any) -> None:
+        """A stage's log event with no latency sample and nothing kept for the store: for a time that is not this
+        item's alone (a summary that waited on OpenAI's whole batch), which would skew the stage's p50 / p95."""
+        level = logging.WARNING if (error_kind or "").endswith("_unexpected") else logging.INFO
+        _log.log(level, "%s %s", stage, outcome, extra={**self._ids(), "stage": stage, "duration_ms": round(float(duration_ms), 1),
+                                                          "outcome": outcome, "error_kind": error_kind, **fields})
+
     @contextmanager
     def stage(self, name: str, *, more_to_come: bool = False) -> Iterator[Span]:
         """Time the block as stage `name`. An exception is recorded (outcome error + its error_kind, or
@@ -230,6 +237,9 @@ class NoTrace(ItemTrace):
         return None
 
     def cache(self, hit: bool) -> None:
+        return None
+
+    def log_only(self, *args: Any, **kwargs: Any) -> None:
         return None
 
     def finish(self, ok: bool) -> None:
