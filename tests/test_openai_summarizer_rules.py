@@ -437,6 +437,17 @@ def test_a_batch_answer_within_the_limits_is_used_as_is(server):
     assert server.state.requests == []  # nothing asked in real time
     assert (result.summary, result.model, result.usage) == ("Red sneakers by Acme.", "gpt-4o", BATCH_USAGE)
     assert result.attributes["color"] is None and result.tags == ["sneakers", "red"]
+    assert (result.seo_title, result.meta_description) == ("Red leather sneakers | Acme", "Red sneakers by Acme.")  # from the request
+
+
+def test_a_batch_answer_cut_off_twice_fails_naming_the_model_once(server):
+    server.state.default = Reply(raw_content='{"title": "Red', finish_reason="length", prompt_tokens=7, completion_tokens=2)
+    summarizer = summarizer_for(server)
+    with pytest.raises(ServiceError) as failed:
+        summarizer.summarize_answer(request(), completion(None, finish_reason="length"), "gpt-4o", BATCH_USAGE)
+    assert str(failed.value) == ("OpenAI's answer was cut off before it finished even after it was asked again (gpt-4o); "
+                                 "the item was not summarized — retry it, or write the summary by hand.")
+    assert [(u.kind, u.input_tokens) for u in usage_of(failed.value)] == [("llm_batch", 100), ("llm", 7)]
 
 
 def test_an_over_long_batch_answer_is_corrected_in_real_time_and_both_calls_are_kept(server):
@@ -581,3 +592,10 @@ def test_a_word_to_avoid_in_a_model_written_seo_field_is_asked_again_naming_the_
     assert server.state.requests[1]["messages"][-1]["content"] == (
         "Do not use these words from the style guide's words to avoid: budget. They are in: meta_description. "
         "Rewrite accordingly; keep the other fields.")
+
+
+def test_a_twin_for_another_taxonomy_keeps_asking_the_model_for_the_seo_fields(server):
+    smaller = AttributeSchema.model_validate({"attributes": [SCHEMA.spec("color").model_dump()]})
+    twin = summarizer_for(server, seo_fields_by="model").with_schema(smaller)
+    properties = twin.request_body([], "gpt-4o")["response_format"]["json_schema"]["schema"]["properties"]
+    assert {"seo_title", "meta_description", "alt_text"} <= set(properties)
