@@ -703,8 +703,13 @@ def test_a_deployment_without_endpoint_has_no_endpoint_alarms_schedules_or_permi
             "sagemaker:ListEndpointConfigs"} <= task_role  # batch transform jobs on the deployed model stay
     env = {e["Name"]: e["Value"] for e in only(t, "AWS::ECS::TaskDefinition")["ContainerDefinitions"][0]["Environment"]}
     assert (env["ENDPOINT_ENABLED"], env["TRANSFORM_THRESHOLD"], env["DEPLOYMENT_PROFILE"]) == ("false", "1", "own-alb-ipv6-batch")
-    app_settings = Settings(_env_file=None, endpoint_enabled=env["ENDPOINT_ENABLED"], transform_threshold=env["TRANSFORM_THRESHOLD"])
+    app_settings = Settings(_env_file=None, endpoint_enabled=env["ENDPOINT_ENABLED"], transform_threshold=env["TRANSFORM_THRESHOLD"],
+                            openai_batch_deadline_s=env["OPENAI_BATCH_DEADLINE_S"])
     assert app_settings.endpoint_enabled is False and app_settings.transform_threshold == 1
+    # same working day: a Batch API batch not back within 4 h is cancelled, the rest summarized in real time
+    assert app_settings.openai_batch_deadline_s == 4 * 3600 and app_settings.openai_batch_fallback
+    assert "OPENAI_BATCH_DEADLINE_S" not in {e["Name"] for e in only(Template.from_stack(profiles["own-alb"].app), "AWS::ECS::TaskDefinition")
+                                             ["ContainerDefinitions"][0]["Environment"]}
     # the same shape with an endpoint has all of it: the difference is the option, not the profile
     with_endpoint = Template.from_stack(profiles["own-alb-ipv6-business-hours"].app)
     assert {a for s in statements_of(with_endpoint, "DashboardTaskRole") for a in as_list(s["Action"])} >= ENDPOINT_ACTIONS

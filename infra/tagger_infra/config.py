@@ -144,7 +144,12 @@ class InfraConfig(BaseModel):
     # Captioning endpoint
     realtime_endpoint: bool = Field(True, description="false: no real-time or async endpoint: captions only through batch "
                                     "transform jobs; no endpoint alarms, schedules or start/stop/invoke permissions, and the "
-                                    "Admin page offers no Start (ENDPOINT_CONTROL=false).")
+                                    "Admin page offers no Start (ENDPOINT_ENABLED=false).")
+    # Same-working-day summaries on the Batch API: OpenAI promises 24 h. With a limit, what its batch has not answered
+    # by then is cancelled and summarized in real time at the full price (OPENAI_BATCH_FALLBACK stays on).
+    openai_batch_deadline_hours: float | None = Field(
+        None, gt=0, le=24, description="Sets the tasks' OPENAI_BATCH_DEADLINE_S: hours an OpenAI batch is waited for before "
+        "its unanswered items are summarized in real time (unset: the app's default, 25 h).")
     endpoint_name: str = "blip2-endpoint"
     instance_type: str = "ml.g4dn.xlarge"
     async_inference: bool = False
@@ -304,7 +309,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "shared-alb-business-hours": {**BUSINESS_HOURS_PROFILE, "load_balancer": "shared"},
     # The cheapest own-ALB shape for a batch-transform-only workload: no endpoint, the key in SSM Parameter Store.
     "own-alb-ipv6-batch": {**BUSINESS_HOURS_PROFILE, "load_balancer": "own-dualstack", "openai_key_store": "ssm",
-                           "realtime_endpoint": False},
+                           "realtime_endpoint": False, "openai_batch_deadline_hours": 4},
 }
 
 

@@ -113,6 +113,8 @@ class AppStack(Stack):
         if not c.realtime_endpoint:  # no endpoint: nothing to start on the Admin page, every batch a transform job
             env["ENDPOINT_ENABLED"] = "false"
             env["TRANSFORM_THRESHOLD"] = "1"
+        if c.openai_batch_deadline_hours is not None:
+            env["OPENAI_BATCH_DEADLINE_S"] = str(round(c.openai_batch_deadline_hours * 3600))
         if c.profile:
             env["DEPLOYMENT_PROFILE"] = c.profile  # the Admin page prices this deployment's always-on shape
         return env
