@@ -85,3 +85,82 @@ def test_a_job_whose_summaries_go_through_the_batch_api_keeps_the_hashes_too(mon
     first, second, again = stages.store.list_items(batch.id)
     assert all(i.status == "ok" and i.phash for i in (first, second, again))
     assert again.near_duplicate == f"looks like batch {batch.id} item 1 (0 bits apart)" and second.near_duplicate is None
+
+
+def smaller_copy(tmp_path, source: str, name: str) -> None:
+    """The same photo resized and re-encoded: another content key (no cache hit), a few bits of hash away."""
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO((tmp_path / source).read_bytes())).resize((300, 300)).save(buffer, "JPEG", quality=60)
+    (tmp_path / name).write_bytes(buffer.getvalue())
+
+
+def sent_to(stages, job) -> list[str]:
+    """The content keys a job's input held: the photos it was paid to caption."""
+    import boto3
+
+    bucket, _, prefix = job.s3_prefix.removeprefix("s3://").partition("/")
+    listed = boto3.client("s3", region_name="us-east-1").list_objects_v2(Bucket=bucket, Prefix=prefix + "input/")
+    return sorted(o["Key"].rsplit("/", 1)[1].removesuffix(".json") for o in listed.get("Contents", []))
+
+
+@pytest.mark.parametrize("reuse", [True, False], ids=["reuse-on", "reuse-off"])
+def test_a_job_reuses_the_caption_of_an_already_tagged_look_alike_and_does_not_send_it(setup, monkeypatch, responder, tmp_path, reuse):
+    settings, stages, runner = setup
+    emulator = TransformEmulator(responder).install(monkeypatch)
+    photo(tmp_path, "red.jpg", "shirt")
+    photo(tmp_path, "bag.jpg", "bag")
+    first = create_batch(stages.store, settings, [tmp_path / "red.jpg"], name="first", created_by="ann")
+    runner.run(first.id)
+    [red] = stages.store.list_items(first.id)
+    smaller_copy(tmp_path, "red.jpg", "red-small.jpg")
+    later = create_batch(stages.store, settings, [tmp_path / "red-small.jpg", tmp_path / "bag.jpg"], name="later", created_by="ann")
+    stages.store.set_reuse_near_duplicates(later.id, reuse)
+    job = runner.run(later.id)
+    small, bag = stages.store.list_items(later.id)
+    assert small.status == "ok" and bag.status == "ok" and small.near_duplicate.startswith(f"looks like batch {first.id} item 1 (")
+    assert len(emulator.jobs) == 2
+    if reuse:  # the look-alike finished before the job: only the bag was paid for
+        assert sent_to(stages, job) == [bag.content_key] and job.total == 1
+        assert small.reused_from == f"caption reused from batch {first.id} item 1" and small.caption == red.caption
+        assert [u.kind for u in stages.store.usage(later.id)].count("transform") == 1
+    else:
+        assert sent_to(stages, job) == sorted([small.content_key, bag.content_key]) and job.total == 2
+        assert small.reused_from is None
+        assert [u.kind for u in stages.store.usage(later.id)].count("transform") == 2
+
+
+@pytest.mark.parametrize("summaries", ["real-time", "batch-api"])
+def test_a_look_alike_inside_the_job_takes_its_twins_output_and_is_not_sent(monkeypatch, make_settings, responder, tmp_path, summaries):
+    """Reuse on, both look-alikes in the same job (neither tagged yet): the first is sent, the second is left out of the
+    job's input and reads the first one's output at ingest, unbilled; through the OpenAI Batch API path as well."""
+    from support.servers import FakeOpenAI, Reply
+
+    answer = {"title": "Red tee", "summary": "A red cotton tee.", "tags": ["tee"],
+              "attributes": {"category": None, "color": "red", "material": None, "pattern": None, "style": None}}
+    with moto_sagemaker.endpoint_in_moto(monkeypatch), FakeOpenAI() as server:
+        server.state.default = Reply(content=answer)
+        openai = ({"summarizer": "openai", "openai_api_key": "sk-test-1234", "openai_base_url": server.base_url,
+                   "openai_batch_min_items": 2} if summaries == "batch-api" else {})
+        settings = make_settings(captioner="sagemaker", sagemaker_transform_s3=TRANSFORM_S3, transform_poll_s=0.05,
+                                 concurrency=1, **openai)  # one photo prepared at a time: the first one is hashed first
+        stages = build_stages(settings)
+        if stages.batch_summarizer is not None:
+            stages.batch_summarizer.wait = lambda cancel, seconds: False
+        emulator = TransformEmulator(responder).install(monkeypatch)
+        photo(tmp_path, "red.jpg", "shirt")
+        photo(tmp_path, "mug.jpg", "mug")
+        smaller_copy(tmp_path, "red.jpg", "red-small.jpg")
+        batch = create_batch(stages.store, settings, [tmp_path / n for n in ("red.jpg", "mug.jpg", "red-small.jpg")],
+                             name="j", created_by="ann")
+        stages.store.set_reuse_near_duplicates(batch.id, True)
+        job = BatchTransformRunner.from_settings(settings, stages).run(batch.id)
+        assert job.status == "Ingested" and len(emulator.jobs) == 1
+        if summaries == "batch-api":
+            assert len(server.state.batch_creates) == 1
+        red, mug, small = stages.store.list_items(batch.id)
+        assert sent_to(stages, job) == sorted([red.content_key, mug.content_key]) and job.total == 2
+    assert all(i.status == "ok" for i in (red, mug, small)), [i.error for i in (red, mug, small)]
+    assert small.content_key != red.content_key and small.caption == red.caption
+    assert small.reused_from == f"caption reused from batch {batch.id} item 1" and red.reused_from is None
+    assert small.near_duplicate.startswith(f"looks like batch {batch.id} item 1 (")
+    assert [u.kind for u in stages.store.usage(batch.id)].count("transform") == 2  # red and mug; the copy is free

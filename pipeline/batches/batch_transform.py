@@ -2,7 +2,10 @@
 
     prepare   read + normalize every photo here (thumbnails, content keys, photo checks, the perceptual hash and
               the near-duplicate it looks like, as a run records them), finish
-              photos whose caption is cached, write one request JSON per distinct photo to
+              photos whose caption is cached, and, when the batch reuses near-duplicates, photos that look like
+              one already tagged (that item's caption, as a run reuses it); a look-alike of another photo of
+              this job is left out of the job and takes that photo's output at ingest. Write one request JSON
+              per distinct photo to
               <SAGEMAKER_TRANSFORM_S3>/<job>/input/<content key>.json and a manifest.json
               (item -> content key, stored photo, checks) beside them
     start     CreateTransformJob: one record per file, outputs <job>/output/<content key>.json.out
@@ -36,8 +39,8 @@ from pipeline.ingest.fetch import parse_s3_prefix, read_s3_object_if_exists
 from pipeline.models import CaptionResult, ItemRecord, PhotoChecks, TransformJobRecord, Usage
 from pipeline.observability import ItemTrace, error_kind
 from pipeline.observability.trace import SaveTimes
-from pipeline.batches.runner import Stages, complete_item, near_duplicate_index, prepare_image, take_batch
-from pipeline.images.perceptual import CatalogueEntry, HashIndex
+from pipeline.batches.runner import Stages, complete_item, near_duplicate_index, prepare_image, reused_caption, take_batch
+from pipeline.images.perceptual import CatalogueEntry, HashIndex, Match
 from pipeline.store import new_runner_id
 
 TERMINAL = ("Completed", "Failed", "Stopped")
@@ -116,24 +119,33 @@ class BatchTransformRunner:
         items = self.stages.store.items_to_process(batch_id, retry_failed=retry_failed)
         job_name = f"tag-b{batch_id}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"  # unique, ≤ 63 chars
         job_prefix = f"{self.prefix}/{job_name}".lstrip("/")
-        near, _ = near_duplicate_index(self.stages, batch_id)  # issue 19: the catalogue once per job, as once per run
+        near, reuse = near_duplicate_index(self.stages, batch_id)  # issue 19: the catalogue once per job, as once per run
         save_times = SaveTimes()  # photos finished here (cached, unreadable) store the previous save's time, as a run's do
+        in_job = {item.id for item in items} if reuse else set()  # look-alikes of these ride on their output
         with ThreadPoolExecutor(max_workers=max(1, self.options.concurrency)) as pool:
-            prepared = [p for p in pool.map(lambda item: self._prepare(item, job_prefix, near, save_times), items) if p is not None]
+            prepared = [p for p in pool.map(lambda item: self._prepare(item, job_prefix, near, save_times, in_job), items)
+                        if p is not None]
+            if reuse:
+                prepared = self._settle_reuse(prepared, job_prefix, save_times, pool)
         if not prepared:
-            return None  # every photo was cached or unreadable: nothing to send
+            return None  # every photo was cached, reused or unreadable: nothing to send
         self._write(f"{job_prefix}/manifest.json", json.dumps({"items": prepared}).encode())
-        job = TransformJobRecord(batch_id=batch_id, job_name=job_name, status="InProgress",
-                                 s3_prefix=f"s3://{self.bucket}/{job_prefix}/", total=len({p["content_key"] for p in prepared}))
+        job = TransformJobRecord(batch_id=batch_id, job_name=job_name, status="InProgress", s3_prefix=f"s3://{self.bucket}/{job_prefix}/",
+                                 total=len({p["content_key"] for p in prepared if "caption_key" not in p}))
         self._create_job(job_name, job_prefix)
         self.stages.store.save_transform_job(job)
         return job
 
     def _prepare(self, item: ItemRecord, job_prefix: str, near: HashIndex | None = None,
-                 save_times: SaveTimes | None = None) -> dict | None:
+                 save_times: SaveTimes | None = None, in_job: set[int] | frozenset[int] = frozenset()) -> dict | None:
         """Photo stored and request written: the manifest entry. Cached or unreadable photos finish here. The photo's
         perceptual hash (and the earlier photo it looks like) is taken here, where it is normalized, and travels in
-        the manifest to be saved with the result: without it later uploads are never compared with this photo."""
+        the manifest to be saved with the result: without it later uploads are never compared with this photo.
+
+        `in_job` (the job's item ids) is given when the batch reuses near-duplicates: a photo that looks like one
+        already tagged finishes here with that item's caption (no job work, as a run reuses it); one that looks like
+        another photo of this job gets an entry with `reuse_item` and its request held aside (not in the job's input)
+        for _settle_reuse to decide."""
         usage: list[Usage] = []
         trace = ItemTrace(item.batch_id, item.id)  # stage events, metrics and stage_ms, as a run's items get them
         save_times = save_times if save_times is not None else SaveTimes()
@@ -143,20 +155,21 @@ class BatchTransformRunner:
                                            CatalogueEntry(image.phash, item.batch_id, item.id, item.seq))
                      if near is not None and image.phash else None)
             looks_like = f"looks like {match.entry.label} ({match.distance} bits apart)" if match is not None else None
+            reused = reused_caption(self.stages, match, None) if match is not None and in_job else None  # type: ignore[arg-type]
             cached = self.stages.store.cached_caption(image.content_key, self._model_id()) if self.stages.use_cache else None
-            if cached is not None:
-                trace.cache(True)
-                with trace.stage("summarize"):
-                    result = complete_item(self.stages, item, content_key=image.content_key, image_path=image_path,
-                                           checks=image.checks, caption=cached, usage=usage)
-                result.phash, result.near_duplicate = image.phash, looks_like
-                with trace.stage("save"):
-                    self.stages.store.save_result(item.id, result, usage, stage_ms=save_times.stamped(trace.stage_ms))
-                save_times.saved(trace)
-                trace.finish(ok=True)
-                trace.count_usage(usage)
+            if reused is not None or cached is not None:  # the runner's order: a reused caption before the cache
+                entry = {"item_id": item.id, "content_key": image.content_key, "image_path": image_path,
+                         "checks": image.checks.to_dict(), "phash": image.phash, "near_duplicate": looks_like,
+                         "reused_from": f"caption reused from {match.entry.label}" if reused is not None and match else None}
+                self._finish_here(item, entry, reused or cached, trace, save_times, usage)
                 return None
             body = build_request(image.jpeg, self.stages.schema.attributes, max_new_tokens=self.options.max_new_tokens)
+            if match is not None and match.entry.item_id in in_job:  # a look-alike of a photo in this job: held aside
+                self._write(f"{job_prefix}/held/{item.id}.json", body)
+                return {"item_id": item.id, "content_key": image.content_key, "image_path": image_path,
+                        "checks": image.checks.to_dict(), "stage_ms": dict(trace.stage_ms), "phash": image.phash,
+                        "near_duplicate": looks_like, "reuse_item": match.entry.item_id, "reuse_seq": match.entry.seq,
+                        "reused_from": f"caption reused from {match.entry.label}"}
             self._write(f"{job_prefix}/input/{image.content_key}.json", body)  # duplicates overwrite: one record per photo
         except Exception as exc:  # one bad photo fails its own row; the job goes on without it
             trace.fail(trace.error_kind or error_kind(exc, "item"))
@@ -169,6 +182,73 @@ class BatchTransformRunner:
             return None
         return {"item_id": item.id, "content_key": image.content_key, "image_path": image_path, "checks": image.checks.to_dict(),
                 "stage_ms": dict(trace.stage_ms), "phash": image.phash, "near_duplicate": looks_like}
+
+    def _finish_here(self, item: ItemRecord, entry: dict, caption: CaptionResult, trace: ItemTrace, save_times: SaveTimes,
+                     usage: list[Usage]) -> None:
+        """An item whose caption is known before the job (cached, or reused from a tagged look-alike): summarized and
+        saved now, never sent. Raises as complete_item does; the caller saves the failure."""
+        trace.cache(True)
+        with trace.stage("summarize"):
+            result = complete_item(self.stages, item, content_key=entry["content_key"], image_path=entry["image_path"],
+                                   checks=PhotoChecks.from_dict(entry["checks"]), caption=caption, usage=usage)
+        result.phash, result.near_duplicate, result.reused_from = entry["phash"], entry["near_duplicate"], entry.get("reused_from")
+        with trace.stage("save"):
+            self.stages.store.save_result(item.id, result, usage, stage_ms=save_times.stamped(trace.stage_ms))
+        save_times.saved(trace)
+        trace.finish(ok=True)
+        trace.count_usage(usage)
+
+    def _settle_reuse(self, prepared: list[dict], job_prefix: str, save_times: SaveTimes, pool: ThreadPoolExecutor) -> list[dict]:
+        """Each look-alike held aside by _prepare follows its match (and that one's, ...) to the photo whose output it
+        will take: one sent to this job (the entry gets `caption_key`, the output it reads at ingest; nothing is paid
+        for it). A chain ending at a photo finished while being prepared (cached, or itself reused) reuses that
+        item's caption now; one ending at a photo that failed, or whose caption lacks an attribute asked now, is sent
+        after all (its held request copied into the job's input). Matches point only to photos hashed before, so
+        chains end."""
+        by_item = {entry["item_id"]: entry for entry in prepared}
+        kept, finish = [], []
+        for entry in prepared:
+            if "reuse_item" not in entry:
+                kept.append(entry)
+                continue
+            source = entry
+            while "reuse_item" in source and source["reuse_item"] in by_item:
+                source = by_item[source["reuse_item"]]
+            if "reuse_item" not in source:  # a photo this job captions
+                kept.append({**{k: v for k, v in entry.items() if k not in ("reuse_item", "reuse_seq")},
+                             "caption_key": source["content_key"]})
+            else:  # the chain's last photo was finished (or failed) while being prepared
+                finish.append((entry, source["reuse_item"], source["reuse_seq"]))
+
+        def settle(task: tuple[dict, int, int]) -> dict | None:
+            entry, item_id, seq = task
+            item = self.stages.store.get_item(entry["item_id"])
+            if item is None:
+                return None
+            match = Match(CatalogueEntry("", item.batch_id, item_id, seq), 0)  # a photo of this job: same batch
+            caption = reused_caption(self.stages, match, None)  # type: ignore[arg-type]
+            plain = {k: v for k, v in entry.items() if k not in ("reuse_item", "reuse_seq")}
+            if caption is None:  # nothing to reuse after all: this photo goes to the job
+                self.s3.copy_object(Bucket=self.bucket, Key=f"{job_prefix}/input/{entry['content_key']}.json",
+                                    CopySource={"Bucket": self.bucket, "Key": f"{job_prefix}/held/{entry['item_id']}.json"})
+                return {**plain, "reused_from": None}
+            usage: list[Usage] = []
+            trace = ItemTrace(item.batch_id, item.id)
+            trace.stage_ms.update(entry.get("stage_ms") or {})
+            try:
+                self._finish_here(item, plain, caption, trace, save_times, usage)
+            except Exception as exc:  # the summary failed: this item's row says why, as in _prepare
+                trace.fail(trace.error_kind or error_kind(exc, "item"))
+                with trace.stage("save"):
+                    self.stages.store.save_error(item.id, describe_error(exc), usage, error_kind=trace.error_kind,
+                                                 stage_ms=save_times.stamped(trace.stage_ms))
+                save_times.saved(trace)
+                trace.finish(ok=False)
+                trace.count_usage(usage)
+            return None
+
+        sent = [entry for entry in pool.map(settle, finish) if entry is not None]
+        return kept + sent
 
     def _create_job(self, job_name: str, job_prefix: str) -> None:
         from botocore.exceptions import ClientError
@@ -224,15 +304,18 @@ class BatchTransformRunner:
             item = self.stages.store.get_item(entry["item_id"])
             if item is None or item.status == "ok":
                 return  # saved by an earlier ingest of this job
+            reused = "caption_key" in entry  # a look-alike reusing another photo's output: never billed
             with lock:  # identical photos share one output: bill the first, the others count as cached
-                first = entry["content_key"] not in billed_keys
-                billed_keys.add(entry["content_key"])
+                first = not reused and entry["content_key"] not in billed_keys
+                if not reused:
+                    billed_keys.add(entry["content_key"])
             usage = [Usage(kind="transform", model=job.job_name, invocations=1)] if first else []
             trace = ItemTrace(job.batch_id, item.id)
             trace.stage_ms.update(entry.get("stage_ms") or {})  # fetch .. checks, timed (and logged) when the job was prepared
             try:
                 with trace.stage("caption"):  # reading and checking the job's answer for this photo
-                    body = read_s3_object_if_exists(self.s3, self._uri(job, f"output/{entry['content_key']}.json.out"))
+                    output_key = entry.get("caption_key") or entry["content_key"]
+                    body = read_s3_object_if_exists(self.s3, self._uri(job, f"output/{output_key}.json.out"))
                     if body is None:
                         raise ServiceError(self._missing_reason(job))
                     data = parse_response(body)
@@ -242,6 +325,7 @@ class BatchTransformRunner:
                     result = complete_item(self.stages, item, content_key=entry["content_key"], image_path=entry["image_path"],
                                            checks=PhotoChecks.from_dict(entry["checks"]), caption=caption, usage=usage)
                 result.phash, result.near_duplicate = entry.get("phash"), entry.get("near_duplicate")  # absent: older manifests
+                result.reused_from = entry.get("reused_from")
             except Exception as exc:
                 paid = [u for u in usage if u.kind != "transform"]
                 if not paid and _failed_alike(item, exc, started):
@@ -291,14 +375,16 @@ class BatchTransformRunner:
             if item is None or item.status == "ok":
                 continue
             key = entry["content_key"]
-            first = key not in billed_keys and store.cached_caption(key, self._model_id()) is None  # cached: billed by an earlier ingest
-            billed_keys.add(key)
+            reused = "caption_key" in entry  # a look-alike reusing another photo's output: never billed
+            first = not reused and key not in billed_keys and store.cached_caption(key, self._model_id()) is None  # cached: billed by an earlier ingest
+            if not reused:
+                billed_keys.add(key)
             usage = [Usage(kind="transform", model=job.job_name, invocations=1)] if first else []
             trace = ItemTrace(job.batch_id, item.id)
             trace.stage_ms.update(entry.get("stage_ms") or {})  # fetch .. checks, timed (and logged) when the job was prepared
             try:
                 with trace.stage("caption"):  # reading and checking the job's answer for this photo
-                    body = read_s3_object_if_exists(self.s3, self._uri(job, f"output/{key}.json.out"))
+                    body = read_s3_object_if_exists(self.s3, self._uri(job, f"output/{entry.get('caption_key') or key}.json.out"))
                     if body is None:
                         raise ServiceError(self._missing_reason(job))
                     data = parse_response(body)
@@ -317,7 +403,7 @@ class BatchTransformRunner:
             captioned.append(Captioned(item=item, content_key=key, image_path=entry["image_path"],
                                        checks=PhotoChecks.from_dict(entry["checks"]), caption=caption, usage=usage,
                                        phash=entry.get("phash"), near_duplicate=entry.get("near_duplicate"),
-                                       stage_ms=dict(trace.stage_ms), trace=trace))
+                                       reused_from=entry.get("reused_from"), stage_ms=dict(trace.stage_ms), trace=trace))
         job = replace(job, status="Summarizing", done=self._outputs_written(job))
         store.save_transform_job(job)
         if not summarize_captioned(self.stages, job.batch_id, captioned, self.stages.batch_summarizer, cancel=cancel,
