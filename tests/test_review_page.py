@@ -307,6 +307,31 @@ def test_a_grid_edit_with_a_word_to_avoid_is_saved_with_a_warning_and_flagged(ba
     assert "words to avoid: Summary: 'cheap'" in grid(app).value["Notes"].iloc[0]
 
 
+def test_the_words_to_avoid_filter_shows_only_flagged_items(batch):
+    """Issue 19 follow-up: beside "Required missing", a filter for items whose title / summary / tags / SEO fields /
+    extra-language summaries use one of the style guide's words to avoid (a person's edit saved with a warning, or
+    model text written before the word was added); off without words to avoid in the style guide."""
+    from pipeline.admin.brand import clean_style_guide
+
+    store, batch_id, items = batch
+    app = review_page()
+    assert app.checkbox(key="filter-avoided").disabled  # no style guide yet: nothing to look for
+    store.edit_item(items[1].id, "summary", "A cheap blurry shirt.", "someone")  # saved before the guide listed "cheap"
+    store.edit_item(items[3].id, "tags", ["shirt", "Bargain"], "someone")  # the approved one: its tags
+    store.save_style_guide(clean_style_guide("", "cheap, bargain", ""), "admin", expected_version=0)
+    app = review_page()
+    avoided = app.checkbox(key="filter-avoided")
+    assert not avoided.disabled and avoided.label == "Words to avoid"
+    avoided.check().run()
+    assert not app.exception, app.exception
+    assert list(grid(app).value["Item"]) == ["#2 SKU-1", "#4 SKU-3"]
+    assert any("Showing 2 of 5 items." in c.value for c in app.caption)
+    app.multiselect(key="filter-status").set_value(["pending"]).run()  # combines with the other filters
+    assert list(grid(app).value["Item"]) == ["#2 SKU-1"]
+    app.checkbox(key="filter-avoided").uncheck().run()
+    assert list(grid(app).value["Item"]) == ["#1 SKU-0", "#2 SKU-1", "#3 SKU-2"]
+
+
 def test_a_multi_language_batch_shows_each_languages_summary_in_the_grid_and_saves_it(batch):
     """Issue 19: the batch's extra summary languages get a column each under All columns (the compact view keeps its
     1366 px fit and says where they are); an edit saves with its language's limit, an over-limit one is refused."""

@@ -97,26 +97,29 @@ def pending_changes(key: str, frame: pd.DataFrame) -> dict[int, dict]:
     return real_changes({int(frame.index[int(row)]): columns for row, columns in edited_rows.items()}, schema)
 
 
-def render_filters(locked: bool) -> tuple[list[str], bool, bool, bool, bool]:
-    status, low, required, photo, wide = st.columns([3, 2, 2, 2, 2], vertical_alignment="bottom")
+def render_filters(locked: bool) -> tuple[list[str], bool, bool, bool, bool, bool]:
+    status, low, required, avoid, photo, wide = st.columns([3, 2, 2, 2, 2, 2], vertical_alignment="bottom")
     states = status.multiselect("Status", list(REVIEW_STATES), default=list(REVIEW_STATES), format_func=REVIEW_STATES.get,
                                 key="filter-status", disabled=locked)
     low_confidence = low.checkbox("Attributes to check", key="filter-low", disabled=locked,
                                   help="Only items with an answer outside the attribute's list (marked ? in Attributes)")
     missing = required.checkbox("Required missing", key="filter-required", disabled=locked,
                                 help="Only items whose category needs an attribute that has no allowed value yet (they cannot be approved)")
+    avoided = avoid.checkbox("Words to avoid", key="filter-avoided", disabled=locked or guide is None,
+                             help="Only items whose title, summary, tags or SEO fields use one of the style guide's words to avoid"
+                                  if guide is not None else "The style guide lists no words to avoid (Admin, Brand)")
     photo_problems = photo.checkbox("Photo warnings", key="filter-photo", disabled=locked, help="Only items whose photo looks blurry, dark, small…")
     all_columns = wide.toggle("All columns", key="grid-all-columns", disabled=locked,
                               help="Title, tags and each attribute in its own column (scrolls sideways)")
-    return states, low_confidence, photo_problems, all_columns, missing
+    return states, low_confidence, photo_problems, all_columns, missing, avoided and guide is not None
 
 
 def grid_key(batch_id: int, view: tuple, page: int) -> str:
     """`grid-<batch>-<version>`; a filtered or widened view or another page gets its own editor (row positions differ)."""
     key = f"grid-{batch_id}-{st.session_state.get('grid_version', 0)}"
-    states, low_confidence, photo_problems, all_columns, missing = view
-    if not (set(states) == set(REVIEW_STATES) and not (low_confidence or photo_problems or all_columns or missing)):
-        key += f"-{'+'.join(sorted(states))}-{int(low_confidence)}{int(photo_problems)}{int(all_columns)}{int(missing)}"
+    states, low_confidence, photo_problems, all_columns, missing, avoided = view
+    if not (set(states) == set(REVIEW_STATES) and not (low_confidence or photo_problems or all_columns or missing or avoided)):
+        key += f"-{'+'.join(sorted(states))}-{int(low_confidence)}{int(photo_problems)}{int(all_columns)}{int(missing)}{int(avoided)}"
     return key if page == 1 else f"{key}-p{page}"
 
 
@@ -377,14 +380,15 @@ if batch_id is not None:
     every = store.list_items(batch_id)
     if every:
         locked = grid_has_edits()  # the grid on screen holds typed cells: keep that grid until they are saved or discarded
-        states, low_confidence, photo_problems, all_columns, missing = render_filters(locked)
-        items = filter_items(every, states, low_confidence=low_confidence, photo_problems=photo_problems, missing=missing, schema=schema)
+        states, low_confidence, photo_problems, all_columns, missing, avoided = render_filters(locked)
+        items = filter_items(every, states, low_confidence=low_confidence, photo_problems=photo_problems, missing=missing, schema=schema,
+                             avoided=avoided, guide=guide)
         if not items:
             st.info(f"No items match these filters (the batch has {len(every)}).")
         else:
             if len(items) != len(every):
                 st.caption(f"Showing {len(items)} of {len(every)} items.")
-            view = (tuple(states), low_confidence, photo_problems, all_columns, missing)
+            view = (tuple(states), low_confidence, photo_problems, all_columns, missing, avoided)
             pages = max(1, -(-len(items) // PAGE_SIZE))
             if st.session_state.get("grid-page", 1) > pages:
                 st.session_state["grid-page"] = pages  # fewer pages after a filter or an approval

@@ -154,14 +154,17 @@ def required_refusal(item: ItemRecord, schema: AttributeSchema) -> str | None:
 
 
 def filter_items(items: Iterable[ItemRecord], states: Iterable[str] | None = None, *, low_confidence: bool = False,
-                 photo_problems: bool = False, missing: bool = False, schema: AttributeSchema | None = None) -> list[ItemRecord]:
+                 photo_problems: bool = False, missing: bool = False, schema: AttributeSchema | None = None,
+                 avoided: bool = False, guide: Any = None) -> list[ItemRecord]:
     """Items in one of `states` (REVIEW_STATES keys; None: all), optionally only those with attributes
-    to review and/or photo-check warnings and/or required attributes missing (`missing`, checked against `schema`)."""
+    to review and/or photo-check warnings and/or required attributes missing (`missing`, checked against `schema`)
+    and/or text using one of the style guide's words to avoid (`avoided`, checked against `guide`: none without one)."""
     wanted = set(REVIEW_STATES if states is None else states)
     return [item for item in items if review_state(item) in wanted
             and (not low_confidence or attributes_to_review(item))
             and (not photo_problems or photo_warnings(item))
-            and (not missing or schema is None or missing_required(item, schema))]
+            and (not missing or schema is None or missing_required(item, schema))
+            and (not avoided or avoided_words(item, guide))]
 
 
 def attributes_text(item: ItemRecord, schema: AttributeSchema) -> str:
