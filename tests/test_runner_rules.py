@@ -388,4 +388,50 @@ def test_an_upload_resumed_on_another_task_is_fetched_from_s3_before_it_is_read(
             run_batch(stages, batch.id)
         [item] = stages.store.list_items(batch.id)
     assert item.status == "ok", item.error
-    assert len([r for r in caplog.records if getattr(r, "stage", None) == "fetch"]) == 1  # one fetch stage, download included
+    stages_seen = [getattr(r, "stage", None) for r in caplog.records]
+    assert [stages_seen.count(name) for name in ("fetch", "normalize", "checks")] == [1, 1, 1]  # each stage once, download in fetch
+
+
+def test_the_summary_request_carries_the_sku_the_photo_checks_and_the_style_guide(tmp_path, settings):
+    from pipeline.models import StyleGuide
+
+    requests = []
+
+    class Recording:
+        def __init__(self, inner):
+            self.inner, self.name = inner, inner.name
+
+        def summarize(self, request):
+            requests.append(request)
+            return self.inner.summarize(request)
+
+    stages = make(settings, Captioner())
+    stages.summarizer = Recording(stages.summarizer)
+    stages.store.save_style_guide(StyleGuide(avoid=["shirt"]), "ann", expected_version=0)
+    (tmp_path / "list.csv").write_text("sku,image\nSKU-7,p.jpg\n")
+    (tmp_path / "p.jpg").write_bytes(jpeg_bytes(seed=5))
+    batch = create_batch(stages.store, settings, [tmp_path / "list.csv", tmp_path / "p.jpg"], name="b", created_by="ann")
+    run_batch(stages, batch.id)
+    [request] = requests
+    assert request.sku == "SKU-7" and request.checks is not None and request.checks.width > 0
+    assert request.style is not None and request.style.avoid == ["shirt"]
+    [item] = stages.store.list_items(batch.id)
+    assert item.status == "ok" and "shirt" not in item.summary.lower()  # the offline template left the word out
+
+
+def test_the_normalize_settings_reach_every_photo(tmp_path, settings):
+    from PIL import Image
+    import io
+
+    stages = make(settings, Captioner())
+    stages.normalize = replace(stages.normalize, max_side=200)
+    batch = create_batch(stages.store, settings, photos(tmp_path, 1), name="b", created_by="ann")
+    run_batch(stages, batch.id)
+    [item] = stages.store.list_items(batch.id)
+    with Image.open(io.BytesIO(stages.images.path_for(item.content_key).read_bytes())) as stored:
+        assert max(stored.size) == 200
+    stages.normalize = replace(stages.normalize, max_side=768, max_pixels=1000)
+    small = create_batch(stages.store, settings, photos(tmp_path, 1, "big"), name="c", created_by="ann")
+    run_batch(stages, small.id)
+    [refused] = stages.store.list_items(small.id)
+    assert refused.status == "error" and "megapixels" in refused.error  # refused for its size, not decoded
