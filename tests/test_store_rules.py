@@ -250,3 +250,11 @@ def test_the_audit_log_shows_the_newest_200_entries_by_default(store):
         store.add_audit("ann", f"action {number}", "ok")
     log = store.audit_log()
     assert len(log) == 200 and (log[0].action, log[-1].action) == ("action 200", "action 1")
+
+
+def test_clearing_an_seo_field_or_a_language_summary_stores_it_empty(store):
+    _, item = one_item(store)
+    assert store.edit_item(item.id, "alt_text", None, "ann").new == ""
+    assert store.edit_item(item.id, "summary:de", "", "ann").new == ""
+    now = store.get_item(item.id)
+    assert (now.alt_text, now.summaries) == ("", {"de": ""})
