@@ -27,8 +27,8 @@ class NotCheap(Exception):
 
 
 def staging_hash(data: bytes, *, budget: DecodeBudget | None = None, max_pixels: int = STAGING_MAX_PIXELS) -> str:
-    """Hash raw photo bytes cheaply: a JPEG decodes at 1/8 scale (draft mode), anything else only when it
-    has at most `max_pixels`; the decode holds the decode budget. Raises NotCheap, or BadInputError /
+    """Hash raw photo bytes cheaply: a JPEG decodes in draft mode (reduced up to 8x, never below DRAFT_MIN_SIDE px a
+    side), anything else only when it has at most `max_pixels`; the decode holds the decode budget. Raises NotCheap, or BadInputError /
     OSError for a file that cannot be read (staging then leaves it to the run, which fails its own row)."""
     image = open_image(data, max_pixels=50_000_000)
     orientation = exif_orientation(image, data)
@@ -124,8 +124,8 @@ def staging_notices(staged: StagedHashes, max_distance: int, catalogue: HashInde
 def near_duplicate_notices(store, report, *, max_distance: int, catalogue_max: int,
                            budget: DecodeBudget | None = None) -> list[str]:
     """Which staged photos of `report` (an IngestReport) look alike, and which look like photos tagged before, as
-    plain sentences (the Tag page and the CLI print the same). Uploaded photos are hashed cheaply (JPEG at 1/8 scale,
-    other formats up to 4 MP) under the decode budget; the catalogue is one store read of at most `catalogue_max`
+    plain sentences (the Tag page and the CLI print the same). Uploaded photos are hashed cheaply (JPEG in draft mode,
+    reduced up to 8x but never below 128 px a side; other formats up to 4 MP) under the decode budget; the catalogue is one store read of at most `catalogue_max`
     hashes (NEAR_DUPLICATE_CATALOGUE_MAX; 0: not compared with earlier photos)."""
     catalogue = None
     if catalogue_max > 0 and hasattr(store, "near_duplicate_catalogue"):
