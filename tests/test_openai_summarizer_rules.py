@@ -351,7 +351,7 @@ def test_each_extra_language_is_asked_for_and_its_summary_tidied_and_held_to_its
 
 
 def test_a_corrective_answer_that_brings_a_language_within_its_limit_is_kept(server):
-    long_ja = "赤い革のスニーカーです。" * 12
+    long_ja = "あ" * 130  # 5 characters over; the second answer's longer English (45 words) is still within its limit
     server.state.script = [Reply(answer(words(30, "first"), summaries={"ja": long_ja})),
                            Reply(answer(words(45, "second"), summaries={"ja": "赤いスニーカー。"}))]
     result, _ = outcome(server, request(languages=("ja",)))
@@ -599,3 +599,21 @@ def test_a_twin_for_another_taxonomy_keeps_asking_the_model_for_the_seo_fields(s
     twin = summarizer_for(server, seo_fields_by="model").with_schema(smaller)
     properties = twin.request_body([], "gpt-4o")["response_format"]["json_schema"]["schema"]["properties"]
     assert {"seo_title", "meta_description", "alt_text"} <= set(properties)
+
+
+def test_an_answer_over_in_japanese_by_one_beats_one_over_in_english_by_two(server):
+    server.state.script = [Reply(answer(words(52, "first"), summaries={"ja": "あ" * 20})),
+                           Reply(answer(words(45, "second"), summaries={"ja": "あ" * 126}))]
+    result, _ = outcome(server, request(languages=("ja",)))
+    assert result.summary.startswith("second") and len(result.summaries["ja"]) <= 125  # then trimmed to its budget
+
+
+@pytest.mark.parametrize("first_alt, second_alt, kept, named", [
+    ("Buy a red sneaker", "A red sneaker", "A red sneaker", "without buy:"),  # a marketing word makes an answer worse
+    ("Buy a red sneaker on sale", "Buy a red sneaker", "a red sneaker", "without buy, on sale:"),  # two are worse than one
+])
+def test_marketing_words_in_the_alt_text_make_an_answer_worse(server, first_alt, second_alt, kept, named):
+    server.state.script = [Reply(answer(alt_text=first_alt)), Reply(answer(alt_text=second_alt, title="Second"))]
+    result, _ = outcome(server, seo_fields_by="model")
+    assert result.title == "Second" and result.alt_text == kept  # the second answer, its marketing word taken out
+    assert f"The alt_text must describe what the photo shows, {named} no marketing words" in server.state.requests[1]["messages"][-1]["content"]
