@@ -98,7 +98,9 @@ def pending_changes(key: str, frame: pd.DataFrame) -> dict[int, dict]:
 
 
 def render_filters(locked: bool) -> tuple[list[str], bool, bool, bool, bool, bool]:
-    status, low, required, avoid, photo, wide = st.columns([3, 2, 2, 2, 2, 2], vertical_alignment="bottom")
+    # two rows: the four "only items with…" checkboxes keep their labels whole at 1366 px (one row of six cut them off)
+    status, wide = st.columns([4, 1], vertical_alignment="bottom")
+    low, required, avoid, photo = st.columns(4, vertical_alignment="bottom")
     states = status.multiselect("Status", list(REVIEW_STATES), default=list(REVIEW_STATES), format_func=REVIEW_STATES.get,
                                 key="filter-status", disabled=locked)
     low_confidence = low.checkbox("Attributes to check", key="filter-low", disabled=locked,
