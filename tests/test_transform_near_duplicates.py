@@ -164,3 +164,36 @@ def test_a_look_alike_inside_the_job_takes_its_twins_output_and_is_not_sent(monk
     assert small.reused_from == f"caption reused from batch {batch.id} item 1" and red.reused_from is None
     assert small.near_duplicate.startswith(f"looks like batch {batch.id} item 1 (")
     assert [u.kind for u in stages.store.usage(batch.id)].count("transform") == 2  # red and mug; the copy is free
+
+
+def test_a_look_alike_of_a_job_photo_that_failed_while_prepared_is_sent_after_all(monkeypatch, make_settings, responder, tmp_path):
+    """Reuse on; the job's red photo has a cached caption, so it finishes while the job is prepared, but its summary is
+    refused: its look-alike, held out of the job for it, has nothing to reuse and is sent after all (captioned by the
+    job, billed, not marked reused)."""
+    from support.servers import FakeOpenAI, Reply
+
+    answer = {"title": "Red tee", "summary": "A red cotton tee.", "tags": ["tee"],
+              "attributes": {"category": None, "color": "red", "material": None, "pattern": None, "style": None}}
+    with moto_sagemaker.endpoint_in_moto(monkeypatch), FakeOpenAI() as server:
+        server.state.default = Reply(content=answer)
+        settings = make_settings(captioner="sagemaker", sagemaker_transform_s3=TRANSFORM_S3, transform_poll_s=0.05, concurrency=1,
+                                 summarizer="openai", openai_api_key="sk-test-1234", openai_base_url=server.base_url,
+                                 openai_batch_for_jobs=False, near_duplicate_catalogue_max=0)  # compared within the batch only
+        stages = build_stages(settings)
+        runner = BatchTransformRunner.from_settings(settings, stages)
+        emulator = TransformEmulator(responder).install(monkeypatch)
+        photo(tmp_path, "red.jpg", "shirt")
+        photo(tmp_path, "mug.jpg", "mug")
+        warm = create_batch(stages.store, settings, [tmp_path / "red.jpg"], name="warm", created_by="ann")
+        runner.run(warm.id)  # red's caption is now cached
+        smaller_copy(tmp_path, "red.jpg", "red-small.jpg")
+        batch = create_batch(stages.store, settings, [tmp_path / n for n in ("red.jpg", "mug.jpg", "red-small.jpg")],
+                             name="j", created_by="ann")
+        stages.store.set_reuse_near_duplicates(batch.id, True)
+        server.state.script = [Reply(refusal="I can't help with that.")]  # the next summary: red's, at prepare (one at a time)
+        job = runner.run(batch.id)
+        red, mug, small = stages.store.list_items(batch.id)
+        assert red.status == "error" and mug.status == "ok" and small.status == "ok", [red.error, mug.error, small.error]
+        assert small.near_duplicate.startswith(f"looks like batch {batch.id} item 1 (") and small.reused_from is None
+        assert sent_to(stages, job) == sorted([mug.content_key, small.content_key]) and job.total == 2
+        assert len(emulator.jobs) == 2 and [u.kind for u in stages.store.usage(batch.id)].count("transform") == 2
