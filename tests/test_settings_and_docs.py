@@ -65,3 +65,26 @@ def test_readme_is_short_and_every_link_it_gives_exists():
     for page in (ROOT / "docs").glob("*.md"):  # links between docs pages too
         for link in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
             assert (page.parent / link).exists(), (page.name, link)
+
+
+def test_every_cli_line_in_the_readme_parses_as_written():
+    """A newcomer copies these lines: each `python -m pipeline ...` example must be accepted by the CLI's parser
+    (`a|b|c` alternatives and `[--optional]` parts are tried one by one; an UPPER_CASE placeholder stands for 1)."""
+    import shlex
+    from itertools import product
+
+    from pipeline.cli import build_parser
+
+    lines = [line.split("#")[0].strip() for line in README.splitlines() if line.strip().startswith("python -m pipeline ")]
+    assert len(lines) >= 5, lines
+    parser = build_parser()
+    for line in lines:
+        optional = re.findall(r"\[([^\]]+)\]", line)
+        words = ["1" if re.fullmatch(r"[A-Z_]+", w) else w for w in shlex.split(re.sub(r"\s*\[[^\]]+\]", "", line))[3:]]  # BATCH_ID
+        choices = [word.split("|") if "|" in word and not word.startswith("-") else [word] for word in words]
+        for variant in product(*choices):
+            for extra in ([], *(shlex.split(o) for o in optional)):
+                try:
+                    parser.parse_args([*variant, *extra])
+                except SystemExit as exc:
+                    raise AssertionError(f"README line does not parse: {line!r} as {[*variant, *extra]}") from exc
