@@ -617,3 +617,16 @@ def test_marketing_words_in_the_alt_text_make_an_answer_worse(server, first_alt,
     result, _ = outcome(server, seo_fields_by="model")
     assert result.title == "Second" and result.alt_text == kept  # the second answer, its marketing word taken out
     assert f"The alt_text must describe what the photo shows, {named} no marketing words" in server.state.requests[1]["messages"][-1]["content"]
+
+
+def test_a_word_to_avoid_in_a_language_summary_is_asked_again_naming_that_summary(server):
+    server.state.script = [Reply(answer(summaries={"de": "Ein budget Sneaker."})), Reply(answer(summaries={"de": "Ein roter Sneaker."}))]
+    result, models = outcome(server, request(style=GUIDE, languages=("de",)))
+    assert models == ["gpt-4o", "gpt-4o"] and result.summaries == {"de": "Ein roter Sneaker."}
+    assert "They are in: summary (de)." in server.state.requests[1]["messages"][-1]["content"]
+
+
+def test_the_template_seo_fields_leave_out_a_word_to_avoid_from_the_caption(server):
+    server.state.default = Reply(answer())
+    result, _ = outcome(server, request(caption="a budget pair of red sneakers", style=GUIDE))
+    assert result.alt_text == "A pair of red sneakers" and "budget" not in result.alt_text.lower()
