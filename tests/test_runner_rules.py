@@ -365,6 +365,26 @@ def test_each_stage_of_a_saved_item_is_timed(tmp_path, settings):
     run_batch(stages, batch.id)
     [item] = stages.store.list_items(batch.id)
     assert {"fetch", "normalize", "checks", "caption", "summarize"} <= set(item.stage_ms)
+    assert item.image_path == str(stages.images.path_for(item.content_key))  # where the normalized copy was stored
+
+
+def test_a_summary_that_failed_after_paid_calls_keeps_them_in_the_ledger(tmp_path, settings):
+    from pipeline.errors import attach_usage
+
+    class PaidThenFailed:
+        name = "openai"
+
+        def summarize(self, request):
+            raise attach_usage(ServiceError("OpenAI is unavailable right now (gpt-4o); retry the failed items later."),
+                               [Usage(kind="llm", model="gpt-4o", input_tokens=120, output_tokens=9)])
+
+    stages = make(settings, Captioner())
+    stages.summarizer = PaidThenFailed()
+    batch = create_batch(stages.store, settings, photos(tmp_path, 1), name="b", created_by="ann")
+    run_batch(stages, batch.id)
+    [item] = stages.store.list_items(batch.id)
+    assert item.error == "OpenAI is unavailable right now (gpt-4o); retry the failed items later."
+    assert sorted((u.kind, u.input_tokens) for u in stages.store.usage(batch.id)) == [("endpoint", 0), ("llm", 120)]
 
 
 def test_an_upload_resumed_on_another_task_is_fetched_from_s3_before_it_is_read(tmp_path, settings, caplog):
