@@ -376,3 +376,58 @@ def test_the_one_item_view_warns_of_a_word_to_avoid_while_typing_and_saves_it(ba
     assert not app.exception, app.exception
     assert store.get_item(items[0].id).summary == "A cheap red shirt."
     assert any("Uses the style guide's words to avoid: Summary: 'cheap'." in shown(w.value) for w in app.warning)  # flagged
+
+
+def require_color(store) -> None:
+    """An active taxonomy that requires colour: item #3's "maroonish" is outside the list, so it cannot be approved."""
+    from pipeline.admin.taxonomy import activate_taxonomy, default_schema_text, save_taxonomy
+
+    data = json.loads(default_schema_text())
+    next(a for a in data["attributes"] if a["name"] == "color")["required"] = True
+    save_taxonomy(store, json.dumps(data), "admin", based_on=0)
+    activate_taxonomy(store, 1, "admin")
+
+
+MAROONISH_REFUSAL = ('#3 SKU-2: Not approved: the taxonomy requires color ("maroonish" is not an allowed value) for every item. '
+                     "Set it to one of the allowed values, then approve.")
+
+
+def test_the_grids_status_cell_cannot_approve_what_approve_refuses(batch):
+    """Typing "approved" into the Status cell and pressing Save changes stored it for an item missing a required
+    attribute and for a failed item ("Saved: 1 change saved.", then exported as approved). Now the cell gets the same
+    refusal as Approve selected, and the item that may be approved is."""
+    store, batch_id, items = batch
+    require_color(store)
+    app = review_page()
+    edit_grid(app, f"grid-{batch_id}-0", {0: {"Status": "approved"}, 2: {"Status": "approved"}, 4: {"Status": "approved"}})
+    button(app, "Save changes").click().run()
+    assert not app.exception, app.exception
+    assert [shown(e.value) for e in app.error] == [MAROONISH_REFUSAL, "#5 SKU-4: failed items cannot be approved."]
+    assert [s.value for s in app.success] == ["Saved: 1 change saved."]  # #1's approval only
+    assert [store.get_item(i.id).review_status for i in items] == ["approved", "pending", "pending", "approved", "pending"]
+    assert grid(app).value["Status"].tolist() == ["approved", "pending", "pending", "approved", "pending"]  # as stored
+
+
+def test_a_refused_approve_in_the_one_item_view_says_the_typed_fields_saved_and_not_approved(batch):
+    """Approve on an item missing a required attribute, with a new summary typed: the summary is saved, the approval
+    refused, and the page said "Approved: 1 change saved." beside the refusal. Now it says what happened."""
+    store, batch_id, items = batch
+    require_color(store)
+    app = review_page()
+    app.selectbox(key="focus-item").set_value(items[2].id).run()
+    [summary] = [t for t in app.text_area if t.label == "Summary"]
+    summary.input("A new summary typed before approving.").run()
+    button(app, "Approve").click().run()
+    assert not app.exception, app.exception
+    assert [s.value for s in app.success] == ["Saved: 1 change saved; not approved (see below)."]
+    assert [shown(e.value) for e in app.error] == [MAROONISH_REFUSAL]
+    item = store.get_item(items[2].id)
+    assert (item.review_status, item.summary) == ("pending", "A new summary typed before approving.")
+    assert app.selectbox(key="focus-item").value == items[2].id  # stays on the item to fix it
+
+    # colour set to an allowed value, then Approve: approved, and said so
+    [color] = [s for s in app.selectbox if s.label.startswith("color")]
+    color.set_value("red").run()
+    button(app, "Approve").click().run()
+    assert [s.value for s in app.success] == ["Approved: 2 changes saved."] and not app.error
+    assert store.get_item(items[2].id).review_status == "approved"

@@ -65,8 +65,10 @@ def show_flash() -> None:
             getattr(st, kind)(body)
 
 
-def flash_for(report: SaveReport, done: str) -> list[tuple[str, Any]]:
-    flash: list[tuple[str, Any]] = [("success", f"{done}: {len(report.saved)} change{'s' * (len(report.saved) != 1)} saved.")] if report.saved else []
+def flash_for(report: SaveReport, done: str, not_done: str | None = None) -> list[tuple[str, Any]]:
+    """`not_done`: what was asked and did not happen though some changes saved ("not approved"), said with them."""
+    saved = f"{done}: {len(report.saved)} change{'s' * (len(report.saved) != 1)} saved"
+    flash: list[tuple[str, Any]] = [("success", saved + (f"; {not_done} (see below)." if not_done else "."))] if report.saved else []
     flash += [("error", inert(message)) for message in report.refused]  # they name the item (SKU / file name)
     flash += [("warning", inert(message)) for message in report.warnings]  # saved, with a word to avoid (issue 19)
     if report.kept:
@@ -242,8 +244,10 @@ def act(item_id: int, shown: dict[str, str], status: str | None, move_to: int | 
     versions = st.session_state.setdefault(f"shown-{item_id}", {})
     versions.setdefault(item_id, st.session_state.get(f"opened-{item_id}"))
     report = review_item(store, item_id, changes, status, schema, user.email, versions)
-    done = {"approved": "Approved", "rejected": "Rejected"}.get(status or "", "Saved")
-    st.session_state["flash"] = flash_for(report, done)
+    # Approved / Rejected only when it happened: a refused field leaves the status alone, a refused approval refuses it
+    done = {"approved": "Approved", "rejected": "Rejected"}.get(status or "", "Saved") if report.ok else "Saved"
+    not_done = f"not {status}" if status is not None and not report.ok else None
+    st.session_state["flash"] = flash_for(report, done, not_done)
     if report.saved or report.ok:
         # The grid keeps its key (re-keying made the browser build it again: most of a save's time). It holds no
         # typed cells (saving here waits until they are saved or discarded) and shows the stored values on this

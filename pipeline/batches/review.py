@@ -339,7 +339,9 @@ def save_changes(store: Store, changes: dict[int, dict[str, Any]], schema: Attri
                  versions: dict[int, int] | None = None) -> SaveReport:
     """Save every changed cell ({item_id: {column: new value}}); each cell is its own edit with
     who/when. A refused cell (e.g. an over-long summary, or an item changed by someone else since
-    the page showed `versions`) is reported with the value typed and the others still save.
+    the page showed `versions`) is reported with the value typed and the others still save. A Status cell is set after
+    the row's other cells, under the same rules as Approve (`change_review_status`): a failed item, or one missing a
+    required attribute, is not approved, nor is an item another of whose cells was just refused.
 
     A saved title / summary / tags / SEO field / extra-language summary that uses one of the style guide's words to
     avoid is SAVED, with a warning per cell in `report.warnings`, and the item stays flagged in Review (`avoided_words`)
@@ -349,10 +351,11 @@ def save_changes(store: Store, changes: dict[int, dict[str, Any]], schema: Attri
     report = SaveReport()
     guide = current_style_guide(store)
     for item_id, columns in changes.items():
+        refused_before = len(report.refused)
         for column, value in columns.items():
             field_name = field_for_column(column, schema)
-            if field_name is None:
-                continue
+            if field_name is None or field_name == "review_status":
+                continue  # the Status cell is set last, under the approval rules (below)
             refusal = _language_refusal(store, item_id, field_name)
             if refusal is not None:
                 label = report.refuse(store, item_id, f"{column}: {refusal}")
@@ -362,6 +365,13 @@ def save_changes(store: Store, changes: dict[int, dict[str, Any]], schema: Attri
             _edit(store, report, item_id, field_name, value, who, versions, column)
             if len(report.saved) > saved and guide is not None and _style_checked(column):
                 _warn_avoided(store, report, item_id, column, report.saved[-1].new or "", guide)
+        status_column = next((column for column in columns if field_for_column(column, schema) == "review_status"), None)
+        if status_column is not None:  # after the row's other cells: a required attribute set in the same save counts
+            status = str(columns[status_column] or "").strip()
+            if status == "approved" and len(report.refused) > refused_before:
+                report.refuse(store, item_id, "Status: Not approved: another change to this item was not saved (see above).")
+            else:
+                change_review_status(store, report, item_id, status, who, versions, schema)
     _move_versions_on(report, versions)
     return report
 
@@ -405,21 +415,42 @@ def set_review_status(store: Store, item_ids: list[int], status: str, who: str,
     item's category has an allowed value. Rejecting is always possible."""
     report = SaveReport()
     if status == "approved" and schema is None:
-        schema = _active_schema(store)
+        schema = _active_schema(store)  # read once for all the items
     for item_id in item_ids:
-        item = store.get_item(item_id)
-        if item is None:
-            continue
-        if status == "approved" and item.status != "ok":
-            report.refused.append(f"{item_label(item)}: failed items cannot be approved.")
-            continue
-        refusal = required_refusal(item, schema) if status == "approved" and schema is not None else None
-        if refusal is not None:
-            report.refused.append(f"{item_label(item)}: {refusal}")
-            continue
-        _edit(store, report, item_id, "review_status", status, who, versions, "Status")
+        change_review_status(store, report, item_id, status, who, versions, schema)
     _move_versions_on(report, versions)
     return report
+
+
+def status_refusal(item: ItemRecord, status: str, schema: AttributeSchema) -> str | None:
+    """The sentence refusing to set `item`'s review status to `status` (None when it may): only a tagged item can be
+    approved, and only when every attribute `schema` requires for its category has an allowed value (`required_refusal`).
+    Rejecting or setting back to pending is always possible."""
+    if status != "approved":
+        return None
+    if item.status != "ok":
+        return "failed items cannot be approved."
+    return required_refusal(item, schema)
+
+
+def change_review_status(store: Store, report: SaveReport, item_id: int, status: str, who: str,
+                         versions: dict[int, int] | None = None, schema: AttributeSchema | None = None) -> None:
+    """Every change of an item's review status goes through here (Approve / Reject selected, the grid's Status cell, the
+    one-item view): refused with `status_refusal`'s sentence, naming the item, else saved as an edit with who/when.
+    `schema`: the taxonomy Review shows (None: the active taxonomy over the shipped default)."""
+    item = store.get_item(item_id)
+    if item is None:
+        return
+    if item_id in report.stale_items:  # changed by someone else since shown: not approved blind (see `_edit`)
+        _edit(store, report, item_id, "review_status", status, who, versions, "Status")
+        return
+    if schema is None and status == "approved":
+        schema = _active_schema(store)
+    refusal = status_refusal(item, status, schema) if schema is not None else None
+    if refusal is not None:
+        report.refused.append(f"{item_label(item)}: {refusal}")
+        return
+    _edit(store, report, item_id, "review_status", status, who, versions, "Status")
 
 
 def _active_schema(store: Store) -> AttributeSchema:
