@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
+import re
 import sys
 import threading
 from pathlib import Path
@@ -30,14 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     from pydantic import ValidationError
 
     from pipeline.observability import configure as configure_observability
-    from pipeline.settings import Settings
+    from pipeline.settings import Settings, settings_problem
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         settings = Settings()
     except ValidationError as exc:  # one sentence, as the CLI says it; no traceback
-        first = exc.errors()[0]
-        print(f"error: setting {'.'.join(str(p) for p in first['loc']).upper()}: {first['msg']}", file=sys.stderr)
+        print(startup_error(settings_problem(exc)), file=sys.stderr)
         return 2
     configure_observability(settings)  # get_runtime configures again on the first page view: same settings
     options: list[str] = []
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         secrets = [settings.openai_api_key.get_secret_value()] if settings.openai_api_key else []
         json_lines_only(secrets)
         options = list(JSON_OPTIONS)
-    log.info("dashboard server starting", extra={"app": str(APP), "streamlit_options": [*options, *argv]})
+    log.info("dashboard server starting", extra={"app": str(APP), "streamlit_options": redacted_options([*options, *argv])})
 
     from streamlit.web import cli as streamlit_cli
 
@@ -55,6 +56,43 @@ def main(argv: list[str] | None = None) -> int:
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
     return 0
+
+
+def startup_error(sentence: str) -> str:
+    """The line for a problem found before logging is set up: `error: <sentence>`, or, when LOG_FORMAT=json is in the
+    environment (the container), one JSON object (level ERROR, the sentence as its message) like every other line."""
+    if os.environ.get("LOG_FORMAT", "").strip().lower() != "json":
+        return f"error: {sentence}"
+    from pipeline.observability.logs import JsonFormatter, Redactor, secret_values_from_environment
+
+    record = logging.makeLogRecord({"name": log.name, "levelname": "ERROR", "levelno": logging.ERROR, "msg": sentence})
+    return JsonFormatter(Redactor(secret_values_from_environment())).format(record)
+
+
+_SECRET_OPTION = re.compile(r"(?i)(secret|password|passwd|token|key|credential|cookie|auth)")
+
+
+def redacted_options(argv: list[str]) -> list[str]:
+    """Command-line options as logged: the value of an option whose name looks secret (`--server.cookieSecret`,
+    `--x.apiKey`, …) is replaced, in both the `--name=value` and the `--name value` (two items) forms."""
+    from pipeline.observability.logs import REDACTED
+
+    shown: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            shown.append(REDACTED)
+            hide_next = False
+            continue
+        if arg.startswith("-"):
+            name, equals, _ = arg.partition("=")
+            if _SECRET_OPTION.search(name):
+                if equals:
+                    arg = f"{name}={REDACTED}"
+                else:
+                    hide_next = True
+        shown.append(arg)
+    return shown
 
 
 def json_lines_only(secrets: list[str]) -> None:

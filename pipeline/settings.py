@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_LOCAL_MODEL = "Salesforce/blip-image-captioning-base"
@@ -219,3 +219,16 @@ class Settings(BaseSettings):
     @property
     def image_dir(self) -> Path:
         return self.data_dir / "images"
+
+
+def settings_problem(exc: ValidationError) -> str:
+    """One sentence for settings that cannot be used, as the CLI and dashboard/serve.py print it after `error: `:
+    `setting CONCURRENCY: <why>` for one variable, the validator's own sentence for a rule across several (no empty
+    setting name, no pydantic "Value error, " prefix)."""
+    first = exc.errors()[0]
+    message = str(first.get("msg", ""))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            message = message[len(prefix):]
+    name = ".".join(str(part) for part in first.get("loc", ())).upper()
+    return f"setting {name}: {message}" if name else message

@@ -994,3 +994,130 @@ def test_transform_items_summarized_through_the_batch_api_count_once_across_a_st
     second_run = lines_of(io.StringIO(out.getvalue()[restarted_at:]))
     assert len(_save_chain(second_run)) == 2
     _assert_each_save_stores_the_previous_one(_save_chain(second_run), items)
+
+
+class PageBroke(RuntimeError):
+    """An exception class of a module of ours: `error_type` names its module too."""
+
+
+def _deep(n: int) -> None:
+    """A traceback longer than a log line's field: many frames (as Streamlit's own before the page's), two functions
+    in turn so Python does not fold them into "[Previous line repeated …]"; a message longer than the field too."""
+    if n:
+        _deeper(n - 1)
+    raise PageBroke(f"the innermost call broke with {API_KEY} at https://b.s3.amazonaws.com/p.jpg?{PRESIGNED_QUERY}\n"
+                    + "second line" + " word" * 600)
+
+
+def _deeper(n: int) -> None:
+    _deep(n)
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_a_logged_exception_keeps_its_type_message_and_most_recent_call(fmt, unconfigure):
+    """Review item 1: the traceback's head is Streamlit's frames; its tail is the page's call and the exception line. A
+    JSON line keeps the tail (bounded) and adds error_type and error (its message, redacted, bounded)."""
+    from pipeline.observability.logs import MAX_ERROR, MAX_TEXT
+
+    out = io.StringIO()
+    configure_logging("INFO", fmt, stream=out, secrets=[API_KEY])
+    try:
+        _deep(40)
+    except PageBroke:
+        logging.getLogger("dashboard.page").exception("Uncaught app execution")
+    text = out.getvalue()
+    assert not any(planted in text for planted in PLANTED)
+    if fmt == "text":
+        assert "PageBroke: the innermost call broke with [redacted]" in text and "raise PageBroke(" in text
+        return
+    [row] = lines_of(out)
+    assert row["error_type"] == f"{__name__}.PageBroke"
+    assert row["error"].startswith("the innermost call broke with [redacted] at https://b.s3.amazonaws.com/p.jpg?[query removed]")
+    assert len(row["error"]) <= MAX_ERROR + 40
+    trace = row["exception"]
+    assert trace.startswith("Traceback (most recent call last):") and "characters cut]" in trace
+    assert "raise PageBroke(" in trace and f"{__name__}.PageBroke: the innermost call broke with [redacted]" in trace
+    assert len(trace) <= MAX_TEXT + 300
+
+
+def test_json_printed_by_anyone_is_redacted_at_every_depth_and_emf_stays_valid_emf():
+    """Review item 3: a printed line that is a JSON object used to pass verbatim (a key, a presigned URL survived)."""
+    from pipeline.observability.logs import JsonLineStream, Redactor
+    from pipeline.observability.metrics import Observation, emf_document
+
+    out = io.StringIO()
+    stream = JsonLineStream(out, "stdout", "INFO", Redactor([API_KEY]))
+    forged = {"level": "INFO", "logger": "pipeline.items", "message": f"key {API_KEY}",
+              "nested": {"url": f"https://b.s3.amazonaws.com/p.jpg?{PRESIGNED_QUERY}", "list": [API_KEY, 3, None, True]},
+              "password": "hunter2hunter2", "AWS_SECRET_ACCESS_KEY": AWS_SECRET}
+    emf = emf_document(Observation("OpenAiInputTokens", 123, "Count", "counter", {"Model": "gpt-4o"}, (("Model",),),
+                                   {"batch_id": 7}), namespace="ProductTagger", timestamp_ms=int(time.time() * 1000))
+    stream.write(json.dumps(forged) + "\n" + json.dumps(emf) + "\n")
+    stream.close()
+    text = out.getvalue()
+    assert not any(planted in text for planted in [*PLANTED, "hunter2"]), text
+    printed, metric = [json.loads(line) for line in text.splitlines()]
+    assert printed["message"] == "key [redacted]" and printed["nested"]["list"] == ["[redacted]", 3, None, True]
+    assert printed["nested"]["url"] == "https://b.s3.amazonaws.com/p.jpg?[query removed]"
+    assert printed["password"] == printed["AWS_SECRET_ACCESS_KEY"] == "[redacted]"
+    assert metric == emf and metric["OpenAiInputTokens"] == 123  # a metric named …Tokens keeps its number
+    assert_emf(metric)
+
+
+def test_a_settings_error_before_the_server_starts_is_one_json_object_under_log_format_json(monkeypatch, capsys):
+    """Review item 4: LOG_FORMAT=json CONCURRENCY=abc printed a plain line among JSON ones."""
+    from dashboard import serve
+
+    monkeypatch.setenv("LOG_FORMAT", "json")
+    monkeypatch.setenv("CONCURRENCY", "abc")
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    assert serve.main(["--server.port=1"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.splitlines()) == 1
+    row = json.loads(captured.err)
+    assert row["level"] == "ERROR" and row["logger"] == "dashboard.serve"
+    assert row["message"] == "setting CONCURRENCY: Input should be a valid integer, unable to parse string as an integer"
+
+
+def test_a_settings_rule_across_variables_is_its_own_sentence_without_an_empty_name(monkeypatch, capsys):
+    """Review item 5: STORE=dynamodb without IMAGE_BUCKET read `error: setting : Value error, STORE=…`."""
+    from dashboard import serve
+
+    monkeypatch.setenv("LOG_FORMAT", "text")
+    monkeypatch.setenv("STORE", "dynamodb")
+    monkeypatch.delenv("IMAGE_BUCKET", raising=False)
+    assert serve.main(["--server.port=1"]) == 2
+    assert capsys.readouterr().err == "error: STORE=dynamodb needs IMAGE_BUCKET: every task must see the same photos.\n"
+
+
+def test_the_server_start_event_hides_the_value_of_any_secret_looking_option():
+    """Review item 7: `--server.cookieSecret hunter2` is two argv items; only the `--x=y` form was redacted."""
+    from dashboard.serve import redacted_options
+
+    argv = ["--server.cookieSecret", "hunter2a", "--server.port", "8501", "--x.apiKey=hunter2b", "--auth.password",
+            "hunter2c", "--server.sslKeyFile=/run/k.pem", "--client.token", "--oops", "--server.headless=true"]
+    shown = redacted_options(argv)
+    assert not any("hunter2" in part for part in shown)
+    assert shown == ["--server.cookieSecret", "[redacted]", "--server.port", "8501", "--x.apiKey=[redacted]", "--auth.password",
+                     "[redacted]", "--server.sslKeyFile=[redacted]", "--client.token", "[redacted]", "--server.headless=true"]
+
+
+def test_a_page_exception_sends_no_traceback_type_or_message_to_the_browser(tmp_path):
+    """Review item 2: .streamlit/config.toml's client.showErrorDetails = "none": Streamlit strips the exception element
+    server-side (exception_utils.marshall with apply_show_error_details) to its generic sentence. Run from the repository
+    (where Streamlit reads the config file) with AppTest, which takes the same marshalling path."""
+    from test_browser import REPO
+
+    script = tmp_path / "check.py"
+    script.write_text(
+        "import json\nfrom streamlit.testing.v1 import AppTest\n"
+        "at = AppTest.from_string(\"raise ValueError('PLANTED detail at /srv/app/secret_module.py')\").run()\n"
+        "e = at.exception[0]\nprint(json.dumps({'message': e.message, 'trace': list(e.stack_trace), 'type': e.proto.type,"
+        " 'proto': str(e.proto)}))\n")
+    env = {**os.environ, "STREAMLIT_CLIENT_SHOW_ERROR_DETAILS": ""}
+    env.pop("STREAMLIT_CLIENT_SHOW_ERROR_DETAILS")
+    result = subprocess.run([sys.executable, str(script)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    shown = json.loads(result.stdout.strip().splitlines()[-1])
+    assert shown["trace"] == [] and shown["type"] == ""
+    assert "PLANTED" not in shown["proto"] and "ValueError" not in shown["proto"] and "/srv/app" not in shown["proto"]
+    assert "error" in shown["message"]  # Streamlit's generic sentence is still shown

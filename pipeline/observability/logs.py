@@ -16,6 +16,7 @@ import os
 import re
 import sys
 import threading
+import traceback
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any, TextIO
@@ -72,13 +73,43 @@ class Redactor:
         encoded = {quote(s, safe="") for s in known} | {quote(s, safe="").replace("-", "%2D") for s in known}
         self.secrets = sorted(known | encoded, key=len, reverse=True)  # as given and URL-encoded (a query, a form body)
 
-    def text(self, value: str) -> str:
+    def text(self, value: str, limit: int = MAX_TEXT) -> str:
+        """Redacted, then cut to its first `limit` characters."""
+        value = self._redacted(value)
+        if len(value) > limit:
+            value = value[:limit] + f"… [{len(value) - limit} characters cut]"
+        return value
+
+    def tail(self, value: str, limit: int = MAX_TEXT) -> str:
+        """Redacted, then cut to its last `limit` characters from a line start: a traceback's end is the most recent
+        call and the exception itself (its start is the framework's own frames). Redacted before the cut, so no cut
+        leaves half a secret unmatched."""
+        value = self._redacted(value)
+        if len(value) <= limit:
+            return value
+        kept = value[-limit:]
+        if "\n" in kept:
+            kept = kept[kept.index("\n") + 1:]
+        first = value.splitlines()[0] if value else ""
+        return f"{first[:200]}\n  … [{len(value) - len(kept)} characters cut]\n{kept}"
+
+    def _redacted(self, value: str) -> str:
         for secret in self.secrets:
             value = value.replace(secret, REDACTED)
         for pattern, replacement in _PATTERNS:
             value = pattern.sub(replacement, value)
-        if len(value) > MAX_TEXT:
-            value = value[:MAX_TEXT] + f"… [{len(value) - MAX_TEXT} characters cut]"
+        return value
+
+    def json_value(self, value: Any, name: str = "") -> Any:
+        """A parsed JSON document redacted in place of a printed line: every string (keys' values at any depth) as
+        `text`, a string under a secret-looking name removed; numbers, booleans and the shape are kept, so an EMF
+        document (metric values under names like OpenAiInputTokens) stays valid EMF."""
+        if isinstance(value, str):
+            return REDACTED if name and _SECRET_NAME.search(name) else self.text(value)
+        if isinstance(value, dict):
+            return {self.text(str(k)): self.json_value(v, str(k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.json_value(v) for v in value]
         return value
 
     def value(self, value: Any, name: str = "") -> Any:
@@ -119,8 +150,39 @@ class JsonFormatter(logging.Formatter):
         for name, value in record_fields(record).items():
             line[name if name not in line else f"field_{name}"] = r.value(value, name)
         if record.exc_info:
-            line["exception"] = r.text(self.formatException(record.exc_info))
+            line.update(exception_fields(r, record.exc_info, self.formatException(record.exc_info)))
         return json.dumps(line, ensure_ascii=False, default=str)
+
+
+MAX_ERROR = 500  # `error`: the exception's own message, bounded
+
+
+def _error_of(exc_info: Any) -> BaseException | None:
+    error = exc_info[1] if isinstance(exc_info, tuple) and len(exc_info) > 1 else None
+    return error if isinstance(error, BaseException) else None
+
+
+def exception_fields(r: Redactor, exc_info: Any, formatted: str) -> dict[str, Any]:
+    """`error_type` (the exception's class), `error` (its message, redacted, at most MAX_ERROR characters) and
+    `exception` (the traceback's tail: the most recent call and the exception line)."""
+    fields: dict[str, Any] = {}
+    error = _error_of(exc_info)
+    if error is not None:
+        kind = type(error)
+        fields["error_type"] = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        fields["error"] = r.text(str(error), MAX_ERROR)
+    fields["exception"] = bounded_traceback(r, error, formatted)
+    return fields
+
+
+def bounded_traceback(r: Redactor, error: BaseException | None, formatted: str) -> str:
+    """The traceback redacted and at most about MAX_TEXT characters: its tail (the most recent calls), then the
+    exception line(s) cut to MAX_ERROR, so a long message cannot push the most recent call out."""
+    only = "".join(traceback.format_exception_only(type(error), error)).rstrip("\n") if error is not None else ""
+    if only and formatted.endswith(only):
+        frames = formatted[:-len(only)].rstrip("\n")
+        return r.tail(frames, MAX_TEXT - MAX_ERROR) + "\n" + r.text(only, MAX_ERROR)
+    return r.tail(formatted)
 
 
 class TextFormatter(logging.Formatter):
@@ -137,7 +199,7 @@ class TextFormatter(logging.Formatter):
                           for k, v in record_fields(record).items() if v is not None)
         text = f"{when} {record.levelname} {record.name}: {_one_line(r.text(_message(record)))}" + (f" {fields}" if fields else "")
         if record.exc_info:  # indented, so no line of it (an exception's own message included) looks like an entry
-            text += "\n" + "\n".join("    " + line for line in r.text(self.formatException(record.exc_info)).splitlines())
+            text += "\n" + "\n".join("    " + line for line in bounded_traceback(r, _error_of(record.exc_info), self.formatException(record.exc_info)).splitlines())
         return text
 
 
@@ -204,7 +266,8 @@ def adopt_library_logger(logger: logging.Logger) -> None:
 class JsonLineStream(io.TextIOBase):
     """Stands in for sys.stdout / sys.stderr in a process whose every output line must be one JSON object (the
     dashboard server with LOG_FORMAT=json, whose output CloudWatch Logs Insights queries by field). A line that already
-    is a JSON object (our log handler's, an EMF document) passes through unchanged; any other non-blank line — text a
+    is a JSON object (our log handler's, an EMF document) stays that object, with every string in it redacted (printed
+    JSON is printed text: a key or a presigned URL in it goes); any other non-blank line — text a
     library prints instead of logging it (Streamlit's start-up and "Stopping..." lines, a raw traceback) — becomes an
     object of its own (`logger` "stdout" or "stderr", `level` INFO or WARNING), redacted like every log line; blank
     lines are dropped. Text is held until its newline, so a line printed in pieces (click's `nl=False`) is one object;
@@ -271,10 +334,11 @@ class JsonLineStream(io.TextIOBase):
             return None
         if text.startswith("{") and text.endswith("}"):
             try:
-                if isinstance(json.loads(text), dict):
-                    return text
+                document = json.loads(text)
             except ValueError:
-                pass
+                document = None
+            if isinstance(document, dict):  # redacted like any line: printed JSON is text someone printed
+                return json.dumps(self.formatter.redactor.json_value(document), ensure_ascii=False)
         record = logging.makeLogRecord({"name": self.stream_name, "levelname": self.level,
                                         "levelno": logging.getLevelName(self.level), "msg": _ANSI.sub("", text)})
         return self.formatter.format(record)
