@@ -109,6 +109,20 @@ def trim_to_language_limit(text: str, language: str, words: int = MAX_SUMMARY_WO
 SEO_LIMITS = {"seo_title": 70, "meta_description": 160, "alt_text": 125}
 SEO_LABELS = {"seo_title": "SEO title", "meta_description": "Meta description", "alt_text": "Alt text"}
 
+# A product title a person types in Review: at most 150 characters (Google Merchant Center's title limit, the
+# strictest of the feeds: pipeline/batches/feeds.py GOOGLE_LIMITS; Shopify takes 255). Over it is refused on save.
+MAX_TITLE_CHARACTERS = 150
+
+
+def title_problem(text: str) -> str | None:
+    """The sentence refusing a person's title over MAX_TITLE_CHARACTERS (counted as stored: ends stripped), or None."""
+    size = len((text or "").strip())
+    if size > MAX_TITLE_CHARACTERS:
+        return (f"The title has {size} characters; the limit is {MAX_TITLE_CHARACTERS} (what product feeds show). "
+                "Shorten it and save again.")
+    return None
+
+
 # Alt text describes what the photo shows; these are marketing, prices or calls to action, not description.
 _MARKETING = re.compile(
     r"\b(on sale|for sale|buy|buying|best|shop|shopping|order now|order today|sale|discount|deal|deals|cheap|affordable|bargain|offer|"

@@ -431,3 +431,27 @@ def test_a_refused_approve_in_the_one_item_view_says_the_typed_fields_saved_and_
     button(app, "Approve").click().run()
     assert [s.value for s in app.success] == ["Approved: 2 changes saved."] and not app.error
     assert store.get_item(items[2].id).review_status == "approved"
+
+
+def test_an_over_long_title_is_warned_while_typing_and_refused_on_save_in_the_grid_and_the_one_item_view(batch):
+    """A 17,999-character title typed in Review was saved; now 150 characters at most (the Google feed's title limit)."""
+    store, batch_id, items = batch
+    app = review_page()
+    app.toggle(key="grid-all-columns").set_value(True).run()
+    long = "x" * 17_999
+    sentence = "The title has 17999 characters; the limit is 150 (what product feeds show). Shorten it and save again."
+    edit_grid(app, app.session_state["grid-shown"], {0: {"Title": long}, 1: {"Title": "Blue shirt"}})
+    assert [shown(w.value) for w in app.warning if "title" in w.value] == [f"#1 SKU-0: {sentence}"]
+    button(app, "Save changes").click().run()
+    assert not app.exception, app.exception
+    assert [shown(e.value) for e in app.error] == [f"#1 SKU-0: {sentence}"]
+    assert [store.get_item(i.id).title for i in items[:2]] == ["Shirt 0", "Blue shirt"]
+    kept = [d.value for d in app.dataframe if "Your value" in d.value.columns]
+    assert kept and kept[0]["Your value"].tolist() == [long]
+
+    app.text_input(key=[t.key for t in app.text_input if t.label == "Title"][0]).input("y" * 151).run()
+    assert any("151 / 150 characters — too long" in c.value for c in app.caption)
+    app.button(key="focus-save").click().run()
+    assert [shown(e.value) for e in app.error] == [
+        "#1 SKU-0: The title has 151 characters; the limit is 150 (what product feeds show). Shorten it and save again."]
+    assert store.get_item(items[0].id).title == "Shirt 0"

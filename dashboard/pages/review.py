@@ -21,7 +21,7 @@ from pipeline.batches.review import (
 )
 from pipeline.admin.taxonomy import active_taxonomy
 from pipeline.models import ItemRecord
-from pipeline.wordlimit import MAX_SUMMARY_WORDS, count_words
+from pipeline.wordlimit import MAX_SUMMARY_WORDS, MAX_TITLE_CHARACTERS, count_words
 
 runtime = get_runtime()
 user = current_user(runtime)
@@ -157,6 +157,7 @@ def render_grid(batch_id: int, items: list[ItemRecord], key: str, all_columns: b
         "Caption": st.column_config.TextColumn("Caption", width=180),
         "Attributes": st.column_config.TextColumn("Attributes", width=130, help=" · ".join(schema.names()) + " (? = not in the list: check it)"),
         "Summary": st.column_config.TextColumn("Summary", width=200, help=f"At most {MAX_SUMMARY_WORDS} words"),
+        "Title": st.column_config.TextColumn("Title", help=f"At most {MAX_TITLE_CHARACTERS} characters"),
         "Notes": st.column_config.TextColumn("Notes", width=72, help="Required attributes still missing, photo-check warnings, or why the item failed"),
         "Required": st.column_config.TextColumn("Required", help="Attributes this item's category needs before it can be approved"),
         "Words to avoid": st.column_config.TextColumn("Words to avoid", help="The style guide's words to avoid in this item's text"),
@@ -324,7 +325,10 @@ def render_focus(items: list[ItemRecord], grid_edits: int) -> None:
     shown = shown_values(item)
     st.session_state["focus-shown"] = (item.id, shown)
     editable = item.status == "ok"
-    fields.text_input("Title", value=shown["Title"], key=field_key(item, "Title"), disabled=not editable)
+    title = fields.text_input("Title", value=shown["Title"], key=field_key(item, "Title"), disabled=not editable,
+                              help=f"At most {MAX_TITLE_CHARACTERS} characters")
+    if len((title or "").strip()) > MAX_TITLE_CHARACTERS:  # refused on save, as in the grid
+        fields.caption(f"{len((title or '').strip())} / {MAX_TITLE_CHARACTERS} characters — too long, shorten before saving")
     fields.text_area("Caption", value=shown["Caption"], key=field_key(item, "Caption"), height=80, disabled=not editable)
     flagged = set(attributes_to_review(item))
     columns = fields.columns(max(1, min(3, len(schema.names()))))

@@ -273,12 +273,15 @@ def changed_fields(item: ItemRecord, values: dict[str, Any], schema: AttributeSc
 
 
 def seo_problems(changes: dict[int, dict[str, Any]], labels: dict[int, str]) -> list[str]:
-    """Live check of edited SEO title / meta description / alt text (limits, alt text's marketing words), before saving;
-    the same sentences the store refuses such a save with."""
-    from pipeline.wordlimit import seo_problem
+    """Live check of edited titles (MAX_TITLE_CHARACTERS) and SEO title / meta description / alt text (limits, alt
+    text's marketing words), before saving; the same sentences the store refuses such a save with."""
+    from pipeline.wordlimit import seo_problem, title_problem
 
     problems = []
     for item_id, columns in changes.items():
+        problem = title_problem(str(columns["Title"] or "")) if "Title" in columns else None
+        if problem:
+            problems.append(f"{labels.get(item_id, item_id)}: {problem}")
         for column, name in SEO_COLUMNS.items():
             if column in columns:
                 problem = seo_problem(name, " ".join(str(columns[column] or "").split()))

@@ -698,6 +698,12 @@ def _apply_edit(item: ItemRecord, field: str, new_value: Any) -> tuple[str | Non
         raise ValueError(f"{field} cannot be edited")
     old = getattr(item, field)
     new = None if new_value is None else str(new_value).strip()
+    if field == "title":  # a person's title over the feeds' limit is refused, never cut (pipeline/wordlimit.py)
+        from pipeline.wordlimit import title_problem
+
+        problem = title_problem(new or "")
+        if problem:
+            raise BadInputError(problem)
     if field == "summary" and count_words(new or "") > MAX_SUMMARY_WORDS:
         raise BadInputError(f"The summary has {count_words(new or '')} words; the limit is {MAX_SUMMARY_WORDS}. Shorten it and save again.")
     if field == "review_status" and new not in ("pending", "approved", "rejected"):
