@@ -8,6 +8,7 @@ mutmut keeps its results there: a second run re-tests only the functions that ch
     python tests/support/mutation.py                  # every module below, one after the other
     python tests/support/mutation.py fetch export     # some of them (by file stem)
     python tests/support/mutation.py export --names 'pipeline.batches.export.x_escape_formula*'
+    python tests/support/mutation.py runner --tests tests/test_runner_rules.py tests/test_leases.py   # fast tests only
 
 Prints killed / survived / timeout / no tests per module and the surviving mutants' diffs
 (`.mutation/<module>/survivors.txt`), and writes `.mutation/scores.json`.
@@ -182,11 +183,11 @@ def run_in(module: str, work: Path, *, names: list[str], max_children: int) -> S
 
 
 def run_module(module: str, *, names: list[str], max_children: int, timeout_s: int, fresh: bool, quiet: bool,
-               retest_survivors: bool = False) -> Score:
+               retest_survivors: bool = False, tests: list[str] | None = None) -> Score:
     work = WORK / stem(module)
     if fresh:
         shutil.rmtree(work, ignore_errors=True)
-    prepare(module, work, MODULES[module], timeout_s)
+    prepare(module, work, tests or MODULES[module], timeout_s)
     if retest_survivors and not names:
         before = score(module, work)  # their earlier verdicts stand otherwise
         names = [*before.survivors, *before.untested, *before.unchecked]
@@ -215,14 +216,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=30, help="seconds one test may run under a mutant")
     parser.add_argument("--fresh", action="store_true", help="forget earlier results")
     parser.add_argument("--retest-survivors", action="store_true", help="run surviving and untested mutants again (after adding tests)")
+    parser.add_argument("--tests", nargs="*", default=[], help="test files to run instead of the module's list (one module only): "
+                        "a faster, partial measurement; changing the list makes mutmut forget the module's verdicts")
     args = parser.parse_args(argv)
     modules = [module_for(name) for name in args.modules] or list(MODULES)
     scores = {}
     for module in modules:
         result = run_module(module, names=args.names, max_children=args.max_children, timeout_s=args.timeout, fresh=args.fresh, quiet=False,
-                            retest_survivors=args.retest_survivors)
+                            retest_survivors=args.retest_survivors, tests=args.tests or None)
         scores[module] = {k: getattr(result, k) for k in ("killed", "survived", "timeout", "no_tests", "not_checked", "other")} | {
-            "survivors": list(result.survivors), "date": time.strftime("%Y-%m-%d"), "commit": _commit()}
+            "survivors": list(result.survivors), "date": time.strftime("%Y-%m-%d"), "commit": _commit(),
+            "tests": args.tests or MODULES[module], "names": args.names}
     WORK.mkdir(exist_ok=True)
     previous = json.loads((WORK / "scores.json").read_text()) if (WORK / "scores.json").exists() else {}
     (WORK / "scores.json").write_text(json.dumps(previous | scores, indent=2))
