@@ -93,3 +93,21 @@ def stages(make_settings, local_captioner):
     from pipeline.service import build_stages
 
     return build_stages(make_settings(), captioner=local_captioner)
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def store(request, tmp_path):
+    """Each test that asks for `store` runs on both stores: SQLite, and DynamoDB on moto (a file may define its own)."""
+    import boto3
+    from moto import mock_aws
+
+    from pipeline.store.dynamo_store import DynamoStore
+    from pipeline.store.sqlite_store import SqliteStore
+
+    if request.param == "sqlite":
+        yield SqliteStore(tmp_path / "store.sqlite3")
+        return
+    with mock_aws():
+        dynamo = DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "tagging-test")
+        dynamo.create_table()
+        yield dynamo

@@ -29,17 +29,6 @@ from pipeline.store.sqlite_store import SqliteStore
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 
 
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        yield SqliteStore(tmp_path / "store.sqlite3")
-        return
-    with mock_aws():
-        dynamo = DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "analytics-test")
-        dynamo.create_table()
-        yield dynamo
-
-
 def checks() -> PhotoChecks:
     return PhotoChecks(width=400, height=300, too_small=False, blur_score=120.5, blurry=False, brightness=130.0,
                        too_dark=False, too_bright=False, plain_background=True, white_background=True, dominant_colors=["red"])

@@ -8,10 +8,8 @@ import io
 import zipfile
 from pathlib import Path
 
-import boto3
 import numpy as np
 import pytest
-from moto import mock_aws
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 from pipeline.batches.review import filter_items, photo_warnings
@@ -25,7 +23,6 @@ from pipeline.ingest.sources import collect_sources
 from pipeline.models import IngestReport, SourceItem, SourceRef
 from pipeline.service import build_stages
 from pipeline.settings import Settings
-from pipeline.store.dynamo_store import DynamoStore
 from pipeline.store.sqlite_store import SqliteStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -236,17 +233,6 @@ def test_tag_page_lists_look_alikes_before_run_and_keeps_the_reuse_option_with_t
 
 
 # --- the run: flags, reuse, both stores -------------------------------------------------------------------------
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        yield SqliteStore(tmp_path / "store.sqlite3")
-        return
-    with mock_aws():
-        dynamo = DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "tagging-test")
-        dynamo.create_table()
-        yield dynamo
-
-
 def batch_of(store, tmp_path: Path, name: str, photos: dict[str, bytes]) -> int:
     folder = tmp_path / name
     folder.mkdir()

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 
-import boto3
 import openai
 import pytest
-from moto import mock_aws
 
 from pipeline.attributes import load_attribute_schema, map_answers
 from pipeline.errors import BadInputError, ConfigError, ServiceError, describe_error, usage_of
@@ -18,8 +16,6 @@ from pipeline.batches.runner import NormalizeOptions, Stages, run_batch
 from pipeline.service import fetch_limits
 from pipeline.settings import Settings
 from pipeline.store import LocalImageStore
-from pipeline.store.dynamo_store import DynamoStore
-from pipeline.store.sqlite_store import SqliteStore
 from pipeline.summarizers.openai_summarizer import OpenAISummarizer
 from support.images import jpeg_bytes
 from support.servers import FakeOpenAI, Reply
@@ -350,17 +346,6 @@ def replies_by_sku(request) -> Reply:
     if "quota" in sku:
         return Reply(status=429, error_code="insufficient_quota")
     return Reply(answer(), prompt_tokens=44, completion_tokens=4)
-
-
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        yield SqliteStore(tmp_path / "store.sqlite3")
-        return
-    with mock_aws():
-        dynamo = DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "tagging-test")
-        dynamo.create_table()
-        yield dynamo
 
 
 def stages_for(store, server: FakeOpenAI, tmp_path) -> Stages:

@@ -8,16 +8,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import boto3
 import openai
 import pytest
-from moto import mock_aws
 
 from pipeline.admin.taxonomy import activate_taxonomy, default_schema_text, parse_taxonomy, save_taxonomy
 from pipeline.batches.review import filter_items, grid_rows, missing_required, review_item, save_changes, set_review_status
 from pipeline.models import AttributeValue, CaptionResult, IngestReport, ItemResult, PhotoChecks, SourceItem, SourceRef, SummaryRequest, SummaryResult
-from pipeline.store.dynamo_store import DynamoStore
-from pipeline.store.sqlite_store import SqliteStore
 from pipeline.summarizers.openai_batch import OpenAIBatchSummarizer
 from pipeline.summarizers.openai_summarizer import OpenAISummarizer
 from support.images import jpeg_bytes
@@ -34,17 +30,6 @@ def taxonomy_text() -> str:
 
 
 SCHEMA = parse_taxonomy(taxonomy_text())
-
-
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        yield SqliteStore(tmp_path / "t.db")
-        return
-    with mock_aws():
-        dynamo = DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "tagging-test")
-        dynamo.create_table()
-        yield dynamo
 
 
 def tagged(store, tmp_path: Path, answers: list[dict[str, str]]):

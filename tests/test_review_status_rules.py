@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import json
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from pipeline.admin.taxonomy import default_schema_text, parse_taxonomy
 from pipeline.batches.export import filter_items as export_items
 from pipeline.batches.review import review_item, save_changes, set_review_status
 from pipeline.models import AttributeValue, CaptionResult, IngestReport, ItemResult, PhotoChecks, SourceItem, SourceRef, SummaryResult
-from pipeline.store.dynamo_store import DynamoStore
-from pipeline.store.sqlite_store import SqliteStore
 
 
 def schema_requiring_color():
@@ -27,17 +23,6 @@ def schema_requiring_color():
 SCHEMA = schema_requiring_color()
 MAROONISH = ('Not approved: the taxonomy requires color ("maroonish" is not an allowed value) for every item. '
              "Set it to one of the allowed values, then approve.")
-
-
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        yield SqliteStore(tmp_path / "t.db")
-        return
-    with mock_aws():
-        dynamo = DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "tagging-test")
-        dynamo.create_table()
-        yield dynamo
 
 
 @pytest.fixture

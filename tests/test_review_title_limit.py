@@ -3,30 +3,15 @@ over it is refused with a sentence, never cut, in both stores (a 17,999-characte
 
 from __future__ import annotations
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from pipeline.attributes import load_attribute_schema
 from pipeline.batches.feeds import GOOGLE_LIMITS
 from pipeline.batches.review import save_changes, seo_problems
 from pipeline.models import CaptionResult, IngestReport, ItemResult, PhotoChecks, SourceItem, SourceRef, SummaryResult
-from pipeline.store.dynamo_store import DynamoStore
-from pipeline.store.sqlite_store import SqliteStore
 from pipeline.wordlimit import MAX_TITLE_CHARACTERS
 
 SCHEMA = load_attribute_schema()
-
-
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        yield SqliteStore(tmp_path / "t.db")
-        return
-    with mock_aws():
-        dynamo = DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "tagging-test")
-        dynamo.create_table()
-        yield dynamo
 
 
 @pytest.fixture

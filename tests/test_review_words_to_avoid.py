@@ -6,30 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from pipeline.admin.brand import clean_style_guide
 from pipeline.attributes import load_attribute_schema
 from pipeline.batches.review import avoided_words, current_style_guide, grid_rows, review_item, save_changes, style_problems
 from pipeline.models import CaptionResult, IngestReport, ItemResult, PhotoChecks, SourceItem, SourceRef, SummaryResult
-from pipeline.store.dynamo_store import DynamoStore
-from pipeline.store.sqlite_store import SqliteStore
 from support.images import jpeg_bytes
 
 SCHEMA = load_attribute_schema()
-
-
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        yield SqliteStore(tmp_path / "t.db")
-        return
-    with mock_aws():
-        dynamo = DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "tagging-test")
-        dynamo.create_table()
-        yield dynamo
 
 
 def tagged(store, tmp_path: Path, languages: tuple[str, ...] = ()):

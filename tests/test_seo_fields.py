@@ -13,10 +13,8 @@ import json
 import sqlite3
 from pathlib import Path
 
-import boto3
 import openai
 import pytest
-from moto import mock_aws
 
 from pipeline.admin.costs import Assumptions
 from pipeline.attributes import load_attribute_schema
@@ -29,7 +27,6 @@ from pipeline.models import (
     AttributeValue, CaptionResult, IngestReport, ItemResult, PhotoChecks, SourceItem, SourceRef, SummaryRequest, SummaryResult,
 )
 from pipeline.service import build_stages
-from pipeline.store.dynamo_store import DynamoStore
 from pipeline.store.sqlite_store import SqliteStore
 from pipeline.summarizers.offline import OfflineSummarizer, seo_fields
 from pipeline.summarizers.openai_summarizer import SEO_PROMPT, SYSTEM_PROMPT, OpenAISummarizer
@@ -286,17 +283,6 @@ def tagged(store, tmp_path: Path, **seo):
                                           checks=checks, word_count=2,
                                           summary=SummaryResult("A tee.", "Tee", [], {}, "gpt-4o", False, **(SEO | seo))), [])
     return store.get_item(item.id)
-
-
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        yield SqliteStore(tmp_path / "t.db")
-        return
-    with mock_aws():
-        dynamo = DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "tagging-test")
-        dynamo.create_table()
-        yield dynamo
 
 
 def test_both_stores_keep_edit_and_refuse_over_the_limit(store, tmp_path):

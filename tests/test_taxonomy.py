@@ -11,11 +11,9 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
-import boto3
 import openai
 import pytest
 import streamlit as st
-from moto import mock_aws
 from streamlit.testing.v1 import AppTest
 
 from dashboard.text import shown
@@ -46,17 +44,6 @@ def taxonomy(*, sleeve_question: str = "How long are the sleeves?", color_requir
                                "vocabulary": ["short", "long", "sleeveless"], "synonyms": {"long sleeves": "long"}})
     data["categories"] = {"shirt": {"attributes": ["color", "sleeve"], "required": ["sleeve"]}}  # no pattern/material/style
     return data
-
-
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        yield SqliteStore(tmp_path / "store.sqlite3")
-        return
-    with mock_aws():
-        dynamo = DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "tagging-test")
-        dynamo.create_table()
-        yield dynamo
 
 
 # Store contract ---------------------------------------------------------------------------------------
