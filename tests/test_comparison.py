@@ -222,3 +222,18 @@ def test_admin_page_compares_a_batch_shows_text_literally_and_refuses_non_admins
     refused.switch_page("pages/compare.py").run()
     assert [e.value for e in refused.error] == ["This page is for admins. Ask an admin if you need access."]
     assert not refused.button and not refused.dataframe
+
+
+def test_a_deployment_without_endpoint_refuses_the_comparison_in_one_sentence_before_any_call(tmp_path):
+    """ENDPOINT_ENABLED=false (profile own-alb-ipv6-batch): there is no BLIP-2 endpoint to caption the sample photo by
+    photo, so the comparison says so instead of failing every photo against an endpoint that does not exist."""
+    from pipeline.batches.comparison import captioners_to_compare
+    from pipeline.errors import ConfigError
+    from pipeline.settings import Settings
+
+    settings = Settings(_env_file=None, data_dir=tmp_path, captioner="sagemaker", endpoint_enabled=False, openai_api_key="sk-test")
+    with pytest.raises(ConfigError, match=r"ENDPOINT_ENABLED=false\), so the comparison cannot caption its sample with BLIP-2\.$"):
+        captioners_to_compare(settings, store=None)
+    # with an endpoint, the same settings build both sides (no AWS call is made to build them)
+    runs = captioners_to_compare(Settings(_env_file=None, data_dir=tmp_path, captioner="sagemaker", openai_api_key="sk-test"), store=None)
+    assert [run.label.split(" ")[0] for run in runs] == ["sagemaker", "vision"]

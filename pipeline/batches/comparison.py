@@ -241,12 +241,14 @@ def captioners_to_compare(settings, store, current=None) -> list[CaptionerRun]:
     CAPTIONER=openai-vision, the other side is the local model (CAPTION_MODEL). `current`: the
     configured captioner already built (the dashboard's or the CLI's), so a local model is not
     loaded a second time."""
-    from pipeline.captioners import make_captioner
+    from pipeline.captioners import make_captioner, photo_by_photo_problem
     from pipeline.captioners.local import LocalCaptioner
     from pipeline.captioners.openai_vision import OpenAIVisionCaptioner
 
     if settings.openai_api_key is None:
         raise ConfigError("The comparison needs OPENAI_API_KEY for the vision model (OPENAI_VISION_MODEL).")
+    if (problem := photo_by_photo_problem(settings)) is not None:  # the sample is captioned photo by photo
+        raise ConfigError(f"{problem}, so the comparison cannot caption its sample with BLIP-2.")
     vision = OpenAIVisionCaptioner.from_settings(settings)
     if settings.captioner == "openai-vision":
         first = CaptionerRun(f"local {settings.caption_model}", LocalCaptioner(settings.caption_model, max_new_tokens=settings.max_new_tokens))
