@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from pipeline.errors import UserFacingError
+from pipeline.terminal import one_line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,14 +135,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "make-test-model":
             from pipeline.testmodel import make_test_model
 
-            print(f"wrote {make_test_model(args.directory)}")
+            print(f"wrote {one_line(make_test_model(args.directory))}")
             return 0
     except ValidationError as exc:
-        first = exc.errors()[0]
-        print(f"error: setting {'.'.join(str(p) for p in first['loc']).upper()}: {first['msg']}", file=sys.stderr)
+        from pipeline.settings import settings_problem
+
+        print(f"error: {one_line(settings_problem(exc))}", file=sys.stderr)
         return 2
-    except UserFacingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except UserFacingError as exc:  # its sentence may quote a file name, a URL or a SKU: one printable line
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished items are saved; run again with --resume to continue", file=sys.stderr)
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python would complain at exit flushing stdout
         return 0
     except Exception as exc:  # never a traceback for a person
-        print(f"error: {plain_problem(exc)}", file=sys.stderr)
+        print(f"error: {one_line(plain_problem(exc))}", file=sys.stderr)
         return 2
     return 0
 
@@ -228,8 +230,10 @@ def tag_command(args: argparse.Namespace) -> int:
     refuse_out_in_store(args.out, settings)  # before the store opens: the report must never replace it
     no_photo_by_photo = photo_by_photo_problem(settings)  # ENDPOINT_ENABLED=false with a SageMaker captioner: jobs only
     if no_photo_by_photo is not None and args.job == "never":  # before anything is staged or recorded
-        raise UserFacingError(f"--job never cannot run here: {no_photo_by_photo[0].lower()}{no_photo_by_photo[1:]}; "
-                              "use --job auto or always (a batch transform job), or --captioner local.")
+        instead = ("use --job auto or always (a batch transform job), or --captioner local" if settings.sagemaker_transform_s3
+                   else "batch transform jobs would need SAGEMAKER_TRANSFORM_S3, which is not set: set it and use --job auto, "
+                        "or use --captioner local (or openai-vision)")
+        raise UserFacingError(f"--job never cannot run here: {no_photo_by_photo[0].lower()}{no_photo_by_photo[1:]}; {instead}.")
     if no_photo_by_photo is not None and not settings.sagemaker_transform_s3:
         raise UserFacingError(f"{no_photo_by_photo}, and batch jobs need SAGEMAKER_TRANSFORM_S3, which is not set: "
                               "nothing can caption these photos (set it, or use --captioner local).")
@@ -266,11 +270,12 @@ def tag_command(args: argparse.Namespace) -> int:
     if args.resume is None or args.reuse_near_duplicates is not None:  # issue 19: a resumed batch keeps its own unless told
         reuse = settings.reuse_near_duplicates if args.reuse_near_duplicates is None else args.reuse_near_duplicates
         stages.store.set_reuse_near_duplicates(batch.id, reuse)
-    print(f"batch {batch.id}: {batch.name} ({batch.total} items)", file=sys.stderr)
+    # names of files, zip members, URLs: one printable line each, so none forges a line or drives the terminal
+    print(f"batch {batch.id}: {one_line(batch.name)} ({batch.total} items)", file=sys.stderr)
     for notice in batch.notices:
-        print(f"note: {notice}", file=sys.stderr)
+        print(f"note: {one_line(notice)}", file=sys.stderr)
     for notice in look_alikes:  # the Tag page's near-duplicate list, before anything runs
-        print(f"note: {notice}", file=sys.stderr)
+        print(f"note: {one_line(notice)}", file=sys.stderr)
 
     to_process = len(stages.store.items_to_process(batch.id, retry_failed=args.retry_failed))
     transform = build_transform_runner(settings, stages) if args.job != "never" else None
@@ -282,7 +287,7 @@ def tag_command(args: argparse.Namespace) -> int:
     else:
         readiness = captioner_readiness(stages.captioner)
         if readiness is not None and not readiness.ready:
-            print(f"note: {readiness.message}", file=sys.stderr)
+            print(f"note: {one_line(readiness.message)}", file=sys.stderr)
         # said before the progress bar starts, so each is a line of its own
         if args.cheapest and stages.batch_summarizer is not None and stages.batch_summarizer.wanted(batch.id, to_process, cheapest=True):
             print("summaries through OpenAI's Batch API once every photo is captioned: half the price, within 24 h "
@@ -319,28 +324,34 @@ def endpoint_command(args: argparse.Namespace) -> int:
     from pipeline.settings import Settings
 
     settings = Settings()
+    if args.action == "status" and not settings.endpoint_enabled:  # no endpoint to ask AWS about
+        from pipeline.admin.endpoint import NO_ENDPOINT
+
+        print(NO_ENDPOINT)
+        return 0
     control = EndpointController.from_settings(settings, open_store(settings), endpoint_url=args.endpoint_url)
     actor = Actor(f"{_user()} (cli)", True)
     if args.action == "status":
         status = control.status()
-        print(f"{status.name} ({status.mode}): {status.state}"
+        print(one_line(f"{status.name} ({status.mode}): {status.state}"
               + (f", {status.instance_count} × {status.instance_type}" if status.instance_type else "")
               + (f", since {status.since:%Y-%m-%d %H:%M} UTC" if status.since else "")
-              + (f", last invocation {status.last_invocation:%Y-%m-%d %H:%M} UTC" if status.last_invocation else ", no invocations on record"))
+              + (f", last invocation {status.last_invocation:%Y-%m-%d %H:%M} UTC" if status.last_invocation else ", no invocations on record")))
         if status.detail:
-            print(status.detail)
+            print(one_line(status.detail))
         return 0
     if args.action == "autostop":
         result = control.autostop(args.idle_minutes or settings.autostop_idle_minutes, Actor("autostop", True))
     else:
         result = getattr(control, args.action)(actor)
-    print(f"{result.action}: {result.result}. {result.message}")
+    print(one_line(f"{result.action}: {result.result}. {result.message}"))
     return 1 if result.result == "refused" else 0
 
 
 # The estimator's numbers, bounded as the Admin page's "What if…" form bounds the same inputs (dashboard/pages/admin.py
 # render_estimator); --languages: at most the extra summary languages offered (pipeline/admin/brand.py, English always).
-ESTIMATE_BOUNDS = {"images_per_month": ("--images-per-month", 1, None), "working_days": ("--working-days", 1, 31),
+MAX_IMAGES_PER_MONTH = 100_000_000  # far past any break-even (the estimator compares up to 1,000,000)
+ESTIMATE_BOUNDS = {"images_per_month": ("--images-per-month", 1, MAX_IMAGES_PER_MONTH), "working_days": ("--working-days", 1, 31),
                    "hours_per_day": ("--hours-per-day", 1, 24), "batches_per_month": ("--batches-per-month", 1, 1000),
                    "max_latency_s": ("--max-latency-s", 1, 86_400), "extra_languages": ("--languages", 0, None)}
 MAX_CONCURRENCY = 64  # tag --concurrency and CONCURRENCY (Settings.concurrency's bound)
@@ -448,7 +459,7 @@ def export_command(args: argparse.Namespace) -> int:
     exported = export_file(args.export_format, items, schema,
                            name=f"batch-{batch.id}-{args.items}", excel_bom=args.excel and args.export_format == "report")
     for notice in exported.notices:
-        print(f"note: {notice}", file=sys.stderr)
+        print(f"note: {one_line(notice)}", file=sys.stderr)
     if to_stdout:
         sys.stdout.buffer.write(exported.data)
         sys.stdout.flush()
@@ -457,7 +468,7 @@ def export_command(args: argparse.Namespace) -> int:
             out.write_bytes(exported.data)
         except OSError as exc:
             raise UserFacingError(f"Could not write {out}: {exc.strerror or type(exc).__name__}.") from exc
-    print(f"{exported.rows} row{'s' * (exported.rows != 1)} written to {'standard output' if to_stdout else out}",
+    print(f"{exported.rows} row{'s' * (exported.rows != 1)} written to {'standard output' if to_stdout else one_line(out)}",
           file=sys.stderr if to_stdout else sys.stdout)
     return 0
 
@@ -488,18 +499,18 @@ def compare_command(args: argparse.Namespace) -> int:
         return 0
     print(f"Batch {comparison.batch_id}: {len(comparison.rows)} photo(s) captioned by each captioner; the items are unchanged.")
     for row in report_table(comparison):
-        print("\n".join(f"  {key}: {value}" for key, value in row.items()))
+        print("\n".join(f"  {key}: {one_line(value)}" for key, value in row.items()))
         print()
     for report in comparison.reports:
-        print(f"{report.label}: cost: {report.cost_basis} Acceptance: {report.acceptance_note}")
+        print(one_line(f"{report.label}: cost: {report.cost_basis} Acceptance: {report.acceptance_note}"))
     for note in comparison.notes:
-        print(f"note: {note}", file=sys.stderr)
+        print(f"note: {one_line(note)}", file=sys.stderr)
     print()
-    for row in comparison.rows:
-        print(f"#{row.seq + 1} {row.source}: stored caption: {row.stored_caption or '(none)'}")
+    for row in comparison.rows:  # file names and the models' captions: one printable line each
+        print(f"#{row.seq + 1} {one_line(row.source)}: stored caption: {one_line(row.stored_caption or '(none)')}")
         for report in comparison.reports:
             said = row.captions.get(report.label)
-            print(f"  {report.label}: {said if said is not None else 'failed: ' + row.errors.get(report.label, '')}")
+            print(f"  {one_line(report.label)}: {one_line(said if said is not None else 'failed: ' + row.errors.get(report.label, ''))}")
     return 0
 
 

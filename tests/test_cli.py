@@ -485,3 +485,99 @@ def test_output_into_a_closed_pipe_is_no_error():
     process.stdout.close()  # the reader is gone before the first line is written
     errors = process.stderr.read().decode()
     assert process.wait(timeout=120) == 0 and errors == "", errors
+
+
+# Review round (FIXLOG): user text on the terminal, settings sentences, no-endpoint deployments, estimate bounds -------
+def _cli_env(monkeypatch, tmp_path, tiny_model=None, **extra):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    values = {"DATA_DIR": str(tmp_path / "data"), "CAPTIONER": "local", "SUMMARIZER": "offline", "MAX_NEW_TOKENS": "6", **extra}
+    if tiny_model is not None:
+        values["CAPTION_MODEL"] = str(tiny_model)
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+
+
+def test_file_names_echoed_by_tag_cannot_forge_lines_or_drive_the_terminal(tmp_path, tiny_model, monkeypatch, capsys):
+    """Review item 6: zip member names went raw into `note:` lines: a newline forged a `note:` line, ANSI / OSC escapes
+    (7-bit and the one-byte C1 CSI) reached the terminal, U+202E showed `gpj.exe` reversed. Look-alike notices (three
+    copies of one photo), the rejected-file notice and the batch line all carry the names."""
+    from pipeline.cli import main
+
+    _cli_env(monkeypatch, tmp_path, tiny_model)
+    photo = jpeg_bytes(seed=4)
+    names = ["evil\nnote: FAKE all clear.jpg", "\x1b[31mred\x1b[0m\x1b]0;pwned\x07.jpg", "ملف\u202egpj.exe.jpg",
+             "zero\u200bwidth\u2028sep.jpg"]
+    archive = tmp_path / "hostile\r\nbatch 99: x.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name in names:
+            zf.writestr(name, photo)
+        zf.writestr("bad\x9b2J\x85name.txt", b"not a photo")
+    assert main(["tag", str(archive), "--out", str(tmp_path / "r.csv")]) == 0
+    err = capsys.readouterr().err
+    for raw in ("\x1b", "\x9b", "\x85", "\x07", "\u202e", "\u200b", "\u2028", "\r\n"):
+        assert raw not in err, (raw, err)
+    lines = err.split("\n")
+    assert not any(line.startswith(("note: FAKE", "batch 99")) for line in lines), err
+    notes = [line for line in lines if line.startswith("note: ")]
+    assert any("evil\\nnote: FAKE all clear.jpg" in line and "\\u202egpj.exe.jpg" in line and "\\x1b]0;pwned\\x07" in line
+               for line in notes), notes
+    assert any("bad\\x9b2J\\x85name.txt" in line for line in notes), notes
+    assert any(line.startswith("batch 1: hostile\\r\\nbatch 99: x.zip") for line in lines), err
+
+    missing = tmp_path / "gone\n\x1b[2Jerror: fake.jpg"
+    assert main(["tag", str(missing), "--out", str(tmp_path / "r.csv")]) == 2
+    [line] = capsys.readouterr().err.strip().split("\n")
+    assert line.startswith("error: Not found: ") and "gone\\n\\x1b[2Jerror: fake.jpg" in line
+
+
+def test_a_settings_rule_across_variables_is_one_sentence_on_the_cli(tmp_path, monkeypatch, capsys):
+    """Review item 5: was `error: setting : Value error, STORE=dynamodb needs IMAGE_BUCKET…`."""
+    from pipeline.cli import main
+
+    _cli_env(monkeypatch, tmp_path, STORE="dynamodb")
+    monkeypatch.delenv("IMAGE_BUCKET", raising=False)
+    assert main(["estimate", "--images-per-month", "1000"]) == 2
+    assert capsys.readouterr().err == "error: STORE=dynamodb needs IMAGE_BUCKET: every task must see the same photos.\n"
+
+
+def test_job_never_without_endpoint_or_transform_bucket_says_what_to_set(tmp_path, monkeypatch, capsys):
+    """Review item 9: the refusal advised `--job auto or always`, which then fails without SAGEMAKER_TRANSFORM_S3."""
+    from pipeline.cli import main
+
+    _cli_env(monkeypatch, tmp_path, CAPTIONER="sagemaker", ENDPOINT_ENABLED="false")
+    monkeypatch.delenv("SAGEMAKER_TRANSFORM_S3", raising=False)
+    image = tmp_path / "a.jpg"
+    image.write_bytes(jpeg_bytes())
+    assert main(["tag", str(image), "--out", str(tmp_path / "r.csv"), "--job", "never"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "SAGEMAKER_TRANSFORM_S3, which is not set: set it and use --job auto" in line and "--captioner local" in line
+    assert "use --job auto or always" not in line
+    assert not (tmp_path / "data" / "pipeline.sqlite3").exists()  # nothing staged
+
+
+def test_endpoint_commands_with_no_endpoint_in_the_deployment_say_so_and_call_no_aws(tmp_path, monkeypatch, capsys):
+    """Review item 9: ENDPOINT_ENABLED=false: status is one line, stop and autostop have nothing to do; all exit 0, and no
+    AWS call (AWS_ENDPOINT_URL and --endpoint-url point at a closed port: a call would end in `error: Could not reach`)."""
+    from pipeline.admin.endpoint import NO_ENDPOINT
+    from pipeline.cli import main
+
+    _cli_env(monkeypatch, tmp_path, ENDPOINT_ENABLED="false", AWS_ENDPOINT_URL="http://127.0.0.1:9")
+    assert main(["endpoint", "status", "--endpoint-url", "http://127.0.0.1:9"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == NO_ENDPOINT + "\n" and captured.err == ""
+    for action in ("stop", "autostop"):
+        assert main(["endpoint", action, "--endpoint-url", "http://127.0.0.1:9"]) == 0
+        captured = capsys.readouterr()
+        assert captured.out == f"{action}: nothing to do. {NO_ENDPOINT}\n" and captured.err == "", captured
+
+
+def test_estimate_images_per_month_has_an_upper_bound(tmp_path, monkeypatch, capsys):
+    """Review item 9: 99999999999999999999 images a month was priced."""
+    from pipeline.cli import main
+
+    _cli_env(monkeypatch, tmp_path)
+    assert main(["estimate", "--images-per-month", "99999999999999999999"]) == 2
+    assert capsys.readouterr().err == ("error: --images-per-month must be from 1 to 100,000,000 "
+                                       "(got 99,999,999,999,999,999,999).\n")
+    assert main(["estimate", "--images-per-month", "100000000", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["scenarios"]

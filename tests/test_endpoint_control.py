@@ -193,3 +193,18 @@ def test_cli_status_stop_start_against_a_moto_server(tmp_path, monkeypatch):
         assert [(e.who, e.result) for e in reversed(audit)] == [("ops (cli)", "stopped"), ("ops (cli)", "started")]
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("mode", ["realtime", "async"])
+def test_without_an_endpoint_stop_and_autostop_have_nothing_to_do_and_call_no_aws(store, mode):
+    """ENDPOINT_ENABLED=false (review item 9): no clients at all, so any AWS call would raise KeyError; stop is audited."""
+    from pipeline.admin.endpoint import NO_ENDPOINT
+
+    control = EndpointController(endpoint_name=NAME, mode=mode, clients={}, store=store, warmup_minutes=10, enabled=False)
+    stopped = control.stop(Actor("ana", True))
+    assert (stopped.action, stopped.result, stopped.message) == ("stop", "nothing to do", NO_ENDPOINT)
+    idle = control.autostop(30)
+    assert (idle.action, idle.result, idle.message) == ("autostop", "nothing to do", NO_ENDPOINT)
+    assert [(e.action, e.result) for e in store.audit_log(limit=5)] == [("stop", "nothing to do")]
+    with pytest.raises(NotAllowed):  # still admins only
+        control.stop(Actor("bob", False))

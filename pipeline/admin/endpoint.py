@@ -257,6 +257,8 @@ class EndpointController:
 
     def stop(self, actor: Actor, *, action: str = "stop", reason: str = "") -> ActionResult:
         self._check_admin(actor, action)
+        if not self.enabled:  # nothing can be running: say so without an AWS call (the stack grants none)
+            return self._record(actor, action, "nothing to do", NO_ENDPOINT)
         status = self.status()
         suffix = f" ({reason})" if reason else ""
         if self.mode == "async":
@@ -281,6 +283,8 @@ class EndpointController:
 
     def autostop(self, idle_minutes: float, actor: Actor = Actor("autostop", True)) -> ActionResult:
         """Stop when nothing was invoked for `idle_minutes` (since start, if never invoked). Meant for a schedule."""
+        if not self.enabled:
+            return ActionResult("autostop", "nothing to do", NO_ENDPOINT)
         status = self.status()
         if status.state != "in_service":
             return ActionResult("autostop", "already stopped" if status.state in ("stopped", "not_deployed") else "kept running",
