@@ -23,6 +23,7 @@ only: asking it for another language is refused before the batch starts (`check_
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any
 
 from pipeline.errors import BadInputError, ConfigError, StyleGuideConflict  # noqa: F401 (the stores raise it; pages import it here)
@@ -106,12 +107,55 @@ def _avoid_pattern(word: str) -> str:
     return f"(?<!{_SPACED_WORD_CHAR})" + r"\s+".join(parts) + f"(?!{_SPACED_WORD_CHAR})"
 
 
+def _folded(text: str) -> tuple[str, list[int], list[int]]:
+    """`text` as words to avoid are compared: NFKC (full-width ＣＨＥＡＰ is CHEAP, a decomposed é is é), casefolded,
+    without invisible format characters (a zero-width space inside "che\u200bap"). With, for each folded character,
+    where the original character cluster it came from starts and ends, so a match can be cut out of the original."""
+    clusters: list[tuple[int, int]] = []
+    for i, char in enumerate(text):
+        category = unicodedata.category(char)
+        if clusters and (category == "Cf" or category.startswith("M")):  # a mark or a format character joins its base
+            clusters[-1] = (clusters[-1][0], i + 1)
+        else:
+            clusters.append((i, i + 1))
+    folded: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    for start, end in clusters:
+        visible = "".join(c for c in text[start:end] if unicodedata.category(c) != "Cf")
+        for char in unicodedata.normalize("NFKC", visible).casefold():
+            folded.append(char)
+            starts.append(start)
+            ends.append(end)
+    return "".join(folded), starts, ends
+
+
+def _fold(word: str) -> str:
+    return _folded(word)[0]
+
+
 def banned_words_in(text: str, guide: StyleGuide | None) -> list[str]:
     """The words to avoid that `text` contains, any case, in the guide's order: whole words / phrases in scripts
-    written with spaces; anywhere in the text for a word in a script written without them (Japanese, Chinese, Thai)."""
+    written with spaces; anywhere in the text for a word in a script written without them (Japanese, Chinese, Thai).
+    Both sides compared folded (`_folded`): full-width letters, decomposed accents and zero-width characters hide nothing."""
     if guide is None or not guide.avoid or not text:
         return []
-    return [word for word in guide.avoid if re.search(_avoid_pattern(word), text, flags=re.IGNORECASE)]
+    folded = _fold(text)
+    return [word for word in guide.avoid if _fold(word).strip() and re.search(_avoid_pattern(_fold(word)), folded)]
+
+
+def _cut(text: str, word: str, replacement: str) -> str:
+    """`text` with each match of `word` (and a comma right after it) replaced, found on the folded text and cut out
+    of the original by the positions `_folded` keeps."""
+    folded, starts, ends = _folded(text)
+    spans = [(starts[m.start()], ends[m.end() - 1]) for m in re.finditer(_avoid_pattern(_fold(word)) + r"(?:\s*,)?", folded)
+             if m.end() > m.start()]
+    limit = len(text)
+    for start, end in reversed(spans):
+        if end <= limit:  # two matches in one character cluster (a ligature): cut once
+            text = text[:start] + replacement + text[end:]
+            limit = start
+    return text
 
 
 def without_avoided(text: str, guide: StyleGuide | None) -> str:
@@ -125,7 +169,7 @@ def without_avoided(text: str, guide: StyleGuide | None) -> str:
         if not found:
             break
         for word in found:
-            text = re.sub(_avoid_pattern(word) + r"(?:\s*,)?", "" if _UNSPACED_CHAR.search(word) else " ", text, flags=re.IGNORECASE)
+            text = _cut(text, word, "" if _UNSPACED_CHAR.search(_fold(word)) else " ")
         text = re.sub(r"(?<!\S)-+|-+(?!\S)", " ", text)  # "cheap-looking" -> "looking", not "-looking"
         text = " ".join(text.split())
         text = re.sub(r"\s+([,.;:!?])", r"\1", text)
