@@ -630,3 +630,16 @@ def test_the_template_seo_fields_leave_out_a_word_to_avoid_from_the_caption(serv
     server.state.default = Reply(answer())
     result, _ = outcome(server, request(caption="a budget pair of red sneakers", style=GUIDE))
     assert result.alt_text == "A pair of red sneakers" and "budget" not in result.alt_text.lower()
+
+
+def test_a_batch_answer_without_an_attribute_its_category_requires_is_asked_again(server):
+    from pipeline.attributes import CategoryRule
+
+    strict = SCHEMA.model_copy(update={"categories": {"sneakers": CategoryRule(required=["color"])}})
+    summarizer = summarizer_for(server).with_schema(strict)
+    sneakers = request(attributes=map_answers(strict, {"category": "sneakers", "color": "red"}))
+    server.state.default = Reply(answer(attributes={"category": "sneakers", "color": "red"}))
+    result = summarizer.summarize_answer(sneakers, completion(answer(attributes={"category": "sneakers"})), "gpt-4o", BATCH_USAGE)
+    assert len(server.state.requests) == 1  # the colour the category requires was null: asked again in real time
+    sent = server.state.requests[0]["response_format"]["json_schema"]["schema"]["$defs"]["ProductAttributes"]["properties"]["color"]
+    assert "anyOf" not in sent and result.attributes["color"] == "red"
