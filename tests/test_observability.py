@@ -704,7 +704,8 @@ def test_json_line_stream_turns_printed_text_into_redacted_objects_and_passes_js
     stream.close()
     rows = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [row.get("message") for row in rows] == ["URL: http://h/p.jpg?[query removed]", None, "key [redacted]"]
-    assert rows[1] == {"_aws": {}, "x": 1} and {rows[0]["logger"], rows[2]["level"]} == {"stdout", "INFO"}
+    assert rows[1] == {"_aws": {}, "x": 1, "printed_to": "stdout"} and {rows[0]["logger"], rows[2]["level"]} == {"stdout", "INFO"}
+    assert rows[0]["printed_to"] == rows[2]["printed_to"] == "stdout"
     assert not out.closed  # the real stream stays usable
 
 
@@ -1060,8 +1061,33 @@ def test_json_printed_by_anyone_is_redacted_at_every_depth_and_emf_stays_valid_e
     assert printed["message"] == "key [redacted]" and printed["nested"]["list"] == ["[redacted]", 3, None, True]
     assert printed["nested"]["url"] == "https://b.s3.amazonaws.com/p.jpg?[query removed]"
     assert printed["password"] == printed["AWS_SECRET_ACCESS_KEY"] == "[redacted]"
-    assert metric == emf and metric["OpenAiInputTokens"] == 123  # a metric named …Tokens keeps its number
+    assert metric == {**emf, "printed_to": "stdout"} and metric["OpenAiInputTokens"] == 123  # …Tokens keeps its number
     assert_emf(metric)
+    assert printed["printed_to"] == "stdout"  # a forged event is told apart from ours (next test)
+
+
+def test_our_own_log_and_emf_lines_pass_the_stand_in_and_only_printed_objects_are_marked(unconfigure, monkeypatch):
+    """Review item 3, forging: with the stand-ins in place (dashboard/serve.py), our handlers write past them, so a JSON
+    object someone prints, shaped like an item event, carries `printed_to` and a real event does not."""
+    from pipeline.observability.logs import JsonLineStream, Redactor
+
+    real = io.StringIO()
+    stand_in = JsonLineStream(real, "stderr", "WARNING", Redactor([API_KEY]))
+    monkeypatch.setattr(sys, "stderr", stand_in)
+    configure_logging("INFO", "json")
+    configure_metrics("emf")
+    logging.getLogger("pipeline.items").info("stage", extra={"batch_id": 1, "item_id": 2, "stage": "save", "outcome": "ok"})
+    metrics.count("ItemsOk", 1)
+    print(json.dumps({"level": "INFO", "logger": "pipeline.items", "message": "stage", "batch_id": 1, "item_id": 3,
+                      "stage": "save", "outcome": "ok"}), file=sys.stderr)
+    stand_in.close()
+    rows = [json.loads(line) for line in real.getvalue().splitlines()]
+    ours = [row for row in rows if row.get("item_id") == 2]
+    forged = [row for row in rows if row.get("item_id") == 3]
+    assert len(ours) == 1 and "printed_to" not in ours[0]
+    assert len(forged) == 1 and forged[0]["printed_to"] == "stderr"
+    [emf] = [row for row in rows if "_aws" in row]
+    assert emf["ItemsOk"] == 1 and "printed_to" not in emf
 
 
 def test_a_settings_error_before_the_server_starts_is_one_json_object_under_log_format_json(monkeypatch, capsys):

@@ -224,7 +224,7 @@ class _StderrHandler(logging.StreamHandler):
 
     @property  # type: ignore[override]
     def stream(self) -> TextIO:
-        return sys.stderr
+        return output_stream(sys.stderr)
 
     @stream.setter
     def stream(self, value: TextIO) -> None:
@@ -263,11 +263,18 @@ def adopt_library_logger(logger: logging.Logger) -> None:
         logger.setLevel(logging.WARNING)
 
 
+def output_stream(stream: TextIO) -> TextIO:
+    """Where our own log and EMF lines go: past a `JsonLineStream` to the stream it writes to, so that the objects it
+    does make (text and JSON someone printed) carry `printed_to` and ours never do. Both write whole lines under
+    OUTPUT_LOCK, so neither splits the other's line."""
+    return stream.target if isinstance(stream, JsonLineStream) else stream
+
+
 class JsonLineStream(io.TextIOBase):
     """Stands in for sys.stdout / sys.stderr in a process whose every output line must be one JSON object (the
     dashboard server with LOG_FORMAT=json, whose output CloudWatch Logs Insights queries by field). A line that already
-    is a JSON object (our log handler's, an EMF document) stays that object, with every string in it redacted (printed
-    JSON is printed text: a key or a presigned URL in it goes); any other non-blank line — text a
+    is a JSON object (an EMF document, JSON a library prints) stays that object, with every string in it redacted (printed
+    JSON is printed text: a key or a presigned URL in it goes) and `printed_to` added; any other non-blank line — text a
     library prints instead of logging it (Streamlit's start-up and "Stopping..." lines, a raw traceback) — becomes an
     object of its own (`logger` "stdout" or "stderr", `level` INFO or WARNING), redacted like every log line; blank
     lines are dropped. Text is held until its newline, so a line printed in pieces (click's `nl=False`) is one object;
@@ -338,8 +345,10 @@ class JsonLineStream(io.TextIOBase):
             except ValueError:
                 document = None
             if isinstance(document, dict):  # redacted like any line: printed JSON is text someone printed
-                return json.dumps(self.formatter.redactor.json_value(document), ensure_ascii=False)
-        record = logging.makeLogRecord({"name": self.stream_name, "levelname": self.level,
+                document = self.formatter.redactor.json_value(document)
+                document["printed_to"] = self.stream_name  # not one of our events, whatever it claims to be
+                return json.dumps(document, ensure_ascii=False)
+        record = logging.makeLogRecord({"name": self.stream_name, "levelname": self.level, "printed_to": self.stream_name,
                                         "levelno": logging.getLevelName(self.level), "msg": _ANSI.sub("", text)})
         return self.formatter.format(record)
 

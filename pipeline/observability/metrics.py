@@ -24,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from pipeline.observability.logs import OUTPUT_LOCK, Redactor
+from pipeline.observability.logs import OUTPUT_LOCK, Redactor, output_stream
 
 METRICS_LOGGER = "pipeline.metrics"
 DEFAULT_NAMESPACE = "ProductTagger"
@@ -182,7 +182,7 @@ class EmfHandler(logging.Handler):
         try:
             line = json.dumps(emf_document(obs, namespace=self.namespace, timestamp_ms=int(record.created * 1000),
                                            redactor=self.redactor), separators=(",", ":"))
-            stream = self.stream if self.stream is not None else sys.stderr
+            stream = self.stream if self.stream is not None else output_stream(sys.stderr)
             stream.write(line + "\n")
             stream.flush()
         except Exception:
