@@ -26,12 +26,13 @@ def _picked_batch() -> None:
     st.session_state["batch_id"] = st.session_state[BATCH_PICKER]
 
 
-def choose_batch(store: Store, describe: Callable[[BatchRecord], str], when_empty: str) -> int | None:
+def choose_batch(store: Store, describe: Callable[[BatchRecord], str], when_empty: str, *, locked: bool = False) -> int | None:
     """A batch picker that remembers the choice across pages (session state `batch_id`).
 
     Keyed, so the choice survives labels that change while a batch runs ("37/400 done"): an unkeyed
     selectbox is a new widget whenever its option labels change, and a pick made meanwhile was dropped.
-    `batch_id` stays the source of truth (a page may set it, as Run does), copied into the picker."""
+    `batch_id` stays the source of truth (a page may set it, as Run does), copied into the picker. `locked`: the page
+    holds unsaved edits of this batch, which another batch would drop: the picker waits until they are saved or discarded."""
     batches = store.list_batches()
     if not batches:
         st.info(when_empty)
@@ -42,7 +43,8 @@ def choose_batch(store: Store, describe: Callable[[BatchRecord], str], when_empt
         current = ids[0]
     st.session_state["batch_id"] = st.session_state[BATCH_PICKER] = current
     labels = {b.id: describe(b) for b in batches}
-    return st.selectbox("Batch", ids, format_func=labels.get, key=BATCH_PICKER, on_change=_picked_batch)
+    return st.selectbox("Batch", ids, format_func=labels.get, key=BATCH_PICKER, on_change=_picked_batch, disabled=locked,
+                        help="Save or discard the edits typed below before opening another batch." if locked else None)
 
 
 _THUMBNAILS: dict[str, tuple[float, str | None]] = {}

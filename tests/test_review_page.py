@@ -214,12 +214,14 @@ def test_unsaved_grid_edits_are_not_dropped_by_the_one_item_view_filters_or_page
     assert all(button(app, label).disabled for label in ("Approve", "Reject", "Save"))
     assert app.multiselect(key="filter-status").disabled and app.checkbox(key="filter-low").disabled
     assert app.checkbox(key="filter-photo").disabled and app.toggle(key="grid-all-columns").disabled
+    assert app.selectbox(key="batch-picker").disabled  # another batch would replace the grid and drop the typed cell
     button(app, "Next").click().run()  # going through items does not touch the grid
     assert app.selectbox(key="focus-item").value == items[1].id
     assert not button(app, "Save changes").disabled  # the typed cell is still there to save
     button(app, "Save changes").click().run()
     assert store.get_item(items[1].id).summary == "Typed in the grid, not saved yet."
     assert not button(app, "Approve").disabled and not app.checkbox(key="filter-low").disabled
+    assert not app.selectbox(key="batch-picker").disabled
 
     edit_grid(app, f"grid-{batch_id}-1", {0: {"Caption": "Second thoughts."}})
     assert button(app, "Approve").disabled

@@ -385,11 +385,11 @@ def render_focus(items: list[ItemRecord], grid_edits: int) -> None:
 
 st.title("Review")
 show_flash()
-batch_id = choose_batch(store, lambda b: f"{b.name} (#{b.id}, {b.total} items)", "No batches yet: tag some photos first.")
+locked = grid_has_edits()  # the grid on screen holds typed cells: keep that grid (and its batch) until saved or discarded
+batch_id = choose_batch(store, lambda b: f"{b.name} (#{b.id}, {b.total} items)", "No batches yet: tag some photos first.", locked=locked)
 if batch_id is not None:
     every = store.list_items(batch_id)
     if every:
-        locked = grid_has_edits()  # the grid on screen holds typed cells: keep that grid until they are saved or discarded
         states, low_confidence, photo_problems, all_columns, missing, avoided = render_filters(locked)
         items = filter_items(every, states, low_confidence=low_confidence, photo_problems=photo_problems, missing=missing, schema=schema,
                              avoided=avoided, guide=guide)
