@@ -588,6 +588,7 @@ def test_the_dashboard_server_writes_only_redacted_json_lines_to_stderr_even_for
                 page = browser.new_page()
                 page.goto(url)
                 page.get_by_test_id("stException").wait_for(timeout=60_000)  # the page ran and failed
+                shown = page.get_by_test_id("stException").inner_text()
                 browser.close()
         finally:
             process.terminate()
@@ -602,6 +603,9 @@ def test_the_dashboard_server_writes_only_redacted_json_lines_to_stderr_even_for
     assert "PLANTEDkey" not in text and "\x1b[" not in text
     [failure] = [row for row in rows if row["logger"] == "streamlit.error_util"]
     assert failure["level"] == "ERROR" and "ValueError: page broke with [redacted]" in failure["exception"]
+    assert failure["error_type"] == "ValueError" and failure["error"].startswith("page broke with [redacted]")
+    # the browser gets Streamlit's generic sentence only (client.showErrorDetails = "none"): no type, message, path
+    assert "encountered an error" in shown and not any(t in shown for t in ("page broke", "ValueError", "broken.py", "Traceback"))
     assert any(row["logger"] == "streamlit.made_after_start" for row in rows)
     assert any(row["logger"] == "dashboard.page" and "forged second line" in row["message"] for row in rows)
 
