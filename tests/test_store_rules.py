@@ -91,6 +91,7 @@ def test_a_saved_error_clears_nothing_it_should_keep_and_names_its_kind(store):
     failed = store.get_item(item.id)
     assert (failed.status, failed.error, failed.error_kind, failed.stage_ms, failed.version) == ("error", "The photo is empty.", "input", {"fetch": 4.0}, 1)
     assert len(store.usage(batch.id)) == 1
+    assert failed.processed_at and failed.updated_at == failed.processed_at  # when it failed (Review's "changed at")
     store.save_result(item.id, result(), [])
     assert (store.get_item(item.id).error, store.get_item(item.id).error_kind) == (None, None)  # a retry that worked
 
