@@ -1151,3 +1151,15 @@ def test_a_page_exception_sends_no_traceback_type_or_message_to_the_browser(tmp_
     assert shown["trace"] == [] and shown["type"] == ""
     assert "PLANTED" not in shown["proto"] and "ValueError" not in shown["proto"] and "/srv/app" not in shown["proto"]
     assert "error" in shown["message"]  # Streamlit's generic sentence is still shown
+
+
+def test_an_error_type_the_caller_passes_is_kept_beside_the_exception(unconfigure):
+    """The worker and the trace pass `error_type` themselves: the exception's fields add to a line, never replace."""
+    out = io.StringIO()
+    configure_logging("INFO", "json", stream=out)
+    try:
+        raise KeyError("batch 7")
+    except KeyError:
+        logging.getLogger("pipeline.batches").exception("batch failed", extra={"error_type": "WorkerCrash"})
+    [row] = lines_of(out)
+    assert row["error_type"] == "WorkerCrash" and row["error"] == "'batch 7'" and "KeyError: 'batch 7'" in row["exception"]

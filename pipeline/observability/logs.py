@@ -150,7 +150,10 @@ class JsonFormatter(logging.Formatter):
         for name, value in record_fields(record).items():
             line[name if name not in line else f"field_{name}"] = r.value(value, name)
         if record.exc_info:
-            line.update(exception_fields(r, record.exc_info, self.formatException(record.exc_info)))
+            fields = exception_fields(r, record.exc_info, self.formatException(record.exc_info))
+            line["exception"] = fields.pop("exception")
+            for name, value in fields.items():  # an error_type / error the caller passed in `extra` stays
+                line.setdefault(name, value)
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
