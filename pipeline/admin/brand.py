@@ -22,6 +22,7 @@ only: asking it for another language is refused before the batch starts (`check_
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from typing import Any
@@ -130,8 +131,16 @@ def _folded(text: str) -> tuple[str, list[int], list[int]]:
     return "".join(folded), starts, ends
 
 
-def _fold(word: str) -> str:
-    return _folded(word)[0]
+def _fold(text: str) -> str:
+    if text.isascii():  # NFKC leaves ASCII as it is and ASCII has no format character: only the case folds
+        return text.lower()
+    return _folded(text)[0]
+
+
+@functools.lru_cache(maxsize=4096)
+def _avoid_regex(word: str) -> re.Pattern[str]:
+    """A guide word's pattern on folded text (cached: the same few words are checked against every field)."""
+    return re.compile(_avoid_pattern(_fold(word)))
 
 
 def banned_words_in(text: str, guide: StyleGuide | None) -> list[str]:
@@ -141,14 +150,14 @@ def banned_words_in(text: str, guide: StyleGuide | None) -> list[str]:
     if guide is None or not guide.avoid or not text:
         return []
     folded = _fold(text)
-    return [word for word in guide.avoid if _fold(word).strip() and re.search(_avoid_pattern(_fold(word)), folded)]
+    return [word for word in guide.avoid if _fold(word).strip() and _avoid_regex(word).search(folded)]
 
 
 def _cut(text: str, word: str, replacement: str) -> str:
     """`text` with each match of `word` (and a comma right after it) replaced, found on the folded text and cut out
     of the original by the positions `_folded` keeps."""
     folded, starts, ends = _folded(text)
-    spans = [(starts[m.start()], ends[m.end() - 1]) for m in re.finditer(_avoid_pattern(_fold(word)) + r"(?:\s*,)?", folded)
+    spans = [(starts[m.start()], ends[m.end() - 1]) for m in re.finditer(_avoid_regex(word).pattern + r"(?:\s*,)?", folded)
              if m.end() > m.start()]
     limit = len(text)
     for start, end in reversed(spans):
