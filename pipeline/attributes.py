@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, field_validator
 
 from pipeline.errors import ConfigError
-from pipeline.models import AttributeValue
+from pipeline.models import SUMMARIZER_SOURCE, AttributeValue, SummaryResult
 
 _ARTICLES = re.compile(r"^(?:a|an|the|it is|it's|this is|made of|made from)\s+")
 
@@ -105,6 +105,52 @@ def map_answers(schema: AttributeSchema, answers: dict[str, str]) -> list[Attrib
     category = next((v.value for v in values if v.name == "category" and v.in_vocab), None)
     keep = schema.applies(category)
     return [v for v in values if v.name in keep]
+
+
+def stored_category(schema: AttributeSchema, values: list[AttributeValue]) -> str | None:
+    """The category as Review reads it from stored values: the `category` value when it is an allowed one."""
+    if "category" not in schema.names():
+        return None
+    value = next((v.value for v in values if v.name == "category"), None)
+    return value if value in schema.spec("category").vocabulary else None
+
+
+def keep_required_guesses(schema: AttributeSchema, values: list[AttributeValue], answers: dict[str, str | None],
+                          model: str) -> list[AttributeValue]:
+    """`values` (the captioner's, mapped) with the summarizer's `answers` kept where the captioner's value for an
+    attribute the item's category requires (as Review checks it: pipeline/batches/review.py missing_required) is empty
+    or not an allowed value and the summarizer answered an allowed one. The structured output is made to answer those
+    attributes (openai_summarizer.required_for), so the paid answer is kept instead of a person typing it: stored with
+    source "summarizer:<model>" and in_vocab=False, so Review lists it under "Attributes to check" and shows who
+    guessed it. `raw` keeps the captioner's answer (a reused caption maps it again). Other attributes are unchanged."""
+    result = list(values)
+    for _ in range(2):  # a guessed category (required everywhere) can make more attributes required: look again
+        category = stored_category(schema, result)
+        required = schema.required_for(category) & schema.applies(category)
+        changed = False
+        for name in schema.names():
+            vocabulary = schema.spec(name).vocabulary
+            current = next((v for v in result if v.name == name), None)
+            if name not in required or (current is not None and current.value.strip() in vocabulary):
+                continue
+            answer = (answers.get(name) or "").strip()
+            if answer not in vocabulary:
+                continue
+            guess = AttributeValue(name=name, raw=current.raw if current else "", value=answer, in_vocab=False,
+                                   source=f"{SUMMARIZER_SOURCE}{model}")
+            result = [guess if v is current else v for v in result] if current is not None else [*result, guess]
+            changed = True
+        if not changed:
+            break
+    return result
+
+
+def with_summary_guesses(schema: AttributeSchema, values: list[AttributeValue], summary: SummaryResult) -> list[AttributeValue]:
+    """keep_required_guesses for a summary: real-time runs, Batch API runs and batch transform jobs save items through
+    this. The offline template answers nothing of its own: its attributes are never kept."""
+    if summary.offline or not summary.attributes:
+        return values
+    return keep_required_guesses(schema, values, summary.attributes, summary.model)
 
 
 def _match_vocabulary(spec: AttributeSpec, text: str) -> str | None:

@@ -93,12 +93,27 @@ class NormalizedImage:
     phash: str | None = None  # 64-bit perceptual hash, 16 hex digits (pipeline/images/perceptual.py; issue 19)
 
 
+SUMMARIZER_SOURCE = "summarizer:"  # AttributeValue.source prefix of a value the summarizer guessed
+
+
 @dataclass
 class AttributeValue:
     name: str
     raw: str  # what the model answered
     value: str  # mapped onto the vocabulary when possible, else the raw answer
     in_vocab: bool  # False means: kept, but flagged for review
+    # Who answered `value`: "captioner" (also every row stored before this field existed), or "summarizer:<model>" when
+    # the captioner left an attribute the item's category requires empty or outside the allowed values and the
+    # summarizer's structured output answered an allowed one (pipeline/attributes.py keep_required_guesses). Such a
+    # guess is stored with in_vocab=False (flagged for review); `raw` stays the captioner's answer.
+    source: str = "captioner"
+
+    @property
+    def guessed_by(self) -> str | None:
+        """The summary model that guessed this value, None when the captioner answered it."""
+        if not self.source.startswith(SUMMARIZER_SOURCE):
+            return None
+        return self.source[len(SUMMARIZER_SOURCE):] or "the summarizer"
 
 
 @dataclass

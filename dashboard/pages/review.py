@@ -16,7 +16,7 @@ from pipeline.batches.review import avoided_words, batch_summary_languages, curr
 from pipeline.wordlimit import SEO_LIMITS
 from pipeline.wordlimit import limit_text, measure, within_limit
 from pipeline.batches.review import (
-    REVIEW_STATES, SaveReport, attributes_to_review, filter_items, grid_rows, item_label, missing_required, photo_warnings, real_changes,
+    REVIEW_STATES, SaveReport, attributes_to_review, filter_items, grid_rows, guess_note, item_label, missing_required, photo_warnings, real_changes,
     regenerate_summaries, review_item, review_state, save_changes, set_review_status, summary_word_problems,
 )
 from pipeline.admin.taxonomy import active_taxonomy
@@ -106,7 +106,8 @@ def render_filters(locked: bool) -> tuple[list[str], bool, bool, bool, bool, boo
     states = status.multiselect("Status", list(REVIEW_STATES), default=list(REVIEW_STATES), format_func=REVIEW_STATES.get,
                                 key="filter-status", disabled=locked)
     low_confidence = low.checkbox("Attributes to check", key="filter-low", disabled=locked,
-                                  help="Only items with an answer outside the attribute's list (marked ? in Attributes)")
+                                  help="Only items with an answer outside the attribute's list (marked ? in Attributes) "
+                                  "or one the summary model guessed (marked guessed by)")
     missing = required.checkbox("Required missing", key="filter-required", disabled=locked,
                                 help="Only items whose category needs an attribute that has no allowed value yet (they cannot be approved)")
     avoided = avoid.checkbox("Words to avoid", key="filter-avoided", disabled=locked or guide is None,
@@ -155,7 +156,7 @@ def render_grid(batch_id: int, items: list[ItemRecord], key: str, all_columns: b
         "Item": st.column_config.TextColumn("Item", width=100),
         "Status": st.column_config.SelectboxColumn("Status", options=["pending", "approved", "rejected"], required=True, width=96),
         "Caption": st.column_config.TextColumn("Caption", width=180),
-        "Attributes": st.column_config.TextColumn("Attributes", width=130, help=" · ".join(schema.names()) + " (? = not in the list: check it)"),
+        "Attributes": st.column_config.TextColumn("Attributes", width=130, help=" · ".join(schema.names()) + " (? = not in the list: check it; guessed by a model: check it)"),
         "Summary": st.column_config.TextColumn("Summary", width=200, help=f"At most {MAX_SUMMARY_WORDS} words"),
         "Title": st.column_config.TextColumn("Title", help=f"At most {MAX_TITLE_CHARACTERS} characters"),
         "Notes": st.column_config.TextColumn("Notes", width=72, help="Required attributes still missing, photo-check warnings, or why the item failed"),
@@ -337,7 +338,7 @@ def render_focus(items: list[ItemRecord], grid_edits: int) -> None:
         if shown[name] and shown[name] not in options:
             options.insert(0, shown[name])
         columns[index % len(columns)].selectbox(
-            name + (" (check: not in the list)" if name in flagged else ""), options, index=options.index(shown[name]) if shown[name] else None,
+            name + (guess_note(item.attribute(name)) or (" (check: not in the list)" if name in flagged else "")), options, index=options.index(shown[name]) if shown[name] else None,
             key=field_key(item, name), accept_new_options=True, disabled=not editable, placeholder="(none)",
         )
     text = fields.text_area("Summary", value=shown["Summary"], key=field_key(item, "Summary"), disabled=not editable)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Literal
 
-from pipeline.models import AuditEntry, Edit, ItemRecord
+from pipeline.models import SUMMARIZER_SOURCE, AuditEntry, Edit, ItemRecord
 from pipeline.store import Store
 
 STAGES = ("fetch", "normalize", "checks", "caption", "summarize", "save")
@@ -341,7 +341,8 @@ def fields_of(item: ItemRecord, edited: Iterable[str] = ()) -> list[str]:
 
 
 def model_of(item: ItemRecord, field_name: str, seo_fields_by: str = TEMPLATE) -> str:
-    """Who wrote the field: caption and attributes the captioning model (as recorded, revision included); title,
+    """Who wrote the field: caption and attributes the captioning model (as recorded, revision included), except an
+    attribute the summarizer guessed (AttributeValue.source: its model, edited or not); title,
     summary, language summaries and tags the summary model; SEO fields the summary model with SEO_FIELDS_BY=model,
     else the offline template (items do not record who wrote them: `seo_fields_by` is the setting the page runs with;
     the offline summarizer always uses its template)."""
@@ -349,6 +350,10 @@ def model_of(item: ItemRecord, field_name: str, seo_fields_by: str = TEMPLATE) -
         if seo_fields_by == TEMPLATE or item.summary_offline:
             return TEMPLATE
         return item.summary_model or NO_MODEL
+    if field_name.startswith("attribute:"):  # the summarizer's answer kept for a required attribute: its model's
+        attribute = item.attribute(field_name.split(":", 1)[1])
+        if attribute is not None and attribute.source.startswith(SUMMARIZER_SOURCE):
+            return attribute.source[len(SUMMARIZER_SOURCE):] or item.summary_model or NO_MODEL
     summarizer = field_name in SUMMARY_FIELDS or field_name.startswith(LANGUAGE_PREFIX)
     model = item.summary_model if summarizer else item.caption_model
     return model or NO_MODEL

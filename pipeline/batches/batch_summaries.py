@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from pipeline.attributes import map_answers
+from pipeline.attributes import map_answers, with_summary_guesses
 from pipeline.errors import describe_error, usage_of
 from pipeline.models import CaptionResult, ItemRecord, ItemResult, PhotoChecks, SummaryRequest, Usage
 from pipeline.observability.trace import ItemTrace, SaveTimes, error_kind
@@ -93,7 +93,8 @@ def summarize_captioned(stages: Any, batch_id: int, captioned: list[Captioned], 
             else:
                 usage = list(outcome.usage)
                 result = ItemResult(content_key=entry.content_key, image_path=entry.image_path, caption=entry.caption,
-                                    attributes=attributes[entry.item.id], summary=outcome, checks=entry.checks,
+                                    attributes=with_summary_guesses(stages.schema, attributes[entry.item.id], outcome),
+                                    summary=outcome, checks=entry.checks,
                                     word_count=count_words(outcome.summary), taxonomy_version=stages.taxonomy_version,
                                     phash=entry.phash, near_duplicate=entry.near_duplicate, reused_from=entry.reused_from)
                 saved = store.save_result(entry.item.id, result, usage, owner=owner, stage_ms=save_times.stamped(timings))

@@ -59,8 +59,21 @@ def review_state(item: ItemRecord) -> str:
 
 
 def attributes_to_review(item: ItemRecord) -> list[str]:
-    """Attributes whose answer is not in the vocabulary (kept as answered, flagged for a person)."""
-    return [a.name for a in item.attributes if not a.in_vocab]
+    """Attributes whose answer is not in the vocabulary (kept as answered, flagged for a person), and attributes the
+    summarizer guessed (AttributeValue.source) until the item is approved. Approving is the person's check of a guess:
+    the required check already counts the guessed value (an allowed one) as present, so Approve goes through, and the
+    approval itself is what settles it; it clears nothing stored (the value keeps its source, so Quality still credits
+    the summary model, and a reopened item lists the guess again)."""
+    approved = item.review_status == "approved"
+    return [a.name for a in item.attributes if not a.in_vocab and not (a.guessed_by and approved)]
+
+
+def guess_note(attribute: Any) -> str:
+    """' (guessed by gpt-4o)' for a value the summarizer guessed that no person has set since (an edit marks it
+    in_vocab, as any person's choice; its source stays, for Quality), else ''."""
+    if attribute is None or attribute.in_vocab or not attribute.guessed_by:
+        return ""
+    return f" (guessed by {attribute.guessed_by})"
 
 
 # Fields a person writes that reach the shop, checked against the style guide's words to avoid when saved (issue 19):
@@ -168,12 +181,13 @@ def filter_items(items: Iterable[ItemRecord], states: Iterable[str] | None = Non
 
 
 def attributes_text(item: ItemRecord, schema: AttributeSchema) -> str:
-    """All attribute values in schema order, one cell: "shirt · red · cotton?" (? = not in the vocabulary)."""
+    """All attribute values in schema order, one cell: "shirt · red · cotton?" (? = not in the vocabulary;
+    "red (guessed by gpt-4o)": the summarizer's answer, the captioner had none in the list)."""
     values = []
     for name in schema.names():
         attribute = item.attribute(name)
         if attribute and attribute.value:
-            values.append(attribute.value + ("?" if not attribute.in_vocab else ""))
+            values.append(attribute.value + (guess_note(attribute) or ("?" if not attribute.in_vocab else "")))
     return " · ".join(values)
 
 

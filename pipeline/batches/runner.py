@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator
 
-from pipeline.attributes import AttributeSchema, map_answers
+from pipeline.attributes import AttributeSchema, map_answers, with_summary_guesses
 from pipeline.captioners import Captioner
 from pipeline.errors import describe_error, usage_of
 from pipeline.images.decode_budget import BudgetWaitCancelled, DecodeBudget, default_raw_budget
@@ -252,6 +252,7 @@ def complete_item(
             usage.extend(usage_of(exc))  # calls paid for before the summary failed: saved with the error
             raise
     usage.extend(summary.usage)
+    attributes = with_summary_guesses(stages.schema, attributes, summary)
     return ItemResult(
         content_key=content_key, image_path=image_path, caption=caption, attributes=attributes,
         summary=summary, checks=checks, word_count=count_words(summary.summary), taxonomy_version=stages.taxonomy_version,
