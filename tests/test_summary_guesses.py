@@ -192,3 +192,50 @@ def test_review_shows_a_guessed_value_as_guessed_until_the_item_is_approved(batc
     assert store.get_item(items[0].id).review_status == "approved"
     assert list(grid(app).value["Item"]) == ["#3 SKU-2"]  # approved: the person checked the guess
     assert not app.exception, app.exception
+
+
+# --- a SageMaker batch transform job (moto + the emulated job running the real handler on the tiny model) ------------
+@pytest.mark.parametrize("batch_api", [False, True], ids=["real-time-summaries", "batch-api-summaries"])
+def test_a_batch_transform_job_keeps_the_summarizers_answer_too(monkeypatch, make_settings, responder, tmp_path, batch_api):
+    """Every attribute but category is required for every item here; the tiny model's answers are random words, so
+    where one does not map onto its list the stored value is the summarizer's (the list's first value), marked as its
+    guess; where one does, the captioner's stays."""
+    from pipeline.attributes import load_attribute_schema, map_answer
+    from pipeline.batches.batch_transform import BatchTransformRunner
+    from pipeline.service import build_stages, create_batch
+    from support import moto_sagemaker
+    from support.sagemaker_emulator import TransformEmulator
+
+    data = json.loads(load_attribute_schema().model_dump_json())
+    for attribute in data["attributes"]:
+        attribute["required"] = attribute["name"] != "category"
+    (tmp_path / "schema.json").write_text(json.dumps(data))
+    guesses = {a["name"]: a["vocabulary"][0] for a in data["attributes"] if a["name"] != "category"}
+    answer = {"title": "Red tee", "summary": "A red cotton tee.", "tags": ["tee"], "attributes": {"category": None, **guesses}}
+    with moto_sagemaker.endpoint_in_moto(monkeypatch), FakeOpenAI() as server:
+        server.state.default = Reply(content=answer)
+        settings = make_settings(captioner="sagemaker", sagemaker_transform_s3="s3://results/transform", transform_poll_s=0.05,
+                                 summarizer="openai", openai_api_key="sk-test-1234", openai_base_url=server.base_url,
+                                 openai_batch_min_items=2 if batch_api else 50, attribute_schema=tmp_path / "schema.json")
+        stages = build_stages(settings)
+        stages.batch_summarizer.wait = lambda cancel, seconds: False
+        TransformEmulator(responder).install(monkeypatch)
+        paths = []
+        for seed in range(3):
+            paths.append(tmp_path / f"p{seed}.jpg")
+            paths[-1].write_bytes(jpeg_bytes(size=(200, 160), seed=seed + 1))
+        batch = create_batch(stages.store, settings, paths, name="j", created_by="ann")
+        job = BatchTransformRunner.from_settings(settings, stages).run(batch.id)
+    assert job.status == "Ingested" and bool(server.state.batch_creates) is batch_api
+    sources = []
+    for item in stages.store.list_items(batch.id):
+        assert item.status == "ok", item.error
+        for name, guess in guesses.items():
+            value = item.attribute(name)
+            captioners = map_answer(stages.schema.spec(name), value.raw)
+            if captioners.in_vocab:
+                assert (value.value, value.source) == (captioners.value, "captioner")
+            else:
+                assert (value.value, value.source, value.in_vocab) == (guess, "summarizer:gpt-4o", False)
+            sources.append(value.source)
+    assert "summarizer:gpt-4o" in sources  # the tiny model's words left at least one required attribute outside its list
