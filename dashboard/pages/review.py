@@ -338,7 +338,7 @@ def render_focus(items: list[ItemRecord], grid_edits: int) -> None:
         if shown[name] and shown[name] not in options:
             options.insert(0, shown[name])
         columns[index % len(columns)].selectbox(
-            name + (guess_note(item.attribute(name)) or (" (check: not in the list)" if name in flagged else "")), options, index=options.index(shown[name]) if shown[name] else None,
+            name + (inert(guess_note(item.attribute(name))) or (" (check: not in the list)" if name in flagged else "")), options, index=options.index(shown[name]) if shown[name] else None,
             key=field_key(item, name), accept_new_options=True, disabled=not editable, placeholder="(none)",
         )
     text = fields.text_area("Summary", value=shown["Summary"], key=field_key(item, "Summary"), disabled=not editable)
