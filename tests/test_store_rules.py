@@ -199,6 +199,7 @@ def test_an_edit_moves_the_version_on_and_says_who_and_when(store):
 # --- leases --------------------------------------------------------------------------------------------------
 def test_a_lease_lasts_until_its_end_inclusive_and_follows_the_items_version(store):
     _, item = one_item(store, saved=False)
+    assert not store.claim_item(10_000, "a", 100, version=0, now=1000.0)  # no such item: nothing to hold
     assert not store.claim_item(item.id, "a", 100, version=item.version + 1, now=1000.0)  # changed since it was read
     assert store.claim_item(item.id, "a", 100, version=item.version, now=1000.0)
     assert store.get_item(item.id).lease_until == 1100.0
