@@ -418,8 +418,9 @@ def test_cli_estimate_refuses_numbers_out_of_range_in_one_sentence(monkeypatch, 
     monkeypatch.delenv("PRICES_FILE", raising=False)
     offered = len(LANGUAGES) - 1  # extra languages: English is always written
     cases = [
-        (["--images-per-month", "-5"], "--images-per-month must be 1 or more (got -5)."),
-        (["--images-per-month", "0"], "--images-per-month must be 1 or more (got 0)."),
+        (["--images-per-month", "-5"], "--images-per-month must be from 1 to 100,000,000 (got -5)."),
+        (["--images-per-month", "0"], "--images-per-month must be from 1 to 100,000,000 (got 0)."),
+        (["--images-per-month", "99999999999999999999"], "--images-per-month must be from 1 to 100,000,000 (got 99,999,999,999,999,999,999)."),
         (["--languages", "-3"], f"--languages must be from 0 to {offered} (got -3)."),
         (["--languages", "99999999"], f"--languages must be from 0 to {offered} (got 99,999,999)."),
         (["--languages", str(offered + 1)], f"--languages must be from 0 to {offered} (got {offered + 1})."),
