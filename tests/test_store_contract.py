@@ -29,17 +29,6 @@ from pipeline.store.dynamo_store import DynamoStore
 from pipeline.store.sqlite_store import SqliteStore
 
 
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        yield SqliteStore(tmp_path / "store.sqlite3")
-        return
-    with mock_aws():
-        dynamo = DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "tagging-test")
-        dynamo.create_table()
-        yield dynamo
-
-
 def report(count: int, *, bad: int = 0) -> IngestReport:
     items = [SourceItem(source=f"p{i}.jpg", ref=SourceRef("file", f"/photos/p{i}.jpg"), sku=f"SKU-{i}", hints={"brand": "Acme"})
              for i in range(count)]

@@ -3,28 +3,13 @@
 
 from __future__ import annotations
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from pipeline.errors import BadInputError
 from pipeline.models import (
     AttributeValue, CaptionResult, IngestReport, ItemResult, PhotoChecks, SourceItem, SourceRef, SummaryResult, Usage,
 )
 from pipeline.store import StaleEditError
-from pipeline.store.dynamo_store import DynamoStore
-from pipeline.store.sqlite_store import SqliteStore
-
-
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        yield SqliteStore(tmp_path / "store.sqlite3")
-        return
-    with mock_aws():
-        dynamo = DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "rules-test")
-        dynamo.create_table()
-        yield dynamo
 
 
 def checks() -> PhotoChecks:

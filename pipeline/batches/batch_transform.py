@@ -172,16 +172,20 @@ class BatchTransformRunner:
                         "reused_from": f"caption reused from {match.entry.label}"}
             self._write(f"{job_prefix}/input/{image.content_key}.json", body)  # duplicates overwrite: one record per photo
         except Exception as exc:  # one bad photo fails its own row; the job goes on without it
-            trace.fail(trace.error_kind or error_kind(exc, "item"))
-            with trace.stage("save"):
-                self.stages.store.save_error(item.id, describe_error(exc), usage, error_kind=trace.error_kind,
-                                             stage_ms=save_times.stamped(trace.stage_ms))
-            save_times.saved(trace)
-            trace.finish(ok=False)
-            trace.count_usage(usage)
+            self._save_failure(item, exc, usage, trace, save_times)
             return None
         return {"item_id": item.id, "content_key": image.content_key, "image_path": image_path, "checks": image.checks.to_dict(),
                 "stage_ms": dict(trace.stage_ms), "phash": image.phash, "near_duplicate": looks_like}
+
+    def _save_failure(self, item: ItemRecord, exc: Exception, usage: list[Usage], trace: ItemTrace, save_times: SaveTimes) -> None:
+        """The item's row says why it failed, with what was paid for it; timed and counted as the runner does a failure."""
+        trace.fail(trace.error_kind or error_kind(exc, "item"))
+        with trace.stage("save"):
+            self.stages.store.save_error(item.id, describe_error(exc), usage, error_kind=trace.error_kind,
+                                         stage_ms=save_times.stamped(trace.stage_ms))
+        save_times.saved(trace)
+        trace.finish(ok=False)
+        trace.count_usage(usage)
 
     def _finish_here(self, item: ItemRecord, entry: dict, caption: CaptionResult, trace: ItemTrace, save_times: SaveTimes,
                      usage: list[Usage]) -> None:
@@ -238,13 +242,7 @@ class BatchTransformRunner:
             try:
                 self._finish_here(item, plain, caption, trace, save_times, usage)
             except Exception as exc:  # the summary failed: this item's row says why, as in _prepare
-                trace.fail(trace.error_kind or error_kind(exc, "item"))
-                with trace.stage("save"):
-                    self.stages.store.save_error(item.id, describe_error(exc), usage, error_kind=trace.error_kind,
-                                                 stage_ms=save_times.stamped(trace.stage_ms))
-                save_times.saved(trace)
-                trace.finish(ok=False)
-                trace.count_usage(usage)
+                self._save_failure(item, exc, usage, trace, save_times)
             return None
 
         sent = [entry for entry in pool.map(settle, finish) if entry is not None]
@@ -330,13 +328,7 @@ class BatchTransformRunner:
                 paid = [u for u in usage if u.kind != "transform"]
                 if not paid and _failed_alike(item, exc, started):
                     return  # saved by an earlier ingest of this job (a crash after it): nothing new to save or count
-                trace.fail(trace.error_kind or error_kind(exc, "item"))
-                with trace.stage("save"):
-                    self.stages.store.save_error(item.id, describe_error(exc), paid, error_kind=trace.error_kind,
-                                                 stage_ms=save_times.stamped(trace.stage_ms))
-                save_times.saved(trace)
-                trace.finish(ok=False)
-                trace.count_usage(paid)
+                self._save_failure(item, exc, paid, trace, save_times)
                 return
             with trace.stage("save"):
                 self.stages.store.save_result(item.id, result, usage, stage_ms=save_times.stamped(trace.stage_ms))
