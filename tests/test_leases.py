@@ -5,14 +5,12 @@ injected, and runners poll every 20 ms only so that they notice a set Event quic
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from dataclasses import replace
 
 import boto3
 import pytest
 from moto import mock_aws
 
-from pipeline.models import CaptionResult, Usage
 from pipeline.batches.review import save_changes
 from pipeline.batches.runner import LeaseOptions, run_batch
 from pipeline.service import build_stages, create_batch
@@ -21,34 +19,11 @@ from pipeline.store import BatchBusyError, StaleEditError
 from pipeline.store.dynamo_store import DynamoStore
 from pipeline.store.sqlite_store import SqliteStore
 from pipeline.batches.worker import BatchWorker
+from support.captioners import CountingCaptioner
 from support.images import jpeg_bytes
 
 FAST = LeaseOptions(lease_s=120.0, item_deadline_s=600.0, stop_grace_s=0.0, poll_s=0.02)
 WAIT = 60  # generous upper bound for Events; passing tests never wait this long
-
-
-class CountingCaptioner:
-    """A fast stand-in for the endpoint: counts calls per photo; `gate` (when set up) holds every call."""
-
-    model_id = "counting"
-
-    def __init__(self, gate: threading.Event | None = None) -> None:
-        self.calls: Counter[str] = Counter()
-        self.entered = threading.Event()
-        self.gate = gate
-        self._lock = threading.Lock()
-
-    def warm_up(self) -> None:
-        pass
-
-    def caption(self, image, questions):
-        with self._lock:
-            self.calls[image.content_key] += 1
-        self.entered.set()
-        if self.gate is not None:
-            assert self.gate.wait(WAIT)
-        return (CaptionResult(caption="a red shirt", answers={}, model_id=self.model_id),
-                Usage(kind="endpoint", model=self.model_id))
 
 
 def dynamo_store(table: str) -> DynamoStore:

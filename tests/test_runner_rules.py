@@ -12,49 +12,29 @@ import subprocess
 import sys
 import threading
 import zipfile
-from collections import Counter
 from dataclasses import replace
 
 import pytest
 
 from pipeline.batches.runner import LeaseOptions, Stages, raw_read_cost, run_batch, take_batch
 from pipeline.errors import ServiceError
-from pipeline.models import CaptionResult, IngestReport, SourceItem, SourceRef, Usage
+from pipeline.models import SourceRef, Usage
 from pipeline.service import build_stages, create_batch
 from pipeline.settings import Settings
 from pipeline.store import BatchBusyError
 from pipeline.store.sqlite_store import SqliteStore
+from support.captioners import CountingCaptioner
 from support.images import jpeg_bytes
 
 FAST = LeaseOptions(lease_s=120.0, item_deadline_s=600.0, stop_grace_s=0.0, poll_s=0.02)
 WAIT = 60  # upper bound for Events; passing tests never wait this long
 
 
-class Captioner:
+class Captioner(CountingCaptioner):
     """Answers at once (or when `gate` opens); counts calls per photo; fails photos in `fail_on`."""
 
     model_id = "stand-in"
-
-    def __init__(self, gate: threading.Event | None = None, fail_on: set[str] | None = None, answers=None) -> None:
-        self.calls: Counter[str] = Counter()
-        self.entered = threading.Event()
-        self.gate, self.fail_on = gate, fail_on or set()
-        self.answers = answers if answers is not None else {"color": "red", "category": "shirt"}
-        self._lock = threading.Lock()
-
-    def warm_up(self) -> None:
-        pass
-
-    def caption(self, image, questions):
-        with self._lock:
-            self.calls[image.content_key] += 1
-        self.entered.set()
-        if self.gate is not None:
-            assert self.gate.wait(WAIT)
-        if image.content_key in self.fail_on:
-            raise ServiceError("The captioning endpoint is busy (throttled); try again shortly.")
-        return (CaptionResult(caption="a red shirt", answers=dict(self.answers), model_id=self.model_id),
-                Usage(kind="endpoint", model=self.model_id, invocations=1))
+    default_answers = {"color": "red", "category": "shirt"}
 
 
 @pytest.fixture
