@@ -40,12 +40,16 @@ MODULES: dict[str, list[str]] = {
     "pipeline/store/sqlite_store.py": ["tests/test_store_contract.py", "tests/test_store_rules.py", "tests/test_leases.py"],
     "pipeline/store/dynamo_store.py": ["tests/test_store_contract.py", "tests/test_store_rules.py", "tests/test_leases.py"],
     "pipeline/batches/runner.py": ["tests/test_runner_rules.py", "tests/test_leases.py", "tests/test_store_runner_export.py",
-                                   "tests/test_stop_and_limits.py"],
+                                   "tests/test_stop_and_limits.py", "tests/test_memory_budget.py", "tests/test_near_duplicates.py",
+                                   "tests/test_openai_batch.py"],
     "pipeline/summarizers/offline.py": ["tests/test_summarizers.py", "tests/test_summarizer_rules.py"],
     "pipeline/summarizers/openai_summarizer.py": ["tests/test_summarizers.py", "tests/test_openai_failures.py",
                                                   "tests/test_openai_summarizer_rules.py"],
     "pipeline/admin/costs.py": ["tests/test_costs.py"],
 }
+
+# what tests open besides pipeline/ and tests/ (AppTest runs dashboard/ pages; mutmut copies tests/ itself)
+ALSO_COPY = ("dashboard", ".streamlit")
 
 # exit codes as mutmut 3.8 records them (mutmut/stats.py)
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 37: "killed",
@@ -93,7 +97,7 @@ def prepare(module: str, work: Path, tests: list[str], timeout_s: int) -> None:
     """The work folder: fresh copies of pipeline/ and tests/ (mutmut keeps mutants/ and its results)."""
     work.mkdir(parents=True, exist_ok=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
-    for folder in ("pipeline", "tests"):
+    for folder in ("pipeline", "tests", *ALSO_COPY):
         shutil.rmtree(work / folder, ignore_errors=True)
         shutil.copytree(ROOT / folder, work / folder, ignore=ignore)
     # mutmut copies pipeline/ into mutants/ only where a file is missing there: refresh what changed.
@@ -111,6 +115,7 @@ def prepare(module: str, work: Path, tests: list[str], timeout_s: int) -> None:
     config = "\n".join([
         "[tool.mutmut]",
         'source_paths = ["pipeline"]',
+        f"also_copy = {json.dumps(list(ALSO_COPY))}",
         f"only_mutate = [{json.dumps(module)}]",
         f"pytest_add_cli_args_test_selection = {json.dumps(selection)}",
         # no cache writes; a mutant that makes a test wait forever fails that test (a kill)
@@ -174,10 +179,11 @@ def run_in(module: str, work: Path, *, names: list[str], max_children: int) -> S
     """`mutmut run` in a prepared work folder (at low priority), and its score."""
     command = ["nice", "-n", "10", str(MUTMUT), "run", "--max-children", str(max_children), *names]
     env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_")}
-    out = subprocess.run(command, cwd=work, env=env | {"PYTHONDONTWRITEBYTECODE": "1"}, capture_output=True, text=True)
-    (work / "mutmut-run.log").write_text(out.stdout + out.stderr)
+    log = work / "mutmut-run.log"
+    with log.open("w") as sink:  # written as it runs: `tail -c 300 .mutation/<module>/mutmut-run.log` shows progress
+        out = subprocess.run(command, cwd=work, env=env | {"PYTHONDONTWRITEBYTECODE": "1"}, stdout=sink, stderr=subprocess.STDOUT)
     if out.returncode != 0:
-        tail = (out.stdout + out.stderr).replace("\r", "\n").strip().splitlines()[-15:]
+        tail = log.read_text(errors="replace").replace("\r", "\n").strip().splitlines()[-15:]
         raise RuntimeError(f"mutmut failed for {module} (exit {out.returncode}):\n" + "\n".join(tail))
     return score(module, work, names)
 
