@@ -435,3 +435,49 @@ def test_the_normalize_settings_reach_every_photo(tmp_path, settings):
     run_batch(stages, small.id)
     [refused] = stages.store.list_items(small.id)
     assert refused.status == "error" and "megapixels" in refused.error  # refused for its size, not decoded
+
+
+# --- how many paid calls are in flight ---------------------------------------------------------------------------
+def test_an_async_endpoint_gets_more_photos_in_flight_but_summaries_stay_within_concurrency(tmp_path, settings):
+    """With an async endpoint (max_in_flight) more captions are in flight than `concurrency`; the summaries
+    (OpenAI calls, rate-limited per account) still never exceed it."""
+    all_captioned = threading.Event()
+    second_summary = threading.Event()
+    lock, active, peak = threading.Lock(), [0], [0]
+
+    class AsyncEndpoint(Captioner):
+        max_in_flight = 3
+
+        def caption(self, image, questions):
+            answer = super().caption(image, questions)
+            if sum(self.calls.values()) == 3:
+                all_captioned.set()
+            return answer
+
+    class Counting:
+        def __init__(self, inner):
+            self.inner, self.name = inner, inner.name
+
+        def summarize(self, request):
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+                if active[0] > 1:
+                    second_summary.set()
+            try:
+                # the first summary holds its slot until every photo is captioned and waits a moment for a
+                # second summary to start beside it (which only a missing bound allows)
+                if all_captioned.wait(WAIT) and not second_summary.is_set():
+                    second_summary.wait(0.5)
+                return self.inner.summarize(request)
+            finally:
+                with lock:
+                    active[0] -= 1
+
+    captioner = AsyncEndpoint()
+    stages = make(settings, captioner)
+    stages.summarizer = Counting(stages.summarizer)
+    batch = create_batch(stages.store, settings, photos(tmp_path, 3), name="b", created_by="ann")
+    progress = run_batch(stages, batch.id, concurrency=1)
+    assert progress.ok == 3 and all_captioned.is_set()  # all three photos were captioned while one summary was open
+    assert peak[0] == 1
