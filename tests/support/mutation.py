@@ -45,11 +45,12 @@ MODULES: dict[str, list[str]] = {
     "pipeline/summarizers/offline.py": ["tests/test_summarizers.py", "tests/test_summarizer_rules.py"],
     "pipeline/summarizers/openai_summarizer.py": ["tests/test_summarizers.py", "tests/test_openai_failures.py",
                                                   "tests/test_openai_summarizer_rules.py"],
-    "pipeline/admin/costs.py": ["tests/test_costs.py"],
+    "pipeline/admin/costs.py": ["tests/test_costs.py", "tests/test_costs_rules.py"],
 }
 
-# what tests open besides pipeline/ and tests/ (AppTest runs dashboard/ pages; mutmut copies tests/ itself)
-ALSO_COPY = ("dashboard", ".streamlit")
+# what tests open besides pipeline/ and tests/ (AppTest runs dashboard/ pages; test_costs reads README.md's cost
+# table and runs bench/log_volume.py; mutmut copies tests/ itself)
+ALSO_COPY = ("dashboard", ".streamlit", "bench", "README.md")
 
 # exit codes as mutmut 3.8 records them (mutmut/stats.py)
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 37: "killed",
@@ -99,7 +100,10 @@ def prepare(module: str, work: Path, tests: list[str], timeout_s: int) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
     for folder in ("pipeline", "tests", *ALSO_COPY):
         shutil.rmtree(work / folder, ignore_errors=True)
-        shutil.copytree(ROOT / folder, work / folder, ignore=ignore)
+        if (ROOT / folder).is_file():
+            shutil.copy2(ROOT / folder, work / folder)
+        else:
+            shutil.copytree(ROOT / folder, work / folder, ignore=ignore)
     # mutmut copies pipeline/ into mutants/ only where a file is missing there: refresh what changed.
     mutated = work / "mutants"
     if mutated.exists():

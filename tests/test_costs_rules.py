@@ -1,0 +1,369 @@
+"""The cost figures an admin reads, line by line, to the cent (mutation testing of pipeline/admin/costs.py,
+docs/mutation.md): the monthly estimate's scenarios, the fixed infrastructure, the per-photo summary tokens, the
+month-to-date ledger (endpoint uptime, batch jobs, tokens, the pro-rated fixed part) and the cheapest choice.
+
+Every expected figure is worked out by hand below from prices.json's sourced prices (`SHIPPED` pins the ones used, so
+a price update fails here first, by name) and the documented default assumptions; none is read back from the code.
+Fast on purpose (no CLI subprocess, no model, no Streamlit): mutmut runs these for each mutant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+import pytest
+
+from pipeline.admin import costs
+from pipeline.admin.costs import (Assumptions, Ledger, Price, PriceTable, _split_by_day, dashboard_hours, estimate_monthly_cost,
+                                  estimate_transform_job, fixed_infra_costs, month_to_date, scheduled_task_runs, shared_costs,
+                                  summary_costs, uptime_intervals)
+from pipeline.models import AuditEntry, Usage
+
+# prices.json as shipped (us-east-1, 2025-06): the numbers the hand computations below use
+SHIPPED = {
+    "sagemaker_hosting_hour:ml.g4dn.xlarge": 0.7364, "sagemaker_batch_hour:ml.g4dn.xlarge": 0.7364, "brief_sagemaker_hour": 1.2,
+    "fargate_vcpu_hour:arm": 0.03238, "fargate_gb_hour:arm": 0.00356, "fargate_vcpu_hour:x86": 0.04048, "fargate_gb_hour:x86": 0.004445,
+    "fargate_spot_vcpu_hour:x86": 0.012144, "fargate_spot_gb_hour:x86": 0.0013335, "alb_hour": 0.0225, "alb_lcu_hour": 0.008,
+    "public_ipv4_hour": 0.005, "nat_gateway_hour": 0.045, "vpc_interface_endpoint_hour": 0.01, "cloudwatch_alarm_month": 0.10,
+    "s3_gb_month": 0.023, "s3_put_per_1k": 0.005, "cloudwatch_logs_ingest_gb": 0.50, "cloudwatch_logs_store_gb_month": 0.03,
+    "secrets_manager_secret_month": 0.40, "lambda_requests_per_million": 0.20, "lambda_gb_second:arm": 0.0000133334,
+    "openai_input_per_million:gpt-4o": 2.50, "openai_output_per_million:gpt-4o": 10.00,
+    "openai_input_per_million:gpt-4o-mini": 0.15, "openai_output_per_million:gpt-4o-mini": 0.60,
+    "openai_batch_input_per_million:gpt-4o": 1.25, "openai_batch_output_per_million:gpt-4o": 5.00,
+    "openai_batch_input_per_million:gpt-4o-mini": 0.075, "openai_batch_output_per_million:gpt-4o-mini": 0.30,
+}
+
+
+@pytest.fixture(scope="module")
+def prices() -> PriceTable:
+    table = PriceTable.load()
+    assert {key: table.usd(key) for key in SHIPPED} == SHIPPED, "prices.json changed: rework the hand computations below"
+    return table
+
+
+def exact(value: float) -> object:
+    return pytest.approx(value, rel=1e-9, abs=1e-12)
+
+
+def with_price(table: PriceTable, key: str, usd: float) -> PriceTable:
+    return PriceTable({**table.prices, key: replace(table.prices[key], usd=usd)})
+
+
+# --- the always-on part -----------------------------------------------------------------------------------------------
+
+def test_hours_and_scheduled_runs_of_each_deployment_shape():
+    assert dashboard_hours(Assumptions()) == 730  # always on
+    assert dashboard_hours(Assumptions(dashboard_always_on=False)) == 22 * 10 + 4  # business hours + wake-ups
+    assert dashboard_hours(Assumptions(dashboard_always_on=False, working_days=31, hours_per_day=24)) == 730  # never more than a month
+    assert scheduled_task_runs(Assumptions()) == 730 * 60 / 15 + 2 * 22  # auto-stop every 15 min + start and stop each working day
+    assert scheduled_task_runs(Assumptions(autostop_every_minutes=30, working_days=20)) == 730 * 2 + 2 * 20
+    assert scheduled_task_runs(Assumptions(autostop_every_minutes=0)) == 2 * 22  # no auto-stop task
+    assert scheduled_task_runs(Assumptions(endpoint_schedule=False)) == 730 * 4  # no start/stop schedule
+    assert scheduled_task_runs(Assumptions(realtime_endpoint=False)) == 0  # no endpoint: neither
+
+
+def test_fixed_infrastructure_of_the_shipped_deployment_line_by_line(prices):
+    """own-alb (infra/cdk.json): 1 ARM64 task of 0.5 vCPU / 1 GB 24x7, own ALB, 2 public IPv4 + the task's, 5 alarms, 1 secret.
+    Lines that cost nothing (NAT, endpoints, wake Lambda) are not shown."""
+    runs = 730 * 4 + 2 * 22  # 2,964 one-minute scheduled tasks
+    assert fixed_infra_costs(Assumptions(), prices) == {
+        "fargate_dashboard": exact(730 * (0.5 * 0.03238 + 1 * 0.00356)),  # 14.4175
+        "alb": exact(730 * 0.0225 + 22 * 10 * 0.5 * 0.008),  # 16.425 + 0.88 LCU
+        "public_ipv4": exact((2 * 730 + 730 + runs / 60) * 0.005),  # ALB's two + the task's + the scheduled tasks'
+        "scheduled_tasks": exact(runs / 60 * (0.5 * 0.03238 + 1 * 0.00356)),  # on-demand Fargate
+        "cloudwatch_logs": exact((runs + 30) * 1_020 / 1e9 * (0.50 + 0.03)),  # a start's 1,020 B, ingested and kept a month
+        "cloudwatch_alarms": exact(5 * 0.10),
+        "secrets_manager": exact(1 * 0.40),
+    }
+
+
+def test_fixed_infrastructure_of_a_private_x86_spot_business_hours_shape(prices):
+    """3 x86 tasks on Spot with 1 kept on demand, 20 days x 8 h + 6 h of wake-ups, a shared ALB at 1 LCU, private
+    subnets behind a NAT with 4 interface endpoints, the wake Lambda, no auto-stop task, 2 secrets, no alarms."""
+    a = Assumptions(fargate_arch="x86", dashboard_tasks=3, fargate_spot=True, fargate_on_demand_base=1, task_public_ip=False,
+                    own_alb=False, alb_lcu=1.0, nat_gateways=1, public_ipv4_addresses=1, interface_endpoints=4, wake_function=True,
+                    dashboard_always_on=False, working_days=20, hours_per_day=8, dashboard_wake_hours=6, autostop_every_minutes=0,
+                    secrets=2, alarms=0)
+    hours = 20 * 8 + 6
+    on_demand, spot = 0.5 * 0.04048 + 1 * 0.004445, 0.5 * 0.012144 + 1 * 0.0013335
+    runs = 2 * 20  # start and stop on working days only
+    ticks = 730 * 4  # the wake Lambda every 15 minutes
+    assert fixed_infra_costs(a, prices) == {
+        "fargate_dashboard": exact(hours * (1 * on_demand + 2 * spot)),  # 6.556336
+        "alb": exact(20 * 8 * 1.0 * 0.008),  # LCUs only: the shared ALB's hours are its owner's
+        "public_ipv4": exact(730 * 1 * 0.005),  # the NAT's address; tasks in private subnets hold none
+        "nat_gateway": exact(730 * 0.045),
+        "vpc_endpoints": exact(730 * 4 * 0.01),
+        "scheduled_tasks": exact(runs / 60 * on_demand),
+        "wake_lambda": exact(ticks * (0.20 / 1e6 + 0.128 * 0.5 * 0.0000133334)),
+        "cloudwatch_logs": exact(((runs + 30) * 1_020 + ticks * 400) / 1e9 * 0.53),
+        "secrets_manager": exact(2 * 0.40),
+    }
+    # Spot without an on-demand base: every task on Spot; more base than tasks: every task on demand
+    all_spot = fixed_infra_costs(replace(a, fargate_on_demand_base=0), prices)["fargate_dashboard"]
+    assert all_spot == exact(hours * 3 * spot)
+    assert fixed_infra_costs(replace(a, fargate_on_demand_base=5), prices)["fargate_dashboard"] == exact(hours * 3 * on_demand)
+
+
+# --- what grows with the photos ---------------------------------------------------------------------------------------
+
+def test_summary_tokens_per_photo_with_languages_seo_fields_and_the_batch_api(prices):
+    # 2 extra languages: (700 + 2 x 80) input and (150 + 2 x 100) output tokens a photo
+    two = Assumptions(extra_languages=2)
+    assert summary_costs(two, prices, batch=False) == {"openai": exact(1000 * (860 * 2.50 + 350 * 10.00) / 1e6)}  # 5.65
+    assert summary_costs(two, prices, batch=True) == {"openai_batch": exact(1000 * (860 * 1.25 + 350 * 5.00) / 1e6)}  # 2.825
+    # the model writes the SEO fields too: + 199 input and + 102 output tokens
+    seo = replace(two, seo_fields_by="model")
+    assert summary_costs(seo, prices, batch=False) == {"openai": exact(1000 * (1059 * 2.50 + 452 * 10.00) / 1e6)}
+    # gpt-4o-mini, 10,000 photos, 1 extra language
+    mini = Assumptions(images_per_month=10_000, summary_model="gpt-4o-mini", extra_languages=1)
+    assert summary_costs(mini, prices, batch=False) == {"openai": exact(10_000 * (780 * 0.15 + 250 * 0.60) / 1e6)}  # 2.67
+    assert summary_costs(mini, prices, batch=True) == {"openai_batch": exact(10_000 * (780 * 0.075 + 250 * 0.30) / 1e6)}
+
+
+def test_shared_costs_add_storage_puts_and_every_log_byte(prices):
+    a = Assumptions(images_per_month=100_000)
+    shared = shared_costs(a, prices)
+    # 100,000 x 0.15 MB = 14.648 GB at $0.023 + 3 PUTs a photo at $0.005 per 1,000
+    assert shared["s3"] == exact(100_000 * 0.15 / 1024 * 0.023 + 100_000 * 3 / 1000 * 0.005)  # 1.8369
+    fixed_bytes = (730 * 4 + 2 * 22 + 30) * 1_020
+    volume_bytes = 100_000 * (8_400 + 2_000) + 20 * (450 + 100_000)  # the app's and SageMaker's lines, per photo and per burst
+    assert shared["cloudwatch_logs"] == exact((fixed_bytes + volume_bytes) / 1e9 * 0.53)  # 0.5539
+    assert shared["openai"] == exact(100_000 * (700 * 2.50 + 150 * 10.00) / 1e6) and "openai_batch" not in shared
+    assert shared["alb"] == exact(730 * 0.0225 + 220 * 0.5 * 0.008)  # the fixed part rides along
+    batch = shared_costs(a, prices, batch_summaries=True)
+    assert batch["openai_batch"] == exact(100_000 * (700 * 1.25 + 150 * 5.00) / 1e6) and "openai" not in batch
+
+
+# --- the monthly estimate -----------------------------------------------------------------------------------------------
+
+def test_each_scenarios_compute_line_latency_and_notes_at_the_defaults(prices):
+    """What the Admin page and `estimate` show for each scenario: its compute line in cents, the wait, and the note that
+    says how the line was made (1,000 photos, 20 bursts, g4dn.xlarge at $0.7364/h)."""
+    got = {s.name: s for s in estimate_monthly_cost(Assumptions(), prices).scenarios}
+    work_h = 1000 * 1.5 / 3600  # 0.4167 h of GPU work
+    batch_note = "; summaries through the Batch API (half price, within 24 h, usually far sooner)"
+    want = {  # name: (compute line, its cents, latency, latency_s, note)
+        "real-time 24x7": ("sagemaker_endpoint", 730 * 0.7364, 537.57, "seconds", 5, "730 h × $0.7364/h: the always-on baseline"),
+        "real-time 24x7 (quoted $1.2/h)": ("sagemaker_endpoint", 730 * 1.2, 876.00, "seconds", 5,
+                                           "730 h × $1.2/h reproduces the original ~$876 quote"),
+        "real-time business hours + auto-stop": ("sagemaker_endpoint", 22 * 10 * 0.7364, 162.01, "seconds in business hours", 5,
+                                                 "22 days × 10 h; auto-stop ends forgotten days"),
+        "async scale-to-zero": ("sagemaker_endpoint", (20 * 25 / 60 + work_h) * 0.7364, 6.44, "10 min cold start per burst", 600,
+                                "20 bursts × (10 min start + 15 min idle tail) + 0.42 h work"),
+        "batch transform": ("sagemaker_batch", (20 * 12 / 60 + work_h) * 0.7364, 3.25, "12+ min per job", 12 * 60 + 60,
+                            "20 jobs × 12 min overhead + 0.42 h work; no idle time" + batch_note),
+        "local CPU": ("fargate_captioning", 1000 * 40 / 3600 * (4 * 0.03238 + 16 * 0.00356), 2.07, "~40 s per image", 40,
+                      "11.1 h of a 4 vCPU / 16 GB task; no GPU"),
+    }
+    assert list(got) == list(want)
+    for name, (key, usd, cents, latency, latency_s, note) in want.items():
+        scenario = got[name]
+        assert scenario.breakdown[key] == round(usd, 2) == cents, name
+        assert (scenario.latency, scenario.latency_s, scenario.notes) == (latency, latency_s, note), name
+        assert list(scenario.breakdown)[0] == key  # the compute line first, then the shared lines
+
+
+def test_every_line_an_admin_reads_is_in_whole_cents_and_the_total_is_their_sum(prices):
+    for a in (Assumptions(), Assumptions(images_per_month=123_457, summary_model="gpt-4o-mini", extra_languages=3)):
+        for scenario in estimate_monthly_cost(a, prices).scenarios:
+            assert all(value == round(value, 2) for value in scenario.breakdown.values()), scenario.breakdown
+            assert scenario.monthly_usd == round(sum(scenario.breakdown.values()), 2), scenario.name
+    # defaults: the shared lines in cents (14.4175 -> 14.42, 11.197 -> 11.20, 0.97565 -> 0.98, 3.25 real-time, 1.625 batch)
+    [real_time, *_, batch, local] = estimate_monthly_cost(Assumptions(), prices).scenarios
+    assert {k: real_time.breakdown[k] for k in ("fargate_dashboard", "public_ipv4", "scheduled_tasks", "openai", "s3")} == \
+        {"fargate_dashboard": 14.42, "public_ipv4": 11.20, "scheduled_tasks": 0.98, "openai": 3.25, "s3": 0.02}
+    assert batch.breakdown["openai_batch"] in (1.62, 1.63) and "openai" not in batch.breakdown
+    assert local.monthly_usd == round(2.07 + 14.42 + 17.30 + 11.20 + 0.98 + 0.01 + 0.50 + 0.40 + 0.02 + 3.25, 2)  # 50.15
+
+
+def test_summary_modes_decide_who_pays_batch_api_prices(prices):
+    def lines(mode):
+        return {s.name: s for s in estimate_monthly_cost(Assumptions(summary_mode=mode), prices).scenarios}
+
+    batch_note = "; summaries through the Batch API (half price, within 24 h, usually far sooner)"
+    realtime = lines("realtime")
+    assert all("openai_batch" not in s.breakdown and not s.notes.endswith(batch_note) for s in realtime.values())
+    assert realtime["batch transform"].breakdown["openai"] == 3.25
+    everywhere = lines("batch")
+    assert all(s.breakdown["openai_batch"] in (1.62, 1.63) and "openai" not in s.breakdown for s in everywhere.values())
+    assert all(s.notes.endswith(batch_note) and s.notes.count("Batch API") == 1 for s in everywhere.values())
+    auto = lines("auto")
+    assert [name for name, s in auto.items() if s.notes.endswith(batch_note)] == ["batch transform"]
+
+
+def test_a_deployment_without_an_endpoint_offers_only_what_runs_without_one(prices):
+    a = Assumptions(realtime_endpoint=False)
+    estimate = estimate_monthly_cost(a, prices)
+    assert [s.name for s in estimate.scenarios] == ["batch transform", "local CPU"]
+    assert estimate.cheapest_meeting(86_400).name == "batch transform"  # $49.70 against local CPU's $50.15
+    assert estimate.cheapest_meeting(60).name == "local CPU" and estimate.cheapest_meeting(5) is None  # no real-time endpoint
+    # a profile sets the shape: its name and assumptions are what the estimate reports
+    profiled = estimate_monthly_cost(Assumptions(images_per_month=5000), prices, "own-alb-ipv6-batch")
+    assert profiled.profile == "own-alb-ipv6-batch" and profiled.to_json()["profile"] == "own-alb-ipv6-batch"
+    assert profiled.assumptions["realtime_endpoint"] is False and profiled.assumptions["images_per_month"] == 5000
+    assert [s["name"] for s in profiled.to_json()["scenarios"]] == ["batch transform", "local CPU"]
+    assert estimate_monthly_cost(Assumptions(), prices).profile is None
+
+
+def test_the_cheapest_choice_meets_the_wait_exactly_and_never_picks_the_quoted_comparison(prices):
+    estimate = estimate_monthly_cost(Assumptions(), prices)
+    assert estimate.cheapest_meeting(5).name == "real-time business hours + auto-stop"  # 5 s: the real-time ones
+    assert estimate.cheapest_meeting(40).name == "local CPU"  # ~40 s a photo meets a 40 s need
+    assert estimate.cheapest_meeting(39.9).name == "real-time business hours + auto-stop"
+    assert estimate.cheapest_meeting(780).name == "batch transform"  # 12 min + 1 min: $49.70 beats local CPU's $50.15
+    assert estimate.cheapest_meeting(4.9) is None
+    # the quoted $1.2/h comparison is never "cheapest", even when it is the lowest figure
+    free_quote = estimate_monthly_cost(Assumptions(), with_price(prices, "brief_sagemaker_hour", 0.0))
+    assert min(free_quote.scenarios, key=lambda s: s.monthly_usd).name == "real-time 24x7 (quoted $1.2/h)"
+    assert free_quote.cheapest_meeting(5).name == "real-time business hours + auto-stop"
+
+
+def test_a_transform_job_estimate_before_it_starts(prices):
+    # 1,000 photos on 2 instances: 12 min start-up each + 1,000 x 1.5 s / 2 = 12.5 min; both billed
+    job = estimate_transform_job(1000, "ml.g4dn.xlarge", 2, prices, Assumptions())
+    assert (job.photos, job.instance_type, job.instance_count) == (1000, "ml.g4dn.xlarge", 2)
+    assert (job.minutes, job.usd) == (24.5, round(2 * 24.5 / 60 * 0.7364, 2)) == (24.5, 0.60)
+    # 13 photos on "0" instances: one instance, 12 + 0.325 min, shown to a tenth of a minute and a cent
+    small = estimate_transform_job(13, "ml.g4dn.xlarge", 0, prices, Assumptions())
+    assert (small.instance_count, small.minutes, small.usd) == (1, 12.3, 0.15)  # 12.325 / 60 x 0.7364 = 0.1513
+
+
+# --- the month-to-date ledger -----------------------------------------------------------------------------------------
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text + "+00:00")
+
+
+def hours(intervals) -> list[tuple[str, float]]:
+    return [(start.isoformat()[:16], (end - start).total_seconds() / 3600) for start, end in intervals]
+
+
+def test_endpoint_uptime_from_the_audit_log_edge_cases():
+    month, now = at("2026-11-01T00:00:00"), at("2026-11-05T00:00:00")
+
+    def entry(when, result):
+        return AuditEntry(when + "+00:00", "boss", "start" if result == "started" else "stop", result)
+
+    # a stop with nothing recorded before it: running since the month's start (deployed outside the dashboard)
+    assert hours(uptime_intervals([entry("2026-11-02T10:00:00", "stopped")], month, now, False)) == [("2026-11-01T00:00", 34.0)]
+    # a second stop without a start counts from the stop before it; a second start keeps the first
+    audit = [entry("2026-11-01T05:00:00", "stopped"), entry("2026-11-01T01:00:00", "started"),  # out of order on purpose
+             entry("2026-11-01T02:00:00", "stopped"), entry("2026-11-02T00:00:00", "started"),
+             entry("2026-11-02T03:00:00", "started"), entry("2026-11-02T06:00:00", "stopped")]
+    assert hours(uptime_intervals(audit, month, now, False)) == [("2026-11-01T01:00", 1.0), ("2026-11-01T02:00", 3.0),
+                                                                 ("2026-11-02T00:00", 6.0)]
+    # running now: from the last start, or the last event, or the month's start
+    assert hours(uptime_intervals([entry("2026-11-04T20:00:00", "started")], month, now, True)) == [("2026-11-04T20:00", 4.0)]
+    assert hours(uptime_intervals([entry("2026-11-04T21:00:00", "stopped")], month, now, True)) == \
+        [("2026-11-01T00:00", 93.0), ("2026-11-04T21:00", 3.0)]
+    assert hours(uptime_intervals([], month, now, True)) == [("2026-11-01T00:00", 96.0)]
+    assert uptime_intervals([], month, now, False) == []
+    # last month's uptime is not this month's; a start and stop in the same second is no uptime
+    before = [entry("2026-10-30T00:00:00", "started"), entry("2026-10-31T00:00:00", "stopped"),
+              entry("2026-11-03T00:00:00", "started"), entry("2026-11-03T00:00:00", "stopped")]
+    assert uptime_intervals(before, month, now, False) == []
+
+
+def test_uptime_is_split_at_midnight_utc():
+    assert _split_by_day(at("2026-11-01T22:30:00"), at("2026-11-03T01:15:00")) == {
+        "2026-11-01": 1.5, "2026-11-02": 24.0, "2026-11-03": 1.25}
+    assert _split_by_day(at("2026-11-01T08:00:00"), at("2026-11-01T08:00:00")) == {}
+
+
+@pytest.fixture
+def ledger_store(tmp_path, monkeypatch):
+    """A SQLite store whose clock is set by the test (the store stamps every audit and usage row itself)."""
+    from pipeline.ingest.sources import IngestLimits, collect_sources
+    from pipeline.store import sqlite_store
+    from support.images import jpeg_bytes
+
+    clock = {"now": "2026-10-15T00:00:00+00:00"}
+    monkeypatch.setattr(sqlite_store, "utc_now", lambda: clock["now"])
+    store = sqlite_store.SqliteStore(tmp_path / "db.sqlite3")
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(jpeg_bytes())
+    [item] = store.list_items(store.create_batch("b", "t", collect_sources([photo], IngestLimits())).id)
+
+    def record(when: str, *usage: Usage) -> None:
+        clock["now"] = when + "+00:00"
+        store.record_usage(item.id, list(usage))
+
+    def audit(when: str, result: str) -> None:
+        clock["now"] = when + "+00:00"
+        store.add_audit("boss", "start", result)
+
+    store.record, store.audit = record, audit
+    return store
+
+
+def test_month_to_date_ledger_by_day_component_and_photo(ledger_store, prices):
+    """Now: 3 November, 06:00 UTC (54 h into the month). The endpoint ran from 31 Oct 22:00 to 1 Nov 02:00 and since
+    2 Nov 23:00; a transform job billed 1.5 instance-hours; summaries, Batch API summaries and vision captions were paid."""
+    store = ledger_store
+    store.audit("2026-10-31T22:00:00", "started")
+    store.record("2026-10-31T23:59:59", Usage("llm", "gpt-4o", input_tokens=9_000_000))  # October's: not this month's
+    store.audit("2026-11-01T02:00:00", "stopped")
+    store.record("2026-11-01T09:00:00", Usage("endpoint", "blip2", invocations=2))  # 2 photos captioned
+    store.record("2026-11-02T10:00:00", Usage("transform_job", "ml.g4dn.xlarge", invocations=0, latency_ms=5_400_000),
+                 Usage("transform", "blip2", invocations=3))
+    store.record("2026-11-02T11:00:00", Usage("llm", "gpt-4o-2099-01-01", input_tokens=200_000, output_tokens=10_000),  # unpriced id
+                 Usage("llm_batch", "gpt-4o-mini", input_tokens=2_000_000, output_tokens=1_000_000))
+    store.record("2026-11-03T05:00:00", Usage("vision", "gpt-4o-2024-08-06", input_tokens=100_000, output_tokens=10_000),
+                 Usage("vision_sample", "gpt-4o-mini", input_tokens=1_000_000, invocations=1))
+    store.audit("2026-11-02T23:00:00", "started")
+    now = at("2026-11-03T06:00:00")
+    ledger = month_to_date(store, prices, Assumptions(), running_now=True, now=now)
+
+    assert (ledger.month_start, ledger.now) == (at("2026-11-01T00:00:00"), now)
+    assert ledger.endpoint_hours == 2 + 1 + 6
+    fixed = fixed_infra_costs(Assumptions(), prices)
+    measured = {
+        "sagemaker_endpoint": 9 * 0.7364,  # 6.6276
+        "sagemaker_batch": 1.5 * 0.7364,  # 1.1046
+        "openai": (200_000 * 2.50 + 10_000 * 10.00) / 1e6,  # a dated id without its own price: the summary model's, 0.60
+        "openai_batch": (2_000_000 * 0.075 + 1_000_000 * 0.30) / 1e6,  # 0.45
+        "openai_vision": (100_000 * 2.50 + 10_000 * 10.00) / 1e6 + 1_000_000 * 0.15 / 1e6,  # gpt-4o's price for its dated id, 0.50
+    }
+    assert ledger.by_component == {**{k: round(v, 2) for k, v in measured.items()},
+                                   **{k: round(usd * 54 / 730, 2) for k, usd in fixed.items()}}  # the fixed part, pro-rated by hour
+    assert ledger.by_component["sagemaker_endpoint"] == 6.63 and ledger.by_component["alb"] == 1.28
+    assert ledger.estimated == frozenset(fixed)
+    assert ledger.images == 2 + 3 + 1  # endpoint and transform captions, the vision caption; not the sample
+    assert ledger.tokens == 210_000 + 3_000_000  # summary tokens only
+    assert ledger.measured_usd == round(6.63 + 1.10 + 0.60 + 0.45 + 0.50, 2) == 9.28
+    assert ledger.usd_per_image == round(9.28 / 6, 4) == 1.5467
+    assert ledger.total_usd == round(sum(ledger.by_component.values()), 2)
+    assert ledger.estimated_usd == round(sum(round(usd * 54 / 730, 2) for usd in fixed.values()), 2)
+    # each day's lines, to 4 decimals
+    assert list(ledger.daily) == ["2026-11-01", "2026-11-02", "2026-11-03"]
+    assert ledger.daily["2026-11-01"]["sagemaker_endpoint"] == round(2 * 0.7364, 4)
+    assert ledger.daily["2026-11-02"]["sagemaker_endpoint"] == round(1 * 0.7364, 4)
+    assert ledger.daily["2026-11-03"]["sagemaker_endpoint"] == round(6 * 0.7364, 4)
+    assert ledger.daily["2026-11-02"]["sagemaker_batch"] == round(1.5 * 0.7364, 4)
+    assert ledger.daily["2026-11-03"]["openai_vision"] == 0.5
+    assert ledger.daily["2026-11-01"]["fargate_dashboard"] == round(fixed["fargate_dashboard"] * 24 / 730, 4)
+    assert ledger.daily["2026-11-03"]["fargate_dashboard"] == round(fixed["fargate_dashboard"] * 6 / 730, 4)
+
+
+def test_month_to_date_when_nothing_was_used(ledger_store, prices):
+    ledger = month_to_date(ledger_store, prices, Assumptions(), running_now=False, now=at("2026-11-01T12:00:00"))
+    assert ledger.endpoint_hours == 0 and ledger.images == 0 and ledger.tokens == 0
+    assert ledger.measured_usd == 0 and ledger.usd_per_image is None  # no photo: no per-photo figure, not a division by zero
+    assert set(ledger.by_component) == set(fixed_infra_costs(Assumptions(), prices))
+    assert ledger.estimated_usd == ledger.total_usd > 0
+
+
+def test_ledger_figures_are_rounded_for_display():
+    ledger = Ledger(at("2026-11-01T00:00:00"), at("2026-11-02T00:00:00"),
+                    {"sagemaker_endpoint": 1.004, "openai": 2.003, "alb": 0.333, "public_ipv4": 0.336}, {}, images=3,
+                    endpoint_hours=1.0, estimated=frozenset({"alb", "public_ipv4"}))
+    assert (ledger.measured_usd, ledger.estimated_usd, ledger.total_usd) == (3.01, 0.67, 3.68)
+    assert ledger.usd_per_image == round(3.01 / 3, 4) == 1.0033  # the measured cost only, to a hundredth of a cent
+    assert Ledger(ledger.month_start, ledger.now, {}, {}, 0, 0.0).usd_per_image is None
+
+
+def test_prices_are_what_the_table_says(prices):
+    assert isinstance(prices.prices["alb_hour"], Price) and prices.prices["alb_hour"].source.startswith("https://")
+    assert costs.HOURS_PER_MONTH == 730
