@@ -481,3 +481,255 @@ def test_an_async_endpoint_gets_more_photos_in_flight_but_summaries_stay_within_
     progress = run_batch(stages, batch.id, concurrency=1)
     assert progress.ok == 3 and all_captioned.is_set()  # all three photos were captioned while one summary was open
     assert peak[0] == 1
+
+
+# --- near-duplicate photos (issue 19) -----------------------------------------------------------------------------
+def look_alike_photos(tmp_path, name: str) -> list:
+    """One product photo and the same photo saved again at another JPEG quality: another file (another content key,
+    so no exact-cache hit), a few perceptual-hash bits apart."""
+    from PIL import Image
+    import io
+
+    folder = tmp_path / name
+    folder.mkdir()
+    original = jpeg_bytes(seed=11, color=(30, 120, 200))
+    (folder / "a.jpg").write_bytes(original)
+    for other, quality in (("b", 35), ("c", 60)):
+        with Image.open(io.BytesIO(original)) as image:
+            buffer = io.BytesIO()
+            image.save(buffer, "JPEG", quality=quality)
+        (folder / f"{other}.jpg").write_bytes(buffer.getvalue())
+    return [folder / "a.jpg", folder / "b.jpg", folder / "c.jpg"]
+
+
+def hash_distance(paths) -> int:
+    from pipeline.images.normalize import normalize_image
+    from pipeline.images.perceptual import distance
+
+    first, second = (normalize_image(p.read_bytes()) for p in paths[:2])
+    assert first.content_key != second.content_key
+    return distance(first.phash, second.phash)
+
+
+def one_item_batch(stages, settings, path, name):
+    return create_batch(stages.store, settings, [path], name=name, created_by="ann")
+
+
+def test_a_look_alike_of_an_earlier_batchs_photo_is_flagged_and_reused_only_when_the_batch_asks(tmp_path, settings):
+    paths = look_alike_photos(tmp_path, "p")
+    bits = hash_distance(paths)
+    assert 0 < bits <= settings.near_duplicate_max_distance
+    captioner = Captioner(answers={name: "x" for name in ("category", "color", "material", "pattern", "style")})
+    stages = make(settings, captioner)
+    first = one_item_batch(stages, settings, paths[0], "first")
+    run_batch(stages, first.id)
+    [earlier] = stages.store.list_items(first.id)
+    assert earlier.status == "ok" and earlier.near_duplicate is None and earlier.phash
+
+    reusing = one_item_batch(stages, settings, paths[1], "second")
+    stages.store.set_reuse_near_duplicates(reusing.id, True)
+    run_batch(stages, reusing.id)
+    [reused] = stages.store.list_items(reusing.id)
+    assert reused.status == "ok" and reused.reused_from == f"caption reused from batch {first.id} item 1"
+    assert reused.near_duplicate == f"looks like batch {first.id} item 1 ({bits} bits apart)"
+    assert reused.caption == earlier.caption and {a.name: a.raw for a in reused.attributes} == {a.name: a.raw for a in earlier.attributes}
+    assert sum(captioner.calls.values()) == 1 and stages.store.usage(reusing.id) == []  # no call, nothing paid
+
+    flagged = one_item_batch(stages, settings, paths[2], "third")  # reuse off (the default): flagged, captioned again
+    run_batch(stages, flagged.id)
+    [item] = stages.store.list_items(flagged.id)
+    assert item.near_duplicate is not None and item.near_duplicate.startswith("looks like batch ")
+    assert item.reused_from is None and sum(captioner.calls.values()) == 2
+    assert [u.kind for u in stages.store.usage(flagged.id)] == ["endpoint"]
+
+
+def test_only_a_finished_look_alike_with_every_answer_asked_now_is_reused(tmp_path, settings):
+    paths = look_alike_photos(tmp_path, "p")
+    captioner = Captioner(answers={"color": "red"})  # fewer answers than the taxonomy asks
+    stages = make(settings, captioner)
+    first = one_item_batch(stages, settings, paths[0], "first")
+    run_batch(stages, first.id)
+    second = one_item_batch(stages, settings, paths[1], "second")
+    stages.store.set_reuse_near_duplicates(second.id, True)
+    run_batch(stages, second.id)
+    [item] = stages.store.list_items(second.id)
+    assert item.near_duplicate and item.reused_from is None and sum(captioner.calls.values()) == 2  # asked again
+
+    from pipeline.images.normalize import normalize_image
+
+    failing = Captioner(fail_on={normalize_image(paths[0].read_bytes()).content_key},
+                        answers={name: "x" for name in ("category", "color", "material", "pattern", "style")})
+    stages = make(Settings(_env_file=None, data_dir=tmp_path / "other", summarizer="offline"), failing)
+    broken = one_item_batch(stages, settings, paths[0], "first")
+    run_batch(stages, broken.id)
+    assert stages.store.list_items(broken.id)[0].status == "error"
+    later = one_item_batch(stages, settings, paths[1], "second")
+    stages.store.set_reuse_near_duplicates(later.id, True)
+    run_batch(stages, later.id)
+    [item] = stages.store.list_items(later.id)
+    assert item.status == "ok" and item.reused_from is None and failing.calls[item.content_key] == 1  # a failed item has no caption to give
+
+
+def test_the_near_duplicate_settings_bound_what_is_flagged(tmp_path, settings):
+    from pipeline.batches.runner import NearDuplicateOptions
+
+    paths = look_alike_photos(tmp_path, "p")
+    stages = make(settings, Captioner())
+    stages.near_duplicates = NearDuplicateOptions(max_distance=hash_distance(paths) - 1)  # just too far
+    first = one_item_batch(stages, settings, paths[0], "first")
+    run_batch(stages, first.id)
+    second = one_item_batch(stages, settings, paths[1], "second")
+    run_batch(stages, second.id)
+    assert stages.store.list_items(second.id)[0].near_duplicate is None
+    stages.near_duplicates = NearDuplicateOptions(max_distance=hash_distance(paths), catalogue_max=0)  # near enough, no catalogue
+    third = one_item_batch(stages, settings, paths[1], "third")
+    run_batch(stages, third.id)
+    assert stages.store.list_items(third.id)[0].near_duplicate is None  # earlier batches are not looked at
+    stages.near_duplicates = NearDuplicateOptions(max_distance=hash_distance(paths), catalogue_max=1)
+    fourth = one_item_batch(stages, settings, paths[0], "fourth")  # the newest tagged photo (third's) is the catalogue
+    run_batch(stages, fourth.id)
+    [item] = stages.store.list_items(fourth.id)
+    assert item.near_duplicate == f"looks like batch {third.id} item 1 ({hash_distance(paths)} bits apart)"
+
+
+# --- a Cheapest run: every caption first, then the summaries in one OpenAI batch ------------------------------------
+class BatchSummaries:
+    """Stands in for OpenAIBatchSummarizer (pipeline/summarizers/openai_batch.py): `wanted` as it decides for a
+    Cheapest run of at least `min_items`; `summarize_many` answers every request with the offline summarizer (plus
+    a paid-looking usage row), after `inside(requests)` has looked at the store; `stop` makes it return None as a
+    Stop while OpenAI's batch runs does; `fail` gives those item ids an error instead."""
+
+    def __init__(self, inner, min_items: int = 2, inside=None, stop: threading.Event | None = None, fail=()):
+        self.inner, self.min_items, self.inside, self.stop, self.fail = inner, min_items, inside, stop, set(fail)
+        self.rounds: list[list[int]] = []
+
+    def wanted(self, batch_id, items, *, cheapest=False, job=False):
+        return bool(items) and cheapest and items >= self.min_items
+
+    def summarize_many(self, batch_id, requests, *, cancel=None):
+        self.rounds.append(sorted(requests))
+        if self.inside is not None:
+            self.inside(requests)
+        if self.stop is not None:
+            self.stop.set()
+            return None
+        answers = {}
+        for item_id, request in requests.items():
+            if item_id in self.fail:
+                answers[item_id] = ServiceError("OpenAI could not summarize this item; retry the failed items.")
+            else:
+                answers[item_id] = replace(self.inner.summarize(request), usage=[Usage(kind="llm-batch", model="gpt-4o", input_tokens=50)])
+        return answers
+
+    def forget(self, batch_id):
+        pass
+
+
+def test_a_cheapest_run_captions_every_photo_then_sends_one_batch_of_summaries_and_saves_each(tmp_path, settings):
+    captioner = Captioner()
+    stages = make(settings, captioner)
+    seen = {}
+
+    def inside(requests):  # while OpenAI's batch runs: captions done and paid for, items still held by this run
+        seen["calls"] = sum(captioner.calls.values())
+        seen["items"] = [(i.status, i.lease_owner) for i in stages.store.list_items(batch.id)]
+        seen["usage"] = sorted(u.kind for u in stages.store.usage(batch.id))
+        seen["captions"] = sorted(r.caption for r in requests.values())
+
+    stages.batch_summarizer = BatchSummaries(stages.summarizer, inside=inside)
+    batch = create_batch(stages.store, settings, photos(tmp_path, 3), name="b", created_by="ann")
+    counts = []
+    progress = run_batch(stages, batch.id, owner="me/1/x", cheapest=True, on_progress=lambda p: counts.append(p.done))
+    items = stages.store.list_items(batch.id)
+    assert len(stages.batch_summarizer.rounds) == 1 and stages.batch_summarizer.rounds[0] == sorted(i.id for i in items)
+    assert seen["calls"] == 3 and seen["captions"] == ["a red shirt"] * 3
+    assert seen["items"] == [("pending", "me/1/x")] * 3  # kept (leases renewed) until saved with the summary
+    assert seen["usage"] == ["endpoint"] * 3  # the captions' calls are in the ledger before the long wait
+    assert (progress.ok, progress.failed, progress.total) == (3, 0, 3) and sorted(counts) == [1, 2, 3]
+    assert all(i.status == "ok" and i.caption == "a red shirt" and i.summary and i.lease_owner is None for i in items)
+    assert all({"fetch", "normalize", "caption"} <= set(i.stage_ms) for i in items)
+    assert sorted(u.kind for u in stages.store.usage(batch.id)) == ["endpoint"] * 3 + ["llm-batch"] * 3
+
+
+def test_a_cheapest_run_fails_its_bad_rows_and_keeps_the_rest_and_a_stop_while_waiting_leaves_them_pending(tmp_path, settings):
+    from pipeline.images.normalize import normalize_image
+
+    paths = photos(tmp_path, 3)
+    bad = normalize_image(paths[0].read_bytes()).content_key
+    stages = make(settings, Captioner(fail_on={bad}))
+    stages.batch_summarizer = BatchSummaries(stages.summarizer)
+    batch = create_batch(stages.store, settings, paths, name="b", created_by="ann")
+    items = stages.store.list_items(batch.id)
+    stages.batch_summarizer.fail = {items[1].id}
+    progress = run_batch(stages, batch.id, cheapest=True)
+    assert stages.batch_summarizer.rounds == [[items[1].id, items[2].id]]  # the failed caption is not sent
+    by_id = {i.id: i for i in stages.store.list_items(batch.id)}
+    assert by_id[items[0].id].error == "The captioning endpoint is busy (throttled); try again shortly."
+    assert by_id[items[1].id].error == "OpenAI could not summarize this item; retry the failed items."
+    assert by_id[items[2].id].status == "ok" and (progress.ok, progress.failed) == (1, 2)
+
+    stop = threading.Event()
+    stages = make(Settings(_env_file=None, data_dir=tmp_path / "other", summarizer="offline"), Captioner())
+    stages.batch_summarizer = BatchSummaries(stages.summarizer, stop=stop)
+    batch = create_batch(stages.store, settings, photos(tmp_path, 2, "s"), name="s", created_by="ann")
+    progress = run_batch(stages, batch.id, owner="me/1/x", cheapest=True, cancel=stop)
+    assert progress.cancelled and (progress.ok, progress.failed) == (0, 0)
+    assert [(i.status, i.lease_owner) for i in stages.store.list_items(batch.id)] == [("pending", None)] * 2  # the next run goes on
+    assert sorted(u.kind for u in stages.store.usage(batch.id)) == ["endpoint"] * 2  # what was paid for is kept
+
+
+def test_only_a_cheapest_run_holding_the_batch_uses_the_batch_api(tmp_path, settings):
+    stages = make(settings, Captioner())
+    stages.batch_summarizer = BatchSummaries(stages.summarizer)
+    batch = create_batch(stages.store, settings, photos(tmp_path, 2), name="b", created_by="ann")
+    run_batch(stages, batch.id)  # not Cheapest: real-time summaries
+    assert stages.batch_summarizer.rounds == []
+    joined = create_batch(stages.store, settings, photos(tmp_path, 2, "j"), name="j", created_by="ann")
+    run_batch(stages, joined.id, join=True, cheapest=True)  # a helper on a batch another runner holds: real-time
+    assert stages.batch_summarizer.rounds == [] and all(i.status == "ok" for i in stages.store.list_items(joined.id))
+    own = create_batch(stages.store, settings, photos(tmp_path, 2, "o"), name="o", created_by="ann")
+    run_batch(stages, own.id, cheapest=True)
+    assert len(stages.batch_summarizer.rounds) == 1
+
+
+def test_a_cheapest_run_flags_and_reuses_look_alikes_as_a_real_time_run_does(tmp_path, settings):
+    paths = look_alike_photos(tmp_path, "p")
+    bits = hash_distance(paths)
+    captioner = Captioner(answers={name: "x" for name in ("category", "color", "material", "pattern", "style")})
+    stages = make(settings, captioner)
+    stages.batch_summarizer = BatchSummaries(stages.summarizer, min_items=1)
+    first = one_item_batch(stages, settings, paths[0], "first")
+    run_batch(stages, first.id, cheapest=True)
+    second = one_item_batch(stages, settings, paths[1], "second")
+    stages.store.set_reuse_near_duplicates(second.id, True)
+    run_batch(stages, second.id, cheapest=True)
+    [item] = stages.store.list_items(second.id)
+    assert len(stages.batch_summarizer.rounds) == 2 and item.status == "ok"
+    assert item.near_duplicate == f"looks like batch {first.id} item 1 ({bits} bits apart)"
+    assert item.reused_from == f"caption reused from batch {first.id} item 1" and item.phash
+    assert sum(captioner.calls.values()) == 1 and [u.kind for u in stages.store.usage(second.id)] == ["llm-batch"]
+    third = one_item_batch(stages, settings, paths[2], "third")  # reuse off: flagged, captioned
+    run_batch(stages, third.id, cheapest=True)
+    [item] = stages.store.list_items(third.id)
+    assert item.near_duplicate and item.reused_from is None and sum(captioner.calls.values()) == 2
+
+
+def test_items_waiting_for_openai_s_batch_keep_their_leases_renewed(tmp_path, settings):
+    now = [7_000_000.0]
+    stages = make(settings, Captioner())
+    renewed = {}
+
+    def inside(requests):  # hours pass while OpenAI's batch runs: the heartbeat must keep the items this run's
+        now[0] += FAST.lease_s  # every lease taken at the start has run out by now
+        for _ in range(500):  # the heartbeat looks every 20 ms (poll_s)
+            leases = [i.lease_until for i in stages.store.list_items(batch.id)]
+            if all(until is not None and until > now[0] for until in leases):
+                break
+            threading.Event().wait(0.02)
+        renewed["leases"] = [(i.lease_owner, i.lease_until) for i in stages.store.list_items(batch.id)]
+
+    stages.batch_summarizer = BatchSummaries(stages.summarizer, inside=inside)
+    batch = create_batch(stages.store, settings, photos(tmp_path, 2), name="b", created_by="ann")
+    run_batch(stages, batch.id, owner="me/1/x", cheapest=True, clock=lambda: now[0])
+    assert all(owner == "me/1/x" and until > now[0] for owner, until in renewed["leases"]), renewed
+    assert all(i.status == "ok" for i in stages.store.list_items(batch.id))
