@@ -203,6 +203,7 @@ def test_a_deployment_without_an_endpoint_offers_only_what_runs_without_one(pric
     profiled = estimate_monthly_cost(Assumptions(images_per_month=5000), prices, "own-alb-ipv6-batch")
     assert profiled.profile == "own-alb-ipv6-batch" and profiled.to_json()["profile"] == "own-alb-ipv6-batch"
     assert profiled.assumptions["realtime_endpoint"] is False and profiled.assumptions["images_per_month"] == 5000
+    assert profiled.to_json()["assumptions"] == profiled.assumptions  # `estimate --json` prints what was assumed
     assert [s["name"] for s in profiled.to_json()["scenarios"]] == ["batch transform", "local CPU"]
     assert estimate_monthly_cost(Assumptions(), prices).profile is None
 
@@ -348,7 +349,8 @@ def test_month_to_date_ledger_by_day_component_and_photo(ledger_store, prices):
 
 
 def test_month_to_date_when_nothing_was_used(ledger_store, prices):
-    ledger = month_to_date(ledger_store, prices, Assumptions(), running_now=False, now=at("2026-11-01T12:00:00"))
+    ledger = month_to_date(ledger_store, prices, Assumptions(), running_now=False, now=at("2026-11-01T12:34:56.789012"))
+    assert ledger.month_start == at("2026-11-01T00:00:00")  # the month starts at midnight UTC on the 1st, whatever the time now
     assert ledger.endpoint_hours == 0 and ledger.images == 0 and ledger.tokens == 0
     assert ledger.measured_usd == 0 and ledger.usd_per_image is None  # no photo: no per-photo figure, not a division by zero
     assert set(ledger.by_component) == set(fixed_infra_costs(Assumptions(), prices))
@@ -367,3 +369,160 @@ def test_ledger_figures_are_rounded_for_display():
 def test_prices_are_what_the_table_says(prices):
     assert isinstance(prices.prices["alb_hour"], Price) and prices.prices["alb_hour"].source.startswith("https://")
     assert costs.HOURS_PER_MONTH == 730
+
+
+def test_month_to_date_without_a_time_is_now_in_utc(ledger_store, prices):
+    """The Admin page asks for "now": an aware UTC time (the audit log's times are UTC; a naive one cannot be compared)."""
+    ledger_store.audit("2026-11-01T00:00:00", "stopped")
+    ledger = month_to_date(ledger_store, prices, Assumptions(), running_now=True)
+    assert ledger.now.utcoffset().total_seconds() == 0 and ledger.month_start.day == 1 and ledger.month_start.tzinfo is not None
+
+
+# --- cost by volume and break-even points (the Admin page's chart, `estimate`'s "break-even at") ---------------------
+
+def test_each_scenario_is_a_fixed_part_plus_a_cost_per_photo(prices):
+    from pipeline.admin.costs import cost_lines
+
+    lines = cost_lines(Assumptions(), prices, "own-alb")
+    # batch transform at 0 photos: 20 jobs x 12 min x $0.7364 = 2.95, + the fixed lines in cents (14.42 + 17.30 + 11.20 + 0.98
+    # + 0.50 + 0.40; logs under a cent); per photo: 1.5 s of GPU, 10,400 log bytes, 0.15 MB and 3 PUTs, Batch API tokens
+    fixed, per_photo = lines["batch transform"]
+    assert fixed == pytest.approx(2.95 + 14.42 + 17.30 + 11.20 + 0.98 + 0.50 + 0.40, abs=1e-9)  # 47.75
+    assert per_photo == pytest.approx(1.5 / 3600 * 0.7364 + 10_400 / 1e9 * 0.53 + 0.15 / 1024 * 0.023 + 3 / 1000 * 0.005
+                                      + (700 * 1.25 + 150 * 5.00) / 1e6, abs=2e-8)  # $0.001956 a photo
+    fixed, per_photo = lines["local CPU"]
+    assert fixed == pytest.approx(14.42 + 17.30 + 11.20 + 0.98 + 0.50 + 0.40, abs=1e-9)  # 44.80: no GPU, no job overhead
+    assert per_photo == pytest.approx(40 / 3600 * (4 * 0.03238 + 16 * 0.00356) + 10_400 / 1e9 * 0.53 + 0.15 / 1024 * 0.023
+                                      + 3 / 1000 * 0.005 + (700 * 2.50 + 150 * 10.00) / 1e6, abs=2e-8)  # $0.005346
+    assert list(lines) == [s.name for s in estimate_monthly_cost(Assumptions(), prices, "own-alb").scenarios]
+
+
+def test_break_even_where_batch_transform_overtakes_local_cpu(prices):
+    from pipeline.admin.costs import break_even_points
+
+    # 44.80 + 0.00534588 n = 47.75 + 0.00195571 n  =>  n = 2.95 / 0.00339017 = 870.2 photos, at $49.45
+    [point] = break_even_points(Assumptions(), prices, 100, 200_000, "own-alb")
+    assert (point.images_per_month, point.cheaper_before, point.cheaper_after, point.monthly_usd) == \
+        (870, "local CPU", "batch transform", 49.45)
+    assert break_even_points(Assumptions(), prices, 100, 870, "own-alb") == []  # past the upper bound: not shown
+    assert len(break_even_points(Assumptions(), prices, 100, 871, "own-alb")) == 1
+    assert break_even_points(Assumptions(), prices, 871, 200_000, "own-alb") == []  # already past it
+
+
+def test_break_even_points_follow_the_cheapest_scenario_through_two_changes(prices):
+    """An endpoint scheduled 1 hour on 1 day a month: local CPU, then the business-hours endpoint, then batch transform."""
+    from pipeline.admin.costs import break_even_points
+
+    a = Assumptions(working_days=1, hours_per_day=1)
+    points = break_even_points(a, prices, 0, 200_000, "own-alb")
+    assert [(p.cheaper_before, p.cheaper_after) for p in points] == [
+        ("local CPU", "real-time business hours + auto-stop"), ("real-time business hours + auto-stop", "batch transform")]
+    for point in points:  # the estimator agrees on each side of each point, and at it
+        def cheapest(volume):
+            scenarios = estimate_monthly_cost(replace(a, images_per_month=volume), prices, "own-alb").scenarios
+            return min((s for s in scenarios if "quoted" not in s.name), key=lambda s: s.monthly_usd)
+
+        assert cheapest(int(point.images_per_month * 0.95)).name == point.cheaper_before
+        assert cheapest(int(point.images_per_month * 1.05)).name == point.cheaper_after
+        at_point = cheapest(int(point.images_per_month)).monthly_usd
+        assert point.monthly_usd == pytest.approx(at_point, abs=0.02) and point.monthly_usd == round(point.monthly_usd, 2)
+        assert point.images_per_month == int(point.images_per_month)  # whole photos
+
+
+# --- the price table ----------------------------------------------------------------------------------------------------
+
+def test_billed_model_ids_find_their_price(prices):
+    from pipeline.admin.costs import token_price_model
+
+    assert token_price_model("gpt-4o-mini-2024-07-18", prices) == "gpt-4o-mini"  # the longest name that fits, not gpt-4o
+    assert token_price_model("gpt-4o-2024-08-06", prices) == "gpt-4o"
+    assert token_price_model("gpt-4o", prices) == "gpt-4o" and token_price_model("gpt-4o-mini", prices) == "gpt-4o-mini"
+    assert token_price_model("gpt-4omni", prices) is None and token_price_model("gpt-5", prices) is None
+    assert token_price_model("openai_input_per_million:gpt-4o", prices) is None
+
+
+def test_prices_file_overrides(tmp_path):
+    import json
+
+    from pipeline.errors import ConfigError
+
+    def load(entries):
+        override = tmp_path / "prices.json"
+        override.write_text(json.dumps(entries))
+        return PriceTable.load(override)
+
+    table = PriceTable.load()
+    assert not [key for key in table.prices if key.startswith("_")]  # prices.json's "_about" note is not a price
+    edp = load({"alb_hour": {"usd": 0.02, "as_of": "2026-11", "source": "our EDP rate"}, "_note": {"anything": 1},
+                "openai_input_per_million:gpt-4o-2024-11-20": {"usd": 2.5, "unit": "1M input tokens", "source": "s", "as_of": "d"}})
+    assert edp.prices["alb_hour"] == Price(0.02, "load-balancer-hour", "our EDP rate", "2026-11")  # the unit kept from prices.json
+    assert edp.usd("openai_input_per_million:gpt-4o-2024-11-20") == 2.5  # a shipped family, another model
+    assert "_note" not in edp.prices and edp.usd("nat_gateway_hour") == 0.045  # the rest as shipped
+    assert load({"alb_hour": {"source": "re-checked", "as_of": "2026-12"}}).prices["alb_hour"].usd == 0.0225  # no usd: the price stays
+    assert load({"alb_hour": {"usd": 1}}).usd("alb_hour") == 1  # a whole number is a price
+    with pytest.raises(ConfigError) as missing:
+        load({"sagemaker_hosting_hour:ml.g5.xlarge": {"usd": 1.4}})  # a new entry needs its unit, source and date
+    assert str(missing.value).startswith("A price entry needs usd, unit, source and as_of: ")
+    with pytest.raises(ConfigError) as unknown:
+        load({"alb": {"usd": 0.02}})
+    assert str(unknown.value) == (f"PRICES_FILE {tmp_path / 'prices.json'}: 'alb' is not a price this estimator uses; use the keys "
+                                  "of pipeline/admin/prices.json (a `name:variant` key may name another instance type or model).")
+    for bad in (float("nan"), False, "0.02", -0.01):
+        with pytest.raises(ConfigError) as refused:
+            load({"alb_hour": {"usd": bad}})
+        assert str(refused.value) == f"PRICES_FILE {tmp_path / 'prices.json'}: the usd of 'alb_hour' must be a number, 0 or more (it is {bad!r})."
+    assert load({"alb_hour": {"usd": 0.0}}).usd("alb_hour") == 0.0
+    with pytest.raises(ConfigError) as unreadable:
+        PriceTable.load(tmp_path / "missing.json")
+    assert str(unreadable.value).startswith(f"PRICES_FILE {tmp_path / 'missing.json'} cannot be read: ")
+    with pytest.raises(ConfigError) as absent:
+        table.usd("alb_hour:x86")
+    assert str(absent.value) == "No price for 'alb_hour:x86'; add it to PRICES_FILE."
+
+
+def test_a_profile_keeps_the_volume_and_takes_its_whole_shape():
+    from pipeline.admin.costs import PROFILES, PROFILES_FIXED_FIELDS, profile_assumptions
+
+    base = Assumptions(images_per_month=5000, extra_languages=2, nat_gateways=3, alarms=9, secrets=4, realtime_endpoint=False)
+    business = profile_assumptions("own-alb-business-hours", base)
+    assert (business.images_per_month, business.extra_languages) == (5000, 2)  # the volume and model, as given
+    assert (business.nat_gateways, business.alarms, business.secrets, business.realtime_endpoint) == (0, 5, 1, True)  # shipped shape
+    assert (business.dashboard_vcpu, business.fargate_spot, business.dashboard_always_on, business.wake_function,
+            business.autostop_every_minutes) == (0.25, True, False, True, 30)
+    assert profile_assumptions("own-alb") == Assumptions()  # no base: the defaults, which are the own-alb profile
+    for name, profile in PROFILES.items():
+        shaped = profile_assumptions(name, base)
+        assert {k: getattr(shaped, k) for k in PROFILES_FIXED_FIELDS} == {k: profile.fixed.get(k, getattr(Assumptions(), k))
+                                                                         for k in PROFILES_FIXED_FIELDS}, name
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError) as unknown:
+        profile_assumptions("cheapest")
+    assert str(unknown.value) == ("Unknown deployment profile 'cheapest'; choose one of own-alb, own-alb-business-hours, "
+                                  "own-alb-ipv6-business-hours, shared-alb-business-hours, own-alb-ipv6-batch.")
+
+
+def test_an_unknown_summary_mode_or_seo_writer_is_refused_in_one_sentence(prices):
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError) as mode:
+        estimate_monthly_cost(Assumptions(summary_mode="nightly"), prices)
+    assert str(mode.value) == "summary_mode 'nightly': choose one of auto, realtime, batch."
+    with pytest.raises(ConfigError) as seo:
+        estimate_monthly_cost(Assumptions(seo_fields_by="gpt"), prices)
+    assert str(seo.value) == "seo_fields_by 'gpt': choose one of template, model."
+
+
+def test_a_heavy_day_is_priced_to_the_hundredth_of_a_cent(ledger_store, prices):
+    """A day at 100,000+ photos a month: 25 transform jobs of 10 instance-hours, 40M + 4M summary tokens, 40M vision tokens.
+    The daily figures are shown to 4 decimals: a slightly wrong divisor (hours, millions) shows there."""
+    for _ in range(25):
+        ledger_store.record("2026-11-02T10:00:00", Usage("transform_job", "ml.g4dn.xlarge", invocations=0, latency_ms=36_000_000))
+    ledger_store.record("2026-11-02T11:00:00", Usage("llm", "gpt-4o", input_tokens=40_000_000, output_tokens=4_000_000),
+                        Usage("vision", "gpt-4o", input_tokens=40_000_000, invocations=100_000))
+    ledger = month_to_date(ledger_store, prices, Assumptions(), running_now=False, now=at("2026-11-03T00:00:00"))
+    day = ledger.daily["2026-11-02"]
+    assert day["sagemaker_batch"] == 184.1  # 250 instance-hours x $0.7364
+    assert day["openai"] == 140.0  # 40M x $2.50 + 4M x $10.00 a million
+    assert day["openai_vision"] == 100.0  # 40M x $2.50
+    assert (ledger.images, ledger.tokens) == (100_000, 44_000_000)
