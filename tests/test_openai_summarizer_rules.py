@@ -643,3 +643,140 @@ def test_a_batch_answer_without_an_attribute_its_category_requires_is_asked_agai
     assert len(server.state.requests) == 1  # the colour the category requires was null: asked again in real time
     sent = server.state.requests[0]["response_format"]["json_schema"]["schema"]["$defs"]["ProductAttributes"]["properties"]["color"]
     assert "anyOf" not in sent and result.attributes["color"] == "red"
+
+
+# --- which models are asked, and when time is up (the request loop, _complete) ----------------------
+def summarizer_with(server: FakeOpenAI, fallback_model: str | None, *, max_retries: int = 1, timeout: float = 5.0,
+                    **options) -> OpenAISummarizer:
+    client = openai.OpenAI(api_key="sk-test-1234", base_url=server.base_url, max_retries=max_retries, timeout=timeout)
+    options.setdefault("sleep", Waits())
+    return OpenAISummarizer(client, SCHEMA, model="gpt-4o", fallback_model=fallback_model, **options)
+
+
+def failure(summarizer: OpenAISummarizer, the_request: SummaryRequest | None = None) -> Exception:
+    with pytest.raises(Exception) as failed:
+        summarizer.summarize(the_request or request())
+    return failed.value
+
+
+@pytest.mark.parametrize("fallback_model", [None, "", "gpt-4o"], ids=["none", "empty", "same-as-the-model"])
+def test_without_a_distinct_fallback_only_the_main_model_is_asked(server, fallback_model):
+    server.state.default = Reply(status=503)
+    error = failure(summarizer_with(server, fallback_model))
+    assert [r["model"] for r in server.state.requests] == ["gpt-4o", "gpt-4o"]
+    assert type(error) is ServiceError
+    assert str(error) == "OpenAI is unavailable right now (HTTP 503 from gpt-4o); retry the failed items later."
+
+
+def test_a_timeout_on_the_only_model_is_retried_on_it_then_says_openai_did_not_answer(server):
+    server.state.default = Reply(hang=True)  # never answers: every request ends at its (short) timeout
+    error = failure(summarizer_with(server, None, timeout=0.05))
+    assert [r["model"] for r in server.state.requests] == ["gpt-4o", "gpt-4o"]
+    assert type(error) is ServiceError
+    assert str(error) == "OpenAI did not answer in time (gpt-4o); the item was not summarized — retry the failed items later."
+
+
+def test_a_retry_is_still_started_with_exactly_the_minimum_request_time_left(server):
+    clock = FakeClock()
+    server.state.default = Reply(status=500, retry_after_ms="0")
+    server.state.on_request = lambda _request: setattr(clock, "now", clock.now + 59.0)  # 1 s left after the first
+    error = failure(summarizer_with(server, "gpt-4o-mini", deadline_s=60, min_request_s=1.0, clock=clock, sleep=Waits(clock)))
+    assert [r["model"] for r in server.state.requests] == ["gpt-4o", "gpt-4o"]  # the retry, not the fallback
+    assert [float(h["x-stainless-read-timeout"]) for h in server.state.headers] == [5.0, 1.0]
+    assert str(error) == ("OpenAI is unavailable right now (HTTP 500 from gpt-4o); retry the failed items later. "
+                          "Gave up after 60 s (OPENAI_DEADLINE_S).")
+
+
+def test_no_request_is_started_exactly_at_the_deadline(server):
+    times = iter([1000.0])  # the call starts at 1000 s; every later look at the clock is at its 60 s deadline
+
+    def clock() -> float:
+        return next(times, 1060.0)
+
+    error = failure(summarizer_with(server, "gpt-4o-mini", deadline_s=60, clock=clock))
+    assert server.state.requests == [] and type(error) is ServiceError
+    assert str(error) == ("OpenAI did not answer in time (no model); the item was not summarized — retry the failed items "
+                          "later. Gave up after 60 s (OPENAI_DEADLINE_S).")
+
+
+@pytest.mark.parametrize("deadline_s, says_deadline", [(45, True), (61, False)], ids=["ended-past-it", "1-s-left"])
+def test_retries_used_up_say_the_deadline_only_when_less_than_a_request_is_left(server, deadline_s, says_deadline):
+    clock = FakeClock()
+    server.state.default = Reply(status=500)
+    server.state.on_request = lambda _request: setattr(clock, "now", clock.now + 20.0)
+    error = failure(summarizer_with(server, None, max_retries=2, deadline_s=deadline_s, clock=clock))
+    assert [r["model"] for r in server.state.requests] == ["gpt-4o"] * 3  # every retry made; the last ends at 60 s
+    message = "OpenAI is unavailable right now (HTTP 500 from gpt-4o); retry the failed items later."
+    assert str(error) == (message + f" Gave up after {deadline_s} s (OPENAI_DEADLINE_S)." if says_deadline else message)
+
+
+def answers_as_snapshot(server: FakeOpenAI, snapshot: str) -> list[str]:
+    """The server answers naming the model snapshot that answered (as OpenAI does: gpt-4o -> gpt-4o-2024-08-06);
+    returns the list of models the requests asked for."""
+    asked: list[str] = []
+
+    def rename(body: dict) -> Reply | None:
+        asked.append(body["model"])
+        body["model"] = snapshot  # the completion is built from this body after the responder has run
+        return server.state.script.pop(0) if server.state.script else server.state.default
+
+    server.state.responder = rename
+    return asked
+
+
+@pytest.mark.parametrize("tokens", [(120, 60), (0, 0)], ids=["tokens", "zero-tokens"])
+def test_each_paid_answer_leaves_one_usage_row_with_its_snapshot_tokens_and_latency(server, tokens):
+    clock = FakeClock()
+    asked = answers_as_snapshot(server, "gpt-4o-2024-08-06")
+    server.state.default = Reply(answer(), prompt_tokens=tokens[0], completion_tokens=tokens[1])
+    server.state.on_request = lambda _request: setattr(clock, "now", clock.now + 2.5)  # each answer takes 2.5 s
+    result = summarizer_with(server, "gpt-4o-mini", clock=clock).summarize(request())
+    assert asked == ["gpt-4o"]
+    assert result.usage == [Usage("llm", "gpt-4o-2024-08-06", tokens[0], tokens[1], 1, 2500.0)]
+    assert (result.model, result.offline) == ("gpt-4o", False)
+
+
+# --- the corrective request and the final answer (_finish) ----------------------------------------
+def test_the_corrective_request_goes_to_the_fallback_model_that_answered(server):
+    server.state.script = [Reply(status=503), Reply(status=503), Reply(answer(words(55, "first"))), Reply(answer("Red sneakers."))]
+    result, models = outcome(server, max_retries=1)
+    assert models == ["gpt-4o", "gpt-4o", "gpt-4o-mini", "gpt-4o-mini"]  # gpt-4o is down: not asked again
+    assert (result.summary, result.model) == ("Red sneakers.", "gpt-4o-mini")
+    assert [u.model for u in result.usage] == ["gpt-4o-mini", "gpt-4o-mini"]
+
+
+def test_a_cut_off_answer_from_the_fallback_is_asked_again_there(server):
+    server.state.script = [Reply(status=503), Reply(status=503), Reply(raw_content='{"title": "Re', finish_reason="length"),
+                           Reply(answer("Red sneakers."))]
+    result, models = outcome(server, max_retries=1)
+    assert models == ["gpt-4o", "gpt-4o", "gpt-4o-mini", "gpt-4o-mini"]
+    assert (result.summary, result.model) == ("Red sneakers.", "gpt-4o-mini")
+
+
+def test_a_corrective_answer_no_better_than_the_first_is_not_kept(server):
+    server.state.script = [Reply(answer(words(55, "first"))), Reply(answer(words(55, "second")))]  # 5 over each
+    result, models = outcome(server)
+    assert models == ["gpt-4o", "gpt-4o"]
+    assert result.summary.startswith("first") and count_words(result.summary) <= 50
+
+
+def test_a_word_to_avoid_that_stays_in_a_language_summary_fails_the_item(server):
+    server.state.default = Reply(answer(summaries={"de": "Ein budget Sneaker."}))
+    error, models = outcome(server, request(style=GUIDE, languages=("de",)))
+    assert models == ["gpt-4o", "gpt-4o"]
+    assert type(error) is BadInputError and str(error) == (
+        "The summary still used 'budget' from the style guide's words to avoid after it was asked again (gpt-4o); "
+        "retry the item or write the summary by hand.")
+
+
+def test_every_word_to_avoid_that_stays_is_named(server):
+    server.state.default = Reply(answer("A budget red sneaker.", title="Cheap sneaker"))
+    error, _ = outcome(server, request(style=StyleGuide(avoid=["cheap", "budget"])))
+    assert str(error) == ("The summary still used 'cheap', 'budget' from the style guide's words to avoid after it was asked "
+                          "again (gpt-4o); retry the item or write the summary by hand.")
+
+
+def test_an_empty_language_summary_stays_empty_for_a_person_to_write(server):
+    server.state.default = Reply(answer(summaries={"de": "", "fr": "Baskets rouges."}))
+    result, models = outcome(server, request(languages=("de", "fr")))
+    assert models == ["gpt-4o"] and result.summaries == {"de": "", "fr": "Baskets rouges."}
