@@ -104,6 +104,19 @@ def test_fixed_infrastructure_of_a_private_x86_spot_business_hours_shape(prices)
     all_spot = fixed_infra_costs(replace(a, fargate_on_demand_base=0), prices)["fargate_dashboard"]
     assert all_spot == exact(hours * 3 * spot)
     assert fixed_infra_costs(replace(a, fargate_on_demand_base=5), prices)["fargate_dashboard"] == exact(hours * 3 * on_demand)
+    # two NAT gateways (one per AZ), each with its address
+    two_nats = fixed_infra_costs(replace(a, nat_gateways=2, public_ipv4_addresses=2), prices)
+    assert (two_nats["nat_gateway"], two_nats["public_ipv4"]) == (exact(2 * 730 * 0.045), exact(2 * 730 * 0.005))
+
+
+def test_every_task_and_every_scheduled_minute_holds_a_public_address(prices):
+    """Two dashboard tasks in public subnets, scheduled tasks billed 2 minutes each: 2 x 730 task-hours of addresses."""
+    a = Assumptions(dashboard_tasks=2, scheduled_task_minutes=2.0)
+    runs = 730 * 4 + 2 * 22
+    got = fixed_infra_costs(a, prices)
+    assert got["public_ipv4"] == exact((2 * 730 + 2 * 730 + runs * 2 / 60) * 0.005)
+    assert got["scheduled_tasks"] == exact(runs * 2 / 60 * (0.5 * 0.03238 + 1 * 0.00356))
+    assert got["fargate_dashboard"] == exact(2 * 730 * (0.5 * 0.03238 + 1 * 0.00356))
 
 
 # --- what grows with the photos ---------------------------------------------------------------------------------------
@@ -265,12 +278,18 @@ def test_endpoint_uptime_from_the_audit_log_edge_cases():
     before = [entry("2026-10-30T00:00:00", "started"), entry("2026-10-31T00:00:00", "stopped"),
               entry("2026-11-03T00:00:00", "started"), entry("2026-11-03T00:00:00", "stopped")]
     assert uptime_intervals(before, month, now, False) == []
+    # asked as of an earlier time (a ledger for a past moment): a later stop is clipped to it
+    later_stop = [entry("2026-11-04T20:00:00", "started"), entry("2026-11-05T02:00:00", "stopped")]
+    assert hours(uptime_intervals(later_stop, month, now, False)) == [("2026-11-04T20:00", 4.0)]
 
 
 def test_uptime_is_split_at_midnight_utc():
     assert _split_by_day(at("2026-11-01T22:30:00"), at("2026-11-03T01:15:00")) == {
         "2026-11-01": 1.5, "2026-11-02": 24.0, "2026-11-03": 1.25}
     assert _split_by_day(at("2026-11-01T08:00:00"), at("2026-11-01T08:00:00")) == {}
+    # a start with seconds and microseconds: the day still ends at 00:00:00.000000
+    assert _split_by_day(at("2026-11-01T23:59:30.250000"), at("2026-11-02T00:00:30.250000")) == {
+        "2026-11-01": 29.75 / 3600, "2026-11-02": 30.25 / 3600}
 
 
 @pytest.fixture
@@ -346,6 +365,7 @@ def test_month_to_date_ledger_by_day_component_and_photo(ledger_store, prices):
     assert ledger.daily["2026-11-03"]["openai_vision"] == 0.5
     assert ledger.daily["2026-11-01"]["fargate_dashboard"] == round(fixed["fargate_dashboard"] * 24 / 730, 4)
     assert ledger.daily["2026-11-03"]["fargate_dashboard"] == round(fixed["fargate_dashboard"] * 6 / 730, 4)
+    assert ledger.daily["2026-11-01"]["public_ipv4"] == 0.3681  # $11.197 x 24 / 730 h = 0.368121: 4 decimals shown
 
 
 def test_month_to_date_when_nothing_was_used(ledger_store, prices):
