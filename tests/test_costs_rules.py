@@ -546,3 +546,22 @@ def test_a_heavy_day_is_priced_to_the_hundredth_of_a_cent(ledger_store, prices):
     assert day["openai"] == 140.0  # 40M x $2.50 + 4M x $10.00 a million
     assert day["openai_vision"] == 100.0  # 40M x $2.50
     assert (ledger.images, ledger.tokens) == (100_000, 44_000_000)
+
+
+def test_compute_lines_at_100000_photos_a_month(prices):
+    """Where the per-photo GPU and CPU time dominate: 100,000 x 1.5 s = 41.67 h of GPU work, 100,000 x 40 s = 1,111 h of CPU."""
+    got = {s.name: s for s in estimate_monthly_cost(Assumptions(images_per_month=100_000), prices).scenarios}
+    work_h = 100_000 * 1.5 / 3600
+    assert got["async scale-to-zero"].breakdown["sagemaker_endpoint"] == round((20 * 25 / 60 + work_h) * 0.7364, 2) == 36.82  # 50 h
+    assert got["batch transform"].breakdown["sagemaker_batch"] == round((20 * 12 / 60 + work_h) * 0.7364, 2) == 33.63  # 45.67 h
+    assert got["local CPU"].breakdown["fargate_captioning"] == round(100_000 * 40 / 3600 * (4 * 0.03238 + 16 * 0.00356), 2) == 207.20
+    assert got["real-time 24x7"].breakdown["sagemaker_endpoint"] == 537.57  # the always-on lines do not grow with the photos
+    assert got["async scale-to-zero"].notes == "20 bursts × (10 min start + 15 min idle tail) + 41.67 h work"
+    assert got["local CPU"].notes == "1111.1 h of a 4 vCPU / 16 GB task; no GPU"
+
+
+def test_log_line_without_any_fixed_log_bytes(prices):
+    """No endpoint (no scheduled tasks), no wake Lambda and no dashboard start counted: the log line is the photos' alone."""
+    a = Assumptions(realtime_endpoint=False, dashboard_starts_per_month=0, images_per_month=10_000)
+    assert "cloudwatch_logs" not in fixed_infra_costs(a, prices)
+    assert shared_costs(a, prices)["cloudwatch_logs"] == exact((10_000 * (8_400 + 2_000) + 20 * (450 + 100_000)) / 1e9 * 0.53)
