@@ -478,9 +478,9 @@ def test_an_unusable_answer_is_named_in_the_corrective_request(server, content, 
     server.state.script = [Reply(raw_content=content), Reply(answer())]
     result, models = outcome(server)
     assert models == ["gpt-4o", "gpt-4o"] and result.summary == "Red leather sneakers by Acme."
-    assert server.state.requests[1]["messages"][-1]["content"] == (
+    assert server.state.requests[1]["messages"][-1] == {"role": "user", "content": (
         f"Your previous answer {problem}. Answer again with one complete JSON object that follows the schema; "
-        "keep the summary under 50 words.")
+        "keep the summary under 50 words.")}
 
 
 def test_tags_are_lowercased_tidied_unique_and_at_most_twelve(server):
@@ -780,3 +780,42 @@ def test_an_empty_language_summary_stays_empty_for_a_person_to_write(server):
     server.state.default = Reply(answer(summaries={"de": "", "fr": "Baskets rouges."}))
     result, models = outcome(server, request(languages=("de", "fr")))
     assert models == ["gpt-4o"] and result.summaries == {"de": "", "fr": "Baskets rouges."}
+
+
+# --- an unusable answer and the one corrective request (_answer, _read) --------------------------------
+def test_after_a_cut_off_answer_an_over_long_one_is_trimmed_not_asked_a_third_time(server):
+    server.state.script = [Reply(raw_content='{"title": "Re', finish_reason="length"), Reply(answer(words(55, "second")))]
+    server.state.default = Reply(answer("Third answer."))
+    result, models = outcome(server)
+    assert models == ["gpt-4o", "gpt-4o"]  # one corrective request per summary, whatever it was for
+    assert result.summary.startswith("second") and count_words(result.summary) <= 50
+
+
+def test_the_answer_to_a_corrective_request_carries_the_language_summaries(server):
+    server.state.script = [Reply(raw_content='{"title": "Re', finish_reason="length"),
+                           Reply(answer(summaries={"de": "Rote Sneaker."}))]
+    result, models = outcome(server, request(languages=("de",)))
+    assert models == ["gpt-4o", "gpt-4o"] and result.summaries == {"de": "Rote Sneaker."}
+
+
+def test_a_batch_answer_without_choices_is_asked_again_as_empty(server):
+    server.state.default = Reply(answer("Red sneakers."))
+    empty = completion(answer()).model_copy(update={"choices": []})
+    result = summarizer_for(server).summarize_answer(request(), empty, "gpt-4o", BATCH_USAGE)
+    assert server.state.requests[0]["messages"][-1]["content"].startswith("Your previous answer was empty.")
+    assert result.summary == "Red sneakers."
+
+
+def test_a_value_outside_the_vocabulary_for_an_attribute_its_category_requires_is_asked_again(server):
+    from pipeline.attributes import CategoryRule
+
+    strict = SCHEMA.model_copy(update={"categories": {"sneakers": CategoryRule(required=["color"])}})
+    summarizer = summarizer_for(server).with_schema(strict)
+    sneakers = request(attributes=map_answers(strict, {"category": "sneakers", "color": "red"}))
+    server.state.script = [Reply(answer(attributes={"category": "sneakers", "color": "chartreuse"})),
+                           Reply(answer(attributes={"category": "sneakers", "color": "red"}))]
+    result = summarizer.summarize(sneakers)  # dropping the value would leave the required colour null
+    assert [r["model"] for r in server.state.requests] == ["gpt-4o", "gpt-4o"]
+    assert server.state.requests[1]["messages"][-1]["content"].startswith(
+        "Your previous answer did not follow the requested JSON format.")
+    assert result.attributes["color"] == "red"
