@@ -733,3 +733,45 @@ def test_items_waiting_for_openai_s_batch_keep_their_leases_renewed(tmp_path, se
     run_batch(stages, batch.id, owner="me/1/x", cheapest=True, clock=lambda: now[0])
     assert all(owner == "me/1/x" and until > now[0] for owner, until in renewed["leases"]), renewed
     assert all(i.status == "ok" for i in stages.store.list_items(batch.id))
+
+
+# --- from a caption to the saved result ------------------------------------------------------------------------------
+class Answering:
+    """A paid summarizer's stand-in (offline=False): the offline template's text, plus its own attribute answers."""
+
+    def __init__(self, inner, answers, model="gpt-4o"):
+        self.inner, self.answers, self.model, self.name = inner, answers, model, "openai"
+        self.requests = []
+
+    def summarize(self, request):
+        self.requests.append(request)
+        result = self.inner.summarize(request)
+        return replace(result, attributes=dict(self.answers), model=self.model, offline=False,
+                       summaries={code: f"({code}) {result.summary}" for code in request.languages})
+
+
+def test_the_summary_is_asked_in_the_batchs_languages_and_each_is_saved(tmp_path, settings):
+    stages = make(settings, Captioner())
+    stages.summarizer = Answering(stages.summarizer, {})
+    batch = create_batch(stages.store, settings, photos(tmp_path, 1), name="b", created_by="ann")
+    stages.store.set_batch_languages(batch.id, ["de", "fr"])
+    run_batch(stages, batch.id)
+    [request] = stages.summarizer.requests
+    assert request.languages == ("de", "fr")
+    [item] = stages.store.list_items(batch.id)
+    assert item.status == "ok" and sorted(item.summaries) == ["de", "fr"] and item.summaries["de"].startswith("(de) ")
+
+
+def test_a_required_attribute_the_captioner_left_empty_keeps_the_summarizers_answer_marked_as_guessed(tmp_path, settings):
+    from test_required_attributes import SCHEMA
+
+    captioner = Captioner(answers={"category": "shirt", "color": "red"})  # no sleeve: required for shirts
+    stages = make(settings, captioner)
+    stages.schema = SCHEMA
+    stages.summarizer = Answering(stages.summarizer, {"category": "shirt", "color": "blue", "sleeve": "long"})
+    batch = create_batch(stages.store, settings, photos(tmp_path, 1), name="b", created_by="ann")
+    run_batch(stages, batch.id)
+    [item] = stages.store.list_items(batch.id)
+    values = {a.name: (a.value, a.source) for a in item.attributes}
+    assert values["sleeve"] == ("long", "summarizer:gpt-4o")  # the paid answer, shown as guessed
+    assert values["color"][0] == "red" and values["color"][1] != "summarizer:gpt-4o"  # the captioner's own value stays
