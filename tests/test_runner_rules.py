@@ -775,3 +775,32 @@ def test_a_required_attribute_the_captioner_left_empty_keeps_the_summarizers_ans
     values = {a.name: (a.value, a.source) for a in item.attributes}
     assert values["sleeve"] == ("long", "summarizer:gpt-4o")  # the paid answer, shown as guessed
     assert values["color"][0] == "red" and values["color"][1] != "summarizer:gpt-4o"  # the captioner's own value stays
+
+
+def test_a_reused_caption_is_the_earlier_items_as_people_left_it_even_without_its_cache_row(tmp_path, settings):
+    all_answers = {name: "x" for name in ("category", "color", "material", "pattern", "style")}
+    paths = look_alike_photos(tmp_path, "p")
+    captioner = Captioner(answers=all_answers)
+    stages = make(settings, captioner)
+    first = one_item_batch(stages, settings, paths[0], "first")
+    run_batch(stages, first.id)
+    [earlier] = stages.store.list_items(first.id)
+    stages.store.edit_item(earlier.id, "caption", "a blue linen shirt", "ann")  # a person corrected the caption
+    with stages.store._tx() as db:  # the cache row is gone (CAPTION_CACHE off when it ran, or cleared since)
+        db.execute("DELETE FROM caption_cache")
+    second = one_item_batch(stages, settings, paths[1], "second")
+    stages.store.set_reuse_near_duplicates(second.id, True)
+    run_batch(stages, second.id)
+    [item] = stages.store.list_items(second.id)
+    assert item.status == "ok", item.error
+    assert item.reused_from and item.caption == "a blue linen shirt" and sum(captioner.calls.values()) == 1
+    assert {a.name: a.raw for a in item.attributes} == {a.name: a.raw for a in earlier.attributes}  # from its saved answers
+
+    stages.store.edit_item(earlier.id, "caption", "", "ann")  # cleared: nothing to reuse, the photo is captioned
+    third = one_item_batch(stages, settings, paths[1], "third")
+    stages.store.set_reuse_near_duplicates(third.id, True)
+    with stages.store._tx() as db:  # only the first batch's photo is left to match
+        db.execute("UPDATE items SET phash = NULL WHERE batch_id = ?", (second.id,))
+    run_batch(stages, third.id)
+    [item] = stages.store.list_items(third.id)
+    assert item.status == "ok" and item.reused_from is None and item.near_duplicate and sum(captioner.calls.values()) == 2
