@@ -47,7 +47,10 @@ MODULES: dict[str, list[str]] = {
     "pipeline/summarizers/openai_summarizer.py": ["tests/test_summarizers.py", "tests/test_openai_failures.py",
                                                   "tests/test_openai_summarizer_rules.py"],
     "pipeline/admin/costs.py": ["tests/test_costs.py", "tests/test_costs_rules.py"],
+    # the SageMaker handler, mutated in its own work-folder layout (tests/support/mutation_handler.py)
+    "sagemaker/code/inference.py": ["tests/test_sagemaker_handler.py", "tests/test_handler_rules.py"],
 }
+HANDLER = ("sagemaker/code/inference.py",)
 
 # what tests open besides pipeline/ and tests/ (AppTest runs dashboard/ pages; test_costs reads README.md's cost
 # table and runs bench/log_volume.py; mutmut copies tests/ itself)
@@ -195,6 +198,11 @@ def run_in(module: str, work: Path, *, names: list[str], max_children: int) -> S
 
 def run_module(module: str, *, names: list[str], max_children: int, timeout_s: int, fresh: bool, quiet: bool,
                retest_survivors: bool = False, tests: list[str] | None = None) -> Score:
+    if module in HANDLER:
+        from mutation_handler import run_module as run_handler  # script mode: tests/support is sys.path[0]
+
+        return run_handler(module, names=names, max_children=max_children, timeout_s=timeout_s, fresh=fresh, quiet=quiet,
+                           retest_survivors=retest_survivors, tests=tests)
     work = WORK / stem(module)
     if fresh:
         shutil.rmtree(work, ignore_errors=True)
