@@ -819,3 +819,71 @@ def test_a_value_outside_the_vocabulary_for_an_attribute_its_category_requires_i
     assert server.state.requests[1]["messages"][-1]["content"].startswith(
         "Your previous answer did not follow the requested JSON format.")
     assert result.attributes["color"] == "red"
+
+
+# --- exactly what is sent to OpenAI (build_messages, system_prompt, facts_for, build_response_model) -----
+def test_what_is_sent_the_model_the_prompt_the_facts_and_the_schema(server):
+    from pipeline.admin.brand import style_prompt
+    from pipeline.attributes import CategoryRule
+    from pipeline.summarizers.openai_summarizer import SEO_PROMPT, SYSTEM_PROMPT
+
+    strict = SCHEMA.model_copy(update={"categories": {"sneakers": CategoryRule(required=["color"])}})
+    guide = StyleGuide(avoid=["budget"], tone="warm")
+    the_request = request(caption="red leather sneakers from a café", hints={"brand": "Acme", "price": "9 EUR"},
+                          attributes=map_answers(strict, {"category": "sneakers", "color": "red"}), style=guide,
+                          languages=("de", "ja"))
+    server.state.default = Reply(answer(attributes={"category": "sneakers", "color": "red"}, summaries={"de": "Rot.", "ja": "赤。"},
+                                        seo_title="Red sneakers", meta_description="Red sneakers.", alt_text="Red sneakers"))
+    summarizer_for(server, seo_fields_by="model").with_schema(strict).summarize(the_request)
+    [body] = server.state.requests
+    assert (body["model"], body["temperature"]) == ("gpt-4o", 0)
+    system, user = body["messages"]
+    assert system == {"role": "system", "content": (
+        SYSTEM_PROMPT + "\n" + SEO_PROMPT + "\n\n" + style_prompt(guide) + "\n\n"
+        "Also write the summary in: German (de, at most 50 words), Japanese (ja, at most 125 characters). Put each in "
+        "`summaries` under its language code; same facts as the English summary, written natively, not word for word.")}
+    assert user["role"] == "user" and "café" in user["content"]  # UTF-8 as written, not \u escapes (fewer tokens)
+    unanswered = {"answer": "", "in_allowed_list": False}
+    assert json.loads(user["content"]) == {
+        "caption": "red leather sneakers from a café",
+        "attributes": {"category": {"answer": "sneakers", "in_allowed_list": True}, "color": {"answer": "red", "in_allowed_list": True},
+                       "material": unanswered, "pattern": unanswered, "style": unanswered},
+        "merchant_hints": {"brand": "Acme"}, "sku": "SKU-1"}  # the price is no product fact
+    assert body["response_format"]["type"] == "json_schema"
+    sent = body["response_format"]["json_schema"]
+    assert (sent["name"], sent["strict"]) == ("ProductSummary", True)
+    schema = sent["schema"]
+    assert schema["required"] == ["title", "summary", "tags", "attributes", "seo_title", "meta_description", "alt_text", "summaries"]
+    assert schema["properties"]["summary"]["description"] == "At most 50 words."
+    assert schema["properties"]["tags"] == {"items": {"type": "string"}, "title": "Tags", "type": "array"}
+    assert schema["properties"]["seo_title"] == {"default": "", "description": "At most 70 characters.", "title": "Seo Title", "type": "string"}
+    assert schema["properties"]["meta_description"] == {"default": "", "description": "At most 160 characters.",
+                                                        "title": "Meta Description", "type": "string"}
+    assert schema["properties"]["alt_text"] == {"default": "", "title": "Alt Text", "type": "string", "description": (
+        "At most 125 characters; what the photo shows, no marketing, prices or calls to action.")}
+    assert set(schema["$defs"]) == {"ProductAttributes", "LanguageSummaries"}
+    assert schema["$defs"]["LanguageSummaries"]["properties"] == {
+        "de": {"description": "The summary in German, at most 50 words.", "title": "De", "type": "string"},
+        "ja": {"description": "The summary in Japanese, at most 125 characters.", "title": "Ja", "type": "string"}}
+    attributes = schema["$defs"]["ProductAttributes"]["properties"]
+    for spec in strict.attributes:
+        sent_spec = attributes[spec.name]
+        assert sent_spec["description"] == spec.question
+        choices = sent_spec["enum"] if spec.name == "color" else sent_spec["anyOf"][0]["enum"]
+        assert choices == list(spec.vocabulary)
+        # the colour the category requires is never null; the others may be
+        assert ("anyOf" in sent_spec) == (spec.name != "color"), spec.name
+        if spec.name != "color":
+            assert sent_spec["anyOf"][1] == {"type": "null"}
+
+
+def test_a_corrective_answer_leaving_out_an_attribute_the_category_requires_is_not_kept(server):
+    from pipeline.attributes import CategoryRule
+
+    strict = SCHEMA.model_copy(update={"categories": {"sneakers": CategoryRule(required=["color"])}})
+    sneakers = request(attributes=map_answers(strict, {"category": "sneakers", "color": "red"}))
+    server.state.script = [Reply(answer(words(55, "first"), attributes={"category": "sneakers", "color": "red"})),
+                           Reply(answer("Second.", attributes={"category": "sneakers", "color": None}))]
+    result = summarizer_for(server).with_schema(strict).summarize(sneakers)
+    assert len(server.state.requests) == 2
+    assert result.attributes["color"] == "red" and result.summary.startswith("first") and count_words(result.summary) <= 50
