@@ -264,6 +264,7 @@ def test_endpoint_uptime_from_the_audit_log_edge_cases():
     assert hours(uptime_intervals([entry("2026-11-02T10:00:00", "stopped")], month, now, False)) == [("2026-11-01T00:00", 34.0)]
     # a second stop without a start counts from the stop before it; a second start keeps the first
     audit = [entry("2026-11-01T05:00:00", "stopped"), entry("2026-11-01T01:00:00", "started"),  # out of order on purpose
+             entry("2026-11-01T01:30:00", "already running"), entry("2026-11-01T01:40:00", "refused"),  # neither starts nor stops
              entry("2026-11-01T02:00:00", "stopped"), entry("2026-11-02T00:00:00", "started"),
              entry("2026-11-02T03:00:00", "started"), entry("2026-11-02T06:00:00", "stopped")]
     assert hours(uptime_intervals(audit, month, now, False)) == [("2026-11-01T01:00", 1.0), ("2026-11-01T02:00", 3.0),
@@ -565,3 +566,10 @@ def test_log_line_without_any_fixed_log_bytes(prices):
     a = Assumptions(realtime_endpoint=False, dashboard_starts_per_month=0, images_per_month=10_000)
     assert "cloudwatch_logs" not in fixed_infra_costs(a, prices)
     assert shared_costs(a, prices)["cloudwatch_logs"] == exact((10_000 * (8_400 + 2_000) + 20 * (450 + 100_000)) / 1e9 * 0.53)
+
+
+def test_endpoint_hours_are_shown_to_the_hundredth(ledger_store, prices):
+    ledger_store.audit("2026-11-03T03:39:30", "started")  # 2 h 20 min 30 s before now: 2.3417 h
+    ledger = month_to_date(ledger_store, prices, Assumptions(), running_now=True, now=at("2026-11-03T06:00:00"))
+    assert ledger.endpoint_hours == 2.34
+    assert ledger.by_component["sagemaker_endpoint"] == 1.72  # 2.3417 h x $0.7364
