@@ -515,7 +515,7 @@ def one_item_batch(stages, settings, path, name):
     return create_batch(stages.store, settings, [path], name=name, created_by="ann")
 
 
-def test_a_look_alike_of_an_earlier_batchs_photo_is_flagged_and_reused_only_when_the_batch_asks(tmp_path, settings):
+def test_a_look_alike_of_an_earlier_batchs_photo_is_flagged_and_reused_only_when_the_batch_asks(tmp_path, settings, caplog):
     paths = look_alike_photos(tmp_path, "p")
     bits = hash_distance(paths)
     assert 0 < bits <= settings.near_duplicate_max_distance
@@ -528,8 +528,12 @@ def test_a_look_alike_of_an_earlier_batchs_photo_is_flagged_and_reused_only_when
 
     reusing = one_item_batch(stages, settings, paths[1], "second")
     stages.store.set_reuse_near_duplicates(reusing.id, True)
-    run_batch(stages, reusing.id)
+    with caplog.at_level(logging.INFO, logger="pipeline.items"):
+        run_batch(stages, reusing.id)
     [reused] = stages.store.list_items(reusing.id)
+    assert caption_events(caplog) == [(reused.id, True)]  # logged and counted as a cache hit: nothing was paid
+    assert reused.caption_model == earlier.caption_model == "stand-in"
+    assert stages.store.cached_caption(reused.content_key, "stand-in") is None  # a reuse is not cached as this photo's own
     assert reused.status == "ok" and reused.reused_from == f"caption reused from batch {first.id} item 1"
     assert reused.near_duplicate == f"looks like batch {first.id} item 1 ({bits} bits apart)"
     assert reused.caption == earlier.caption and {a.name: a.raw for a in reused.attributes} == {a.name: a.raw for a in earlier.attributes}

@@ -155,7 +155,7 @@ class BatchTransformRunner:
                                            CatalogueEntry(image.phash, item.batch_id, item.id, item.seq))
                      if near is not None and image.phash else None)
             looks_like = f"looks like {match.entry.label} ({match.distance} bits apart)" if match is not None else None
-            reused = reused_caption(self.stages, match, None) if match is not None and in_job else None  # type: ignore[arg-type]
+            reused = reused_caption(self.stages, match) if match is not None and in_job else None
             cached = self.stages.store.cached_caption(image.content_key, self._model_id()) if self.stages.use_cache else None
             if reused is not None or cached is not None:  # the runner's order: a reused caption before the cache
                 entry = {"item_id": item.id, "content_key": image.content_key, "image_path": image_path,
@@ -230,7 +230,7 @@ class BatchTransformRunner:
             if item is None:
                 return None
             match = Match(CatalogueEntry("", item.batch_id, item_id, seq), 0)  # a photo of this job: same batch
-            caption = reused_caption(self.stages, match, None)  # type: ignore[arg-type]
+            caption = reused_caption(self.stages, match)
             plain = {k: v for k, v in entry.items() if k not in ("reuse_item", "reuse_seq")}
             if caption is None:  # nothing to reuse after all: this photo goes to the job
                 self.s3.copy_object(Bucket=self.bucket, Key=f"{job_prefix}/input/{entry['content_key']}.json",

@@ -268,7 +268,7 @@ def process_item(stages: Stages, item: ItemRecord, usage: list[Usage], run: RunC
     trace = trace or NoTrace()
     image, image_path = prepare_image(stages, item, run.cancel, trace)
     match = near_duplicate_of(stages, item, image, run)
-    reused = reused_caption(stages, match, run) if match is not None and run.reuse else None
+    reused = reused_caption(stages, match) if match is not None and run.reuse else None
     with trace.stage("caption") as span:
         caption = reused or caption_once(stages, image, usage, run)
         span.fields["cached"] = caption.cached
@@ -301,7 +301,7 @@ def near_duplicate_of(stages: Stages, item: ItemRecord, image: NormalizedImage, 
                                      CatalogueEntry(image.phash, item.batch_id, item.id, item.seq))
 
 
-def reused_caption(stages: Stages, match: Match, run: RunContext) -> CaptionResult | None:
+def reused_caption(stages: Stages, match: Match) -> CaptionResult | None:
     """The matched item's caption and answers, as the exact caption cache would give them (cached: no call, no
     usage); None when that item has no finished result yet or its answers lack an attribute asked now."""
     earlier = stages.store.get_item(match.entry.item_id)
@@ -425,23 +425,22 @@ class _Attempt:
     trace: ItemTrace = field(default_factory=NoTrace)  # stage timings, log events and metrics of this item
 
 
-def caption_item(stages: Stages, item: ItemRecord, usage: list[Usage], run: RunContext, trace: Any = None) -> Captioned:
+def caption_item(stages: Stages, item: ItemRecord, usage: list[Usage], run: RunContext, trace: ItemTrace) -> Captioned:
     """Every stage before the summary, for a run whose summaries go through the Batch API
     (pipeline/batches/batch_summaries.py); `trace`: this item's ItemTrace (stage timings)."""
-    image, image_path = prepare_image(stages, item, run.cancel) if trace is None else prepare_image(stages, item, run.cancel, trace)
+    image, image_path = prepare_image(stages, item, run.cancel, trace)
     match = near_duplicate_of(stages, item, image, run)  # flagged and reused as process_item does
-    reused = reused_caption(stages, match, run) if match is not None and run.reuse else None
-    timed = trace if trace is not None else NoTrace()
-    with timed.stage("caption") as span:  # timed, logged and counted as a real-time run's caption is
+    reused = reused_caption(stages, match) if match is not None and run.reuse else None
+    with trace.stage("caption") as span:  # timed, logged and counted as a real-time run's caption is
         caption = reused or caption_once(stages, image, usage, run)
         span.fields["cached"] = caption.cached
-    timed.cache(caption.cached)
+    trace.cache(caption.cached)
     return Captioned(item=item, content_key=image.content_key, image_path=image_path, checks=image.checks,
                      caption=caption, usage=usage, phash=image.phash,
                      near_duplicate=f"looks like {match.entry.label} ({match.distance} bits apart)" if match is not None else None,
                      reused_from=f"caption reused from {match.entry.label}" if reused is not None else None,
-                     stage_ms=dict(trace.stage_ms) if trace is not None else {},  # saved with the item once summarized
-                     trace=trace if isinstance(trace, ItemTrace) else None)  # its item event and counters come at that save
+                     stage_ms=dict(trace.stage_ms),  # saved with the item once summarized
+                     trace=trace)  # its item event and counters come at that save
 
 
 def _run_items(stages: Stages, batch_id: int, *, concurrency: int, on_progress: ProgressCallback | None,
