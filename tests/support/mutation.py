@@ -53,8 +53,9 @@ MODULES: dict[str, list[str]] = {
 HANDLER = ("sagemaker/code/inference.py",)
 
 # what tests open besides pipeline/ and tests/ (AppTest runs dashboard/ pages; test_costs reads README.md's cost
-# table and runs bench/log_volume.py; mutmut copies tests/ itself)
-ALSO_COPY = ("dashboard", ".streamlit", "bench", "README.md")
+# table and runs bench/log_volume.py; some runner tests package the tiny model with sagemaker/package.py, a namespace
+# package there, so the installed SageMaker SDK still wins the import; mutmut copies tests/ itself)
+ALSO_COPY = ("dashboard", ".streamlit", "bench", "README.md", "sagemaker")
 
 # exit codes as mutmut 3.8 records them (mutmut/stats.py)
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 37: "killed",
