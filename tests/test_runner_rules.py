@@ -611,6 +611,8 @@ class BatchSummaries:
         return bool(items) and cheapest and items >= self.min_items
 
     def summarize_many(self, batch_id, requests, *, cancel=None):
+        if cancel is not None and cancel.is_set():  # as the real one: stopped before anything was submitted
+            return None
         self.rounds.append(sorted(requests))
         if self.inside is not None:
             self.inside(requests)
@@ -808,3 +810,28 @@ def test_a_reused_caption_is_the_earlier_items_as_people_left_it_even_without_it
     run_batch(stages, third.id)
     [item] = stages.store.list_items(third.id)
     assert item.status == "ok" and item.reused_from is None and item.near_duplicate and sum(captioner.calls.values()) == 2
+
+
+@pytest.mark.parametrize("cheapest", [False, True], ids=["real-time", "cheapest"])
+def test_stop_ends_a_download_in_progress_and_the_item_is_released_not_abandoned(tmp_path, cheapest):
+    from support.servers import DripServer
+
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data", summarizer="offline", allow_private_urls=True, fetch_deadline_s=60)
+    stages = make(settings, Captioner(), replace(FAST, stop_grace_s=WAIT))  # Stop must end the download, not outwait it
+    stages.batch_summarizer = BatchSummaries(stages.summarizer)
+    (tmp_path / "p.jpg").write_bytes(jpeg_bytes(seed=4))
+    with DripServer(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n", max_s=WAIT) as origin:
+        (tmp_path / "list.csv").write_text(f"sku,image\nS1,{origin.url}/photo.jpg\nS2,p.jpg\n")
+        batch = create_batch(stages.store, settings, [tmp_path / "list.csv", tmp_path / "p.jpg"], name="b", created_by="ann")
+        stop, done = threading.Event(), {}
+        runner = threading.Thread(target=lambda: done.update(p=run_batch(stages, batch.id, owner="me/1/x", cancel=stop, cheapest=cheapest)),
+                                  daemon=True)
+        runner.start()
+        while origin.connections == 0 and runner.is_alive():  # the download has started
+            runner.join(0.02)
+        stop.set()
+        runner.join(WAIT)
+        assert not runner.is_alive()
+    downloading = next(i for i in stages.store.list_items(batch.id) if i.sku == "S1")
+    assert (downloading.status, downloading.error, downloading.lease_owner) == ("pending", None, None)  # a later run picks it up
+    assert done["p"].cancelled and done["p"].failed == 0
