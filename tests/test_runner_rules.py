@@ -835,3 +835,24 @@ def test_stop_ends_a_download_in_progress_and_the_item_is_released_not_abandoned
     downloading = next(i for i in stages.store.list_items(batch.id) if i.sku == "S1")
     assert (downloading.status, downloading.error, downloading.lease_owner) == ("pending", None, None)  # a later run picks it up
     assert done["p"].cancelled and done["p"].failed == 0
+
+
+def test_an_s3_photo_is_read_with_the_stages_s3_client(tmp_path):
+    import boto3
+    from moto import mock_aws
+
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data", summarizer="offline", s3_allowed_buckets=["catalogue"])
+
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="catalogue")
+        client.put_object(Bucket="catalogue", Key="shirts/red.jpg", Body=jpeg_bytes(seed=8))
+        made = []
+        stages = make(settings, Captioner())
+        stages.s3_client_factory = lambda: made.append(1) or client
+        (tmp_path / "list.csv").write_text("sku,image\nS1,s3://catalogue/shirts/red.jpg\n")
+        batch = create_batch(stages.store, settings, [tmp_path / "list.csv"], name="b", created_by="ann")
+        run_batch(stages, batch.id)
+    [item] = stages.store.list_items(batch.id)
+    assert item.status == "ok", item.error
+    assert made  # through the configured client (region, endpoint and retries of S3 settings), not a default one
