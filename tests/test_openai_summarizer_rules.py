@@ -5,6 +5,7 @@ OpenAI-compatible server (tests/support/servers.py); clocks and sleeps are injec
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import openai
 import pytest
@@ -887,3 +888,111 @@ def test_a_corrective_answer_leaving_out_an_attribute_the_category_requires_is_n
     result = summarizer_for(server).with_schema(strict).summarize(sneakers)
     assert len(server.state.requests) == 2
     assert result.attributes["color"] == "red" and result.summary.startswith("first") and count_words(result.summary) <= 50
+
+
+# --- the summarizer's own settings (__init__, _read_timeout) -------------------------------------------
+def test_by_default_gpt_4o_then_gpt_4o_mini_are_asked_without_the_seo_fields(server):
+    client = openai.OpenAI(api_key="sk-test-1234", base_url=server.base_url, max_retries=0, timeout=5.0)
+    server.state.default = Reply(status=503)
+    error = failure(OpenAISummarizer(client, SCHEMA, sleep=Waits()))
+    assert [r["model"] for r in server.state.requests] == ["gpt-4o", "gpt-4o-mini"]
+    assert "seo_title" not in server.state.requests[0]["response_format"]["json_schema"]["schema"]["properties"]
+    assert str(error) == "OpenAI is unavailable right now (HTTP 503 from gpt-4o and gpt-4o-mini); retry the failed items later."
+
+
+def test_by_default_a_call_has_60_s_and_a_retry_needs_1_s_of_them(server):
+    clock = FakeClock()
+    client = openai.OpenAI(api_key="sk-test-1234", base_url=server.base_url, max_retries=1, timeout=5.0)
+    server.state.default = Reply(status=503, retry_after_ms="0")
+    server.state.on_request = lambda _request: setattr(clock, "now", clock.now + 58.5)  # 1.5 s left after the first
+    error = failure(OpenAISummarizer(client, SCHEMA, clock=clock, sleep=Waits(clock)))
+    assert [r["model"] for r in server.state.requests] == ["gpt-4o", "gpt-4o"]
+    assert str(error).endswith("Gave up after 60 s (OPENAI_DEADLINE_S).")
+
+
+@pytest.mark.parametrize("max_retries, asked", [(0, ["gpt-4o", "gpt-4o-mini"]), (-1, ["gpt-4o", "gpt-4o-mini"]),
+                                                (1, ["gpt-4o", "gpt-4o", "gpt-4o-mini", "gpt-4o-mini"])])
+def test_the_summarizers_max_retries_overrides_the_clients(server, max_retries, asked):
+    client = openai.OpenAI(api_key="sk-test-1234", base_url=server.base_url, max_retries=3, timeout=5.0)
+    server.state.default = Reply(status=503)
+    failure(OpenAISummarizer(client, SCHEMA, max_retries=max_retries, sleep=Waits()))
+    assert [r["model"] for r in server.state.requests] == asked  # a negative count is none
+
+
+@pytest.mark.parametrize("timeout, request_timeout_s, sent", [
+    (5.0, 2.0, 2.0),  # the summarizer's own request timeout wins
+    (openai.Timeout(12.0, connect=3.0), None, 12.0),  # else the client's read timeout
+    (openai.Timeout(None, connect=3.0), None, 600.0),  # no read timeout: the SDK's default 600 s, never unbounded
+], ids=["own", "client-read-timeout", "client-without-read-timeout"])
+def test_each_request_is_sent_with_the_request_timeout(server, timeout, request_timeout_s, sent):
+    client = openai.OpenAI(api_key="sk-test-1234", base_url=server.base_url, max_retries=0, timeout=timeout)
+    server.state.default = Reply(answer())
+    summarizer = OpenAISummarizer(client, SCHEMA, request_timeout_s=request_timeout_s, deadline_s=1000, sleep=Waits())
+    summarizer.summarize(request())
+    assert float(server.state.headers[0]["x-stainless-read-timeout"]) == sent
+
+
+# --- each request gets the schema of its own languages and category (response_for, required_for) --------
+def sent_schema(server: FakeOpenAI, number: int = -1) -> dict:
+    return server.state.requests[number]["response_format"]["json_schema"]["schema"]
+
+
+def color_nullable(schema: dict) -> bool:
+    return "anyOf" in schema["$defs"]["ProductAttributes"]["properties"]["color"]
+
+
+def test_one_summarizer_sends_each_request_the_schema_of_its_languages_and_category(server):
+    from pipeline.attributes import CategoryRule
+
+    strict = SCHEMA.model_copy(update={"categories": {"sneakers": CategoryRule(required=["color"])}})
+    summarizer = summarizer_for(server).with_schema(strict)
+    plain = request(attributes=map_answers(strict, {"category": "bag", "color": "red"}))
+    sneakers = request(attributes=map_answers(strict, {"category": "sneakers", "color": "red"}))
+
+    def reply(body: dict) -> Reply:  # answers what the schema sent asks for
+        asked_languages = "summaries" in body["response_format"]["json_schema"]["schema"]["properties"]
+        return Reply(answer(attributes={"category": "sneakers", "color": "red"}, **({"summaries": {"de": "Rot."}} if asked_languages else {})))
+
+    server.state.responder = reply
+    for the_request in (plain, sneakers, plain, replace(plain, languages=("de",)), replace(sneakers, languages=("de",)), plain):
+        summarizer.summarize(the_request)
+    schemas = [sent_schema(server, n) for n in range(6)]
+    assert [color_nullable(s) for s in schemas] == [True, False, True, True, False, True]
+    assert ["summaries" in s["properties"] for s in schemas] == [False, False, False, True, True, False]
+
+
+def test_the_category_comes_from_the_captioner_else_from_the_csv_hint(server):
+    from pipeline.attributes import CategoryRule
+
+    strict = SCHEMA.model_copy(update={"categories": {"sneakers": CategoryRule(required=["color"])}})
+    summarizer = summarizer_for(server).with_schema(strict)
+    server.state.default = Reply(answer(attributes={"category": "sneakers", "color": "red"}))
+    cases = [
+        (request(attributes=map_answers(strict, {}), hints={"category": " Sneakers "}), False),  # the hint, tidied
+        (request(attributes=map_answers(strict, {"category": "spaceship"}), hints={"category": "sneakers"}), False),  # answer not a category
+        (request(attributes=map_answers(strict, {"category": "bag"}), hints={"category": "sneakers"}), True),  # the captioner wins
+        (request(attributes=map_answers(strict, {}), hints={"category": "spaceship"}), True),  # neither is a category
+        (request(attributes=map_answers(strict, {"category": "sneakers"}), hints={}), False),
+    ]
+    for the_request, nullable in cases:
+        summarizer.summarize(the_request)
+        assert color_nullable(sent_schema(server)) is nullable, the_request
+
+
+def test_the_category_answer_is_found_wherever_the_taxonomy_lists_it(server):
+    from pipeline.attributes import CategoryRule
+
+    reordered = SCHEMA.model_copy(update={"attributes": [SCHEMA.spec("color"), *[s for s in SCHEMA.attributes if s.name != "color"]],
+                                          "categories": {"sneakers": CategoryRule(required=["material"])}})
+    server.state.default = Reply(answer(attributes={"category": "sneakers", "color": "red", "material": "leather"}))
+    summarizer_for(server).with_schema(reordered).summarize(request(attributes=map_answers(reordered, {"color": "red", "category": "sneakers"}),
+                                                                    hints={}))
+    assert "anyOf" not in sent_schema(server)["$defs"]["ProductAttributes"]["properties"]["material"]
+
+
+def test_categories_without_a_category_attribute_require_nothing_more(server):
+    only_colour = AttributeSchema.model_validate({"attributes": [SCHEMA.spec("color").model_dump()],
+                                                  "categories": {"sneakers": {"required": ["color"]}}})
+    server.state.default = Reply({"title": "Red sneakers", "summary": "Red sneakers.", "tags": ["red"], "attributes": {"color": None}})
+    result = summarizer_for(server).with_schema(only_colour).summarize(request(hints={"category": "sneakers"}))
+    assert result.attributes == {"color": None} and len(server.state.requests) == 1
