@@ -573,3 +573,17 @@ def test_endpoint_hours_are_shown_to_the_hundredth(ledger_store, prices):
     ledger = month_to_date(ledger_store, prices, Assumptions(), running_now=True, now=at("2026-11-03T06:00:00"))
     assert ledger.endpoint_hours == 2.34
     assert ledger.by_component["sagemaker_endpoint"] == 1.72  # 2.3417 h x $0.7364
+
+
+def test_break_even_bounds_and_profile(prices):
+    from pipeline.admin.costs import break_even_points, cost_lines
+
+    lines = cost_lines(Assumptions(), prices, "own-alb")
+    (local_fixed, local_slope), (batch_fixed, batch_slope) = lines["local CPU"], lines["batch transform"]
+    crossing = (batch_fixed - local_fixed) / (local_slope - batch_slope)  # 870.2 photos
+    assert len(break_even_points(Assumptions(), prices, 100, crossing, "own-alb")) == 1  # the upper bound is included
+    # the profile's shape decides which scenarios exist: without an endpoint, no business-hours endpoint to change to
+    a = Assumptions(working_days=1, hours_per_day=1)
+    [point] = break_even_points(a, prices, 0, 200_000, "own-alb-ipv6-batch")
+    assert (point.cheaper_before, point.cheaper_after) == ("local CPU", "batch transform")
+    assert len(break_even_points(a, prices, 0, 200_000)) == 2  # no profile: the assumptions as given (with an endpoint)
