@@ -587,3 +587,17 @@ def test_break_even_bounds_and_profile(prices):
     [point] = break_even_points(a, prices, 0, 200_000, "own-alb-ipv6-batch")
     assert (point.cheaper_before, point.cheaper_after) == ("local CPU", "batch transform")
     assert len(break_even_points(a, prices, 0, 200_000)) == 2  # no profile: the assumptions as given (with an endpoint)
+
+
+def test_cost_lines_are_the_profiles_bill_at_zero_photos_plus_a_slope(prices):
+    from pipeline.admin.costs import cost_lines
+
+    # a base with two NAT gateways: the business-hours profile resets the shape, at 0 photos and at any volume
+    base = Assumptions(nat_gateways=2, local_cpu_seconds_per_image=400.0)  # 400 s a photo: $0.0207 of CPU, 2 cents from 1 photo
+    lines = cost_lines(base, prices, "own-alb-business-hours")
+    zero = {s.name: s.monthly_usd for s in estimate_monthly_cost(replace(base, images_per_month=0), prices, "own-alb-business-hours").scenarios}
+    assert {name: fixed for name, (fixed, _) in lines.items()} == pytest.approx(zero, abs=1e-9)
+    for volume in (1, 12_345, 87_000):
+        for s in estimate_monthly_cost(replace(base, images_per_month=volume), prices, "own-alb-business-hours").scenarios:
+            fixed, per_photo = lines[s.name]
+            assert fixed + per_photo * volume == pytest.approx(s.monthly_usd, abs=0.05), (s.name, volume)
