@@ -24,7 +24,8 @@ from pipeline.models import AuditEntry, Usage
 SHIPPED = {
     "sagemaker_hosting_hour:ml.g4dn.xlarge": 0.7364, "sagemaker_batch_hour:ml.g4dn.xlarge": 0.7364, "brief_sagemaker_hour": 1.2,
     "fargate_vcpu_hour:arm": 0.03238, "fargate_gb_hour:arm": 0.00356, "fargate_vcpu_hour:x86": 0.04048, "fargate_gb_hour:x86": 0.004445,
-    "fargate_spot_vcpu_hour:x86": 0.012144, "fargate_spot_gb_hour:x86": 0.0013335, "alb_hour": 0.0225, "alb_lcu_hour": 0.008,
+    "fargate_spot_vcpu_hour:x86": 0.012144, "fargate_spot_gb_hour:x86": 0.0013335, "fargate_spot_vcpu_hour:arm": 0.009714,
+    "fargate_spot_gb_hour:arm": 0.001068, "alb_hour": 0.0225, "alb_lcu_hour": 0.008,
     "public_ipv4_hour": 0.005, "nat_gateway_hour": 0.045, "vpc_interface_endpoint_hour": 0.01, "cloudwatch_alarm_month": 0.10,
     "s3_gb_month": 0.023, "s3_put_per_1k": 0.005, "cloudwatch_logs_ingest_gb": 0.50, "cloudwatch_logs_store_gb_month": 0.03,
     "secrets_manager_secret_month": 0.40, "lambda_requests_per_million": 0.20, "lambda_gb_second:arm": 0.0000133334,
@@ -199,6 +200,7 @@ def test_summary_modes_decide_who_pays_batch_api_prices(prices):
     realtime = lines("realtime")
     assert all("openai_batch" not in s.breakdown and not s.notes.endswith(batch_note) for s in realtime.values())
     assert realtime["batch transform"].breakdown["openai"] == 3.25
+    assert realtime["batch transform"].notes == "20 jobs × 12 min overhead + 0.42 h work; no idle time"
     everywhere = lines("batch")
     assert all(s.breakdown["openai_batch"] in (1.62, 1.63) and "openai" not in s.breakdown for s in everywhere.values())
     assert all(s.notes.endswith(batch_note) and s.notes.count("Batch API") == 1 for s in everywhere.values())
@@ -219,6 +221,14 @@ def test_a_deployment_without_an_endpoint_offers_only_what_runs_without_one(pric
     assert profiled.to_json()["assumptions"] == profiled.assumptions  # `estimate --json` prints what was assumed
     assert [s["name"] for s in profiled.to_json()["scenarios"]] == ["batch transform", "local CPU"]
     assert estimate_monthly_cost(Assumptions(), prices).profile is None
+
+
+def test_local_cpu_captioning_runs_on_the_deployments_fargate_capacity(prices):
+    """Business-hours profiles run on Fargate Spot (ARM64): the local-CPU captioning task is priced at Spot rates there."""
+    spot = {s.name: s for s in estimate_monthly_cost(Assumptions(), prices, "own-alb-business-hours").scenarios}
+    assert spot["local CPU"].breakdown["fargate_captioning"] == round(1000 * 40 / 3600 * (4 * 0.009714 + 16 * 0.001068), 2) == 0.62
+    x86 = {s.name: s for s in estimate_monthly_cost(Assumptions(fargate_arch="x86"), prices).scenarios}
+    assert x86["local CPU"].breakdown["fargate_captioning"] == round(1000 * 40 / 3600 * (4 * 0.04048 + 16 * 0.004445), 2) == 2.59
 
 
 def test_the_cheapest_choice_meets_the_wait_exactly_and_never_picks_the_quoted_comparison(prices):
