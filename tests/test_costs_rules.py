@@ -503,6 +503,26 @@ def test_prices_file_overrides(tmp_path):
             load({"alb_hour": {"usd": bad}})
         assert str(refused.value) == f"PRICES_FILE {tmp_path / 'prices.json'}: the usd of 'alb_hour' must be a number, 0 or more (it is {bad!r})."
     assert load({"alb_hour": {"usd": 0.0}}).usd("alb_hour") == 0.0
+    # a variant must be of a shipped family; a fine-tuned model's id holds colons itself
+    with pytest.raises(ConfigError, match=r"'sagemaker_hosting_hours:ml.g5.xlarge' is not a price this estimator uses"):
+        load({"sagemaker_hosting_hours:ml.g5.xlarge": {"usd": 1.4, "unit": "u", "source": "s", "as_of": "d"}})
+    fine_tuned = "openai_input_per_million:ft:gpt-4o-mini-2024-07-18:acme::abc123"
+    assert load({fine_tuned: {"usd": 0.30, "unit": "1M input tokens", "source": "s", "as_of": "d"}}).usd(fine_tuned) == 0.30
+    # not an object: one sentence that says what a price entry is, not "unexpected problem (TypeError ...)"
+    with pytest.raises(ConfigError) as bare:
+        load({"alb_hour": 0.02})
+    assert str(bare.value) == (f"PRICES_FILE {tmp_path / 'prices.json'}: 'alb_hour' must be an object with usd, unit, source and as_of "
+                               "(it is 0.02).")
+    with pytest.raises(ConfigError) as listed:
+        load([{"alb_hour": {"usd": 0.02}}])
+    assert str(listed.value) == (f"PRICES_FILE {tmp_path / 'prices.json'} must be an object of price entries (usd, unit, source and "
+                                 "as_of), not list.")
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigError) as nested:
+        PriceTable.load(deep)
+    assert str(nested.value) == (f"PRICES_FILE {deep} is nested too deeply to be a price table "
+                                 "(an object of entries with usd, unit, source and as_of).")
     with pytest.raises(ConfigError) as unreadable:
         PriceTable.load(tmp_path / "missing.json")
     assert str(unreadable.value).startswith(f"PRICES_FILE {tmp_path / 'missing.json'} cannot be read: ")

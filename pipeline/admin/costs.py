@@ -44,6 +44,9 @@ class PriceTable:
             except RecursionError:  # a deeply nested document exhausts the JSON parser
                 raise ConfigError(f"PRICES_FILE {override} is nested too deeply to be a price table "
                                   f"(an object of entries with usd, unit, source and as_of).") from None
+            if not isinstance(extra, dict):
+                raise ConfigError(f"PRICES_FILE {override} must be an object of price entries (usd, unit, source and as_of), "
+                                  f"not {type(extra).__name__}.")
             for key, value in extra.items():
                 if not key.startswith("_"):
                     _check_override(override, key, value, entries)
@@ -67,9 +70,11 @@ def _check_override(override: Path, key: str, value: object, shipped: dict) -> N
     if key not in shipped and not (":" in key and key.split(":", 1)[0] in families):
         raise ConfigError(f"PRICES_FILE {override}: {key!r} is not a price this estimator uses; use the keys of "
                           "pipeline/admin/prices.json (a `name:variant` key may name another instance type or model).")
-    usd = value.get("usd") if isinstance(value, dict) else None
-    if isinstance(value, dict) and "usd" in value and (isinstance(usd, bool) or not isinstance(usd, (int, float))
-                                                       or not math.isfinite(usd) or usd < 0):
+    if not isinstance(value, dict):
+        raise ConfigError(f"PRICES_FILE {override}: {key!r} must be an object with usd, unit, source and as_of "
+                          f"(it is {repr(value)[:60]}).")
+    usd = value.get("usd")
+    if "usd" in value and (isinstance(usd, bool) or not isinstance(usd, (int, float)) or not math.isfinite(usd) or usd < 0):
         raise ConfigError(f"PRICES_FILE {override}: the usd of {key!r} must be a number, 0 or more (it is {usd!r}).")
 
 
