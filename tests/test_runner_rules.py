@@ -856,3 +856,31 @@ def test_an_s3_photo_is_read_with_the_stages_s3_client(tmp_path):
     [item] = stages.store.list_items(batch.id)
     assert item.status == "ok", item.error
     assert made  # through the configured client (region, endpoint and retries of S3 settings), not a default one
+
+
+def test_after_stop_an_item_already_in_a_paid_call_is_waited_for_within_the_grace(tmp_path, settings):
+    """Stop: what is already being paid for is still saved, if it answers within STOP_GRACE_S."""
+    gate, stop, seen_stop = threading.Event(), threading.Event(), threading.Event()
+    looks_after_stop = [0]
+
+    def clock():
+        if stop.is_set() and threading.current_thread().name.startswith("tagger_"):  # a worker looking at its item
+            looks_after_stop[0] += 1
+            if looks_after_stop[0] >= 2:  # a worker that gave up at its first look never looks again
+                seen_stop.set()
+        return 9_000_000.0  # time stands still: the grace never runs out
+
+    captioner = Captioner(gate)
+    stages = make(settings, captioner, replace(FAST, stop_grace_s=30.0))
+    batch = create_batch(stages.store, settings, photos(tmp_path, 1), name="b", created_by="ann")
+    done = {}
+    runner = threading.Thread(target=lambda: done.update(p=run_batch(stages, batch.id, cancel=stop, clock=clock)), daemon=True)
+    runner.start()
+    assert captioner.entered.wait(WAIT)
+    stop.set()
+    assert seen_stop.wait(10)  # the worker has seen the Stop and, within the grace, kept waiting (20 ms polls)
+    gate.set()  # the endpoint answers
+    runner.join(WAIT)
+    assert not runner.is_alive()
+    [item] = stages.store.list_items(batch.id)
+    assert item.status == "ok" and done["p"].ok == 1 and done["p"].cancelled
