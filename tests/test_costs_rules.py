@@ -470,6 +470,10 @@ def test_billed_model_ids_find_their_price(prices):
     assert token_price_model("gpt-4o", prices) == "gpt-4o" and token_price_model("gpt-4o-mini", prices) == "gpt-4o-mini"
     assert token_price_model("gpt-4omni", prices) is None and token_price_model("gpt-5", prices) is None
     assert token_price_model("openai_input_per_million:gpt-4o", prices) is None
+    # a fine-tuned model priced in PRICES_FILE: its id holds colons
+    tuned = "ft:gpt-4o-mini-2024-07-18:acme::abc123"
+    table = PriceTable({**prices.prices, f"openai_input_per_million:{tuned}": Price(0.30, "1M input tokens", "our contract", "2026-11")})
+    assert token_price_model(tuned, table) == tuned and token_price_model("gpt-4o-mini-2024-07-18", table) == "gpt-4o-mini"
 
 
 def test_prices_file_overrides(tmp_path):
