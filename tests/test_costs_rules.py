@@ -517,6 +517,9 @@ def test_prices_file_overrides(tmp_path):
         load({"alb_hour": 0.02})
     assert str(bare.value) == (f"PRICES_FILE {tmp_path / 'prices.json'}: 'alb_hour' must be an object with usd, unit, source and as_of "
                                "(it is 0.02).")
+    with pytest.raises(ConfigError) as long_value:
+        load({"alb_hour": "0.02 " * 40})  # a long value is cut to its first 60 characters in the sentence
+    assert str(long_value.value).endswith(f"(it is '{'0.02 ' * 11}0.02).")
     with pytest.raises(ConfigError) as listed:
         load([{"alb_hour": {"usd": 0.02}}])
     assert str(listed.value) == (f"PRICES_FILE {tmp_path / 'prices.json'} must be an object of price entries (usd, unit, source and "
