@@ -858,18 +858,38 @@ def test_an_s3_photo_is_read_with_the_stages_s3_client(tmp_path):
     assert made  # through the configured client (region, endpoint and retries of S3 settings), not a default one
 
 
+class SteppedClock:
+    """An injected clock that stands still until the test moves it; counts the looks of each kind of thread
+    (`tagger_`: workers waiting on their item, `tagger-heartbeat`: the lease heartbeat) since the last move."""
+
+    def __init__(self, now: float) -> None:
+        self.now, self._lock, self.looks = now, threading.Lock(), {}
+
+    def __call__(self) -> float:
+        name = threading.current_thread().name
+        kind = "heartbeat" if name.startswith("tagger-heartbeat") else "worker" if name.startswith("tagger_") else "other"
+        with self._lock:
+            self.looks[kind] = self.looks.get(kind, 0) + 1
+            return self.now
+
+    def move_to(self, now: float) -> None:
+        with self._lock:
+            self.now, self.looks = now, {}
+
+    def wait_for_looks(self, kind: str, count: int = 2, timeout_s: float = 10.0) -> bool:
+        """True once `kind` threads looked `count` times since the last move (a thread that gave up never looks again)."""
+        for _ in range(int(timeout_s / 0.01)):
+            with self._lock:
+                if self.looks.get(kind, 0) >= count:
+                    return True
+            threading.Event().wait(0.01)
+        return False
+
+
 def test_after_stop_an_item_already_in_a_paid_call_is_waited_for_within_the_grace(tmp_path, settings):
     """Stop: what is already being paid for is still saved, if it answers within STOP_GRACE_S."""
-    gate, stop, seen_stop = threading.Event(), threading.Event(), threading.Event()
-    looks_after_stop = [0]
-
-    def clock():
-        if stop.is_set() and threading.current_thread().name.startswith("tagger_"):  # a worker looking at its item
-            looks_after_stop[0] += 1
-            if looks_after_stop[0] >= 2:  # a worker that gave up at its first look never looks again
-                seen_stop.set()
-        return 9_000_000.0  # time stands still: the grace never runs out
-
+    gate, stop = threading.Event(), threading.Event()
+    clock = SteppedClock(9_000_000.0)  # time stands still: the grace never runs out
     captioner = Captioner(gate)
     stages = make(settings, captioner, replace(FAST, stop_grace_s=30.0))
     batch = create_batch(stages.store, settings, photos(tmp_path, 1), name="b", created_by="ann")
@@ -878,9 +898,56 @@ def test_after_stop_an_item_already_in_a_paid_call_is_waited_for_within_the_grac
     runner.start()
     assert captioner.entered.wait(WAIT)
     stop.set()
-    assert seen_stop.wait(10)  # the worker has seen the Stop and, within the grace, kept waiting (20 ms polls)
+    clock.move_to(clock.now)  # count the looks from the Stop on
+    assert clock.wait_for_looks("worker", 2)  # the worker has seen the Stop and, within the grace, kept waiting
     gate.set()  # the endpoint answers
     runner.join(WAIT)
     assert not runner.is_alive()
     [item] = stages.store.list_items(batch.id)
     assert item.status == "ok" and done["p"].ok == 1 and done["p"].cancelled
+
+
+def test_the_batch_lease_is_renewed_once_a_third_of_it_has_passed(tmp_path, settings):
+    start = 8_000_000.0
+    clock, gate = SteppedClock(start), threading.Event()
+    captioner = Captioner(gate)
+    stages = make(settings, captioner)  # lease 120 s: renewed from 40 s on
+    batch = create_batch(stages.store, settings, photos(tmp_path, 1), name="b", created_by="ann")
+    runner = threading.Thread(target=lambda: run_batch(stages, batch.id, owner="me/1/x", clock=clock), daemon=True)
+    runner.start()
+    assert captioner.entered.wait(WAIT)
+    assert stages.store.get_batch(batch.id).run.lease_until == start + 120
+    clock.move_to(start + 30)  # a quarter: not yet
+    assert clock.wait_for_looks("heartbeat", 3)
+    assert stages.store.get_batch(batch.id).run.lease_until == start + 120
+    clock.move_to(start + 40)  # exactly a third
+    assert clock.wait_for_looks("heartbeat", 3)
+    lease_until = stages.store.get_batch(batch.id).run.lease_until
+    gate.set()
+    runner.join(WAIT)
+    assert lease_until == start + 40 + 120
+
+
+def test_an_item_whose_save_is_under_way_at_its_deadline_is_waited_for_and_counted(tmp_path, settings):
+    start = 8_500_000.0
+    clock, saving, release = SteppedClock(start), threading.Event(), threading.Event()
+    stages = make(settings, Captioner(), replace(FAST, item_deadline_s=100.0))
+    save = stages.store.save_result
+
+    def slow_save(*args, **kwargs):  # the result is being written when the deadline comes
+        saving.set()
+        assert release.wait(WAIT)
+        return save(*args, **kwargs)
+
+    stages.store.save_result = slow_save
+    batch = create_batch(stages.store, settings, photos(tmp_path, 1), name="b", created_by="ann")
+    done = {}
+    runner = threading.Thread(target=lambda: done.update(p=run_batch(stages, batch.id, clock=clock)), daemon=True)
+    runner.start()
+    assert saving.wait(WAIT)
+    clock.move_to(start + 100)  # the deadline: the item is saving, so it is not failed, and the worker keeps waiting
+    assert clock.wait_for_looks("worker", 2)
+    release.set()
+    runner.join(WAIT)
+    [item] = stages.store.list_items(batch.id)
+    assert item.status == "ok" and (done["p"].ok, done["p"].failed, done["p"].timed_out) == (1, 0, 0)
