@@ -245,3 +245,75 @@ def test_clearing_an_seo_field_or_a_language_summary_stores_it_empty(store):
     assert store.edit_item(item.id, "summary:de", "", "ann").new == ""
     now = store.get_item(item.id)
     assert (now.alt_text, now.summaries) == ("", {"de": ""})
+
+
+# --- taxonomy versions, the style guide, a batch's languages (issue 19: what admins save; both stores) ----------------
+def test_taxonomy_versions_are_numbered_kept_whole_and_refuse_a_stale_save(store):
+    from datetime import datetime
+
+    from pipeline.errors import StaleTaxonomyError
+
+    assert store.taxonomy_versions() == [] and store.active_taxonomy() is None and store.get_taxonomy(1) is None
+    first = store.save_taxonomy('{"attributes": {"color": {}}}', "ann", expected_latest=0)
+    second = store.save_taxonomy('{"attributes": {"size": {}}}', "bob", expected_latest=1)
+    assert (first.version, first.document, first.created_by, first.active) == (1, '{"attributes": {"color": {}}}', "ann", False)
+    assert (second.version, second.created_by) == (2, "bob")
+    assert datetime.fromisoformat(second.created_at).utcoffset().total_seconds() == 0
+    assert store.taxonomy_versions() == [first, second]  # oldest first, each as saved
+    assert store.get_taxonomy(2) == second and store.get_taxonomy(3) is None
+    with pytest.raises(StaleTaxonomyError) as stale:  # Ann started from version 1; Bob saved 2 meanwhile
+        store.save_taxonomy('{"attributes": {}}', "ann", expected_latest=1)
+    assert (stale.value.based_on, stale.value.latest) == (1, 2)
+    assert str(stale.value) == (f"Version 2 was saved by bob at {second.created_at} after you started from version 1; "
+                                "reload it and apply your changes again.")
+    assert [v.version for v in store.taxonomy_versions()] == [1, 2]  # nothing written by the refused save
+
+
+def test_one_taxonomy_version_is_active_and_says_who_activated_it(store):
+    store.save_taxonomy("{}", "ann", expected_latest=0)
+    store.save_taxonomy('{"v": 2}', "ann", expected_latest=1)
+    store.activate_taxonomy(1, "carl")
+    active = store.active_taxonomy()
+    assert (active.version, active.document, active.active, active.activated_by) == (1, "{}", True, "carl") and active.activated_at
+    assert [(v.version, v.active, v.activated_by) for v in store.taxonomy_versions()] == [(1, True, "carl"), (2, False, None)]
+    assert store.get_taxonomy(2).activated_at is None and store.get_taxonomy(1).activated_at == active.activated_at
+    store.activate_taxonomy(0, "dana")  # back to the shipped default, never stored
+    default = store.active_taxonomy()
+    assert (default.version, default.document, default.active, default.activated_by) == (0, "", True, "dana")
+    assert not any(v.active for v in store.taxonomy_versions())
+    with pytest.raises(ValueError, match="no taxonomy version 7"):
+        store.activate_taxonomy(7, "dana")
+    assert store.active_taxonomy().version == 0  # the refused activation changed nothing
+
+
+def test_the_style_guide_is_saved_whole_by_version_and_a_stale_save_is_refused(store):
+    from pipeline.errors import StyleGuideConflict
+    from pipeline.models import StyleGuide
+
+    assert store.style_guide() == StyleGuide()  # never saved: empty, version 0
+    saved = store.save_style_guide(StyleGuide(tone="Warm, plain", avoid=["cheap", "Straße"], prefer=["handmade"]), "ann",
+                                   expected_version=0)
+    assert (saved.tone, saved.avoid, saved.prefer, saved.version, saved.updated_by) == \
+        ("Warm, plain", ["cheap", "Straße"], ["handmade"], 1, "ann") and saved.updated_at
+    assert store.style_guide() == saved
+    again = store.save_style_guide(StyleGuide(tone="Crisp", avoid=[], prefer=["durable"]), "bob", expected_version=1)
+    assert (again.tone, again.avoid, again.prefer, again.version, again.updated_by) == ("Crisp", [], ["durable"], 2, "bob")
+    for stale_version in (1, 0):  # Ann's page still shows version 1; a second "first save"
+        with pytest.raises(StyleGuideConflict) as conflict:
+            store.save_style_guide(StyleGuide(tone="Loud"), "ann", expected_version=stale_version)
+        assert (conflict.value.who, conflict.value.at) == ("bob", again.updated_at)
+    assert store.style_guide() == again  # the refused saves changed nothing
+
+
+def test_a_batchs_languages_and_near_duplicate_choice_are_kept_per_batch(store):
+    first, _ = one_item(store, saved=False)
+    second, _ = one_item(store, saved=False)
+    assert store.batch_languages(first.id) == [] and store.reuse_near_duplicates(first.id) is False
+    store.set_batch_languages(first.id, ("de", "ja"))
+    store.set_batch_languages(second.id, ["fr"])
+    store.set_batch_languages(second.id, ["fr", "es"])  # replaced, not added to
+    assert (store.batch_languages(first.id), store.batch_languages(second.id)) == (["de", "ja"], ["fr", "es"])
+    store.set_reuse_near_duplicates(first.id, True)
+    assert (store.reuse_near_duplicates(first.id), store.reuse_near_duplicates(second.id)) == (True, False)
+    store.set_reuse_near_duplicates(first.id, False)
+    assert store.reuse_near_duplicates(first.id) is False
