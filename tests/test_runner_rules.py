@@ -951,3 +951,26 @@ def test_an_item_whose_save_is_under_way_at_its_deadline_is_waited_for_and_count
     runner.join(WAIT)
     [item] = stages.store.list_items(batch.id)
     assert item.status == "ok" and (done["p"].ok, done["p"].failed, done["p"].timed_out) == (1, 0, 0)
+
+
+def test_a_run_whose_batch_was_taken_over_stops_between_renewals(tmp_path, settings):
+    start = 8_800_000.0
+    clock, gate = SteppedClock(start), threading.Event()
+    captioner = Captioner(gate)
+    stages = make(settings, captioner)
+    batch = create_batch(stages.store, settings, photos(tmp_path, 3), name="b", created_by="ann")
+    done = {}
+    runner = threading.Thread(target=lambda: done.update(p=run_batch(stages, batch.id, owner="me/1/x", concurrency=1, clock=clock)),
+                              daemon=True)
+    runner.start()
+    try:
+        assert captioner.entered.wait(WAIT)
+        # this run's host clock is behind: another task, at a time past our lease, took the batch over
+        assert stages.store.claim_batch(batch.id, "other/2/y", 120, now=start + 500).owner == "other/2/y"
+        runner.join(10)  # the heartbeat sees it at its next look (20 ms), long before a renewal is due
+        stopped = not runner.is_alive()
+    finally:
+        gate.set()
+        runner.join(WAIT)
+    assert stopped and done["p"].cancelled and done["p"].ok < 3
+    assert stages.store.get_batch(batch.id).run.owner == "other/2/y"  # left to the runner that holds it now
