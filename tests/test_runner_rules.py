@@ -974,3 +974,43 @@ def test_a_run_whose_batch_was_taken_over_stops_between_renewals(tmp_path, setti
         runner.join(WAIT)
     assert stopped and done["p"].cancelled and done["p"].ok < 3
     assert stages.store.get_batch(batch.id).run.owner == "other/2/y"  # left to the runner that holds it now
+
+
+def test_a_cheapest_runs_items_are_timed_logged_and_counted_as_a_real_time_runs_are(tmp_path, settings, caplog):
+    from pipeline.images.normalize import normalize_image
+    from pipeline.observability.metrics import METRICS_LOGGER
+
+    observed = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            observed.append(record.metric)
+
+    metrics_log = logging.getLogger(METRICS_LOGGER)
+    collect = Collect()
+    metrics_log.addHandler(collect)
+    try:
+        paths = photos(tmp_path, 3)
+        bad = normalize_image(paths[2].read_bytes()).content_key
+        every_answer = {name: "x" for name in ("category", "color", "material", "pattern", "style")}
+        stages = make(settings, Captioner(fail_on={bad}, answers=every_answer))
+        stages.batch_summarizer = BatchSummaries(stages.summarizer)
+        first = create_batch(stages.store, settings, paths, name="a", created_by="ann")
+        run_batch(stages, first.id, cheapest=True)
+        summarized = [i for i in stages.store.list_items(first.id) if i.status == "ok"]
+        # the failed caption was saved first: every summarized item stores the run's previous save time
+        assert len(summarized) == 2 and all("save" in i.stage_ms for i in summarized), [i.stage_ms for i in summarized]
+        assert all(i.image_path == str(stages.images.path_for(i.content_key)) for i in summarized)  # Review shows the photo
+
+        observed.clear()
+        again = create_batch(stages.store, settings, paths[:2], name="b", created_by="ann")  # the same photos: cached
+        with caplog.at_level(logging.INFO, logger="pipeline.items"):
+            run_batch(stages, again.id, cheapest=True)
+    finally:
+        metrics_log.removeHandler(collect)
+    ids = sorted(i.id for i in stages.store.list_items(again.id))
+    assert caption_events(caplog) == [(ids[0], True), (ids[1], True)]
+    assert sum(o.value for o in observed if o.name == "CaptionCacheHits") == 2
+    assert not any(o.name == "CaptionCacheMisses" for o in observed)
+    items = [r for r in caplog.records if getattr(r, "stage", None) == "item"]
+    assert len(items) == 2 and all({"fetch", "normalize", "caption", "save"} <= set(r.stage_ms) for r in items)  # one trace, start to save
