@@ -228,6 +228,7 @@ def test_the_caption_cache_is_per_photo_and_model(store):
     store.cache_caption("k1", CaptionResult(caption="a red shoe", answers={"color": "red"}, model_id="blip"))
     store.cache_caption("k1", CaptionResult(caption="a crimson shoe", answers={"color": "red"}, model_id="vision"))
     assert store.cached_caption("k1", "blip").caption == "a red shoe"
+    assert store.cached_caption("k1", "blip").answers == {"color": "red"}  # the model's answers come back with the caption
     assert store.cached_caption("k1", "vision").caption == "a crimson shoe"
     assert store.cached_caption("k2", "blip") is None
 
