@@ -281,6 +281,7 @@ def test_one_taxonomy_version_is_active_and_says_who_activated_it(store):
     store.activate_taxonomy(0, "dana")  # back to the shipped default, never stored
     default = store.active_taxonomy()
     assert (default.version, default.document, default.active, default.activated_by) == (0, "", True, "dana")
+    assert (default.created_by, default.created_at) == ("", "") and default.activated_at >= active.activated_at  # when Dana did it
     assert not any(v.active for v in store.taxonomy_versions())
     with pytest.raises(ValueError, match="no taxonomy version 7"):
         store.activate_taxonomy(7, "dana")
