@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import zipfile
+from contextlib import contextmanager
 from dataclasses import replace
 
 import pytest
@@ -197,8 +198,10 @@ def test_the_same_photo_is_captioned_once_and_then_comes_from_the_cache(tmp_path
     assert sum(captioner.calls.values()) == 1  # the copy in flight waited for the first answer
     assert [u.kind for u in stages.store.usage(first.id)] == ["endpoint"]  # one paid call, not two
     again = create_batch(stages.store, settings, photos(tmp_path, 1, "b", same=True), name="b", created_by="ann")
-    run_batch(stages, again.id)
+    with collected_metrics() as observed:
+        run_batch(stages, again.id)
     assert sum(captioner.calls.values()) == 1 and stages.store.usage(again.id) == []  # from the store's cache
+    assert (counted(observed, "CaptionCacheHits"), counted(observed, "CaptionCacheMisses")) == (1, 0)
     third = create_batch(stages.store, settings, photos(tmp_path, 1, "c", same=True), name="c", created_by="ann")
     run_batch(replace(stages, use_cache=False), third.id)
     assert sum(captioner.calls.values()) == 2  # without the cache (CAPTION_CACHE=false): a new call
@@ -215,6 +218,29 @@ def test_a_cached_caption_that_lacks_an_attribute_asked_now_is_not_reused(tmp_pa
 
 
 # --- what a run logs -------------------------------------------------------------------------------------------
+@contextmanager
+def collected_metrics():
+    """The metric observations (pipeline.observability.metrics) made inside the block."""
+    from pipeline.observability.metrics import METRICS_LOGGER
+
+    observed: list = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            observed.append(record.metric)
+
+    metrics_log, collect = logging.getLogger(METRICS_LOGGER), Collect()
+    metrics_log.addHandler(collect)
+    try:
+        yield observed
+    finally:
+        metrics_log.removeHandler(collect)
+
+
+def counted(observed, name: str) -> float:
+    return sum(o.value for o in observed if o.name == name)
+
+
 def test_one_batch_event_per_run_with_its_counts(tmp_path, settings, caplog):
     stages = make(settings, Captioner())
     batch = create_batch(stages.store, settings, photos(tmp_path, 2), name="b", created_by="ann")
@@ -978,39 +1004,24 @@ def test_a_run_whose_batch_was_taken_over_stops_between_renewals(tmp_path, setti
 
 def test_a_cheapest_runs_items_are_timed_logged_and_counted_as_a_real_time_runs_are(tmp_path, settings, caplog):
     from pipeline.images.normalize import normalize_image
-    from pipeline.observability.metrics import METRICS_LOGGER
 
-    observed = []
+    paths = photos(tmp_path, 3)
+    bad = normalize_image(paths[2].read_bytes()).content_key
+    every_answer = {name: "x" for name in ("category", "color", "material", "pattern", "style")}
+    stages = make(settings, Captioner(fail_on={bad}, answers=every_answer))
+    stages.batch_summarizer = BatchSummaries(stages.summarizer)
+    first = create_batch(stages.store, settings, paths, name="a", created_by="ann")
+    run_batch(stages, first.id, cheapest=True)
+    summarized = [i for i in stages.store.list_items(first.id) if i.status == "ok"]
+    # the failed caption was saved first: every summarized item stores the run's previous save time
+    assert len(summarized) == 2 and all("save" in i.stage_ms for i in summarized), [i.stage_ms for i in summarized]
+    assert all(i.image_path == str(stages.images.path_for(i.content_key)) for i in summarized)  # Review shows the photo
 
-    class Collect(logging.Handler):
-        def emit(self, record):
-            observed.append(record.metric)
-
-    metrics_log = logging.getLogger(METRICS_LOGGER)
-    collect = Collect()
-    metrics_log.addHandler(collect)
-    try:
-        paths = photos(tmp_path, 3)
-        bad = normalize_image(paths[2].read_bytes()).content_key
-        every_answer = {name: "x" for name in ("category", "color", "material", "pattern", "style")}
-        stages = make(settings, Captioner(fail_on={bad}, answers=every_answer))
-        stages.batch_summarizer = BatchSummaries(stages.summarizer)
-        first = create_batch(stages.store, settings, paths, name="a", created_by="ann")
-        run_batch(stages, first.id, cheapest=True)
-        summarized = [i for i in stages.store.list_items(first.id) if i.status == "ok"]
-        # the failed caption was saved first: every summarized item stores the run's previous save time
-        assert len(summarized) == 2 and all("save" in i.stage_ms for i in summarized), [i.stage_ms for i in summarized]
-        assert all(i.image_path == str(stages.images.path_for(i.content_key)) for i in summarized)  # Review shows the photo
-
-        observed.clear()
-        again = create_batch(stages.store, settings, paths[:2], name="b", created_by="ann")  # the same photos: cached
-        with caplog.at_level(logging.INFO, logger="pipeline.items"):
-            run_batch(stages, again.id, cheapest=True)
-    finally:
-        metrics_log.removeHandler(collect)
+    again = create_batch(stages.store, settings, paths[:2], name="b", created_by="ann")  # the same photos: cached
+    with caplog.at_level(logging.INFO, logger="pipeline.items"), collected_metrics() as observed:
+        run_batch(stages, again.id, cheapest=True)
     ids = sorted(i.id for i in stages.store.list_items(again.id))
     assert caption_events(caplog) == [(ids[0], True), (ids[1], True)]
-    assert sum(o.value for o in observed if o.name == "CaptionCacheHits") == 2
-    assert not any(o.name == "CaptionCacheMisses" for o in observed)
+    assert (counted(observed, "CaptionCacheHits"), counted(observed, "CaptionCacheMisses")) == (2, 0)
     items = [r for r in caplog.records if getattr(r, "stage", None) == "item"]
     assert len(items) == 2 and all({"fetch", "normalize", "caption", "save"} <= set(r.stage_ms) for r in items)  # one trace, start to save
