@@ -331,3 +331,21 @@ def test_nesting_is_counted_after_closed_siblings_too(model_server):
 def test_brackets_inside_text_are_not_nesting(model_server):
     body = image_request(caption_prompt='[[[[[{{{{ "quoted" ]]]', max_new_tokens=1)
     assert model_server.invoke(body, "application/json").status == 200
+
+
+@pytest.mark.parametrize("body", [b"{not json", b'{"image": "abc"'])
+def test_a_body_that_is_not_json_is_refused_in_one_sentence(model_server, body):
+    assert refusal(model_server.invoke(body, "application/json")) == (
+        "The captioning model refused this photo: The request body is not valid JSON.")
+
+
+def test_a_json_request_without_a_caption_prompt_is_captioned_without_one(model_server, tiny_model):
+    from pipeline.captioners.local import LocalCaptioner
+    from pipeline.images.normalize import normalize_image
+
+    image = normalize_image(jpeg_bytes(color=(120, 40, 160), seed=9))
+    local, _ = LocalCaptioner(str(tiny_model), max_new_tokens=5).caption(image, SCHEMA.attributes)
+    request = json.loads(build_request(image.jpeg, SCHEMA.attributes, max_new_tokens=5))
+    del request["caption_prompt"]
+    remote = parse_response(model_server.invoke(json.dumps(request).encode(), "application/json").body)
+    assert remote["caption"] == local.caption
