@@ -319,3 +319,46 @@ def test_a_batchs_languages_and_near_duplicate_choice_are_kept_per_batch(store):
     assert (store.reuse_near_duplicates(first.id), store.reuse_near_duplicates(second.id)) == (True, False)
     store.set_reuse_near_duplicates(first.id, False)
     assert store.reuse_near_duplicates(first.id) is False
+
+
+def test_two_admins_saving_the_next_taxonomy_version_at_once_keep_one_and_refuse_the_other(store):
+    """Both read "no version yet" before either writes (a barrier holds each after its read): one save wins, the other is
+    refused naming the winner, and exactly one version 1 is stored. DynamoDB: its conditional Put; SQLite: one transaction."""
+    import threading
+
+    from pipeline.errors import StaleTaxonomyError
+
+    reads = threading.Barrier(2)
+    if hasattr(store, "_latest_taxonomy"):  # DynamoDB reads the latest version before its conditional Put
+        latest, seen = store._latest_taxonomy, []
+
+        def read_then_wait():
+            found = latest()
+            seen.append(found)
+            if len(seen) <= 2:
+                reads.wait(timeout=10)
+            return found
+
+        store._latest_taxonomy = read_then_wait
+    else:  # SQLite's check and insert are one write transaction: the second waits for the first to commit
+        reads = None
+    outcomes: dict[str, object] = {}
+
+    def save(who: str) -> None:
+        try:
+            outcomes[who] = store.save_taxonomy(f'{{"by": "{who}"}}', who, expected_latest=0)
+        except StaleTaxonomyError as refused:
+            outcomes[who] = refused
+
+    threads = [threading.Thread(target=save, args=(who,)) for who in ("ann", "bob")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    [winner] = [who for who, outcome in outcomes.items() if not isinstance(outcome, StaleTaxonomyError)]
+    [loser] = [who for who in outcomes if who != winner]
+    stored = store.taxonomy_versions()
+    assert [(v.version, v.created_by, v.document) for v in stored] == [(1, winner, f'{{"by": "{winner}"}}')]
+    refused = outcomes[loser]
+    assert (refused.based_on, refused.latest) == (0, 1)
+    assert str(refused).startswith(f"Version 1 was saved by {winner} at {stored[0].created_at} after you started from version 0")
