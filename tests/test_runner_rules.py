@@ -1025,3 +1025,32 @@ def test_a_cheapest_runs_items_are_timed_logged_and_counted_as_a_real_time_runs_
     assert (counted(observed, "CaptionCacheHits"), counted(observed, "CaptionCacheMisses")) == (2, 0)
     items = [r for r in caplog.records if getattr(r, "stage", None) == "item"]
     assert len(items) == 2 and all({"fetch", "normalize", "caption", "save"} <= set(r.stage_ms) for r in items)  # one trace, start to save
+
+
+def test_look_alikes_in_one_batch_are_flagged_naming_the_batch_and_item(tmp_path, settings):
+    paths = look_alike_photos(tmp_path, "p")
+    stages = make(settings, Captioner())
+    batch = create_batch(stages.store, settings, paths[:2], name="b", created_by="ann")
+    run_batch(stages, batch.id, concurrency=2)
+    items = stages.store.list_items(batch.id)
+    flagged = [i for i in items if i.near_duplicate]
+    assert len(flagged) == 1  # whichever came second names the first
+    other = next(i for i in items if i is not flagged[0])
+    assert flagged[0].near_duplicate == f"looks like batch {batch.id} item {other.seq + 1} ({hash_distance(paths)} bits apart)"
+
+
+def test_an_items_stage_threads_are_named_daemons_so_a_hung_call_never_holds_the_process(tmp_path, settings):
+    gate = threading.Event()
+    captioner = Captioner(gate)
+    stages = make(settings, captioner)
+    batch = create_batch(stages.store, settings, photos(tmp_path, 1), name="b", created_by="ann")
+    # not a daemon itself, as the CLI's main thread is not (a thread inherits that unless told)
+    runner = threading.Thread(target=lambda: run_batch(stages, batch.id), daemon=False)
+    runner.start()
+    try:
+        assert captioner.entered.wait(WAIT)
+        stage_threads = [t for t in threading.enumerate() if t.name == f"tagger-stage-{batch.id}-1"]  # named for thread dumps
+    finally:
+        gate.set()
+        runner.join(WAIT)
+    assert len(stage_threads) == 1 and stage_threads[0].daemon
