@@ -362,3 +362,11 @@ def test_two_admins_saving_the_next_taxonomy_version_at_once_keep_one_and_refuse
     refused = outcomes[loser]
     assert (refused.based_on, refused.latest) == (0, 1)
     assert str(refused).startswith(f"Version 1 was saved by {winner} at {stored[0].created_at} after you started from version 0")
+
+
+def test_the_first_taxonomy_save_after_choosing_the_default_is_version_1(store):
+    store.activate_taxonomy(0, "ann")  # the default chosen before any version was saved
+    first = store.save_taxonomy('{"attributes": {}}', "ann", expected_latest=0)
+    assert first.version == 1 and [v.version for v in store.taxonomy_versions()] == [1]
+    second = store.save_taxonomy('{"attributes": {"fit": {}}}', "bob", expected_latest=1)
+    assert second.version == 2 and store.active_taxonomy().version == 0  # saving does not activate
