@@ -131,6 +131,9 @@ def prepare(module: str, work: Path, tests: list[str], timeout_s: int) -> None:
         f'pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "no:randomly", "--timeout={timeout_s}"]',
         # the tests start threads, servers, moto and torch: workers fork from a clean process
         'process_isolation = "forkserver"',
+        # mutmut's wall-clock limit per mutant is (its tests' time + 1 s) x this x 2; its default 15 let a mutant whose
+        # non-daemon thread hangs the test process at exit hold a worker for ~28 min (the runner's stage threads)
+        "timeout_multiplier = 4.0",
         "",
     ])
     (work / "pyproject.toml").write_text(_pytest_section() + "\n" + config)
