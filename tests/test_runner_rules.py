@@ -1054,3 +1054,37 @@ def test_an_items_stage_threads_are_named_daemons_so_a_hung_call_never_holds_the
         gate.set()
         runner.join(WAIT)
     assert len(stage_threads) == 1 and stage_threads[0].daemon
+
+
+def test_stage_threads_are_reused_when_idle_and_a_new_one_starts_only_when_none_is():
+    """A model's per-thread state (an OpenMP team) is set up once per thread: idle threads take the next item,
+    and a new thread starts only when every one is busy (a hung item keeps its own)."""
+    from pipeline.batches.runner import _StageThreads
+
+    threads = _StageThreads("rules-stage")
+
+    def idle_count(expected: int) -> bool:
+        for _ in range(1000):
+            with threads._lock:
+                if threads._idle == expected:
+                    return True
+            threading.Event().wait(0.01)
+        return False
+
+    def together(count: int):
+        meet = threading.Barrier(count, timeout=10)  # every task in flight at once: each needs its own thread
+        names: list[str] = []
+        for _ in range(count):
+            threads.submit(lambda: (meet.wait(), names.append(threading.current_thread().name)))
+        return meet, names
+
+    try:
+        meet, names = together(1)
+        assert idle_count(1)
+        meet, names = together(2)  # one idle thread reused, one new
+        assert idle_count(2) and not meet.broken
+        meet, names = together(3)  # two reused, one new
+        assert idle_count(3) and not meet.broken
+        assert sorted(names) == ["rules-stage-1", "rules-stage-2", "rules-stage-3"]
+    finally:
+        threads.close()
