@@ -25,3 +25,20 @@ def test_every_sampled_mutant_of_the_formula_escaping_rule_is_killed(tmp_path):
     assert result.survived == 0, f"{result.survived} mutants of the escaping rule survived the export tests:\n{survivors}"
     # Every mutant was generated and really run (none skipped for want of a covering test).
     assert result.killed >= 20 and result.no_tests == result.not_checked == result.other == 0, result
+
+
+def test_docs_list_each_mutated_module_with_the_tests_make_mutants_runs():
+    """docs/mutation.md's table is what `make mutants` does (tests/support/mutation.py MODULES), module by module."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "mutation.md").read_text()
+    documented: dict[str, set[str]] = {}
+    for cells in re.findall(r"^\| (`[^|]+`) \| (test_[^|]+) \|$", text, re.M):
+        modules = re.findall(r"`([^`]+)`", cells[0])
+        tests = {f"tests/{name.strip()}.py" for name in cells[1].split(",")}
+        first = modules[0]
+        for module in modules:  # "`pipeline/store/sqlite_store.py`, `dynamo_store.py`": the second in the first's folder
+            path = module if "/" in module else str(Path(first).parent / module)
+            documented[path] = tests
+    assert documented == {module: set(tests) for module, tests in mutation.MODULES.items()}
