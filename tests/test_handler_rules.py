@@ -349,3 +349,7 @@ def test_a_json_request_without_a_caption_prompt_is_captioned_without_one(model_
     del request["caption_prompt"]
     remote = parse_response(model_server.invoke(json.dumps(request).encode(), "application/json").body)
     assert remote["caption"] == local.caption
+
+
+def test_an_empty_photo_is_refused_in_one_sentence(model_server):
+    assert refusal(model_server.invoke(b"", "image/png")) == "The captioning model refused this photo: The image is empty."
