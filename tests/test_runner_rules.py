@@ -1088,3 +1088,38 @@ def test_stage_threads_are_reused_when_idle_and_a_new_one_starts_only_when_none_
         assert sorted(names) == ["rules-stage-1", "rules-stage-2", "rules-stage-3"]
     finally:
         threads.close()
+
+
+def test_the_batch_run_ended_event_carries_the_runs_duration_and_a_stopped_runs_outcome(tmp_path, settings, caplog):
+    import time
+
+    gate, times = threading.Event(), {}
+
+    class Timed(Captioner):
+        def caption(self, image, questions):
+            times["entered"] = time.perf_counter()
+            return super().caption(image, questions)
+
+    captioner = Timed(gate)
+    stages = make(settings, captioner)
+    batch = create_batch(stages.store, settings, photos(tmp_path, 1), name="b", created_by="ann")
+    released = threading.Thread(target=lambda: (captioner.entered.wait(WAIT), threading.Event().wait(0.05),
+                                                times.update(released=time.perf_counter()), gate.set()), daemon=True)
+    released.start()
+    with caplog.at_level(logging.INFO, logger="pipeline.batches"):
+        before = time.perf_counter()
+        run_batch(stages, batch.id)
+        after = time.perf_counter()
+    [event] = [r for r in caplog.records if r.getMessage() == "batch run ended"]
+    # within the call, and at least as long as the caption was held: whatever the machine's speed
+    assert (times["released"] - times["entered"]) * 1000 <= event.duration_ms <= (after - before) * 1000 + 0.1
+    assert isinstance(event.duration_ms, float) and event.duration_ms == round(event.duration_ms, 1)  # ms to 0.1, as stage events
+
+    caplog.clear()
+    stop = threading.Event()
+    stop.set()
+    stopped = create_batch(stages.store, settings, photos(tmp_path, 1, "s"), name="s", created_by="ann")
+    with caplog.at_level(logging.INFO, logger="pipeline.batches"):
+        run_batch(stages, stopped.id, cancel=stop)
+    [event] = [r for r in caplog.records if r.getMessage() == "batch run ended"]
+    assert event.outcome == "cancelled"
