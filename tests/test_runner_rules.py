@@ -393,7 +393,8 @@ def test_a_summary_that_failed_after_paid_calls_keeps_them_in_the_ledger(tmp_pat
     assert sorted((u.kind, u.input_tokens) for u in stages.store.usage(batch.id)) == [("endpoint", 0), ("llm", 120)]
 
 
-def test_an_upload_resumed_on_another_task_is_fetched_from_s3_before_it_is_read(tmp_path, settings, caplog):
+@pytest.mark.parametrize("kind", ["photo", "zip"])
+def test_an_upload_resumed_on_another_task_is_fetched_from_s3_before_it_is_read(tmp_path, settings, caplog, kind):
     import boto3
     from moto import mock_aws
 
@@ -404,9 +405,13 @@ def test_an_upload_resumed_on_another_task_is_fetched_from_s3_before_it_is_read(
         client.create_bucket(Bucket="photos")
         stages = make(settings, Captioner())
         stages.images = S3ImageStore(client, "photos", uploads_root=tmp_path / "uploads")
-        upload = tmp_path / "uploads" / "u1" / "shirt.jpg"
+        upload = tmp_path / "uploads" / "u1" / ("shirt.jpg" if kind == "photo" else "shirts.zip")
         upload.parent.mkdir(parents=True)
-        upload.write_bytes(jpeg_bytes(seed=3))
+        if kind == "photo":
+            upload.write_bytes(jpeg_bytes(seed=3))
+        else:
+            with zipfile.ZipFile(upload, "w") as archive:
+                archive.writestr("shirt.jpg", jpeg_bytes(seed=3))
         batch = create_batch(stages.store, settings, [upload], name="b", created_by="ann")
         stages.images.keep_upload(upload)
         upload.unlink()  # this task never saw the upload: another task's browser sent it
@@ -456,6 +461,14 @@ def test_the_normalize_settings_reach_every_photo(tmp_path, settings):
     [item] = stages.store.list_items(batch.id)
     with Image.open(io.BytesIO(stages.images.path_for(item.content_key).read_bytes())) as stored:
         assert max(stored.size) == 200
+    sizes = {}
+    for quality in (20, 95):  # the JPEG quality setting reaches the stored copy
+        stages.normalize = replace(stages.normalize, max_side=768, quality=quality)
+        again = create_batch(stages.store, settings, photos(tmp_path, 1, f"q{quality}"), name=f"q{quality}", created_by="ann")
+        run_batch(stages, again.id)
+        [item] = stages.store.list_items(again.id)
+        sizes[quality] = stages.images.path_for(item.content_key).stat().st_size
+    assert sizes[20] * 2 < sizes[95]
     stages.normalize = replace(stages.normalize, max_side=768, max_pixels=1000)
     small = create_batch(stages.store, settings, photos(tmp_path, 1, "big"), name="c", created_by="ann")
     run_batch(stages, small.id)
@@ -1123,3 +1136,16 @@ def test_the_batch_run_ended_event_carries_the_runs_duration_and_a_stopped_runs_
         run_batch(stages, stopped.id, cancel=stop)
     [event] = [r for r in caplog.records if r.getMessage() == "batch run ended"]
     assert event.outcome == "cancelled"
+
+
+def test_closing_stage_threads_ends_the_idle_ones_before_returning():
+    """At exit a thread that ran the model must not still be ending (torch aborts the process)."""
+    from pipeline.batches.runner import _StageThreads
+
+    threads = _StageThreads("closing-stage")
+    done = threading.Event()
+    threads.submit(done.set)
+    assert done.wait(WAIT)
+    started = list(threads._started)
+    threads.close()
+    assert started and not any(thread.is_alive() for thread in started)
