@@ -121,11 +121,17 @@ def prepare(module: str, work: Path, tests: list[str], timeout_s: int) -> None:
                     if copy.read_bytes() != source.read_bytes():
                         shutil.copy2(source, copy)
     selection = [t for t in tests if (ROOT / t).exists()]
+    write_config(work, source_paths=["pipeline"], only_mutate=module, selection=selection, timeout_s=timeout_s)
+
+
+def write_config(work: Path, *, source_paths: list[str], only_mutate: str, selection: list[str], timeout_s: int,
+                 also_copy: tuple[str, ...] = ALSO_COPY) -> None:
+    """The work folder's pyproject.toml: the repo's pytest settings and mutmut's (also the handler's layout)."""
     config = "\n".join([
         "[tool.mutmut]",
-        'source_paths = ["pipeline"]',
-        f"also_copy = {json.dumps(list(ALSO_COPY))}",
-        f"only_mutate = [{json.dumps(module)}]",
+        f"source_paths = {json.dumps(source_paths)}",
+        f"also_copy = {json.dumps(list(also_copy))}",
+        f"only_mutate = [{json.dumps(only_mutate)}]",
         f"pytest_add_cli_args_test_selection = {json.dumps(selection)}",
         # no cache writes; a mutant that makes a test wait forever fails that test (a kill)
         f'pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "no:randomly", "--timeout={timeout_s}"]',

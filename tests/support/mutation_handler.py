@@ -22,7 +22,6 @@ The handler cannot be mutated in the layout `tests/support/mutation.py` uses for
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -67,17 +66,8 @@ def prepare(module: str, work: Path, tests: list[str], timeout_s: int) -> None:
         link.unlink()
     link.symlink_to(os.path.relpath(work / "mutants" / target, link.parent))
     selection = [t for t in tests if (ROOT / t).exists()]
-    config = "\n".join([
-        "[tool.mutmut]",
-        f"source_paths = {json.dumps([str(Path(target).parent)])}",
-        f"also_copy = {json.dumps(list(ALSO_COPY))}",
-        f"only_mutate = [{json.dumps(target)}]",
-        f"pytest_add_cli_args_test_selection = {json.dumps(selection)}",
-        f'pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "no:randomly", "--timeout={timeout_s}"]',
-        'process_isolation = "forkserver"',
-        "",
-    ])
-    (work / "pyproject.toml").write_text(core._pytest_section() + "\n" + config)
+    core.write_config(work, source_paths=[str(Path(target).parent)], only_mutate=target, selection=selection, timeout_s=timeout_s,
+                      also_copy=ALSO_COPY)
 
 
 def score(module: str, work: Path, names: list[str] | None = None) -> core.Score:
