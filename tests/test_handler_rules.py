@@ -165,6 +165,12 @@ def test_a_photo_of_exactly_the_pixel_limit_is_served_and_one_pixel_more_is_refu
         "The captioning model refused this photo: The image is larger than 1 megapixels.")
 
 
+def test_the_pixel_refusal_names_the_limit_in_whole_megapixels(model_server, monkeypatch):
+    monkeypatch.setattr(model_server.handler, "MAX_PIXELS", 2_000_000)
+    assert refusal(model_server.invoke(jpeg_bytes(size=(1500, 1500)), "image/jpeg")) == (
+        "The captioning model refused this photo: The image is larger than 2 megapixels.")
+
+
 def png_header(width: int, height: int) -> bytes:
     """A PNG that declares its size and holds no pixels (what a decompression bomb looks like before decoding)."""
     def chunk(kind: bytes, data: bytes) -> bytes:
