@@ -370,3 +370,59 @@ def test_the_first_taxonomy_save_after_choosing_the_default_is_version_1(store):
     assert first.version == 1 and [v.version for v in store.taxonomy_versions()] == [1]
     second = store.save_taxonomy('{"attributes": {"fit": {}}}', "bob", expected_latest=1)
     assert second.version == 2 and store.active_taxonomy().version == 0  # saving does not activate
+
+
+# --- the cost ledger, Stop and OpenAI Batch API jobs, as kept -----------------------------------------
+def test_every_usage_field_is_kept_for_the_batch_and_for_all_batches(store):
+    batch, item = one_item(store)
+    store.record_usage(item.id, [Usage(kind="llm", model="gpt-4o-2024-08-06", input_tokens=11, output_tokens=7,
+                                       invocations=2, latency_ms=420.5)])
+    kept = [(u.kind, u.model, u.input_tokens, u.output_tokens, u.invocations, u.latency_ms) for u in store.usage(batch.id)]
+    assert kept == [("llm", "gpt-4o-2024-08-06", 11, 7, 2, 420.5)]
+    assert [(u.kind, u.model, u.input_tokens, u.output_tokens, u.invocations, u.latency_ms) for u in store.usage()] == kept
+
+
+def test_a_stop_request_keeps_who_asked_and_when(store):
+    batch, _ = one_item(store)
+    store.claim_batch(batch.id, "task-1/10/x", 120, now=1000.0)
+    store.request_stop(batch.id, "bob", now=1060.0)
+    run = store.get_batch(batch.id).run
+    assert (run.owner, run.started_at, run.stop_requested_by, run.stop_requested_at) == ("task-1/10/x", 1000.0, "bob", 1060.0)
+
+
+def test_a_person_cannot_save_a_title_over_the_feeds_limit_and_the_old_title_stays(store):
+    from pipeline.wordlimit import MAX_TITLE_CHARACTERS
+
+    _, item = one_item(store)
+    with pytest.raises(BadInputError, match=f"The title has {MAX_TITLE_CHARACTERS + 1} characters; the limit is {MAX_TITLE_CHARACTERS}"):
+        store.edit_item(item.id, "title", "x" * (MAX_TITLE_CHARACTERS + 1), "ann")
+    assert store.get_item(item.id).title == "Red shoe" and store.edits(item.id) == []
+    store.edit_item(item.id, "title", "x" * MAX_TITLE_CHARACTERS, "ann")
+    assert store.get_item(item.id).title == "x" * MAX_TITLE_CHARACTERS
+
+
+def test_the_newest_openai_batch_job_of_a_batch_is_pending_until_forgotten(store):
+    from pipeline.models import OpenAIBatchRecord
+
+    (a, _), (b, _) = one_item(store), one_item(store)
+    older = OpenAIBatchRecord(batch_id=a.id, openai_batch_id="batch_1", input_file_id="file-1", submitted_at=100.0, requests=3)
+    newer = OpenAIBatchRecord(batch_id=a.id, openai_batch_id="batch_2", input_file_id="file-2", submitted_at=200.5,
+                              requests=2, status="validating")
+    other = OpenAIBatchRecord(batch_id=b.id, openai_batch_id="batch_3", input_file_id="file-3", submitted_at=300.0, requests=1)
+    assert store.pending_openai_batch(a.id) is None
+    for record in (newer, older, other):  # stored out of order: the newest submission is the pending one
+        store.remember_openai_batch(record)
+    assert (store.pending_openai_batch(a.id), store.pending_openai_batch(b.id)) == (newer, other)
+    store.forget_openai_batch(b.id, "batch_2")  # another batch's job: nothing forgotten
+    assert store.pending_openai_batch(a.id) == newer
+    store.forget_openai_batch(a.id, "batch_2")
+    assert (store.pending_openai_batch(a.id), store.pending_openai_batch(b.id)) == (older, other)
+    store.forget_openai_batch(a.id, "batch_1")
+    assert store.pending_openai_batch(a.id) is None and store.pending_openai_batch(b.id) == other
+
+
+def test_a_new_sqlite_store_creates_its_missing_folders(tmp_path):
+    from pipeline.store.sqlite_store import SqliteStore
+
+    store = SqliteStore(tmp_path / "data" / "nested" / "store.sqlite3")
+    assert (tmp_path / "data" / "nested" / "store.sqlite3").is_file() and store.list_batches() == []
