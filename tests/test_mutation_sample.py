@@ -1,15 +1,21 @@
 """Keeps the mutation score from falling between full runs (`make mutants`, docs/mutation.md).
 
-`make test` cannot afford a full mutation run (hours on 2 cores), so it runs a fixed
-sample: every mutant mutmut makes of the formula-escaping rule (`escape_formula`, `_starts_formula`
-in pipeline/batches/export.py: what stops a CSV cell from running as a spreadsheet formula) against
-the export tests, and requires every one of them killed. A weakened escaping test, or a change
-to the rule that its tests do not pin down, fails here with the surviving mutants' diffs."""
+`make test` cannot afford a full mutation run (hours on 2 cores), so it runs two samples:
+
+- a fixed one: every mutant mutmut makes of the formula-escaping rule (`escape_formula`, `_starts_formula` in
+  pipeline/batches/export.py: what stops a CSV cell from running as a spreadsheet formula) against the export tests;
+- the newest change to a core module: a few mutants of the functions the newest commit touching one changed
+  (tests/support/mutation_change.py), against that module's tests.
+
+Every sampled mutant must be killed (or, for the change sample, be listed as equivalent with its reason); a weakened
+test, or changed code that its tests do not pin down, fails here with the surviving mutants' diffs."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-from support import mutation
+from support import mutation, mutation_change
 
 MODULE = "pipeline/batches/export.py"
 SAMPLE = ["pipeline.batches.export.x_escape_formula__mutmut_*", "pipeline.batches.export.x__starts_formula__mutmut_*"]
@@ -30,7 +36,7 @@ def test_every_sampled_mutant_of_the_formula_escaping_rule_is_killed(tmp_path):
 def test_docs_list_each_mutated_module_with_the_tests_make_mutants_runs():
     """docs/mutation.md's table is what `make mutants` does (tests/support/mutation.py MODULES), module by module."""
     import re
-    from pathlib import Path
+
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "mutation.md").read_text()
     documented: dict[str, set[str]] = {}
@@ -42,3 +48,70 @@ def test_docs_list_each_mutated_module_with_the_tests_make_mutants_runs():
             path = module if "/" in module else str(Path(first).parent / module)
             documented[path] = tests
     assert documented == {module: set(tests) for module, tests in mutation.MODULES.items()}
+
+
+@pytest.mark.skipif(not mutation.MUTMUT.exists(), reason="mutmut is not installed (requirements-dev.txt)")
+def test_every_sampled_mutant_of_the_newest_change_to_a_core_module_is_killed_or_listed(tmp_path):
+    change = mutation_change.latest_change()
+    assert change is not None, "no commit in this checkout changed a core module (a shallow clone?)"
+    result = mutation_change.run_sample(change, tmp_path / "change")
+    assert len(result.sample) == mutation_change.SAMPLE_SIZE and result.score.killed + result.score.survived + result.score.timeout == len(result.sample), result
+    assert not result.score.untested, f"no test of {change.module} reaches {result.score.untested}"
+    listing = "\n".join(f"# {name}\n{diff}" for name, diff in result.unexplained.items())
+    assert not result.unexplained, (
+        f"{len(result.unexplained)} of {len(result.sample)} sampled mutants of {change.module} (commit {change.commit[:10]}, "
+        f"functions {sorted(change.functions)}) survived its tests. Kill each with a test, or list it in "
+        f"tests/support/mutation_equivalents.txt with the reason no user can tell it from the original:\n{listing}")
+
+
+SOURCE = '''import functools
+
+
+def plain(x):
+    return x + 1
+
+
+class Store:
+    @functools.cache
+    def cached(self):
+        return 1
+
+    def other(self):
+        return 2
+'''
+
+
+def test_a_change_is_mapped_to_the_functions_and_methods_holding_its_lines():
+    assert mutation_change.functions_at(SOURCE, {5}) == {"x_plain"}
+    assert mutation_change.functions_at(SOURCE, {9}) == {"xǁStoreǁcached"}  # its decorator's line
+    assert mutation_change.functions_at(SOURCE, {10, 14}) == {"xǁStoreǁcached", "xǁStoreǁother"}
+    assert mutation_change.functions_at(SOURCE, {1, 2, 7}) == set()  # imports, blank lines, the class line
+
+
+def test_changed_lines_are_read_from_each_hunk_of_a_diff():
+    diff = "@@ -3 +3 @@\n-a\n+b\n@@ -10,0 +11,2 @@\n+c\n+d\n@@ -20,3 +22,0 @@\n-e\n"
+    assert mutation_change.changed_lines(diff) == {3, 11, 12, 22}
+
+
+def test_the_sample_is_the_same_for_one_commit_and_comes_from_the_changed_functions():
+    names = [f"pipeline.m.x_{f}__mutmut_{i}" for f in ("a", "b") for i in range(1, 30)]
+    first = mutation_change.pick(names, frozenset({"x_a"}), "abc123")
+    assert first == mutation_change.pick(list(reversed(names)), frozenset({"x_a"}), "abc123")
+    assert len(first) == mutation_change.SAMPLE_SIZE and all(".x_a__" in name for name in first)
+    assert mutation_change.pick(names, frozenset({"x_a"}), "def456") != first
+    assert len(mutation_change.pick(names, frozenset({"x_gone"}), "abc123")) == mutation_change.SAMPLE_SIZE  # none: all
+
+
+def test_a_survivor_passes_only_when_its_module_function_and_mutated_line_are_listed():
+    diff = ("--- pipeline/store/sqlite_store.py\n+++ pipeline/store/sqlite_store.py\n@@ -1,3 +1,3 @@\n def get_batch(self, batch_id):\n"
+            '-    rows = self._batch_rows("WHERE b.id = ?", (batch_id,))\n+    rows = self._batch_rows("where b.id = ?", (batch_id,))\n')
+    [(name, parsed)] = mutation_change.split_diffs("# pipeline.store.sqlite_store.xǁSqliteStoreǁget_batch__mutmut_7\n" + diff).items()
+    key = ("sqlite_store", mutation_change.function_of(name), mutation_change.mutated_lines(parsed))
+    assert key == ("sqlite_store", "xǁSqliteStoreǁget_batch", 'rows = self._batch_rows("where b.id = ?", (batch_id,))')
+    listed = mutation_change.listed_equivalents(
+        '# a comment\nsqlite_store xǁSqliteStoreǁget_batch | SQL ignores case | rows = self._batch_rows("where b.id = ?", (batch_id,))\n')
+    assert key in listed
+    assert ("dynamo_store", key[1], key[2]) not in listed and (key[0], key[1], "rows = None") not in listed
+    stems = {Path(module).stem for module in mutation_change.sampled_modules()}
+    for stem, function, mutated in mutation_change.listed_equivalents():  # the repo's own list: well formed
+        assert stem in stems and function.startswith("x") and mutated, (stem, function, mutated)
