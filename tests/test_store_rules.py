@@ -382,6 +382,13 @@ def test_every_usage_field_is_kept_for_the_batch_and_for_all_batches(store):
     assert [(u.kind, u.model, u.input_tokens, u.output_tokens, u.invocations, u.latency_ms) for u in store.usage()] == kept
 
 
+def test_usage_for_an_item_that_is_gone_or_no_usage_records_nothing(store):
+    batch, item = one_item(store)
+    store.record_usage(item.id + 1000, [Usage(kind="llm", model="gpt-4o", input_tokens=5)])  # no such item
+    store.record_usage(item.id, [])
+    assert (store.usage(), store.last_usage_at("llm")) == ([], None)
+
+
 def test_a_stop_request_keeps_who_asked_and_when(store):
     batch, _ = one_item(store)
     store.claim_batch(batch.id, "task-1/10/x", 120, now=1000.0)
@@ -426,3 +433,195 @@ def test_a_new_sqlite_store_creates_its_missing_folders(tmp_path):
 
     store = SqliteStore(tmp_path / "data" / "nested" / "store.sqlite3")
     assert (tmp_path / "data" / "nested" / "store.sqlite3").is_file() and store.list_batches() == []
+
+
+def test_a_transform_job_keeps_when_it_was_created_and_when_it_last_changed(store, monkeypatch):
+    import sys
+
+    from pipeline.models import TransformJobRecord
+
+    batch, _ = one_item(store)
+    clock = iter(["2026-12-02T10:00:00+00:00", "2026-12-02T10:05:00+00:00"])
+    monkeypatch.setattr(sys.modules[type(store).__module__], "utc_now", lambda: next(clock))
+    job = TransformJobRecord(batch_id=batch.id, job_name="job-1", status="InProgress", s3_prefix="s3://b/p/job-1/", total=3)
+    store.save_transform_job(job)
+    [first] = store.transform_jobs(batch.id)
+    store.save_transform_job(TransformJobRecord(**{**job.__dict__, "status": "Completed", "done": 3}))
+    [second] = store.transform_jobs(batch.id)
+    assert (first.created_at, first.updated_at) == ("2026-12-02T10:00:00+00:00", "2026-12-02T10:00:00+00:00")
+    assert (second.status, second.done, second.created_at, second.updated_at) == (
+        "Completed", 3, "2026-12-02T10:00:00+00:00", "2026-12-02T10:05:00+00:00")
+
+
+def test_a_near_duplicate_keeps_the_item_its_caption_was_reused_from(store):
+    batch, item = one_item(store, saved=False)
+    outcome = result()
+    outcome.reused_from = "batch 1 #1"
+    store.save_result(item.id, outcome, [])
+    saved = store.get_item(item.id)
+    assert (saved.phash, saved.near_duplicate, saved.reused_from) == ("00ff00ff00ff00ff", "looks like #1 of batch 1", "batch 1 #1")
+
+
+# --- DynamoDB as it behaves in AWS: paged, throttled, eventually consistent, contended ----------------------------
+@pytest.fixture
+def dynamo():
+    import boto3
+    from moto import mock_aws
+
+    from pipeline.store.dynamo_store import DynamoStore
+
+    with mock_aws():
+        store = DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "tagging-test")
+        store.create_table()
+        yield store
+
+
+def test_the_table_the_store_creates_is_encrypted_at_rest(dynamo):
+    described = dynamo.client.describe_table(TableName=dynamo.table)["Table"]
+    assert described["SSEDescription"]["Status"] == "ENABLED"
+
+
+def test_every_read_of_the_table_is_strongly_consistent(dynamo):
+    """DynamoDB reads are eventually consistent unless asked: a runner could then re-read a lease or a version it
+    has just written as it was before (moto is always consistent, so what is asked is what is checked)."""
+    reads: list[tuple[str, dict]] = []
+
+    def record(params, model, **_):
+        reads.append((model.name, params))
+
+    for operation in ("GetItem", "Query", "BatchGetItem"):
+        dynamo.client.meta.events.register(f"provide-client-params.dynamodb.{operation}", record)
+    batch, item = one_item(dynamo)
+    dynamo.get_batch(batch.id), dynamo.list_items(batch.id), dynamo.get_item(item.id), dynamo.edits(item.id)
+    dynamo.edit_item(item.id, "title", "Blue shoe", "ann")
+    dynamo.edits_since("2000-01-01")
+    base = [(name, params) for name, params in reads if "IndexName" not in params]
+    assert {name for name, _ in base} == {"GetItem", "Query", "BatchGetItem"}
+    for name, params in base:
+        consistent = params["RequestItems"][dynamo.table]["ConsistentRead"] if name == "BatchGetItem" else params.get("ConsistentRead")
+        assert consistent is True, (name, params)
+
+
+def test_rows_dynamodb_leaves_unprocessed_are_read_again(dynamo):
+    """BatchGetItem may answer only part of a request (UnprocessedKeys): the store asks again for the rest."""
+    batch, _ = one_item(dynamo)
+    for title in ("Blue shoe", "Green shoe", "Black shoe"):
+        dynamo.edit_item(dynamo.list_items(batch.id)[0].id, "title", title, "ann")
+    calls = []
+
+    def answer_one_row_at_a_time(parsed, **_):
+        calls.append(1)
+        rows = parsed["Responses"][dynamo.table]
+        if len(rows) > 1:  # keep the first row, send the rest back as unprocessed
+            keys = [{"PK": row["PK"], "SK": row["SK"]} for row in rows[1:]]
+            parsed["Responses"][dynamo.table] = rows[:1]
+            parsed["UnprocessedKeys"] = {dynamo.table: {"Keys": keys, "ConsistentRead": True}}
+
+    dynamo.client.meta.events.register("after-call.dynamodb.BatchGetItem", answer_one_row_at_a_time)
+    edits = dynamo.edits_since("2000-01-01")
+    assert [e.new for e in edits] == ["Blue shoe", "Green shoe", "Black shoe"] and len(calls) == 3
+
+
+def test_a_big_batch_is_written_in_requests_dynamodb_accepts(dynamo):
+    """AWS refuses a BatchWriteItem of more than 25 rows (moto does not: the test refuses it the way AWS does)."""
+    from botocore.exceptions import ClientError
+
+    def refuse_over_25(params, **_):
+        rows = sum(len(requests) for requests in params["RequestItems"].values())
+        if rows > 25:
+            raise ClientError({"Error": {"Code": "ValidationException", "Message": "Too many items requested for the "
+                                         "BatchWriteItem call"}}, "BatchWriteItem")
+
+    dynamo.client.meta.events.register("provide-client-params.dynamodb.BatchWriteItem", refuse_over_25)
+    items = [SourceItem(source=f"p{n}.jpg", ref=SourceRef("file", f"/p{n}.jpg")) for n in range(60)]
+    batch = dynamo.create_batch("b", "ann", IngestReport(items=items))
+    assert [item.source for item in dynamo.list_items(batch.id)] == [f"p{n}.jpg" for n in range(60)]
+    assert dynamo.get_batch(batch.id).total == 60
+
+
+def test_a_row_too_large_for_one_dynamodb_item_fails_alone_when_it_is_stored(dynamo):
+    from pipeline.store.dynamo_store import DynamoStore
+
+    small = DynamoStore(dynamo.client, dynamo.table, item_max_bytes=2_000)
+    items = [SourceItem(source="a.jpg", ref=SourceRef("file", "/a.jpg"), hints={"notes": "x" * 3_000}),
+             SourceItem(source="b.jpg", ref=SourceRef("file", "/b.jpg"))]
+    batch = small.create_batch("b", "ann", IngestReport(items=items))
+    big, fine = small.list_items(batch.id)
+    assert (big.status, big.hints, big.processed_at is not None) == ("error", {}, True)
+    assert big.error == ("This row's extra CSV columns are too large to store (3 KB; the limit is 2 KB). "
+                         "Shorten them and upload the row again.")
+    assert (fine.status, fine.processed_at, small.get_batch(batch.id).failed) == ("pending", None, 1)
+
+
+def conflicting_writer(store, item_id: int, times: int):
+    """Another writer that changes the item between each read and write of `store`, `times` times (a real write:
+    the store's transaction then fails its version condition in moto)."""
+    import boto3
+
+    other = boto3.client("dynamodb", region_name="us-east-1")
+    row = store._item_row(item_id)
+    left = [times]
+
+    def change_it_first(**_):
+        if left[0] > 0:
+            left[0] -= 1
+            other.update_item(TableName=store.table, Key={"PK": {"S": row["PK"]}, "SK": {"S": row["SK"]}},
+                              UpdateExpression="ADD version :one", ExpressionAttributeValues={":one": {"N": "1"}})
+
+    store.client.meta.events.register("before-call.dynamodb.TransactWriteItems", change_it_first)
+    return left
+
+
+def test_a_save_that_loses_every_race_fails_in_one_sentence_and_writes_nothing(dynamo):
+    from pipeline.errors import ServiceError
+
+    batch, item = one_item(dynamo, saved=False)
+    conflicting_writer(dynamo, item.id, times=100)
+    with pytest.raises(ServiceError, match=r"^The database kept changing under this update; try again\.$"):
+        dynamo.save_result(item.id, result(), [Usage(kind="llm", model="gpt-4o", input_tokens=5)])
+    assert (dynamo.get_item(item.id).status, dynamo.usage(batch.id), dynamo.get_batch(batch.id).done) == ("pending", [], 0)
+
+
+def test_a_save_that_loses_a_few_races_is_retried_and_counted_once(dynamo):
+    batch, item = one_item(dynamo, saved=False)
+    left = conflicting_writer(dynamo, item.id, times=3)
+    assert dynamo.save_result(item.id, result(), [Usage(kind="llm", model="gpt-4o", input_tokens=5)])
+    assert left == [0] and dynamo.get_item(item.id).status == "ok"
+    assert (len(dynamo.usage(batch.id)), dynamo.get_batch(batch.id).done) == (1, 1)
+
+
+def test_an_edit_that_loses_every_race_fails_in_one_sentence_and_keeps_the_item(dynamo):
+    from pipeline.errors import ServiceError
+
+    _, item = one_item(dynamo)
+    conflicting_writer(dynamo, item.id, times=100)
+    with pytest.raises(ServiceError, match=r"^Someone else kept changing this item; reload and try again\.$"):
+        dynamo.edit_item(item.id, "title", "Blue shoe", "ann")
+    assert dynamo.get_item(item.id).title == "Red shoe" and dynamo.edits(item.id) == []
+
+
+def test_edits_saved_before_the_edit_index_are_indexed_once_page_by_page(dynamo):
+    """Edit rows an older store wrote without their GSI1 entry are invisible to `edits_since` until backfilled; a row
+    without a readable time is counted and left alone; a second run writes nothing (tests/test_analytics.py has the
+    CLI, the Quality page and two machines at once)."""
+    _, item = one_item(dynamo)
+    for title in ("Blue shoe", "Green shoe", "Black shoe"):
+        dynamo.edit_item(item.id, "title", title, "ann")
+    client, table = dynamo.client, dynamo.table
+    edit_rows = [r for r in client.scan(TableName=table)["Items"] if r["SK"]["S"].startswith("EDIT#")]
+    for row in edit_rows:  # as an older version wrote them
+        client.update_item(TableName=table, Key={"PK": row["PK"], "SK": row["SK"]}, UpdateExpression="REMOVE GSI1PK, GSI1SK")
+    [timeless] = [r for r in edit_rows if r["new"]["S"] == "Blue shoe"]
+    client.update_item(TableName=table, Key={"PK": timeless["PK"], "SK": timeless["SK"]}, UpdateExpression="REMOVE #at",
+                       ExpressionAttributeNames={"#at": "at"})
+    assert dynamo.edits_since("2000-01-01") == []
+    rows_in_table = client.scan(TableName=table, Select="COUNT")["Count"]
+    seen: list[tuple[int, int]] = []
+    report = dynamo.backfill_edit_index(page_size=2, on_page=lambda r: seen.append((r.pages, r.indexed)))
+    assert (report.indexed, report.no_time, report.done_elsewhere, report.rows_read) == (2, 1, 0, rows_in_table)
+    assert report.pages == len(seen) >= 2 and [pages for pages, _ in seen] == list(range(1, report.pages + 1))
+    assert seen[-1][1] == 2
+    assert sorted(e.new for e in dynamo.edits_since("2000-01-01")) == ["Black shoe", "Green shoe"]
+    again = dynamo.backfill_edit_index(page_size=500)
+    assert (again.indexed, again.no_time, again.pages) == (0, 1, 1)
+    assert dynamo.get_item(item.id).version == 4  # the item itself untouched: 1 save + 3 edits
