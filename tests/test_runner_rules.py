@@ -482,7 +482,7 @@ def test_an_async_endpoint_gets_more_photos_in_flight_but_summaries_stay_within_
     (OpenAI calls, rate-limited per account) still never exceed it."""
     all_captioned = threading.Event()
     second_summary = threading.Event()
-    lock, active, peak = threading.Lock(), [0], [0]
+    lock, active, peak, captioned_while_open = threading.Lock(), [0], [0], []
 
     class AsyncEndpoint(Captioner):
         max_in_flight = 3
@@ -506,7 +506,8 @@ def test_an_async_endpoint_gets_more_photos_in_flight_but_summaries_stay_within_
             try:
                 # the first summary holds its slot until every photo is captioned and waits a moment for a
                 # second summary to start beside it (which only a missing bound allows)
-                if all_captioned.wait(WAIT) and not second_summary.is_set():
+                captioned_while_open.append(all_captioned.wait(WAIT))
+                if captioned_while_open[-1] and not second_summary.is_set():
                     second_summary.wait(0.5)
                 return self.inner.summarize(request)
             finally:
@@ -518,8 +519,42 @@ def test_an_async_endpoint_gets_more_photos_in_flight_but_summaries_stay_within_
     stages.summarizer = Counting(stages.summarizer)
     batch = create_batch(stages.store, settings, photos(tmp_path, 3), name="b", created_by="ann")
     progress = run_batch(stages, batch.id, concurrency=1)
-    assert progress.ok == 3 and all_captioned.is_set()  # all three photos were captioned while one summary was open
+    assert progress.ok == 3 and captioned_while_open[0]  # all three photos were captioned while the first summary was open
     assert peak[0] == 1
+
+
+def test_a_run_without_leases_processes_every_item_and_claims_none(tmp_path, settings):
+    """LeaseOptions(enabled=False): the runner as it was before leases (bench/ compares against it)."""
+    claims = []
+
+    class Watching(SqliteStore):
+        def claim_item(self, *args, **kwargs):
+            claims.append(args[0])
+            return super().claim_item(*args, **kwargs)
+
+    stages = make(settings, Captioner(), leases=replace(FAST, enabled=False), store=Watching(settings.data_dir / "w.sqlite3"))
+    batch = create_batch(stages.store, settings, photos(tmp_path, 2), name="b", created_by="ann")
+    progress = run_batch(stages, batch.id)
+    assert (progress.ok, progress.skipped, claims) == (2, 0, [])
+    assert [(i.status, i.lease_owner) for i in stages.store.list_items(batch.id)] == [("ok", None)] * 2
+
+
+def test_an_async_endpoint_gets_its_max_in_flight_photos_captioned_at_once(tmp_path, settings):
+    """Three photos, concurrency 1, an endpoint that queues 3 requests itself: all three caption calls are in flight
+    together (each waits for the other two); with the bound at `concurrency` the first would wait alone and fail."""
+    together = threading.Barrier(3, timeout=WAIT)
+
+    class AsyncEndpoint(Captioner):
+        max_in_flight = 3
+
+        def caption(self, image, questions):
+            together.wait()
+            return super().caption(image, questions)
+
+    stages = make(settings, AsyncEndpoint())
+    batch = create_batch(stages.store, settings, photos(tmp_path, 3), name="b", created_by="ann")
+    progress = run_batch(stages, batch.id, concurrency=1)
+    assert (progress.ok, progress.failed) == (3, 0) and not together.broken
 
 
 # --- near-duplicate photos (issue 19) -----------------------------------------------------------------------------
@@ -642,11 +677,14 @@ class BatchSummaries:
     a paid-looking usage row), after `inside(requests)` has looked at the store; `stop` makes it return None as a
     Stop while OpenAI's batch runs does; `fail` gives those item ids an error instead."""
 
-    def __init__(self, inner, min_items: int = 2, inside=None, stop: threading.Event | None = None, fail=()):
+    def __init__(self, inner, min_items: int = 2, inside=None, stop: threading.Event | None = None, fail=(), store=None):
         self.inner, self.min_items, self.inside, self.stop, self.fail = inner, min_items, inside, stop, set(fail)
+        self.store = store  # given: a batch with an OpenAI batch still pending in it always goes through the Batch API
         self.rounds: list[list[int]] = []
 
     def wanted(self, batch_id, items, *, cheapest=False, job=False):
+        if items and self.store is not None and self.store.pending_openai_batch(batch_id) is not None:
+            return True
         return bool(items) and cheapest and items >= self.min_items
 
     def summarize_many(self, batch_id, requests, *, cancel=None):
@@ -735,6 +773,24 @@ def test_only_a_cheapest_run_holding_the_batch_uses_the_batch_api(tmp_path, sett
     own = create_batch(stages.store, settings, photos(tmp_path, 2, "o"), name="o", created_by="ann")
     run_batch(stages, own.id, cheapest=True)
     assert len(stages.batch_summarizer.rounds) == 1
+
+
+def test_a_run_of_a_batch_whose_openai_batch_is_still_pending_waits_for_it_instead_of_paying_again(tmp_path, settings):
+    """A server restarted mid-Cheapest-run resumes the batch without being told Cheapest: the OpenAI batch it
+    remembered for this batch (and only this one) still decides that the summaries go through the Batch API."""
+    from pipeline.models import OpenAIBatchRecord
+
+    stages = make(settings, Captioner())
+    stages.batch_summarizer = BatchSummaries(stages.summarizer, store=stages.store)
+    other = create_batch(stages.store, settings, photos(tmp_path, 2, "x"), name="x", created_by="ann")
+    batch = create_batch(stages.store, settings, photos(tmp_path, 2), name="b", created_by="ann")
+    stages.store.remember_openai_batch(OpenAIBatchRecord(batch_id=batch.id, openai_batch_id="batch_1", input_file_id="file-1",
+                                                         submitted_at=100.0, requests=2))
+    run_batch(stages, other.id)
+    assert stages.batch_summarizer.rounds == []  # another batch: real-time summaries
+    run_batch(stages, batch.id)
+    assert stages.batch_summarizer.rounds == [sorted(i.id for i in stages.store.list_items(batch.id))]
+    assert [u.kind for u in stages.store.usage(batch.id)].count("llm-batch") == 2
 
 
 def test_a_cheapest_run_flags_and_reuses_look_alikes_as_a_real_time_run_does(tmp_path, settings):
