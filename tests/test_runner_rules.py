@@ -1071,6 +1071,63 @@ def test_a_run_whose_batch_was_taken_over_stops_between_renewals(tmp_path, setti
     assert stages.store.get_batch(batch.id).run.owner == "other/2/y"  # left to the runner that holds it now
 
 
+@pytest.mark.parametrize("caption_fails", [False, True], ids=["answer", "error"])
+def test_a_run_that_lost_an_items_lease_leaves_it_to_the_new_holder_and_still_records_the_paid_call(tmp_path, settings, caption_fails):
+    """While the endpoint answers, another task (its clock past our lease) takes the item over: our answer or our
+    error is not written over the new holder's item, but an endpoint call we paid for stays in the ledger."""
+    from pipeline.images.normalize import normalize_image
+
+    start = 8_900_000.0
+    clock, gate = SteppedClock(start), threading.Event()
+    [path] = photos(tmp_path, 1)
+    captioner = Captioner(gate, fail_on={normalize_image(path.read_bytes()).content_key} if caption_fails else set())
+    stages = make(settings, captioner)
+    batch = create_batch(stages.store, settings, [path], name="b", created_by="ann")
+    done = {}
+    runner = threading.Thread(target=lambda: done.update(p=run_batch(stages, batch.id, owner="me/1/x", clock=clock)), daemon=True)
+    runner.start()
+    try:
+        assert captioner.entered.wait(WAIT)
+        [held] = stages.store.list_items(batch.id)
+        assert held.lease_owner == "me/1/x"
+        assert stages.store.claim_item(held.id, "other/2/y", 120, version=held.version, now=start + 500)
+    finally:
+        gate.set()
+        runner.join(WAIT)
+    [item] = stages.store.list_items(batch.id)
+    assert (item.status, item.error, item.error_kind, item.lease_owner) == ("pending", None, None, "other/2/y")
+    paid = [] if caption_fails else [("endpoint", 1)]  # a throttled call is not billed (the stand-in returns no usage)
+    assert [(u.kind, u.invocations) for u in stages.store.usage(batch.id)] == paid
+
+
+def test_a_failed_item_keeps_why_it_failed_as_a_short_code(tmp_path, settings):
+    """error_kind (the Health page's failure reasons): the failing stage's code, or the item's when the failure
+    came from outside any stage (here: reading the earlier look-alike whose caption would be reused)."""
+    from pipeline.images.normalize import normalize_image
+
+    paths = photos(tmp_path, 2)
+    busy = normalize_image(paths[0].read_bytes()).content_key
+    stages = make(settings, Captioner(fail_on={busy}))
+    batch = create_batch(stages.store, settings, paths, name="b", created_by="ann")
+    run_batch(stages, batch.id)
+    kinds = {i.source: (i.status, i.error_kind) for i in stages.store.list_items(batch.id)}
+    assert kinds == {"p0.jpg": ("error", "caption_failed"), "p1.jpg": ("ok", None)}
+
+    class Unreachable(SqliteStore):
+        def get_item(self, item_id):
+            raise RuntimeError("the database is unreachable")
+
+    looks = look_alike_photos(tmp_path, "l")
+    stages = make(settings, Captioner(), store=Unreachable(settings.data_dir / "u.sqlite3"))
+    first = one_item_batch(stages, settings, looks[0], "first")
+    run_batch(stages, first.id)
+    second = one_item_batch(stages, settings, looks[1], "second")
+    stages.store.set_reuse_near_duplicates(second.id, True)
+    run_batch(stages, second.id)
+    [item] = stages.store.list_items(second.id)
+    assert (item.status, item.error_kind) == ("error", "item_unexpected")
+
+
 def test_a_cheapest_runs_items_are_timed_logged_and_counted_as_a_real_time_runs_are(tmp_path, settings, caplog):
     from pipeline.images.normalize import normalize_image
 
