@@ -189,6 +189,44 @@ def test_the_item_deadline_message_names_the_limit_and_what_to_do(tmp_path, sett
     assert item.error_kind == "item_timeout" and (done["p"].failed, done["p"].timed_out, done["p"].ok) == (1, 1, 0)
 
 
+@pytest.mark.parametrize("leases", [True, False], ids=["leases", "no-leases"])
+def test_a_timed_out_item_is_logged_failed_keeps_its_timings_and_its_late_answer_only_reaches_the_ledger(
+        tmp_path, settings, caplog, leases):
+    now, gate, late = [3_100_000.0], threading.Event(), threading.Event()
+
+    class Watching(SqliteStore):  # tells the test when the late answer has been dealt with
+        def record_usage(self, *args, **kwargs):
+            super().record_usage(*args, **kwargs)
+            late.set()
+
+        def save_result(self, *args, **kwargs):
+            try:
+                return super().save_result(*args, **kwargs)
+            finally:
+                late.set()
+
+    captioner = Captioner(gate)
+    stages = make(settings, captioner, replace(FAST, item_deadline_s=30.0, enabled=leases),
+                  store=Watching(settings.data_dir / "w.sqlite3"))
+    batch = create_batch(stages.store, settings, photos(tmp_path, 1), name="b", created_by="ann")
+    done: dict = {}
+    with caplog.at_level(logging.INFO, logger="pipeline.items"):
+        thread = threading.Thread(target=lambda: done.update(p=run_batch(stages, batch.id, clock=lambda: now[0])), daemon=True)
+        thread.start()
+        assert captioner.entered.wait(WAIT)
+        now[0] += 30.0
+        thread.join(WAIT)
+        gate.set()  # the endpoint answers after all
+        assert late.wait(WAIT)
+    [item] = stages.store.list_items(batch.id)
+    assert (item.status, item.error_kind, done["p"].timed_out) == ("error", "item_timeout", 1)
+    assert item.error.startswith("Processing this photo took longer than 30 s")
+    assert {"fetch", "normalize"} <= set(item.stage_ms), item.stage_ms  # the time spent before the deadline
+    [event] = [r for r in caplog.records if getattr(r, "stage", None) == "item"]
+    assert (event.outcome, event.error_kind) == ("error", "item_timeout")
+    assert [u.kind for u in stages.store.usage(batch.id)] == ["endpoint"]  # paid for: counted, not saved
+
+
 # --- the caption cache -----------------------------------------------------------------------------------------
 def test_the_same_photo_is_captioned_once_and_then_comes_from_the_cache(tmp_path, settings):
     captioner = Captioner(answers={name: "x" for name in ("category", "color", "material", "pattern", "style")})
