@@ -719,6 +719,7 @@ class BatchSummaries:
         self.inner, self.min_items, self.inside, self.stop, self.fail = inner, min_items, inside, stop, set(fail)
         self.store = store  # given: a batch with an OpenAI batch still pending in it always goes through the Batch API
         self.rounds: list[list[int]] = []
+        self.for_batches: list[int] = []  # the batch each round was sent for (the real one keys its OpenAI batch on it)
 
     def wanted(self, batch_id, items, *, cheapest=False, job=False):
         if items and self.store is not None and self.store.pending_openai_batch(batch_id) is not None:
@@ -729,6 +730,7 @@ class BatchSummaries:
         if cancel is not None and cancel.is_set():  # as the real one: stopped before anything was submitted
             return None
         self.rounds.append(sorted(requests))
+        self.for_batches.append(batch_id)
         if self.inside is not None:
             self.inside(requests)
         if self.stop is not None:
@@ -810,7 +812,27 @@ def test_only_a_cheapest_run_holding_the_batch_uses_the_batch_api(tmp_path, sett
     assert stages.batch_summarizer.rounds == [] and all(i.status == "ok" for i in stages.store.list_items(joined.id))
     own = create_batch(stages.store, settings, photos(tmp_path, 2, "o"), name="o", created_by="ann")
     run_batch(stages, own.id, cheapest=True)
-    assert len(stages.batch_summarizer.rounds) == 1
+    assert len(stages.batch_summarizer.rounds) == 1 and stages.batch_summarizer.for_batches == [own.id]
+
+
+def test_a_cheapest_run_stopped_while_captioning_submits_no_openai_batch(tmp_path, settings):
+    """Stop pressed before the summaries are sent: nothing is submitted to OpenAI (nothing paid), the captioned items
+    stay pending for a later run."""
+    gate, stop = threading.Event(), threading.Event()
+    captioner = Captioner(gate)
+    stages = make(settings, captioner)
+    stages.batch_summarizer = BatchSummaries(stages.summarizer)
+    batch = create_batch(stages.store, settings, photos(tmp_path, 2), name="b", created_by="ann")
+    done = {}
+    runner = threading.Thread(target=lambda: done.update(p=run_batch(stages, batch.id, concurrency=1, cancel=stop, cheapest=True)),
+                              daemon=True)
+    runner.start()
+    assert captioner.entered.wait(WAIT)
+    stop.set()
+    gate.set()
+    runner.join(WAIT)
+    assert stages.batch_summarizer.rounds == [] and done["p"].cancelled
+    assert all(i.status == "pending" and i.lease_owner is None for i in stages.store.list_items(batch.id))
 
 
 def test_a_run_of_a_batch_whose_openai_batch_is_still_pending_waits_for_it_instead_of_paying_again(tmp_path, settings):
@@ -1055,10 +1077,43 @@ def test_the_batch_lease_is_renewed_once_a_third_of_it_has_passed(tmp_path, sett
     assert stages.store.get_batch(batch.id).run.lease_until == start + 120
     clock.move_to(start + 40)  # exactly a third
     assert clock.wait_for_looks("heartbeat", 3)
+    renewed = stages.store.get_batch(batch.id).run.lease_until
+    clock.move_to(start + 79)  # the next renewal is a third of the lease after this one, not before
+    assert clock.wait_for_looks("heartbeat", 3)
+    not_yet = stages.store.get_batch(batch.id).run.lease_until
+    clock.move_to(start + 80)
+    assert clock.wait_for_looks("heartbeat", 3)
+    again = stages.store.get_batch(batch.id).run.lease_until
+    gate.set()
+    runner.join(WAIT)
+    assert (renewed, not_yet, again) == (start + 40 + 120, start + 40 + 120, start + 80 + 120)
+
+
+def test_a_failed_renewal_is_tried_again_at_the_next_beat(tmp_path, settings):
+    """The store fails once when the renewal is due (a throttled write): the heartbeat goes on and renews at its next
+    look, well inside the lease's slack."""
+    start = 8_100_000.0
+    clock, gate, failures = SteppedClock(start), threading.Event(), []
+
+    class Throttled(SqliteStore):
+        def heartbeat_batch(self, *args, **kwargs):
+            if not failures:
+                failures.append(kwargs["now"])
+                raise ServiceError("The database is busy (writes throttled); try again shortly.")
+            return super().heartbeat_batch(*args, **kwargs)
+
+    captioner = Captioner(gate)
+    stages = make(settings, captioner, store=Throttled(settings.data_dir / "t.sqlite3"))
+    batch = create_batch(stages.store, settings, photos(tmp_path, 1), name="b", created_by="ann")
+    runner = threading.Thread(target=lambda: run_batch(stages, batch.id, owner="me/1/x", clock=clock), daemon=True)
+    runner.start()
+    assert captioner.entered.wait(WAIT)
+    clock.move_to(start + 40)
+    assert clock.wait_for_looks("heartbeat", 3)
     lease_until = stages.store.get_batch(batch.id).run.lease_until
     gate.set()
     runner.join(WAIT)
-    assert lease_until == start + 40 + 120
+    assert failures == [start + 40] and lease_until == start + 40 + 120
 
 
 def test_an_item_whose_save_is_under_way_at_its_deadline_is_waited_for_and_counted(tmp_path, settings):
