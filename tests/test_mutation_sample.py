@@ -12,6 +12,7 @@ test, or changed code that its tests do not pin down, fails here with the surviv
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,6 @@ def test_every_sampled_mutant_of_the_formula_escaping_rule_is_killed(tmp_path):
 
 def test_docs_list_each_mutated_module_with_the_tests_make_mutants_runs():
     """docs/mutation.md's table is what `make mutants` does (tests/support/mutation.py MODULES), module by module."""
-    import re
 
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "mutation.md").read_text()
@@ -53,9 +53,10 @@ def test_docs_list_each_mutated_module_with_the_tests_make_mutants_runs():
 @pytest.mark.skipif(not mutation.MUTMUT.exists(), reason="mutmut is not installed (requirements-dev.txt)")
 def test_every_sampled_mutant_of_the_newest_change_to_a_core_module_is_killed_or_listed(tmp_path):
     change = mutation_change.latest_change()
-    assert change is not None, "no commit in this checkout changed a core module (a shallow clone?)"
+    assert change is not None, "no commit in this checkout changed a core module"
     result = mutation_change.run_sample(change, tmp_path / "change")
-    assert len(result.sample) == mutation_change.SAMPLE_SIZE and result.score.killed + result.score.survived + result.score.timeout == len(result.sample), result
+    assert len(result.sample) == mutation_change.SAMPLE_SIZE, result  # every core module has far more mutants
+    assert result.score.killed + result.score.survived + result.score.timeout == len(result.sample), result
     assert not result.score.untested, f"no test of {change.module} reaches {result.score.untested}"
     listing = "\n".join(f"# {name}\n{diff}" for name, diff in result.unexplained.items())
     assert not result.unexplained, (
@@ -93,13 +94,17 @@ def test_changed_lines_are_read_from_each_hunk_of_a_diff():
     assert mutation_change.changed_lines(diff) == {3, 11, 12, 22}
 
 
-def test_the_sample_is_the_same_for_one_commit_and_comes_from_the_changed_functions():
+def test_the_sample_is_the_same_for_one_commit_and_comes_from_the_changed_functions_first():
     names = [f"pipeline.m.x_{f}__mutmut_{i}" for f in ("a", "b") for i in range(1, 30)]
     first = mutation_change.pick(names, frozenset({"x_a"}), "abc123")
     assert first == mutation_change.pick(list(reversed(names)), frozenset({"x_a"}), "abc123")
     assert len(first) == mutation_change.SAMPLE_SIZE and all(".x_a__" in name for name in first)
     assert mutation_change.pick(names, frozenset({"x_a"}), "def456") != first
-    assert len(mutation_change.pick(names, frozenset({"x_gone"}), "abc123")) == mutation_change.SAMPLE_SIZE  # none: all
+    assert len(mutation_change.pick(names, frozenset({"x_gone"}), "abc123")) == mutation_change.SAMPLE_SIZE  # none: others
+    small = ["pipeline.m.x_tiny__mutmut_1", "pipeline.m.x_tiny__mutmut_2", *names]
+    topped_up = mutation_change.pick(small, frozenset({"x_tiny"}), "abc123")  # 2 mutants changed: 2 more from the rest
+    assert len(topped_up) == mutation_change.SAMPLE_SIZE and {"pipeline.m.x_tiny__mutmut_1", "pipeline.m.x_tiny__mutmut_2"} < set(topped_up)
+    assert mutation_change.pick(small[:3], frozenset({"x_tiny"}), "abc123") == sorted(small[:3])  # fewer than 4 in all
 
 
 def test_a_survivor_passes_only_when_its_module_function_and_mutated_line_are_listed():
@@ -115,3 +120,36 @@ def test_a_survivor_passes_only_when_its_module_function_and_mutated_line_are_li
     stems = {Path(module).stem for module in mutation_change.sampled_modules()}
     for stem, function, mutated in mutation_change.listed_equivalents():  # the repo's own list: well formed
         assert stem in stems and function.startswith("x") and mutated, (stem, function, mutated)
+
+
+def test_the_newest_change_is_found_through_a_merge_by_its_first_parent(tmp_path):
+    """A merge that brought a branch's change to costs.py into a line where fetch.py changed: the change sampled is the
+    branch's function (what the merge brought), not nothing and not every function."""
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    costs, fetch = tmp_path / "pipeline/admin/costs.py", tmp_path / "pipeline/ingest/fetch.py"
+    costs.parent.mkdir(parents=True)
+    fetch.parent.mkdir(parents=True)
+    costs.write_text("def f():\n    return 1\n\n\ndef g():\n    return 2\n")
+    fetch.write_text("def h():\n    return 3\n")
+    git("init", "-q", "-b", "main")
+    git("add", ".")
+    git("commit", "-qm", "start")
+    git("checkout", "-qb", "branch")
+    costs.write_text(costs.read_text().replace("return 2", "return 20"))
+    git("commit", "-qam", "g changed")
+    git("checkout", "-q", "main")
+    fetch.write_text(fetch.read_text().replace("return 3", "return 30"))
+    git("commit", "-qam", "h changed")
+    git("merge", "-q", "--no-ff", "branch", "-m", "merge")
+    change = mutation_change.latest_change(tmp_path)
+    assert (change.module, change.functions) == ("pipeline/admin/costs.py", frozenset({"x_g"}))
+
+
+def test_a_malformed_equivalents_line_is_refused_naming_it():
+    with pytest.raises(ValueError, match=re.escape("costs x_f | only a reason")):
+        mutation_change.listed_equivalents("costs x_f | only a reason\n")
+    assert mutation_change.listed_equivalents("  # an indented comment\n\n") == set()

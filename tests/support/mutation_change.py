@@ -4,9 +4,11 @@ A full mutation run takes hours on this machine, so `make test` samples the code
 
 - the change: the newest commit that changed one of the core modules in `mutation.MODULES` (the SageMaker handler
   has its own work-folder layout and is measured by `make mutants MODULES=inference` only);
-- the functions whose lines that commit added or changed (every function of the module when it changed none);
-- SAMPLE_SIZE of their mutants, picked by a generator seeded with the commit's hash: the same sample every time that
-  commit is tested, on any machine.
+- the functions whose lines that commit added or changed (a merge: against its first parent);
+- SAMPLE_SIZE of their mutants, picked by a generator seeded with the commit's hash (the same sample every time that
+  commit is tested, on any machine, from a clean checkout), topped up from the module's other functions when the
+  changed ones have fewer mutants (mutmut does not mutate every function: decorated ones, for instance, are left out).
+  In a shallow clone the oldest commit kept counts as adding the whole file.
 
 Each sampled mutant must be killed by the module's tests (`SAMPLE_TESTS` where a module is measured with fewer) or be
 listed in `mutation_equivalents.txt` beside this file: one line per equivalent mutant, `<module stem> <function> | <why no
@@ -56,18 +58,21 @@ def latest_change(root: Path = core.ROOT) -> Change | None:
     """The newest commit that changed a sampled module, the module (the first in MODULES' order when it changed
     several) and the functions it touched; None outside a git checkout or when no commit changed one."""
     modules = sampled_modules()
-    commit = _git("log", "-1", "--format=%H", "--", *modules, root=root).strip()
+    commit = _git("log", "-1", "--first-parent", "--format=%H", "--", *modules, root=root).strip()
     if not commit:
         return None
-    changed = set(_git("show", "--format=", "--name-only", commit, "--", *modules, root=root).split())
-    module = next(m for m in modules if m in changed)
-    lines = changed_lines(_git("show", "--format=", "-U0", commit, "--", module, root=root))
+    # a merge is compared with its first parent (what it brought into this line of history)
+    changed = set(_git("show", "--diff-merges=first-parent", "--format=", "--name-only", commit, "--", *modules, root=root).split())
+    module = next((m for m in modules if m in changed), None)
+    if module is None:
+        return None
+    lines = changed_lines(_git("show", "--diff-merges=first-parent", "--format=", "-U0", commit, "--", module, root=root))
     source = _git("show", f"{commit}:{module}", root=root)
     return Change(commit, module, frozenset(functions_at(source, lines)))
 
 
 def changed_lines(diff: str) -> set[int]:
-    """Line numbers in the new file of every added or changed line (a deletion counts the line after it)."""
+    """Line numbers in the new file of every added or changed line (a deletion counts the line before it)."""
     lines: set[int] = set()
     for start, count in _HUNK.findall(diff):
         first, size = int(start), int(count) if count else 1
@@ -114,9 +119,14 @@ def function_of(name: str) -> str:
 
 
 def pick(names: list[str], functions: frozenset[str], seed: str, size: int = SAMPLE_SIZE) -> list[str]:
-    """`size` of the mutants of `functions` (of all `names` when the change touched none), the same for one seed."""
-    pool = sorted(n for n in names if function_of(n) in functions) or sorted(names)
-    return sorted(random.Random(seed).sample(pool, min(size, len(pool))))
+    """`size` mutants (all of them when the module has fewer): those of `functions` first, then others of the module,
+    each group in an order drawn from `seed` (the same for one seed, whatever order `names` came in)."""
+    draw = random.Random(seed)
+    changed = sorted(n for n in names if function_of(n) in functions)
+    rest = sorted(n for n in names if function_of(n) not in functions)
+    draw.shuffle(changed)
+    draw.shuffle(rest)
+    return sorted((changed + rest)[:size])
 
 
 def mutated_lines(diff: str) -> str:
@@ -129,12 +139,13 @@ def listed_equivalents(text: str | None = None) -> set[tuple[str, str, str]]:
     the mutated line comes last because it may hold ` | ` or `#` itself)."""
     found: set[tuple[str, str, str]] = set()
     for line in (EQUIVALENTS.read_text() if text is None else text).splitlines():
-        if not line.strip() or line.startswith("#"):
+        if not line.strip() or line.lstrip().startswith("#"):
             continue
-        head, why, mutated = (part.strip() for part in line.split(" | ", 2))
-        module_stem, _, function = head.partition(" ")
-        assert why and mutated, f"mutation_equivalents.txt: {line!r} needs a reason and the mutated line"
-        found.add((module_stem, function, mutated))
+        parts = [part.strip() for part in line.split(" | ", 2)]
+        head = parts[0].split()
+        if len(parts) != 3 or len(head) != 2 or not all(parts):
+            raise ValueError(f"mutation_equivalents.txt: {line!r} is not `<module stem> <function> | <why> | <mutated line>`")
+        found.add((head[0], head[1], parts[2]))
     return found
 
 
@@ -163,8 +174,10 @@ def run_sample(change: Change, work: Path, size: int = SAMPLE_SIZE) -> SampleRes
     sample = pick(mutant_names(change.module, work), change.functions, change.commit, size)
     score = core.run_in(change.module, work, names=sample, max_children=2)
     listed = listed_equivalents()
+    shown = split_diffs(core.diffs(change.module, work, score.survivors))
     unexplained = {}
-    for name, diff in split_diffs(core.diffs(change.module, work, score.survivors)).items():
-        if (Path(change.module).stem, function_of(name), mutated_lines(diff)) not in listed:
-            unexplained[name] = diff
+    for name in score.survivors:  # every survivor: one whose diff could not be shown is unexplained too
+        diff = shown.get(name, "")
+        if not diff or (Path(change.module).stem, function_of(name), mutated_lines(diff)) not in listed:
+            unexplained[name] = diff or "(mutmut could not show this mutant's diff)"
     return SampleResult(change, sample, score, unexplained)
