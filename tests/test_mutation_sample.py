@@ -36,8 +36,6 @@ def test_every_sampled_mutant_of_the_formula_escaping_rule_is_killed(tmp_path):
 
 def test_docs_list_each_mutated_module_with_the_tests_make_mutants_runs():
     """docs/mutation.md's table is what `make mutants` does (tests/support/mutation.py MODULES), module by module."""
-
-
     text = (Path(__file__).resolve().parents[1] / "docs" / "mutation.md").read_text()
     documented: dict[str, set[str]] = {}
     for cells in re.findall(r"^\| (`[^|]+`) \| (test_[^|]+) \|$", text, re.M):
