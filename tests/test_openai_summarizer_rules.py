@@ -923,7 +923,8 @@ def test_the_summarizers_max_retries_overrides_the_clients(server, max_retries, 
     (5.0, 2.0, 2.0),  # the summarizer's own request timeout wins
     (openai.Timeout(12.0, connect=3.0), None, 12.0),  # else the client's read timeout
     (openai.Timeout(None, connect=3.0), None, 600.0),  # no read timeout: the SDK's default 600 s, never unbounded
-], ids=["own", "client-read-timeout", "client-without-read-timeout"])
+    (None, None, 600.0),  # a client made with timeout=None: the same
+], ids=["own", "client-read-timeout", "client-without-read-timeout", "client-without-timeout"])
 def test_each_request_is_sent_with_the_request_timeout(server, timeout, request_timeout_s, sent):
     client = openai.OpenAI(api_key="sk-test-1234", base_url=server.base_url, max_retries=0, timeout=timeout)
     server.state.default = Reply(answer())
