@@ -183,3 +183,17 @@ def test_every_flagged_attribute_is_listed_for_review_and_blank_shopify_fields_s
     assert row["attributes_to_review"] == "pattern, style"
     _, (shopify,) = read(export_shopify_csv([tagged_item(title=None, caption=None)]))
     assert shopify["Title"] == "" and shopify["Image Alt Text"] == ""
+
+
+def test_a_tagged_items_seo_fields_and_near_duplicate_notes_reach_both_files():
+    item = tagged_item(seo_title="Blue cotton shirt | Acme", meta_description="A blue cotton shirt, cold wash.",
+                       alt_text="Blue shirt on a hanger", near_duplicate="looks like batch 1 item 2 (3 bits apart)",
+                       reused_from="caption reused from batch 1 item 2", checks=None)
+    _, (row,) = read(export_csv([item], SCHEMA))
+    assert (row["seo_title"], row["meta_description"], row["alt_text"]) == (
+        "Blue cotton shirt | Acme", "A blue cotton shirt, cold wash.", "Blue shirt on a hanger")
+    assert row["photo_warnings"] == ("near-duplicate: looks like batch 1 item 2 (3 bits apart); "
+                                     "caption reused from batch 1 item 2")
+    _, (shopify,) = read(export_shopify_csv([item]))
+    assert (shopify["SEO Title"], shopify["SEO Description"], shopify["Image Alt Text"]) == (
+        "Blue cotton shirt | Acme", "A blue cotton shirt, cold wash.", "Blue shirt on a hanger")
