@@ -43,7 +43,8 @@ MODULES: dict[str, list[str]] = {
     # of _run_items: the runner's own rules (test_runner_rules) cover its near-duplicate and Batch API paths instead.
     "pipeline/batches/runner.py": ["tests/test_runner_rules.py", "tests/test_leases.py", "tests/test_store_runner_export.py",
                                    "tests/test_stop_and_limits.py", "tests/test_memory_budget.py"],
-    "pipeline/summarizers/offline.py": ["tests/test_summarizers.py", "tests/test_summarizer_rules.py"],
+    "pipeline/summarizers/offline.py": ["tests/test_summarizers.py", "tests/test_summarizer_rules.py", "tests/test_offline_style.py",
+                                        "tests/test_seo_fields.py"],
     "pipeline/summarizers/openai_summarizer.py": ["tests/test_summarizers.py", "tests/test_openai_failures.py",
                                                   "tests/test_openai_summarizer_rules.py"],
     "pipeline/admin/costs.py": ["tests/test_costs.py", "tests/test_costs_rules.py"],
