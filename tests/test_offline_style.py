@@ -57,3 +57,27 @@ def test_template_seo_fields_on_the_openai_path_leave_out_the_words_to_avoid():
         result = OpenAISummarizer(client, SCHEMA, max_retries=0, deadline_s=30, seo_fields_by="template").summarize(request())
     assert result.alt_text and banned_words_in(result.alt_text, GUIDE) == []  # made from the caption "a cheap ... leather ..."
     assert result.alt_text == "A black sneaker from the"
+
+
+# --- seo_fields: the template's SEO title, meta description and alt text (also the OpenAI path's, SEO_FIELDS_BY=template)
+def test_the_seo_title_drops_the_titles_full_stop_and_adds_the_brand_once_when_it_fits():
+    from pipeline.summarizers.offline import seo_fields
+    from pipeline.wordlimit import SEO_LIMITS
+
+    assert seo_fields("Red shirt.", "A red shirt.", "", {}, "Acme")["seo_title"] == "Red shirt | Acme"
+    assert seo_fields("Acme Air MAX.", "Shoes.", "", {}, "")["seo_title"] == "Acme Air MAX"  # only the full stop goes
+    assert seo_fields("ACME red shirt", "A red shirt.", "", {}, "Acme")["seo_title"] == "ACME red shirt"  # named already
+    limit = SEO_LIMITS["seo_title"]
+    exact = "x" * (limit - len(" | Acme"))
+    assert seo_fields(exact, "", "", {}, "Acme")["seo_title"] == exact + " | Acme"  # exactly the limit: added
+    assert seo_fields(exact + "y", "", "", {}, "Acme")["seo_title"] == exact + "y"  # one more: not
+
+
+def test_seo_fields_take_the_words_to_avoid_out_of_title_description_and_alt_text():
+    from pipeline.summarizers.offline import seo_fields
+
+    fields = seo_fields("Red cheap shirt", "A cheap red shirt.", "a cheap red shirt on a hanger", {}, "", GUIDE)
+    assert fields == {"seo_title": "Red shirt", "meta_description": "A red shirt.", "alt_text": "A red shirt on a hanger"}
+    # no caption: the alt text is made from the answers, and an answer may be a word to avoid too
+    assert seo_fields("Red shirt", "", "", {"color": "red", "material": "leather", "category": "shirt"}, "", GUIDE)["alt_text"] == (
+        "Photo of a red shirt")
