@@ -81,3 +81,13 @@ def test_seo_fields_take_the_words_to_avoid_out_of_title_description_and_alt_tex
     # no caption: the alt text is made from the answers, and an answer may be a word to avoid too
     assert seo_fields("Red shirt", "", "", {"color": "red", "material": "leather", "category": "shirt"}, "", GUIDE)["alt_text"] == (
         "Photo of a red shirt")
+
+
+def test_alt_text_describes_the_photo_from_the_caption_else_the_answers_without_labels_or_a_full_stop():
+    from pipeline.summarizers.offline import alt_text_from
+
+    assert alt_text_from("", {"category": "shirt"}) == "Photo of a shirt"
+    assert alt_text_from("", {}) == "Photo of a product"
+    assert alt_text_from("Sale: red shirt", {}) == "Red shirt"  # the label and the punctuation it leaves go
+    assert alt_text_from("XL red shirt", {}) == "XL red shirt"
+    assert alt_text_from("a red shirt, size XX.", {}) == "A red shirt, size XX"
