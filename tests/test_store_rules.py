@@ -625,3 +625,56 @@ def test_edits_saved_before_the_edit_index_are_indexed_once_page_by_page(dynamo)
     again = dynamo.backfill_edit_index(page_size=500)
     assert (again.indexed, again.no_time, again.pages) == (0, 1, 1)
     assert dynamo.get_item(item.id).version == 4  # the item itself untouched: 1 save + 3 edits
+
+
+def test_an_id_below_every_item_is_no_item(store):
+    one_item(store)
+    assert store.get_item(0) is None and store.get_item(-5) is None
+
+
+def test_the_last_billable_call_time_never_moves_back(store, monkeypatch):
+    """Two tasks record calls; the one whose clock is behind records last: the newest time stays (the Admin page's
+    idle endpoint check reads it)."""
+    import sys
+
+    _, item = one_item(store)
+    now = ["2026-12-02T10:05:00+00:00"]
+    monkeypatch.setattr(sys.modules[type(store).__module__], "utc_now", lambda: now[0])
+    store.record_usage(item.id, [Usage(kind="endpoint", model="blip2")])
+    now[0] = "2026-12-02T10:01:00+00:00"
+    store.record_usage(item.id, [Usage(kind="endpoint", model="blip2")])
+    assert store.last_usage_at("endpoint") == "2026-12-02T10:05:00+00:00"
+
+
+def test_the_near_duplicate_catalogue_lists_the_newest_tagged_photos_with_a_hash(store):
+    batch, first = one_item(store)  # saved with a hash
+    _, second = one_item(store)
+    _, pending = one_item(store, saved=False)  # no hash yet: not listed
+    catalogue = store.near_duplicate_catalogue(10)
+    assert [(row[0], row[2]) for row in catalogue] == [("00ff00ff00ff00ff", second.id), ("00ff00ff00ff00ff", first.id)]
+    assert catalogue[1][1] == batch.id and len(store.near_duplicate_catalogue(1)) == 1
+
+
+def test_two_backfills_at_once_index_each_edit_once(dynamo):
+    """A second machine indexes the rows between this run's read and its writes: this run's conditional writes leave
+    them (counted as done elsewhere)."""
+    import boto3
+
+    from pipeline.store.dynamo_store import DynamoStore
+
+    _, item = one_item(dynamo)
+    dynamo.edit_item(item.id, "title", "Blue shoe", "ann")
+    client, table = dynamo.client, dynamo.table
+    for row in [r for r in client.scan(TableName=table)["Items"] if r["SK"]["S"].startswith("EDIT#")]:
+        client.update_item(TableName=table, Key={"PK": row["PK"], "SK": row["SK"]}, UpdateExpression="REMOVE GSI1PK, GSI1SK")
+    other = DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), table)
+    theirs = []
+
+    def the_other_machine_goes_first(**_):
+        if not theirs:
+            theirs.append(other.backfill_edit_index())
+
+    client.meta.events.register("before-call.dynamodb.UpdateItem", the_other_machine_goes_first)
+    mine = dynamo.backfill_edit_index()
+    assert (theirs[0].indexed, mine.indexed, mine.done_elsewhere) == (1, 0, 1)
+    assert [e.new for e in dynamo.edits_since("2000-01-01")] == ["Blue shoe"]
