@@ -678,3 +678,34 @@ def test_two_backfills_at_once_index_each_edit_once(dynamo):
     mine = dynamo.backfill_edit_index()
     assert (theirs[0].indexed, mine.indexed, mine.done_elsewhere) == (1, 0, 1)
     assert [e.new for e in dynamo.edits_since("2000-01-01")] == ["Blue shoe"]
+
+
+def test_a_batch_keeps_when_and_by_whom_it_was_made_and_an_empty_one_counts_nothing(store):
+    empty = store.create_batch("nothing usable", "ann", IngestReport(items=[], notices=["No photo or image column found."]))
+    kept = store.get_batch(empty.id)
+    assert (kept.name, kept.created_by, kept.total, kept.done, kept.failed) == ("nothing usable", "ann", 0, 0, 0)
+    assert kept.created_at and kept.created_at.startswith("20") and kept.notices == ["No photo or image column found."]
+
+
+def test_a_row_refused_at_upload_is_a_failed_item_with_the_time_it_was_decided(store):
+    items = [SourceItem(source="bad.csv row 2", ref=None, error="This row has no photo."), SourceItem(source="p.jpg", ref=SourceRef("file", "/p.jpg"))]
+    batch = store.create_batch("b", "ann", IngestReport(items=items))
+    refused, fine = store.list_items(batch.id)
+    assert (refused.status, refused.error, refused.processed_at is not None) == ("error", "This row has no photo.", True)
+    assert (fine.status, fine.processed_at) == ("pending", None)
+    assert store.get_batch(batch.id).failed == 1
+
+
+def test_an_item_an_older_version_left_running_is_processed_by_every_run(store):
+    """Before leases a runner marked its item 'running'; a database from then may still hold one whose process died."""
+    batch, item = one_item(store, saved=False)
+    if hasattr(store, "client"):  # DynamoDB
+        row = store._item_row(item.id)
+        store.client.update_item(TableName=store.table, Key={"PK": {"S": row["PK"]}, "SK": {"S": row["SK"]}},
+                                 UpdateExpression="SET #s = :r", ExpressionAttributeNames={"#s": "status"},
+                                 ExpressionAttributeValues={":r": {"S": "running"}})
+    else:
+        store._connection().execute("UPDATE items SET status = 'running' WHERE id = ?", (item.id,))
+    assert store.get_item(item.id).status == "running"
+    assert [i.id for i in store.items_to_process(batch.id)] == [item.id]
+    assert [i.id for i in store.items_to_process(batch.id, retry_failed=True)] == [item.id]
