@@ -647,12 +647,15 @@ def test_the_last_billable_call_time_never_moves_back(store, monkeypatch):
 
 
 def test_the_near_duplicate_catalogue_lists_the_newest_tagged_photos_with_a_hash(store):
-    batch, first = one_item(store)  # saved with a hash
-    _, second = one_item(store)
-    _, pending = one_item(store, saved=False)  # no hash yet: not listed
+    two = [SourceItem(source=f"p{n}.jpg", ref=SourceRef("file", f"/p{n}.jpg")) for n in range(2)]
+    batch = store.create_batch("b", "ann", IngestReport(items=two))
+    untagged, first = store.list_items(batch.id)  # the first stays pending: no hash, not listed
+    store.save_result(first.id, result(), [])
+    other, second = one_item(store)
+    assert batch.id != first.id and other.id != second.id  # batch and item ids that can be told apart
     catalogue = store.near_duplicate_catalogue(10)
-    assert [(row[0], row[2]) for row in catalogue] == [("00ff00ff00ff00ff", second.id), ("00ff00ff00ff00ff", first.id)]
-    assert catalogue[1][1] == batch.id and len(store.near_duplicate_catalogue(1)) == 1
+    assert catalogue == [("00ff00ff00ff00ff", other.id, second.id, 0), ("00ff00ff00ff00ff", batch.id, first.id, 1)]
+    assert len(store.near_duplicate_catalogue(1)) == 1
 
 
 def test_two_backfills_at_once_index_each_edit_once(dynamo):
