@@ -300,17 +300,25 @@ def test_an_item_saved_by_the_run_records_its_words_usage_and_taxonomy_version(t
     assert item.taxonomy_version == 0
 
 
-def test_different_photos_are_captioned_at_the_same_time(tmp_path, settings):
-    together = threading.Barrier(2, timeout=WAIT)  # both calls must be in the captioner at once to pass it
+def run_meeting_captioner(tmp_path, settings, count: int, concurrency: int, max_in_flight: int | None = None):
+    """A batch of `count` photos whose captioner lets a call through only once all `count` calls are in it at once
+    (`max_in_flight`: the captioner is an async endpoint queueing that many itself). (progress, barrier)."""
+    together = threading.Barrier(count, timeout=WAIT)
 
     class Meeting(Captioner):
         def caption(self, image, questions):
             together.wait()
             return super().caption(image, questions)
 
+    if max_in_flight is not None:
+        Meeting.max_in_flight = max_in_flight
     stages = make(settings, Meeting())
-    batch = create_batch(stages.store, settings, photos(tmp_path, 2), name="b", created_by="ann")
-    progress = run_batch(stages, batch.id, concurrency=2)
+    batch = create_batch(stages.store, settings, photos(tmp_path, count), name="b", created_by="ann")
+    return run_batch(stages, batch.id, concurrency=concurrency), together
+
+
+def test_different_photos_are_captioned_at_the_same_time(tmp_path, settings):
+    progress, together = run_meeting_captioner(tmp_path, settings, count=2, concurrency=2)
     assert progress.ok == 2 and not together.broken
 
 
@@ -580,18 +588,7 @@ def test_a_run_without_leases_processes_every_item_and_claims_none(tmp_path, set
 def test_an_async_endpoint_gets_its_max_in_flight_photos_captioned_at_once(tmp_path, settings):
     """Three photos, concurrency 1, an endpoint that queues 3 requests itself: all three caption calls are in flight
     together (each waits for the other two); with the bound at `concurrency` the first would wait alone and fail."""
-    together = threading.Barrier(3, timeout=WAIT)
-
-    class AsyncEndpoint(Captioner):
-        max_in_flight = 3
-
-        def caption(self, image, questions):
-            together.wait()
-            return super().caption(image, questions)
-
-    stages = make(settings, AsyncEndpoint())
-    batch = create_batch(stages.store, settings, photos(tmp_path, 3), name="b", created_by="ann")
-    progress = run_batch(stages, batch.id, concurrency=1)
+    progress, together = run_meeting_captioner(tmp_path, settings, count=3, concurrency=1, max_in_flight=3)
     assert (progress.ok, progress.failed) == (3, 0) and not together.broken
 
 
