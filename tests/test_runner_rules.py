@@ -148,14 +148,15 @@ def test_progress_counts_each_outcome_once_and_reports_after_each(tmp_path, sett
     assert captioner.calls[bad] == 2
 
 
-def test_an_item_another_runner_holds_is_skipped_and_counted(tmp_path, settings):
+def test_items_another_runner_holds_are_skipped_and_each_counted(tmp_path, settings):
     stages = make(settings, Captioner())
-    batch = create_batch(stages.store, settings, photos(tmp_path, 3), name="b", created_by="ann")
-    held = stages.store.list_items(batch.id)[1]
-    assert stages.store.claim_item(held.id, "other/2/y", 120, version=held.version, now=5000.0)
+    batch = create_batch(stages.store, settings, photos(tmp_path, 4), name="b", created_by="ann")
+    held = stages.store.list_items(batch.id)[1:3]
+    for item in held:
+        assert stages.store.claim_item(item.id, "other/2/y", 120, version=item.version, now=5000.0)
     progress = run_batch(stages, batch.id, owner="me/1/x", clock=lambda: 5001.0, join=True)
-    assert (progress.total, progress.ok, progress.skipped, progress.done) == (3, 2, 1, 2)
-    assert stages.store.get_item(held.id).status == "pending"
+    assert (progress.total, progress.ok, progress.skipped, progress.done) == (4, 2, 2, 2)
+    assert [stages.store.get_item(item.id).status for item in held] == ["pending", "pending"]
 
 
 def test_a_run_stopped_before_it_starts_leaves_every_item_pending(tmp_path, settings):
@@ -656,16 +657,23 @@ def test_a_look_alike_of_an_earlier_batchs_photo_is_flagged_and_reused_only_when
     assert [u.kind for u in stages.store.usage(flagged.id)] == ["endpoint"]
 
 
+def run_look_alike_after_first(stages, settings, paths, reuse: bool = True):
+    """Tags paths[0] in a batch of its own, then paths[1] (its look-alike) in a second batch (reusing captions when
+    `reuse`); returns (first batch, second batch, the second batch's item)."""
+    first = one_item_batch(stages, settings, paths[0], "first")
+    run_batch(stages, first.id)
+    second = one_item_batch(stages, settings, paths[1], "second")
+    stages.store.set_reuse_near_duplicates(second.id, reuse)
+    run_batch(stages, second.id)
+    [item] = stages.store.list_items(second.id)
+    return first, second, item
+
+
 def test_only_a_finished_look_alike_with_every_answer_asked_now_is_reused(tmp_path, settings):
     paths = look_alike_photos(tmp_path, "p")
     captioner = Captioner(answers={"color": "red"})  # fewer answers than the taxonomy asks
     stages = make(settings, captioner)
-    first = one_item_batch(stages, settings, paths[0], "first")
-    run_batch(stages, first.id)
-    second = one_item_batch(stages, settings, paths[1], "second")
-    stages.store.set_reuse_near_duplicates(second.id, True)
-    run_batch(stages, second.id)
-    [item] = stages.store.list_items(second.id)
+    _, _, item = run_look_alike_after_first(stages, settings, paths)
     assert item.near_duplicate and item.reused_from is None and sum(captioner.calls.values()) == 2  # asked again
 
     from pipeline.images.normalize import normalize_image
@@ -1207,14 +1215,8 @@ def test_a_failed_item_keeps_why_it_failed_as_a_short_code(tmp_path, settings):
         def get_item(self, item_id):
             raise RuntimeError("the database is unreachable")
 
-    looks = look_alike_photos(tmp_path, "l")
     stages = make(settings, Captioner(), store=Unreachable(settings.data_dir / "u.sqlite3"))
-    first = one_item_batch(stages, settings, looks[0], "first")
-    run_batch(stages, first.id)
-    second = one_item_batch(stages, settings, looks[1], "second")
-    stages.store.set_reuse_near_duplicates(second.id, True)
-    run_batch(stages, second.id)
-    [item] = stages.store.list_items(second.id)
+    _, _, item = run_look_alike_after_first(stages, settings, look_alike_photos(tmp_path, "l"))
     assert (item.status, item.error_kind) == ("error", "item_unexpected")
 
 
