@@ -228,6 +228,28 @@ def test_a_timed_out_item_is_logged_failed_keeps_its_timings_and_its_late_answer
     assert [u.kind for u in stages.store.usage(batch.id)] == ["endpoint"]  # paid for: counted, not saved
 
 
+def test_an_item_taken_over_before_its_deadline_is_not_failed_by_the_runner_that_lost_it(tmp_path, settings):
+    """Our photo hangs; another task (its clock ahead, past our lease) takes the item over; then our deadline passes:
+    the item is the new holder's to finish, so our timeout is not written over it."""
+    start, gate = 3_200_000.0, threading.Event()
+    now = [start]
+    captioner = Captioner(gate)
+    stages = make(settings, captioner, replace(FAST, item_deadline_s=30.0))
+    batch = create_batch(stages.store, settings, photos(tmp_path, 1), name="b", created_by="ann")
+    runner = threading.Thread(target=lambda: run_batch(stages, batch.id, owner="me/1/x", clock=lambda: now[0]), daemon=True)
+    runner.start()
+    try:
+        assert captioner.entered.wait(WAIT)
+        [held] = stages.store.list_items(batch.id)
+        assert stages.store.claim_item(held.id, "other/2/y", 120, version=held.version, now=start + 500)
+        now[0] += 30.0  # our deadline
+        runner.join(WAIT)
+    finally:
+        gate.set()
+    [item] = stages.store.list_items(batch.id)
+    assert (item.status, item.error, item.lease_owner) == ("pending", None, "other/2/y")
+
+
 # --- the caption cache -----------------------------------------------------------------------------------------
 def test_the_same_photo_is_captioned_once_and_then_comes_from_the_cache(tmp_path, settings):
     captioner = Captioner(answers={name: "x" for name in ("category", "color", "material", "pattern", "style")})
