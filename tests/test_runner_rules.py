@@ -615,6 +615,13 @@ def test_an_async_endpoint_gets_its_max_in_flight_photos_captioned_at_once(tmp_p
     assert (progress.ok, progress.failed) == (3, 0) and not together.broken
 
 
+def test_an_async_endpoint_gets_more_photos_in_flight_than_a_default_thread_pool_would_hold(tmp_path, settings):
+    """33 photos queued at an endpoint that takes 33 at once: the runner's workers are sized for that (Python's
+    default pool holds at most 32 threads)."""
+    progress, together = run_meeting_captioner(tmp_path, settings, count=33, concurrency=1, max_in_flight=33)
+    assert (progress.ok, progress.failed) == (33, 0) and not together.broken
+
+
 # --- near-duplicate photos (issue 19) -----------------------------------------------------------------------------
 def look_alike_photos(tmp_path, name: str) -> list:
     """One product photo and the same photo saved again at another JPEG quality: another file (another content key,
@@ -1290,10 +1297,12 @@ def test_an_items_stage_threads_are_named_daemons_so_a_hung_call_never_holds_the
     try:
         assert captioner.entered.wait(WAIT)
         stage_threads = [t for t in threading.enumerate() if t.name == f"tagger-stage-{batch.id}-1"]  # named for thread dumps
+        heartbeats = [t for t in threading.enumerate() if t.name == f"tagger-heartbeat-{batch.id}"]
     finally:
         gate.set()
         runner.join(WAIT)
     assert len(stage_threads) == 1 and stage_threads[0].daemon
+    assert len(heartbeats) == 1 and heartbeats[0].daemon  # the lease heartbeat too
 
 
 def test_stage_threads_are_reused_when_idle_and_a_new_one_starts_only_when_none_is():
