@@ -136,9 +136,12 @@ def test_uptime_from_audit_intervals():
     assert hours == [2.0, 8.5, 1.0]
 
 
-def test_month_to_date_ledger(tmp_path, prices):
+def test_month_to_date_ledger(tmp_path, prices, monkeypatch):
+    import pipeline.store.sqlite_store as sqlite_store
+
     store = SqliteStore(tmp_path / "db.sqlite3")
-    now = datetime.now(timezone.utc)
+    now = datetime(2026, 6, 15, 9, 30, tzinfo=timezone.utc)  # the store's clock, mid-month: any day the suite runs
+    monkeypatch.setattr(sqlite_store, "utc_now", lambda: now.isoformat(timespec="seconds"))
     store.add_audit("boss", "start", "started")  # started just now; running for 2 h by `later`
     later = now + timedelta(hours=2)
     from pipeline.ingest.sources import IngestLimits, collect_sources
@@ -149,8 +152,6 @@ def test_month_to_date_ledger(tmp_path, prices):
     batch = store.create_batch("b", "t", collect_sources([photo], IngestLimits()))
     [item] = store.list_items(batch.id)
     store.record_usage(item.id, [Usage("endpoint", "blip2-endpoint"), Usage("llm", "gpt-4o", input_tokens=1_000_000, output_tokens=100_000)])
-    if later.month != now.month:
-        pytest.skip("run too close to a month boundary for a 2-hour window")  # pragma: no cover
     ledger = month_to_date(store, prices, Assumptions(), running_now=True, now=later)
     assert ledger.endpoint_hours == pytest.approx(2.0, abs=0.01)
     assert ledger.by_component["sagemaker_endpoint"] == pytest.approx(2 * 0.7364, abs=0.01)
