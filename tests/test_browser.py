@@ -229,3 +229,46 @@ def test_review_grid_fits_a_1366_px_screen_with_the_sidebar_open(chromium, tiny_
                                        .map(s => [s.scrollWidth, s.clientWidth])""")
         assert widths and all(scroll <= client for scroll, client in widths), widths  # nothing to scroll to sideways
         assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+
+
+def test_a_summary_typed_into_the_review_grid_is_saved(chromium, tiny_model, tmp_path):
+    """Issue 20: the grid's own cell editor, driven from the keyboard as a person does (the AppTest tests can only
+    write the editor's state): select a row's Item cell, move to Summary, type, Enter, Save changes."""
+    from pipeline.store.sqlite_store import SqliteStore
+
+    seed_processed(tmp_path / "data", 3)
+    typed = "A red striped cotton shirt, typed into the grid."
+    with serve(tmp_path / "data", tiny_model) as url:
+        page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{url}/review")
+        grid = page.get_by_test_id("stDataFrame").first
+        expect(grid).to_be_visible(timeout=60_000)
+        expect(idle(page)).to_have_count(1, timeout=30_000)
+        header_js = "() => [...document.querySelectorAll('[data-testid=stDataFrame] [role=columnheader]')].map(h => h.innerText.trim())"
+        page.wait_for_function(f"() => ({header_js})().includes('Summary')", timeout=30_000)
+        headers = page.evaluate(header_js)
+        grid.scroll_into_view_if_needed()
+        page.wait_for_function("""() => new Promise(done => {  // the page has stopped moving the grid (two frames)
+            const at = () => document.querySelector('[data-testid=stDataFrame]').getBoundingClientRect().y;
+            const before = at();
+            requestAnimationFrame(() => requestAnimationFrame(() => done(at() === before)));
+        })""", timeout=30_000)
+        box = grid.bounding_box()
+        # the canvas has no cells to click by name: the first row's Item cell (columns Select 40, Photo 72, Item 100 px)
+        page.mouse.click(box["x"] + 40 + 72 + 50, box["y"] + 35 + 36)
+        page.wait_for_function("() => !!document.activeElement?.closest('[data-testid=stDataFrame]')", timeout=30_000)
+        for _ in range(headers.index("Summary") - headers.index("Item")):
+            page.keyboard.press("ArrowRight")
+        page.keyboard.press("Enter")  # opens the cell's editor: a text box over the cell
+        editor = page.locator("textarea.gdg-input")
+        expect(editor).to_be_visible(timeout=30_000)
+        editor.fill(typed)
+        editor.press("Enter")  # commits the cell
+        expect(page.get_by_text("Unsaved edits in 1 item:")).to_be_visible(timeout=30_000)
+        page.get_by_role("button", name="Save changes").click()
+        expect(page.get_by_text("Saved: 1 change saved.")).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "review-grid-edit.png"))
+    store = SqliteStore(tmp_path / "data" / "pipeline.sqlite3")
+    first, *others = store.list_items(store.list_batches()[0].id)
+    assert first.summary == typed and [edit.who for edit in store.edits(first.id)] == ["dev@localhost"]
+    assert all(item.summary.startswith("A red cotton shirt with black stripes") for item in others)
