@@ -1,4 +1,4 @@
-"""A few mutants of the newest change to a core module, run by `make test` (docs/mutation.md, "Between full runs").
+"""A few mutants of the newest change to a core module, run by `make test` (docs/mutation.md, "How to run it").
 
 A full mutation run takes hours on this machine, so `make test` samples the code that changed last:
 
