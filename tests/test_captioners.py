@@ -112,18 +112,37 @@ def test_handler_refusing_an_image_is_a_bad_input(model_server):
             SageMakerCaptioner(runtime_client(runtime.url), "blip2-endpoint").caption(broken, SCHEMA.attributes)
 
 
-def test_sagemaker_captioner_against_moto_runtime(photo):
-    """moto's sagemaker-runtime returns queued results; the captioner parses the contract from them."""
+def test_sagemaker_captioner_through_moto_and_the_real_handler(local_captioner, model_server, photo):
+    """boto3's request, as moto's sagemaker-runtime received it, is answered by the handler inside the published
+    serving stack; that answer, handed back by moto, gives the tiny model's own caption and answers (issue 20:
+    this test used to assert back the canned body it had queued)."""
+    import base64
+
+    import requests
     from moto import mock_aws
+    from moto.sagemakerruntime.models import sagemakerruntime_backends
+
+    def queue(body: str) -> None:  # moto's documented way to set what invoke_endpoint answers next
+        requests.post("http://motoapi.amazonaws.com/moto-api/static/sagemaker/endpoint-results",
+                      json={"account_id": "123456789012", "region": "us-east-1",
+                            "results": [{"Body": body, "ContentType": "application/json"}]})
 
     with mock_aws():
-        import requests
-
-        body = json.dumps({"caption": "a blue shirt", "answers": {"color": "blue"}, "model_id": "blip2"})
-        # moto's documented way to queue invoke_endpoint results (in-process mode intercepts this URL)
-        requests.post("http://motoapi.amazonaws.com/moto-api/static/sagemaker/endpoint-results",
-                      json={"account_id": "123456789012", "region": "us-east-1", "results": [{"Body": body, "ContentType": "application/json"}]})
         client = boto3.client("sagemaker-runtime", region_name="us-east-1")
-        result, usage = SageMakerCaptioner(client, "blip2-endpoint").caption(photo, SCHEMA.attributes)
-    assert result.caption == "a blue shirt" and result.answers == {"color": "blue"}
-    assert usage.model == "blip2"
+        queue(json.dumps({"caption": "not looked at", "answers": {}}))
+        SageMakerCaptioner(client, "probe", max_new_tokens=8).caption(photo, SCHEMA.attributes)
+        backend = sagemakerruntime_backends["123456789012"]["us-east-1"]
+        [answered] = backend.results.values()  # by endpoint (moto 5.2 files them all under None), then request
+        [received] = answered
+        request = json.loads(base64.b64decode(received))
+        backend.results.clear()  # moto answers a repeated request with its first answer
+        assert request["Accept"] == "application/json"
+
+        reply = model_server.invoke(request["Body"].encode(), "application/json", request["Accept"])
+        assert reply.status == 200, reply.body
+        queue(reply.body.decode())
+        result, usage = SageMakerCaptioner(client, "blip2-endpoint", max_new_tokens=8).caption(photo, SCHEMA.attributes)
+    local, _ = local_captioner.caption(photo, SCHEMA.attributes)
+    assert (result.caption, result.answers) == (local.caption, local.answers)
+    assert set(result.answers) == set(SCHEMA.names())
+    assert usage.kind == "endpoint" and usage.model == "tiny/blip2"

@@ -13,6 +13,7 @@ from pipeline.captioners import photo_by_photo_problem
 from pipeline.ingest.sources import collect_sources, stage_sources
 from pipeline.images.normalize import IMAGE_EXTENSIONS
 from pipeline.batches.review import item_label, photo_warnings
+from pipeline.batches.worker import BatchView
 from pipeline.batches.export import result_label
 from pipeline.service import ingest_limits
 from pipeline.store import BatchBusyError
@@ -158,12 +159,9 @@ def format_eta(seconds: float | None) -> str:
     return f"about {minutes} min {secs:02d} s" if minutes else f"about {secs} s"
 
 
-def render_progress(batch_id: int):
+def render_progress(view: BatchView) -> None:
     """Progress as the store has it: it survives reloads because the worker owns the run."""
-    view = worker.view(batch_id)
-    if view is None:
-        return None
-    batch = view.batch
+    batch, batch_id = view.batch, view.batch.id
     st.progress(view.fraction, text=f"{batch.done} of {batch.total} done · {batch.failed} failed · {view.state}"
                 + (f" · {format_eta(view.eta_s)} left" if view.state == "running" else ""))
     if view.notice:
@@ -193,17 +191,20 @@ def render_progress(batch_id: int):
             st.rerun()
     if view.state in ("running", "queued") and st.button("Stop", key=f"stop-{batch_id}"):
         worker.stop(batch_id, user.email)  # this batch only, wherever it runs
-    return view
 
 
 def render_live(batch_id: int) -> None:
     """While the batch runs (a fragment, every 2 s): its progress and the results so far. The whole page is
-    not rerun as items finish: that st.rerun() raced a click on another page in the sidebar (Streamlit merges
-    the two requests and the click was lost) and redrew the uploader every 2 s."""
-    view = render_progress(batch_id)
-    render_results(batch_id)
+    not rerun as items finish: a page rerun requested while a click on another page in the sidebar waits is
+    merged with it, and Streamlit keeps the later request's page, so the click was lost; it also redrew the
+    uploader every 2 s."""
+    view = worker.view(batch_id)
     if view is None or view.state not in ("running", "queued"):
-        st.rerun()  # once, when it finishes or stops: the page draws it outside the fragment (Resume, Retry failed)
+        # Once, when it finishes or stops, and before drawing anything: the page draws it outside the fragment
+        # (Resume, Retry failed), and a click can only be lost in the moment this one store read takes.
+        st.rerun()
+    render_progress(view)
+    render_results(batch_id)
 
 
 def upload_limits() -> str:
@@ -251,6 +252,6 @@ if batch_id is not None:
     view = worker.view(batch_id)
     if view is not None and view.state in ("running", "queued"):
         st.fragment(render_live, run_every=2.0)(batch_id)  # re-read every 2 s only while it runs
-    else:
-        render_progress(batch_id)
+    elif view is not None:
+        render_progress(view)
         render_results(batch_id)
