@@ -48,6 +48,8 @@ MODULES: dict[str, list[str]] = {
     "pipeline/summarizers/openai_summarizer.py": ["tests/test_summarizers.py", "tests/test_openai_failures.py",
                                                   "tests/test_openai_summarizer_rules.py"],
     "pipeline/admin/costs.py": ["tests/test_costs.py", "tests/test_costs_rules.py"],
+    # loading and running BLIP / BLIP-2, shared with the handler (which ships a copy): tiny random checkpoints
+    "pipeline/blip_core.py": ["tests/test_blip_core.py", "tests/test_captioners.py"],
     # the SageMaker handler, mutated in its own work-folder layout (tests/support/mutation_handler.py)
     "sagemaker/code/inference.py": ["tests/test_sagemaker_handler.py", "tests/test_handler_rules.py"],
 }

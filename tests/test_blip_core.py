@@ -1,0 +1,209 @@
+"""pipeline/blip_core.py, the model side shared by the local captioner and the SageMaker handler, on tiny random
+checkpoints of the three kinds it loads: BLIP-2 with T5 (the product's `blip2-flan-t5-xl`), BLIP-2 with a
+decoder-only OPT, and BLIP-1. The oracle is each model's own `generate`, one prompt at a time: blip_core's
+shared-vision batching must give the same words."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+
+from pipeline import blip_core
+from pipeline.testmodel import NUM_QUERY_TOKENS
+from support.tiny_models import make_tiny_blip, make_tiny_blip2_opt
+
+QUESTIONS = [
+    blip_core.Question("category", "What kind of product is this?", "A photo of a"),  # capitals: the prefix is matched case-blind
+    blip_core.Question("color", "What is the main colour of the product?", "the colour of the product is"),
+    blip_core.Question("style", "What is the style?", ""),
+]
+
+
+@pytest.fixture(scope="module")
+def photo() -> Image.Image:
+    image = Image.new("RGB", (64, 64), (200, 30, 30))
+    image.paste((30, 30, 200), (0, 0, 32, 64))
+    return image
+
+
+@pytest.fixture(scope="module")
+def blip2_t5(tiny_model):
+    return blip_core.load_captioning_model(str(tiny_model))
+
+
+@pytest.fixture(scope="module")
+def blip2_opt(tmp_path_factory):
+    return blip_core.load_captioning_model(str(make_tiny_blip2_opt(tmp_path_factory.mktemp("tiny-blip2-opt"))))
+
+
+@pytest.fixture(scope="module")
+def blip1(tmp_path_factory):
+    return blip_core.load_captioning_model(str(make_tiny_blip(tmp_path_factory.mktemp("tiny-blip"))))
+
+
+def own_generate_blip2(loaded, image, prompt: str, max_new_tokens: int) -> str:
+    inputs = loaded.processor(images=image, text=prompt, return_tensors="pt")
+    output = loaded.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    if not loaded.is_encoder_decoder:  # a decoder-only model returns the prompt, then its answer
+        output = output[:, inputs["input_ids"].shape[1]:]
+    return loaded.processor.tokenizer.decode(output[0], skip_special_tokens=True).strip()
+
+
+def own_generate_blip1(loaded, image, prefix: str, max_new_tokens: int) -> str:
+    inputs = loaded.processor(images=image, text=prefix or None, return_tensors="pt")
+    output = loaded.model.generate(**inputs, max_new_tokens=max_new_tokens)
+    text = loaded.processor.tokenizer.decode(output[0], skip_special_tokens=True).strip()
+    return text[len(prefix):].strip() if prefix and text.lower().startswith(prefix.lower()) else text
+
+
+@pytest.mark.parametrize("kind", ["blip2_t5", "blip2_opt"])
+def test_blip2_batched_answers_equal_the_models_own_generate_per_prompt(kind, request, photo):
+    loaded = request.getfixturevalue(kind)
+    got = blip_core.caption_and_answer(loaded, photo, QUESTIONS, caption_prompt="a photo of", max_new_tokens=6)
+    prompts = blip_core.blip2_prompts("a photo of", QUESTIONS)
+    assert prompts[1] == f"Question: {QUESTIONS[0].question} Answer:"
+    expected = [own_generate_blip2(loaded, photo, prompt, 6) for prompt in prompts]
+    assert [got.caption, *got.answers.values()] == expected
+    assert list(got.answers) == [q.name for q in QUESTIONS]
+    assert len(set(expected)) > 1 and all(expected)  # the prompts really differ, and each says something
+    assert got.latency_ms > 0
+
+
+def test_a_decoder_only_blip2_pads_its_prompts_on_the_left(blip2_opt, blip2_t5):
+    """A right-padded batch makes a decoder-only model continue padding instead of the shorter prompts."""
+    assert (blip2_opt.kind, blip2_opt.is_encoder_decoder, blip2_opt.processor.tokenizer.padding_side) == ("blip-2", False, "left")
+    assert (blip2_t5.kind, blip2_t5.is_encoder_decoder, blip2_t5.processor.tokenizer.padding_side) == ("blip-2", True, "right")
+
+
+def test_blip1_continues_each_prefix_and_drops_it_like_its_own_generate(blip1, photo):
+    got = blip_core.caption_and_answer(blip1, photo, QUESTIONS, caption_prompt="", max_new_tokens=6)
+    expected = [own_generate_blip1(blip1, photo, prefix, 6) for prefix in ["", *[q.prefix for q in QUESTIONS]]]
+    assert [got.caption, *got.answers.values()] == expected
+    assert list(got.answers) == [q.name for q in QUESTIONS]
+    assert (blip1.kind, blip1.is_encoder_decoder) == ("blip", False)
+    continued = own_generate_blip1(blip1, photo, "", 6)
+    assert got.caption == continued and not got.answers["category"].lower().startswith("a photo of")
+
+
+def test_blip1_keeps_an_answer_that_does_not_repeat_its_prefix(blip1, photo, monkeypatch):
+    """Only a repeated prefix is cut: an answer that starts otherwise is kept whole."""
+    decode = blip1.processor.tokenizer.decode
+    monkeypatch.setattr(blip1.processor.tokenizer, "decode", lambda *a, **k: "  RED Cotton shirt  ")
+    got = blip_core.caption_and_answer(blip1, photo, [blip_core.Question("color", "?", "red cotton")], max_new_tokens=2)
+    assert got.answers["color"] == "shirt"  # prefix matched whatever its case, then trimmed
+    got = blip_core.caption_and_answer(blip1, photo, [blip_core.Question("color", "?", "blue")], max_new_tokens=2)
+    assert got.answers["color"] == "RED Cotton shirt"
+    monkeypatch.setattr(blip1.processor.tokenizer, "decode", decode)
+
+
+class GenerateSpy:
+    """Calls the model's real generate and keeps the keyword arguments it was given."""
+
+    def __init__(self, generate):
+        self.generate, self.calls = generate, []
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append(kwargs)
+        return self.generate(*args, **kwargs)
+
+
+@pytest.mark.parametrize(("asked", "used"), [(0, 1), (-5, 1), (7, 7), (64, 64), (65, 64), (1000, 64), ("12", 12)])
+@pytest.mark.parametrize("kind", ["blip2_t5", "blip1"])
+def test_max_new_tokens_is_held_between_1_and_the_cap(kind, asked, used, request, photo, monkeypatch):
+    """A request's max_new_tokens bounds the latency of every prompt: never above 64, never below 1."""
+    loaded = request.getfixturevalue(kind)
+    decoder = loaded.model.language_model if loaded.kind == "blip-2" else loaded.model.text_decoder
+    spy = GenerateSpy(decoder.generate)
+    monkeypatch.setattr(decoder, "generate", spy)
+    blip_core.caption_and_answer(loaded, photo, QUESTIONS[:1], max_new_tokens=asked)
+    assert [call["max_new_tokens"] for call in spy.calls] in ([used], [used, used])  # BLIP-1: one call a prompt
+    assert all(call["do_sample"] is False and call["num_beams"] == 1 for call in spy.calls)  # greedy: same photo, same words
+    if loaded.kind == "blip":  # as BLIP's own generate: [SEP] ends a caption, [PAD] pads it
+        text_config = loaded.model.config.text_config
+        assert all((call["eos_token_id"], call["pad_token_id"]) == (text_config.sep_token_id, text_config.pad_token_id)
+                   for call in spy.calls)
+    assert blip_core.MAX_NEW_TOKENS_CAP == 64 and blip_core.DEFAULT_MAX_NEW_TOKENS == 30
+
+
+def test_the_default_max_new_tokens_is_30(blip2_t5, photo, monkeypatch):
+    spy = GenerateSpy(blip2_t5.model.language_model.generate)
+    monkeypatch.setattr(blip2_t5.model.language_model, "generate", spy)
+    blip_core.caption_and_answer(blip2_t5, photo, QUESTIONS[:1])
+    assert spy.calls[0]["max_new_tokens"] == 30
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "I;16"])
+def test_a_photo_in_any_mode_is_read_as_its_rgb_version(mode, blip2_t5, photo):
+    other = photo.convert(mode) if mode != "I;16" else photo.convert("L").convert("I;16")
+    got = blip_core.caption_and_answer(blip2_t5, other, QUESTIONS, max_new_tokens=4)
+    want = blip_core.caption_and_answer(blip2_t5, other.convert("RGB"), QUESTIONS, max_new_tokens=4)
+    assert (got.caption, got.answers) == (want.caption, want.answers)
+
+
+def test_the_loaded_model_is_ready_for_greedy_inference_on_the_cpu(blip2_t5, tiny_model):
+    assert blip2_t5.model_id == str(tiny_model) and blip2_t5.revision is None
+    assert blip2_t5.device == torch.device("cpu") and blip2_t5.dtype == torch.float32  # fp16 only on CUDA
+    assert next(blip2_t5.model.parameters()).dtype == torch.float32
+    assert not blip2_t5.model.training  # eval(): dropout off, the same photo gives the same words
+
+
+def test_pick_device_takes_what_it_is_told_else_cuda_only_when_there_is_one(monkeypatch):
+    assert blip_core.pick_device("cpu") == torch.device("cpu")
+    assert blip_core.pick_device("meta") == torch.device("meta")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert blip_core.pick_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert blip_core.pick_device() == torch.device("cuda")
+    assert blip_core.pick_device(None) == torch.device("cuda")
+
+
+def test_prompts_without_one_image_token_per_query_are_refused(tiny_model, photo):
+    """A processor that inserts too few image tokens would make every caption ignore the photo: refuse."""
+    loaded = blip_core.load_captioning_model(str(tiny_model))
+    loaded.processor.num_query_tokens = NUM_QUERY_TOKENS - 1
+    with pytest.raises(RuntimeError, match="one image token per query"):
+        blip_core.caption_and_answer(loaded, photo, QUESTIONS)
+
+
+def test_a_processor_without_the_image_token_count_is_refused_at_load(tiny_model, tmp_path):
+    broken = shutil.copytree(tiny_model, tmp_path / "model")
+    for name in ("processor_config.json", "preprocessor_config.json"):
+        path = broken / name
+        if path.exists():
+            data = json.loads(path.read_text())
+            data.pop("num_query_tokens", None)
+            path.write_text(json.dumps(data))
+    with pytest.raises(blip_core.ModelLoadError) as refused:
+        blip_core.load_captioning_model(str(broken))
+    assert str(refused.value) == (
+        f"The processor of '{broken}' inserts 0 image tokens but the model reads {NUM_QUERY_TOKENS}: captions would ignore "
+        "the photo. Use a model revision whose processor_config.json sets num_query_tokens.")
+
+
+def test_a_missing_model_says_how_to_get_one(tmp_path):
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(blip_core.ModelLoadError) as refused:
+        blip_core.load_captioning_model(str(missing), local_files_only=True)
+    message = str(refused.value)
+    assert message.startswith(f"Could not load the captioning model '{missing}': ")
+    assert "\n" not in message and ". If this machine is offline" in message and "..." not in message
+    assert message.endswith("(`python -m pipeline make-test-model DIR` writes a tiny one for demos).")
+    assert "`hf download <model-id>`" in message and "CAPTION_MODEL" in message
+    reason = message.split("': ", 1)[1].split(". If this machine", 1)[0]
+    assert 0 < len(reason) <= 200 and not reason.endswith((".", " "))
+
+
+def test_a_model_that_is_not_blip_is_refused_by_name(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8, "num_attention_heads": 2}))
+    with pytest.raises(blip_core.ModelLoadError, match=r"^Model type 'bert' is not a BLIP or BLIP-2 captioner\.$"):
+        blip_core.load_captioning_model(str(tmp_path))
+
+
+@pytest.mark.parametrize(("model_type", "name"), [("blip-2", "Blip2ForConditionalGeneration"), ("blip", "BlipForConditionalGeneration"),
+                                                  ("blip_vqa", "BlipForQuestionAnswering")])
+def test_each_blip_kind_loads_with_its_own_class(model_type, name):
+    assert blip_core._model_class(model_type).__name__ == name
