@@ -207,3 +207,16 @@ def test_a_model_that_is_not_blip_is_refused_by_name(tmp_path):
                                                   ("blip_vqa", "BlipForQuestionAnswering")])
 def test_each_blip_kind_loads_with_its_own_class(model_type, name):
     assert blip_core._model_class(model_type).__name__ == name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the device tool, when one is lent)")
+@pytest.mark.parametrize("make", ["t5", "opt", "blip1"])
+def test_on_cuda_each_kind_answers_in_fp16_from_the_gpu(make, tiny_model, tmp_path, photo):
+    """What a real endpoint runs: fp16 weights on the GPU, and every tensor blip_core builds moved there too (on the
+    CPU a tensor left behind changes nothing, so only this test can see it)."""
+    source = {"t5": lambda: tiny_model, "opt": lambda: make_tiny_blip2_opt(tmp_path / "opt"), "blip1": lambda: make_tiny_blip(tmp_path / "b1")}[make]()
+    loaded = blip_core.load_captioning_model(str(source))
+    assert loaded.device.type == "cuda" and loaded.dtype == torch.float16
+    assert {p.device.type for p in loaded.model.parameters()} == {"cuda"} and {p.dtype for p in loaded.model.parameters()} == {torch.float16}
+    got = blip_core.caption_and_answer(loaded, photo, QUESTIONS, max_new_tokens=6)
+    assert list(got.answers) == [q.name for q in QUESTIONS] and isinstance(got.caption, str)

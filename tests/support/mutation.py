@@ -55,6 +55,11 @@ MODULES: dict[str, list[str]] = {
 }
 HANDLER = ("sagemaker/code/inference.py",)
 
+# seconds mutmut adds to a mutant's measured test time before its CPU limit (x 8): its 1 s default counts the tests
+# alone, not the model building and transformers' lazy imports each forked run redoes (~5-10 CPU s); with it 22 of the
+# first 26 blip_core mutants were "timeouts" that never ran a test
+SETUP_SECONDS = {"pipeline/blip_core.py": 15.0}
+
 # what tests open besides pipeline/ and tests/ (AppTest runs dashboard/ pages; test_costs reads README.md's cost
 # table and runs bench/log_volume.py; some runner tests package the tiny model with sagemaker/package.py, a namespace
 # package there, so the installed SageMaker SDK still wins the import; mutmut copies tests/ itself)
@@ -124,11 +129,12 @@ def prepare(module: str, work: Path, tests: list[str], timeout_s: int) -> None:
                     if copy.read_bytes() != source.read_bytes():
                         shutil.copy2(source, copy)
     selection = [t for t in tests if (ROOT / t).exists()]
-    write_config(work, source_paths=["pipeline"], only_mutate=module, selection=selection, timeout_s=timeout_s)
+    write_config(work, source_paths=["pipeline"], only_mutate=module, selection=selection, timeout_s=timeout_s,
+                 setup_s=SETUP_SECONDS.get(module, 1.0))
 
 
 def write_config(work: Path, *, source_paths: list[str], only_mutate: str, selection: list[str], timeout_s: int,
-                 also_copy: tuple[str, ...] = ALSO_COPY) -> None:
+                 also_copy: tuple[str, ...] = ALSO_COPY, setup_s: float = 1.0) -> None:
     """The work folder's pyproject.toml: the repo's pytest settings and mutmut's (also the handler's layout)."""
     config = "\n".join([
         "[tool.mutmut]",
@@ -143,6 +149,7 @@ def write_config(work: Path, *, source_paths: list[str], only_mutate: str, selec
         # mutmut's wall-clock limit per mutant is (its tests' time + 1 s) x this x 2; its default 15 let a mutant whose
         # non-daemon thread hangs the test process at exit hold a worker for ~28 min (the runner's stage threads)
         "timeout_multiplier = 4.0",
+        f"timeout_constant = {setup_s}",
         "",
     ])
     (work / "pyproject.toml").write_text(_pytest_section() + "\n" + config)
