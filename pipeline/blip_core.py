@@ -63,7 +63,6 @@ def load_captioning_model(
     revision: str | None = None,
     device: str | None = None,
     load_in_8bit: bool = False,
-    local_files_only: bool | None = None,
 ) -> LoadedModel:
     """Load weights + processor from a local directory or a Hugging Face id. fp16 on CUDA, fp32 on CPU."""
     from transformers import AutoConfig, AutoProcessor
@@ -71,8 +70,6 @@ def load_captioning_model(
     target = pick_device(device)
     dtype = torch.float16 if target.type == "cuda" else torch.float32
     kwargs: dict[str, Any] = {"revision": revision}
-    if local_files_only is not None:
-        kwargs["local_files_only"] = local_files_only
     try:
         config = AutoConfig.from_pretrained(source, **kwargs)
         model_class = _model_class(config.model_type)
