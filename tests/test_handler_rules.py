@@ -359,3 +359,30 @@ def test_a_json_request_without_a_caption_prompt_is_captioned_without_one(model_
 
 def test_an_empty_photo_is_refused_in_one_sentence(model_server):
     assert refusal(model_server.invoke(b"", "image/png")) == "The captioning model refused this photo: The image is empty."
+
+
+@pytest.fixture(scope="module")
+def blip1_endpoint(tmp_path_factory):
+    """The handler serving a BLIP-1 captioner (packaged weights), whose answers continue each question's prefix."""
+    from support.tiny_models import make_tiny_blip
+
+    weights = make_tiny_blip(tmp_path_factory.mktemp("tiny-blip1"))
+    return ModelServer(unpacked_artifact(tmp_path_factory.mktemp("blip1-artifact"), weights)), weights
+
+
+def test_a_blip1_endpoint_continues_each_prefix_sent_and_no_prefix_when_none_is(blip1_endpoint):
+    """A question sent without "prefix" is continued from nothing, like the caption: the mutant that defaulted the
+    prefix to other text survived every BLIP-2 test (BLIP-2 reads the question, not the prefix)."""
+    from PIL import Image
+
+    from pipeline import blip_core
+
+    server, weights = blip1_endpoint
+    questions = [{"name": "plain", "question": "What is it?"}, {"name": "kind", "question": "What kind?", "prefix": "a photo of a"}]
+    reply = server.invoke(image_request(questions=questions, max_new_tokens=4), "application/json")
+    assert reply.status == 200, reply.body
+    loaded = blip_core.load_captioning_model(str(weights))
+    own = blip_core.caption_and_answer(loaded, Image.open(io.BytesIO(jpeg_bytes())), [
+        blip_core.Question("plain", "What is it?", ""), blip_core.Question("kind", "What kind?", "a photo of a")], max_new_tokens=4)
+    assert (reply.json()["caption"], reply.json()["answers"]) == (own.caption, own.answers)
+    assert own.answers["plain"] == own.caption and own.answers["kind"] != own.caption  # the prefix is what differs
