@@ -198,9 +198,11 @@ def test_a_pinned_revision_loads_that_revisions_config_weights_and_processor(tin
     assert (latest.kind, latest.revision, type(latest.processor).__name__) == ("blip", None, "BlipProcessor")
 
 
-def test_8bit_asks_transformers_for_int8_weights_placed_by_accelerate(tiny_model, monkeypatch):
+@pytest.mark.parametrize(("device", "dtype"), [("cpu", torch.float32), ("cuda", torch.float16), ("cuda:1", torch.float16)])
+def test_8bit_asks_transformers_for_int8_weights_placed_by_accelerate(device, dtype, tiny_model, monkeypatch):
     """bitsandbytes needs a GPU, so what is checked is the request: int8 weights with device_map="auto" (which places
-    them; moving a quantized model afterwards is refused), and the model left where it was put."""
+    them; moving a quantized model afterwards is refused), the model left where it was put, and on a GPU the rest of
+    the weights in fp16 (nothing here moves to the GPU, so a "cuda" device can be named on this CPU machine)."""
     from transformers import Blip2ForConditionalGeneration
 
     asked = {}
@@ -215,11 +217,11 @@ def test_8bit_asks_transformers_for_int8_weights_placed_by_accelerate(tiny_model
             return model
 
     monkeypatch.setattr(blip_core, "_model_class", lambda model_type: Recorder)
-    loaded = blip_core.load_captioning_model(str(tiny_model), load_in_8bit=True)
+    loaded = blip_core.load_captioning_model(str(tiny_model), load_in_8bit=True, device=device)
     quantization = asked["quantization_config"]
     assert quantization.load_in_8bit is True and not quantization.load_in_4bit
-    assert asked["device_map"] == "auto" and asked["dtype"] == torch.float32 and asked["revision"] is None
-    assert loaded.kind == "blip-2"
+    assert asked["device_map"] == "auto" and asked["dtype"] == dtype and asked["revision"] is None
+    assert loaded.kind == "blip-2" and loaded.dtype == dtype and loaded.device == torch.device(device)
     plain = {}
     monkeypatch.setattr(Recorder, "from_pretrained", staticmethod(lambda source, **kwargs: plain.update(kwargs) or
                                                                   Blip2ForConditionalGeneration.from_pretrained(source, **kwargs)))
