@@ -88,19 +88,16 @@ def test_blip1_continues_each_prefix_and_drops_it_like_its_own_generate(blip1, p
     assert [got.caption, *got.answers.values()] == expected
     assert list(got.answers) == [q.name for q in QUESTIONS]
     assert (blip1.kind, blip1.is_encoder_decoder) == ("blip", False)
-    continued = own_generate_blip1(blip1, photo, "", 6)
-    assert got.caption == continued and not got.answers["category"].lower().startswith("a photo of")
+    assert not got.answers["category"].lower().startswith("a photo of")  # the repeated prefix is gone
 
 
 def test_blip1_keeps_an_answer_that_does_not_repeat_its_prefix(blip1, photo, monkeypatch):
     """Only a repeated prefix is cut: an answer that starts otherwise is kept whole."""
-    decode = blip1.processor.tokenizer.decode
     monkeypatch.setattr(blip1.processor.tokenizer, "decode", lambda *a, **k: "  RED Cotton shirt  ")
     got = blip_core.caption_and_answer(blip1, photo, [blip_core.Question("color", "?", "red cotton")], max_new_tokens=2)
     assert got.answers["color"] == "shirt"  # prefix matched whatever its case, then trimmed
     got = blip_core.caption_and_answer(blip1, photo, [blip_core.Question("color", "?", "blue")], max_new_tokens=2)
     assert got.answers["color"] == "RED Cotton shirt"
-    monkeypatch.setattr(blip1.processor.tokenizer, "decode", decode)
 
 
 class GenerateSpy:

@@ -48,6 +48,11 @@ MODULES: dict[str, list[str]] = {
     "pipeline/summarizers/openai_summarizer.py": ["tests/test_summarizers.py", "tests/test_openai_failures.py",
                                                   "tests/test_openai_summarizer_rules.py"],
     "pipeline/admin/costs.py": ["tests/test_costs.py", "tests/test_costs_rules.py"],
+    # the stages before the model: a zip's members, a photo's decode and its memory budget; and the word limit
+    "pipeline/ingest/zips.py": ["tests/test_ingest.py"],
+    "pipeline/images/normalize.py": ["tests/test_normalize.py"],
+    "pipeline/images/decode_budget.py": ["tests/test_memory_budget.py", "tests/test_normalize.py"],
+    "pipeline/wordlimit.py": ["tests/test_summarizer_rules.py", "tests/test_summarizers.py", "tests/test_review_title_limit.py"],
     # loading and running BLIP / BLIP-2, shared with the handler (which ships a copy): tiny random checkpoints
     "pipeline/blip_core.py": ["tests/test_blip_core.py", "tests/test_captioners.py"],
     # the SageMaker handler, mutated in its own work-folder layout (tests/support/mutation_handler.py)
