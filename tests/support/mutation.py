@@ -49,7 +49,7 @@ MODULES: dict[str, list[str]] = {
                                                   "tests/test_openai_summarizer_rules.py"],
     "pipeline/admin/costs.py": ["tests/test_costs.py", "tests/test_costs_rules.py"],
     # the stages before the model: a zip's members, a photo's decode and its memory budget; and the word limit
-    "pipeline/ingest/zips.py": ["tests/test_ingest.py"],
+    "pipeline/ingest/zips.py": ["tests/test_ingest.py", "tests/test_zip_rules.py"],
     "pipeline/images/normalize.py": ["tests/test_normalize.py"],
     "pipeline/images/decode_budget.py": ["tests/test_memory_budget.py", "tests/test_normalize.py"],
     "pipeline/wordlimit.py": ["tests/test_summarizer_rules.py", "tests/test_summarizers.py", "tests/test_review_title_limit.py"],
