@@ -1,0 +1,145 @@
+"""normalize.py's header reading and colour rules stated exactly (written from the mutants that survived
+tests/test_normalize.py, docs/mutation.md): a PNG's EXIF found by walking chunk headers wherever it sits, an
+orientation read or ignored as Pillow would, every mode made RGB with transparency on white, and 16/32-bit
+greyscale stretched over the values it uses."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.images.normalize import exif_orientation, normalize_image, png_exif_chunk, to_rgb, upright_size
+
+SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def exif_payload(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif.tobytes()
+
+
+def png(width: int = 4, height: int = 2, *, before: list[bytes] = (), after_pixels: list[bytes] = (), after_end: list[bytes] = ()) -> bytes:
+    """A real RGB PNG (Pillow reads it) with extra chunks before the pixels, between the pixels and IEND, or after IEND."""
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    rows = b"".join(b"\x00" + bytes([200, 30, 30]) * width for _ in range(height))
+    return SIGNATURE + header + b"".join(before) + chunk(b"IDAT", zlib.compress(rows)) + b"".join(after_pixels) + \
+        chunk(b"IEND", b"") + b"".join(after_end)
+
+
+def test_a_png_exif_chunk_is_found_before_or_after_the_pixels():
+    payload = exif_payload(6)
+    text = chunk(b"tEXt", b"Comment\x00" + b"x" * 300)  # a chunk longer than 255 bytes: its length is 4 bytes, big-endian
+    assert png_exif_chunk(png(before=[text, chunk(b"eXIf", payload)])) == payload
+    assert png_exif_chunk(png(before=[text], after_pixels=[chunk(b"tIME", bytes(7)), chunk(b"eXIf", payload)])) == payload
+
+
+def test_no_exif_chunk_or_one_after_the_end_is_none():
+    assert png_exif_chunk(png()) is None
+    assert png_exif_chunk(png(after_end=[chunk(b"eXIf", exif_payload(6))])) is None  # past IEND is not part of the image
+    assert png_exif_chunk(b"GIF89a" + bytes(20)) is None
+    assert png_exif_chunk(SIGNATURE[:-1]) is None
+
+
+def test_a_chunk_header_that_ends_the_data_is_still_read():
+    assert png_exif_chunk(SIGNATURE + struct.pack(">I", 0) + b"eXIf") == b""  # header only, exactly 8 bytes
+    assert png_exif_chunk(SIGNATURE + struct.pack(">I", 0) + b"eXI") is None  # not a whole header
+    truncated = SIGNATURE + struct.pack(">I", 100) + b"eXIf" + b"abc"
+    assert png_exif_chunk(truncated) == b"abc"  # what there is of it
+
+
+@pytest.mark.parametrize("orientation", [5, 6, 7, 8])
+def test_a_png_whose_exif_comes_after_the_pixels_is_turned_upright(orientation):
+    data = png(4, 2, after_pixels=[chunk(b"eXIf", exif_payload(orientation))])
+    image = Image.open(io.BytesIO(data))
+    assert exif_orientation(image) == 1  # Pillow's header read has not seen it
+    assert exif_orientation(image, data) == orientation
+    assert upright_size(image, exif_orientation(image, data)) == (2, 4)
+    normalized = normalize_image(data, max_side=64)
+    assert (normalized.width, normalized.height) == (2, 4)
+
+
+@pytest.mark.parametrize(("orientation", "size"), [(1, (4, 2)), (2, (4, 2)), (3, (4, 2)), (4, (4, 2)),
+                                                   (5, (2, 4)), (6, (2, 4)), (7, (2, 4)), (8, (2, 4))])
+def test_upright_size_swaps_for_orientations_5_to_8_only(orientation, size):
+    image = Image.new("RGB", (4, 2))
+    assert upright_size(image, orientation) == size
+
+
+def test_upright_size_reads_the_orientation_when_not_given():
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 2)).save(buffer, format="JPEG", exif=exif_payload(8))
+    assert upright_size(Image.open(buffer)) == (2, 4)
+
+
+@pytest.mark.parametrize(("stored", "read"), [(0, 1), (9, 1), (1, 1), (8, 8), (3, 3)])
+def test_an_orientation_outside_1_to_8_is_ignored(stored, read):
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 2)).save(buffer, format="JPEG", exif=exif_payload(stored))
+    assert exif_orientation(Image.open(buffer)) == read
+    data = png(after_pixels=[chunk(b"eXIf", exif_payload(stored))])
+    assert exif_orientation(Image.open(io.BytesIO(data)), data) == read
+
+
+def test_a_png_with_exif_in_its_header_info_is_read_from_there():
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 2)).save(buffer, format="PNG", exif=exif_payload(6))
+    image = Image.open(buffer)
+    assert image.info.get("exif") and exif_orientation(image) == 6  # no data needed
+
+
+def test_malformed_exif_shows_the_photo_as_stored():
+    data = png(after_pixels=[chunk(b"eXIf", b"MM\x00*garbage")])
+    assert exif_orientation(Image.open(io.BytesIO(data)), data) == 1
+
+
+def pixel(image: Image.Image) -> tuple:
+    return to_rgb(image).getpixel((0, 0))
+
+
+def test_transparency_is_composited_on_white_in_every_mode_that_has_it():
+    assert pixel(Image.new("RGBA", (1, 1), (10, 20, 30, 0))) == (255, 255, 255)
+    assert pixel(Image.new("RGBA", (1, 1), (10, 20, 30, 255))) == (10, 20, 30)
+    assert pixel(Image.new("LA", (1, 1), (40, 0))) == (255, 255, 255)
+    assert pixel(Image.new("LA", (1, 1), (40, 255))) == (40, 40, 40)
+    assert pixel(Image.new("RGBA", (1, 1), (10, 20, 30, 0)).convert("RGBa")) == (255, 255, 255)
+    for transparent, expected in ((True, (255, 255, 255)), (False, (10, 20, 30))):
+        palette = Image.new("P", (1, 1), 0)
+        palette.putpalette([10, 20, 30])
+        if transparent:
+            palette.info["transparency"] = 0
+        assert pixel(palette) == expected
+    pa = Image.new("RGBA", (1, 1), (10, 20, 30, 0)).convert("PA")
+    assert pixel(pa) == (255, 255, 255)
+
+
+def test_an_rgb_image_is_returned_as_it_is():
+    image = Image.new("RGB", (1, 1), (1, 2, 3))
+    assert to_rgb(image) is image
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+def test_wide_greyscale_is_stretched_over_the_values_it_uses(mode):
+    values = np.array([[1000, 2000, 3000]], dtype=np.float64)
+    image = Image.fromarray(values.astype(np.uint16 if mode == "I;16" else np.int32 if mode == "I" else np.float32))
+    image = image if image.mode == mode else image.convert(mode)
+    assert image.mode == mode
+    assert [to_rgb(image).getpixel((x, 0)) for x in range(3)] == [(0, 0, 0), (127, 127, 127), (255, 255, 255)]
+    # one strip of a larger image: stretched over the whole image's range, not its own
+    assert [to_rgb(image, (0.0, 4000.0)).getpixel((x, 0)) for x in range(3)] == [(63, 63, 63), (127, 127, 127), (191, 191, 191)]
+    assert [to_rgb(image, (2000.0, 2500.0)).getpixel((x, 0)) for x in range(3)] == [(0, 0, 0), (0, 0, 0), (255, 255, 255)]
+
+
+def test_a_flat_wide_image_is_black_not_an_error():
+    flat = Image.fromarray(np.full((1, 3), 1234, dtype=np.uint16))
+    assert [to_rgb(flat).getpixel((x, 0)) for x in range(3)] == [(0, 0, 0)] * 3
+    assert to_rgb(flat, (5.0, 1.0)).getpixel((0, 0)) == (0, 0, 0)  # extremes the wrong way round: flat too
