@@ -143,3 +143,58 @@ def test_a_flat_wide_image_is_black_not_an_error():
     flat = Image.fromarray(np.full((1, 3), 1234, dtype=np.uint16))
     assert [to_rgb(flat).getpixel((x, 0)) for x in range(3)] == [(0, 0, 0)] * 3
     assert to_rgb(flat, (5.0, 1.0)).getpixel((0, 0)) == (0, 0, 0)  # extremes the wrong way round: flat too
+
+
+# What a merchandiser reads when a photo cannot be used: each sentence exactly.
+
+from pipeline.errors import BadInputError  # noqa: E402
+from pipeline.images.normalize import open_image  # noqa: E402
+from support.images import jpeg_bytes, png_bomb  # noqa: E402
+
+
+def refusal(data: bytes, **options) -> str:
+    with pytest.raises(BadInputError) as refused:
+        normalize_image(data, **options)
+    return str(refused.value)
+
+
+def test_each_unusable_file_gets_its_own_exact_sentence():
+    assert refusal(b"") == "The file is empty (0 bytes)."
+    assert refusal(b"hello, I am a text file") == (
+        "This file is not a readable image (supported: JPEG, PNG, WebP, GIF, TIFF, BMP, HEIC).")
+    assert refusal(jpeg_bytes()[:2000]) == "The image file is damaged or incomplete and cannot be read."
+    assert refusal(png_bomb()) == "The image is too large to process safely (over 50 megapixels)."
+    assert refusal(png_bomb(), max_pixels=20_000_000) == "The image is too large to process safely (over 20 megapixels)."
+
+
+def test_a_header_too_broken_to_open_is_damaged():
+    broken = png(4, 2)[:20]  # the signature and half a header
+    with pytest.raises(BadInputError) as refused:
+        open_image(broken, max_pixels=1000)
+    assert str(refused.value) in ("The image file is damaged or incomplete and cannot be read.",
+                                  "This file is not a readable image (supported: JPEG, PNG, WebP, GIF, TIFF, BMP, HEIC).")
+
+
+def test_the_default_pixel_limit_is_50_megapixels_exactly():
+    assert refusal(png_bomb(10_000, 5_001)) == "The image is 50 megapixels; the limit is 50."
+    assert refusal(png_bomb(10_000, 5_000)) == "The image file is damaged or incomplete and cannot be read."  # let in, then decoded
+
+
+def test_megapixels_are_rounded_to_whole_ones_of_a_million_pixels():
+    assert refusal(png_bomb(1500, 1000), max_pixels=1_499_999) == "The image is 2 megapixels; the limit is 1."
+    assert refusal(png_bomb(1501, 1000), max_pixels=1_500_000) == "The image is 2 megapixels; the limit is 2."
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 5), (5, 1)])
+def test_one_pixel_wide_or_high_is_still_a_photo(size):
+    normalized = normalize_image(jpeg_bytes(size=size))
+    assert (normalized.original_width, normalized.original_height) == size
+
+
+def test_photos_are_re_encoded_at_jpeg_quality_85_by_default():
+    """Quality sets the JPEG's quantization tables: the output's tables are those of quality 85."""
+    normalized = normalize_image(jpeg_bytes(size=(300, 200)))
+    reference = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(reference, format="JPEG", quality=85)
+    assert Image.open(io.BytesIO(normalized.jpeg)).quantization == Image.open(reference).quantization
+    assert normalized.original_bytes == len(jpeg_bytes(size=(300, 200)))
