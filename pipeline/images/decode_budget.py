@@ -122,9 +122,9 @@ class DecodeBudget:
 
     def release(self, grant: int) -> None:
         with self._cond:
-            self._in_use -= grant
-            if self._in_use < 0:
+            if self._in_use - grant < 0:  # refused before counting: the count stays right for the others
                 raise RuntimeError("DecodeBudget released more than was acquired.")
+            self._in_use -= grant
             self._cond.notify_all()
 
     def resize(self, grant: int, nbytes: int) -> int:
@@ -133,9 +133,9 @@ class DecodeBudget:
         Returns the new grant, the one to release."""
         new = self.grant_for(nbytes)
         with self._cond:
-            self._take(new - grant)
-            if self._in_use < 0:
+            if self._in_use + new - grant < 0:
                 raise RuntimeError("DecodeBudget resized a grant it did not hold.")
+            self._take(new - grant)
             if new < grant:
                 self._cond.notify_all()
         return new

@@ -51,7 +51,7 @@ MODULES: dict[str, list[str]] = {
     # the stages before the model: a zip's members, a photo's decode and its memory budget; and the word limit
     "pipeline/ingest/zips.py": ["tests/test_ingest.py", "tests/test_zip_rules.py"],
     "pipeline/images/normalize.py": ["tests/test_normalize.py", "tests/test_normalize_rules.py", "tests/test_memory_budget.py"],
-    "pipeline/images/decode_budget.py": ["tests/test_memory_budget.py", "tests/test_normalize.py"],
+    "pipeline/images/decode_budget.py": ["tests/test_memory_budget.py", "tests/test_normalize.py", "tests/test_decode_budget_rules.py"],
     "pipeline/wordlimit.py": ["tests/test_summarizer_rules.py", "tests/test_summarizers.py", "tests/test_review_title_limit.py"],
     # loading and running BLIP / BLIP-2, shared with the handler (which ships a copy): tiny random checkpoints
     "pipeline/blip_core.py": ["tests/test_blip_core.py", "tests/test_captioners.py"],
