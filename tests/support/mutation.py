@@ -52,7 +52,8 @@ MODULES: dict[str, list[str]] = {
     "pipeline/ingest/zips.py": ["tests/test_ingest.py", "tests/test_zip_rules.py"],
     "pipeline/images/normalize.py": ["tests/test_normalize.py", "tests/test_normalize_rules.py", "tests/test_memory_budget.py"],
     "pipeline/images/decode_budget.py": ["tests/test_memory_budget.py", "tests/test_normalize.py", "tests/test_decode_budget_rules.py"],
-    "pipeline/wordlimit.py": ["tests/test_summarizer_rules.py", "tests/test_summarizers.py", "tests/test_review_title_limit.py"],
+    "pipeline/wordlimit.py": ["tests/test_summarizer_rules.py", "tests/test_summarizers.py", "tests/test_review_title_limit.py",
+                              "tests/test_languages.py", "tests/test_seo_fields.py", "tests/test_offline_style.py"],
     # loading and running BLIP / BLIP-2, shared with the handler (which ships a copy): tiny random checkpoints
     "pipeline/blip_core.py": ["tests/test_blip_core.py", "tests/test_captioners.py"],
     # the SageMaker handler, mutated in its own work-folder layout (tests/support/mutation_handler.py)
