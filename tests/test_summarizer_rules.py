@@ -90,3 +90,48 @@ def test_a_summarizer_for_another_taxonomy_version_answers_with_that_versions_at
     request = SummaryRequest(caption="", attributes=[attr("color", "red"), attr("material", "wool")], checks=None, hints={})
     assert twin.summarize(request).attributes == {"color": "red"}
     assert original.summarize(request).attributes == {"category": None, "color": "red", "material": "wool", "pattern": None, "style": None}
+
+
+# The word limit's own rules (pipeline/wordlimit.py), from its mutation run (docs/mutation.md).
+
+def test_a_first_sentence_over_the_limit_is_cut_at_the_limit_and_ended_cleanly():
+    from pipeline.wordlimit import trim_to_word_limit
+
+    words = [f"w{i}" for i in range(1, 61)]
+    words[49] += ","  # the 50th word carries a comma: the cut drops it and ends the sentence
+    assert trim_to_word_limit(" ".join(words)) == " ".join(f"w{i}" for i in range(1, 51)) + "."
+    words[49] = "w50 -;:"  # punctuation left at the cut, whatever it is
+    assert trim_to_word_limit(" ".join(words), limit=50) == " ".join(f"w{i}" for i in range(1, 51)) + "."
+    assert trim_to_word_limit("-one two three four", limit=3) == "-one two three."  # only the end is tidied
+
+
+def test_whole_sentences_are_kept_up_to_the_limit():
+    from pipeline.wordlimit import trim_to_word_limit
+
+    text = "One two three. Four five six!  Seven eight nine? Ten."
+    assert trim_to_word_limit(text, limit=7) == "One two three. Four five six!"
+    assert trim_to_word_limit(text, limit=10) == "One two three. Four five six! Seven eight nine? Ten."  # whitespace collapsed
+
+
+def test_a_seo_field_is_cut_at_the_last_word_that_fits():
+    from pipeline.wordlimit import cut_to_characters
+
+    assert cut_to_characters("red  cotton shirt", 17) == "red cotton shirt"  # whitespace collapsed first
+    assert cut_to_characters("red cotton shirt", 16) == "red cotton shirt"  # exactly the limit
+    assert cut_to_characters("red cotton shirt", 15) == "red cotton"
+    assert cut_to_characters("red cotton shirt", 10) == "red cotton"  # a word ending exactly at the limit is kept
+    assert cut_to_characters("red cotton, shirt", 12) == "red cotton"  # the comma the cut leaves is dropped
+    assert cut_to_characters("r cotton shirt", 5) == "r"  # a one-letter first word
+    assert cut_to_characters("supercalifragilistic shirt", 5) == "super"  # one long word: cut at the limit
+    assert cut_to_characters(" -leading stays", 20) == "-leading stays"
+    assert cut_to_characters(None, 5) == "" and cut_to_characters("", 5) == ""
+
+
+def test_marketing_words_are_found_once_each_lowercased_in_order():
+    from pipeline.wordlimit import marketing_words_in, without_marketing
+
+    found = marketing_words_in("BEST shirt. Buy now! best price, Amazing.")
+    assert found == [word.lower() for word in found] and len(found) == len(set(found)) and found
+    assert found[0] == "best"
+    assert marketing_words_in(None) == [] and marketing_words_in("") == []
+    assert without_marketing(None) == "" and without_marketing("") == ""
