@@ -64,7 +64,9 @@ HANDLER = ("sagemaker/code/inference.py",)
 # seconds mutmut adds to a mutant's measured test time before its CPU limit (x 8): its 1 s default counts the tests
 # alone, not the model building and transformers' lazy imports each forked run redoes (~5-10 CPU s); with it 22 of the
 # first 26 blip_core mutants were "timeouts" that never ran a test
-SETUP_SECONDS = {"pipeline/blip_core.py": 15.0}
+SETUP_SECONDS = {"pipeline/blip_core.py": 15.0,
+                 # test_languages and test_seo_fields start AppTest and local servers: 28 of wordlimit's first 54 were timeouts
+                 "pipeline/wordlimit.py": 20.0}
 
 # what tests open besides pipeline/ and tests/ (AppTest runs dashboard/ pages; test_costs reads README.md's cost
 # table and runs bench/log_volume.py; some runner tests package the tiny model with sagemaker/package.py, a namespace
