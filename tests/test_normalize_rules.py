@@ -198,3 +198,75 @@ def test_photos_are_re_encoded_at_jpeg_quality_85_by_default():
     Image.new("RGB", (8, 8)).save(reference, format="JPEG", quality=85)
     assert Image.open(io.BytesIO(normalized.jpeg)).quantization == Image.open(reference).quantization
     assert normalized.original_bytes == len(jpeg_bytes(size=(300, 200)))
+
+
+# The memory a decode is charged with (decode_cost, under the decode budget) and the JPEG draft that shrinks it.
+
+from pipeline.images.normalize import STRIP_BYTES, _request_draft, bytes_per_pixel, decode_cost  # noqa: E402
+
+
+@pytest.mark.parametrize(("mode", "size"), [("1", 1), ("L", 1), ("P", 1), ("I;16", 2), ("I;16B", 2), ("RGB", 4),
+                                            ("RGBA", 4), ("CMYK", 4), ("I", 4), ("F", 4), ("LA", 4)])
+def test_bytes_per_pixel_is_what_pillow_stores(mode, size):
+    assert bytes_per_pixel(mode) == size
+
+
+def jpeg(size: tuple[int, int], **options) -> Image.Image:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (120, 60, 30)).save(buffer, format="JPEG", **options)
+    return Image.open(io.BytesIO(buffer.getvalue()))
+
+
+def test_a_small_photo_costs_its_pixels_and_three_whole_rgba_copies():
+    image = Image.new("L", (1000, 500))
+    assert decode_cost(image, image.size, 768) == 1000 * 500 * 1 + 3 * 1000 * 500 * 4
+
+
+def test_a_large_photo_costs_its_pixels_four_strips_and_the_reduced_copy():
+    image = Image.new("RGB", (3001, 1000))  # reduced 3x (3001 // 768): 1001 x 334 after rounding up
+    assert decode_cost(image, image.size, 768) == 3001 * 1000 * 4 + 4 * STRIP_BYTES + 1001 * 334 * 4
+
+
+def test_a_progressive_jpeg_also_costs_every_dct_coefficient_of_its_stored_size():
+    """libjpeg keeps 64 two-byte coefficients per 8x8 block of each component, at that component's sampling:
+    4:2:0 has one full-size luma plane and two chroma planes at half width and half height."""
+    baseline = jpeg((800, 600), subsampling=2)
+    progressive = jpeg((800, 600), subsampling=2, progressive=True)
+    blocks = 100 * 75 + 2 * (50 * 38)  # luma 800x600, chroma 400x300 (38 rows of blocks: 37.5 rounded up)
+    assert decode_cost(progressive, progressive.size, 768) - decode_cost(baseline, baseline.size, 768) == blocks * 64 * 2
+    full = jpeg((800, 600), subsampling=0, progressive=True)  # 4:4:4: three full-size planes
+    assert decode_cost(full, full.size, 768) - decode_cost(baseline, baseline.size, 768) == 3 * 100 * 75 * 128
+    # the stored size, not the drafted one: a draft does not shrink the coefficients libjpeg keeps
+    assert decode_cost(progressive, (1600, 1200), 768) - decode_cost(baseline, baseline.size, 768) == (200 * 150 + 2 * 100 * 75) * 128
+
+
+def test_a_large_jpeg_is_drafted_to_the_smallest_scale_still_at_least_max_side():
+    image = jpeg((4000, 3000))
+    _request_draft(image, 768)
+    assert image.size == (1000, 750)  # 1/4; 1/8 would be 500 wide, under 768
+    tall = jpeg((1200, 3100))
+    _request_draft(tall, 768)
+    assert tall.size == (300, 775)  # the longest side decides
+    exact = jpeg((1536, 1000))
+    _request_draft(exact, 768)
+    assert exact.size == (768, 500)  # exactly max_side is enough
+    small = jpeg((768, 500))
+    _request_draft(small, 768)
+    assert small.size == (768, 500)
+    assert small.mode == "RGB"
+
+
+def test_only_jpegs_are_drafted():
+    buffer = io.BytesIO()
+    Image.new("RGB", (4000, 3000)).save(buffer, format="PNG")
+    image = Image.open(buffer)
+    _request_draft(image, 768)
+    assert image.size == (4000, 3000)
+
+
+def test_a_large_jpeg_reports_its_stored_size_and_comes_out_at_max_side():
+    buffer = io.BytesIO()
+    Image.new("RGB", (4000, 3000), (120, 60, 30)).save(buffer, format="JPEG")
+    normalized = normalize_image(buffer.getvalue(), max_side=768)
+    assert (normalized.original_width, normalized.original_height) == (4000, 3000)
+    assert (normalized.width, normalized.height) == (768, 576)
