@@ -270,3 +270,62 @@ def test_a_large_jpeg_reports_its_stored_size_and_comes_out_at_max_side():
     normalized = normalize_image(buffer.getvalue(), max_side=768)
     assert (normalized.original_width, normalized.original_height) == (4000, 3000)
     assert (normalized.width, normalized.height) == (768, 576)
+
+
+def test_exif_that_cannot_be_parsed_shows_the_photo_as_stored():
+    data = png(after_pixels=[chunk(b"eXIf", b"Exif\x00\x00MM")])  # Pillow's EXIF reader raises on this
+    assert exif_orientation(Image.open(io.BytesIO(data)), data) == 1
+    assert png_exif_chunk(data) == b"Exif\x00\x00MM"
+
+
+def test_one_pixel_over_the_default_limit_is_refused():
+    assert refusal(png_bomb(3, 16_666_667)) == "The image is 50 megapixels; the limit is 50."  # 50,000,001 pixels
+
+
+def test_a_progressive_jpeg_is_normalized_with_its_coefficients_counted():
+    buffer = io.BytesIO()
+    Image.new("RGB", (2000, 1000), (20, 90, 200)).save(buffer, format="JPEG", progressive=True)
+    normalized = normalize_image(buffer.getvalue(), max_side=768)
+    assert (normalized.width, normalized.height) == (768, 384)
+    assert len(normalized.phash) == 16 and int(normalized.phash, 16) >= 0  # the near-duplicate hash is made
+
+
+def test_reduce_factor_is_the_largest_whole_factor_keeping_max_side():
+    from pipeline.images.normalize import reduce_factor
+
+    assert [reduce_factor((w, 10), 768) for w in (767, 768, 1535, 1536, 2304)] == [1, 1, 1, 2, 3]
+    assert reduce_factor((10, 5), 1) == 10 and reduce_factor((10, 5), 0) == 10
+
+
+def wide_photo(width: int, height: int, bright_rows: int, bright_cols: int) -> Image.Image:
+    """16-bit greyscale: dark (1000) except a bright (3000) band of the first rows and the first columns."""
+    values = np.full((height, width), 1000, dtype=np.uint16)
+    values[:bright_rows, :] = 3000
+    values[:, :bright_cols] = 3000
+    return Image.fromarray(values)
+
+
+def test_a_large_wide_image_is_reduced_in_strips_against_the_whole_images_range():
+    from pipeline.images.normalize import shrink_to_rgb
+
+    image = wide_photo(3000, 1500, bright_rows=3, bright_cols=3)
+    image.load()
+    out = shrink_to_rgb(image, 768)  # factor 3, strips of 699 rows
+    assert out.size == (1000, 500) and out.mode == "RGB"
+    assert out.getpixel((0, 0)) == (255, 255, 255) and out.getpixel((5, 0)) == (255, 255, 255)  # first rows, first columns
+    assert out.getpixel((0, 5)) == (255, 255, 255)  # the first columns, below the first rows
+    assert out.getpixel((5, 5)) == (0, 0, 0) and out.getpixel((999, 499)) == (0, 0, 0)
+    bottom = np.full((1500, 3000), 1000, dtype=np.uint16)
+    bottom[1000:, :] = 3000  # the last strip alone is flat: only the whole image's range makes it white
+    out = shrink_to_rgb(Image.fromarray(bottom), 768)
+    assert out.getpixel((500, 499)) == (255, 255, 255) and out.getpixel((500, 0)) == (0, 0, 0)
+
+
+def test_an_image_under_twice_max_side_is_converted_whole_not_reduced():
+    from pipeline.images.normalize import shrink_to_rgb
+
+    image = Image.new("L", (1535, 10), 40)
+    out = shrink_to_rgb(image, 768)
+    assert out.size == (1535, 10) and out.getpixel((0, 0)) == (40, 40, 40)
+    two = shrink_to_rgb(Image.new("L", (1536, 10), 40), 768)
+    assert two.size == (768, 5)
