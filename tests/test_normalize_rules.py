@@ -329,3 +329,22 @@ def test_an_image_under_twice_max_side_is_converted_whole_not_reduced():
     assert out.size == (1535, 10) and out.getpixel((0, 0)) == (40, 40, 40)
     two = shrink_to_rgb(Image.new("L", (1536, 10), 40), 768)
     assert two.size == (768, 5)
+
+
+def test_coefficients_count_partial_blocks_and_4_2_2_sampling():
+    baseline = jpeg((801, 600), subsampling=2)
+    odd = jpeg((801, 600), subsampling=2, progressive=True)  # 801 px: 101 luma blocks across, 51 chroma (400.5 px)
+    assert decode_cost(odd, odd.size, 768) - decode_cost(baseline, baseline.size, 768) == (101 * 75 + 2 * 51 * 38) * 128
+    flat = jpeg((800, 600), subsampling=1)
+    half_width = jpeg((800, 600), subsampling=1, progressive=True)  # 4:2:2: chroma at half width, full height
+    assert decode_cost(half_width, half_width.size, 768) - decode_cost(flat, flat.size, 768) == (100 * 75 + 2 * 50 * 75) * 128
+
+
+def test_a_camera_mpo_is_drafted_like_a_jpeg():
+    buffer = io.BytesIO()
+    first, second = Image.new("RGB", (4000, 3000), (90, 40, 40)), Image.new("RGB", (4000, 3000), (40, 40, 90))
+    first.save(buffer, format="MPO", save_all=True, append_images=[second])
+    image = Image.open(io.BytesIO(buffer.getvalue()))
+    assert image.format == "MPO"
+    _request_draft(image, 768)
+    assert image.size == (1000, 750)
