@@ -348,3 +348,13 @@ def test_a_camera_mpo_is_drafted_like_a_jpeg():
     assert image.format == "MPO"
     _request_draft(image, 768)
     assert image.size == (1000, 750)
+
+
+def test_a_format_pillow_reads_but_the_pipeline_does_not_is_named():
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 2)).save(buffer, format="PCX")
+    assert refusal(buffer.getvalue()) == "Image format PCX is not supported (use JPEG, PNG, WebP, GIF, TIFF, BMP or HEIC)."
+
+
+def test_the_bomb_sentence_rounds_the_limit_to_whole_megapixels():
+    assert refusal(png_bomb(), max_pixels=1_500_000) == "The image is too large to process safely (over 2 megapixels)."
