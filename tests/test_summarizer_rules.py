@@ -135,3 +135,28 @@ def test_marketing_words_are_found_once_each_lowercased_in_order():
     assert found[0] == "best"
     assert marketing_words_in(None) == [] and marketing_words_in("") == []
     assert without_marketing(None) == "" and without_marketing("") == ""
+
+
+def test_japanese_and_chinese_limits_follow_the_word_limit_asked_for():
+    from pipeline.wordlimit import limit_text, measure, trim_to_language_limit, within_limit
+
+    assert (limit_text("ja", 20), limit_text("zh", 20), limit_text("en", 20)) == ("50 characters", "30 characters", "20 words")
+    assert within_limit("あ" * 50, "ja", 20) and not within_limit("あ" * 51, "ja", 20)
+    assert trim_to_language_limit("あ" * 60, "ja", 20) == "あ" * 49 + "。"
+    assert trim_to_language_limit("w " * 30, "en", 20) == " ".join(["w"] * 20) + "."
+    assert (measure("red cotton shirt", "en"), measure("red cotton shirt", "ja")) == (3, 14)
+
+
+def test_a_japanese_summary_keeps_whole_sentences_up_to_exactly_the_budget():
+    from pipeline.wordlimit import trim_to_language_limit
+
+    first = "あ" * 124 + "。"  # 125 characters: exactly the budget
+    assert trim_to_language_limit(first + "い" * 10 + "。", "ja") == first
+
+
+def test_a_japanese_sentence_over_the_budget_is_cut_spaces_free_and_ends_with_a_full_stop():
+    from pipeline.wordlimit import trim_to_language_limit
+
+    spaced = trim_to_language_limit("あ " * 200, "ja")
+    assert spaced.replace(" ", "") == "あ" * 124 + "。"  # spaces are not counted
+    assert trim_to_language_limit("あ" * 123 + "、" + "い" * 100, "ja") == "あ" * 123 + "。"  # no comma before the stop
