@@ -150,7 +150,7 @@ def test_japanese_and_chinese_limits_follow_the_word_limit_asked_for():
 def test_a_japanese_summary_keeps_whole_sentences_up_to_exactly_the_budget():
     from pipeline.wordlimit import trim_to_language_limit
 
-    first = "あ" * 124 + "。"  # 125 characters: exactly the budget
+    first = "あ" * 124 + "！"  # 125 characters: exactly the budget (a hard cut would end it with 。)
     assert trim_to_language_limit(first + "い" * 10 + "。", "ja") == first
 
 
