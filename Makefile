@@ -66,7 +66,7 @@ test: $(DEV_STAMP) $(CONTAINER_STAMP) $(CHROMIUM) $(CHECKOV) $(NODE)
 bench: $(DEV_STAMP)
 	$(BIN)/python bench/run_all.py
 
-# Mutation testing of the core modules (docs/mutation.md): manual, hours on 2 cores (about 9,800 mutants).
+# Mutation testing of the core modules (docs/mutation.md): manual, hours on 2 cores (about 10,800 mutants).
 # `make mutants MODULES="fetch export"` runs some of them; results are kept in .mutation/.
 MODULES ?=
 mutants: $(DEV_STAMP)

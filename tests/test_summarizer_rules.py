@@ -160,3 +160,19 @@ def test_a_japanese_sentence_over_the_budget_is_cut_spaces_free_and_ends_with_a_
     spaced = trim_to_language_limit("あ " * 200, "ja")
     assert spaced.replace(" ", "") == "あ" * 124 + "。"  # spaces are not counted
     assert trim_to_language_limit("あ" * 123 + "、" + "い" * 100, "ja") == "あ" * 123 + "。"  # no comma before the stop
+
+
+def test_taking_out_a_marketing_word_leaves_one_comma_not_two():
+    from pipeline.wordlimit import without_marketing
+
+    assert without_marketing("Soft, best, cotton shirt") == "Soft, cotton shirt"
+    assert without_marketing("Soft; best: cotton") == "Soft; cotton"
+
+
+def test_the_hard_cut_tidies_punctuation_only_not_letters():
+    from pipeline.wordlimit import cut_to_characters, trim_to_word_limit
+
+    words = [f"w{i}" for i in range(1, 61)]
+    words[49] = "MAX"  # a word ending in X keeps its X
+    assert trim_to_word_limit(" ".join(words)).endswith(" w49 MAX.")
+    assert cut_to_characters("size XX shirt", 7) == "size XX"
