@@ -13,7 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.images.normalize import exif_orientation, normalize_image, png_exif_chunk, to_rgb, upright_size
+from pipeline.errors import BadInputError
+from pipeline.images.normalize import (
+    STRIP_BYTES, _request_draft, bytes_per_pixel, decode_cost, exif_orientation, normalize_image, open_image, png_exif_chunk,
+    to_rgb, upright_size,
+)
+from support.images import jpeg_bytes, png_bomb
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -147,9 +152,6 @@ def test_a_flat_wide_image_is_black_not_an_error():
 
 # What a merchandiser reads when a photo cannot be used: each sentence exactly.
 
-from pipeline.errors import BadInputError  # noqa: E402
-from pipeline.images.normalize import open_image  # noqa: E402
-from support.images import jpeg_bytes, png_bomb  # noqa: E402
 
 
 def refusal(data: bytes, **options) -> str:
@@ -202,7 +204,6 @@ def test_photos_are_re_encoded_at_jpeg_quality_85_by_default():
 
 # The memory a decode is charged with (decode_cost, under the decode budget) and the JPEG draft that shrinks it.
 
-from pipeline.images.normalize import STRIP_BYTES, _request_draft, bytes_per_pixel, decode_cost  # noqa: E402
 
 
 @pytest.mark.parametrize(("mode", "size"), [("1", 1), ("L", 1), ("P", 1), ("I;16", 2), ("I;16B", 2), ("RGB", 4),
