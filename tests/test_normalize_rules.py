@@ -152,8 +152,6 @@ def test_a_flat_wide_image_is_black_not_an_error():
 
 # What a merchandiser reads when a photo cannot be used: each sentence exactly.
 
-
-
 def refusal(data: bytes, **options) -> str:
     with pytest.raises(BadInputError) as refused:
         normalize_image(data, **options)
@@ -203,8 +201,6 @@ def test_photos_are_re_encoded_at_jpeg_quality_85_by_default():
 
 
 # The memory a decode is charged with (decode_cost, under the decode budget) and the JPEG draft that shrinks it.
-
-
 
 @pytest.mark.parametrize(("mode", "size"), [("1", 1), ("L", 1), ("P", 1), ("I;16", 2), ("I;16B", 2), ("RGB", 4),
                                             ("RGBA", 4), ("CMYK", 4), ("I", 4), ("F", 4), ("LA", 4)])
