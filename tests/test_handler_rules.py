@@ -14,14 +14,13 @@ import json
 import shutil
 import struct
 import types
-import zlib
 
 import pytest
 
 from pipeline.attributes import load_attribute_schema
 from pipeline.captioners.contract import build_request, endpoint_error, parse_response
 from pipeline.errors import BadInputError, ServiceError
-from support.images import jpeg_bytes
+from support.images import jpeg_bytes, png_chunk
 from support.model_server import ModelServer, unpacked_artifact
 
 SCHEMA = load_attribute_schema()
@@ -173,10 +172,7 @@ def test_the_pixel_refusal_names_the_limit_in_whole_megapixels(model_server, mon
 
 def png_header(width: int, height: int) -> bytes:
     """A PNG that declares its size and holds no pixels (what a decompression bomb looks like before decoding)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack("!I", len(data)) + kind + data + struct.pack("!I", zlib.crc32(kind + data))
-
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack("!IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack("!IIBBBBB", width, height, 8, 2, 0, 0, 0)) + png_chunk(b"IEND", b"")
 
 
 def test_a_decompression_bomb_is_refused_before_it_is_decoded(model_server):

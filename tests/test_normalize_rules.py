@@ -18,13 +18,9 @@ from pipeline.images.normalize import (
     STRIP_BYTES, _request_draft, bytes_per_pixel, decode_cost, exif_orientation, normalize_image, open_image, png_exif_chunk,
     to_rgb, upright_size,
 )
-from support.images import jpeg_bytes, png_bomb
+from support.images import jpeg_bytes, png_bomb, png_chunk as chunk
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
 
 def exif_payload(orientation: int) -> bytes:

@@ -130,9 +130,7 @@ def test_a_seo_field_is_cut_at_the_last_word_that_fits():
 def test_marketing_words_are_found_once_each_lowercased_in_order():
     from pipeline.wordlimit import marketing_words_in, without_marketing
 
-    found = marketing_words_in("BEST shirt. Buy now! best price, Amazing.")
-    assert found == [word.lower() for word in found] and len(found) == len(set(found)) and found
-    assert found[0] == "best"
+    assert marketing_words_in("BEST shirt. Buy now! best price, Amazing.") == ["best", "buy", "amazing"]
     assert marketing_words_in(None) == [] and marketing_words_in("") == []
     assert without_marketing(None) == "" and without_marketing("") == ""
 
